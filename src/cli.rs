@@ -1,0 +1,126 @@
+//! The command line. Exit codes: 0 success; 1 start-up refused or a runtime failure;
+//! 2 bad usage or invalid configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::Clock;
+use crate::config::{self, Config, Inputs, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyturn",
+    version,
+    about = "Custodian of JWT signing keys: generates, rotates and publishes them as a JWKS."
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: keyturn.toml in the working directory, if present.
+    #[arg(long, global = true, env = "KEYTURN_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: serve the JWKS and discovery documents and keep the keys.
+    Serve,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (secrets redacted) and exit non-zero if it is invalid.
+    Check,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let inputs = Inputs::from_process(cli.config.clone());
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&inputs),
+        Command::Serve => serve(&inputs),
+    }
+}
+
+fn load_or_exit(inputs: &Inputs) -> Result<Config, ExitCode> {
+    match config::load(inputs) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            for w in &e.warnings {
+                eprintln!("keyturn: warning: {w}");
+            }
+            eprintln!("keyturn: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn config_check(inputs: &Inputs) -> ExitCode {
+    let config = match load_or_exit(inputs) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for w in &config.warnings {
+        eprintln!("keyturn: warning: {w}");
+    }
+    print!("{}", config.render());
+    println!("# configuration is valid");
+    ExitCode::SUCCESS
+}
+
+fn serve(inputs: &Inputs) -> ExitCode {
+    let config = match load_or_exit(inputs) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _guard = init_logging(&config);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let config_format = config.log_format;
+    let result = rocket::execute(async move {
+        let server = crate::start(config, Clock::system()).await?;
+        server.wait().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if config_format == LogFormat::Json {
+                tracing::error!("refusing to start: {e}");
+            }
+            eprintln!("keyturn: refusing to start: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Sets up `tracing` with a non-blocking writer, so a slow terminal never slows serving.
+/// The guard flushes pending lines when dropped at exit.
+fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "{level},rocket=error,_=error,hyper=warn,tokio_cron_scheduler=warn",
+        level = config.log_level.as_str()
+    ));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false)
+        .with_ansi(ansi);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    guard
+}

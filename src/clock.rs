@@ -1,0 +1,122 @@
+//! The one place that reads the wall clock.
+//!
+//! Every other module receives a [`Clock`] and asks it for the time, so tests can move time
+//! forward instead of sleeping (DESIGN.md invariant 6). `clippy.toml` forbids reading the
+//! system time anywhere else.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+/// An instant in UTC, truncated to whole seconds: JWT times are whole seconds, and so is
+/// everything keyturn stores.
+pub type Instant = OffsetDateTime;
+
+/// Source of the current time: the system clock in production, a fake one in tests.
+#[derive(Clone, Debug)]
+pub struct Clock {
+    source: Source,
+}
+
+#[derive(Clone, Debug)]
+enum Source {
+    System,
+    Fake(Arc<Mutex<OffsetDateTime>>),
+}
+
+impl Clock {
+    /// The real wall clock.
+    pub fn system() -> Self {
+        Clock {
+            source: Source::System,
+        }
+    }
+
+    /// A clock that stands still at `start` until [`Clock::advance`] or [`Clock::set`] moves it.
+    pub fn fake(start: OffsetDateTime) -> Self {
+        Clock {
+            source: Source::Fake(Arc::new(Mutex::new(truncate(start)))),
+        }
+    }
+
+    /// The current instant, in whole seconds.
+    pub fn now(&self) -> Instant {
+        match &self.source {
+            #[allow(clippy::disallowed_methods)] // This is the clock module.
+            Source::System => truncate(OffsetDateTime::now_utc()),
+            Source::Fake(t) => *t.lock().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+
+    /// Moves a fake clock forward. A system clock cannot be moved; the call is ignored there.
+    pub fn advance(&self, by: Duration) {
+        if let Source::Fake(t) = &self.source {
+            let mut t = t.lock().unwrap_or_else(PoisonError::into_inner);
+            *t = truncate(*t + by);
+        }
+    }
+
+    /// Sets a fake clock to `to`. Ignored for the system clock.
+    pub fn set(&self, to: OffsetDateTime) {
+        if let Source::Fake(t) = &self.source {
+            *t.lock().unwrap_or_else(PoisonError::into_inner) = truncate(to);
+        }
+    }
+
+    /// Whether this is a fake clock (reported by `config check` and the logs).
+    pub fn is_fake(&self) -> bool {
+        matches!(self.source, Source::Fake(_))
+    }
+}
+
+fn truncate(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+/// Seconds since the Unix epoch, the form instants take in SQLite and in JWT claims.
+pub fn to_unix(t: Instant) -> i64 {
+    t.unix_timestamp()
+}
+
+/// The inverse of [`to_unix`]; out-of-range values clamp to the representable range.
+pub fn from_unix(secs: i64) -> Instant {
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(if secs < 0 {
+        OffsetDateTime::UNIX_EPOCH
+    } else {
+        time::macros::datetime!(9999-12-31 23:59:59 UTC)
+    })
+}
+
+/// RFC 3339 form of an instant, for JSON and logs.
+pub fn rfc3339(t: Instant) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn fake_clock_moves_only_when_told() {
+        let clock = Clock::fake(datetime!(2026-01-01 00:00:00.75 UTC));
+        assert_eq!(clock.now(), datetime!(2026-01-01 00:00:00 UTC));
+        clock.advance(Duration::from_secs(90));
+        assert_eq!(clock.now(), datetime!(2026-01-01 00:01:30 UTC));
+        let copy = clock.clone();
+        copy.advance(Duration::from_secs(30));
+        assert_eq!(
+            clock.now(),
+            datetime!(2026-01-01 00:02:00 UTC),
+            "clones share the time"
+        );
+    }
+
+    #[test]
+    fn unix_round_trip() {
+        let t = datetime!(2030-05-06 07:08:09 UTC);
+        assert_eq!(from_unix(to_unix(t)), t);
+    }
+}

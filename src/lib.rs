@@ -1,0 +1,163 @@
+//! keyturn: a custodian of JWT signing keys.
+//!
+//! It generates signing keys, keeps them sealed in SQLite, rotates them without breaking a
+//! verifier, and publishes them as a JWKS. `main.rs` only parses the command line
+//! ([`cli`]); this crate holds everything else. See ARCHITECTURE.md for the map.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod datadir;
+pub mod error;
+pub mod keys;
+pub mod schedule;
+pub mod service;
+pub mod store;
+pub mod web;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Once};
+
+use rocket::fairing::AdHoc;
+use rocket::figment::Figment;
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::service::Keyturn;
+
+/// Installs aws-lc-rs as jsonwebtoken's crypto provider, once per process.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means a provider is already installed, which is just as good.
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    });
+}
+
+/// A running keyturn server.
+pub struct Server {
+    /// The address it actually listens on (port 0 resolved).
+    pub address: SocketAddr,
+    pub service: Arc<Keyturn>,
+    shutdown: rocket::Shutdown,
+    task: tokio::task::JoinHandle<std::result::Result<(), String>>,
+}
+
+impl Server {
+    /// `http://host:port`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Asks the server to stop and waits until it has.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.clone().notify();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (on SIGTERM or SIGINT, or a shutdown request).
+    pub async fn wait(self) -> Result<()> {
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(Error::Listen {
+                address: self.address.to_string(),
+                reason,
+            }),
+            Err(e) => Err(Error::Listen {
+                address: self.address.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Checks the configured address can be bound before anything in the data dir is touched,
+/// so a taken port refuses start-up without changing anything.
+fn check_listen(config: &Config) -> Result<()> {
+    if config.port == 0 {
+        return Ok(());
+    }
+    TcpListener::bind((config.address, config.port))
+        .map(drop)
+        .map_err(|e| Error::Listen {
+            address: config.socket_text(),
+            reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+                "the port is already in use by another process".into()
+            } else {
+                e.to_string()
+            },
+        })
+}
+
+/// Opens the service and starts serving it. Returns once the server listens.
+pub async fn start(config: Config, clock: Clock) -> Result<Server> {
+    check_listen(&config)?;
+    let service = tokio::task::spawn_blocking(move || Keyturn::open(config, clock))
+        .await
+        .map_err(|e| Error::Sign(format!("start-up task failed: {e}")))??;
+    let service = Arc::new(service);
+    let config = service.config();
+    let secret: Zeroizing<String> = match &config.secret_key {
+        Some(s) => Zeroizing::new(s.expose().to_owned()),
+        None => datadir::cookie_secret(&service.data_dir().secret_key)?,
+    };
+    let figment = Figment::from(rocket::Config {
+        address: config.address,
+        port: config.port,
+        log_level: rocket::config::LogLevel::Off,
+        cli_colors: false,
+        ident: rocket::config::Ident::none(),
+        ..rocket::Config::default()
+    })
+    .merge(("secret_key", secret.as_str()))
+    .merge((
+        "limits",
+        rocket::data::Limits::default()
+            .limit("json", web::BODY_LIMIT.parse().unwrap_or_default())
+            .limit("form", web::BODY_LIMIT.parse().unwrap_or_default()),
+    ));
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let rocket = web::build(service.clone(), figment)
+        .attach(AdHoc::on_liftoff("report address", move |rocket| {
+            let addr = SocketAddr::new(rocket.config().address, rocket.config().port);
+            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(addr);
+            }
+            Box::pin(async {})
+        }))
+        .ignite()
+        .await
+        .map_err(|e| Error::Listen {
+            address: config.socket_text(),
+            reason: e.to_string(),
+        })?;
+    let shutdown = rocket.shutdown();
+    let socket_text = config.socket_text();
+    let task =
+        tokio::spawn(async move { rocket.launch().await.map(drop).map_err(|e| e.to_string()) });
+    match rx.await {
+        Ok(address) => {
+            tracing::info!(url = %format!("http://{address}"), "keyturn is listening");
+            Ok(Server {
+                address,
+                service,
+                shutdown,
+                task,
+            })
+        }
+        Err(_) => {
+            let reason = match task.await {
+                Ok(Err(reason)) => reason,
+                _ => "the server stopped before it listened".into(),
+            };
+            Err(Error::Listen {
+                address: socket_text,
+                reason,
+            })
+        }
+    }
+}

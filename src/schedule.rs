@@ -1,0 +1,171 @@
+//! Rotation schedules: cron expressions and their fire times.
+//!
+//! Expressions are standard five-field cron (`min hour day month weekday`) or six fields with
+//! seconds first, plus nicknames such as `@weekly`. All times are UTC.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+
+use crate::clock::{from_unix, to_unix, Instant};
+
+/// The schedule used when none is configured or stored: Mondays at 00:00 UTC.
+pub const DEFAULT_SCHEDULE: &str = "0 0 * * MON";
+
+/// A parsed, valid cron schedule.
+#[derive(Clone)]
+pub struct Schedule {
+    source: String,
+    cron: Cron,
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Schedule({:?})", self.source)
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Schedule {
+    /// Parses an expression; the error names what is wrong with it.
+    pub fn parse(expr: &str) -> Result<Self, String> {
+        let trimmed = expr.trim();
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .build()
+            .parse(trimmed)
+            .map_err(|e| format!("invalid cron expression '{trimmed}': {e}"))?;
+        let schedule = Schedule {
+            source: trimmed.to_owned(),
+            cron,
+        };
+        // An expression that can never fire (say, February 30th) is as wrong as a typo.
+        let epoch = from_unix(0);
+        if schedule.next_after(epoch).is_none() {
+            return Err(format!("cron expression '{trimmed}' never fires"));
+        }
+        Ok(schedule)
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The first fire time strictly after `t`.
+    pub fn next_after(&self, t: Instant) -> Option<Instant> {
+        let t = chrono_time(t)?;
+        self.cron
+            .find_next_occurrence(&t, false)
+            .ok()
+            .map(|d| from_unix(d.timestamp()))
+    }
+
+    /// The last fire time at or before `t`.
+    pub fn last_at_or_before(&self, t: Instant) -> Option<Instant> {
+        let t = chrono_time(t)?;
+        self.cron
+            .find_previous_occurrence(&t, true)
+            .ok()
+            .map(|d| from_unix(d.timestamp()))
+    }
+
+    /// The next `n` fire times after `t`, for previews.
+    pub fn preview(&self, t: Instant, n: usize) -> Vec<Instant> {
+        let mut out = Vec::with_capacity(n);
+        let mut at = t;
+        while out.len() < n {
+            match self.next_after(at) {
+                Some(next) => {
+                    out.push(next);
+                    at = next;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The longest gap between consecutive fire times over the year after `t`: how long one
+    /// key can stay active, which bounds its planned life.
+    pub fn longest_interval(&self, t: Instant) -> std::time::Duration {
+        let horizon = t + time::Duration::days(366);
+        let mut longest = time::Duration::ZERO;
+        let Some(mut prev) = self.next_after(t) else {
+            return std::time::Duration::ZERO;
+        };
+        // Bounded so a per-second schedule costs at most this many steps.
+        for _ in 0..20_000 {
+            let Some(next) = self.next_after(prev) else {
+                break;
+            };
+            longest = longest.max(next - prev);
+            if next > horizon {
+                break;
+            }
+            prev = next;
+        }
+        longest.try_into().unwrap_or_default()
+    }
+
+    /// The shortest gap between consecutive fire times over the next 1,000 fires.
+    pub fn shortest_interval(&self, t: Instant) -> std::time::Duration {
+        let fires = self.preview(t, 1_000);
+        fires
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .min()
+            .and_then(|d| d.try_into().ok())
+            .unwrap_or_default()
+    }
+}
+
+fn chrono_time(t: Instant) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp(to_unix(t), 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn weekly_default() {
+        let s = Schedule::parse(DEFAULT_SCHEDULE).expect("valid");
+        let t = datetime!(2026-11-24 10:00:00 UTC); // a Tuesday
+        assert_eq!(s.next_after(t), Some(datetime!(2026-11-30 00:00:00 UTC)));
+        assert_eq!(
+            s.last_at_or_before(t),
+            Some(datetime!(2026-11-23 00:00:00 UTC))
+        );
+        assert_eq!(s.preview(t, 2)[1], datetime!(2026-12-07 00:00:00 UTC));
+        assert_eq!(
+            s.longest_interval(t),
+            std::time::Duration::from_secs(7 * 86400)
+        );
+    }
+
+    #[test]
+    fn seconds_field_and_nicknames() {
+        let s = Schedule::parse("*/10 * * * * *").expect("valid");
+        let t = datetime!(2026-01-01 00:00:05 UTC);
+        assert_eq!(s.next_after(t), Some(datetime!(2026-01-01 00:00:10 UTC)));
+        assert_eq!(s.shortest_interval(t), std::time::Duration::from_secs(10));
+        assert!(Schedule::parse("@daily").is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        for bad in ["", "not cron", "61 * * * *", "* * * *"] {
+            let e = Schedule::parse(bad).expect_err(bad);
+            assert!(e.contains("cron expression"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! SQL for the audit log. Records are written in the same transaction as the change they
+//! describe (DESIGN.md invariant 7).
+
+use rusqlite::{params, Connection, Transaction};
+
+use super::Result;
+use crate::clock::{from_unix, to_unix, Instant};
+
+/// One audit record: who did what to which target, when, and from where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: Instant,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub source: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Appends a record. The caller's transaction commits it together with the change.
+pub fn record(
+    tx: &Transaction<'_>,
+    at: Instant,
+    actor: &str,
+    action: &str,
+    target: Option<&str>,
+    source: Option<&str>,
+    detail: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO audit_log (at, actor, action, target, source, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![to_unix(at), actor, action, target, source, detail],
+    )?;
+    Ok(())
+}
+
+/// Records newest first, at most `limit`, older than the `before` id when given.
+pub fn list(conn: &Connection, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, actor, action, target, source, detail FROM audit_log
+         WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![before, limit], |r| {
+        Ok(AuditEntry {
+            id: r.get(0)?,
+            at: from_unix(r.get(1)?),
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            target: r.get(4)?,
+            source: r.get(5)?,
+            detail: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

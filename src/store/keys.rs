@@ -1,0 +1,143 @@
+//! SQL for the `signing_keys` table.
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+
+use super::{Result, StoreError};
+use crate::clock::{from_unix, to_unix, Instant};
+use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
+
+/// A key row: the public record and, while the key lives, its sealed private half.
+#[derive(Clone, Debug)]
+pub struct KeyRow {
+    pub record: KeyRecord,
+    pub sealed_private: Option<Vec<u8>>,
+}
+
+const COLUMNS: &str =
+    "kid, alg, state, public_jwk, sealed_private, created_at, published_at, activated_at, \
+                       retired_at, expired_at, revoked_at, revoke_reason, not_after";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<KeyRow, String>> {
+    let alg: String = row.get(1)?;
+    let state: String = row.get(2)?;
+    let opt_time = |i: usize| -> rusqlite::Result<Option<Instant>> {
+        Ok(row.get::<_, Option<i64>>(i)?.map(from_unix))
+    };
+    let (alg, state) = match (alg.parse::<Algorithm>(), state.parse::<KeyState>()) {
+        (Ok(a), Ok(s)) => (a, s),
+        (Err(e), _) => return Ok(Err(e.to_string())),
+        (_, Err(e)) => return Ok(Err(e)),
+    };
+    Ok(Ok(KeyRow {
+        record: KeyRecord {
+            kid: KeyId::new(row.get::<_, String>(0)?),
+            alg,
+            state,
+            public_jwk: row.get(3)?,
+            created_at: from_unix(row.get(5)?),
+            published_at: from_unix(row.get(6)?),
+            activated_at: opt_time(7)?,
+            retired_at: opt_time(8)?,
+            expired_at: opt_time(9)?,
+            revoked_at: opt_time(10)?,
+            revoke_reason: row.get(11)?,
+            not_after: from_unix(row.get(12)?),
+        },
+        sealed_private: row.get(4)?,
+    }))
+}
+
+/// Every key, oldest first.
+pub fn all(conn: &Connection) -> Result<Vec<KeyRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM signing_keys ORDER BY created_at, kid"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row?.map_err(StoreError::Corrupt)?);
+    }
+    Ok(out)
+}
+
+/// One key by kid.
+pub fn get(conn: &Connection, kid: &KeyId) -> Result<Option<KeyRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM signing_keys WHERE kid = ?1"
+    ))?;
+    let row = stmt.query_row([kid.as_str()], from_row).optional()?;
+    row.map(|r| r.map_err(StoreError::Corrupt)).transpose()
+}
+
+/// Whether any key still holds sealed private material (so a key-encryption key exists
+/// somewhere that must not be replaced by a new one).
+pub fn any_sealed(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE sealed_private IS NOT NULL)",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Inserts a new key.
+pub fn insert(tx: &Transaction<'_>, record: &KeyRecord, sealed_private: &[u8]) -> Result<()> {
+    let t = |v: Option<Instant>| v.map(to_unix);
+    tx.execute(
+        &format!("INSERT INTO signing_keys ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        params![
+            record.kid.as_str(),
+            record.alg.as_str(),
+            record.state.as_str(),
+            record.public_jwk,
+            sealed_private,
+            to_unix(record.created_at),
+            to_unix(record.published_at),
+            t(record.activated_at),
+            t(record.retired_at),
+            t(record.expired_at),
+            t(record.revoked_at),
+            record.revoke_reason,
+            to_unix(record.not_after),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Moves a key from `from` to `to` at `at`, stamping the matching time column and erasing the
+/// private key when the new state holds none. Fails with `Conflict` if the key is not in
+/// `from` any more, so two writers can never apply the same transition twice.
+pub fn transition(
+    tx: &Transaction<'_>,
+    kid: &KeyId,
+    from: KeyState,
+    to: KeyState,
+    at: Instant,
+    reason: Option<&str>,
+) -> Result<()> {
+    let column = match to {
+        KeyState::Pending => "published_at",
+        KeyState::Active => "activated_at",
+        KeyState::Retired => "retired_at",
+        KeyState::Expired => "expired_at",
+        KeyState::Revoked => "revoked_at",
+    };
+    let erase = if to.holds_private_key() {
+        ""
+    } else {
+        ", sealed_private = NULL"
+    };
+    let changed = tx.execute(
+        &format!(
+            "UPDATE signing_keys SET state = ?1, {column} = ?2, revoke_reason = coalesce(?3, revoke_reason){erase}
+             WHERE kid = ?4 AND state = ?5"
+        ),
+        params![to.as_str(), to_unix(at), reason, kid.as_str(), from.as_str()],
+    )?;
+    if changed != 1 {
+        return Err(StoreError::Conflict(format!(
+            "key {kid} is no longer {}",
+            from.as_str()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! All SQL lives under this module: the connection pool, the migrations embedded in the
+//! binary, and one file per table family.
+//!
+//! SQLite work never runs on the async runtime's threads: [`Store::read`] and
+//! [`Store::write`] hand the closure to `spawn_blocking`. Every write is one
+//! `BEGIN IMMEDIATE` transaction (DESIGN.md invariant 5), so a state change and its audit
+//! record commit together or not at all.
+
+pub mod audit;
+pub mod keys;
+pub mod meta;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+/// Versioned migrations, applied in order; `PRAGMA user_version` records the last applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_keys.sql")];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How many read connections the pool keeps.
+const READERS: usize = 4;
+
+/// A database failure. Messages name what failed, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database {path} has schema version {found}, newer than this keyturn understands ({SCHEMA_VERSION}); upgrade keyturn")]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("cannot create database file {path}: {reason}")]
+    Create { path: PathBuf, reason: String },
+    #[error("inconsistent data in the database: {0}")]
+    Corrupt(String),
+    #[error("a state change lost a race: {0}")]
+    Conflict(String),
+    #[error("the database task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The SQLite database: one writer connection and a few readers.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    reader_permits: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.inner.path.display())
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // secure_delete overwrites freed pages, so erased private-key ciphertext does not linger
+    // in the file; foreign keys are off by default in SQLite.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA secure_delete = ON;",
+    )?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if absent) the database without migrating it.
+    pub fn open(path: &Path) -> Result<Store> {
+        // Create the file 0600 ourselves; SQLite gives its -wal and -shm files the same mode.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Create {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let writer = open_connection(path)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(open_connection(path)?);
+        }
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(readers),
+                reader_permits: tokio::sync::Semaphore::new(READERS),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The schema version recorded in the file (0 for a new file).
+    pub fn schema_version(&self) -> Result<i64> {
+        self.read_blocking(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+    }
+
+    /// Applies the migrations the file lacks, each in its own transaction.
+    pub fn migrate(&self) -> Result<()> {
+        let found = self.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.inner.path.clone(),
+                found,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let version = i as i64 + 1;
+            self.write_blocking(|tx| {
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", version)?;
+                Ok(())
+            })?;
+            tracing::info!(version, "applied database migration");
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a read connection, on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let permit = self
+            .inner
+            .reader_permits
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        let inner = self.inner.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let conn = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let Some(conn) = conn else {
+                return Err(StoreError::Task("no free reader".into()));
+            };
+            let result = f(&conn);
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        drop(permit);
+        out
+    }
+
+    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction on the writer, on the blocking pool.
+    /// The transaction commits when `f` returns `Ok` and rolls back otherwise.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write_blocking(f))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// [`Store::read`] for callers outside the async runtime (start-up, the CLI).
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&conn)
+    }
+
+    /// [`Store::write`] for callers outside the async runtime (start-up, the CLI).
+    pub fn write_blocking<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).expect("open");
+        store.migrate().expect("migrate");
+        store.migrate().expect("migrating again is a no-op");
+        assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+        let journal: String = store
+            .read_blocking(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
+            .expect("pragma");
+        assert_eq!(journal, "wal");
+        store
+            .write_blocking(|tx| Ok(tx.pragma_update(None, "user_version", SCHEMA_VERSION + 1)?))
+            .expect("bump");
+        assert!(matches!(store.migrate(), Err(StoreError::TooNew { .. })));
+    }
+
+    #[tokio::test]
+    async fn failed_write_rolls_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).expect("open");
+        store.migrate().expect("migrate");
+        let r: Result<()> = store
+            .write(|tx| {
+                tx.execute("INSERT INTO meta (name, value) VALUES ('a', x'01')", [])?;
+                Err(StoreError::Conflict("test".into()))
+            })
+            .await;
+        assert!(r.is_err());
+        let n: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM meta", [], |r| r.get(0))?))
+            .await
+            .expect("count");
+        assert_eq!(n, 0);
+    }
+}

@@ -1,0 +1,76 @@
+//! Server-rendered pages (askama) and the static files they use, embedded in the binary so
+//! keyturn needs nothing beside itself at run time.
+
+use std::sync::Arc;
+
+use askama::Template;
+use rocket::http::{Header, Status};
+use rocket::response::content::RawHtml;
+use rocket::{get, routes, Route, State};
+
+use crate::clock;
+use crate::service::Keyturn;
+
+pub fn routes() -> Vec<Route> {
+    routes![index, stylesheet]
+}
+
+/// One row of the published-keys table.
+pub struct KeyRow {
+    pub alg: String,
+    pub state: &'static str,
+    pub kid: String,
+    pub published: String,
+}
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct Index {
+    issuer: String,
+    version: &'static str,
+    keys: Vec<KeyRow>,
+}
+
+/// The landing page: what this server is, where its documents are, which keys it publishes.
+#[get("/")]
+fn index(service: &State<Arc<Keyturn>>) -> Result<RawHtml<String>, Status> {
+    let published = service.published();
+    let keys = published
+        .keys
+        .iter()
+        .filter(|k| k.state.is_published())
+        .map(|k| KeyRow {
+            alg: k.alg.to_string(),
+            state: k.state.as_str(),
+            kid: k.kid.to_string(),
+            published: clock::rfc3339(k.published_at),
+        })
+        .collect();
+    let page = Index {
+        issuer: service.config().issuer.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        keys,
+    };
+    page.render().map(RawHtml).map_err(|e| {
+        tracing::error!("rendering the index page failed: {e}");
+        Status::InternalServerError
+    })
+}
+
+const KEYTURN_CSS: &str = include_str!("../../static/keyturn.css");
+
+/// A stylesheet with its cache header.
+#[derive(rocket::Responder)]
+#[response(content_type = "text/css")]
+struct Css {
+    body: &'static str,
+    cache: Header<'static>,
+}
+
+#[get("/static/keyturn.css")]
+fn stylesheet() -> Css {
+    Css {
+        body: KEYTURN_CSS,
+        cache: Header::new("Cache-Control", "public, max-age=3600"),
+    }
+}

@@ -1,0 +1,9 @@
+//! One integration-test binary; its modules mirror the surfaces they exercise. Every test
+//! runs a real server on 127.0.0.1 port 0 over a real SQLite file in a temp dir, or the real
+//! `keyturn` binary, and speaks real HTTP.
+
+mod support;
+
+mod jwks;
+mod startup;
+mod wellknown;
