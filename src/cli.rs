@@ -32,6 +32,24 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Manage API keys for /api/v1.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create an API key and print it once on stdout (only its hash is stored).
+    Create {
+        /// admin (everything), issuer (mint tokens) or verifier (introspect, revocation feed).
+        #[arg(long, value_parser = ["admin", "issuer", "verifier"])]
+        role: String,
+        /// A name for the key, shown in the audit log (letters, digits, '.', '_', '-').
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +67,43 @@ pub fn main() -> ExitCode {
             command: ConfigCommand::Check,
         } => config_check(&inputs),
         Command::Serve => serve(&inputs),
+        Command::Apikey {
+            command: ApikeyCommand::Create { role, name },
+        } => apikey_create(&inputs, &role, &name),
+    }
+}
+
+/// Opens the service on the data dir for a one-off command. Works beside a running daemon:
+/// SQLite serializes the writers, and the daemon picks the change up within a second.
+fn open_service(inputs: &Inputs) -> Result<crate::service::Keyturn, ExitCode> {
+    let config = load_or_exit(inputs)?;
+    crate::service::Keyturn::open(config, Clock::system()).map_err(|e| {
+        eprintln!("keyturn: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn apikey_create(inputs: &Inputs, role: &str, name: &str) -> ExitCode {
+    let service = match open_service(inputs) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let Ok(role) = role.parse() else {
+        return ExitCode::from(2);
+    };
+    match service.create_api_key(role, name, &crate::service::Actor::cli()) {
+        Ok((identity, secret)) => {
+            eprintln!(
+                "created {} API key '{}' (id {}); it is shown once:",
+                identity.role, identity.name, identity.id
+            );
+            println!("{}", secret.as_str());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

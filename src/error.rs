@@ -32,6 +32,14 @@ pub enum Error {
     AlgorithmNotConfigured(Algorithm),
     #[error("signing failed: {0}")]
     Sign(String),
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,6 +11,7 @@ pub mod datadir;
 pub mod error;
 pub mod keys;
 pub mod schedule;
+pub mod scheduler;
 pub mod service;
 pub mod store;
 pub mod web;
@@ -42,6 +43,7 @@ pub struct Server {
     pub address: SocketAddr,
     pub service: Arc<Keyturn>,
     shutdown: rocket::Shutdown,
+    scheduler: Option<scheduler::Scheduler>,
     task: tokio::task::JoinHandle<std::result::Result<(), String>>,
 }
 
@@ -57,9 +59,16 @@ impl Server {
         self.wait().await
     }
 
-    /// Waits until the server stops (on SIGTERM or SIGINT, or a shutdown request).
-    pub async fn wait(self) -> Result<()> {
-        match self.task.await {
+    /// Waits until the server stops (on SIGTERM or SIGINT, or a shutdown request), then
+    /// stops the scheduler and hands the rotator lease over.
+    pub async fn wait(mut self) -> Result<()> {
+        let served = (&mut self.task).await;
+        if let Some(s) = self.scheduler.take() {
+            s.shutdown().await;
+        }
+        let service = self.service.clone();
+        let _ = tokio::task::spawn_blocking(move || service.release_lease()).await;
+        match served {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(Error::Listen {
                 address: self.address.to_string(),
@@ -137,6 +146,12 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
         })?;
     let shutdown = rocket.shutdown();
     let socket_text = config.socket_text();
+    let scheduler = scheduler::Scheduler::start(service.clone())
+        .await
+        .map_err(|e| Error::Listen {
+            address: socket_text.clone(),
+            reason: format!("the scheduler did not start: {e}"),
+        })?;
     let task =
         tokio::spawn(async move { rocket.launch().await.map(drop).map_err(|e| e.to_string()) });
     match rx.await {
@@ -146,10 +161,12 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
                 address,
                 service,
                 shutdown,
+                scheduler: Some(scheduler),
                 task,
             })
         }
         Err(_) => {
+            scheduler.shutdown().await;
             let reason = match task.await {
                 Ok(Err(reason)) => reason,
                 _ => "the server stopped before it listened".into(),

@@ -4,6 +4,8 @@
 //! seconds first, plus nicknames such as `@weekly`. All times are UTC.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds};
@@ -19,6 +21,10 @@ pub const DEFAULT_SCHEDULE: &str = "0 0 * * MON";
 pub struct Schedule {
     source: String,
     cron: Cron,
+    /// Interval statistics are costly for frequent schedules (thousands of fires): computed
+    /// once per parsed schedule and shared by its clones.
+    longest: Arc<OnceLock<Duration>>,
+    shortest: Arc<OnceLock<Duration>>,
 }
 
 impl fmt::Debug for Schedule {
@@ -45,6 +51,8 @@ impl Schedule {
         let schedule = Schedule {
             source: trimmed.to_owned(),
             cron,
+            longest: Arc::new(OnceLock::new()),
+            shortest: Arc::new(OnceLock::new()),
         };
         // An expression that can never fire (say, February 30th) is as wrong as a typo.
         let epoch = from_unix(0);
@@ -93,13 +101,18 @@ impl Schedule {
         out
     }
 
-    /// The longest gap between consecutive fire times over the year after `t`: how long one
-    /// key can stay active, which bounds its planned life.
-    pub fn longest_interval(&self, t: Instant) -> std::time::Duration {
+    /// The longest gap between consecutive fire times over the year after `t` (the first `t`
+    /// asked about, for this parsed schedule): how long one key can stay active, which bounds
+    /// its planned life.
+    pub fn longest_interval(&self, t: Instant) -> Duration {
+        *self.longest.get_or_init(|| self.compute_longest(t))
+    }
+
+    fn compute_longest(&self, t: Instant) -> Duration {
         let horizon = t + time::Duration::days(366);
         let mut longest = time::Duration::ZERO;
         let Some(mut prev) = self.next_after(t) else {
-            return std::time::Duration::ZERO;
+            return Duration::ZERO;
         };
         // Bounded so a per-second schedule costs at most this many steps.
         for _ in 0..20_000 {
@@ -115,8 +128,13 @@ impl Schedule {
         longest.try_into().unwrap_or_default()
     }
 
-    /// The shortest gap between consecutive fire times over the next 1,000 fires.
-    pub fn shortest_interval(&self, t: Instant) -> std::time::Duration {
+    /// The shortest gap between consecutive fire times over the next 1,000 fires (after the
+    /// first `t` asked about, for this parsed schedule).
+    pub fn shortest_interval(&self, t: Instant) -> Duration {
+        *self.shortest.get_or_init(|| self.compute_shortest(t))
+    }
+
+    fn compute_shortest(&self, t: Instant) -> Duration {
         let fires = self.preview(t, 1_000);
         fires
             .windows(2)
@@ -146,10 +164,7 @@ mod tests {
             Some(datetime!(2026-11-23 00:00:00 UTC))
         );
         assert_eq!(s.preview(t, 2)[1], datetime!(2026-12-07 00:00:00 UTC));
-        assert_eq!(
-            s.longest_interval(t),
-            std::time::Duration::from_secs(7 * 86400)
-        );
+        assert_eq!(s.longest_interval(t), Duration::from_secs(7 * 86400));
     }
 
     #[test]
@@ -157,7 +172,7 @@ mod tests {
         let s = Schedule::parse("*/10 * * * * *").expect("valid");
         let t = datetime!(2026-01-01 00:00:05 UTC);
         assert_eq!(s.next_after(t), Some(datetime!(2026-01-01 00:00:10 UTC)));
-        assert_eq!(s.shortest_interval(t), std::time::Duration::from_secs(10));
+        assert_eq!(s.shortest_interval(t), Duration::from_secs(10));
         assert!(Schedule::parse("@daily").is_ok());
     }
 

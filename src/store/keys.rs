@@ -60,6 +60,32 @@ pub fn all(conn: &Connection) -> Result<Vec<KeyRow>> {
     Ok(out)
 }
 
+/// Every key still in play (pending, active, retired), oldest first.
+pub fn live(conn: &Connection) -> Result<Vec<KeyRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM signing_keys WHERE state IN ('pending', 'active', 'retired') ORDER BY created_at, kid"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row?.map_err(StoreError::Corrupt)?);
+    }
+    Ok(out)
+}
+
+/// The state of one key, read inside a transaction to guard a decision.
+pub fn state(conn: &Connection, kid: &KeyId) -> Result<Option<KeyState>> {
+    let s: Option<String> = conn
+        .query_row(
+            "SELECT state FROM signing_keys WHERE kid = ?1",
+            [kid.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    s.map(|s| s.parse().map_err(StoreError::Corrupt))
+        .transpose()
+}
+
 /// One key by kid.
 pub fn get(conn: &Connection, kid: &KeyId) -> Result<Option<KeyRow>> {
     let mut stmt = conn.prepare_cached(&format!(

@@ -6,9 +6,13 @@
 //! `BEGIN IMMEDIATE` transaction (DESIGN.md invariant 5), so a state change and its audit
 //! record commit together or not at all.
 
+pub mod apikeys;
 pub mod audit;
 pub mod keys;
+pub mod lease;
 pub mod meta;
+pub mod settings;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,7 +21,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 /// Versioned migrations, applied in order; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_keys.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_keys.sql"),
+    include_str!("migrations/0002_rotation.sql"),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -24,11 +24,48 @@ impl ApiError {
     }
 }
 
+impl From<crate::error::Error> for ApiError {
+    /// Maps a domain error to a status. Server-side failures are logged here, once, with
+    /// their cause; the client gets a generic description.
+    fn from(e: crate::error::Error) -> Self {
+        use crate::error::Error as E;
+        match e {
+            E::Invalid(_) | E::AlgorithmNotConfigured(_) => {
+                ApiError::new(Status::BadRequest, "invalid_request", e.to_string())
+            }
+            E::NotFound(_) => ApiError::new(Status::NotFound, "not_found", e.to_string()),
+            E::Conflict(_) => ApiError::new(Status::Conflict, "conflict", e.to_string()),
+            E::Unauthorized(_) => {
+                ApiError::new(Status::Unauthorized, "unauthorized", e.to_string())
+            }
+            E::NoActiveKey(_) => ApiError::new(
+                Status::ServiceUnavailable,
+                "temporarily_unavailable",
+                e.to_string(),
+            ),
+            other => {
+                tracing::error!("request failed: {other}");
+                ApiError::new(
+                    Status::InternalServerError,
+                    "server_error",
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
         let body = json!({"error": self.error, "error_description": self.description}).to_string();
-        Response::build()
-            .status(self.status)
+        let mut res = Response::build();
+        if self.status == Status::Unauthorized {
+            res.header(rocket::http::Header::new(
+                "WWW-Authenticate",
+                "Bearer realm=\"keyturn\"",
+            ));
+        }
+        res.status(self.status)
             .header(ContentType::JSON)
             .header(rocket::http::Header::new("Cache-Control", "no-store"))
             .sized_body(body.len(), std::io::Cursor::new(body))
@@ -37,7 +74,7 @@ impl<'r> Responder<'r, 'static> for ApiError {
 }
 
 #[rocket::catch(default)]
-fn default_catcher(status: Status, _: &Request<'_>) -> ApiError {
+fn default_catcher(status: Status, req: &Request<'_>) -> ApiError {
     let error = match status.code {
         400 | 422 => "invalid_request",
         401 => "unauthorized",
@@ -49,7 +86,18 @@ fn default_catcher(status: Status, _: &Request<'_>) -> ApiError {
         c if c >= 500 => "server_error",
         _ => "invalid_request",
     };
-    let reason = status.reason().unwrap_or("error").to_lowercase();
+    let reason = match status.code {
+        401 => req
+            .local_cache(|| crate::web::api::AuthFailure("authentication required"))
+            .0
+            .to_owned(),
+        400 => {
+            "the request is malformed (bad JSON, wrong content type or invalid encoding)".to_owned()
+        }
+        422 => "the request body does not have the expected fields and types".to_owned(),
+        413 => format!("the request body is larger than {}", crate::web::BODY_LIMIT),
+        _ => status.reason().unwrap_or("error").to_lowercase(),
+    };
     ApiError::new(status, error, reason)
 }
 

@@ -1,6 +1,7 @@
 //! The web layer: Rocket only. Routes turn HTTP into service calls and service results into
 //! HTTP; they hold no domain rules. API errors are JSON in OAuth style.
 
+pub mod api;
 pub mod error;
 pub mod pages;
 pub mod wellknown;
@@ -26,6 +27,7 @@ pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
         .attach(SecurityHeaders)
         .mount("/", wellknown::routes())
         .mount("/", pages::routes())
+        .mount("/", api::routes())
         .register("/", error::catchers())
 }
 

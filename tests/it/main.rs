@@ -5,5 +5,6 @@
 mod support;
 
 mod jwks;
+mod lifecycle;
 mod startup;
 mod wellknown;

@@ -3,37 +3,78 @@
 //! `Keyturn` owns the store, the key-encryption key, the clock and the published snapshot.
 //! It turns domain decisions (`keys::lifecycle::plan`) into transactions with their audit
 //! records, and after each change rebuilds the in-memory snapshot the web layer serves from.
+//!
+//! Its methods block (SQLite, key generation): the web layer calls them through
+//! `spawn_blocking`, never on the async threads.
+
+pub mod apikeys;
+pub mod policy;
+pub mod rotation;
+pub mod tokens;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde::Serialize;
 
 use crate::clock::{Clock, Instant};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::datadir::{self, DataDir};
 use crate::error::{Error, Result};
-use crate::keys::generate::{self, PrivateKey, PublicJwk};
+use crate::keys::generate::{PrivateKey, PublicJwk};
 use crate::keys::jwks::{self, Document};
-use crate::keys::lifecycle::{self, Policy, Transition};
+use crate::keys::lifecycle::Policy;
 use crate::keys::sealed::Kek;
 use crate::keys::signer::SigningKey;
 use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
-use crate::schedule::Schedule;
-use crate::store::{self, audit, meta, Store};
+use crate::store::{self, meta, Store};
 
 /// A label sealed under the KEK at first start, so a replaced KEK file is detected even
 /// before any key has been opened.
 const KEK_CHECK: &str = "keyturn-kek-check";
 
-/// The actor recorded for changes keyturn makes by itself.
-pub const SYSTEM: &str = "system";
+/// Who did something, and from where: every audit record names both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub source: Option<String>,
+}
+
+impl Actor {
+    /// keyturn itself (the scheduler, start-up).
+    pub fn system() -> Self {
+        Actor {
+            name: "system".into(),
+            source: None,
+        }
+    }
+
+    /// A caller authenticated by an API key.
+    pub fn api_key(name: &str, source: Option<String>) -> Self {
+        Actor {
+            name: format!("apikey:{name}"),
+            source,
+        }
+    }
+
+    /// The command line on this host.
+    pub fn cli() -> Self {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        Actor {
+            name: format!("cli:{user}"),
+            source: Some("local".into()),
+        }
+    }
+}
 
 /// What the web layer serves: made once per key-set change, shared by reference.
 #[derive(Debug)]
 pub struct Published {
-    /// Every key, oldest first (expired and revoked included; they are not in the JWKS).
+    /// Every live key (pending, active, retired), oldest first.
     pub keys: Vec<KeyRecord>,
+    pub policy: Policy,
     pub jwks: Document,
     pub openid_configuration: Document,
     pub oauth_metadata: Document,
@@ -45,6 +86,11 @@ impl Published {
     pub fn signer(&self, alg: Algorithm) -> Option<&Arc<SigningKey>> {
         self.signers.get(&alg)
     }
+
+    /// The record of a live key.
+    pub fn key(&self, kid: &KeyId) -> Option<&KeyRecord> {
+        self.keys.iter().find(|k| &k.kid == kid)
+    }
 }
 
 /// The keyturn service.
@@ -55,22 +101,31 @@ pub struct Keyturn {
     kek: Kek,
     data_dir: DataDir,
     published: RwLock<Arc<Published>>,
+    /// This process's identity for the rotator lease.
+    holder: String,
+    /// SQLite's `data_version` when the snapshot was last rebuilt: it changes when another
+    /// process (the CLI, a second daemon) commits, so the snapshot is rebuilt then too.
+    seen_data_version: Mutex<i64>,
+    /// Bumped whenever the policy changes, so the scheduler can follow a new cron expression.
+    policy_version: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Keyturn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyturn")
             .field("store", &self.store)
+            .field("holder", &self.holder)
             .finish_non_exhaustive()
     }
 }
 
 impl Keyturn {
     /// Opens the data dir and database, checks every stored key against the key-encryption
-    /// key, and brings each configured algorithm to one active and one pending key.
+    /// key, and brings each configured algorithm to one active and one pending key (applying
+    /// any rotation that fell due while the daemon was down, once).
     ///
     /// Everything that can refuse is checked before anything is written, so a refusal
-    /// leaves the data dir as it was. Blocking: call it off the async runtime.
+    /// leaves the data dir as it was.
     pub fn open(config: Config, clock: Clock) -> Result<Keyturn> {
         crate::install_crypto_provider();
         let data_dir = DataDir::new(&config.data_dir);
@@ -100,10 +155,9 @@ impl Keyturn {
         }
 
         store.migrate()?;
-        let rows = store.read_blocking(store::keys::all)?;
-        for row in &rows {
+        for row in store.read_blocking(store::keys::live)? {
             if let Some(sealed) = &row.sealed_private {
-                open_private(&kek, &config, &row.record, sealed)?;
+                open_private(&kek, &row.record, sealed)?;
             }
         }
         if stored_check.is_none() {
@@ -114,8 +168,10 @@ impl Keyturn {
             store.write_blocking(|tx| meta::set(tx, KEK_CHECK, &check))?;
         }
 
+        let policy = policy::effective(&config, &store.read_blocking(store::settings::all)?, None);
         let empty = Arc::new(Published {
             keys: Vec::new(),
+            policy,
             jwks: jwks::serialize(&[]),
             openid_configuration: Document::new(b"{}".to_vec()),
             oauth_metadata: Document::new(b"{}".to_vec()),
@@ -128,9 +184,12 @@ impl Keyturn {
             kek,
             data_dir,
             published: RwLock::new(empty),
+            holder: random_id(12),
+            seen_data_version: Mutex::new(0),
+            policy_version: tokio::sync::watch::channel(0).0,
         };
-        service.apply_plan()?;
         service.reload()?;
+        service.tick()?;
         Ok(service)
     }
 
@@ -150,7 +209,12 @@ impl Keyturn {
         &self.data_dir
     }
 
-    /// The current snapshot: keys, JWKS, discovery and signers.
+    /// This process's identity for the rotator lease.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The current snapshot: live keys, policy, JWKS, discovery and signers.
     pub fn published(&self) -> Arc<Published> {
         self.published
             .read()
@@ -160,111 +224,25 @@ impl Keyturn {
 
     /// The timing policy in force.
     pub fn policy(&self) -> Policy {
-        let pins = &self.config.pins;
-        Policy {
-            schedule: pins
-                .rotation_schedule
-                .clone()
-                .unwrap_or_else(default_schedule),
-            publish_lead: pins.publish_lead.unwrap_or(config::DEFAULT_PUBLISH_LEAD),
-            clock_skew: pins.clock_skew.unwrap_or(config::DEFAULT_CLOCK_SKEW),
-            max_token_ttl: pins.max_token_ttl.unwrap_or(config::DEFAULT_MAX_TOKEN_TTL),
-            leeway: pins.leeway.unwrap_or(config::DEFAULT_LEEWAY),
-            jwks_max_age: self.config.jwks_max_age,
-        }
+        self.published().policy.clone()
     }
 
-    /// Applies every transition the lifecycle plans for now. Blocking.
-    fn apply_plan(&self) -> Result<()> {
-        let now = self.clock.now();
-        let keys: Vec<KeyRecord> = self
-            .store
-            .read_blocking(store::keys::all)?
-            .into_iter()
-            .map(|r| r.record)
-            .collect();
-        let policy = self.policy();
-        for transition in lifecycle::plan(now, &keys, &policy, &self.config.algorithms) {
-            match transition {
-                Transition::Generate { alg, activate } => {
-                    self.generate_key(alg, activate, now, &policy)?
-                }
-            }
-        }
-        Ok(())
+    /// Subscribes to policy changes (the scheduler follows the cron expression).
+    pub fn watch_policy(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.policy_version.subscribe()
     }
 
-    /// Generates, seals and stores a key; with `activate`, it is active from the start.
-    fn generate_key(
-        &self,
-        alg: Algorithm,
-        activate: bool,
-        now: Instant,
-        policy: &Policy,
-    ) -> Result<()> {
-        let not_after = now + policy.planned_life(now);
-        let new = generate::generate(
-            alg,
-            self.config.rsa_bits,
-            &self.config.issuer,
-            now,
-            policy.clock_skew,
-            not_after,
-        )?;
-        let sealed = self
-            .kek
-            .seal(new.kid.as_str(), new.private.der())
-            .map_err(|e| Error::Kek {
-                path: self.config.kek_file.clone(),
-                reason: e.to_string(),
-            })?;
-        let public_jwk =
-            serde_json::to_string(&new.public).map_err(|e| Error::Sign(e.to_string()))?;
-        let record = KeyRecord {
-            kid: new.kid.clone(),
-            alg,
-            state: if activate {
-                KeyState::Active
-            } else {
-                KeyState::Pending
-            },
-            public_jwk,
-            created_at: now,
-            published_at: now,
-            activated_at: activate.then_some(now),
-            retired_at: None,
-            expired_at: None,
-            revoked_at: None,
-            revoke_reason: None,
-            not_after,
-        };
-        let (action, detail) = if activate {
-            (
-                "key.bootstrap",
-                "no active key for this algorithm: generated and activated at once",
-            )
-        } else {
-            ("key.generate", "generated and published as pending")
-        };
-        self.store.write_blocking(|tx| {
-            store::keys::insert(tx, &record, &sealed)?;
-            audit::record(
-                tx,
-                now,
-                SYSTEM,
-                action,
-                Some(record.kid.as_str()),
-                None,
-                Some(&format!("{alg}: {detail}")),
-            )
-        })?;
-        tracing::info!(kid = %record.kid, %alg, state = record.state.as_str(), "generated signing key");
-        Ok(())
+    /// The current time.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
-    /// Rebuilds the published snapshot from the database. Blocking.
+    /// Rebuilds the published snapshot from the database.
     pub fn reload(&self) -> Result<()> {
-        let rows = self.store.read_blocking(store::keys::all)?;
+        let (rows, stored, version) = self.store.read_blocking(|c| {
+            let version: i64 = c.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            Ok((store::keys::live(c)?, store::settings::all(c)?, version))
+        })?;
         let current = self.published();
         let mut signers = BTreeMap::new();
         for row in &rows {
@@ -287,7 +265,7 @@ impl Keyturn {
                     kid: row.record.kid.clone(),
                     reason: "an active key has no private key".into(),
                 })?;
-            let private = open_private(&self.kek, &self.config, &row.record, sealed)?;
+            let private = open_private(&self.kek, &row.record, sealed)?;
             signers.insert(
                 row.record.alg,
                 Arc::new(SigningKey::new(
@@ -298,38 +276,70 @@ impl Keyturn {
             );
         }
         let keys: Vec<KeyRecord> = rows.into_iter().map(|r| r.record).collect();
+        let policy = policy::effective(&self.config, &stored, Some(&current.policy));
+        let policy_changed = policy != current.policy;
         let published = Published {
             jwks: serialize_jwks(&keys)?,
             openid_configuration: discovery(&self.config, true),
             oauth_metadata: discovery(&self.config, false),
             keys,
+            policy,
             signers,
         };
         *self
             .published
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(published);
+        *self
+            .seen_data_version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = version;
+        if policy_changed {
+            self.policy_version.send_modify(|v| *v += 1);
+        }
         Ok(())
     }
 
+    /// Rebuilds the snapshot if another process changed the database since the last rebuild.
+    pub fn reload_if_changed(&self) -> Result<bool> {
+        let version: i64 = self
+            .store
+            .read_blocking(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))?;
+        let seen = *self
+            .seen_data_version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if version != seen {
+            self.reload()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Signs `claims` with the active key of `alg` (the first configured algorithm when
-    /// `None`). This is the raw signing primitive; token issuance wraps it.
+    /// `None`). The raw signing primitive: token issuance wraps it and records the token.
     pub fn sign(
         &self,
         alg: Option<Algorithm>,
         typ: &str,
         claims: &impl Serialize,
     ) -> Result<(String, KeyId)> {
-        let alg = alg.unwrap_or(self.config.algorithms[0]);
-        if !self.config.algorithms.contains(&alg) {
-            return Err(Error::AlgorithmNotConfigured(alg));
-        }
+        let alg = self.resolve_alg(alg)?;
         let published = self.published();
         let signer = published.signer(alg).ok_or(Error::NoActiveKey(alg))?;
         let token = signer
             .sign(typ, claims)
             .map_err(|e| Error::Sign(e.to_string()))?;
         Ok((token, signer.kid().clone()))
+    }
+
+    /// The algorithm to use: the one asked for if configured, else the first configured.
+    pub fn resolve_alg(&self, alg: Option<Algorithm>) -> Result<Algorithm> {
+        let alg = alg.unwrap_or(self.config.algorithms[0]);
+        if !self.config.algorithms.contains(&alg) {
+            return Err(Error::AlgorithmNotConfigured(alg));
+        }
+        Ok(alg)
     }
 
     /// Whether the daemon can serve: the database answers and every configured algorithm
@@ -353,29 +363,24 @@ impl Keyturn {
         Ok(())
     }
 
-    /// The current time, for callers that stamp responses.
-    pub fn now(&self) -> Instant {
-        self.clock.now()
+    fn kek(&self) -> &Kek {
+        &self.kek
     }
 }
 
-fn default_schedule() -> Schedule {
-    // The default is a constant known to parse; a failure here is a programming error that
-    // the schedule tests catch.
-    Schedule::parse(crate::schedule::DEFAULT_SCHEDULE)
-        .unwrap_or_else(|e| panic!("default schedule: {e}"))
+/// Random identifier: `bytes` random bytes, base64url.
+pub fn random_id(bytes: usize) -> String {
+    use base64::Engine as _;
+    let mut buf = vec![0u8; bytes];
+    // The system RNG failing is not recoverable; aws-lc aborts before returning an error.
+    let _ = aws_lc_rs::rand::fill(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
 /// Opens a sealed private key and checks it is the key its record describes.
-fn open_private(
-    kek: &Kek,
-    config: &Config,
-    record: &KeyRecord,
-    sealed: &[u8],
-) -> Result<PrivateKey> {
+fn open_private(kek: &Kek, record: &KeyRecord, sealed: &[u8]) -> Result<PrivateKey> {
     // The KEK itself was verified against the check value first, so a key that does not
     // open means its row was altered: a flipped byte, or another key's ciphertext moved in.
-    let _ = config;
     let der = kek.open(record.kid.as_str(), sealed).map_err(|e| Error::KeyDoesNotLoad {
         kid: record.kid.clone(),
         reason: format!(

@@ -1,0 +1,159 @@
+//! API keys: created from the command line (or by an admin), shown once, stored as a hash.
+//!
+//! A key reads `kt_<id>.<secret>`: the id finds the row, the secret (256 random bits) is
+//! compared by its SHA-256 in constant time.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::{random_id, Actor, Keyturn};
+use crate::error::{Error, Result};
+use crate::store::{self, apikeys::ApiKeyRow, audit};
+
+/// What an API key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Mint tokens.
+    Issuer,
+    /// Read revocations and introspect tokens.
+    Verifier,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Issuer => "issuer",
+            Role::Verifier => "verifier",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "issuer" => Ok(Role::Issuer),
+            "verifier" => Ok(Role::Verifier),
+            other => Err(format!(
+                "unknown role '{other}': use admin, issuer or verifier"
+            )),
+        }
+    }
+}
+
+/// An authenticated API key (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApiKeyIdentity {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+const PREFIX: &str = "kt_";
+
+fn digest(secret: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+impl Keyturn {
+    /// Creates an API key. The returned secret is the only copy: it is stored as a hash.
+    pub fn create_api_key(
+        &self,
+        role: Role,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(ApiKeyIdentity, Zeroizing<String>)> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(Error::Invalid(vec![
+                "name: use 1 to 64 letters, digits, '.', '_' or '-'".into(),
+            ]));
+        }
+        let id = random_id(9);
+        let secret = Zeroizing::new(random_id(32));
+        let now = self.clock.now();
+        let row = ApiKeyRow {
+            id: id.clone(),
+            name: name.to_owned(),
+            role: role.as_str().to_owned(),
+            secret_hash: digest(&secret),
+            created_at: now,
+            created_by: actor.name.clone(),
+            revoked_at: None,
+        };
+        let by = actor.clone();
+        self.store.write_blocking(|tx| {
+            store::apikeys::insert(tx, &row)?;
+            audit::record(
+                tx,
+                now,
+                &by.name,
+                "apikey.create",
+                Some(&row.id),
+                by.source.as_deref(),
+                Some(&format!("{} key '{}'", row.role, row.name)),
+            )
+        })?;
+        let full = Zeroizing::new(format!("{PREFIX}{id}.{}", secret.as_str()));
+        Ok((
+            ApiKeyIdentity {
+                id,
+                name: name.to_owned(),
+                role,
+            },
+            full,
+        ))
+    }
+
+    /// The identity behind a presented key, or `None` if it is unknown, wrong or revoked.
+    pub fn authenticate_api_key(&self, presented: &str) -> Result<Option<ApiKeyIdentity>> {
+        let Some((id, secret)) = presented
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once('.'))
+        else {
+            return Ok(None);
+        };
+        if id.len() > 64 || secret.len() > 128 {
+            return Ok(None);
+        }
+        let Some(row) = self.store.read_blocking(|c| store::apikeys::get(c, id))? else {
+            return Ok(None);
+        };
+        let matches =
+            aws_lc_rs::constant_time::verify_slices_are_equal(&row.secret_hash, &digest(secret))
+                .is_ok();
+        if !matches || row.revoked_at.is_some() {
+            return Ok(None);
+        }
+        let role = row
+            .role
+            .parse()
+            .map_err(|e: String| Error::Store(store::StoreError::Corrupt(e)))?;
+        Ok(Some(ApiKeyIdentity {
+            id: row.id,
+            name: row.name,
+            role,
+        }))
+    }
+}

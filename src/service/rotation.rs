@@ -1,0 +1,580 @@
+//! Applying the lifecycle: the periodic tick, administrator rotations and key revocation.
+//!
+//! Scheduled transitions are applied only by the holder of the rotator lease, checked inside
+//! each transaction, so two processes on one database never both rotate. Administrator
+//! actions (emergency rotation, revocation) are applied by whichever process receives them;
+//! every change is guarded by the key's current state, so none can apply twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{policy, Actor, Keyturn};
+use crate::clock::{self, Instant};
+use crate::error::{Error, Result};
+use crate::keys::generate;
+use crate::keys::lifecycle::{self, Policy, RotationCause, Transition, World};
+use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
+use crate::store::{self, audit, lease, StoreError};
+
+/// How long a lease lasts without renewal. The holder renews it on every tick (each second)
+/// once half of it has passed; a stand-by takes over this long after the holder stops.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// What one tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Transitions applied.
+    pub applied: Vec<Transition>,
+    /// Transitions due but left to the lease holder.
+    pub deferred: usize,
+    /// Whether this process holds the rotator lease after the tick.
+    pub holds_lease: bool,
+}
+
+/// A key, its times, and what is next for it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyView {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub state: KeyState,
+    pub created_at: String,
+    pub published_at: String,
+    pub activated_at: Option<String>,
+    pub retired_at: Option<String>,
+    pub expired_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub revoke_reason: Option<String>,
+    pub not_after: String,
+    /// The next planned transition: `{"event": "activate"|"retire"|"expire", "at": time}`.
+    pub next: Option<NextView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NextView {
+    pub event: &'static str,
+    pub at: Option<String>,
+}
+
+/// Graceful or emergency rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotateMode {
+    /// Promote the pending key as soon as it has been published for the lead.
+    Graceful,
+    /// Activate a fresh key at once; verifiers with a cached JWKS may fail until they refetch.
+    Emergency,
+}
+
+/// What a rotation request did or will do.
+#[derive(Clone, Debug, Serialize)]
+pub struct RotateOutcome {
+    pub mode: RotateMode,
+    pub alg: Algorithm,
+    /// The key that signs after the rotation.
+    pub activate: Option<String>,
+    /// The key that stops signing.
+    pub retire: Option<String>,
+    /// When the rotation takes (took) effect.
+    pub at: String,
+    /// Whether it has already happened.
+    pub done: bool,
+}
+
+/// What revoking a key did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RevokeOutcome {
+    pub kid: String,
+    pub previous_state: KeyState,
+    /// The key activated in its place, when it was the active key.
+    pub replacement: Option<String>,
+    /// Tokens it signed that had not yet expired: they count as revoked from now on.
+    pub live_tokens_invalidated: u64,
+}
+
+struct Snapshot {
+    keys: Vec<KeyRecord>,
+    last_exp: HashMap<KeyId, Instant>,
+    requested: HashMap<Algorithm, Instant>,
+}
+
+impl Keyturn {
+    fn snapshot(&self) -> Result<Snapshot> {
+        Ok(self.store.read_blocking(|c| {
+            Ok(Snapshot {
+                keys: store::keys::live(c)?
+                    .into_iter()
+                    .map(|r| r.record)
+                    .collect(),
+                last_exp: store::tokens::last_exp_by_live_key(c)?,
+                requested: lease::requests(c)?,
+            })
+        })?)
+    }
+
+    fn world<'a>(&'a self, now: Instant, s: &'a Snapshot, policy: &'a Policy) -> World<'a> {
+        World {
+            now,
+            keys: &s.keys,
+            last_token_exp: &s.last_exp,
+            requested: &s.requested,
+            policy,
+            algorithms: &self.config.algorithms,
+        }
+    }
+
+    /// Looks at the lifecycle and applies whatever is due. Idempotent: the scheduler calls it
+    /// at cron fire times and every second; start-up calls it once (catch-up).
+    pub fn tick(&self) -> Result<TickReport> {
+        self.reload_if_changed()?;
+        let now = self.clock.now();
+        let policy = self.policy();
+        let snap = self.snapshot()?;
+        let plan = lifecycle::plan(&self.world(now, &snap, &policy));
+        let holds_lease = self.renew_lease(now, !plan.is_empty())?;
+        let mut report = TickReport {
+            holds_lease,
+            ..TickReport::default()
+        };
+        if !holds_lease {
+            report.deferred = plan.len();
+            return Ok(report);
+        }
+        for transition in plan {
+            match self.apply(&transition, now, &policy) {
+                Ok(true) => report.applied.push(transition),
+                Ok(false) => report.deferred += 1,
+                // Another writer got there first; the next tick sees the new state.
+                Err(Error::Store(StoreError::Conflict(reason))) => {
+                    tracing::debug!(%reason, "transition skipped");
+                    report.deferred += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !report.applied.is_empty() {
+            self.reload()?;
+        }
+        Ok(report)
+    }
+
+    /// Takes or renews the rotator lease when needed (`want`) or when half of it has passed.
+    fn renew_lease(&self, now: Instant, want: bool) -> Result<bool> {
+        let current = self.store.read_blocking(lease::current)?;
+        if let Some((holder, expires)) = &current {
+            let half_left = *expires - now > LEASE_TTL / 2;
+            if *holder == self.holder && *expires > now && half_left && !want {
+                return Ok(true);
+            }
+            if *holder != self.holder && *expires > now {
+                return Ok(false);
+            }
+        }
+        let holder = self.holder.clone();
+        let took = self
+            .store
+            .write_blocking(|tx| lease::acquire(tx, &holder, now, now + LEASE_TTL))?;
+        if took
+            && current
+                .as_ref()
+                .map(|(h, _)| h != &self.holder)
+                .unwrap_or(true)
+        {
+            tracing::info!(holder = %self.holder, "took the rotator lease");
+        }
+        Ok(took)
+    }
+
+    /// Gives the lease up (clean shutdown), so a stand-by can take over at once.
+    pub fn release_lease(&self) -> Result<()> {
+        let holder = self.holder.clone();
+        self.store
+            .write_blocking(|tx| lease::release(tx, &holder))?;
+        Ok(())
+    }
+
+    /// Generates and seals a key, ready to insert.
+    fn make_key(
+        &self,
+        alg: Algorithm,
+        state: KeyState,
+        now: Instant,
+        policy: &Policy,
+    ) -> Result<(KeyRecord, Vec<u8>)> {
+        let not_after = now + policy.planned_life(now);
+        let new = generate::generate(
+            alg,
+            self.config.rsa_bits,
+            &self.config.issuer,
+            now,
+            policy.clock_skew,
+            not_after,
+        )?;
+        let sealed = self
+            .kek()
+            .seal(new.kid.as_str(), new.private.der())
+            .map_err(|e| Error::Kek {
+                path: self.config.kek_file.clone(),
+                reason: e.to_string(),
+            })?;
+        let public_jwk =
+            serde_json::to_string(&new.public).map_err(|e| Error::Sign(e.to_string()))?;
+        let record = KeyRecord {
+            kid: new.kid,
+            alg,
+            state,
+            public_jwk,
+            created_at: now,
+            published_at: now,
+            activated_at: (state == KeyState::Active).then_some(now),
+            retired_at: None,
+            expired_at: None,
+            revoked_at: None,
+            revoke_reason: None,
+            not_after,
+        };
+        Ok((record, sealed))
+    }
+
+    /// Applies one planned transition in one transaction, under the lease. Returns false if
+    /// the lease was lost in the meantime.
+    fn apply(&self, t: &Transition, now: Instant, policy: &Policy) -> Result<bool> {
+        let sys = Actor::system();
+        let holder = self.holder.clone();
+        // Keys are generated before the transaction: key generation is the slow part, and
+        // holding the write lock for it would stall every writer.
+        let fresh = match t {
+            Transition::Bootstrap { alg } => {
+                Some(self.make_key(*alg, KeyState::Active, now, policy)?)
+            }
+            Transition::GeneratePending { alg } | Transition::Rotate { alg, .. } => {
+                Some(self.make_key(*alg, KeyState::Pending, now, policy)?)
+            }
+            _ => None,
+        };
+        let leeway = policy.leeway;
+        let applied = self.store.write_blocking(|tx| {
+            if !lease::acquire(tx, &holder, now, now + LEASE_TTL)? {
+                return Ok(false);
+            }
+            let note = |action: &str, kid: &KeyId, detail: &str| {
+                audit::record(tx, now, &sys.name, action, Some(kid.as_str()), None, Some(detail))
+            };
+            match t {
+                Transition::Bootstrap { alg } => {
+                    let (record, sealed) = fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
+                    store::keys::insert(tx, record, sealed)?;
+                    note("key.bootstrap", &record.kid, &format!("{alg}: no key for this algorithm; generated and activated at once"))?;
+                }
+                Transition::GeneratePending { alg } => {
+                    let (record, sealed) = fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
+                    store::keys::insert(tx, record, sealed)?;
+                    note("key.generate", &record.kid, &format!("{alg}: published as pending"))?;
+                }
+                Transition::Rotate { alg, retire, activate, cause } => {
+                    let (record, sealed) = fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
+                    let why = match cause {
+                        RotationCause::Schedule(at) => format!("scheduled rotation (fire time {})", clock::rfc3339(*at)),
+                        RotationCause::Requested(at) => format!("graceful rotation requested at {}", clock::rfc3339(*at)),
+                        RotationCause::KeyLifeEnding => "the active key's certificate is ending".into(),
+                        RotationCause::NoActiveKey => {
+                            "emergency: there was no active key, so the pending key was promoted at once".into()
+                        }
+                    };
+                    if let Some(old) = retire {
+                        store::keys::transition(tx, old, KeyState::Active, KeyState::Retired, now, None)?;
+                        note("key.retire", old, &format!("{alg}: {why}"))?;
+                    }
+                    store::keys::transition(tx, activate, KeyState::Pending, KeyState::Active, now, None)?;
+                    note("key.activate", activate, &format!("{alg}: {why}"))?;
+                    store::keys::insert(tx, record, sealed)?;
+                    note("key.generate", &record.kid, &format!("{alg}: published as pending"))?;
+                    lease::clear_request(tx, *alg)?;
+                }
+                Transition::Expire { kid } => {
+                    // Re-read inside the transaction: a token recorded a moment ago counts.
+                    let row = store::keys::get(tx, kid)?.ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
+                    let retired_at = row.record.retired_at.unwrap_or(row.record.published_at);
+                    let last = store::tokens::last_exp(tx, kid)?.unwrap_or(retired_at).max(retired_at);
+                    if now < last + leeway {
+                        return Err(StoreError::Conflict(format!("key {kid} signed a token that expires later")));
+                    }
+                    store::keys::transition(tx, kid, KeyState::Retired, KeyState::Expired, now, None)?;
+                    note("key.expire", kid, "every token it signed has expired (plus leeway); removed from the JWKS, private key erased")?;
+                }
+                Transition::Retire { kid } => {
+                    store::keys::transition(tx, kid, KeyState::Active, KeyState::Retired, now, None)?;
+                    note("key.retire", kid, "its algorithm is no longer configured")?;
+                }
+                Transition::Withdraw { kid } => {
+                    store::keys::transition(tx, kid, KeyState::Pending, KeyState::Expired, now, None)?;
+                    note("key.withdraw", kid, "its algorithm is no longer configured; it never signed")?;
+                }
+            }
+            Ok(true)
+        })?;
+        if applied {
+            tracing::info!(transition = ?t, "applied lifecycle transition");
+        }
+        Ok(applied)
+    }
+
+    /// Every key (history included) with its times and next planned transition.
+    pub fn list_keys(&self) -> Result<Vec<KeyView>> {
+        let all = self.store.read_blocking(store::keys::all)?;
+        let now = self.clock.now();
+        let policy = self.policy();
+        let snap = self.snapshot()?;
+        let upcoming = lifecycle::upcoming(&self.world(now, &snap, &policy));
+        let t = |v: Option<Instant>| v.map(clock::rfc3339);
+        Ok(all
+            .into_iter()
+            .map(|row| {
+                let k = row.record;
+                let next = upcoming.iter().find(|p| p.kid == k.kid).map(|p| NextView {
+                    event: p.event,
+                    at: p.at.map(|a| clock::rfc3339(a.max(now))),
+                });
+                KeyView {
+                    kid: k.kid.to_string(),
+                    alg: k.alg,
+                    state: k.state,
+                    created_at: clock::rfc3339(k.created_at),
+                    published_at: clock::rfc3339(k.published_at),
+                    activated_at: t(k.activated_at),
+                    retired_at: t(k.retired_at),
+                    expired_at: t(k.expired_at),
+                    revoked_at: t(k.revoked_at),
+                    revoke_reason: k.revoke_reason,
+                    not_after: clock::rfc3339(k.not_after),
+                    next,
+                }
+            })
+            .collect())
+    }
+
+    /// Rotates `alg` now: gracefully (as soon as the timing rules allow) or in an emergency.
+    pub fn rotate(
+        &self,
+        alg: Option<Algorithm>,
+        mode: RotateMode,
+        actor: &Actor,
+    ) -> Result<RotateOutcome> {
+        let alg = self.resolve_alg(alg)?;
+        let now = self.clock.now();
+        let policy = self.policy();
+        match mode {
+            RotateMode::Graceful => {
+                let by = actor.clone();
+                self.store.write_blocking(|tx| {
+                    lease::request(tx, alg, now, &by.name)?;
+                    audit::record(
+                        tx,
+                        now,
+                        &by.name,
+                        "key.rotate.requested",
+                        Some(alg.as_str()),
+                        by.source.as_deref(),
+                        Some("graceful"),
+                    )
+                })?;
+                let snap = self.snapshot()?;
+                let world = self.world(now, &snap, &policy);
+                let active = snap
+                    .keys
+                    .iter()
+                    .find(|k| k.alg == alg && k.state == KeyState::Active);
+                let pending = snap
+                    .keys
+                    .iter()
+                    .find(|k| k.alg == alg && k.state == KeyState::Pending);
+                let at = match (active, pending) {
+                    (Some(a), Some(p)) => lifecycle::promotion_time(&world, a, p).0,
+                    _ => now,
+                };
+                let done = at <= now
+                    && self
+                        .tick()?
+                        .applied
+                        .iter()
+                        .any(|t| matches!(t, Transition::Rotate { alg: a, .. } if *a == alg));
+                Ok(RotateOutcome {
+                    mode,
+                    alg,
+                    activate: pending.map(|k| k.kid.to_string()),
+                    retire: active.map(|k| k.kid.to_string()),
+                    at: clock::rfc3339(at.max(now)),
+                    done,
+                })
+            }
+            RotateMode::Emergency => {
+                let (record, sealed) = self.make_key(alg, KeyState::Active, now, &policy)?;
+                let by = actor.clone();
+                let retired = self.store.write_blocking(|tx| {
+                    let active = store::keys::live(tx)?.into_iter().find(|r| r.record.alg == alg && r.record.state == KeyState::Active);
+                    let detail = format!(
+                        "{alg}: emergency rotation, a fresh key signs at once; verifiers that cached the JWKS may fail until they refetch it"
+                    );
+                    if let Some(a) = &active {
+                        store::keys::transition(tx, &a.record.kid, KeyState::Active, KeyState::Retired, now, None)?;
+                        audit::record(tx, now, &by.name, "key.retire", Some(a.record.kid.as_str()), by.source.as_deref(), Some(&detail))?;
+                    }
+                    store::keys::insert(tx, &record, &sealed)?;
+                    audit::record(tx, now, &by.name, "key.rotate.emergency", Some(record.kid.as_str()), by.source.as_deref(), Some(&detail))?;
+                    Ok(active.map(|a| a.record.kid))
+                })?;
+                self.reload()?;
+                tracing::warn!(%alg, kid = %record.kid, actor = %actor.name, "emergency rotation");
+                Ok(RotateOutcome {
+                    mode,
+                    alg,
+                    activate: Some(record.kid.to_string()),
+                    retire: retired.map(|k| k.to_string()),
+                    at: clock::rfc3339(now),
+                    done: true,
+                })
+            }
+        }
+    }
+
+    /// Revokes a key: it leaves the JWKS at once, its private key is erased, and if it was
+    /// active another key signs at once (the pending key if there is one, already known to
+    /// verifiers that fetched the JWKS since it was published; else a fresh one).
+    pub fn revoke_key(&self, kid: &KeyId, reason: &str, actor: &Actor) -> Result<RevokeOutcome> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(Error::Invalid(vec![
+                "reason: give a reason of 1 to 500 characters".into(),
+            ]));
+        }
+        let now = self.clock.now();
+        let policy = self.policy();
+        let row = self
+            .store
+            .read_blocking(|c| store::keys::get(c, kid))?
+            .ok_or_else(|| Error::NotFound(format!("no key with kid {kid}")))?;
+        let alg = row.record.alg;
+        if !row.record.state.is_published() {
+            return Err(Error::Conflict(format!(
+                "key {kid} is already {}",
+                row.record.state.as_str()
+            )));
+        }
+        // A replacement pending key, made ahead of the transaction.
+        let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy)?;
+        let by = actor.clone();
+        let kid_owned = kid.clone();
+        let reason_owned = reason.to_owned();
+        let configured = self.config.algorithms.contains(&alg);
+        let outcome = self.store.write_blocking(move |tx| {
+            let kid = &kid_owned;
+            let state = store::keys::state(tx, kid)?.ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
+            if !state.is_published() {
+                return Err(StoreError::Conflict(format!("key {kid} is already {}", state.as_str())));
+            }
+            let live_tokens = store::tokens::live_count(tx, kid, now)?;
+            store::keys::transition(tx, kid, state, KeyState::Revoked, now, Some(&reason_owned))?;
+            audit::record(
+                tx,
+                now,
+                &by.name,
+                "key.revoke",
+                Some(kid.as_str()),
+                by.source.as_deref(),
+                Some(&format!("{alg} {} key revoked: {reason_owned}; {live_tokens} unexpired tokens it signed now count as revoked", state.as_str())),
+            )?;
+            let mut replacement = None;
+            let mut fresh = fresh;
+            let needs_pending = configured && matches!(state, KeyState::Active | KeyState::Pending);
+            if state == KeyState::Active && configured {
+                let pending = store::keys::live(tx)?.into_iter().find(|r| r.record.alg == alg && r.record.state == KeyState::Pending);
+                let detail = format!(
+                    "{alg}: emergency replacement of revoked key {kid}; verifiers that cached the JWKS before this key was published may fail until they refetch it"
+                );
+                match pending {
+                    Some(p) => {
+                        store::keys::transition(tx, &p.record.kid, KeyState::Pending, KeyState::Active, now, None)?;
+                        audit::record(tx, now, &by.name, "key.activate.emergency", Some(p.record.kid.as_str()), by.source.as_deref(), Some(&detail))?;
+                        replacement = Some(p.record.kid);
+                    }
+                    None => {
+                        fresh.state = KeyState::Active;
+                        fresh.activated_at = Some(now);
+                        audit::record(tx, now, &by.name, "key.activate.emergency", Some(fresh.kid.as_str()), by.source.as_deref(), Some(&detail))?;
+                        replacement = Some(fresh.kid.clone());
+                    }
+                }
+            }
+            if needs_pending {
+                store::keys::insert(tx, &fresh, &sealed)?;
+                if fresh.state == KeyState::Pending {
+                    audit::record(tx, now, "system", "key.generate", Some(fresh.kid.as_str()), None, Some(&format!("{alg}: published as pending")))?;
+                }
+            }
+            Ok(RevokeOutcome { kid: kid.to_string(), previous_state: state, replacement: replacement.map(|k| k.to_string()), live_tokens_invalidated: live_tokens })
+        })?;
+        self.reload()?;
+        tracing::warn!(%kid, actor = %actor.name, "key revoked");
+        Ok(outcome)
+    }
+
+    /// The policy as the API shows it.
+    pub fn policy_view(&self) -> policy::PolicyView {
+        policy::view(&self.config, &self.policy(), self.clock.now())
+    }
+
+    /// Changes stored policy values; nothing changes unless every value is valid.
+    pub fn update_policy(
+        &self,
+        change: &policy::PolicyChange,
+        actor: &Actor,
+    ) -> Result<policy::PolicyView> {
+        let now = self.clock.now();
+        let (_, values) = change
+            .apply(&self.config, &self.policy())
+            .map_err(Error::Invalid)?;
+        let by = actor.clone();
+        self.store.write_blocking(|tx| {
+            for (name, value) in &values {
+                store::settings::set(tx, name, value)?;
+            }
+            let detail: Vec<String> = values.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            audit::record(
+                tx,
+                now,
+                &by.name,
+                "policy.update",
+                Some("schedule"),
+                by.source.as_deref(),
+                Some(&detail.join(", ")),
+            )
+        })?;
+        self.reload()?;
+        Ok(self.policy_view())
+    }
+
+    /// Audit records, newest first.
+    pub fn audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<audit::AuditEntry>> {
+        Ok(self
+            .store
+            .read_blocking(|c| audit::list(c, before, limit))?)
+    }
+
+    /// The earliest future time at which the lifecycle has something to do.
+    pub fn next_wake(&self) -> Result<Option<Instant>> {
+        let now = self.clock.now();
+        let policy = self.policy();
+        let snap = self.snapshot()?;
+        Ok(lifecycle::next_wake(&self.world(now, &snap, &policy)))
+    }
+}
+
+impl Drop for Keyturn {
+    fn drop(&mut self) {
+        // Best effort: hand the lease over at once instead of letting it lapse.
+        if let Err(e) = self.release_lease() {
+            tracing::debug!("releasing the rotator lease: {e}");
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! SQL for `api_keys`.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::Result;
+use crate::clock::{from_unix, to_unix, Instant};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub secret_hash: Vec<u8>,
+    pub created_at: Instant,
+    pub created_by: String,
+    pub revoked_at: Option<Instant>,
+}
+
+pub fn insert(tx: &Transaction<'_>, k: &ApiKeyRow) -> Result<()> {
+    tx.execute(
+        "INSERT INTO api_keys (id, name, role, secret_hash, created_at, created_by, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![k.id, k.name, k.role, k.secret_hash, to_unix(k.created_at), k.created_by, k.revoked_at.map(to_unix)],
+    )?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<ApiKeyRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, role, secret_hash, created_at, created_by, revoked_at FROM api_keys WHERE id = ?1",
+    )?;
+    Ok(stmt
+        .query_row([id], |r| {
+            Ok(ApiKeyRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                role: r.get(2)?,
+                secret_hash: r.get(3)?,
+                created_at: from_unix(r.get(4)?),
+                created_by: r.get(5)?,
+                revoked_at: r.get::<_, Option<i64>>(6)?.map(from_unix),
+            })
+        })
+        .optional()?)
+}

@@ -1,0 +1,281 @@
+//! `/api/v1`: the administrative and issuing API, authenticated with API keys
+//! (`Authorization: Bearer kt_…`). A missing or wrong key is 401, a key of the wrong role
+//! is 403; every error is JSON.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rocket::http::Status;
+use rocket::request::{FromRequest, Outcome};
+use rocket::serde::json::Json;
+use rocket::{get, post, put, routes, Request, Route, State};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use crate::clock;
+use crate::config::parse_duration;
+use crate::error::Error;
+use crate::keys::{Algorithm, KeyId};
+use crate::service::apikeys::{ApiKeyIdentity, Role};
+use crate::service::policy::PolicyChange;
+use crate::service::rotation::RotateMode;
+use crate::service::tokens::IssueRequest;
+use crate::service::{Actor, Keyturn};
+
+pub fn routes() -> Vec<Route> {
+    routes![
+        list_keys,
+        rotate,
+        revoke_key,
+        get_schedule,
+        put_schedule,
+        audit,
+        issue_token
+    ]
+}
+
+/// Runs blocking service work off the async threads.
+pub async fn blocking<T, F>(service: &Arc<Keyturn>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Keyturn) -> Result<T, Error> + Send + 'static,
+{
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || f(&service))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                Status::InternalServerError,
+                "server_error",
+                format!("task failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+/// An authenticated API caller.
+pub struct Caller {
+    pub key: ApiKeyIdentity,
+    pub source: Option<IpAddr>,
+}
+
+impl Caller {
+    /// The caller as an audit actor.
+    pub fn actor(&self) -> Actor {
+        Actor::api_key(&self.key.name, self.source.map(|ip| ip.to_string()))
+    }
+
+    /// Refuses (403) unless the caller has one of `roles` (admin always may).
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if self.key.role == Role::Admin || roles.contains(&self.key.role) {
+            return Ok(());
+        }
+        let wanted: Vec<&str> = std::iter::once("admin")
+            .chain(roles.iter().map(|r| r.as_str()))
+            .collect();
+        Err(ApiError::new(
+            Status::Forbidden,
+            "forbidden",
+            format!(
+                "this API key has role '{}'; this call needs {}",
+                self.key.role,
+                wanted.join(" or ")
+            ),
+        ))
+    }
+}
+
+/// Why authentication failed, kept for the 401 catcher's description.
+pub struct AuthFailure(pub &'static str);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Caller {
+    type Error = &'static str;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let fail = |why: &'static str| {
+            req.local_cache(|| AuthFailure(why));
+            Outcome::Error((Status::Unauthorized, why))
+        };
+        let Some(header) = req.headers().get_one("Authorization") else {
+            return fail("missing Authorization header: send 'Authorization: Bearer <API key>'");
+        };
+        let Some(presented) = header.strip_prefix("Bearer ").map(str::trim) else {
+            return fail("the Authorization header must use the Bearer scheme");
+        };
+        let Some(service) = req.rocket().state::<Arc<Keyturn>>() else {
+            return Outcome::Error((Status::InternalServerError, "service missing"));
+        };
+        let presented = presented.to_owned();
+        let found = blocking(service, move |s| s.authenticate_api_key(&presented)).await;
+        match found {
+            Ok(Some(key)) => Outcome::Success(Caller {
+                key,
+                source: req.client_ip(),
+            }),
+            Ok(None) => fail("unknown, wrong or revoked API key"),
+            Err(_) => Outcome::Error((Status::InternalServerError, "authentication failed")),
+        }
+    }
+}
+
+fn parse_alg(alg: Option<&str>) -> Result<Option<Algorithm>, ApiError> {
+    alg.map(|a| {
+        a.parse::<Algorithm>()
+            .map_err(|e| ApiError::new(Status::BadRequest, "invalid_request", e.to_string()))
+    })
+    .transpose()
+}
+
+#[get("/api/v1/keys")]
+async fn list_keys(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(&[])?;
+    let keys = blocking(service, |s| s.list_keys()).await?;
+    Ok(Json(json!({ "keys": keys })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    mode: RotateMode,
+    alg: Option<String>,
+}
+
+#[post("/api/v1/keys/rotate", data = "<body>")]
+async fn rotate(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    body: Json<RotateBody>,
+) -> Result<(Status, Json<Value>), ApiError> {
+    caller.require(&[])?;
+    let alg = parse_alg(body.alg.as_deref())?;
+    let mode = body.mode;
+    let actor = caller.actor();
+    let outcome = blocking(service, move |s| s.rotate(alg, mode, &actor)).await?;
+    let status = if outcome.done {
+        Status::Ok
+    } else {
+        Status::Accepted
+    };
+    Ok((status, Json(json!(outcome))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason: String,
+}
+
+#[post("/api/v1/keys/<kid>/revoke", data = "<body>")]
+async fn revoke_key(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    kid: &str,
+    body: Json<RevokeBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[])?;
+    let kid = KeyId::new(kid);
+    let actor = caller.actor();
+    let reason = body.into_inner().reason;
+    let outcome = blocking(service, move |s| s.revoke_key(&kid, &reason, &actor)).await?;
+    Ok(Json(json!(outcome)))
+}
+
+#[get("/api/v1/schedule")]
+async fn get_schedule(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[])?;
+    Ok(Json(json!(service.policy_view())))
+}
+
+#[put("/api/v1/schedule", data = "<body>")]
+async fn put_schedule(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    body: Json<PolicyChange>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[])?;
+    let actor = caller.actor();
+    let change = body.into_inner();
+    let view = blocking(service, move |s| s.update_policy(&change, &actor)).await?;
+    Ok(Json(json!(view)))
+}
+
+#[get("/api/v1/audit?<before>&<limit>")]
+async fn audit(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    before: Option<i64>,
+    limit: Option<u32>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[])?;
+    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    let entries = blocking(service, move |s| s.audit(before, limit)).await?;
+    let next = if entries.len() as u32 == limit {
+        entries.last().map(|e| e.id)
+    } else {
+        None
+    };
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            json!({"id": e.id, "at": clock::rfc3339(e.at), "actor": e.actor, "action": e.action,
+                   "target": e.target, "source": e.source, "detail": e.detail})
+        })
+        .collect();
+    Ok(Json(json!({ "entries": entries, "next": next })))
+}
+
+/// One audience or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    sub: String,
+    aud: Audience,
+    ttl: Option<String>,
+    alg: Option<String>,
+    scope: Option<String>,
+}
+
+#[post("/api/v1/tokens", data = "<body>")]
+async fn issue_token(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    body: Json<TokenBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::Issuer])?;
+    let body = body.into_inner();
+    let ttl = body
+        .ttl
+        .as_deref()
+        .map(|t| {
+            parse_duration(t).map_err(|e| {
+                ApiError::new(Status::BadRequest, "invalid_request", format!("ttl: {e}"))
+            })
+        })
+        .transpose()?;
+    let req = IssueRequest {
+        sub: body.sub,
+        aud: match body.aud {
+            Audience::One(a) => vec![a],
+            Audience::Many(a) => a,
+        },
+        ttl,
+        alg: parse_alg(body.alg.as_deref())?,
+        scope: body.scope,
+        client_id: None,
+    };
+    let actor = caller.actor();
+    let issued = blocking(service, move |s| s.issue_token(&req, &actor)).await?;
+    Ok(Json(json!(issued)))
+}
