@@ -135,6 +135,7 @@ pub const DEFAULT_PUBLISH_LEAD: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 
 /// Logging verbosity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,6 +207,7 @@ pub struct Config {
     pub rsa_bits: RsaBits,
     pub jwks_max_age: Duration,
     pub pins: Pins,
+    pub lease_ttl: Duration,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub secret_key: Option<Secret>,
@@ -454,6 +456,7 @@ fn build(
         out
     };
     let jwks_max_age = duration("jwks_max_age").unwrap_or(DEFAULT_JWKS_MAX_AGE);
+    let lease_ttl = duration("lease_ttl").unwrap_or(DEFAULT_LEASE_TTL);
     let mut pins = Pins {
         rotation_schedule: None,
         publish_lead: duration("publish_lead"),
@@ -500,6 +503,9 @@ fn build(
         );
     }
 
+    if lease_ttl < Duration::from_secs(2) {
+        problems.push("lease_ttl must be at least 2s: the rotator renews it every second".into());
+    }
     // Cross-setting rule (DESIGN.md): a verifier holding a cached JWKS must learn a key before
     // it signs, so the lead must cover the cache lifetime plus the clock skew allowed.
     let lead = pins.publish_lead.unwrap_or(DEFAULT_PUBLISH_LEAD);
@@ -524,6 +530,7 @@ fn build(
         rsa_bits,
         jwks_max_age,
         pins,
+        lease_ttl,
         log_level,
         log_format,
         secret_key,
@@ -685,6 +692,10 @@ impl Config {
                 pinned(self.pins.max_token_ttl, DEFAULT_MAX_TOKEN_TTL),
             ),
             ("leeway", pinned(self.pins.leeway, DEFAULT_LEEWAY)),
+            (
+                "lease_ttl",
+                format!("\"{}\"", format_duration(self.lease_ttl)),
+            ),
             ("log_level", format!("\"{}\"", self.log_level.as_str())),
             (
                 "log_format",

@@ -6,7 +6,6 @@
 //! every change is guarded by the key's current state, so none can apply twice.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -17,10 +16,6 @@ use crate::keys::generate;
 use crate::keys::lifecycle::{self, Policy, RotationCause, Transition, World};
 use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
 use crate::store::{self, audit, lease, StoreError};
-
-/// How long a lease lasts without renewal. The holder renews it on every tick (each second)
-/// once half of it has passed; a stand-by takes over this long after the holder stops.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
 
 /// What one tick did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -163,7 +158,7 @@ impl Keyturn {
     fn renew_lease(&self, now: Instant, want: bool) -> Result<bool> {
         let current = self.store.read_blocking(lease::current)?;
         if let Some((holder, expires)) = &current {
-            let half_left = *expires - now > LEASE_TTL / 2;
+            let half_left = *expires - now > self.config.lease_ttl / 2;
             if *holder == self.holder && *expires > now && half_left && !want {
                 return Ok(true);
             }
@@ -174,7 +169,7 @@ impl Keyturn {
         let holder = self.holder.clone();
         let took = self
             .store
-            .write_blocking(|tx| lease::acquire(tx, &holder, now, now + LEASE_TTL))?;
+            .write_blocking(|tx| lease::acquire(tx, &holder, now, now + self.config.lease_ttl))?;
         if took
             && current
                 .as_ref()
@@ -240,7 +235,12 @@ impl Keyturn {
     /// Applies one planned transition in one transaction, under the lease. Returns false if
     /// the lease was lost in the meantime.
     fn apply(&self, t: &Transition, now: Instant, policy: &Policy) -> Result<bool> {
-        let sys = Actor::system();
+        // The lease holder is where scheduled changes come from.
+        let sys = Actor {
+            source: Some(format!("rotator {}", self.holder)),
+            ..Actor::system()
+        };
+        let lease_ttl = self.config.lease_ttl;
         let holder = self.holder.clone();
         // Keys are generated before the transaction: key generation is the slow part, and
         // holding the write lock for it would stall every writer.
@@ -255,11 +255,11 @@ impl Keyturn {
         };
         let leeway = policy.leeway;
         let applied = self.store.write_blocking(|tx| {
-            if !lease::acquire(tx, &holder, now, now + LEASE_TTL)? {
+            if !lease::acquire(tx, &holder, now, now + lease_ttl)? {
                 return Ok(false);
             }
             let note = |action: &str, kid: &KeyId, detail: &str| {
-                audit::record(tx, now, &sys.name, action, Some(kid.as_str()), None, Some(detail))
+                audit::record(tx, now, &sys.name, action, Some(kid.as_str()), sys.source.as_deref(), Some(detail))
             };
             match t {
                 Transition::Bootstrap { alg } => {

@@ -44,14 +44,24 @@ pub fn insert(tx: &Transaction<'_>, t: &TokenRecord) -> Result<()> {
 
 /// The latest `exp` of the tokens signed by each live (not expired, not revoked) key.
 pub fn last_exp_by_live_key(conn: &Connection) -> Result<HashMap<KeyId, Instant>> {
+    // One index probe per live key (issued_tokens_kid_exp), whatever the history's size.
     let mut stmt = conn.prepare_cached(
-        "SELECT t.kid, max(t.exp) FROM issued_tokens t JOIN signing_keys k ON k.kid = t.kid
-         WHERE k.state IN ('pending', 'active', 'retired') GROUP BY t.kid",
+        "SELECT k.kid, (SELECT max(t.exp) FROM issued_tokens t WHERE t.kid = k.kid) AS last
+         FROM signing_keys k WHERE k.state IN ('pending', 'active', 'retired')",
     )?;
     let rows = stmt.query_map([], |r| {
-        Ok((KeyId::new(r.get::<_, String>(0)?), from_unix(r.get(1)?)))
+        Ok((
+            KeyId::new(r.get::<_, String>(0)?),
+            r.get::<_, Option<i64>>(1)?,
+        ))
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut out = HashMap::new();
+    for row in rows {
+        if let (kid, Some(last)) = row? {
+            out.insert(kid, from_unix(last));
+        }
+    }
+    Ok(out)
 }
 
 /// The latest `exp` of the tokens signed by one key, read inside the transaction that

@@ -4,7 +4,11 @@
 
 mod support;
 
+mod api;
+mod crash;
+mod daemon;
 mod jwks;
+mod lease;
 mod lifecycle;
 mod startup;
 mod wellknown;

@@ -1,3 +1,6 @@
+-- Live keys are read on every tick; history grows without bound, so index the state.
+CREATE INDEX signing_keys_state ON signing_keys (state);
+
 -- Issued-token records, API keys, stored policy settings, rotation requests, the rotator lease.
 
 -- Every token keyturn signs, never the token itself: enough to know how long its key must
