@@ -110,6 +110,11 @@ const SETTINGS: &[Setting] = &[
         help: "how long a retired key outlives its last token's exp; pins it",
     },
     Setting {
+        name: "lease_ttl",
+        secret: false,
+        help: "how long the rotator lease lasts unrenewed: a stand-by daemon takes over this long after the rotator stops",
+    },
+    Setting {
         name: "log_level",
         secret: false,
         help: "off, error, warn, info, debug or trace",
@@ -877,6 +882,17 @@ mod tests {
             ("KEYTURN_CLOCK_SKEW", "1m")
         ]))
         .is_ok());
+    }
+
+    #[test]
+    fn lease_ttl_is_a_setting() {
+        let c = load(&inputs(&[("KEYTURN_LEASE_TTL", "3s")])).expect("valid");
+        assert_eq!(c.lease_ttl, Duration::from_secs(3));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(
+            load(&inputs(&[("KEYTURN_LEASE_TTL", "1s")])).is_err(),
+            "under 2s is refused"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod support;
 mod api;
 mod crash;
 mod daemon;
+mod interop;
 mod jwks;
 mod lease;
 mod lifecycle;
