@@ -387,7 +387,7 @@ fn toml_value(v: &toml::Value) -> Option<String> {
 fn build(
     raw: BTreeMap<&'static str, (String, Source)>,
     problems: &mut Vec<String>,
-    warnings: Vec<String>,
+    mut warnings: Vec<String>,
 ) -> Option<Config> {
     let mut sources = BTreeMap::new();
     for s in SETTINGS {
@@ -508,6 +508,19 @@ fn build(
         );
     }
 
+    // Not an error, but worth knowing: a schedule that fires more often than the lead can
+    // only rotate as fast as each pending key's lead allows.
+    if let Some(schedule) = &pins.rotation_schedule {
+        let shortest = schedule.shortest_interval(crate::clock::from_unix(0));
+        if !shortest.is_zero() && shortest < lead_for_warning(&pins) {
+            warnings.push(format!(
+                "rotation_schedule fires every {} at its most frequent, more often than publish_lead ({}): keys will rotate about every {} instead",
+                format_duration(shortest),
+                format_duration(lead_for_warning(&pins)),
+                format_duration(lead_for_warning(&pins))
+            ));
+        }
+    }
     if lease_ttl < Duration::from_secs(2) {
         problems.push("lease_ttl must be at least 2s: the rotator renews it every second".into());
     }
@@ -542,6 +555,10 @@ fn build(
         sources,
         warnings,
     })
+}
+
+fn lead_for_warning(pins: &Pins) -> Duration {
+    pins.publish_lead.unwrap_or(DEFAULT_PUBLISH_LEAD)
 }
 
 fn socket_text(address: IpAddr, port: u16) -> String {
@@ -882,6 +899,21 @@ mod tests {
             ("KEYTURN_CLOCK_SKEW", "1m")
         ]))
         .is_ok());
+    }
+
+    #[test]
+    fn schedule_faster_than_the_lead_is_a_warning() {
+        let c = load(&inputs(&[("KEYTURN_ROTATION_SCHEDULE", "*/5 * * * *")]))
+            .expect("valid, with a warning");
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("more often than publish_lead (15m)")),
+            "{:?}",
+            c.warnings
+        );
+        let c = load(&inputs(&[("KEYTURN_ROTATION_SCHEDULE", "0 * * * *")])).expect("valid");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]
