@@ -37,6 +37,37 @@ pub enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Manage OAuth clients (client_credentials at /oauth/token).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client; prints its client_id and secret once (only a hash is stored).
+    Create {
+        /// A name for the client, shown in lists and the audit log.
+        #[arg(long)]
+        name: String,
+        /// An audience the client may request tokens for (repeat for several).
+        #[arg(long = "audience", required = true)]
+        audiences: Vec<String>,
+        /// A scope the client may request (repeat for several).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Longest lifetime of its tokens, like 10m (default: the maximum token lifetime).
+        #[arg(long)]
+        max_ttl: Option<String>,
+    },
+    /// List clients.
+    List,
+    /// Disable a client: it can no longer authenticate and its tokens are revoked.
+    Disable {
+        /// The client_id.
+        client_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,13 +94,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let inputs = Inputs::from_process(cli.config.clone());
     match cli.command {
-        Command::Config {
-            command: ConfigCommand::Check,
-        } => config_check(&inputs),
+        Command::Config { command: ConfigCommand::Check } => config_check(&inputs),
         Command::Serve => serve(&inputs),
-        Command::Apikey {
-            command: ApikeyCommand::Create { role, name },
-        } => apikey_create(&inputs, &role, &name),
+        Command::Apikey { command: ApikeyCommand::Create { role, name } } => apikey_create(&inputs, &role, &name),
+        Command::Client { command } => client(&inputs, command),
     }
 }
 
@@ -93,10 +121,7 @@ fn apikey_create(inputs: &Inputs, role: &str, name: &str) -> ExitCode {
     };
     match service.create_api_key(role, name, &crate::service::Actor::cli()) {
         Ok((identity, secret)) => {
-            eprintln!(
-                "created {} API key '{}' (id {}); it is shown once:",
-                identity.role, identity.name, identity.id
-            );
+            eprintln!("created {} API key '{}' (id {}); it is shown once:", identity.role, identity.name, identity.id);
             println!("{}", secret.as_str());
             ExitCode::SUCCESS
         }
@@ -168,14 +193,66 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
         level = config.log_level.as_str()
     ));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_target(false)
-        .with_ansi(ansi);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false).with_ansi(ansi);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
     guard
+}
+
+fn client(inputs: &Inputs, command: ClientCommand) -> ExitCode {
+    let service = match open_service(inputs) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let actor = crate::service::Actor::cli();
+    let result = match command {
+        ClientCommand::Create { name, audiences, scopes, max_ttl } => {
+            let max_ttl = match max_ttl.as_deref().map(config::parse_duration).transpose() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("keyturn: --max-ttl: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let new = crate::service::clients::NewClient { name, scopes, audiences, max_ttl };
+            service.create_client(&new, &actor).map(|(view, secret)| {
+                eprintln!("created client '{}'; its secret is shown once:", view.name);
+                println!("client_id={}", view.client_id);
+                println!("client_secret={}", secret.as_str());
+            })
+        }
+        ClientCommand::List => service.list_clients().map(|clients| {
+            for c in clients {
+                let state = c.disabled_at.map(|d| format!("disabled {d}")).unwrap_or_else(|| "enabled".into());
+                println!(
+                    "{}\t{}\t{}\taudiences={}\tscopes={}\tmax_ttl={}",
+                    c.client_id,
+                    c.name,
+                    state,
+                    c.audiences.join(","),
+                    c.scopes.join(","),
+                    c.max_ttl
+                );
+            }
+        }),
+        ClientCommand::Disable { client_id } => service.disable_client(&client_id, &actor).map(|c| {
+            println!("disabled {}; its tokens are revoked", c.client_id);
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(
+            e @ (crate::error::Error::Invalid(_) | crate::error::Error::NotFound(_) | crate::error::Error::Conflict(_)),
+        ) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -28,16 +28,12 @@ enum Source {
 impl Clock {
     /// The real wall clock.
     pub fn system() -> Self {
-        Clock {
-            source: Source::System,
-        }
+        Clock { source: Source::System }
     }
 
     /// A clock that stands still at `start` until [`Clock::advance`] or [`Clock::set`] moves it.
     pub fn fake(start: OffsetDateTime) -> Self {
-        Clock {
-            source: Source::Fake(Arc::new(Mutex::new(truncate(start)))),
-        }
+        Clock { source: Source::Fake(Arc::new(Mutex::new(truncate(start)))) }
     }
 
     /// The current instant, in whole seconds.
@@ -90,8 +86,7 @@ pub fn from_unix(secs: i64) -> Instant {
 
 /// RFC 3339 form of an instant, for JSON and logs.
 pub fn rfc3339(t: Instant) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 #[cfg(test)]
@@ -107,11 +102,7 @@ mod tests {
         assert_eq!(clock.now(), datetime!(2026-01-01 00:01:30 UTC));
         let copy = clock.clone();
         copy.advance(Duration::from_secs(30));
-        assert_eq!(
-            clock.now(),
-            datetime!(2026-01-01 00:02:00 UTC),
-            "clones share the time"
-        );
+        assert_eq!(clock.now(), datetime!(2026-01-01 00:02:00 UTC), "clones share the time");
     }
 
     #[test]

@@ -44,26 +44,10 @@ struct Setting {
 
 /// Every setting keyturn knows, in the order `config check` prints them.
 const SETTINGS: &[Setting] = &[
-    Setting {
-        name: "address",
-        secret: false,
-        help: "IP address to listen on",
-    },
-    Setting {
-        name: "port",
-        secret: false,
-        help: "TCP port to listen on",
-    },
-    Setting {
-        name: "data_dir",
-        secret: false,
-        help: "directory holding the database and generated secrets",
-    },
-    Setting {
-        name: "kek_file",
-        secret: false,
-        help: "key-encryption key file (32 bytes); default <data_dir>/kek",
-    },
+    Setting { name: "address", secret: false, help: "IP address to listen on" },
+    Setting { name: "port", secret: false, help: "TCP port to listen on" },
+    Setting { name: "data_dir", secret: false, help: "directory holding the database and generated secrets" },
+    Setting { name: "kek_file", secret: false, help: "key-encryption key file (32 bytes); default <data_dir>/kek" },
     Setting {
         name: "issuer",
         secret: false,
@@ -74,56 +58,26 @@ const SETTINGS: &[Setting] = &[
         secret: false,
         help: "signing algorithms, comma-separated: ES256, ES384, EdDSA, RS256, PS256",
     },
-    Setting {
-        name: "rsa_bits",
-        secret: false,
-        help: "RSA key size for RS256/PS256: 2048, 3072 or 4096",
-    },
-    Setting {
-        name: "jwks_max_age",
-        secret: false,
-        help: "Cache-Control max-age of the JWKS and discovery documents",
-    },
+    Setting { name: "rsa_bits", secret: false, help: "RSA key size for RS256/PS256: 2048, 3072 or 4096" },
+    Setting { name: "jwks_max_age", secret: false, help: "Cache-Control max-age of the JWKS and discovery documents" },
     Setting {
         name: "rotation_schedule",
         secret: false,
         help: "cron expression for rotation; pins it (otherwise stored and editable)",
     },
-    Setting {
-        name: "publish_lead",
-        secret: false,
-        help: "how long a key is published before it signs; pins it",
-    },
-    Setting {
-        name: "clock_skew",
-        secret: false,
-        help: "clock skew allowed between keyturn and verifiers; pins it",
-    },
-    Setting {
-        name: "max_token_ttl",
-        secret: false,
-        help: "longest lifetime of an issued token; pins it",
-    },
-    Setting {
-        name: "leeway",
-        secret: false,
-        help: "how long a retired key outlives its last token's exp; pins it",
-    },
+    Setting { name: "publish_lead", secret: false, help: "how long a key is published before it signs; pins it" },
+    Setting { name: "clock_skew", secret: false, help: "clock skew allowed between keyturn and verifiers; pins it" },
+    Setting { name: "max_token_ttl", secret: false, help: "longest lifetime of an issued token; pins it" },
+    Setting { name: "leeway", secret: false, help: "how long a retired key outlives its last token's exp; pins it" },
+    Setting { name: "refresh_ttl", secret: false, help: "lifetime of a refresh token (each use issues a new one)" },
     Setting {
         name: "lease_ttl",
         secret: false,
-        help: "how long the rotator lease lasts unrenewed: a stand-by daemon takes over this long after the rotator stops",
+        help:
+            "how long the rotator lease lasts unrenewed: a stand-by daemon takes over this long after the rotator stops",
     },
-    Setting {
-        name: "log_level",
-        secret: false,
-        help: "off, error, warn, info, debug or trace",
-    },
-    Setting {
-        name: "log_format",
-        secret: false,
-        help: "text or json",
-    },
+    Setting { name: "log_level", secret: false, help: "off, error, warn, info, debug or trace" },
+    Setting { name: "log_format", secret: false, help: "text or json" },
     Setting {
         name: "secret_key",
         secret: true,
@@ -141,6 +95,7 @@ pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(14 * 86_400);
 
 /// Logging verbosity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +168,7 @@ pub struct Config {
     pub jwks_max_age: Duration,
     pub pins: Pins,
     pub lease_ttl: Duration,
+    pub refresh_ttl: Duration,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub secret_key: Option<Secret>,
@@ -269,18 +225,12 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
         match std::fs::read_to_string(path) {
             Err(e) => problems.push(format!("cannot read config file {}: {e}", path.display())),
             Ok(text) => match text.parse::<toml::Table>() {
-                Err(e) => problems.push(format!(
-                    "config file {} is not valid TOML: {e}",
-                    path.display()
-                )),
+                Err(e) => problems.push(format!("config file {} is not valid TOML: {e}", path.display())),
                 Ok(table) => {
                     for (key, value) in table {
                         let src = Source::File(path.clone());
                         let Some((setting, from_file)) = lookup(&key) else {
-                            warnings.push(format!(
-                                "unknown setting '{key}' in {} (ignored)",
-                                path.display()
-                            ));
+                            warnings.push(format!("unknown setting '{key}' in {} (ignored)", path.display()));
                             continue;
                         };
                         match toml_value(&value) {
@@ -297,11 +247,7 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
     }
 
     // Layer 3: the environment.
-    let mut env: Vec<_> = inputs
-        .env
-        .iter()
-        .filter(|(k, _)| k.starts_with("KEYTURN_"))
-        .collect();
+    let mut env: Vec<_> = inputs.env.iter().filter(|(k, _)| k.starts_with("KEYTURN_")).collect();
     env.sort();
     for (name, value) in env {
         if ENV_NOT_SETTINGS.contains(&name.as_str()) {
@@ -309,17 +255,10 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
         }
         let key = name["KEYTURN_".len()..].to_ascii_lowercase();
         match lookup(&key) {
-            Some((setting, from_file)) => set(
-                &mut raw,
-                &mut problems,
-                setting,
-                from_file,
-                value.clone(),
-                Source::Env(name.clone()),
-            ),
-            None => warnings.push(format!(
-                "unknown setting in environment variable {name} (ignored)"
-            )),
+            Some((setting, from_file)) => {
+                set(&mut raw, &mut problems, setting, from_file, value.clone(), Source::Env(name.clone()))
+            }
+            None => warnings.push(format!("unknown setting in environment variable {name} (ignored)")),
         }
     }
 
@@ -336,10 +275,7 @@ fn lookup(key: &str) -> Option<(&'static Setting, bool)> {
         return Some((s, false));
     }
     let base = key.strip_suffix("_file")?;
-    SETTINGS
-        .iter()
-        .find(|s| s.name == base && s.secret)
-        .map(|s| (s, true))
+    SETTINGS.iter().find(|s| s.name == base && s.secret).map(|s| (s, true))
 }
 
 fn set(
@@ -357,15 +293,9 @@ fn set(
     match std::fs::read_to_string(&value) {
         // A trailing newline from `echo … > file` is not part of the secret.
         Ok(content) => {
-            raw.insert(
-                setting.name,
-                (content.trim_end_matches(['\r', '\n']).to_owned(), source),
-            );
+            raw.insert(setting.name, (content.trim_end_matches(['\r', '\n']).to_owned(), source));
         }
-        Err(e) => problems.push(format!(
-            "{} ({source}): cannot read file {value}: {e}",
-            setting.name
-        )),
+        Err(e) => problems.push(format!("{} ({source}): cannot read file {value}: {e}", setting.name)),
     }
 }
 
@@ -374,11 +304,9 @@ fn toml_value(v: &toml::Value) -> Option<String> {
         toml::Value::String(s) => Some(s.clone()),
         toml::Value::Integer(i) => Some(i.to_string()),
         toml::Value::Boolean(b) => Some(b.to_string()),
-        toml::Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .map(|v| v.join(",")),
+        toml::Value::Array(items) => {
+            items.iter().map(|i| i.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>().map(|v| v.join(","))
+        }
         _ => None,
     }
 }
@@ -391,50 +319,26 @@ fn build(
 ) -> Option<Config> {
     let mut sources = BTreeMap::new();
     for s in SETTINGS {
-        sources.insert(
-            s.name,
-            raw.get(s.name)
-                .map(|(_, src)| src.clone())
-                .unwrap_or(Source::Default),
-        );
+        sources.insert(s.name, raw.get(s.name).map(|(_, src)| src.clone()).unwrap_or(Source::Default));
     }
     let get = |name: &str| raw.get(name).map(|(v, src)| (v.as_str(), src));
     let mut field = |name: &str, parsed: Result<(), String>| {
         if let Err(e) = parsed {
-            let src = raw
-                .get(name)
-                .map(|(_, s)| s.to_string())
-                .unwrap_or_else(|| "default".into());
+            let src = raw.get(name).map(|(_, s)| s.to_string()).unwrap_or_else(|| "default".into());
             problems.push(format!("{name} ({src}): {e}"));
         }
     };
 
     let mut address: IpAddr = IpAddr::from([127, 0, 0, 1]);
     if let Some((v, _)) = get("address") {
-        field(
-            "address",
-            v.trim()
-                .parse()
-                .map(|a| address = a)
-                .map_err(|_| format!("'{v}' is not an IP address")),
-        );
+        field("address", v.trim().parse().map(|a| address = a).map_err(|_| format!("'{v}' is not an IP address")));
     }
     let mut port: u16 = 8080;
     if let Some((v, _)) = get("port") {
-        field(
-            "port",
-            v.trim()
-                .parse()
-                .map(|p| port = p)
-                .map_err(|_| format!("'{v}' is not a port number (0–65535)")),
-        );
+        field("port", v.trim().parse().map(|p| port = p).map_err(|_| format!("'{v}' is not a port number (0–65535)")));
     }
-    let data_dir = get("data_dir")
-        .map(|(v, _)| PathBuf::from(v))
-        .unwrap_or_else(|| PathBuf::from("./keyturn-data"));
-    let kek_file = get("kek_file")
-        .map(|(v, _)| PathBuf::from(v))
-        .unwrap_or_else(|| data_dir.join("kek"));
+    let data_dir = get("data_dir").map(|(v, _)| PathBuf::from(v)).unwrap_or_else(|| PathBuf::from("./keyturn-data"));
+    let kek_file = get("kek_file").map(|(v, _)| PathBuf::from(v)).unwrap_or_else(|| data_dir.join("kek"));
 
     let mut issuer = format!("http://{}", socket_text(address, port));
     if let Some((v, _)) = get("issuer") {
@@ -446,11 +350,8 @@ fn build(
     }
     let mut rsa_bits = RsaBits::B2048;
     if let Some((v, _)) = get("rsa_bits") {
-        let parsed = v
-            .trim()
-            .parse::<u32>()
-            .map_err(|_| format!("'{v}' is not a number of bits"))
-            .and_then(RsaBits::try_from);
+        let parsed =
+            v.trim().parse::<u32>().map_err(|_| format!("'{v}' is not a number of bits")).and_then(RsaBits::try_from);
         field("rsa_bits", parsed.map(|b| rsa_bits = b));
     }
     let mut duration = |name: &str| -> Option<Duration> {
@@ -462,6 +363,7 @@ fn build(
     };
     let jwks_max_age = duration("jwks_max_age").unwrap_or(DEFAULT_JWKS_MAX_AGE);
     let lease_ttl = duration("lease_ttl").unwrap_or(DEFAULT_LEASE_TTL);
+    let refresh_ttl = duration("refresh_ttl").unwrap_or(DEFAULT_REFRESH_TTL);
     let mut pins = Pins {
         rotation_schedule: None,
         publish_lead: duration("publish_lead"),
@@ -470,10 +372,7 @@ fn build(
         leeway: duration("leeway"),
     };
     if let Some((v, _)) = get("rotation_schedule") {
-        field(
-            "rotation_schedule",
-            Schedule::parse(v).map(|s| pins.rotation_schedule = Some(s)),
-        );
+        field("rotation_schedule", Schedule::parse(v).map(|s| pins.rotation_schedule = Some(s)));
     }
     let mut log_level = LogLevel::Info;
     if let Some((v, _)) = get("log_level") {
@@ -484,9 +383,7 @@ fn build(
             "info" => Ok(LogLevel::Info),
             "debug" => Ok(LogLevel::Debug),
             "trace" => Ok(LogLevel::Trace),
-            _ => Err(format!(
-                "'{v}' is not a log level: use off, error, warn, info, debug or trace"
-            )),
+            _ => Err(format!("'{v}' is not a log level: use off, error, warn, info, debug or trace")),
         };
         field("log_level", parsed.map(|l| log_level = l));
     }
@@ -503,8 +400,7 @@ fn build(
     if let Some((v, _)) = get("secret_key") {
         field(
             "secret_key",
-            validate_secret_key(v)
-                .map(|()| secret_key = Some(Secret(Zeroizing::new(v.trim().to_owned())))),
+            validate_secret_key(v).map(|()| secret_key = Some(Secret(Zeroizing::new(v.trim().to_owned())))),
         );
     }
 
@@ -549,6 +445,7 @@ fn build(
         jwks_max_age,
         pins,
         lease_ttl,
+        refresh_ttl,
         log_level,
         log_format,
         secret_key,
@@ -575,9 +472,7 @@ fn validate_issuer(v: &str) -> Result<String, String> {
         .or_else(|| v.strip_prefix("http://"))
         .ok_or_else(|| format!("'{v}' must be an http:// or https:// URL"))?;
     if rest.is_empty() || rest.starts_with('/') || v.contains(['?', '#', ' ']) {
-        return Err(format!(
-            "'{v}' must be a URL with a host and no query or fragment"
-        ));
+        return Err(format!("'{v}' must be a URL with a host and no query or fragment"));
     }
     Ok(v.trim_end_matches('/').to_owned())
 }
@@ -585,9 +480,7 @@ fn validate_issuer(v: &str) -> Result<String, String> {
 fn parse_algorithms(v: &str) -> Result<Vec<Algorithm>, String> {
     let mut out = Vec::new();
     for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let alg: Algorithm = name
-            .parse()
-            .map_err(|e: crate::keys::UnknownAlgorithm| e.to_string())?;
+        let alg: Algorithm = name.parse().map_err(|e: crate::keys::UnknownAlgorithm| e.to_string())?;
         if !out.contains(&alg) {
             out.push(alg);
         }
@@ -600,9 +493,7 @@ fn parse_algorithms(v: &str) -> Result<Vec<Algorithm>, String> {
 
 fn validate_secret_key(v: &str) -> Result<(), String> {
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(v.trim())
-        .map_err(|_| "must be base64".to_owned())?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(v.trim()).map_err(|_| "must be base64".to_owned())?;
     if bytes.len() != 32 && bytes.len() != 64 {
         return Err(format!("must be 32 or 64 bytes, found {}", bytes.len()));
     }
@@ -628,15 +519,10 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
             'h' => 3600,
             'd' => 86_400,
             'w' => 604_800,
-            _ => {
-                return Err(format!(
-                    "'{s}' is not a duration: write it like 300s, 15m, 12h or 7d"
-                ))
-            }
+            _ => return Err(format!("'{s}' is not a duration: write it like 300s, 15m, 12h or 7d")),
         };
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("'{s}' is not a duration: a number must come before each unit"))?;
+        let n: u64 =
+            digits.parse().map_err(|_| format!("'{s}' is not a duration: a number must come before each unit"))?;
         total = n
             .checked_mul(unit)
             .and_then(|x| total.checked_add(x))
@@ -667,30 +553,18 @@ impl Config {
         let mut out = String::new();
         let pinned = |d: Option<Duration>, default: Duration| match d {
             Some(d) => format!("\"{}\"", format_duration(d)),
-            None => format!(
-                "\"{}\"  # not pinned: stored value applies (default)",
-                format_duration(default)
-            ),
+            None => format!("\"{}\"  # not pinned: stored value applies (default)", format_duration(default)),
         };
         let algorithms: Vec<_> = self.algorithms.iter().map(|a| format!("\"{a}\"")).collect();
         let values: Vec<(&str, String)> = vec![
             ("address", format!("\"{}\"", self.address)),
             ("port", self.port.to_string()),
-            (
-                "data_dir",
-                format!("{:?}", self.data_dir.display().to_string()),
-            ),
-            (
-                "kek_file",
-                format!("{:?}", self.kek_file.display().to_string()),
-            ),
+            ("data_dir", format!("{:?}", self.data_dir.display().to_string())),
+            ("kek_file", format!("{:?}", self.kek_file.display().to_string())),
             ("issuer", format!("\"{}\"", self.issuer)),
             ("algorithms", format!("[{}]", algorithms.join(", "))),
             ("rsa_bits", self.rsa_bits.bits().to_string()),
-            (
-                "jwks_max_age",
-                format!("\"{}\"", format_duration(self.jwks_max_age)),
-            ),
+            ("jwks_max_age", format!("\"{}\"", format_duration(self.jwks_max_age))),
             (
                 "rotation_schedule",
                 match &self.pins.rotation_schedule {
@@ -701,42 +575,17 @@ impl Config {
                     ),
                 },
             ),
-            (
-                "publish_lead",
-                pinned(self.pins.publish_lead, DEFAULT_PUBLISH_LEAD),
-            ),
-            (
-                "clock_skew",
-                pinned(self.pins.clock_skew, DEFAULT_CLOCK_SKEW),
-            ),
-            (
-                "max_token_ttl",
-                pinned(self.pins.max_token_ttl, DEFAULT_MAX_TOKEN_TTL),
-            ),
+            ("publish_lead", pinned(self.pins.publish_lead, DEFAULT_PUBLISH_LEAD)),
+            ("clock_skew", pinned(self.pins.clock_skew, DEFAULT_CLOCK_SKEW)),
+            ("max_token_ttl", pinned(self.pins.max_token_ttl, DEFAULT_MAX_TOKEN_TTL)),
             ("leeway", pinned(self.pins.leeway, DEFAULT_LEEWAY)),
-            (
-                "lease_ttl",
-                format!("\"{}\"", format_duration(self.lease_ttl)),
-            ),
+            ("lease_ttl", format!("\"{}\"", format_duration(self.lease_ttl))),
+            ("refresh_ttl", format!("\"{}\"", format_duration(self.refresh_ttl))),
             ("log_level", format!("\"{}\"", self.log_level.as_str())),
-            (
-                "log_format",
-                format!(
-                    "\"{}\"",
-                    if self.log_format == LogFormat::Json {
-                        "json"
-                    } else {
-                        "text"
-                    }
-                ),
-            ),
+            ("log_format", format!("\"{}\"", if self.log_format == LogFormat::Json { "json" } else { "text" })),
             (
                 "secret_key",
-                if self.secret_key.is_some() {
-                    "\"<redacted>\"".into()
-                } else {
-                    "\"<generated in data_dir>\"".into()
-                },
+                if self.secret_key.is_some() { "\"<redacted>\"".into() } else { "\"<generated in data_dir>\"".into() },
             ),
         ];
         for (name, value) in values {
@@ -753,16 +602,7 @@ impl Config {
 
     /// The help line of each setting, for `--help` texts and the README.
     pub fn settings_help() -> Vec<(&'static str, String, &'static str)> {
-        SETTINGS
-            .iter()
-            .map(|s| {
-                (
-                    s.name,
-                    format!("KEYTURN_{}", s.name.to_ascii_uppercase()),
-                    s.help,
-                )
-            })
-            .collect()
+        SETTINGS.iter().map(|s| (s.name, format!("KEYTURN_{}", s.name.to_ascii_uppercase()), s.help)).collect()
     }
 
     /// Whether `path` is the default key-encryption key location inside the data dir.
@@ -779,10 +619,7 @@ mod tests {
         Inputs {
             config_path: None,
             cwd: PathBuf::from("/nonexistent-keyturn-test"),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 
@@ -803,16 +640,9 @@ mod tests {
     fn layers_override_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("k.toml");
-        std::fs::write(
-            &file,
-            "port = 9000\nalgorithms = [\"EdDSA\"]\nissuer = \"https://a.example\"\nbogus = 1\n",
-        )
-        .expect("write");
-        let mut i = inputs(&[
-            ("KEYTURN_PORT", "9100"),
-            ("KEYTURN_ALGORITHMS", "ES256,eddsa"),
-            ("KEYTURN_NOPE", "x"),
-        ]);
+        std::fs::write(&file, "port = 9000\nalgorithms = [\"EdDSA\"]\nissuer = \"https://a.example\"\nbogus = 1\n")
+            .expect("write");
+        let mut i = inputs(&[("KEYTURN_PORT", "9100"), ("KEYTURN_ALGORITHMS", "ES256,eddsa"), ("KEYTURN_NOPE", "x")]);
         i.config_path = Some(file.clone());
         let c = load(&i).expect("valid");
         assert_eq!(c.port, 9100, "env beats file");
@@ -820,16 +650,8 @@ mod tests {
         assert_eq!(c.algorithms, vec![Algorithm::ES256, Algorithm::EdDSA]);
         assert_eq!(c.sources["port"], Source::Env("KEYTURN_PORT".into()));
         assert_eq!(c.sources["issuer"], Source::File(file));
-        assert!(
-            c.warnings.iter().any(|w| w.contains("'bogus'")),
-            "{:?}",
-            c.warnings
-        );
-        assert!(
-            c.warnings.iter().any(|w| w.contains("KEYTURN_NOPE")),
-            "{:?}",
-            c.warnings
-        );
+        assert!(c.warnings.iter().any(|w| w.contains("'bogus'")), "{:?}", c.warnings);
+        assert!(c.warnings.iter().any(|w| w.contains("KEYTURN_NOPE")), "{:?}", c.warnings);
     }
 
     #[test]
@@ -848,15 +670,8 @@ mod tests {
         let secret = &base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
         let path = dir.path().join("sk");
         std::fs::write(&path, format!("{secret}\n")).expect("write");
-        let c = load(&inputs(&[(
-            "KEYTURN_SECRET_KEY_FILE",
-            path.to_str().expect("utf8"),
-        )]))
-        .expect("valid");
-        assert_eq!(
-            c.secret_key.as_ref().map(Secret::expose),
-            Some(secret.as_str())
-        );
+        let c = load(&inputs(&[("KEYTURN_SECRET_KEY_FILE", path.to_str().expect("utf8"))])).expect("valid");
+        assert_eq!(c.secret_key.as_ref().map(Secret::expose), Some(secret.as_str()));
         assert!(!c.render().contains(secret));
         assert!(!format!("{c:?}").contains(secret));
     }
@@ -872,48 +687,36 @@ mod tests {
         ]))
         .expect_err("invalid");
         let text = e.to_string();
-        for needle in [
-            "unknown algorithm 'HS256'",
-            "1024 bits",
-            "99999",
-            "needs a unit",
-            "rotation_schedule",
-        ] {
+        for needle in ["unknown algorithm 'HS256'", "1024 bits", "99999", "needs a unit", "rotation_schedule"] {
             assert!(text.contains(needle), "missing {needle:?} in {text}");
         }
     }
 
     #[test]
     fn publish_lead_must_cover_cache_and_skew() {
-        let e = load(&inputs(&[
-            ("KEYTURN_PUBLISH_LEAD", "5m"),
-            ("KEYTURN_CLOCK_SKEW", "1m"),
-        ]))
-        .expect_err("too short");
-        assert!(
-            e.to_string().contains("publish_lead (5m) must be at least"),
-            "{e}"
-        );
-        assert!(load(&inputs(&[
-            ("KEYTURN_PUBLISH_LEAD", "6m"),
-            ("KEYTURN_CLOCK_SKEW", "1m")
-        ]))
-        .is_ok());
+        let e = load(&inputs(&[("KEYTURN_PUBLISH_LEAD", "5m"), ("KEYTURN_CLOCK_SKEW", "1m")])).expect_err("too short");
+        assert!(e.to_string().contains("publish_lead (5m) must be at least"), "{e}");
+        assert!(load(&inputs(&[("KEYTURN_PUBLISH_LEAD", "6m"), ("KEYTURN_CLOCK_SKEW", "1m")])).is_ok());
     }
 
     #[test]
     fn schedule_faster_than_the_lead_is_a_warning() {
-        let c = load(&inputs(&[("KEYTURN_ROTATION_SCHEDULE", "*/5 * * * *")]))
-            .expect("valid, with a warning");
-        assert!(
-            c.warnings
-                .iter()
-                .any(|w| w.contains("more often than publish_lead (15m)")),
-            "{:?}",
-            c.warnings
-        );
+        let c = load(&inputs(&[("KEYTURN_ROTATION_SCHEDULE", "*/5 * * * *")])).expect("valid, with a warning");
+        assert!(c.warnings.iter().any(|w| w.contains("more often than publish_lead (15m)")), "{:?}", c.warnings);
         let c = load(&inputs(&[("KEYTURN_ROTATION_SCHEDULE", "0 * * * *")])).expect("valid");
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn every_setting_is_rendered() {
+        let text = load(&inputs(&[])).expect("defaults").render();
+        for s in SETTINGS {
+            assert!(
+                text.contains(&format!("\n{} = ", s.name)) || text.starts_with(&format!("{} = ", s.name)),
+                "{} missing from:\n{text}",
+                s.name
+            );
+        }
     }
 
     #[test]
@@ -921,10 +724,7 @@ mod tests {
         let c = load(&inputs(&[("KEYTURN_LEASE_TTL", "3s")])).expect("valid");
         assert_eq!(c.lease_ttl, Duration::from_secs(3));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-        assert!(
-            load(&inputs(&[("KEYTURN_LEASE_TTL", "1s")])).is_err(),
-            "under 2s is refused"
-        );
+        assert!(load(&inputs(&[("KEYTURN_LEASE_TTL", "1s")])).is_err(), "under 2s is refused");
     }
 
     #[test]

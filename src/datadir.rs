@@ -23,20 +23,13 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn new(root: &Path) -> Self {
-        DataDir {
-            root: root.to_owned(),
-            database: root.join("keyturn.db"),
-            secret_key: root.join("cookie-secret"),
-        }
+        DataDir { root: root.to_owned(), database: root.join("keyturn.db"), secret_key: root.join("cookie-secret") }
     }
 
     /// Creates the directory (0700) if it is missing and proves it is writable by creating
     /// and removing a probe file. Refuses, naming the path, when it cannot.
     pub fn prepare(&self) -> Result<(), Error> {
-        let err = |reason: String| Error::DataDir {
-            path: self.root.clone(),
-            reason,
-        };
+        let err = |reason: String| Error::DataDir { path: self.root.clone(), reason };
         if self.root.exists() && !self.root.is_dir() {
             return Err(err("exists but is not a directory".into()));
         }
@@ -47,9 +40,7 @@ impl DataDir {
                 .create(&self.root)
                 .map_err(|e| err(format!("cannot be created: {e}")))?;
         }
-        let probe = self
-            .root
-            .join(format!(".keyturn-write-probe-{}", std::process::id()));
+        let probe = self.root.join(format!(".keyturn-write-probe-{}", std::process::id()));
         OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -63,21 +54,11 @@ impl DataDir {
 /// Writes `bytes` to `path` with mode 0600: a temporary file in the same directory, synced,
 /// then renamed over, so a crash leaves either no file or the whole file.
 pub fn write_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -92,10 +73,7 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Reads the key-encryption key: 32 raw bytes, or their base64 text (as
 /// `openssl rand -base64 32` writes it).
 pub fn read_kek(path: &Path) -> Result<Kek, Error> {
-    let err = |reason: String| Error::Kek {
-        path: path.to_owned(),
-        reason,
-    };
+    let err = |reason: String| Error::Kek { path: path.to_owned(), reason };
     let bytes = Zeroizing::new(fs::read(path).map_err(|e| err(format!("cannot be read: {e}")))?);
     if let Ok(meta) = fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
@@ -106,21 +84,14 @@ pub fn read_kek(path: &Path) -> Result<Kek, Error> {
         bytes
     } else {
         let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
-        Zeroizing::new(
-            STANDARD
-                .decode(text)
-                .map_err(|_| err(format!("must hold {KEK_LEN} bytes (raw or base64)")))?,
-        )
+        Zeroizing::new(STANDARD.decode(text).map_err(|_| err(format!("must hold {KEK_LEN} bytes (raw or base64)")))?)
     };
     Kek::from_bytes(&raw).map_err(|e| err(e.to_string()))
 }
 
 /// Creates a new random key-encryption key file.
 pub fn create_kek(path: &Path) -> Result<Kek, Error> {
-    let err = |reason: String| Error::Kek {
-        path: path.to_owned(),
-        reason,
-    };
+    let err = |reason: String| Error::Kek { path: path.to_owned(), reason };
     let bytes = Kek::generate_bytes().map_err(|e| err(e.to_string()))?;
     write_secret_file(path, bytes.as_ref()).map_err(|e| err(format!("cannot be created: {e}")))?;
     tracing::info!(path = %path.display(), "created a new key-encryption key");
@@ -129,19 +100,13 @@ pub fn create_kek(path: &Path) -> Result<Kek, Error> {
 
 /// Reads the cookie secret from the data dir, creating it (64 random bytes, base64) if absent.
 pub fn cookie_secret(path: &Path) -> Result<Zeroizing<String>, Error> {
-    let err = |reason: String| Error::DataDir {
-        path: path.to_owned(),
-        reason,
-    };
+    let err = |reason: String| Error::DataDir { path: path.to_owned(), reason };
     if path.exists() {
-        let text = Zeroizing::new(
-            fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?,
-        );
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?);
         return Ok(Zeroizing::new(text.trim().to_owned()));
     }
     let mut bytes = Zeroizing::new([0u8; 64]);
-    aws_lc_rs::rand::fill(bytes.as_mut())
-        .map_err(|_| err("the random number generator failed".into()))?;
+    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| err("the random number generator failed".into()))?;
     let text = Zeroizing::new(STANDARD.encode(bytes.as_ref()));
     write_secret_file(path, text.as_bytes()).map_err(|e| err(format!("cannot be created: {e}")))?;
     Ok(text)
@@ -156,10 +121,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kek");
         create_kek(&path).expect("create");
-        assert_eq!(
-            fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read(&path).expect("read").len(), KEK_LEN);
         read_kek(&path).expect("reads back");
         let s1 = cookie_secret(&dir.path().join("c")).expect("create");
@@ -184,9 +146,7 @@ mod tests {
         fs::write(&file, b"x").expect("write");
         let e = DataDir::new(&file).prepare().expect_err("a file");
         assert!(e.to_string().contains("not a directory"), "{e}");
-        let e = DataDir::new(&file.join("sub"))
-            .prepare()
-            .expect_err("under a file");
+        let e = DataDir::new(&file.join("sub")).prepare().expect_err("under a file");
         assert!(e.to_string().contains("cannot be created"), "{e}");
     }
 }

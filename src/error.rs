@@ -40,6 +40,12 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// RFC 6749 §5.2 `invalid_grant`: a refresh token that is unknown, spent, revoked or expired.
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// RFC 6749 §5.2 `invalid_scope`.
+    #[error("{0}")]
+    InvalidScope(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

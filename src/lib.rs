@@ -10,6 +10,7 @@ pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod keys;
+pub mod revocation;
 pub mod schedule;
 pub mod scheduler;
 pub mod service;
@@ -70,14 +71,8 @@ impl Server {
         let _ = tokio::task::spawn_blocking(move || service.release_lease()).await;
         match served {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(Error::Listen {
-                address: self.address.to_string(),
-                reason,
-            }),
-            Err(e) => Err(Error::Listen {
-                address: self.address.to_string(),
-                reason: e.to_string(),
-            }),
+            Ok(Err(reason)) => Err(Error::Listen { address: self.address.to_string(), reason }),
+            Err(e) => Err(Error::Listen { address: self.address.to_string(), reason: e.to_string() }),
         }
     }
 }
@@ -88,16 +83,14 @@ fn check_listen(config: &Config) -> Result<()> {
     if config.port == 0 {
         return Ok(());
     }
-    TcpListener::bind((config.address, config.port))
-        .map(drop)
-        .map_err(|e| Error::Listen {
-            address: config.socket_text(),
-            reason: if e.kind() == std::io::ErrorKind::AddrInUse {
-                "the port is already in use by another process".into()
-            } else {
-                e.to_string()
-            },
-        })
+    TcpListener::bind((config.address, config.port)).map(drop).map_err(|e| Error::Listen {
+        address: config.socket_text(),
+        reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the port is already in use by another process".into()
+        } else {
+            e.to_string()
+        },
+    })
 }
 
 /// Opens the service and starts serving it. Returns once the server listens.
@@ -140,30 +133,18 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
         }))
         .ignite()
         .await
-        .map_err(|e| Error::Listen {
-            address: config.socket_text(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| Error::Listen { address: config.socket_text(), reason: e.to_string() })?;
     let shutdown = rocket.shutdown();
     let socket_text = config.socket_text();
-    let scheduler = scheduler::Scheduler::start(service.clone())
-        .await
-        .map_err(|e| Error::Listen {
-            address: socket_text.clone(),
-            reason: format!("the scheduler did not start: {e}"),
-        })?;
-    let task =
-        tokio::spawn(async move { rocket.launch().await.map(drop).map_err(|e| e.to_string()) });
+    let scheduler = scheduler::Scheduler::start(service.clone()).await.map_err(|e| Error::Listen {
+        address: socket_text.clone(),
+        reason: format!("the scheduler did not start: {e}"),
+    })?;
+    let task = tokio::spawn(async move { rocket.launch().await.map(drop).map_err(|e| e.to_string()) });
     match rx.await {
         Ok(address) => {
             tracing::info!(url = %format!("http://{address}"), "keyturn is listening");
-            Ok(Server {
-                address,
-                service,
-                shutdown,
-                scheduler: Some(scheduler),
-                task,
-            })
+            Ok(Server { address, service, shutdown, scheduler: Some(scheduler), task })
         }
         Err(_) => {
             scheduler.shutdown().await;
@@ -171,10 +152,7 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
                 Ok(Err(reason)) => reason,
                 _ => "the server stopped before it listened".into(),
             };
-            Err(Error::Listen {
-                address: socket_text,
-                reason,
-            })
+            Err(Error::Listen { address: socket_text, reason })
         }
     }
 }

@@ -70,19 +70,13 @@ impl Schedule {
     /// The first fire time strictly after `t`.
     pub fn next_after(&self, t: Instant) -> Option<Instant> {
         let t = chrono_time(t)?;
-        self.cron
-            .find_next_occurrence(&t, false)
-            .ok()
-            .map(|d| from_unix(d.timestamp()))
+        self.cron.find_next_occurrence(&t, false).ok().map(|d| from_unix(d.timestamp()))
     }
 
     /// The last fire time at or before `t`.
     pub fn last_at_or_before(&self, t: Instant) -> Option<Instant> {
         let t = chrono_time(t)?;
-        self.cron
-            .find_previous_occurrence(&t, true)
-            .ok()
-            .map(|d| from_unix(d.timestamp()))
+        self.cron.find_previous_occurrence(&t, true).ok().map(|d| from_unix(d.timestamp()))
     }
 
     /// The next `n` fire times after `t`, for previews.
@@ -136,12 +130,7 @@ impl Schedule {
 
     fn compute_shortest(&self, t: Instant) -> Duration {
         let fires = self.preview(t, 1_000);
-        fires
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .min()
-            .and_then(|d| d.try_into().ok())
-            .unwrap_or_default()
+        fires.windows(2).map(|w| w[1] - w[0]).min().and_then(|d| d.try_into().ok()).unwrap_or_default()
     }
 }
 
@@ -159,10 +148,7 @@ mod tests {
         let s = Schedule::parse(DEFAULT_SCHEDULE).expect("valid");
         let t = datetime!(2026-11-24 10:00:00 UTC); // a Tuesday
         assert_eq!(s.next_after(t), Some(datetime!(2026-11-30 00:00:00 UTC)));
-        assert_eq!(
-            s.last_at_or_before(t),
-            Some(datetime!(2026-11-23 00:00:00 UTC))
-        );
+        assert_eq!(s.last_at_or_before(t), Some(datetime!(2026-11-23 00:00:00 UTC)));
         assert_eq!(s.preview(t, 2)[1], datetime!(2026-12-07 00:00:00 UTC));
         assert_eq!(s.longest_interval(t), Duration::from_secs(7 * 86400));
     }

@@ -26,11 +26,7 @@ fn with_seconds(expr: &str) -> String {
     }
 }
 
-fn tick_job(
-    schedule: &str,
-    service: Arc<Keyturn>,
-    what: &'static str,
-) -> Result<Job, JobSchedulerError> {
+fn tick_job(schedule: &str, service: Arc<Keyturn>, what: &'static str) -> Result<Job, JobSchedulerError> {
     Job::new_async(schedule, move |_, _| {
         let service = service.clone();
         Box::pin(async move {
@@ -51,8 +47,7 @@ impl Scheduler {
     /// Starts the jobs for `service`.
     pub async fn start(service: Arc<Keyturn>) -> Result<Scheduler, JobSchedulerError> {
         let jobs = JobScheduler::new().await?;
-        jobs.add(tick_job("* * * * * *", service.clone(), "housekeeping")?)
-            .await?;
+        jobs.add(tick_job("* * * * * *", service.clone(), "housekeeping")?).await?;
         let mut current = Self::add_rotation_job(&jobs, &service).await?;
         jobs.start().await?;
 
@@ -73,10 +68,7 @@ impl Scheduler {
         Ok(Scheduler { jobs, follower })
     }
 
-    async fn add_rotation_job(
-        jobs: &JobScheduler,
-        service: &Arc<Keyturn>,
-    ) -> Result<Option<Uuid>, JobSchedulerError> {
+    async fn add_rotation_job(jobs: &JobScheduler, service: &Arc<Keyturn>) -> Result<Option<Uuid>, JobSchedulerError> {
         let expr = with_seconds(service.policy().schedule.as_str());
         match tick_job(&expr, service.clone(), "rotation") {
             Ok(job) => Ok(Some(jobs.add(job).await?)),

@@ -72,19 +72,11 @@ impl PrivateKey {
     /// and `kid` is their thumbprint. Run on every load, so a row whose ciphertext was
     /// swapped or whose JWK was edited never signs.
     pub fn check_matches(&self, kid: &KeyId, public: &PublicJwk) -> Result<(), KeyError> {
-        let derived = self.public_parts().ok_or(KeyError::InvalidPrivate {
-            kid: kid.clone(),
-            alg: self.alg,
-        })?;
+        let derived = self.public_parts().ok_or(KeyError::InvalidPrivate { kid: kid.clone(), alg: self.alg })?;
         let derived_kid = derived.thumbprint();
-        let stored = public
-            .parts()
-            .map_err(|e| KeyError::BadPublic(kid.clone(), e))?;
+        let stored = public.parts().map_err(|e| KeyError::BadPublic(kid.clone(), e))?;
         if derived != stored || &derived_kid != kid || public.kid != *kid.as_str() {
-            return Err(KeyError::Mismatch {
-                kid: kid.clone(),
-                derived: derived_kid,
-            });
+            return Err(KeyError::Mismatch { kid: kid.clone(), derived: derived_kid });
         }
         Ok(())
     }
@@ -93,19 +85,9 @@ impl PrivateKey {
 /// The public members of a key, as they appear in its JWK.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublicParts {
-    Ec {
-        crv: &'static str,
-        x: String,
-        y: String,
-    },
-    Rsa {
-        n: String,
-        e: String,
-    },
-    Okp {
-        crv: &'static str,
-        x: String,
-    },
+    Ec { crv: &'static str, x: String, y: String },
+    Rsa { n: String, e: String },
+    Okp { crv: &'static str, x: String },
 }
 
 impl PublicParts {
@@ -117,21 +99,11 @@ impl PublicParts {
                     EllipticCurve::P384 => "P-384",
                     _ => return None,
                 };
-                Some(PublicParts::Ec {
-                    crv,
-                    x: p.x.clone(),
-                    y: p.y.clone(),
-                })
+                Some(PublicParts::Ec { crv, x: p.x.clone(), y: p.y.clone() })
             }
-            AlgorithmParameters::RSA(p) => Some(PublicParts::Rsa {
-                n: p.n.clone(),
-                e: p.e.clone(),
-            }),
+            AlgorithmParameters::RSA(p) => Some(PublicParts::Rsa { n: p.n.clone(), e: p.e.clone() }),
             AlgorithmParameters::OctetKeyPair(p) => match p.curve {
-                EllipticCurve::Ed25519 => Some(PublicParts::Okp {
-                    crv: "Ed25519",
-                    x: p.x.clone(),
-                }),
+                EllipticCurve::Ed25519 => Some(PublicParts::Okp { crv: "Ed25519", x: p.x.clone() }),
                 _ => None,
             },
             _ => None,
@@ -216,10 +188,8 @@ impl PublicJwk {
 
     /// The public members, as a typed value.
     pub fn parts(&self) -> Result<PublicParts, String> {
-        let need = |v: &Option<String>, name: &str| {
-            v.clone()
-                .ok_or_else(|| format!("{} JWK without '{name}'", self.kty))
-        };
+        let need =
+            |v: &Option<String>, name: &str| v.clone().ok_or_else(|| format!("{} JWK without '{name}'", self.kty));
         let curve = |v: &Option<String>| match v.as_deref() {
             Some("P-256") => Ok("P-256"),
             Some("P-384") => Ok("P-384"),
@@ -227,19 +197,9 @@ impl PublicJwk {
             other => Err(format!("unsupported curve {other:?}")),
         };
         match self.kty.as_str() {
-            "EC" => Ok(PublicParts::Ec {
-                crv: curve(&self.crv)?,
-                x: need(&self.x, "x")?,
-                y: need(&self.y, "y")?,
-            }),
-            "RSA" => Ok(PublicParts::Rsa {
-                n: need(&self.n, "n")?,
-                e: need(&self.e, "e")?,
-            }),
-            "OKP" => Ok(PublicParts::Okp {
-                crv: curve(&self.crv)?,
-                x: need(&self.x, "x")?,
-            }),
+            "EC" => Ok(PublicParts::Ec { crv: curve(&self.crv)?, x: need(&self.x, "x")?, y: need(&self.y, "y")? }),
+            "RSA" => Ok(PublicParts::Rsa { n: need(&self.n, "n")?, e: need(&self.e, "e")? }),
+            "OKP" => Ok(PublicParts::Okp { crv: curve(&self.crv)?, x: need(&self.x, "x")? }),
             other => Err(format!("unsupported key type '{other}'")),
         }
     }
@@ -255,9 +215,8 @@ pub struct NewKey {
 
 /// The 16-byte header of an Ed25519 PKCS#8 v1 (RFC 8410) private key; the 32-byte seed
 /// follows. jsonwebtoken wants this form; rcgen writes v2, which adds the public key.
-const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
 /// Generates a key for `alg`, with a self-signed certificate naming `issuer` as subject and
 /// valid from `created` (less `skew`) until `not_after`.
@@ -271,12 +230,8 @@ pub fn generate(
 ) -> Result<NewKey, KeyError> {
     let gen_err = |e: rcgen::Error| KeyError::Generate(alg, e.to_string());
     let pair = match alg {
-        Algorithm::ES256 => {
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?
-        }
-        Algorithm::ES384 => {
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(gen_err)?
-        }
+        Algorithm::ES256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?,
+        Algorithm::ES384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(gen_err)?,
         Algorithm::EdDSA => KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(gen_err)?,
         Algorithm::RS256 | Algorithm::PS256 => {
             let size = match rsa_bits {
@@ -289,27 +244,20 @@ pub fn generate(
     };
     let der = private_der(alg, &pair)?;
     let private = PrivateKey { alg, der };
-    let parts = private
-        .public_parts()
-        .ok_or_else(|| KeyError::Generate(alg, "could not derive the public key".into()))?;
+    let parts =
+        private.public_parts().ok_or_else(|| KeyError::Generate(alg, "could not derive the public key".into()))?;
     let kid = parts.thumbprint();
 
-    let mut params = CertificateParams::new(Vec::<String>::new())
-        .map_err(|e| KeyError::Certificate(kid.clone(), e.to_string()))?;
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| KeyError::Certificate(kid.clone(), e.to_string()))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, issuer);
     params.distinguished_name = dn;
     params.not_before = created - skew;
     params.not_after = not_after;
-    let cert = params
-        .self_signed(&pair)
-        .map_err(|e| KeyError::Certificate(kid.clone(), e.to_string()))?;
+    let cert = params.self_signed(&pair).map_err(|e| KeyError::Certificate(kid.clone(), e.to_string()))?;
     let public = PublicJwk::new(alg, &kid, &parts, cert.der());
-    Ok(NewKey {
-        kid,
-        public,
-        private,
-    })
+    Ok(NewKey { kid, public, private })
 }
 
 /// The private key in the form `PrivateKey::encoding_key` takes.
@@ -324,15 +272,10 @@ fn private_der(alg: Algorithm, pair: &KeyPair) -> Result<Zeroizing<Vec<u8>>, Key
                 .filter(|_| {
                     v2.get(2..16)
                         == Some(
-                            &[
-                                0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04,
-                                0x22, 0x04, 0x20,
-                            ][..],
+                            &[0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20][..],
                         )
                 })
-                .ok_or_else(|| {
-                    KeyError::Generate(alg, "unexpected Ed25519 PKCS#8 layout".into())
-                })?;
+                .ok_or_else(|| KeyError::Generate(alg, "unexpected Ed25519 PKCS#8 layout".into()))?;
             let mut v1 = Zeroizing::new(Vec::with_capacity(48));
             v1.extend_from_slice(&ED25519_PKCS8_V1_PREFIX);
             v1.extend_from_slice(seed);
@@ -341,8 +284,7 @@ fn private_der(alg: Algorithm, pair: &KeyPair) -> Result<Zeroizing<Vec<u8>>, Key
         Algorithm::RS256 | Algorithm::PS256 => {
             // PKCS#8 → PKCS#1 through jsonwebtoken's PEM reader, which unwraps the inner key.
             let pem = Zeroizing::new(pair.serialize_pem());
-            let key = EncodingKey::from_rsa_pem(pem.as_bytes())
-                .map_err(|e| KeyError::Generate(alg, e.to_string()))?;
+            let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| KeyError::Generate(alg, e.to_string()))?;
             Ok(Zeroizing::new(key.as_bytes().to_vec()))
         }
     }
@@ -377,10 +319,7 @@ mod tests {
             k.private.check_matches(&k.kid, &k.public).expect("matches");
             let json = serde_json::to_value(&k.public).expect("json");
             for private_member in ["d", "p", "q", "dp", "dq", "qi", "k"] {
-                assert!(
-                    json.get(private_member).is_none(),
-                    "{alg}: {private_member} leaked"
-                );
+                assert!(json.get(private_member).is_none(), "{alg}: {private_member} leaked");
             }
         }
     }
@@ -389,23 +328,14 @@ mod tests {
     fn another_keys_private_half_is_a_mismatch() {
         let a = make(Algorithm::ES256);
         let b = make(Algorithm::ES256);
-        assert!(matches!(
-            b.private.check_matches(&a.kid, &a.public),
-            Err(KeyError::Mismatch { .. })
-        ));
+        assert!(matches!(b.private.check_matches(&a.kid, &a.public), Err(KeyError::Mismatch { .. })));
     }
 
     #[test]
     fn rfc7638_example_thumbprint() {
         // The RSA example of RFC 7638 §3.1.
         let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
-        let parts = PublicParts::Rsa {
-            n: n.into(),
-            e: "AQAB".into(),
-        };
-        assert_eq!(
-            parts.thumbprint().as_str(),
-            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-        );
+        let parts = PublicParts::Rsa { n: n.into(), e: "AQAB".into() };
+        assert_eq!(parts.thumbprint().as_str(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
     }
 }

@@ -22,19 +22,13 @@ impl Document {
     pub fn new(body: Vec<u8>) -> Self {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
         let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..18]));
-        Document {
-            body: body.into(),
-            etag: etag.into(),
-        }
+        Document { body: body.into(), etag: etag.into() }
     }
 
     /// Whether an `If-None-Match` header value matches this document. RFC 9110 §13.1.2: a
     /// list of entity tags or `*`, compared weakly (a `W/` prefix is ignored).
     pub fn matches_if_none_match(&self, header: &str) -> bool {
-        header
-            .split(',')
-            .map(str::trim)
-            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == &*self.etag)
+        header.split(',').map(str::trim).any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == &*self.etag)
     }
 }
 

@@ -38,10 +38,7 @@ impl Policy {
     /// waiting at most one rotation interval to activate, active for at most one more, then
     /// retired until its last token expires plus leeway. The key's certificate covers this.
     pub fn planned_life(&self, created: Instant) -> Duration {
-        let interval = self
-            .schedule
-            .longest_interval(created)
-            .max(self.publish_lead);
+        let interval = self.schedule.longest_interval(created).max(self.publish_lead);
         self.publish_lead + interval * 2 + self.max_token_ttl + self.leeway + self.clock_skew
     }
 
@@ -88,12 +85,7 @@ pub enum Transition {
     /// Generate a pending key, so the next one is published ahead of use.
     GeneratePending { alg: Algorithm },
     /// Retire `retire` (if any), activate `activate`, and generate the next pending key.
-    Rotate {
-        alg: Algorithm,
-        retire: Option<KeyId>,
-        activate: KeyId,
-        cause: RotationCause,
-    },
+    Rotate { alg: Algorithm, retire: Option<KeyId>, activate: KeyId, cause: RotationCause },
     /// A retired key whose tokens have all expired (plus leeway) leaves the JWKS.
     Expire { kid: KeyId },
     /// An active key of an algorithm no longer configured stops signing.
@@ -116,10 +108,7 @@ pub struct Planned {
 fn find<'a>(w: &World<'a>, alg: Algorithm, state: KeyState) -> Option<&'a KeyRecord> {
     // The newest key in a state: there is at most one active key per algorithm, and if a
     // crash ever left two pending keys, the newest is the one to promote last.
-    w.keys
-        .iter()
-        .filter(|k| k.alg == alg && k.state == state)
-        .min_by_key(|k| (k.published_at, k.kid.clone()))
+    w.keys.iter().filter(|k| k.alg == alg && k.state == state).min_by_key(|k| (k.published_at, k.kid.clone()))
 }
 
 /// When the rotation of `active`'s algorithm falls due, and why.
@@ -134,9 +123,7 @@ pub fn rotation_due(w: &World<'_>, active: &KeyRecord) -> (Instant, RotationCaus
     }
     let life_end = w.policy.exp_limit(active) - w.policy.max_token_ttl;
     due.push((life_end, RotationCause::KeyLifeEnding));
-    due.into_iter()
-        .min_by_key(|(t, _)| *t)
-        .unwrap_or((life_end, RotationCause::KeyLifeEnding))
+    due.into_iter().min_by_key(|(t, _)| *t).unwrap_or((life_end, RotationCause::KeyLifeEnding))
 }
 
 /// Instants are whole seconds, floored: a key stamped as published at second `s` may have
@@ -146,27 +133,15 @@ pub const STAMP_GRANULARITY: Duration = Duration::from_secs(1);
 
 /// When `pending` may start signing: the due time of the rotation, but never before it has
 /// been published for `publish_lead`.
-pub fn promotion_time(
-    w: &World<'_>,
-    active: &KeyRecord,
-    pending: &KeyRecord,
-) -> (Instant, RotationCause) {
+pub fn promotion_time(w: &World<'_>, active: &KeyRecord, pending: &KeyRecord) -> (Instant, RotationCause) {
     let (due, cause) = rotation_due(w, active);
-    (
-        due.max(pending.published_at + w.policy.publish_lead + STAMP_GRANULARITY),
-        cause,
-    )
+    (due.max(pending.published_at + w.policy.publish_lead + STAMP_GRANULARITY), cause)
 }
 
 /// When a retired key expires: its last token's `exp` (or its retirement) plus leeway.
 pub fn expiry_time(w: &World<'_>, retired: &KeyRecord) -> Instant {
     let retired_at = retired.retired_at.unwrap_or(retired.published_at);
-    let last = w
-        .last_token_exp
-        .get(&retired.kid)
-        .copied()
-        .unwrap_or(retired_at)
-        .max(retired_at);
+    let last = w.last_token_exp.get(&retired.kid).copied().unwrap_or(retired_at).max(retired_at);
     last + w.policy.leeway
 }
 
@@ -191,12 +166,7 @@ pub fn plan(w: &World<'_>) -> Vec<Transition> {
             (Some(a), Some(p)) => {
                 let (at, cause) = promotion_time(w, a, p);
                 if w.now >= at {
-                    out.push(Transition::Rotate {
-                        alg,
-                        retire: Some(a.kid.clone()),
-                        activate: p.kid.clone(),
-                        cause,
-                    });
+                    out.push(Transition::Rotate { alg, retire: Some(a.kid.clone()), activate: p.kid.clone(), cause });
                 }
             }
         }
@@ -204,15 +174,9 @@ pub fn plan(w: &World<'_>) -> Vec<Transition> {
     for key in w.keys {
         let configured = w.algorithms.contains(&key.alg);
         match key.state {
-            KeyState::Retired if w.now >= expiry_time(w, key) => out.push(Transition::Expire {
-                kid: key.kid.clone(),
-            }),
-            KeyState::Active if !configured => out.push(Transition::Retire {
-                kid: key.kid.clone(),
-            }),
-            KeyState::Pending if !configured => out.push(Transition::Withdraw {
-                kid: key.kid.clone(),
-            }),
+            KeyState::Retired if w.now >= expiry_time(w, key) => out.push(Transition::Expire { kid: key.kid.clone() }),
+            KeyState::Active if !configured => out.push(Transition::Retire { kid: key.kid.clone() }),
+            KeyState::Pending if !configured => out.push(Transition::Withdraw { kid: key.kid.clone() }),
             _ => {}
         }
     }
@@ -225,41 +189,19 @@ pub fn upcoming(w: &World<'_>) -> Vec<Planned> {
     for key in w.keys {
         let configured = w.algorithms.contains(&key.alg);
         let planned = match key.state {
-            KeyState::Pending if !configured => Planned {
-                kid: key.kid.clone(),
-                event: "expire",
-                at: Some(w.now),
-            },
+            KeyState::Pending if !configured => Planned { kid: key.kid.clone(), event: "expire", at: Some(w.now) },
             KeyState::Pending => {
                 let at = find(w, key.alg, KeyState::Active)
-                    .filter(|_| {
-                        find(w, key.alg, KeyState::Pending).map(|p| &p.kid) == Some(&key.kid)
-                    })
+                    .filter(|_| find(w, key.alg, KeyState::Pending).map(|p| &p.kid) == Some(&key.kid))
                     .map(|a| promotion_time(w, a, key).0);
-                Planned {
-                    kid: key.kid.clone(),
-                    event: "activate",
-                    at,
-                }
+                Planned { kid: key.kid.clone(), event: "activate", at }
             }
-            KeyState::Active if !configured => Planned {
-                kid: key.kid.clone(),
-                event: "retire",
-                at: Some(w.now),
-            },
+            KeyState::Active if !configured => Planned { kid: key.kid.clone(), event: "retire", at: Some(w.now) },
             KeyState::Active => {
                 let at = find(w, key.alg, KeyState::Pending).map(|p| promotion_time(w, key, p).0);
-                Planned {
-                    kid: key.kid.clone(),
-                    event: "retire",
-                    at,
-                }
+                Planned { kid: key.kid.clone(), event: "retire", at }
             }
-            KeyState::Retired => Planned {
-                kid: key.kid.clone(),
-                event: "expire",
-                at: Some(expiry_time(w, key)),
-            },
+            KeyState::Retired => Planned { kid: key.kid.clone(), event: "expire", at: Some(expiry_time(w, key)) },
             KeyState::Expired | KeyState::Revoked => continue,
         };
         out.push(planned);
@@ -270,11 +212,7 @@ pub fn upcoming(w: &World<'_>) -> Vec<Planned> {
 /// The earliest future instant at which `plan` could return something new, so the
 /// scheduler knows when to look again. `None` when nothing is planned.
 pub fn next_wake(w: &World<'_>) -> Option<Instant> {
-    upcoming(w)
-        .into_iter()
-        .filter_map(|p| p.at)
-        .filter(|t| *t > w.now)
-        .min()
+    upcoming(w).into_iter().filter_map(|p| p.at).filter(|t| *t > w.now).min()
 }
 
 #[cfg(test)]
@@ -340,35 +278,18 @@ mod tests {
     }
 
     fn case(name: &'static str, now: Instant, keys: Vec<KeyRecord>, want: Vec<Transition>) -> Case {
-        Case {
-            name,
-            now,
-            keys,
-            last_exp: vec![],
-            requested: vec![],
-            algorithms: vec![ES256],
-            want,
-        }
+        Case { name, now, keys, last_exp: vec![], requested: vec![], algorithms: vec![ES256], want }
     }
 
     fn rotate(retire: &str, activate: &str, cause: RotationCause) -> Transition {
-        Transition::Rotate {
-            alg: ES256,
-            retire: Some(KeyId::new(retire)),
-            activate: KeyId::new(activate),
-            cause,
-        }
+        Transition::Rotate { alg: ES256, retire: Some(KeyId::new(retire)), activate: KeyId::new(activate), cause }
     }
 
     #[test]
     fn plan_table() {
         let week_ago = MONDAY - 7 * DAY;
-        let steady = || {
-            vec![
-                activated(key("a", ES256, Active, week_ago - HOUR), week_ago),
-                key("p", ES256, Pending, week_ago),
-            ]
-        };
+        let steady =
+            || vec![activated(key("a", ES256, Active, week_ago - HOUR), week_ago), key("p", ES256, Pending, week_ago)];
         let cases = vec![
             Case {
                 algorithms: vec![ES256, EdDSA],
@@ -384,12 +305,7 @@ mod tests {
                     ],
                 )
             },
-            case(
-                "before the fire time nothing happens",
-                MONDAY - MIN,
-                steady(),
-                vec![],
-            ),
+            case("before the fire time nothing happens", MONDAY - MIN, steady(), vec![]),
             case(
                 "at the fire time the pending key is promoted",
                 MONDAY,
@@ -440,12 +356,7 @@ mod tests {
             },
             Case {
                 requested: vec![(ES256, week_ago - DAY)],
-                ..case(
-                    "a request older than the activation is spent",
-                    MONDAY - DAY,
-                    steady(),
-                    vec![],
-                )
+                ..case("a request older than the activation is spent", MONDAY - DAY, steady(), vec![])
             },
             case(
                 "pending missing: generate ahead",
@@ -472,9 +383,7 @@ mod tests {
                     activated(key("a", ES256, Active, week_ago), MONDAY),
                     key("p", ES256, Pending, MONDAY),
                 ],
-                vec![Transition::Expire {
-                    kid: KeyId::new("r"),
-                }],
+                vec![Transition::Expire { kid: KeyId::new("r") }],
             ),
             Case {
                 last_exp: vec![("r", MONDAY + HOUR)],
@@ -499,9 +408,7 @@ mod tests {
                         activated(key("a", ES256, Active, week_ago), MONDAY),
                         key("p", ES256, Pending, MONDAY),
                     ],
-                    vec![Transition::Expire {
-                        kid: KeyId::new("r"),
-                    }],
+                    vec![Transition::Expire { kid: KeyId::new("r") }],
                 )
             },
             case(
@@ -525,22 +432,14 @@ mod tests {
                     vec![
                         Transition::Bootstrap { alg: EdDSA },
                         Transition::GeneratePending { alg: EdDSA },
-                        Transition::Retire {
-                            kid: KeyId::new("a"),
-                        },
-                        Transition::Withdraw {
-                            kid: KeyId::new("p"),
-                        },
+                        Transition::Retire { kid: KeyId::new("a") },
+                        Transition::Withdraw { kid: KeyId::new("p") },
                     ],
                 )
             },
         ];
         for c in cases {
-            let last: HashMap<KeyId, Instant> = c
-                .last_exp
-                .iter()
-                .map(|(k, t)| (KeyId::new(*k), *t))
-                .collect();
+            let last: HashMap<KeyId, Instant> = c.last_exp.iter().map(|(k, t)| (KeyId::new(*k), *t)).collect();
             let requested: HashMap<Algorithm, Instant> = c.requested.iter().copied().collect();
             let p = policy();
             let w = World {
@@ -575,30 +474,9 @@ mod tests {
             algorithms: &[ES256],
         };
         let up = upcoming(&w);
-        assert_eq!(
-            up[0],
-            Planned {
-                kid: KeyId::new("r"),
-                event: "expire",
-                at: Some(MONDAY - 2 * DAY + MIN)
-            }
-        );
-        assert_eq!(
-            up[1],
-            Planned {
-                kid: KeyId::new("a"),
-                event: "retire",
-                at: Some(MONDAY)
-            }
-        );
-        assert_eq!(
-            up[2],
-            Planned {
-                kid: KeyId::new("p"),
-                event: "activate",
-                at: Some(MONDAY)
-            }
-        );
+        assert_eq!(up[0], Planned { kid: KeyId::new("r"), event: "expire", at: Some(MONDAY - 2 * DAY + MIN) });
+        assert_eq!(up[1], Planned { kid: KeyId::new("a"), event: "retire", at: Some(MONDAY) });
+        assert_eq!(up[2], Planned { kid: KeyId::new("p"), event: "activate", at: Some(MONDAY) });
         assert_eq!(next_wake(&w), Some(MONDAY - 2 * DAY + MIN));
     }
 
@@ -606,9 +484,6 @@ mod tests {
     fn planned_life_covers_two_intervals_and_token_lifetime() {
         let p = policy();
         let life = p.planned_life(MONDAY);
-        assert_eq!(
-            life,
-            Duration::from_secs(900 + 2 * 7 * 86400 + 3600 + 60 + 60)
-        );
+        assert_eq!(life, Duration::from_secs(900 + 2 * 7 * 86400 + 3600 + 60 + 60));
     }
 }

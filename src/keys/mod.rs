@@ -27,13 +27,8 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 5] = [
-        Algorithm::ES256,
-        Algorithm::ES384,
-        Algorithm::EdDSA,
-        Algorithm::RS256,
-        Algorithm::PS256,
-    ];
+    pub const ALL: [Algorithm; 5] =
+        [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, Algorithm::RS256, Algorithm::PS256];
 
     /// The name used in JWS headers, JWKs and configuration.
     pub fn as_str(self) -> &'static str {
@@ -112,9 +107,7 @@ impl TryFrom<u32> for RsaBits {
             2048 => Ok(RsaBits::B2048),
             3072 => Ok(RsaBits::B3072),
             4096 => Ok(RsaBits::B4096),
-            other => Err(format!(
-                "RSA key size {other} bits is not supported: use 2048, 3072 or 4096 (2048–4096)"
-            )),
+            other => Err(format!("RSA key size {other} bits is not supported: use 2048, 3072 or 4096 (2048–4096)")),
         }
     }
 }
@@ -172,10 +165,7 @@ impl KeyState {
 
     /// Whether keys in this state appear in the JWKS.
     pub fn is_published(self) -> bool {
-        matches!(
-            self,
-            KeyState::Pending | KeyState::Active | KeyState::Retired
-        )
+        matches!(self, KeyState::Pending | KeyState::Active | KeyState::Retired)
     }
 
     /// Whether keys in this state still hold their (sealed) private key. Retired keys keep

@@ -44,28 +44,21 @@ impl Kek {
         if bytes.len() != KEK_LEN {
             return Err(SealError::BadKekLength(bytes.len()));
         }
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes)
-            .map_err(|_| SealError::BadKekLength(bytes.len()))?;
-        Ok(Kek {
-            key: LessSafeKey::new(unbound),
-        })
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SealError::BadKekLength(bytes.len()))?;
+        Ok(Kek { key: LessSafeKey::new(unbound) })
     }
 
     /// Fresh random KEK bytes, for a first start.
     pub fn generate_bytes() -> Result<Zeroizing<[u8; KEK_LEN]>, SealError> {
         let mut bytes = Zeroizing::new([0u8; KEK_LEN]);
-        SystemRandom::new()
-            .fill(bytes.as_mut())
-            .map_err(|_| SealError::Random)?;
+        SystemRandom::new().fill(bytes.as_mut()).map_err(|_| SealError::Random)?;
         Ok(bytes)
     }
 
     /// Seals `plaintext`, binding it to `label` (the kid, for private keys).
     pub fn seal(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| SealError::Random)?;
+        SystemRandom::new().fill(&mut nonce).map_err(|_| SealError::Random)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + 16);
         out.push(FORMAT_V1);
         out.extend_from_slice(&nonce);
@@ -114,27 +107,13 @@ mod tests {
     fn round_trip_and_binding() {
         let k = kek();
         let sealed = k.seal("kid-a", b"private").expect("seal");
-        assert_eq!(
-            k.open("kid-a", &sealed).expect("open").as_slice(),
-            b"private"
-        );
-        assert_eq!(
-            k.open("kid-b", &sealed),
-            Err(SealError::DoesNotOpen),
-            "label binds"
-        );
-        assert_eq!(
-            kek().open("kid-a", &sealed),
-            Err(SealError::DoesNotOpen),
-            "other KEK"
-        );
+        assert_eq!(k.open("kid-a", &sealed).expect("open").as_slice(), b"private");
+        assert_eq!(k.open("kid-b", &sealed), Err(SealError::DoesNotOpen), "label binds");
+        assert_eq!(kek().open("kid-a", &sealed), Err(SealError::DoesNotOpen), "other KEK");
         for i in 0..sealed.len() {
             let mut flipped = sealed.clone();
             flipped[i] ^= 0x01;
-            assert!(
-                k.open("kid-a", &flipped).is_err(),
-                "flip at byte {i} must not open"
-            );
+            assert!(k.open("kid-a", &flipped).is_err(), "flip at byte {i} must not open");
         }
         assert_eq!(k.open("kid-a", &sealed[..10]), Err(SealError::Malformed));
     }
@@ -142,17 +121,11 @@ mod tests {
     #[test]
     fn nonces_differ() {
         let k = kek();
-        assert_ne!(
-            k.seal("x", b"same").expect("seal"),
-            k.seal("x", b"same").expect("seal")
-        );
+        assert_ne!(k.seal("x", b"same").expect("seal"), k.seal("x", b"same").expect("seal"));
     }
 
     #[test]
     fn wrong_length_refused() {
-        assert_eq!(
-            Kek::from_bytes(&[0; 16]).err(),
-            Some(SealError::BadKekLength(16))
-        );
+        assert_eq!(Kek::from_bytes(&[0; 16]).err(), Some(SealError::BadKekLength(16)));
     }
 }

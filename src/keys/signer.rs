@@ -24,11 +24,7 @@ impl std::fmt::Debug for SigningKey {
 
 impl SigningKey {
     pub fn new(kid: KeyId, alg: Algorithm, private: &PrivateKey) -> Self {
-        SigningKey {
-            kid,
-            alg,
-            key: private.encoding_key(),
-        }
+        SigningKey { kid, alg, key: private.encoding_key() }
     }
 
     pub fn kid(&self) -> &KeyId {
@@ -40,11 +36,7 @@ impl SigningKey {
     }
 
     /// Signs `claims` as a compact JWS with header `{alg, kid, typ}`.
-    pub fn sign<T: Serialize>(
-        &self,
-        typ: &str,
-        claims: &T,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(self.alg.jwt());
         header.kid = Some(self.kid.as_str().to_owned());
         header.typ = Some(typ.to_owned());

@@ -48,9 +48,7 @@ impl FromStr for Role {
             "admin" => Ok(Role::Admin),
             "issuer" => Ok(Role::Issuer),
             "verifier" => Ok(Role::Verifier),
-            other => Err(format!(
-                "unknown role '{other}': use admin, issuer or verifier"
-            )),
+            other => Err(format!("unknown role '{other}': use admin, issuer or verifier")),
         }
     }
 }
@@ -66,29 +64,15 @@ pub struct ApiKeyIdentity {
 const PREFIX: &str = "kt_";
 
 fn digest(secret: &str) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
-        .as_ref()
-        .to_vec()
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()).as_ref().to_vec()
 }
 
 impl Keyturn {
     /// Creates an API key. The returned secret is the only copy: it is stored as a hash.
-    pub fn create_api_key(
-        &self,
-        role: Role,
-        name: &str,
-        actor: &Actor,
-    ) -> Result<(ApiKeyIdentity, Zeroizing<String>)> {
+    pub fn create_api_key(&self, role: Role, name: &str, actor: &Actor) -> Result<(ApiKeyIdentity, Zeroizing<String>)> {
         let name = name.trim();
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
-            return Err(Error::Invalid(vec![
-                "name: use 1 to 64 letters, digits, '.', '_' or '-'".into(),
-            ]));
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(Error::Invalid(vec!["name: use 1 to 64 letters, digits, '.', '_' or '-'".into()]));
         }
         let id = random_id(9);
         let secret = Zeroizing::new(random_id(32));
@@ -116,22 +100,12 @@ impl Keyturn {
             )
         })?;
         let full = Zeroizing::new(format!("{PREFIX}{id}.{}", secret.as_str()));
-        Ok((
-            ApiKeyIdentity {
-                id,
-                name: name.to_owned(),
-                role,
-            },
-            full,
-        ))
+        Ok((ApiKeyIdentity { id, name: name.to_owned(), role }, full))
     }
 
     /// The identity behind a presented key, or `None` if it is unknown, wrong or revoked.
     pub fn authenticate_api_key(&self, presented: &str) -> Result<Option<ApiKeyIdentity>> {
-        let Some((id, secret)) = presented
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split_once('.'))
-        else {
+        let Some((id, secret)) = presented.strip_prefix(PREFIX).and_then(|rest| rest.split_once('.')) else {
             return Ok(None);
         };
         if id.len() > 64 || secret.len() > 128 {
@@ -140,20 +114,11 @@ impl Keyturn {
         let Some(row) = self.store.read_blocking(|c| store::apikeys::get(c, id))? else {
             return Ok(None);
         };
-        let matches =
-            aws_lc_rs::constant_time::verify_slices_are_equal(&row.secret_hash, &digest(secret))
-                .is_ok();
+        let matches = aws_lc_rs::constant_time::verify_slices_are_equal(&row.secret_hash, &digest(secret)).is_ok();
         if !matches || row.revoked_at.is_some() {
             return Ok(None);
         }
-        let role = row
-            .role
-            .parse()
-            .map_err(|e: String| Error::Store(store::StoreError::Corrupt(e)))?;
-        Ok(Some(ApiKeyIdentity {
-            id: row.id,
-            name: row.name,
-            role,
-        }))
+        let role = row.role.parse().map_err(|e: String| Error::Store(store::StoreError::Corrupt(e)))?;
+        Ok(Some(ApiKeyIdentity { id: row.id, name: row.name, role }))
     }
 }

@@ -8,12 +8,17 @@
 //! `spawn_blocking`, never on the async threads.
 
 pub mod apikeys;
+pub mod clients;
+pub mod introspect;
 pub mod policy;
+pub mod revocations;
 pub mod rotation;
 pub mod tokens;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use jsonwebtoken::DecodingKey;
 
 use serde::Serialize;
 
@@ -27,6 +32,7 @@ use crate::keys::lifecycle::Policy;
 use crate::keys::sealed::Kek;
 use crate::keys::signer::SigningKey;
 use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
+use crate::revocation::RevocationIndex;
 use crate::store::{self, meta, Store};
 
 /// A label sealed under the KEK at first start, so a replaced KEK file is detected even
@@ -43,29 +49,18 @@ pub struct Actor {
 impl Actor {
     /// keyturn itself (the scheduler, start-up).
     pub fn system() -> Self {
-        Actor {
-            name: "system".into(),
-            source: None,
-        }
+        Actor { name: "system".into(), source: None }
     }
 
     /// A caller authenticated by an API key.
     pub fn api_key(name: &str, source: Option<String>) -> Self {
-        Actor {
-            name: format!("apikey:{name}"),
-            source,
-        }
+        Actor { name: format!("apikey:{name}"), source }
     }
 
     /// The command line on this host.
     pub fn cli() -> Self {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
-        Actor {
-            name: format!("cli:{user}"),
-            source: Some("local".into()),
-        }
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        Actor { name: format!("cli:{user}"), source: Some("local".into()) }
     }
 }
 
@@ -79,12 +74,20 @@ pub struct Published {
     pub openid_configuration: Document,
     pub oauth_metadata: Document,
     signers: BTreeMap<Algorithm, Arc<SigningKey>>,
+    /// Verification keys of every published key, by kid, with the algorithm each is for:
+    /// a token's algorithm comes from its key, never from its header.
+    verifiers: HashMap<String, (Algorithm, Arc<DecodingKey>)>,
 }
 
 impl Published {
     /// The active key of `alg`, if any.
     pub fn signer(&self, alg: Algorithm) -> Option<&Arc<SigningKey>> {
         self.signers.get(&alg)
+    }
+
+    /// The verification key and algorithm of a published key.
+    pub fn verifier(&self, kid: &str) -> Option<&(Algorithm, Arc<DecodingKey>)> {
+        self.verifiers.get(kid)
     }
 
     /// The record of a live key.
@@ -108,14 +111,15 @@ pub struct Keyturn {
     seen_data_version: Mutex<i64>,
     /// Bumped whenever the policy changes, so the scheduler can follow a new cron expression.
     policy_version: tokio::sync::watch::Sender<u64>,
+    /// Every revocation in force, for O(1) checks.
+    revocations: RwLock<RevocationIndex>,
+    /// When revocations were last pruned.
+    last_prune: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Keyturn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyturn")
-            .field("store", &self.store)
-            .field("holder", &self.holder)
-            .finish_non_exhaustive()
+        f.debug_struct("Keyturn").field("store", &self.store).field("holder", &self.holder).finish_non_exhaustive()
     }
 }
 
@@ -161,10 +165,9 @@ impl Keyturn {
             }
         }
         if stored_check.is_none() {
-            let check = kek.seal(KEK_CHECK, b"keyturn").map_err(|e| Error::Kek {
-                path: config.kek_file.clone(),
-                reason: e.to_string(),
-            })?;
+            let check = kek
+                .seal(KEK_CHECK, b"keyturn")
+                .map_err(|e| Error::Kek { path: config.kek_file.clone(), reason: e.to_string() })?;
             store.write_blocking(|tx| meta::set(tx, KEK_CHECK, &check))?;
         }
 
@@ -176,7 +179,9 @@ impl Keyturn {
             openid_configuration: Document::new(b"{}".to_vec()),
             oauth_metadata: Document::new(b"{}".to_vec()),
             signers: BTreeMap::new(),
+            verifiers: HashMap::new(),
         });
+        let revocations = revocations::load_index(&store)?;
         let service = Keyturn {
             config: Arc::new(config),
             clock,
@@ -187,6 +192,8 @@ impl Keyturn {
             holder: random_id(12),
             seen_data_version: Mutex::new(0),
             policy_version: tokio::sync::watch::channel(0).0,
+            revocations: RwLock::new(revocations),
+            last_prune: Mutex::new(None),
         };
         service.reload()?;
         service.tick()?;
@@ -216,10 +223,7 @@ impl Keyturn {
 
     /// The current snapshot: live keys, policy, JWKS, discovery and signers.
     pub fn published(&self) -> Arc<Published> {
-        self.published
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.published.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The timing policy in force.
@@ -250,30 +254,27 @@ impl Keyturn {
                 continue;
             }
             // Keep a signer already loaded for the same kid; open the others.
-            if let Some(existing) = current
-                .signers
-                .get(&row.record.alg)
-                .filter(|s| *s.kid() == row.record.kid)
-            {
+            if let Some(existing) = current.signers.get(&row.record.alg).filter(|s| *s.kid() == row.record.kid) {
                 signers.insert(row.record.alg, existing.clone());
                 continue;
             }
-            let sealed = row
-                .sealed_private
-                .as_deref()
-                .ok_or_else(|| Error::KeyDoesNotLoad {
-                    kid: row.record.kid.clone(),
-                    reason: "an active key has no private key".into(),
-                })?;
+            let sealed = row.sealed_private.as_deref().ok_or_else(|| Error::KeyDoesNotLoad {
+                kid: row.record.kid.clone(),
+                reason: "an active key has no private key".into(),
+            })?;
             let private = open_private(&self.kek, &row.record, sealed)?;
-            signers.insert(
-                row.record.alg,
-                Arc::new(SigningKey::new(
-                    row.record.kid.clone(),
-                    row.record.alg,
-                    &private,
-                )),
-            );
+            signers.insert(row.record.alg, Arc::new(SigningKey::new(row.record.kid.clone(), row.record.alg, &private)));
+        }
+        let mut verifiers = HashMap::new();
+        for row in rows.iter().filter(|r| r.record.state.is_published()) {
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(&row.record.public_jwk).map_err(|e| {
+                Error::KeyDoesNotLoad { kid: row.record.kid.clone(), reason: format!("stored public key: {e}") }
+            })?;
+            let key = DecodingKey::from_jwk(&jwk).map_err(|e| Error::KeyDoesNotLoad {
+                kid: row.record.kid.clone(),
+                reason: format!("stored public key: {e}"),
+            })?;
+            verifiers.insert(row.record.kid.to_string(), (row.record.alg, Arc::new(key)));
         }
         let keys: Vec<KeyRecord> = rows.into_iter().map(|r| r.record).collect();
         let policy = policy::effective(&self.config, &stored, Some(&current.policy));
@@ -285,15 +286,10 @@ impl Keyturn {
             keys,
             policy,
             signers,
+            verifiers,
         };
-        *self
-            .published
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(published);
-        *self
-            .seen_data_version
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = version;
+        *self.published.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(published);
+        *self.seen_data_version.lock().unwrap_or_else(PoisonError::into_inner) = version;
         if policy_changed {
             self.policy_version.send_modify(|v| *v += 1);
         }
@@ -302,34 +298,31 @@ impl Keyturn {
 
     /// Rebuilds the snapshot if another process changed the database since the last rebuild.
     pub fn reload_if_changed(&self) -> Result<bool> {
-        let version: i64 = self
-            .store
-            .read_blocking(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))?;
-        let seen = *self
-            .seen_data_version
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let version: i64 = self.store.read_blocking(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))?;
+        let seen = *self.seen_data_version.lock().unwrap_or_else(PoisonError::into_inner);
         if version != seen {
             self.reload()?;
+            self.load_new_revocations()?;
             return Ok(true);
         }
         Ok(false)
     }
 
+    fn revocations_read(&self) -> RwLockReadGuard<'_, RevocationIndex> {
+        self.revocations.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn revocations_write(&self) -> RwLockWriteGuard<'_, RevocationIndex> {
+        self.revocations.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Signs `claims` with the active key of `alg` (the first configured algorithm when
     /// `None`). The raw signing primitive: token issuance wraps it and records the token.
-    pub fn sign(
-        &self,
-        alg: Option<Algorithm>,
-        typ: &str,
-        claims: &impl Serialize,
-    ) -> Result<(String, KeyId)> {
+    pub fn sign(&self, alg: Option<Algorithm>, typ: &str, claims: &impl Serialize) -> Result<(String, KeyId)> {
         let alg = self.resolve_alg(alg)?;
         let published = self.published();
         let signer = published.signer(alg).ok_or(Error::NoActiveKey(alg))?;
-        let token = signer
-            .sign(typ, claims)
-            .map_err(|e| Error::Sign(e.to_string()))?;
+        let token = signer.sign(typ, claims).map_err(|e| Error::Sign(e.to_string()))?;
         Ok((token, signer.kid().clone()))
     }
 
@@ -345,18 +338,10 @@ impl Keyturn {
     /// Whether the daemon can serve: the database answers and every configured algorithm
     /// has an active key. The error says what is missing.
     pub async fn readiness(&self) -> std::result::Result<(), String> {
-        self.store
-            .ping()
-            .await
-            .map_err(|e| format!("database: {e}"))?;
+        self.store.ping().await.map_err(|e| format!("database: {e}"))?;
         let published = self.published();
-        let missing: Vec<_> = self
-            .config
-            .algorithms
-            .iter()
-            .filter(|a| published.signer(**a).is_none())
-            .map(|a| a.as_str())
-            .collect();
+        let missing: Vec<_> =
+            self.config.algorithms.iter().filter(|a| published.signer(**a).is_none()).map(|a| a.as_str()).collect();
         if !missing.is_empty() {
             return Err(format!("no active key for {}", missing.join(", ")));
         }
@@ -394,10 +379,7 @@ fn open_private(kek: &Kek, record: &KeyRecord, sealed: &[u8]) -> Result<PrivateK
     })?;
     private
         .check_matches(&record.kid, &public)
-        .map_err(|e| Error::KeyDoesNotLoad {
-            kid: record.kid.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| Error::KeyDoesNotLoad { kid: record.kid.clone(), reason: e.to_string() })?;
     Ok(private)
 }
 

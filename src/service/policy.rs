@@ -22,25 +22,16 @@ pub const LEEWAY: &str = "leeway";
 /// value that no longer parses is ignored with a warning (it was validated when stored).
 /// The parsed schedule of `previous` is kept when its expression is unchanged, so its
 /// memoized interval statistics survive snapshot rebuilds.
-pub fn effective(
-    config: &Config,
-    stored: &HashMap<String, String>,
-    previous: Option<&Policy>,
-) -> Policy {
+pub fn effective(config: &Config, stored: &HashMap<String, String>, previous: Option<&Policy>) -> Policy {
     let dur = |name: &str, pin: Option<Duration>, default: Duration| {
         pin.or_else(|| {
             let v = stored.get(name)?;
-            parse_duration(v)
-                .map_err(|e| tracing::warn!(setting = name, "ignoring stored value: {e}"))
-                .ok()
+            parse_duration(v).map_err(|e| tracing::warn!(setting = name, "ignoring stored value: {e}")).ok()
         })
         .unwrap_or(default)
     };
     let schedule = config.pins.rotation_schedule.clone().unwrap_or_else(|| {
-        let text = stored
-            .get(CRON)
-            .map(String::as_str)
-            .unwrap_or(DEFAULT_SCHEDULE);
+        let text = stored.get(CRON).map(String::as_str).unwrap_or(DEFAULT_SCHEDULE);
         if let Some(prev) = previous.filter(|p| p.schedule.as_str() == text.trim()) {
             return prev.schedule.clone();
         }
@@ -50,21 +41,9 @@ pub fn effective(
     });
     Policy {
         schedule,
-        publish_lead: dur(
-            PUBLISH_LEAD,
-            config.pins.publish_lead,
-            config::DEFAULT_PUBLISH_LEAD,
-        ),
-        clock_skew: dur(
-            CLOCK_SKEW,
-            config.pins.clock_skew,
-            config::DEFAULT_CLOCK_SKEW,
-        ),
-        max_token_ttl: dur(
-            MAX_TOKEN_TTL,
-            config.pins.max_token_ttl,
-            config::DEFAULT_MAX_TOKEN_TTL,
-        ),
+        publish_lead: dur(PUBLISH_LEAD, config.pins.publish_lead, config::DEFAULT_PUBLISH_LEAD),
+        clock_skew: dur(CLOCK_SKEW, config.pins.clock_skew, config::DEFAULT_CLOCK_SKEW),
+        max_token_ttl: dur(MAX_TOKEN_TTL, config.pins.max_token_ttl, config::DEFAULT_MAX_TOKEN_TTL),
         leeway: dur(LEEWAY, config.pins.leeway, config::DEFAULT_LEEWAY),
         jwks_max_age: config.jwks_max_age,
     }
@@ -148,12 +127,7 @@ pub fn view(config: &Config, p: &Policy, now: Instant) -> PolicyView {
         leeway: format_duration(p.leeway),
         jwks_max_age: format_duration(p.jwks_max_age),
         pinned: pinned(config),
-        next_fires: p
-            .schedule
-            .preview(now, 5)
-            .into_iter()
-            .map(clock::rfc3339)
-            .collect(),
+        next_fires: p.schedule.preview(now, 5).into_iter().map(clock::rfc3339).collect(),
         warnings: warnings(p, now),
     }
 }
@@ -189,23 +163,19 @@ impl PolicyChange {
 
     /// Applies the change to `current`, checking each value and then the whole. Returns the
     /// new policy and the normalized values to store, or every problem found.
-    pub fn apply(
-        &self,
-        config: &Config,
-        current: &Policy,
-    ) -> Result<(Policy, StoredValues), Vec<String>> {
+    pub fn apply(&self, config: &Config, current: &Policy) -> Result<(Policy, StoredValues), Vec<String>> {
         let pinned = pinned(config);
         let mut next = current.clone();
         let mut store = Vec::new();
         let mut errors = Vec::new();
         if self.entries().is_empty() {
-            errors.push("nothing to change: give at least one of cron, publish_lead, clock_skew, max_token_ttl, leeway".into());
+            errors.push(
+                "nothing to change: give at least one of cron, publish_lead, clock_skew, max_token_ttl, leeway".into(),
+            );
         }
         for (name, value) in self.entries() {
             if pinned.contains(&name) {
-                errors.push(format!(
-                    "{name} is pinned by the configuration and read-only here"
-                ));
+                errors.push(format!("{name} is pinned by the configuration and read-only here"));
                 continue;
             }
             if name == CRON {

@@ -98,10 +98,7 @@ impl Keyturn {
     fn snapshot(&self) -> Result<Snapshot> {
         Ok(self.store.read_blocking(|c| {
             Ok(Snapshot {
-                keys: store::keys::live(c)?
-                    .into_iter()
-                    .map(|r| r.record)
-                    .collect(),
+                keys: store::keys::live(c)?.into_iter().map(|r| r.record).collect(),
                 last_exp: store::tokens::last_exp_by_live_key(c)?,
                 requested: lease::requests(c)?,
             })
@@ -128,10 +125,7 @@ impl Keyturn {
         let snap = self.snapshot()?;
         let plan = lifecycle::plan(&self.world(now, &snap, &policy));
         let holds_lease = self.renew_lease(now, !plan.is_empty())?;
-        let mut report = TickReport {
-            holds_lease,
-            ..TickReport::default()
-        };
+        let mut report = TickReport { holds_lease, ..TickReport::default() };
         if !holds_lease {
             report.deferred = plan.len();
             return Ok(report);
@@ -151,6 +145,13 @@ impl Keyturn {
         if !report.applied.is_empty() {
             self.reload()?;
         }
+        let due = self.last_prune.lock().map(|l| l.is_none_or(|t| now - t >= time::Duration::MINUTE)).unwrap_or(true);
+        if due {
+            self.prune(now)?;
+            if let Ok(mut l) = self.last_prune.lock() {
+                *l = Some(now);
+            }
+        }
         Ok(report)
     }
 
@@ -167,15 +168,8 @@ impl Keyturn {
             }
         }
         let holder = self.holder.clone();
-        let took = self
-            .store
-            .write_blocking(|tx| lease::acquire(tx, &holder, now, now + self.config.lease_ttl))?;
-        if took
-            && current
-                .as_ref()
-                .map(|(h, _)| h != &self.holder)
-                .unwrap_or(true)
-        {
+        let took = self.store.write_blocking(|tx| lease::acquire(tx, &holder, now, now + self.config.lease_ttl))?;
+        if took && current.as_ref().map(|(h, _)| h != &self.holder).unwrap_or(true) {
             tracing::info!(holder = %self.holder, "took the rotator lease");
         }
         Ok(took)
@@ -184,37 +178,20 @@ impl Keyturn {
     /// Gives the lease up (clean shutdown), so a stand-by can take over at once.
     pub fn release_lease(&self) -> Result<()> {
         let holder = self.holder.clone();
-        self.store
-            .write_blocking(|tx| lease::release(tx, &holder))?;
+        self.store.write_blocking(|tx| lease::release(tx, &holder))?;
         Ok(())
     }
 
     /// Generates and seals a key, ready to insert.
-    fn make_key(
-        &self,
-        alg: Algorithm,
-        state: KeyState,
-        now: Instant,
-        policy: &Policy,
-    ) -> Result<(KeyRecord, Vec<u8>)> {
+    fn make_key(&self, alg: Algorithm, state: KeyState, now: Instant, policy: &Policy) -> Result<(KeyRecord, Vec<u8>)> {
         let not_after = now + policy.planned_life(now);
-        let new = generate::generate(
-            alg,
-            self.config.rsa_bits,
-            &self.config.issuer,
-            now,
-            policy.clock_skew,
-            not_after,
-        )?;
+        let new =
+            generate::generate(alg, self.config.rsa_bits, &self.config.issuer, now, policy.clock_skew, not_after)?;
         let sealed = self
             .kek()
             .seal(new.kid.as_str(), new.private.der())
-            .map_err(|e| Error::Kek {
-                path: self.config.kek_file.clone(),
-                reason: e.to_string(),
-            })?;
-        let public_jwk =
-            serde_json::to_string(&new.public).map_err(|e| Error::Sign(e.to_string()))?;
+            .map_err(|e| Error::Kek { path: self.config.kek_file.clone(), reason: e.to_string() })?;
+        let public_jwk = serde_json::to_string(&new.public).map_err(|e| Error::Sign(e.to_string()))?;
         let record = KeyRecord {
             kid: new.kid,
             alg,
@@ -236,18 +213,13 @@ impl Keyturn {
     /// the lease was lost in the meantime.
     fn apply(&self, t: &Transition, now: Instant, policy: &Policy) -> Result<bool> {
         // The lease holder is where scheduled changes come from.
-        let sys = Actor {
-            source: Some(format!("rotator {}", self.holder)),
-            ..Actor::system()
-        };
+        let sys = Actor { source: Some(format!("rotator {}", self.holder)), ..Actor::system() };
         let lease_ttl = self.config.lease_ttl;
         let holder = self.holder.clone();
         // Keys are generated before the transaction: key generation is the slow part, and
         // holding the write lock for it would stall every writer.
         let fresh = match t {
-            Transition::Bootstrap { alg } => {
-                Some(self.make_key(*alg, KeyState::Active, now, policy)?)
-            }
+            Transition::Bootstrap { alg } => Some(self.make_key(*alg, KeyState::Active, now, policy)?),
             Transition::GeneratePending { alg } | Transition::Rotate { alg, .. } => {
                 Some(self.make_key(*alg, KeyState::Pending, now, policy)?)
             }
@@ -265,7 +237,11 @@ impl Keyturn {
                 Transition::Bootstrap { alg } => {
                     let (record, sealed) = fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
                     store::keys::insert(tx, record, sealed)?;
-                    note("key.bootstrap", &record.kid, &format!("{alg}: no key for this algorithm; generated and activated at once"))?;
+                    note(
+                        "key.bootstrap",
+                        &record.kid,
+                        &format!("{alg}: no key for this algorithm; generated and activated at once"),
+                    )?;
                 }
                 Transition::GeneratePending { alg } => {
                     let (record, sealed) = fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
@@ -275,8 +251,12 @@ impl Keyturn {
                 Transition::Rotate { alg, retire, activate, cause } => {
                     let (record, sealed) = fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
                     let why = match cause {
-                        RotationCause::Schedule(at) => format!("scheduled rotation (fire time {})", clock::rfc3339(*at)),
-                        RotationCause::Requested(at) => format!("graceful rotation requested at {}", clock::rfc3339(*at)),
+                        RotationCause::Schedule(at) => {
+                            format!("scheduled rotation (fire time {})", clock::rfc3339(*at))
+                        }
+                        RotationCause::Requested(at) => {
+                            format!("graceful rotation requested at {}", clock::rfc3339(*at))
+                        }
                         RotationCause::KeyLifeEnding => "the active key's certificate is ending".into(),
                         RotationCause::NoActiveKey => {
                             "emergency: there was no active key, so the pending key was promoted at once".into()
@@ -294,14 +274,19 @@ impl Keyturn {
                 }
                 Transition::Expire { kid } => {
                     // Re-read inside the transaction: a token recorded a moment ago counts.
-                    let row = store::keys::get(tx, kid)?.ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
+                    let row = store::keys::get(tx, kid)?
+                        .ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
                     let retired_at = row.record.retired_at.unwrap_or(row.record.published_at);
                     let last = store::tokens::last_exp(tx, kid)?.unwrap_or(retired_at).max(retired_at);
                     if now < last + leeway {
                         return Err(StoreError::Conflict(format!("key {kid} signed a token that expires later")));
                     }
                     store::keys::transition(tx, kid, KeyState::Retired, KeyState::Expired, now, None)?;
-                    note("key.expire", kid, "every token it signed has expired (plus leeway); removed from the JWKS, private key erased")?;
+                    note(
+                        "key.expire",
+                        kid,
+                        "every token it signed has expired (plus leeway); removed from the JWKS, private key erased",
+                    )?;
                 }
                 Transition::Retire { kid } => {
                     store::keys::transition(tx, kid, KeyState::Active, KeyState::Retired, now, None)?;
@@ -332,10 +317,10 @@ impl Keyturn {
             .into_iter()
             .map(|row| {
                 let k = row.record;
-                let next = upcoming.iter().find(|p| p.kid == k.kid).map(|p| NextView {
-                    event: p.event,
-                    at: p.at.map(|a| clock::rfc3339(a.max(now))),
-                });
+                let next = upcoming
+                    .iter()
+                    .find(|p| p.kid == k.kid)
+                    .map(|p| NextView { event: p.event, at: p.at.map(|a| clock::rfc3339(a.max(now))) });
                 KeyView {
                     kid: k.kid.to_string(),
                     alg: k.alg,
@@ -355,12 +340,7 @@ impl Keyturn {
     }
 
     /// Rotates `alg` now: gracefully (as soon as the timing rules allow) or in an emergency.
-    pub fn rotate(
-        &self,
-        alg: Option<Algorithm>,
-        mode: RotateMode,
-        actor: &Actor,
-    ) -> Result<RotateOutcome> {
+    pub fn rotate(&self, alg: Option<Algorithm>, mode: RotateMode, actor: &Actor) -> Result<RotateOutcome> {
         let alg = self.resolve_alg(alg)?;
         let now = self.clock.now();
         let policy = self.policy();
@@ -381,24 +361,14 @@ impl Keyturn {
                 })?;
                 let snap = self.snapshot()?;
                 let world = self.world(now, &snap, &policy);
-                let active = snap
-                    .keys
-                    .iter()
-                    .find(|k| k.alg == alg && k.state == KeyState::Active);
-                let pending = snap
-                    .keys
-                    .iter()
-                    .find(|k| k.alg == alg && k.state == KeyState::Pending);
+                let active = snap.keys.iter().find(|k| k.alg == alg && k.state == KeyState::Active);
+                let pending = snap.keys.iter().find(|k| k.alg == alg && k.state == KeyState::Pending);
                 let at = match (active, pending) {
                     (Some(a), Some(p)) => lifecycle::promotion_time(&world, a, p).0,
                     _ => now,
                 };
                 let done = at <= now
-                    && self
-                        .tick()?
-                        .applied
-                        .iter()
-                        .any(|t| matches!(t, Transition::Rotate { alg: a, .. } if *a == alg));
+                    && self.tick()?.applied.iter().any(|t| matches!(t, Transition::Rotate { alg: a, .. } if *a == alg));
                 Ok(RotateOutcome {
                     mode,
                     alg,
@@ -444,9 +414,7 @@ impl Keyturn {
     pub fn revoke_key(&self, kid: &KeyId, reason: &str, actor: &Actor) -> Result<RevokeOutcome> {
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > 500 {
-            return Err(Error::Invalid(vec![
-                "reason: give a reason of 1 to 500 characters".into(),
-            ]));
+            return Err(Error::Invalid(vec!["reason: give a reason of 1 to 500 characters".into()]));
         }
         let now = self.clock.now();
         let policy = self.policy();
@@ -456,10 +424,7 @@ impl Keyturn {
             .ok_or_else(|| Error::NotFound(format!("no key with kid {kid}")))?;
         let alg = row.record.alg;
         if !row.record.state.is_published() {
-            return Err(Error::Conflict(format!(
-                "key {kid} is already {}",
-                row.record.state.as_str()
-            )));
+            return Err(Error::Conflict(format!("key {kid} is already {}", row.record.state.as_str())));
         }
         // A replacement pending key, made ahead of the transaction.
         let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy)?;
@@ -475,6 +440,10 @@ impl Keyturn {
             }
             let live_tokens = store::tokens::live_count(tx, kid, now)?;
             store::keys::transition(tx, kid, state, KeyState::Revoked, now, Some(&reason_owned))?;
+            // Every token it signed counts as revoked: introspection and the feed say so.
+            let last = store::tokens::last_exp(tx, kid)?.unwrap_or(now);
+            let rev = crate::revocation::Revocation::Key(kid.to_string());
+            let row = super::revocations::insert(tx, &rev, last, &format!("key revoked: {reason_owned}"), now, &by)?;
             audit::record(
                 tx,
                 now,
@@ -512,8 +481,10 @@ impl Keyturn {
                     audit::record(tx, now, "system", "key.generate", Some(fresh.kid.as_str()), None, Some(&format!("{alg}: published as pending")))?;
                 }
             }
-            Ok(RevokeOutcome { kid: kid.to_string(), previous_state: state, replacement: replacement.map(|k| k.to_string()), live_tokens_invalidated: live_tokens })
+            Ok((RevokeOutcome { kid: kid.to_string(), previous_state: state, replacement: replacement.map(|k| k.to_string()), live_tokens_invalidated: live_tokens }, row.id, rev))
         })?;
+        let (outcome, rev_id, rev) = outcome;
+        self.revocations_write().insert(rev_id, &rev);
         self.reload()?;
         tracing::warn!(%kid, actor = %actor.name, "key revoked");
         Ok(outcome)
@@ -525,15 +496,9 @@ impl Keyturn {
     }
 
     /// Changes stored policy values; nothing changes unless every value is valid.
-    pub fn update_policy(
-        &self,
-        change: &policy::PolicyChange,
-        actor: &Actor,
-    ) -> Result<policy::PolicyView> {
+    pub fn update_policy(&self, change: &policy::PolicyChange, actor: &Actor) -> Result<policy::PolicyView> {
         let now = self.clock.now();
-        let (_, values) = change
-            .apply(&self.config, &self.policy())
-            .map_err(Error::Invalid)?;
+        let (_, values) = change.apply(&self.config, &self.policy()).map_err(Error::Invalid)?;
         let by = actor.clone();
         self.store.write_blocking(|tx| {
             for (name, value) in &values {
@@ -556,9 +521,7 @@ impl Keyturn {
 
     /// Audit records, newest first.
     pub fn audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<audit::AuditEntry>> {
-        Ok(self
-            .store
-            .read_blocking(|c| audit::list(c, before, limit))?)
+        Ok(self.store.read_blocking(|c| audit::list(c, before, limit))?)
     }
 
     /// The earliest future time at which the lifecycle has something to do.

@@ -1,22 +1,35 @@
 //! Token issuance: every access token is signed by the active key of its algorithm, carries
 //! `kid` and a unique `jti`, expires before its key can leave the JWKS, and is recorded
-//! (never the token itself) in the same moment it is returned.
+//! (never the token itself) before it is returned. Refresh tokens are opaque, stored as
+//! hashes, single use, rotated on every use; presenting a spent one revokes its family.
 
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 use super::{random_id, Actor, Keyturn};
-use crate::clock::to_unix;
+use crate::clock::{to_unix, Instant};
 use crate::error::{Error, Result};
 use crate::keys::{Algorithm, KeyState};
-use crate::store::{self, StoreError};
+use crate::revocation::Revocation;
+use crate::store::{self, clients::ClientRow, refresh::RefreshRow, StoreError};
 
 /// The longest subject, audience, client id or scope accepted.
 pub const MAX_VALUE_LEN: usize = 255;
 
 /// The default token lifetime when a request names none (capped by `max_token_ttl`).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Claims keyturn sets itself; a caller's custom claims may not name them.
+pub const RESERVED_CLAIMS: [&str; 9] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope"];
+
+/// The largest serialized custom-claims object accepted.
+pub const MAX_CLAIMS_BYTES: usize = 8 * 1024;
+
+/// Refresh tokens start with this, so they are told apart from JWTs at a glance.
+pub const REFRESH_PREFIX: &str = "ktr_";
 
 /// A request for an access token.
 #[derive(Clone, Debug, Default)]
@@ -27,9 +40,13 @@ pub struct IssueRequest {
     pub alg: Option<Algorithm>,
     pub scope: Option<String>,
     pub client_id: Option<String>,
+    /// Custom claims; none may be reserved.
+    pub claims: Map<String, Value>,
+    /// Also issue a refresh token.
+    pub refresh: bool,
 }
 
-/// An issued access token.
+/// An issued access token (and refresh token, if asked for).
 #[derive(Clone, Debug, Serialize)]
 pub struct IssuedToken {
     pub access_token: String,
@@ -37,21 +54,22 @@ pub struct IssuedToken {
     pub expires_in: u64,
     pub kid: String,
     pub jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
-/// The claims of an access token (RFC 9068).
-#[derive(Serialize)]
-struct Claims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    aud: serde_json::Value,
-    iat: i64,
-    nbf: i64,
-    exp: i64,
-    jti: &'a str,
-    client_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
+/// How a minted token relates to refresh tokens.
+enum RefreshPlan {
+    None,
+    /// Start a new family.
+    NewFamily,
+    /// Continue a family, spending the presented refresh token.
+    Continue {
+        family: String,
+        spent: Vec<u8>,
+    },
 }
 
 fn check_value(name: &str, v: &str, problems: &mut Vec<String>) {
@@ -64,8 +82,12 @@ fn check_value(name: &str, v: &str, problems: &mut Vec<String>) {
     }
 }
 
+pub(super) fn refresh_hash(token: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref().to_vec()
+}
+
 impl Keyturn {
-    /// Signs and records an access token.
+    /// Validates and issues a token for a trusted caller (the API, the dashboard).
     pub fn issue_token(&self, req: &IssueRequest, actor: &Actor) -> Result<IssuedToken> {
         let policy = self.policy();
         let mut problems = Vec::new();
@@ -79,6 +101,16 @@ impl Keyturn {
         if let Some(s) = &req.scope {
             check_value("scope", s, &mut problems);
         }
+        let reserved: Vec<&str> = RESERVED_CLAIMS.iter().copied().filter(|c| req.claims.contains_key(*c)).collect();
+        if !reserved.is_empty() {
+            problems.push(format!("claims may not set reserved claims: {}", reserved.join(", ")));
+        }
+        if req.claims.keys().any(|k| k.is_empty() || k.chars().count() > MAX_VALUE_LEN) {
+            problems.push("claim names must be 1 to 255 characters".into());
+        }
+        if serde_json::to_vec(&req.claims).map(|v| v.len()).unwrap_or(usize::MAX) > MAX_CLAIMS_BYTES {
+            problems.push(format!("claims are larger than {MAX_CLAIMS_BYTES} bytes"));
+        }
         let ttl = req.ttl.unwrap_or(DEFAULT_TTL.min(policy.max_token_ttl));
         if ttl.is_zero() {
             problems.push("ttl must be longer than 0s".into());
@@ -90,26 +122,147 @@ impl Keyturn {
                 crate::config::format_duration(policy.max_token_ttl)
             ));
         }
-        let alg = match self.resolve_alg(req.alg) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                problems.push(e.to_string());
-                None
-            }
-        };
-        let Some(alg) = alg.filter(|_| problems.is_empty()) else {
+        if let Err(e) = self.resolve_alg(req.alg) {
+            problems.push(e.to_string());
+        }
+        if !problems.is_empty() {
             return Err(Error::Invalid(problems));
-        };
-        let client_id = req.client_id.clone().unwrap_or_else(|| actor.name.clone());
+        }
+        let plan = if req.refresh { RefreshPlan::NewFamily } else { RefreshPlan::None };
+        self.mint(req, ttl, plan, actor)
+    }
 
-        // A rotation can commit between signing and recording; then sign again with the new
-        // active key, so no token is ever recorded under a key that no longer signs.
+    /// OAuth `client_credentials`: a token for the client itself, within its allowed scopes
+    /// and audiences.
+    pub fn client_credentials(
+        &self,
+        client: &ClientRow,
+        scope: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<IssuedToken> {
+        let scope = match scope.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(requested) => {
+                let unknown: Vec<&str> =
+                    requested.split(' ').filter(|s| !s.is_empty() && !client.scopes.iter().any(|a| a == s)).collect();
+                if !unknown.is_empty() {
+                    return Err(Error::InvalidScope(format!(
+                        "scope not allowed for this client: {}",
+                        unknown.join(" ")
+                    )));
+                }
+                Some(requested.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" "))
+            }
+            None => (!client.scopes.is_empty()).then(|| client.scopes.join(" ")),
+        };
+        let aud = match audience.map(str::trim).filter(|a| !a.is_empty()) {
+            Some(a) if client.audiences.iter().any(|x| x == a) => vec![a.to_owned()],
+            Some(a) => return Err(Error::Invalid(vec![format!("audience '{a}' is not allowed for this client")])),
+            None => client.audiences.clone(),
+        };
+        let ttl = Duration::from_secs(client.max_ttl_secs).min(self.policy().max_token_ttl);
+        let req = IssueRequest {
+            sub: client.client_id.clone(),
+            aud,
+            scope,
+            client_id: Some(client.client_id.clone()),
+            ..IssueRequest::default()
+        };
+        self.mint(&req, ttl, RefreshPlan::None, &Actor { name: format!("client:{}", client.client_id), source: None })
+    }
+
+    /// OAuth `refresh_token`: spends the presented refresh token and issues a new access
+    /// token and refresh token in the same family. A spent token revokes the family.
+    pub fn redeem_refresh(&self, presented: &str, client: Option<&ClientRow>) -> Result<IssuedToken> {
+        let grant = |why: &str| Error::InvalidGrant(why.to_owned());
+        if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
+            return Err(grant("the refresh token is not valid"));
+        }
+        let hash = refresh_hash(presented);
+        let row = self
+            .store
+            .read_blocking(|c| store::refresh::get(c, &hash))?
+            .ok_or_else(|| grant("the refresh token is not valid"))?;
+        let now = self.clock.now();
+        if let Some(owner) = &row.client_id {
+            if client.map(|c| &c.client_id) != Some(owner) && owner.starts_with("kc_") {
+                return Err(grant("the refresh token was issued to another client"));
+            }
+        }
+        if row.used_at.is_some() {
+            self.revoke_family(&row, now, "refresh token reuse detected", "refresh.reuse")?;
+            return Err(grant("the refresh token was already used; every token of its family is now revoked"));
+        }
+        if row.revoked_at.is_some() || row.expires_at <= now {
+            return Err(grant("the refresh token is revoked or expired"));
+        }
+        if self.revocations_read().grant_revoked(&row.sub, row.client_id.as_deref(), row.issued_at) {
+            return Err(grant("the subject's or client's tokens have been revoked"));
+        }
+        let claims = row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+        let req = IssueRequest {
+            sub: row.sub.clone(),
+            aud: row.aud.clone(),
+            alg: row.alg.as_deref().and_then(|a| a.parse().ok()),
+            scope: row.scope.clone(),
+            client_id: row.client_id.clone(),
+            claims,
+            refresh: true,
+            ttl: None,
+        };
+        let ttl = DEFAULT_TTL.min(self.policy().max_token_ttl);
+        let actor = Actor { name: format!("refresh:{}", row.client_id.as_deref().unwrap_or("-")), source: None };
+        self.mint(&req, ttl, RefreshPlan::Continue { family: row.family.clone(), spent: hash }, &actor)
+    }
+
+    /// Revokes a refresh token and its family, if it exists and (when `owner` is given)
+    /// belongs to that client. Unknown tokens are ignored.
+    pub fn revoke_refresh_token(&self, presented: &str, owner: Option<&str>, reason: &str) -> Result<()> {
+        let hash = refresh_hash(presented);
+        let Some(row) = self.store.read_blocking(|c| store::refresh::get(c, &hash))? else { return Ok(()) };
+        if owner.is_some() && row.client_id.as_deref() != owner {
+            return Ok(());
+        }
+        self.revoke_family(&row, self.clock.now(), reason, "refresh.revoke")
+    }
+
+    /// Revokes a refresh family: its refresh tokens, and its unexpired access tokens by jti.
+    fn revoke_family(&self, row: &RefreshRow, now: Instant, reason: &str, action: &str) -> Result<()> {
+        let family = row.family.clone();
+        let actor = Actor::system();
+        let added = self.store.write_blocking(|tx| {
+            store::refresh::revoke_family(tx, &family, now)?;
+            let mut added = Vec::new();
+            for (jti, exp) in store::tokens::live_of_family(tx, &family, now)? {
+                let rev = Revocation::Jti(jti);
+                let r = super::revocations::insert(tx, &rev, exp, reason, now, &actor)?;
+                added.push((r.id, rev));
+            }
+            store::audit::record(tx, now, "system", action, Some(&family), None, Some(reason))?;
+            Ok(added)
+        })?;
+        let mut idx = self.revocations_write();
+        for (id, rev) in &added {
+            idx.insert(*id, rev);
+        }
+        tracing::warn!(family = %row.family, %reason, "refresh family revoked");
+        Ok(())
+    }
+
+    /// Signs, records and returns a token. A rotation can commit between signing and
+    /// recording; then it signs again with the new active key, so no token is recorded
+    /// under a key that no longer signs.
+    fn mint(&self, req: &IssueRequest, ttl: Duration, plan: RefreshPlan, actor: &Actor) -> Result<IssuedToken> {
+        let policy = self.policy();
+        let alg = self.resolve_alg(req.alg)?;
+        let client_id = req.client_id.clone().unwrap_or_else(|| actor.name.clone());
+        let refresh = match &plan {
+            RefreshPlan::None => None,
+            RefreshPlan::NewFamily => Some((random_id(18), None)),
+            RefreshPlan::Continue { family, spent } => Some((family.clone(), Some(spent.clone()))),
+        };
         for _ in 0..3 {
             let published = self.published();
-            let signer = published
-                .signer(alg)
-                .ok_or(Error::NoActiveKey(alg))?
-                .clone();
+            let signer = published.signer(alg).ok_or(Error::NoActiveKey(alg))?.clone();
             let key = published.key(signer.kid()).ok_or(Error::NoActiveKey(alg))?;
             let now = self.clock.now();
             let exp = (now + ttl).min(policy.exp_limit(key));
@@ -117,25 +270,22 @@ impl Keyturn {
                 return Err(Error::NoActiveKey(alg));
             }
             let jti = random_id(18);
-            let aud = if req.aud.len() == 1 {
-                serde_json::json!(req.aud[0])
-            } else {
-                serde_json::json!(req.aud)
-            };
-            let claims = Claims {
-                iss: &self.config.issuer,
-                sub: &req.sub,
-                aud,
-                iat: to_unix(now),
-                nbf: to_unix(now),
-                exp: to_unix(exp),
-                jti: &jti,
-                client_id: &client_id,
-                scope: req.scope.as_deref(),
-            };
-            let token = signer
-                .sign("at+jwt", &claims)
-                .map_err(|e| Error::Sign(e.to_string()))?;
+            let mut claims = req.claims.clone();
+            claims.insert("iss".into(), Value::from(self.config.issuer.as_str()));
+            claims.insert("sub".into(), Value::from(req.sub.as_str()));
+            claims.insert(
+                "aud".into(),
+                if req.aud.len() == 1 { Value::from(req.aud[0].as_str()) } else { Value::from(req.aud.clone()) },
+            );
+            claims.insert("iat".into(), Value::from(to_unix(now)));
+            claims.insert("nbf".into(), Value::from(to_unix(now)));
+            claims.insert("exp".into(), Value::from(to_unix(exp)));
+            claims.insert("jti".into(), Value::from(jti.as_str()));
+            claims.insert("client_id".into(), Value::from(client_id.as_str()));
+            if let Some(s) = &req.scope {
+                claims.insert("scope".into(), Value::from(s.as_str()));
+            }
+            let token = signer.sign("at+jwt", &claims).map_err(|e| Error::Sign(e.to_string()))?;
             let record = store::tokens::TokenRecord {
                 jti: jti.clone(),
                 sub: req.sub.clone(),
@@ -146,15 +296,41 @@ impl Keyturn {
                 iat: now,
                 exp,
                 issued_by: actor.name.clone(),
+                family: refresh.as_ref().map(|(f, _)| f.clone()),
             };
+            let new_refresh = refresh.as_ref().map(|(family, _)| {
+                let token = Zeroizing::new(format!("{REFRESH_PREFIX}{}", random_id(32)));
+                let row = RefreshRow {
+                    token_hash: refresh_hash(&token),
+                    family: family.clone(),
+                    sub: req.sub.clone(),
+                    client_id: Some(client_id.clone()),
+                    aud: req.aud.clone(),
+                    scope: req.scope.clone(),
+                    claims: (!req.claims.is_empty()).then(|| Value::Object(req.claims.clone()).to_string()),
+                    alg: Some(alg.as_str().to_owned()),
+                    issued_at: now,
+                    expires_at: now + self.config.refresh_ttl,
+                    used_at: None,
+                    revoked_at: None,
+                };
+                (token, row)
+            });
+            let spent = refresh.as_ref().and_then(|(_, s)| s.clone());
             let recorded = self.store.write_blocking(|tx| {
-                if store::keys::state(tx, &record.kid)? != Some(KeyState::Active) {
-                    return Err(StoreError::Conflict(format!(
-                        "key {} stopped signing",
-                        record.kid
-                    )));
+                if let Some(hash) = &spent {
+                    if !store::refresh::spend(tx, hash, now)? {
+                        return Err(StoreError::Conflict("refresh token already used".into()));
+                    }
                 }
-                store::tokens::insert(tx, &record)
+                if store::keys::state(tx, &record.kid)? != Some(KeyState::Active) {
+                    return Err(StoreError::Conflict(format!("key {} stopped signing", record.kid)));
+                }
+                store::tokens::insert(tx, &record)?;
+                if let Some((_, row)) = &new_refresh {
+                    store::refresh::insert(tx, row)?;
+                }
+                Ok(())
             });
             match recorded {
                 Ok(()) => {
@@ -164,12 +340,45 @@ impl Keyturn {
                         expires_in: (exp - now).whole_seconds().max(0) as u64,
                         kid: signer.kid().to_string(),
                         jti,
+                        scope: req.scope.clone(),
+                        refresh_token: new_refresh.map(|(t, _)| t.to_string()),
                     })
+                }
+                Err(StoreError::Conflict(msg)) if msg.starts_with("refresh") => {
+                    return Err(Error::InvalidGrant("the refresh token was already used".into()))
                 }
                 Err(StoreError::Conflict(_)) => self.reload()?,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(Error::NoActiveKey(alg))
+    }
+}
+
+impl Keyturn {
+    /// Issued-token records matching `filter`, newest first, each with its page cursor.
+    pub fn list_tokens(&self, filter: &store::tokens::TokenFilter) -> Result<Vec<(i64, Value)>> {
+        let now = self.clock.now();
+        let rows = self.store.read_blocking(|c| store::tokens::list(c, filter))?;
+        let revocations = self.revocations_read();
+        Ok(rows
+            .into_iter()
+            .map(|(cursor, t)| {
+                let facts = crate::revocation::TokenFacts {
+                    jti: &t.jti,
+                    sub: &t.sub,
+                    client_id: t.client_id.as_deref(),
+                    kid: t.kid.as_str(),
+                    iat: t.iat,
+                };
+                let revoked = revocations.check(&facts);
+                let v = serde_json::json!({
+                    "jti": t.jti, "sub": t.sub, "kid": t.kid.as_str(), "aud": t.aud, "client_id": t.client_id,
+                    "scope": t.scope, "iat": crate::clock::rfc3339(t.iat), "exp": crate::clock::rfc3339(t.exp),
+                    "issued_by": t.issued_by, "expired": t.exp <= now, "revoked": revoked.is_some(),
+                });
+                (cursor, v)
+            })
+            .collect())
     }
 }

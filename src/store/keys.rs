@@ -13,16 +13,13 @@ pub struct KeyRow {
     pub sealed_private: Option<Vec<u8>>,
 }
 
-const COLUMNS: &str =
-    "kid, alg, state, public_jwk, sealed_private, created_at, published_at, activated_at, \
+const COLUMNS: &str = "kid, alg, state, public_jwk, sealed_private, created_at, published_at, activated_at, \
                        retired_at, expired_at, revoked_at, revoke_reason, not_after";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<KeyRow, String>> {
     let alg: String = row.get(1)?;
     let state: String = row.get(2)?;
-    let opt_time = |i: usize| -> rusqlite::Result<Option<Instant>> {
-        Ok(row.get::<_, Option<i64>>(i)?.map(from_unix))
-    };
+    let opt_time = |i: usize| -> rusqlite::Result<Option<Instant>> { Ok(row.get::<_, Option<i64>>(i)?.map(from_unix)) };
     let (alg, state) = match (alg.parse::<Algorithm>(), state.parse::<KeyState>()) {
         (Ok(a), Ok(s)) => (a, s),
         (Err(e), _) => return Ok(Err(e.to_string())),
@@ -49,9 +46,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<KeyRow, Strin
 
 /// Every key, oldest first.
 pub fn all(conn: &Connection) -> Result<Vec<KeyRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM signing_keys ORDER BY created_at, kid"
-    ))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM signing_keys ORDER BY created_at, kid"))?;
     let rows = stmt.query_map([], from_row)?;
     let mut out = Vec::new();
     for row in rows {
@@ -75,22 +70,14 @@ pub fn live(conn: &Connection) -> Result<Vec<KeyRow>> {
 
 /// The state of one key, read inside a transaction to guard a decision.
 pub fn state(conn: &Connection, kid: &KeyId) -> Result<Option<KeyState>> {
-    let s: Option<String> = conn
-        .query_row(
-            "SELECT state FROM signing_keys WHERE kid = ?1",
-            [kid.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?;
-    s.map(|s| s.parse().map_err(StoreError::Corrupt))
-        .transpose()
+    let s: Option<String> =
+        conn.query_row("SELECT state FROM signing_keys WHERE kid = ?1", [kid.as_str()], |r| r.get(0)).optional()?;
+    s.map(|s| s.parse().map_err(StoreError::Corrupt)).transpose()
 }
 
 /// One key by kid.
 pub fn get(conn: &Connection, kid: &KeyId) -> Result<Option<KeyRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM signing_keys WHERE kid = ?1"
-    ))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM signing_keys WHERE kid = ?1"))?;
     let row = stmt.query_row([kid.as_str()], from_row).optional()?;
     row.map(|r| r.map_err(StoreError::Corrupt)).transpose()
 }
@@ -98,18 +85,17 @@ pub fn get(conn: &Connection, kid: &KeyId) -> Result<Option<KeyRow>> {
 /// Whether any key still holds sealed private material (so a key-encryption key exists
 /// somewhere that must not be replaced by a new one).
 pub fn any_sealed(conn: &Connection) -> Result<bool> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE sealed_private IS NOT NULL)",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE sealed_private IS NOT NULL)", [], |r| r.get(0))?)
 }
 
 /// Inserts a new key.
 pub fn insert(tx: &Transaction<'_>, record: &KeyRecord, sealed_private: &[u8]) -> Result<()> {
     let t = |v: Option<Instant>| v.map(to_unix);
     tx.execute(
-        &format!("INSERT INTO signing_keys ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        &format!(
+            "INSERT INTO signing_keys ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ),
         params![
             record.kid.as_str(),
             record.alg.as_str(),
@@ -147,11 +133,7 @@ pub fn transition(
         KeyState::Expired => "expired_at",
         KeyState::Revoked => "revoked_at",
     };
-    let erase = if to.holds_private_key() {
-        ""
-    } else {
-        ", sealed_private = NULL"
-    };
+    let erase = if to.holds_private_key() { "" } else { ", sealed_private = NULL" };
     let changed = tx.execute(
         &format!(
             "UPDATE signing_keys SET state = ?1, {column} = ?2, revoke_reason = coalesce(?3, revoke_reason){erase}
@@ -160,10 +142,7 @@ pub fn transition(
         params![to.as_str(), to_unix(at), reason, kid.as_str(), from.as_str()],
     )?;
     if changed != 1 {
-        return Err(StoreError::Conflict(format!(
-            "key {kid} is no longer {}",
-            from.as_str()
-        )));
+        return Err(StoreError::Conflict(format!("key {kid} is no longer {}", from.as_str())));
     }
     Ok(())
 }

@@ -16,11 +16,7 @@ pub const ROTATOR: &str = "rotator";
 /// whose changes the lease guards.
 pub fn acquire(tx: &Transaction<'_>, holder: &str, now: Instant, until: Instant) -> Result<bool> {
     let current: Option<(String, i64)> = tx
-        .query_row(
-            "SELECT holder, expires_at FROM leases WHERE name = ?1",
-            [ROTATOR],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT holder, expires_at FROM leases WHERE name = ?1", [ROTATOR], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let free = match &current {
         None => true,
@@ -39,20 +35,15 @@ pub fn acquire(tx: &Transaction<'_>, holder: &str, now: Instant, until: Instant)
 /// The current holder and expiry, if any.
 pub fn current(conn: &Connection) -> Result<Option<(String, Instant)>> {
     Ok(conn
-        .query_row(
-            "SELECT holder, expires_at FROM leases WHERE name = ?1",
-            [ROTATOR],
-            |r| Ok((r.get(0)?, from_unix(r.get(1)?))),
-        )
+        .query_row("SELECT holder, expires_at FROM leases WHERE name = ?1", [ROTATOR], |r| {
+            Ok((r.get(0)?, from_unix(r.get(1)?)))
+        })
         .optional()?)
 }
 
 /// Releases the lease if `holder` has it (on clean shutdown, so a stand-by takes over at once).
 pub fn release(tx: &Transaction<'_>, holder: &str) -> Result<()> {
-    tx.execute(
-        "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
-        params![ROTATOR, holder],
-    )?;
+    tx.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", params![ROTATOR, holder])?;
     Ok(())
 }
 
@@ -79,9 +70,6 @@ pub fn request(tx: &Transaction<'_>, alg: Algorithm, at: Instant, by: &str) -> R
 }
 
 pub fn clear_request(tx: &Transaction<'_>, alg: Algorithm) -> Result<()> {
-    tx.execute(
-        "DELETE FROM rotation_requests WHERE alg = ?1",
-        [alg.as_str()],
-    )?;
+    tx.execute("DELETE FROM rotation_requests WHERE alg = ?1", [alg.as_str()])?;
     Ok(())
 }

@@ -14,11 +14,7 @@ pub fn get(conn: &Connection, name: &str) -> Result<Option<Vec<u8>>> {
     if !has_table {
         return Ok(None);
     }
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
-        .optional()?)
+    Ok(conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).optional()?)
 }
 
 /// Writes a value, replacing any previous one.

@@ -8,9 +8,12 @@
 
 pub mod apikeys;
 pub mod audit;
+pub mod clients;
 pub mod keys;
 pub mod lease;
 pub mod meta;
+pub mod refresh;
+pub mod revocations;
 pub mod settings;
 pub mod tokens;
 
@@ -24,6 +27,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_keys.sql"),
     include_str!("migrations/0002_rotation.sql"),
+    include_str!("migrations/0003_tokens.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -73,9 +77,7 @@ impl std::fmt::Debug for Store {
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     // secure_delete overwrites freed pages, so erased private-key ciphertext does not linger
@@ -100,10 +102,7 @@ impl Store {
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
-                .map_err(|e| StoreError::Create {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| StoreError::Create { path: path.to_owned(), reason: e.to_string() })?;
         }
         let writer = open_connection(path)?;
         let mut readers = Vec::with_capacity(READERS);
@@ -133,10 +132,7 @@ impl Store {
     pub fn migrate(&self) -> Result<()> {
         let found = self.schema_version()?;
         if found > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path: self.inner.path.clone(),
-                found,
-            });
+            return Err(StoreError::TooNew { path: self.inner.path.clone(), found });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             let version = i as i64 + 1;
@@ -156,28 +152,15 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let permit = self
-            .inner
-            .reader_permits
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?;
+        let permit = self.inner.reader_permits.acquire().await.map_err(|e| StoreError::Task(e.to_string()))?;
         let inner = self.inner.clone();
         let out = tokio::task::spawn_blocking(move || {
-            let conn = inner
-                .readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
+            let conn = inner.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
             let Some(conn) = conn else {
                 return Err(StoreError::Task("no free reader".into()));
             };
             let result = f(&conn);
-            inner
-                .readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
+            inner.readers.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
             result
         })
         .await
@@ -201,21 +184,13 @@ impl Store {
 
     /// [`Store::read`] for callers outside the async runtime (start-up, the CLI).
     pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let conn = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
         f(&conn)
     }
 
     /// [`Store::write`] for callers outside the async runtime (start-up, the CLI).
     pub fn write_blocking<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut conn = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
@@ -224,11 +199,7 @@ impl Store {
 
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
-        self.read(|c| {
-            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .map(|_| ())?)
-        })
-        .await
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
     }
 }
 
@@ -244,13 +215,10 @@ mod tests {
         store.migrate().expect("migrate");
         store.migrate().expect("migrating again is a no-op");
         assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
-        let journal: String = store
-            .read_blocking(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
-            .expect("pragma");
+        let journal: String =
+            store.read_blocking(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)).expect("pragma");
         assert_eq!(journal, "wal");
-        store
-            .write_blocking(|tx| Ok(tx.pragma_update(None, "user_version", SCHEMA_VERSION + 1)?))
-            .expect("bump");
+        store.write_blocking(|tx| Ok(tx.pragma_update(None, "user_version", SCHEMA_VERSION + 1)?)).expect("bump");
         assert!(matches!(store.migrate(), Err(StoreError::TooNew { .. })));
     }
 
@@ -266,10 +234,8 @@ mod tests {
             })
             .await;
         assert!(r.is_err());
-        let n: i64 = store
-            .read(|c| Ok(c.query_row("SELECT count(*) FROM meta", [], |r| r.get(0))?))
-            .await
-            .expect("count");
+        let n: i64 =
+            store.read(|c| Ok(c.query_row("SELECT count(*) FROM meta", [], |r| r.get(0))?)).await.expect("count");
         assert_eq!(n, 0);
     }
 }

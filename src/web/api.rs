@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rocket::http::Status;
+use rocket::http::{ContentType, Status};
 use rocket::request::{FromRequest, Outcome};
 use rocket::serde::json::Json;
 use rocket::{get, post, put, routes, Request, Route, State};
@@ -13,12 +13,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::wellknown::{Cached, IfNoneMatch};
 use crate::clock;
 use crate::config::parse_duration;
 use crate::error::Error;
+use crate::keys::jwks::Document;
 use crate::keys::{Algorithm, KeyId};
 use crate::service::apikeys::{ApiKeyIdentity, Role};
+use crate::service::clients::NewClient;
 use crate::service::policy::PolicyChange;
+use crate::service::revocations::RevokeTarget;
 use crate::service::rotation::RotateMode;
 use crate::service::tokens::IssueRequest;
 use crate::service::{Actor, Keyturn};
@@ -31,7 +35,13 @@ pub fn routes() -> Vec<Route> {
         get_schedule,
         put_schedule,
         audit,
-        issue_token
+        issue_token,
+        list_tokens,
+        create_client,
+        list_clients,
+        disable_client,
+        create_revocation,
+        revocation_feed
     ]
 }
 
@@ -44,13 +54,7 @@ where
     let service = service.clone();
     tokio::task::spawn_blocking(move || f(&service))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                Status::InternalServerError,
-                "server_error",
-                format!("task failed: {e}"),
-            )
-        })?
+        .map_err(|e| ApiError::new(Status::InternalServerError, "server_error", format!("task failed: {e}")))?
         .map_err(ApiError::from)
 }
 
@@ -71,17 +75,11 @@ impl Caller {
         if self.key.role == Role::Admin || roles.contains(&self.key.role) {
             return Ok(());
         }
-        let wanted: Vec<&str> = std::iter::once("admin")
-            .chain(roles.iter().map(|r| r.as_str()))
-            .collect();
+        let wanted: Vec<&str> = std::iter::once("admin").chain(roles.iter().map(|r| r.as_str())).collect();
         Err(ApiError::new(
             Status::Forbidden,
             "forbidden",
-            format!(
-                "this API key has role '{}'; this call needs {}",
-                self.key.role,
-                wanted.join(" or ")
-            ),
+            format!("this API key has role '{}'; this call needs {}", self.key.role, wanted.join(" or ")),
         ))
     }
 }
@@ -110,10 +108,7 @@ impl<'r> FromRequest<'r> for Caller {
         let presented = presented.to_owned();
         let found = blocking(service, move |s| s.authenticate_api_key(&presented)).await;
         match found {
-            Ok(Some(key)) => Outcome::Success(Caller {
-                key,
-                source: req.client_ip(),
-            }),
+            Ok(Some(key)) => Outcome::Success(Caller { key, source: req.client_ip() }),
             Ok(None) => fail("unknown, wrong or revoked API key"),
             Err(_) => Outcome::Error((Status::InternalServerError, "authentication failed")),
         }
@@ -121,11 +116,8 @@ impl<'r> FromRequest<'r> for Caller {
 }
 
 fn parse_alg(alg: Option<&str>) -> Result<Option<Algorithm>, ApiError> {
-    alg.map(|a| {
-        a.parse::<Algorithm>()
-            .map_err(|e| ApiError::new(Status::BadRequest, "invalid_request", e.to_string()))
-    })
-    .transpose()
+    alg.map(|a| a.parse::<Algorithm>().map_err(|e| ApiError::new(Status::BadRequest, "invalid_request", e.to_string())))
+        .transpose()
 }
 
 #[get("/api/v1/keys")]
@@ -153,11 +145,7 @@ async fn rotate(
     let mode = body.mode;
     let actor = caller.actor();
     let outcome = blocking(service, move |s| s.rotate(alg, mode, &actor)).await?;
-    let status = if outcome.done {
-        Status::Ok
-    } else {
-        Status::Accepted
-    };
+    let status = if outcome.done { Status::Ok } else { Status::Accepted };
     Ok((status, Json(json!(outcome))))
 }
 
@@ -183,10 +171,7 @@ async fn revoke_key(
 }
 
 #[get("/api/v1/schedule")]
-async fn get_schedule(
-    service: &State<Arc<Keyturn>>,
-    caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+async fn get_schedule(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(&[])?;
     Ok(Json(json!(service.policy_view())))
 }
@@ -214,11 +199,7 @@ async fn audit(
     caller.require(&[])?;
     let limit = limit.unwrap_or(100).clamp(1, 1000);
     let entries = blocking(service, move |s| s.audit(before, limit)).await?;
-    let next = if entries.len() as u32 == limit {
-        entries.last().map(|e| e.id)
-    } else {
-        None
-    };
+    let next = if entries.len() as u32 == limit { entries.last().map(|e| e.id) } else { None };
     let entries: Vec<Value> = entries
         .into_iter()
         .map(|e| {
@@ -245,6 +226,10 @@ struct TokenBody {
     ttl: Option<String>,
     alg: Option<String>,
     scope: Option<String>,
+    #[serde(default)]
+    claims: serde_json::Map<String, Value>,
+    #[serde(default)]
+    refresh: bool,
 }
 
 #[post("/api/v1/tokens", data = "<body>")]
@@ -259,9 +244,7 @@ async fn issue_token(
         .ttl
         .as_deref()
         .map(|t| {
-            parse_duration(t).map_err(|e| {
-                ApiError::new(Status::BadRequest, "invalid_request", format!("ttl: {e}"))
-            })
+            parse_duration(t).map_err(|e| ApiError::new(Status::BadRequest, "invalid_request", format!("ttl: {e}")))
         })
         .transpose()?;
     let req = IssueRequest {
@@ -274,8 +257,149 @@ async fn issue_token(
         alg: parse_alg(body.alg.as_deref())?,
         scope: body.scope,
         client_id: None,
+        claims: body.claims,
+        refresh: body.refresh,
     };
     let actor = caller.actor();
     let issued = blocking(service, move |s| s.issue_token(&req, &actor)).await?;
     Ok(Json(json!(issued)))
+}
+
+#[get("/api/v1/tokens?<sub>&<client_id>&<kid>&<active>&<before>&<limit>")]
+#[allow(clippy::too_many_arguments)]
+async fn list_tokens(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    sub: Option<String>,
+    client_id: Option<String>,
+    kid: Option<String>,
+    active: Option<bool>,
+    before: Option<i64>,
+    limit: Option<u32>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[])?;
+    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    let page = blocking(service, move |s| {
+        let now = s.now();
+        let filter = crate::store::tokens::TokenFilter {
+            sub,
+            client_id,
+            kid,
+            unexpired_at: (active == Some(true)).then_some(now),
+            expired_at: (active == Some(false)).then_some(now),
+            before,
+            limit,
+        };
+        s.list_tokens(&filter)
+    })
+    .await?;
+    let next = if page.len() as u32 == limit { page.last().map(|(cursor, _)| *cursor) } else { None };
+    let tokens: Vec<Value> = page.into_iter().map(|(_, t)| t).collect();
+    Ok(Json(json!({ "tokens": tokens, "next": next })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientBody {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    audiences: Vec<String>,
+    max_ttl: Option<String>,
+}
+
+#[post("/api/v1/clients", data = "<body>")]
+async fn create_client(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    body: Json<ClientBody>,
+) -> Result<(Status, Json<Value>), ApiError> {
+    caller.require(&[])?;
+    let body = body.into_inner();
+    let max_ttl = body
+        .max_ttl
+        .as_deref()
+        .map(|t| {
+            parse_duration(t).map_err(|e| ApiError::new(Status::BadRequest, "invalid_request", format!("max_ttl: {e}")))
+        })
+        .transpose()?;
+    let new = NewClient { name: body.name, scopes: body.scopes, audiences: body.audiences, max_ttl };
+    let actor = caller.actor();
+    let (view, secret) = blocking(service, move |s| s.create_client(&new, &actor)).await?;
+    let mut out = json!(view);
+    out["client_secret"] = Value::from(secret.as_str());
+    Ok((Status::Created, Json(out)))
+}
+
+#[get("/api/v1/clients")]
+async fn list_clients(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(&[])?;
+    let clients = blocking(service, |s| s.list_clients()).await?;
+    Ok(Json(json!({ "clients": clients })))
+}
+
+#[post("/api/v1/clients/<client_id>/disable")]
+async fn disable_client(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    client_id: &str,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[])?;
+    let (id, actor) = (client_id.to_owned(), caller.actor());
+    let view = blocking(service, move |s| s.disable_client(&id, &actor)).await?;
+    Ok(Json(json!(view)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevocationBody {
+    jti: Option<String>,
+    sub: Option<String>,
+    client_id: Option<String>,
+    kid: Option<String>,
+    reason: String,
+}
+
+#[post("/api/v1/revocations", data = "<body>")]
+async fn create_revocation(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    body: Json<RevocationBody>,
+) -> Result<(Status, Json<Value>), ApiError> {
+    caller.require(&[])?;
+    let b = body.into_inner();
+    let targets: Vec<RevokeTarget> = [
+        b.jti.map(RevokeTarget::Jti),
+        b.sub.map(RevokeTarget::Sub),
+        b.client_id.map(RevokeTarget::Client),
+        b.kid.map(RevokeTarget::Kid),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let [target] = <[RevokeTarget; 1]>::try_from(targets).map_err(|_| {
+        ApiError::new(Status::BadRequest, "invalid_request", "give exactly one of jti, sub, client_id or kid")
+    })?;
+    let actor = caller.actor();
+    let reason = b.reason;
+    let entry = blocking(service, move |s| s.revoke(&target, &reason, &actor)).await?;
+    Ok((Status::Created, Json(json!(entry))))
+}
+
+/// The revocation feed: entries after `since`, and `next` to ask with. Cacheable: a strong
+/// ETag (304 on `If-None-Match`) and a short max-age.
+#[get("/api/v1/revocations?<since>&<limit>")]
+async fn revocation_feed(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    since: Option<i64>,
+    limit: Option<u32>,
+    inm: IfNoneMatch,
+) -> Result<Cached, ApiError> {
+    caller.require(&[Role::Verifier])?;
+    let since = since.unwrap_or(0).max(0);
+    let limit = limit.unwrap_or(1000).clamp(1, 10_000);
+    let (entries, next) = blocking(service, move |s| s.revocation_feed(since, limit)).await?;
+    let body = serde_json::to_vec(&json!({ "revocations": entries, "next": next })).unwrap_or_default();
+    Ok(Cached::with_cache_control(Document::new(body), ContentType::JSON, "private, max-age=5".into(), &inm))
 }

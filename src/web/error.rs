@@ -1,7 +1,7 @@
-//! JSON errors for the API and the well-known documents, in OAuth style:
-//! `{"error": "...", "error_description": "..."}`.
+//! JSON errors for the API, the OAuth endpoints and the well-known documents, in OAuth
+//! style: `{"error": "...", "error_description": "..."}`.
 
-use rocket::http::{ContentType, Status};
+use rocket::http::{ContentType, Header, Status};
 use rocket::response::{self, Responder};
 use rocket::serde::json::serde_json::json;
 use rocket::{Catcher, Request, Response};
@@ -12,15 +12,26 @@ pub struct ApiError {
     pub status: Status,
     pub error: &'static str,
     pub description: String,
+    /// The `WWW-Authenticate` challenge sent with a 401.
+    pub challenge: &'static str,
 }
 
 impl ApiError {
     pub fn new(status: Status, error: &'static str, description: impl Into<String>) -> Self {
+        ApiError { status, error, description: description.into(), challenge: "Bearer realm=\"keyturn\"" }
+    }
+
+    /// RFC 6749 §5.2 `invalid_client`: 401 with a Basic challenge.
+    pub fn invalid_client(description: impl Into<String>) -> Self {
         ApiError {
-            status,
-            error,
-            description: description.into(),
+            challenge: "Basic realm=\"keyturn\"",
+            ..ApiError::new(Status::Unauthorized, "invalid_client", description)
         }
+    }
+
+    /// RFC 6749 §5.2 `invalid_request`.
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        ApiError::new(Status::BadRequest, "invalid_request", description)
     }
 }
 
@@ -29,27 +40,18 @@ impl From<crate::error::Error> for ApiError {
     /// their cause; the client gets a generic description.
     fn from(e: crate::error::Error) -> Self {
         use crate::error::Error as E;
+        let text = e.to_string();
         match e {
-            E::Invalid(_) | E::AlgorithmNotConfigured(_) => {
-                ApiError::new(Status::BadRequest, "invalid_request", e.to_string())
-            }
-            E::NotFound(_) => ApiError::new(Status::NotFound, "not_found", e.to_string()),
-            E::Conflict(_) => ApiError::new(Status::Conflict, "conflict", e.to_string()),
-            E::Unauthorized(_) => {
-                ApiError::new(Status::Unauthorized, "unauthorized", e.to_string())
-            }
-            E::NoActiveKey(_) => ApiError::new(
-                Status::ServiceUnavailable,
-                "temporarily_unavailable",
-                e.to_string(),
-            ),
+            E::Invalid(_) | E::AlgorithmNotConfigured(_) => ApiError::invalid_request(text),
+            E::NotFound(_) => ApiError::new(Status::NotFound, "not_found", text),
+            E::Conflict(_) => ApiError::new(Status::Conflict, "conflict", text),
+            E::Unauthorized(_) => ApiError::new(Status::Unauthorized, "unauthorized", text),
+            E::InvalidGrant(_) => ApiError::new(Status::BadRequest, "invalid_grant", text),
+            E::InvalidScope(_) => ApiError::new(Status::BadRequest, "invalid_scope", text),
+            E::NoActiveKey(_) => ApiError::new(Status::ServiceUnavailable, "temporarily_unavailable", text),
             other => {
                 tracing::error!("request failed: {other}");
-                ApiError::new(
-                    Status::InternalServerError,
-                    "server_error",
-                    "internal error; see the server log",
-                )
+                ApiError::new(Status::InternalServerError, "server_error", "internal error; see the server log")
             }
         }
     }
@@ -60,14 +62,12 @@ impl<'r> Responder<'r, 'static> for ApiError {
         let body = json!({"error": self.error, "error_description": self.description}).to_string();
         let mut res = Response::build();
         if self.status == Status::Unauthorized {
-            res.header(rocket::http::Header::new(
-                "WWW-Authenticate",
-                "Bearer realm=\"keyturn\"",
-            ));
+            res.header(Header::new("WWW-Authenticate", self.challenge));
         }
         res.status(self.status)
             .header(ContentType::JSON)
-            .header(rocket::http::Header::new("Cache-Control", "no-store"))
+            .header(Header::new("Cache-Control", "no-store"))
+            .header(Header::new("Pragma", "no-cache"))
             .sized_body(body.len(), std::io::Cursor::new(body))
             .ok()
     }
@@ -87,13 +87,8 @@ fn default_catcher(status: Status, req: &Request<'_>) -> ApiError {
         _ => "invalid_request",
     };
     let reason = match status.code {
-        401 => req
-            .local_cache(|| crate::web::api::AuthFailure("authentication required"))
-            .0
-            .to_owned(),
-        400 => {
-            "the request is malformed (bad JSON, wrong content type or invalid encoding)".to_owned()
-        }
+        401 => req.local_cache(|| crate::web::api::AuthFailure("authentication required")).0.to_owned(),
+        400 => "the request is malformed (bad JSON, wrong content type or invalid encoding)".to_owned(),
         422 => "the request body does not have the expected fields and types".to_owned(),
         413 => format!("the request body is larger than {}", crate::web::BODY_LIMIT),
         _ => status.reason().unwrap_or("error").to_lowercase(),

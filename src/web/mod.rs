@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod oauth;
 pub mod pages;
 pub mod wellknown;
 
@@ -28,6 +29,7 @@ pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
         .mount("/", wellknown::routes())
         .mount("/", pages::routes())
         .mount("/", api::routes())
+        .mount("/", oauth::routes())
         .register("/", error::catchers())
 }
 
@@ -38,10 +40,7 @@ struct RequestLog;
 #[rocket::async_trait]
 impl Fairing for RequestLog {
     fn info(&self) -> Info {
-        Info {
-            name: "request log",
-            kind: Kind::Request | Kind::Response,
-        }
+        Info { name: "request log", kind: Kind::Request | Kind::Response }
     }
 
     async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
@@ -67,10 +66,7 @@ struct SecurityHeaders;
 #[rocket::async_trait]
 impl Fairing for SecurityHeaders {
     fn info(&self) -> Info {
-        Info {
-            name: "security headers",
-            kind: Kind::Response,
-        }
+        Info { name: "security headers", kind: Kind::Response }
     }
 
     async fn on_response<'r>(&self, _: &'r Request<'_>, res: &mut Response<'r>) {

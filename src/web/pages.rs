@@ -46,11 +46,7 @@ fn index(service: &State<Arc<Keyturn>>) -> Result<RawHtml<String>, Status> {
             published: clock::rfc3339(k.published_at),
         })
         .collect();
-    let page = Index {
-        issuer: service.config().issuer.clone(),
-        version: env!("CARGO_PKG_VERSION"),
-        keys,
-    };
+    let page = Index { issuer: service.config().issuer.clone(), version: env!("CARGO_PKG_VERSION"), keys };
     page.render().map(RawHtml).map_err(|e| {
         tracing::error!("rendering the index page failed: {e}");
         Status::InternalServerError
@@ -69,8 +65,5 @@ struct Css {
 
 #[get("/static/keyturn.css")]
 fn stylesheet() -> Css {
-    Css {
-        body: KEYTURN_CSS,
-        cache: Header::new("Cache-Control", "public, max-age=3600"),
-    }
+    Css { body: KEYTURN_CSS, cache: Header::new("Cache-Control", "public, max-age=3600") }
 }

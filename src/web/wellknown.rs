@@ -23,9 +23,7 @@ pub struct IfNoneMatch(Option<String>);
 impl<'r> FromRequest<'r> for IfNoneMatch {
     type Error = std::convert::Infallible;
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        Outcome::Success(IfNoneMatch(
-            req.headers().get_one("If-None-Match").map(str::to_owned),
-        ))
+        Outcome::Success(IfNoneMatch(req.headers().get_one("If-None-Match").map(str::to_owned)))
     }
 }
 
@@ -33,22 +31,24 @@ impl<'r> FromRequest<'r> for IfNoneMatch {
 pub struct Cached {
     doc: Document,
     content_type: ContentType,
-    max_age: u64,
+    cache_control: String,
     not_modified: bool,
 }
 
 impl Cached {
     fn new(doc: Document, content_type: ContentType, max_age: u64, inm: &IfNoneMatch) -> Self {
-        let not_modified = inm
-            .0
-            .as_deref()
-            .is_some_and(|h| doc.matches_if_none_match(h));
-        Cached {
-            doc,
-            content_type,
-            max_age,
-            not_modified,
-        }
+        Cached::with_cache_control(doc, content_type, format!("public, max-age={max_age}"), inm)
+    }
+
+    /// A document with its own `Cache-Control`.
+    pub fn with_cache_control(
+        doc: Document,
+        content_type: ContentType,
+        cache_control: String,
+        inm: &IfNoneMatch,
+    ) -> Self {
+        let not_modified = inm.0.as_deref().is_some_and(|h| doc.matches_if_none_match(h));
+        Cached { doc, content_type, cache_control, not_modified }
     }
 }
 
@@ -56,16 +56,12 @@ impl<'r> Responder<'r, 'static> for Cached {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
         let mut res = Response::build();
         res.header(Header::new("ETag", self.doc.etag.to_string()))
-            .header(Header::new(
-                "Cache-Control",
-                format!("public, max-age={}", self.max_age),
-            ));
+            .header(Header::new("Cache-Control", self.cache_control));
         if self.not_modified {
             res.status(Status::NotModified);
         } else {
             let body = self.doc.body.clone();
-            res.header(self.content_type)
-                .sized_body(body.len(), std::io::Cursor::new(body));
+            res.header(self.content_type).sized_body(body.len(), std::io::Cursor::new(body));
         }
         res.ok()
     }
@@ -78,59 +74,35 @@ fn jwk_set_json() -> ContentType {
 #[get("/.well-known/jwks.json")]
 fn jwks(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
     let max_age = service.config().jwks_max_age.as_secs();
-    Cached::new(
-        service.published().jwks.clone(),
-        jwk_set_json(),
-        max_age,
-        &inm,
-    )
+    Cached::new(service.published().jwks.clone(), jwk_set_json(), max_age, &inm)
 }
 
 #[get("/.well-known/openid-configuration")]
 fn openid_configuration(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
     let max_age = service.config().jwks_max_age.as_secs();
-    Cached::new(
-        service.published().openid_configuration.clone(),
-        ContentType::JSON,
-        max_age,
-        &inm,
-    )
+    Cached::new(service.published().openid_configuration.clone(), ContentType::JSON, max_age, &inm)
 }
 
 #[get("/.well-known/oauth-authorization-server")]
 fn oauth_metadata(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
     let max_age = service.config().jwks_max_age.as_secs();
-    Cached::new(
-        service.published().oauth_metadata.clone(),
-        ContentType::JSON,
-        max_age,
-        &inm,
-    )
+    Cached::new(service.published().oauth_metadata.clone(), ContentType::JSON, max_age, &inm)
 }
 
 /// Health answers without a store: the process is alive and serving.
 #[get("/healthz")]
 fn healthz() -> (Status, (ContentType, String)) {
-    (
-        Status::Ok,
-        (ContentType::JSON, json!({"status": "ok"}).to_string()),
-    )
+    (Status::Ok, (ContentType::JSON, json!({"status": "ok"}).to_string()))
 }
 
 /// Readiness: the database answers and every configured algorithm has an active key.
 #[get("/readyz")]
 async fn readyz(service: &State<Arc<Keyturn>>) -> (Status, (ContentType, String)) {
     match service.readiness().await {
-        Ok(()) => (
-            Status::Ok,
-            (ContentType::JSON, json!({"status": "ready"}).to_string()),
-        ),
+        Ok(()) => (Status::Ok, (ContentType::JSON, json!({"status": "ready"}).to_string())),
         Err(reason) => (
             Status::ServiceUnavailable,
-            (
-                ContentType::JSON,
-                json!({"status": "not ready", "reason": reason}).to_string(),
-            ),
+            (ContentType::JSON, json!({"status": "not ready", "reason": reason}).to_string()),
         ),
     }
 }

@@ -25,39 +25,18 @@ impl Api {
     async fn start(env: &[(&str, &str)]) -> Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = support::start(dir.path(), env, fake_clock()).await;
-        let make = |role, name: &str| {
-            server
-                .service
-                .create_api_key(role, name, &Actor::cli())
-                .expect("api key")
-                .1
-                .to_string()
-        };
-        let (admin, issuer, verifier) = (
-            make(Role::Admin, "ops"),
-            make(Role::Issuer, "backend"),
-            make(Role::Verifier, "rs"),
-        );
-        Api {
-            server,
-            admin,
-            issuer,
-            verifier,
-            _dir: dir,
-        }
+        let make =
+            |role, name: &str| server.service.create_api_key(role, name, &Actor::cli()).expect("api key").1.to_string();
+        let (admin, issuer, verifier) =
+            (make(Role::Admin, "ops"), make(Role::Issuer, "backend"), make(Role::Verifier, "rs"));
+        Api { server, admin, issuer, verifier, _dir: dir }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.url())
     }
 
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
+    async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
         let mut req = http().request(method.parse().expect("method"), self.url(path));
         if let Some(k) = key {
             req = req.bearer_auth(k);
@@ -68,32 +47,18 @@ impl Api {
         let res = req.send().await.expect("request");
         let status = res.status().as_u16();
         let text = res.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text)
-                .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}")),
-        )
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}")))
     }
 
     async fn jwks(&self) -> JwkSet {
-        http()
-            .get(self.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("jwks")
+        http().get(self.url("/.well-known/jwks.json")).send().await.expect("get").json().await.expect("jwks")
     }
 
     /// Moves the fake clock and lets the lifecycle act, as the scheduler would.
     async fn advance(&self, by: Duration) {
         self.server.service.clock().advance(by);
         let s = self.server.service.clone();
-        tokio::task::spawn_blocking(move || s.tick())
-            .await
-            .expect("join")
-            .expect("tick");
+        tokio::task::spawn_blocking(move || s.tick()).await.expect("join").expect("tick");
     }
 
     async fn stop(self) {
@@ -120,57 +85,28 @@ fn verifies(token: &str, jwks: &JwkSet) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn authentication_and_roles() {
     let api = Api::start(&[]).await;
-    let res = http()
-        .get(api.url("/api/v1/keys"))
-        .send()
-        .await
-        .expect("get");
+    let res = http().get(api.url("/api/v1/keys")).send().await.expect("get");
     assert_eq!(res.status(), 401);
-    assert!(res.headers()["www-authenticate"]
-        .to_str()
-        .expect("header")
-        .starts_with("Bearer"));
+    assert!(res.headers()["www-authenticate"].to_str().expect("header").starts_with("Bearer"));
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["error"], "unauthorized");
-    assert!(body["error_description"]
-        .as_str()
-        .expect("desc")
-        .contains("Authorization"));
+    assert!(body["error_description"].as_str().expect("desc").contains("Authorization"));
 
     for bad in ["kt_nope.nope", "not-a-key", &format!("{}x", api.admin)] {
         let (status, body) = api.call("GET", "/api/v1/keys", Some(bad), None).await;
         assert_eq!(status, 401, "{bad}");
         assert_eq!(body["error"], "unauthorized");
     }
-    let (status, body) = api
-        .call("GET", "/api/v1/keys", Some(&api.verifier), None)
-        .await;
+    let (status, body) = api.call("GET", "/api/v1/keys", Some(&api.verifier), None).await;
     assert_eq!(status, 403);
-    assert!(body["error_description"]
-        .as_str()
-        .expect("desc")
-        .contains("verifier"));
-    let (status, _) = api
-        .call(
-            "POST",
-            "/api/v1/tokens",
-            Some(&api.verifier),
-            Some(json!({"sub": "a", "aud": "b"})),
-        )
-        .await;
+    assert!(body["error_description"].as_str().expect("desc").contains("verifier"));
+    let (status, _) =
+        api.call("POST", "/api/v1/tokens", Some(&api.verifier), Some(json!({"sub": "a", "aud": "b"}))).await;
     assert_eq!(status, 403, "a verifier cannot mint tokens");
-    let (status, _) = api
-        .call(
-            "POST",
-            "/api/v1/keys/rotate",
-            Some(&api.issuer),
-            Some(json!({"mode": "emergency"})),
-        )
-        .await;
+    let (status, _) =
+        api.call("POST", "/api/v1/keys/rotate", Some(&api.issuer), Some(json!({"mode": "emergency"}))).await;
     assert_eq!(status, 403, "an issuer cannot rotate");
-    let (status, body) = api
-        .call("GET", "/api/v1/keys", Some(&api.admin), None)
-        .await;
+    let (status, body) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
     assert_eq!(status, 200);
     assert_eq!(body["keys"].as_array().expect("keys").len(), 2);
     api.stop().await;
@@ -179,24 +115,12 @@ async fn authentication_and_roles() {
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_list_states_times_and_next_transition() {
     let api = Api::start(&[]).await;
-    let (_, body) = api
-        .call("GET", "/api/v1/keys", Some(&api.admin), None)
-        .await;
+    let (_, body) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
     let keys = body["keys"].as_array().expect("keys");
-    let active = keys
-        .iter()
-        .find(|k| k["state"] == "active")
-        .expect("active");
-    let pending = keys
-        .iter()
-        .find(|k| k["state"] == "pending")
-        .expect("pending");
+    let active = keys.iter().find(|k| k["state"] == "active").expect("active");
+    let pending = keys.iter().find(|k| k["state"] == "pending").expect("pending");
     assert_eq!(active["alg"], "ES256");
-    assert!(
-        active["activated_at"].is_string()
-            && active["created_at"].is_string()
-            && active["not_after"].is_string()
-    );
+    assert!(active["activated_at"].is_string() && active["created_at"].is_string() && active["not_after"].is_string());
     assert_eq!(active["next"]["event"], "retire");
     assert_eq!(pending["next"]["event"], "activate");
     // The fake clock starts on Monday 2026-06-01 12:00; the next Monday 00:00 is the next fire.
@@ -208,63 +132,33 @@ async fn keys_list_states_times_and_next_transition() {
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_rotation_waits_for_the_lead_then_happens() {
     let api = Api::start(&[]).await;
-    let (_, before) = api
-        .call("GET", "/api/v1/keys", Some(&api.admin), None)
-        .await;
-    let pending = before["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["state"] == "pending")
-        .expect("pending")["kid"]
+    let (_, before) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
+    let pending = before["keys"].as_array().expect("keys").iter().find(|k| k["state"] == "pending").expect("pending")
+        ["kid"]
         .clone();
 
     // The pending key was published at start-up: it is too young to sign.
     api.advance(Duration::from_secs(60)).await;
     let (status, body) = api
-        .call(
-            "POST",
-            "/api/v1/keys/rotate",
-            Some(&api.admin),
-            Some(json!({"mode": "graceful", "alg": "ES256"})),
-        )
+        .call("POST", "/api/v1/keys/rotate", Some(&api.admin), Some(json!({"mode": "graceful", "alg": "ES256"})))
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["done"], false);
     assert_eq!(body["activate"], pending);
-    assert_eq!(
-        body["at"], "2026-06-01T12:15:01Z",
-        "15 minutes (plus the 1 s stamp granularity) after publication"
-    );
+    assert_eq!(body["at"], "2026-06-01T12:15:01Z", "15 minutes (plus the 1 s stamp granularity) after publication");
 
     api.advance(Duration::from_secs(13 * 60)).await;
-    let (_, keys) = api
-        .call("GET", "/api/v1/keys", Some(&api.admin), None)
-        .await;
+    let (_, keys) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
     assert!(
-        keys["keys"]
-            .as_array()
-            .expect("keys")
-            .iter()
-            .any(|k| k["kid"] == pending && k["state"] == "pending"),
+        keys["keys"].as_array().expect("keys").iter().any(|k| k["kid"] == pending && k["state"] == "pending"),
         "still waiting"
     );
 
     api.advance(Duration::from_secs(2 * 60)).await;
-    let (_, keys) = api
-        .call("GET", "/api/v1/keys", Some(&api.admin), None)
-        .await;
+    let (_, keys) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
     let keys = keys["keys"].as_array().expect("keys");
-    assert!(
-        keys.iter()
-            .any(|k| k["kid"] == pending && k["state"] == "active"),
-        "promoted: {keys:?}"
-    );
-    assert_eq!(
-        keys.iter().filter(|k| k["state"] == "pending").count(),
-        1,
-        "a new pending key is generated ahead"
-    );
+    assert!(keys.iter().any(|k| k["kid"] == pending && k["state"] == "active"), "promoted: {keys:?}");
+    assert_eq!(keys.iter().filter(|k| k["state"] == "pending").count(), 1, "a new pending key is generated ahead");
     assert_eq!(keys.iter().filter(|k| k["state"] == "retired").count(), 1);
     api.stop().await;
 }
@@ -272,31 +166,17 @@ async fn graceful_rotation_waits_for_the_lead_then_happens() {
 #[tokio::test(flavor = "multi_thread")]
 async fn emergency_rotation_activates_a_fresh_key_at_once() {
     let api = Api::start(&[]).await;
-    let (status, body) = api
-        .call(
-            "POST",
-            "/api/v1/keys/rotate",
-            Some(&api.admin),
-            Some(json!({"mode": "emergency"})),
-        )
-        .await;
+    let (status, body) =
+        api.call("POST", "/api/v1/keys/rotate", Some(&api.admin), Some(json!({"mode": "emergency"}))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["done"], true);
     let fresh = body["activate"].as_str().expect("kid").to_owned();
     let jwks = api.jwks().await;
     assert!(jwks.find(&fresh).is_some(), "the fresh key is published");
-    let (_, token) = api
-        .call(
-            "POST",
-            "/api/v1/tokens",
-            Some(&api.issuer),
-            Some(json!({"sub": "alice", "aud": "api"})),
-        )
-        .await;
+    let (_, token) =
+        api.call("POST", "/api/v1/tokens", Some(&api.issuer), Some(json!({"sub": "alice", "aud": "api"}))).await;
     assert_eq!(token["kid"], fresh, "it signs at once");
-    let (_, audit) = api
-        .call("GET", "/api/v1/audit", Some(&api.admin), None)
-        .await;
+    let (_, audit) = api.call("GET", "/api/v1/audit", Some(&api.admin), None).await;
     let entry = audit["entries"]
         .as_array()
         .expect("entries")
@@ -306,10 +186,7 @@ async fn emergency_rotation_activates_a_fresh_key_at_once() {
         .clone();
     assert_eq!(entry["actor"], "apikey:ops");
     assert_eq!(entry["source"], "127.0.0.1");
-    assert!(entry["detail"]
-        .as_str()
-        .expect("detail")
-        .contains("may fail until they refetch"));
+    assert!(entry["detail"].as_str().expect("detail").contains("may fail until they refetch"));
     api.stop().await;
 }
 
@@ -317,12 +194,7 @@ async fn emergency_rotation_activates_a_fresh_key_at_once() {
 async fn revoking_the_active_key_removes_it_and_activates_a_replacement() {
     let api = Api::start(&[]).await;
     let (_, issued) = api
-        .call(
-            "POST",
-            "/api/v1/tokens",
-            Some(&api.issuer),
-            Some(json!({"sub": "alice", "aud": "api", "ttl": "10m"})),
-        )
+        .call("POST", "/api/v1/tokens", Some(&api.issuer), Some(json!({"sub": "alice", "aud": "api", "ttl": "10m"})))
         .await;
     let token = issued["access_token"].as_str().expect("token").to_owned();
     let kid = issued["kid"].as_str().expect("kid").to_owned();
@@ -339,73 +211,33 @@ async fn revoking_the_active_key_removes_it_and_activates_a_replacement() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["previous_state"], "active");
     assert_eq!(body["live_tokens_invalidated"], 1);
-    let replacement = body["replacement"]
-        .as_str()
-        .expect("replacement")
-        .to_owned();
+    let replacement = body["replacement"].as_str().expect("replacement").to_owned();
 
     let jwks = api.jwks().await;
-    assert!(
-        jwks.find(&kid).is_none(),
-        "a revoked key leaves the JWKS at once"
-    );
-    assert!(
-        !verifies(&token, &jwks),
-        "its tokens no longer verify against the fetched JWKS"
-    );
-    let (_, issued) = api
-        .call(
-            "POST",
-            "/api/v1/tokens",
-            Some(&api.issuer),
-            Some(json!({"sub": "bob", "aud": "api"})),
-        )
-        .await;
-    assert_eq!(
-        issued["kid"],
-        replacement.as_str(),
-        "the replacement signs at once"
-    );
-    assert!(verifies(
-        issued["access_token"].as_str().expect("token"),
-        &jwks
-    ));
+    assert!(jwks.find(&kid).is_none(), "a revoked key leaves the JWKS at once");
+    assert!(!verifies(&token, &jwks), "its tokens no longer verify against the fetched JWKS");
+    let (_, issued) =
+        api.call("POST", "/api/v1/tokens", Some(&api.issuer), Some(json!({"sub": "bob", "aud": "api"}))).await;
+    assert_eq!(issued["kid"], replacement.as_str(), "the replacement signs at once");
+    assert!(verifies(issued["access_token"].as_str().expect("token"), &jwks));
 
     // Revoked means gone for good: a second revocation conflicts, an unknown kid is 404.
     let (status, _) = api
-        .call(
-            "POST",
-            &format!("/api/v1/keys/{kid}/revoke"),
-            Some(&api.admin),
-            Some(json!({"reason": "again"})),
-        )
+        .call("POST", &format!("/api/v1/keys/{kid}/revoke"), Some(&api.admin), Some(json!({"reason": "again"})))
         .await;
     assert_eq!(status, 409);
-    let (status, _) = api
-        .call(
-            "POST",
-            "/api/v1/keys/no-such-kid/revoke",
-            Some(&api.admin),
-            Some(json!({"reason": "x"})),
-        )
-        .await;
+    let (status, _) =
+        api.call("POST", "/api/v1/keys/no-such-kid/revoke", Some(&api.admin), Some(json!({"reason": "x"}))).await;
     assert_eq!(status, 404);
     let (status, _) = api
-        .call(
-            "POST",
-            &format!("/api/v1/keys/{replacement}/revoke"),
-            Some(&api.admin),
-            Some(json!({"reason": ""})),
-        )
+        .call("POST", &format!("/api/v1/keys/{replacement}/revoke"), Some(&api.admin), Some(json!({"reason": ""})))
         .await;
     assert_eq!(status, 400, "a reason is required");
 
     // Time passes: the revoked key never comes back.
     api.advance(Duration::from_secs(30 * 86_400)).await;
     assert!(api.jwks().await.find(&kid).is_none());
-    let (_, keys) = api
-        .call("GET", "/api/v1/keys", Some(&api.admin), None)
-        .await;
+    let (_, keys) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
     let revoked = keys["keys"]
         .as_array()
         .expect("keys")
@@ -415,15 +247,9 @@ async fn revoking_the_active_key_removes_it_and_activates_a_replacement() {
         .clone();
     assert_eq!(revoked["state"], "revoked");
     assert_eq!(revoked["revoke_reason"], "leaked in a log");
-    let db =
-        rusqlite::Connection::open(api.server.service.data_dir().database.clone()).expect("open");
-    let sealed: Option<Vec<u8>> = db
-        .query_row(
-            "SELECT sealed_private FROM signing_keys WHERE kid = ?1",
-            [&kid],
-            |r| r.get(0),
-        )
-        .expect("row");
+    let db = rusqlite::Connection::open(api.server.service.data_dir().database.clone()).expect("open");
+    let sealed: Option<Vec<u8>> =
+        db.query_row("SELECT sealed_private FROM signing_keys WHERE kid = ?1", [&kid], |r| r.get(0)).expect("row");
     assert!(sealed.is_none(), "its private key is erased");
     api.stop().await;
 }
@@ -431,9 +257,7 @@ async fn revoking_the_active_key_removes_it_and_activates_a_replacement() {
 #[tokio::test(flavor = "multi_thread")]
 async fn schedule_read_change_preview_and_refuse() {
     let api = Api::start(&[("KEYTURN_LEEWAY", "2m")]).await;
-    let (status, body) = api
-        .call("GET", "/api/v1/schedule", Some(&api.admin), None)
-        .await;
+    let (status, body) = api.call("GET", "/api/v1/schedule", Some(&api.admin), None).await;
     assert_eq!(status, 200);
     assert_eq!(body["cron"], "0 0 * * MON");
     assert_eq!(body["publish_lead"], "15m");
@@ -442,12 +266,7 @@ async fn schedule_read_change_preview_and_refuse() {
     assert_eq!(body["next_fires"][0], "2026-06-08T00:00:00Z");
 
     let (status, body) = api
-        .call(
-            "PUT",
-            "/api/v1/schedule",
-            Some(&api.admin),
-            Some(json!({"cron": "0 6 * * *", "publish_lead": "20m"})),
-        )
+        .call("PUT", "/api/v1/schedule", Some(&api.admin), Some(json!({"cron": "0 6 * * *", "publish_lead": "20m"})))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["cron"], "0 6 * * *");
@@ -466,74 +285,29 @@ async fn schedule_read_change_preview_and_refuse() {
     for (bad, needle) in [
         (json!({"cron": "61 * * * *"}), "cron"),
         (json!({"cron": "every day"}), "invalid cron expression"),
-        (
-            json!({"publish_lead": "1m"}),
-            "publish_lead (1m) must be at least",
-        ),
+        (json!({"publish_lead": "1m"}), "publish_lead (1m) must be at least"),
         (json!({"leeway": "5m"}), "pinned"),
         (json!({"max_token_ttl": "ten minutes"}), "max_token_ttl"),
         (json!({}), "nothing to change"),
     ] {
-        let (status, body) = api
-            .call(
-                "PUT",
-                "/api/v1/schedule",
-                Some(&api.admin),
-                Some(bad.clone()),
-            )
-            .await;
+        let (status, body) = api.call("PUT", "/api/v1/schedule", Some(&api.admin), Some(bad.clone())).await;
         assert_eq!(status, 400, "{bad}: {body}");
-        assert!(
-            body["error_description"]
-                .as_str()
-                .expect("desc")
-                .contains(needle),
-            "{bad}: {body}"
-        );
+        assert!(body["error_description"].as_str().expect("desc").contains(needle), "{bad}: {body}");
     }
-    let (status, _) = api
-        .call(
-            "PUT",
-            "/api/v1/schedule",
-            Some(&api.admin),
-            Some(json!({"crontab": "x"})),
-        )
-        .await;
+    let (status, _) = api.call("PUT", "/api/v1/schedule", Some(&api.admin), Some(json!({"crontab": "x"}))).await;
     assert!(status == 400 || status == 422, "unknown fields are refused");
-    let (_, body) = api
-        .call("GET", "/api/v1/schedule", Some(&api.admin), None)
-        .await;
-    assert_eq!(
-        body["cron"], "0 6 * * *",
-        "nothing changed by the refused requests"
-    );
+    let (_, body) = api.call("GET", "/api/v1/schedule", Some(&api.admin), None).await;
+    assert_eq!(body["cron"], "0 6 * * *", "nothing changed by the refused requests");
     assert_eq!(body["publish_lead"], "20m");
 
-    let (_, body) = api
-        .call(
-            "PUT",
-            "/api/v1/schedule",
-            Some(&api.admin),
-            Some(json!({"cron": "*/5 * * * *"})),
-        )
-        .await;
-    assert!(
-        body["warnings"][0]
-            .as_str()
-            .expect("warning")
-            .contains("more often than the publish lead"),
-        "{body}"
-    );
+    let (_, body) = api.call("PUT", "/api/v1/schedule", Some(&api.admin), Some(json!({"cron": "*/5 * * * *"}))).await;
+    assert!(body["warnings"][0].as_str().expect("warning").contains("more often than the publish lead"), "{body}");
     api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_are_signed_recorded_and_bounded() {
-    let api = Api::start(&[
-        ("KEYTURN_ALGORITHMS", "ES256,EdDSA"),
-        ("KEYTURN_MAX_TOKEN_TTL", "30m"),
-    ])
-    .await;
+    let api = Api::start(&[("KEYTURN_ALGORITHMS", "ES256,EdDSA"), ("KEYTURN_MAX_TOKEN_TTL", "30m")]).await;
     let (status, body) = api
         .call(
             "POST",
@@ -550,9 +324,7 @@ async fn tokens_are_signed_recorded_and_bounded() {
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
     assert_eq!(header.kid.as_deref(), body["kid"].as_str());
-    let claims: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(token)
-        .expect("claims")
-        .claims;
+    let claims: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(token).expect("claims").claims;
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["aud"], json!(["api", "web"]));
     assert_eq!(claims["jti"], body["jti"]);
@@ -562,19 +334,13 @@ async fn tokens_are_signed_recorded_and_bounded() {
     }
     assert!(verifies(token, &api.jwks().await));
 
-    let db =
-        rusqlite::Connection::open(api.server.service.data_dir().database.clone()).expect("open");
+    let db = rusqlite::Connection::open(api.server.service.data_dir().database.clone()).expect("open");
     let (sub, kid): (String, String) = db
-        .query_row(
-            "SELECT sub, kid FROM issued_tokens WHERE jti = ?1",
-            [body["jti"].as_str().expect("jti")],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT sub, kid FROM issued_tokens WHERE jti = ?1", [body["jti"].as_str().expect("jti")], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .expect("recorded");
-    assert_eq!(
-        (sub.as_str(), Some(kid.as_str())),
-        ("alice", body["kid"].as_str())
-    );
+    assert_eq!((sub.as_str(), Some(kid.as_str())), ("alice", body["kid"].as_str()));
     let columns: Vec<String> = db
         .prepare("SELECT name FROM pragma_table_info('issued_tokens')")
         .expect("prep")
@@ -595,19 +361,10 @@ async fn tokens_are_signed_recorded_and_bounded() {
         (json!({"sub": "a", "aud": []}), 400),
         (json!({"sub": "a"}), 422),
     ] {
-        let (got, body) = api
-            .call(
-                "POST",
-                "/api/v1/tokens",
-                Some(&api.issuer),
-                Some(bad.clone()),
-            )
-            .await;
+        let (got, body) = api.call("POST", "/api/v1/tokens", Some(&api.issuer), Some(bad.clone())).await;
         assert_eq!(got, status, "{bad}: {body}");
     }
-    let count: i64 = db
-        .query_row("SELECT count(*) FROM issued_tokens", [], |r| r.get(0))
-        .expect("count");
+    let count: i64 = db.query_row("SELECT count(*) FROM issued_tokens", [], |r| r.get(0)).expect("count");
     assert_eq!(count, 1, "refused requests record nothing");
     api.stop().await;
 }

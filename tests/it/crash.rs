@@ -33,40 +33,21 @@ fn emergency_kids(audit: &[Value]) -> BTreeSet<String> {
     audit
         .iter()
         .filter(|e| {
-            matches!(
-                e["action"].as_str(),
-                Some("key.bootstrap" | "key.rotate.emergency" | "key.activate.emergency")
-            )
+            matches!(e["action"].as_str(), Some("key.bootstrap" | "key.rotate.emergency" | "key.activate.emergency"))
         })
         .filter_map(|e| e["target"].as_str().map(str::to_owned))
         .collect()
 }
 
-fn check(
-    d: &Daemon,
-    key: &str,
-    db: &std::path::Path,
-    known: &mut BTreeSet<String>,
-    acked: &[Acked],
-    round: usize,
-) {
+fn check(d: &Daemon, key: &str, db: &std::path::Path, known: &mut BTreeSet<String>, acked: &[Acked], round: usize) {
     let keys = d.get("/api/v1/keys", Some(key));
     let keys = keys["keys"].as_array().expect("keys");
     let jwks = d.get("/.well-known/jwks.json", None);
-    let published: BTreeSet<String> = jwks["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k["kid"].as_str().expect("kid").to_owned())
-        .collect();
+    let published: BTreeSet<String> =
+        jwks["keys"].as_array().expect("keys").iter().map(|k| k["kid"].as_str().expect("kid").to_owned()).collect();
     let state: HashMap<String, String> = keys
         .iter()
-        .map(|k| {
-            (
-                k["kid"].as_str().expect("kid").to_owned(),
-                k["state"].as_str().expect("state").to_owned(),
-            )
-        })
+        .map(|k| (k["kid"].as_str().expect("kid").to_owned(), k["state"].as_str().expect("state").to_owned()))
         .collect();
 
     // No key lost.
@@ -76,10 +57,7 @@ fn check(
     known.extend(state.keys().cloned());
     // Invariant 3: exactly one active key per algorithm.
     for alg in ["ES256", "RS256"] {
-        let n = keys
-            .iter()
-            .filter(|k| k["alg"] == alg && k["state"] == "active")
-            .count();
+        let n = keys.iter().filter(|k| k["alg"] == alg && k["state"] == "active").count();
         assert_eq!(n, 1, "round {round}: {alg} has {n} active keys");
     }
     // The JWKS is exactly the pending, active and retired keys.
@@ -88,56 +66,29 @@ fn check(
         .filter(|(_, s)| matches!(s.as_str(), "pending" | "active" | "retired"))
         .map(|(k, _)| k.clone())
         .collect();
-    assert_eq!(
-        published, live,
-        "round {round}: JWKS and key states disagree"
-    );
+    assert_eq!(published, live, "round {round}: JWKS and key states disagree");
 
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open db");
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("integrity");
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open db");
+    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity");
     assert_eq!(integrity, "ok", "round {round}");
     let audit = d.audit(key);
     let emergency = emergency_kids(&audit);
-    let now = conn
-        .query_row("SELECT unixepoch()", [], |r| r.get::<_, i64>(0))
-        .expect("now");
+    let now = conn.query_row("SELECT unixepoch()", [], |r| r.get::<_, i64>(0)).expect("now");
     for t in acked {
         // Every acknowledged token was durably recorded...
         let row: Option<(i64, i64)> = conn
-            .query_row(
-                "SELECT iat, exp FROM issued_tokens WHERE jti = ?1",
-                [&t.jti],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT iat, exp FROM issued_tokens WHERE jti = ?1", [&t.jti], |r| Ok((r.get(0)?, r.get(1)?)))
             .ok();
-        let (iat, exp) = row.unwrap_or_else(|| {
-            panic!(
-                "round {round}: acknowledged token {} was not recorded",
-                t.jti
-            )
-        });
+        let (iat, exp) = row.unwrap_or_else(|| panic!("round {round}: acknowledged token {} was not recorded", t.jti));
         // ...its key stays published while it lives (invariant 2)...
         if exp + 1 > now && state.get(&t.kid).map(String::as_str) != Some("revoked") {
-            assert!(
-                published.contains(&t.kid),
-                "round {round}: live token {} lost its key {}",
-                t.jti,
-                t.kid
-            );
+            assert!(published.contains(&t.kid), "round {round}: live token {} lost its key {}", t.jti, t.kid);
         }
         // ...and it was signed by a key published for the lead, unless that key was an
         // audited emergency or bootstrap activation (invariant 1).
         if !emergency.contains(&t.kid) {
             let published_at: i64 = conn
-                .query_row(
-                    "SELECT published_at FROM signing_keys WHERE kid = ?1",
-                    [&t.kid],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT published_at FROM signing_keys WHERE kid = ?1", [&t.kid], |r| r.get(0))
                 .expect("key row");
             assert!(
                 iat - published_at >= 2,
@@ -153,13 +104,7 @@ fn check(
 fn sigkill_at_random_moments_keeps_invariants_and_loses_nothing() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
-    let admin = keyturn_once(
-        &data,
-        &["apikey", "create", "--role", "admin", "--name", "crash"],
-        ENV,
-    )
-    .trim()
-    .to_owned();
+    let admin = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "crash"], ENV).trim().to_owned();
     let db = data.join("keyturn.db");
     let mut known = BTreeSet::new();
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::new(Mutex::new(Vec::new()));
@@ -167,20 +112,12 @@ fn sigkill_at_random_moments_keeps_invariants_and_loses_nothing() {
     let rounds = 32;
     for round in 0..rounds {
         let d = Daemon::start(&data, ENV, "crash");
-        check(
-            &d,
-            &admin,
-            &db,
-            &mut known,
-            &acked.lock().expect("lock"),
-            round,
-        );
+        check(&d, &admin, &db, &mut known, &acked.lock().expect("lock"), round);
 
         // Load while the lifecycle runs: tokens, emergency rotations, the odd revocation.
         let stop = Arc::new(AtomicBool::new(false));
         let load = {
-            let (stop, acked, url, admin) =
-                (stop.clone(), acked.clone(), d.url.clone(), admin.clone());
+            let (stop, acked, url, admin) = (stop.clone(), acked.clone(), d.url.clone(), admin.clone());
             std::thread::spawn(move || {
                 let c = client();
                 let mut n = 0u32;
@@ -221,24 +158,15 @@ fn sigkill_at_random_moments_keeps_invariants_and_loses_nothing() {
         load.join().expect("load thread");
     }
     let d = Daemon::start(&data, ENV, "crash");
-    check(
-        &d,
-        &admin,
-        &db,
-        &mut known,
-        &acked.lock().expect("lock"),
-        rounds,
-    );
+    check(&d, &admin, &db, &mut known, &acked.lock().expect("lock"), rounds);
     let tokens = acked.lock().expect("lock").len();
     assert!(tokens > 100, "the load did run: {tokens} tokens");
     let audit = d.audit(&admin);
-    let rotations = audit
-        .iter()
-        .filter(|e| e["action"] == "key.activate" || e["action"] == "key.rotate.emergency")
-        .count();
-    assert!(
-        rotations >= rounds,
-        "rotations happened throughout: {rotations}"
+    let rotations =
+        audit.iter().filter(|e| e["action"] == "key.activate" || e["action"] == "key.rotate.emergency").count();
+    assert!(rotations >= rounds, "rotations happened throughout: {rotations}");
+    eprintln!(
+        "crash test: {rounds} SIGKILLs, {tokens} acknowledged tokens, {rotations} rotations, {} keys",
+        known.len()
     );
-    eprintln!("crash test: {rounds} SIGKILLs, {tokens} acknowledged tokens, {rotations} rotations, {} keys", known.len());
 }

@@ -16,18 +16,11 @@ pub struct Daemon {
 
 /// A port free right now (the daemon binds it a moment later).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client")
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().expect("client")
 }
 
 /// Runs `keyturn` once with the data dir and `env` and returns its stdout.
@@ -38,11 +31,7 @@ pub fn keyturn_once(data: &Path, args: &[&str], env: &[(&str, &str)]) -> String 
         .envs(env.iter().copied())
         .output()
         .expect("run keyturn");
-    assert!(
-        out.status.success(),
-        "keyturn {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "keyturn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf8")
 }
 
@@ -51,11 +40,7 @@ impl Daemon {
     pub fn start(data: &Path, env: &[(&str, &str)], name: &str) -> Daemon {
         let port = free_port();
         let log = data.parent().unwrap_or(data).join(format!("{name}.log"));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
             .arg("serve")
             .env("KEYTURN_DATA_DIR", data)
@@ -66,11 +51,7 @@ impl Daemon {
             .stderr(log_file)
             .spawn()
             .expect("spawn keyturn serve");
-        let mut d = Daemon {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
+        let mut d = Daemon { child, url: format!("http://127.0.0.1:{port}"), log };
         d.wait_ready(Duration::from_secs(30));
         d
     }
@@ -80,23 +61,12 @@ impl Daemon {
         let c = client();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "keyturn exited ({status}) before it was ready; log:\n{}",
-                    self.log_text()
-                );
+                panic!("keyturn exited ({status}) before it was ready; log:\n{}", self.log_text());
             }
-            if c.get(format!("{}/readyz", self.url))
-                .send()
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
-            {
+            if c.get(format!("{}/readyz", self.url)).send().map(|r| r.status().is_success()).unwrap_or(false) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "keyturn not ready within {limit:?}; log:\n{}",
-                self.log_text()
-            );
+            assert!(Instant::now() < deadline, "keyturn not ready within {limit:?}; log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(25));
         }
     }

@@ -45,12 +45,7 @@ impl Verifier {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let stdin = child.stdin.take().expect("stdin");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Verifier {
-            name,
-            child,
-            stdin,
-            stdout,
-        }
+        Verifier { name, child, stdin, stdout }
     }
 
     /// Verifies one token; returns Ok(kid) or Err(reason).
@@ -60,12 +55,7 @@ impl Verifier {
         let mut line = String::new();
         self.stdout.read_line(&mut line).expect("read");
         let mut parts = line.split_whitespace();
-        assert_eq!(
-            parts.next(),
-            Some(id.to_string().as_str()),
-            "{}: out of step: {line}",
-            self.name
-        );
+        assert_eq!(parts.next(), Some(id.to_string().as_str()), "{}: out of step: {line}", self.name);
         match (parts.next(), parts.next()) {
             (Some("ok"), Some(kid)) => Ok(kid.to_owned()),
             (_, reason) => Err(reason.unwrap_or("?").to_owned()),
@@ -92,18 +82,11 @@ fn verifiers(jwks_url: &str, issuer: &str) -> (Verifier, Verifier) {
         "node's jose is not installed: run ./scripts/test, which installs it (npm ci in tests/interop)"
     );
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python");
-    assert!(
-        python.is_file(),
-        "PyJWT is not installed: run ./scripts/test, which installs it into target/interop-venv"
-    );
+    assert!(python.is_file(), "PyJWT is not installed: run ./scripts/test, which installs it into target/interop-venv");
     let mut node = Command::new("node");
-    node.current_dir(&dir)
-        .arg("verify.mjs")
-        .args([jwks_url, issuer, "api", "1000"]);
+    node.current_dir(&dir).arg("verify.mjs").args([jwks_url, issuer, "api", "1000"]);
     let mut py = Command::new(python);
-    py.current_dir(&dir)
-        .arg("verify.py")
-        .args([jwks_url, issuer, "api", "1"]);
+    py.current_dir(&dir).arg("verify.py").args([jwks_url, issuer, "api", "1"]);
     (Verifier::spawn("jose", node), Verifier::spawn("PyJWT", py))
 }
 
@@ -123,13 +106,7 @@ fn jose_and_pyjwt_verify_across_live_rotations_and_reject_revoked_keys() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     let issuer = "https://issuer.interop.test";
-    let key = keyturn_once(
-        &data,
-        &["apikey", "create", "--role", "admin", "--name", "interop"],
-        ENV,
-    )
-    .trim()
-    .to_owned();
+    let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "interop"], ENV).trim().to_owned();
     let d = Daemon::start(&data, ENV, "interop");
     let (mut jose, mut pyjwt) = verifiers(&format!("{}/.well-known/jwks.json", d.url), issuer);
 
@@ -139,15 +116,11 @@ fn jose_and_pyjwt_verify_across_live_rotations_and_reject_revoked_keys() {
     let mut failures = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut id = 0usize;
-    while signers.values().map(BTreeSet::len).min().unwrap_or(0) < 11 || signers.len() < ALGS.len()
-    {
+    while signers.values().map(BTreeSet::len).min().unwrap_or(0) < 11 || signers.len() < ALGS.len() {
         assert!(
             Instant::now() < deadline,
             "not enough rotations in time: {:?}",
-            signers
-                .iter()
-                .map(|(a, k)| (a, k.len()))
-                .collect::<Vec<_>>()
+            signers.iter().map(|(a, k)| (a, k.len())).collect::<Vec<_>>()
         );
         let alg = ALGS[id % ALGS.len()];
         let issued = issue(&d, &key, alg);
@@ -157,21 +130,12 @@ fn jose_and_pyjwt_verify_across_live_rotations_and_reject_revoked_keys() {
         for v in [&mut jose, &mut pyjwt] {
             match v.verify(id, token) {
                 Ok(k) => assert_eq!(k, kid),
-                Err(reason) => failures.push(format!(
-                    "{} failed {alg} token {id} (kid {kid}): {reason}",
-                    v.name
-                )),
+                Err(reason) => failures.push(format!("{} failed {alg} token {id} (kid {kid}): {reason}", v.name)),
             }
         }
         id += 1;
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} verifications failed:\n{}",
-        failures.len(),
-        2 * id,
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} verifications failed:\n{}", failures.len(), 2 * id, failures.join("\n"));
     eprintln!(
         "interop: {id} tokens verified by jose and PyJWT across {:?} keys per algorithm",
         signers.values().map(BTreeSet::len).collect::<Vec<_>>()
@@ -181,10 +145,7 @@ fn jose_and_pyjwt_verify_across_live_rotations_and_reject_revoked_keys() {
     let issued = issue(&d, &key, "ES256");
     let token = issued["access_token"].as_str().expect("token").to_owned();
     let kid = issued["kid"].as_str().expect("kid").to_owned();
-    assert!(
-        jose.verify(id, &token).is_ok() && pyjwt.verify(id + 1, &token).is_ok(),
-        "verifies before revocation"
-    );
+    assert!(jose.verify(id, &token).is_ok() && pyjwt.verify(id + 1, &token).is_ok(), "verifies before revocation");
     id += 2;
     let res = client()
         .post(format!("{}/api/v1/keys/{kid}/revoke", d.url))
@@ -212,8 +173,7 @@ fn jose_and_pyjwt_verify_across_live_rotations_and_reject_revoked_keys() {
         // Tokens of the replacement still verify.
         let fresh = issue(&d, &key, "ES256");
         assert!(
-            v.verify(id, fresh["access_token"].as_str().expect("token"))
-                .is_ok(),
+            v.verify(id, fresh["access_token"].as_str().expect("token")).is_ok(),
             "{}: the replacement verifies",
             v.name
         );

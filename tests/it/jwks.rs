@@ -15,36 +15,19 @@ const ALL: &str = "ES256,ES384,EdDSA,RS256,PS256";
 async fn every_algorithm_verifies_with_only_the_fetched_jwks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = support::start(dir.path(), &[("KEYTURN_ALGORITHMS", ALL)], fake_clock()).await;
-    let raw = http()
-        .get(format!("{}/.well-known/jwks.json", server.url()))
-        .send()
-        .await
-        .expect("get");
-    let set: JwkSet = serde_json::from_slice(&raw.bytes().await.expect("body"))
-        .expect("a JWKS jsonwebtoken parses");
-    assert_eq!(
-        set.keys.len(),
-        10,
-        "one active and one pending key per algorithm"
-    );
+    let raw = http().get(format!("{}/.well-known/jwks.json", server.url())).send().await.expect("get");
+    let set: JwkSet = serde_json::from_slice(&raw.bytes().await.expect("body")).expect("a JWKS jsonwebtoken parses");
+    assert_eq!(set.keys.len(), 10, "one active and one pending key per algorithm");
 
     for alg in Algorithm::ALL {
-        let claims = json!({"sub": "alice", "aud": "api", "iss": server.service.config().issuer, "exp": 4_102_444_800u64});
-        let (token, kid) = server
-            .service
-            .sign(Some(alg), "at+jwt", &claims)
-            .expect("sign");
+        let claims =
+            json!({"sub": "alice", "aud": "api", "iss": server.service.config().issuer, "exp": 4_102_444_800u64});
+        let (token, kid) = server.service.sign(Some(alg), "at+jwt", &claims).expect("sign");
         let header = jsonwebtoken::decode_header(&token).expect("header");
-        assert_eq!(
-            header.kid.as_deref(),
-            Some(kid.as_str()),
-            "{alg}: header names the kid"
-        );
+        assert_eq!(header.kid.as_deref(), Some(kid.as_str()), "{alg}: header names the kid");
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         // The verifier's only knowledge: the JWKS it fetched and the kid in the header.
-        let jwk = set
-            .find(kid.as_str())
-            .unwrap_or_else(|| panic!("{alg}: kid {kid} is published"));
+        let jwk = set.find(kid.as_str()).unwrap_or_else(|| panic!("{alg}: kid {kid} is published"));
         let key = DecodingKey::from_jwk(jwk).expect("decoding key from JWK");
         let mut validation = Validation::new(alg.jwt());
         validation.set_audience(&["api"]);
@@ -56,8 +39,7 @@ async fn every_algorithm_verifies_with_only_the_fetched_jwks() {
             .keys
             .iter()
             .find(|k| {
-                k.common.key_id.as_deref() != Some(kid.as_str())
-                    && k.common.key_algorithm == jwk.common.key_algorithm
+                k.common.key_id.as_deref() != Some(kid.as_str()) && k.common.key_algorithm == jwk.common.key_algorithm
             })
             .expect("pending key");
         let other_key = DecodingKey::from_jwk(other).expect("decoding key");
@@ -74,36 +56,21 @@ async fn jwks_members_are_public_and_certificates_match() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = support::start(dir.path(), &[("KEYTURN_ALGORITHMS", ALL)], fake_clock()).await;
     let jwks = get_json(&format!("{}/.well-known/jwks.json", server.url())).await;
-    let allowed = [
-        "kty", "use", "alg", "kid", "crv", "x", "y", "n", "e", "x5c", "x5t#S256",
-    ];
+    let allowed = ["kty", "use", "alg", "kid", "crv", "x", "y", "n", "e", "x5c", "x5t#S256"];
     for jwk in jwks["keys"].as_array().expect("keys") {
         let obj = jwk.as_object().expect("object");
         for member in obj.keys() {
-            assert!(
-                allowed.contains(&member.as_str()),
-                "unexpected (possibly private) member {member} in {jwk}"
-            );
+            assert!(allowed.contains(&member.as_str()), "unexpected (possibly private) member {member} in {jwk}");
         }
         for required in ["kty", "kid", "alg", "use", "x5c", "x5t#S256"] {
             assert!(obj.contains_key(required), "missing {required} in {jwk}");
         }
         assert_eq!(jwk["use"], "sig");
-        let cert = STANDARD
-            .decode(jwk["x5c"][0].as_str().expect("x5c"))
-            .expect("x5c is base64 DER");
+        let cert = STANDARD.decode(jwk["x5c"][0].as_str().expect("x5c")).expect("x5c is base64 DER");
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &cert);
-        assert_eq!(
-            jwk["x5t#S256"],
-            URL_SAFE_NO_PAD.encode(digest.as_ref()),
-            "x5t#S256 is the certificate's digest"
-        );
+        assert_eq!(jwk["x5t#S256"], URL_SAFE_NO_PAD.encode(digest.as_ref()), "x5t#S256 is the certificate's digest");
         // The certificate carries this very public key.
-        let b64 = |m: &str| {
-            URL_SAFE_NO_PAD
-                .decode(jwk[m].as_str().expect(m))
-                .expect("base64url")
-        };
+        let b64 = |m: &str| URL_SAFE_NO_PAD.decode(jwk[m].as_str().expect(m)).expect("base64url");
         let public: Vec<u8> = match jwk["kty"].as_str() {
             Some("EC") => [vec![4u8], b64("x"), b64("y")].concat(),
             Some("OKP") => b64("x"),
@@ -117,25 +84,15 @@ async fn jwks_members_are_public_and_certificates_match() {
         );
         // The subject names the issuer.
         let issuer = server.service.config().issuer.as_bytes().to_vec();
-        assert!(
-            cert.windows(issuer.len()).any(|w| w == issuer.as_slice()),
-            "certificate subject names the issuer"
-        );
+        assert!(cert.windows(issuer.len()).any(|w| w == issuer.as_slice()), "certificate subject names the issuer");
         // kid is the RFC 7638 thumbprint, recomputed independently here.
         let canonical = match jwk["kty"].as_str() {
-            Some("EC") => format!(
-                r#"{{"crv":{},"kty":"EC","x":{},"y":{}}}"#,
-                jwk["crv"], jwk["x"], jwk["y"]
-            ),
+            Some("EC") => format!(r#"{{"crv":{},"kty":"EC","x":{},"y":{}}}"#, jwk["crv"], jwk["x"], jwk["y"]),
             Some("OKP") => format!(r#"{{"crv":{},"kty":"OKP","x":{}}}"#, jwk["crv"], jwk["x"]),
             _ => format!(r#"{{"e":{},"kty":"RSA","n":{}}}"#, jwk["e"], jwk["n"]),
         };
         let thumb = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
-        assert_eq!(
-            jwk["kid"],
-            URL_SAFE_NO_PAD.encode(thumb.as_ref()),
-            "kid is the RFC 7638 thumbprint"
-        );
+        assert_eq!(jwk["kid"], URL_SAFE_NO_PAD.encode(thumb.as_ref()), "kid is the RFC 7638 thumbprint");
     }
     server.stop().await.expect("stop");
 }
@@ -143,15 +100,9 @@ async fn jwks_members_are_public_and_certificates_match() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etag_and_not_modified() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = support::start(
-        dir.path(),
-        &[
-            ("KEYTURN_JWKS_MAX_AGE", "120s"),
-            ("KEYTURN_PUBLISH_LEAD", "15m"),
-        ],
-        fake_clock(),
-    )
-    .await;
+    let server =
+        support::start(dir.path(), &[("KEYTURN_JWKS_MAX_AGE", "120s"), ("KEYTURN_PUBLISH_LEAD", "15m")], fake_clock())
+            .await;
     let url = format!("{}/.well-known/jwks.json", server.url());
     let first = http().get(&url).send().await.expect("get");
     assert_eq!(first.status(), 200);
@@ -159,46 +110,21 @@ async fn etag_and_not_modified() {
     assert_eq!(h["content-type"], "application/jwk-set+json");
     assert_eq!(h["cache-control"], "public, max-age=120");
     let etag = h["etag"].to_str().expect("etag").to_owned();
-    assert!(
-        etag.starts_with('"') && !etag.starts_with("W/"),
-        "strong ETag: {etag}"
-    );
+    assert!(etag.starts_with('"') && !etag.starts_with("W/"), "strong ETag: {etag}");
     let body = first.bytes().await.expect("body");
 
     let again = http().get(&url).send().await.expect("get");
-    assert_eq!(
-        again.headers()["etag"].to_str().expect("etag"),
-        etag,
-        "same key set, same ETag"
-    );
+    assert_eq!(again.headers()["etag"].to_str().expect("etag"), etag, "same key set, same ETag");
     assert_eq!(again.bytes().await.expect("body"), body, "same bytes");
 
-    for inm in [
-        etag.clone(),
-        format!("W/{etag}"),
-        format!("\"nope\", {etag}"),
-        "*".to_owned(),
-    ] {
-        let res = http()
-            .get(&url)
-            .header("If-None-Match", &inm)
-            .send()
-            .await
-            .expect("get");
+    for inm in [etag.clone(), format!("W/{etag}"), format!("\"nope\", {etag}"), "*".to_owned()] {
+        let res = http().get(&url).header("If-None-Match", &inm).send().await.expect("get");
         assert_eq!(res.status(), 304, "If-None-Match: {inm}");
         assert_eq!(res.headers()["etag"].to_str().expect("etag"), etag);
         assert_eq!(res.headers()["cache-control"], "public, max-age=120");
-        assert!(
-            res.bytes().await.expect("body").is_empty(),
-            "304 has no body"
-        );
+        assert!(res.bytes().await.expect("body").is_empty(), "304 has no body");
     }
-    let stale = http()
-        .get(&url)
-        .header("If-None-Match", "\"stale\"")
-        .send()
-        .await
-        .expect("get");
+    let stale = http().get(&url).header("If-None-Match", "\"stale\"").send().await.expect("get");
     assert_eq!(stale.status(), 200);
     server.stop().await.expect("stop");
 }
@@ -218,18 +144,11 @@ async fn restart_keeps_the_same_keys() {
     let after = get_json(&url).await;
     assert_eq!(kids(&before), kids(&after), "a restart loads the same keys");
     assert_eq!(before, after);
-    assert_eq!(
-        http().get(&url).send().await.expect("get").headers()["etag"],
-        etag_before
-    );
+    assert_eq!(http().get(&url).send().await.expect("get").headers()["etag"], etag_before);
     // The reloaded active key still signs tokens the published key verifies.
     let (token, kid) = server
         .service
-        .sign(
-            Some(Algorithm::EdDSA),
-            "at+jwt",
-            &json!({"sub": "x", "exp": 4_102_444_800u64}),
-        )
+        .sign(Some(Algorithm::EdDSA), "at+jwt", &json!({"sub": "x", "exp": 4_102_444_800u64}))
         .expect("sign");
     assert!(kids(&after).contains(&kid.to_string()));
     let set: JwkSet = serde_json::from_value(after).expect("jwks");

@@ -21,12 +21,7 @@ const ENV: &[(&str, &str)] = &[
 fn rotators(audit: &[Value]) -> Vec<String> {
     audit
         .iter()
-        .filter(|e| {
-            e["actor"] == "system"
-                && e["source"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("rotator "))
-        })
+        .filter(|e| e["actor"] == "system" && e["source"].as_str().is_some_and(|s| s.starts_with("rotator ")))
         .map(|e| e["source"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
@@ -43,64 +38,37 @@ fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 fn two_daemons_never_both_rotate_and_the_standby_takes_over() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
-    let admin = keyturn_once(
-        &data,
-        &["apikey", "create", "--role", "admin", "--name", "lease"],
-        ENV,
-    )
-    .trim()
-    .to_owned();
+    let admin = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "lease"], ENV).trim().to_owned();
     // The command above bootstrapped the data dir (as its own, short-lived rotator).
     let before: usize = {
         let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("db");
-        db.query_row(
-            "SELECT count(*) FROM audit_log WHERE source LIKE 'rotator %'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .expect("count") as usize
+        db.query_row("SELECT count(*) FROM audit_log WHERE source LIKE 'rotator %'", [], |r| r.get::<_, i64>(0))
+            .expect("count") as usize
     };
     let a = Daemon::start(&data, ENV, "a");
     let b = Daemon::start(&data, ENV, "b");
 
     // Both serve; rotations happen; all of them by one process.
     wait_until(Duration::from_secs(30), "three scheduled rotations", || {
-        a.audit(&admin)
-            .iter()
-            .filter(|e| e["action"] == "key.activate")
-            .count()
-            >= 3
+        a.audit(&admin).iter().filter(|e| e["action"] == "key.activate").count() >= 3
     });
     let first = rotators(&a.audit(&admin)).split_off(before);
     let holder = first.last().expect("a rotator").clone();
-    assert!(
-        first.iter().all(|r| *r == holder),
-        "one rotator while both run: {first:?}"
-    );
+    assert!(first.iter().all(|r| *r == holder), "one rotator while both run: {first:?}");
     // The stand-by serves the rotator's key set (it notices the database changed).
-    wait_until(
-        Duration::from_secs(5),
-        "the stand-by's JWKS to follow",
-        || a.get("/.well-known/jwks.json", None) == b.get("/.well-known/jwks.json", None),
-    );
+    wait_until(Duration::from_secs(5), "the stand-by's JWKS to follow", || {
+        a.get("/.well-known/jwks.json", None) == b.get("/.well-known/jwks.json", None)
+    });
 
     // Kill whichever holds the lease; the other takes over once the lease lapses.
-    let a_holds = a
-        .log_text()
-        .contains(&holder.replace("rotator ", "holder="));
+    let a_holds = a.log_text().contains(&holder.replace("rotator ", "holder="));
     let (dead, survivor) = if a_holds { (a, b) } else { (b, a) };
     dead.kill9();
     wait_until(Duration::from_secs(20), "the stand-by to rotate", || {
-        rotators(&survivor.audit(&admin))
-            .split_off(before)
-            .iter()
-            .any(|r| *r != holder)
+        rotators(&survivor.audit(&admin)).split_off(before).iter().any(|r| *r != holder)
     });
     let all = rotators(&survivor.audit(&admin)).split_off(before);
     let switch = all.iter().position(|r| *r != holder).expect("new rotator");
     assert!(all[..switch].iter().all(|r| *r == holder), "{all:?}");
-    assert!(
-        all[switch..].iter().all(|r| *r == all[switch]),
-        "after the takeover only the new rotator acts: {all:?}"
-    );
+    assert!(all[switch..].iter().all(|r| *r == all[switch]), "after the takeover only the new rotator acts: {all:?}");
 }

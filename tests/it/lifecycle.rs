@@ -36,13 +36,7 @@ struct Issued {
 }
 
 /// Checks invariants 1–3 at `now` for the tokens issued so far (`fresh` were issued at now).
-fn check(
-    service: &Keyturn,
-    algorithms: &[Algorithm],
-    tokens: &[Issued],
-    fresh: &[&Issued],
-    step: usize,
-) {
+fn check(service: &Keyturn, algorithms: &[Algorithm], tokens: &[Issued], fresh: &[&Issued], step: usize) {
     let now = service.now();
     let published = service.published();
     let policy = service.policy();
@@ -51,42 +45,25 @@ fn check(
 
     // 3: exactly one active key per configured algorithm.
     for alg in algorithms {
-        let active = published
-            .keys
-            .iter()
-            .filter(|k| k.alg == *alg && k.state == KeyState::Active)
-            .count();
+        let active = published.keys.iter().filter(|k| k.alg == *alg && k.state == KeyState::Active).count();
         assert_eq!(active, 1, "step {step}: {alg} has {active} active keys");
     }
     // 2: every token still within exp + leeway has its key published; the JWKS holds only
     // pending, active and retired keys.
     for t in tokens {
         if t.exp + policy.leeway > now {
-            assert!(
-                jwks.find(&t.kid).is_some(),
-                "step {step}: token {} (exp {}) lost its key {}",
-                t.jti,
-                t.exp,
-                t.kid
-            );
+            assert!(jwks.find(&t.kid).is_some(), "step {step}: token {} (exp {}) lost its key {}", t.jti, t.exp, t.kid);
         }
     }
     for jwk in &jwks.keys {
         let kid = jwk.common.key_id.clone().expect("kid");
-        assert!(
-            live_kids.contains(&kid),
-            "step {step}: {kid} is published but not live"
-        );
+        assert!(live_kids.contains(&kid), "step {step}: {kid} is published but not live");
     }
     // 1: a token is signed only by a key published for at least the lead (bootstrap keys
     // excepted: no verifier could hold a token of theirs before them), and verifies with
     // nothing but the published JWKS.
     for t in fresh {
-        let key = published
-            .keys
-            .iter()
-            .find(|k| k.kid.as_str() == t.kid)
-            .expect("signing key is live");
+        let key = published.keys.iter().find(|k| k.kid.as_str() == t.kid).expect("signing key is live");
         let bootstrap = key.activated_at == Some(key.created_at);
         assert!(
             bootstrap || now - key.published_at >= policy.publish_lead,
@@ -95,18 +72,12 @@ fn check(
             now - key.published_at
         );
         let jwk = jwks.find(&t.kid).expect("published");
-        let alg: Algorithm = format!("{:?}", jwk.common.key_algorithm.expect("alg"))
-            .parse()
-            .expect("known alg");
+        let alg: Algorithm = format!("{:?}", jwk.common.key_algorithm.expect("alg")).parse().expect("known alg");
         let mut v = Validation::new(alg.jwt());
         v.validate_exp = false;
         v.validate_aud = false;
-        jsonwebtoken::decode::<serde_json::Value>(
-            &t.token,
-            &DecodingKey::from_jwk(jwk).expect("key"),
-            &v,
-        )
-        .unwrap_or_else(|e| panic!("step {step}: token does not verify with the JWKS: {e}"));
+        jsonwebtoken::decode::<serde_json::Value>(&t.token, &DecodingKey::from_jwk(jwk).expect("key"), &v)
+            .unwrap_or_else(|e| panic!("step {step}: token does not verify with the JWKS: {e}"));
     }
 }
 
@@ -150,12 +121,7 @@ fn simulate(
             };
             let issued = service.issue_token(&req, &actor).expect("issue");
             let exp = service.now() + Duration::from_secs(issued.expires_in);
-            tokens.push(Issued {
-                jti: issued.jti,
-                kid: issued.kid,
-                token: issued.access_token,
-                exp,
-            });
+            tokens.push(Issued { jti: issued.jti, kid: issued.kid, token: issued.access_token, exp });
         }
         let fresh: Vec<&Issued> = tokens[before..].iter().collect();
         check(&service, algorithms, &tokens, &fresh, steps);
@@ -171,14 +137,8 @@ fn simulate(
 fn a_year_of_weekly_rotations_keeps_the_invariants() {
     let start = datetime!(2026-01-01 09:30:00 UTC);
     let algs = [Algorithm::ES256, Algorithm::EdDSA];
-    let (steps, rotations, expiries) = simulate(
-        &[("KEYTURN_ALGORITHMS", "ES256,EdDSA")],
-        &algs,
-        start,
-        365,
-        (600, 30 * 3600),
-        0x5eed_0001,
-    );
+    let (steps, rotations, expiries) =
+        simulate(&[("KEYTURN_ALGORITHMS", "ES256,EdDSA")], &algs, start, 365, (600, 30 * 3600), 0x5eed_0001);
     // 2026 has 52 Mondays after January 1st; each algorithm rotates at each.
     assert_eq!(rotations, 52 * 2, "rotations over {steps} steps");
     assert!(expiries >= 50 * 2, "retired keys expire: {expiries}");
@@ -196,15 +156,11 @@ fn minute_level_rotations_keep_the_invariants() {
         ("KEYTURN_LEEWAY", "30s"),
     ];
     let start = datetime!(2026-03-01 00:00:00 UTC);
-    let (steps, rotations, _) =
-        simulate(&env, &[Algorithm::ES256], start, 30, (5, 200), 0x5eed_0002);
+    let (steps, rotations, _) = simulate(&env, &[Algorithm::ES256], start, 30, (5, 200), 0x5eed_0002);
     // After a rotation at tick t the next is due by t + 2 min (the lead passes within the
     // second fire), and applied at the first tick after that, at most 200 s later: so at
     // least one rotation every 320 s.
-    assert!(
-        rotations >= 30 * 86_400 / 320,
-        "{rotations} rotations over {steps} steps"
-    );
+    assert!(rotations >= 30 * 86_400 / 320, "{rotations} rotations over {steps} steps");
 }
 
 #[test]
@@ -212,59 +168,27 @@ fn catch_up_after_downtime_rotates_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Clock::fake(datetime!(2026-01-06 12:00:00 UTC)); // a Tuesday
     let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).expect("open");
-    let before: HashMap<String, KeyState> = service
-        .published()
-        .keys
-        .iter()
-        .map(|k| (k.kid.to_string(), k.state))
-        .collect();
+    let before: HashMap<String, KeyState> =
+        service.published().keys.iter().map(|k| (k.kid.to_string(), k.state)).collect();
     drop(service);
 
     // Down for five weeks: five fire times missed.
     clock.advance(Duration::from_secs(35 * 86_400));
     let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).expect("reopen");
-    let activations: Vec<_> = service
-        .audit(None, 1000)
-        .expect("audit")
-        .into_iter()
-        .filter(|e| e.action == "key.activate")
-        .collect();
-    assert_eq!(
-        activations.len(),
-        1,
-        "one catch-up rotation: {activations:?}"
-    );
-    assert!(activations[0]
-        .detail
-        .as_deref()
-        .unwrap_or("")
-        .contains("scheduled rotation"));
-    let pending_before = before
-        .iter()
-        .find(|(_, s)| **s == KeyState::Pending)
-        .map(|(k, _)| k.clone())
-        .expect("pending");
-    let active_now = service
-        .published()
-        .signer(Algorithm::ES256)
-        .expect("active")
-        .kid()
-        .to_string();
-    assert_eq!(
-        active_now, pending_before,
-        "the key published before the downtime took over"
-    );
+    let activations: Vec<_> =
+        service.audit(None, 1000).expect("audit").into_iter().filter(|e| e.action == "key.activate").collect();
+    assert_eq!(activations.len(), 1, "one catch-up rotation: {activations:?}");
+    assert!(activations[0].detail.as_deref().unwrap_or("").contains("scheduled rotation"));
+    let pending_before =
+        before.iter().find(|(_, s)| **s == KeyState::Pending).map(|(k, _)| k.clone()).expect("pending");
+    let active_now = service.published().signer(Algorithm::ES256).expect("active").kid().to_string();
+    assert_eq!(active_now, pending_before, "the key published before the downtime took over");
 
     // Ticking again at the same instant changes nothing more.
     assert!(service.tick().expect("tick").applied.is_empty());
     // Neither does a restart at the same instant.
     drop(service);
     let service = Keyturn::open(config(dir.path(), &[]), clock).expect("reopen");
-    let count = service
-        .audit(None, 1000)
-        .expect("audit")
-        .into_iter()
-        .filter(|e| e.action == "key.activate")
-        .count();
+    let count = service.audit(None, 1000).expect("audit").into_iter().filter(|e| e.action == "key.activate").count();
     assert_eq!(count, 1);
 }

@@ -11,25 +11,14 @@ use crate::support::{populated_data_dir, run_keyturn, snapshot};
 fn assert_refused(data: &Path, env: &[(&str, &str)], code: i32, needle: &str) {
     let before = snapshot(data);
     let data_text = data.display().to_string();
-    let mut all_env = vec![
-        ("KEYTURN_DATA_DIR", data_text.as_str()),
-        ("KEYTURN_PORT", "0"),
-    ];
+    let mut all_env = vec![("KEYTURN_DATA_DIR", data_text.as_str()), ("KEYTURN_PORT", "0")];
     all_env.extend_from_slice(env);
     let cwd = data.parent().unwrap_or(Path::new("/"));
-    let out = run_keyturn(
-        &["serve"],
-        &all_env,
-        if cwd.is_dir() { cwd } else { Path::new("/") },
-    );
+    let out = run_keyturn(&["serve"], &all_env, if cwd.is_dir() { cwd } else { Path::new("/") });
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "exit code; stderr: {stderr}");
     assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
-    assert_eq!(
-        snapshot(data),
-        before,
-        "the data dir changed; stderr: {stderr}"
-    );
+    assert_eq!(snapshot(data), before, "the data dir changed; stderr: {stderr}");
 }
 
 #[test]
@@ -38,12 +27,7 @@ fn wrong_or_replaced_kek_is_refused() {
     let data = populated_data_dir(root.path(), "ES256");
     let other = root.path().join("other-kek");
     std::fs::write(&other, [42u8; 32]).expect("write");
-    assert_refused(
-        &data,
-        &[("KEYTURN_KEK_FILE", other.to_str().expect("utf8"))],
-        1,
-        "does not decrypt",
-    );
+    assert_refused(&data, &[("KEYTURN_KEK_FILE", other.to_str().expect("utf8"))], 1, "does not decrypt");
     // Replacing the file in place is the same refusal.
     std::fs::write(data.join("kek"), [43u8; 32]).expect("write");
     assert_refused(&data, &[], 1, "wrong or a replaced key file");
@@ -61,20 +45,10 @@ fn missing_kek_with_sealed_keys_is_refused() {
 fn unknown_algorithm_is_refused() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = populated_data_dir(root.path(), "ES256");
-    assert_refused(
-        &data,
-        &[("KEYTURN_ALGORITHMS", "ES256,HS256")],
-        2,
-        "unknown algorithm 'HS256'",
-    );
+    assert_refused(&data, &[("KEYTURN_ALGORITHMS", "ES256,HS256")], 2, "unknown algorithm 'HS256'");
     // On a fresh machine nothing is created either.
     let fresh = root.path().join("fresh");
-    assert_refused(
-        &fresh,
-        &[("KEYTURN_ALGORITHMS", "none")],
-        2,
-        "unknown algorithm 'none'",
-    );
+    assert_refused(&fresh, &[("KEYTURN_ALGORITHMS", "none")], 2, "unknown algorithm 'none'");
     assert!(!fresh.exists());
 }
 
@@ -83,12 +57,7 @@ fn rsa_bits_out_of_range_are_refused() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = populated_data_dir(root.path(), "ES256");
     for bits in ["1024", "8192", "2500"] {
-        assert_refused(
-            &data,
-            &[("KEYTURN_ALGORITHMS", "RS256"), ("KEYTURN_RSA_BITS", bits)],
-            2,
-            "2048–4096",
-        );
+        assert_refused(&data, &[("KEYTURN_ALGORITHMS", "RS256"), ("KEYTURN_RSA_BITS", bits)], 2, "2048–4096");
     }
 }
 
@@ -121,19 +90,14 @@ fn flipped_byte_in_a_private_key_is_refused() {
     {
         let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("open");
         let (kid, mut sealed): (String, Vec<u8>) = db
-            .query_row(
-                "SELECT kid, sealed_private FROM signing_keys WHERE state = 'active'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT kid, sealed_private FROM signing_keys WHERE state = 'active'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .expect("active key");
         let middle = sealed.len() / 2;
         sealed[middle] ^= 0x01;
-        db.execute(
-            "UPDATE signing_keys SET sealed_private = ?1 WHERE kid = ?2",
-            rusqlite::params![sealed, kid],
-        )
-        .expect("update");
+        db.execute("UPDATE signing_keys SET sealed_private = ?1 WHERE kid = ?2", rusqlite::params![sealed, kid])
+            .expect("update");
     }
     assert_refused(&data, &[], 1, "does not open under the key-encryption key");
 }
@@ -145,17 +109,9 @@ fn ciphertext_moved_between_keys_is_refused() {
     {
         let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("open");
         let pending: Vec<u8> = db
-            .query_row(
-                "SELECT sealed_private FROM signing_keys WHERE state = 'pending'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT sealed_private FROM signing_keys WHERE state = 'pending'", [], |r| r.get(0))
             .expect("pending key");
-        db.execute(
-            "UPDATE signing_keys SET sealed_private = ?1 WHERE state = 'active'",
-            [pending],
-        )
-        .expect("update");
+        db.execute("UPDATE signing_keys SET sealed_private = ?1 WHERE state = 'active'", [pending]).expect("update");
     }
     assert_refused(&data, &[], 1, "holds another key's ciphertext");
 }
@@ -164,29 +120,18 @@ fn ciphertext_moved_between_keys_is_refused() {
 fn config_check_prints_redacted_configuration() {
     let root = tempfile::tempdir().expect("tempdir");
     let secret = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
-    let out = run_keyturn(
-        &["config", "check"],
-        &[("KEYTURN_SECRET_KEY", secret), ("KEYTURN_BOGUS", "1")],
-        root.path(),
-    );
+    let out = run_keyturn(&["config", "check"], &[("KEYTURN_SECRET_KEY", secret), ("KEYTURN_BOGUS", "1")], root.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("secret_key = \"<redacted>\""), "{stdout}");
     assert!(!stdout.contains(secret) && !stderr.contains(secret));
     assert!(stdout.contains("port = 8080  # default"), "{stdout}");
-    assert!(
-        stderr.contains("KEYTURN_BOGUS"),
-        "unknown settings are named: {stderr}"
-    );
+    assert!(stderr.contains("KEYTURN_BOGUS"), "unknown settings are named: {stderr}");
 
     let toml = root.path().join("k.toml");
     std::fs::write(&toml, "publish_lead = \"1m\"\n").expect("write");
-    let out = run_keyturn(
-        &["config", "check", "--config", toml.to_str().expect("utf8")],
-        &[],
-        root.path(),
-    );
+    let out = run_keyturn(&["config", "check", "--config", toml.to_str().expect("utf8")], &[], root.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("publish_lead (1m) must be at least"));
 }
@@ -194,18 +139,10 @@ fn config_check_prints_redacted_configuration() {
 #[test]
 fn help_on_every_command() {
     let root = tempfile::tempdir().expect("tempdir");
-    for args in [
-        &["--help"][..],
-        &["serve", "--help"],
-        &["config", "--help"],
-        &["config", "check", "--help"],
-    ] {
+    for args in [&["--help"][..], &["serve", "--help"], &["config", "--help"], &["config", "check", "--help"]] {
         let out = run_keyturn(args, &[], root.path());
         assert!(out.status.success(), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage"),
-            "{args:?}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
 }
 

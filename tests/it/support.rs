@@ -17,26 +17,16 @@ pub fn fake_clock() -> Clock {
 /// Loads a configuration from `KEYTURN_*` pairs, as the daemon would from its environment.
 pub fn config(data_dir: &Path, env: &[(&str, &str)]) -> Config {
     let mut vars = vec![
-        (
-            "KEYTURN_DATA_DIR".to_owned(),
-            data_dir.display().to_string(),
-        ),
+        ("KEYTURN_DATA_DIR".to_owned(), data_dir.display().to_string()),
         ("KEYTURN_PORT".to_owned(), "0".to_owned()),
     ];
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    config::load(&Inputs {
-        config_path: None,
-        cwd: data_dir.to_owned(),
-        env: vars,
-    })
-    .expect("valid test configuration")
+    config::load(&Inputs { config_path: None, cwd: data_dir.to_owned(), env: vars }).expect("valid test configuration")
 }
 
 /// Starts a real server on 127.0.0.1, port 0.
 pub async fn start(data_dir: &Path, env: &[(&str, &str)], clock: Clock) -> Server {
-    keyturn::start(config(data_dir, env), clock)
-        .await
-        .expect("server starts")
+    keyturn::start(config(data_dir, env), clock).await.expect("server starts")
 }
 
 pub fn http() -> reqwest::Client {
@@ -52,12 +42,7 @@ pub async fn get_json(url: &str) -> serde_json::Value {
 
 /// The `kid`s of a JWKS, in order.
 pub fn kids(jwks: &serde_json::Value) -> Vec<String> {
-    jwks["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k["kid"].as_str().expect("kid").to_owned())
-        .collect()
+    jwks["keys"].as_array().expect("keys").iter().map(|k| k["kid"].as_str().expect("kid").to_owned()).collect()
 }
 
 /// Runs the real `keyturn` binary with a clean `KEYTURN_*` environment plus `env`.
@@ -70,11 +55,8 @@ pub fn run_keyturn(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
         }
     }
     cmd.envs(env.iter().copied());
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn keyturn");
+    let child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn keyturn");
     wait_bounded(child)
 }
 
@@ -88,10 +70,7 @@ fn wait_bounded(mut child: std::process::Child) -> Output {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
-            panic!(
-                "keyturn did not exit within 60 s; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("keyturn did not exit within 60 s; stderr: {}", String::from_utf8_lossy(&out.stderr));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -106,10 +85,7 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
         return out;
     }
     let paths: Vec<PathBuf> = if dir.is_dir() {
-        std::fs::read_dir(dir)
-            .expect("read_dir")
-            .map(|e| e.expect("entry").path())
-            .collect()
+        std::fs::read_dir(dir).expect("read_dir").map(|e| e.expect("entry").path()).collect()
     } else {
         vec![dir.to_owned()]
     };
@@ -118,10 +94,7 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
         let digest = if meta.is_file() {
             let bytes = std::fs::read(&path).expect("read");
             let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
-            d.as_ref()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
+            d.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
         } else {
             "dir".to_owned()
         };
@@ -133,11 +106,8 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
 /// Creates a data dir with keys for `algorithms` by opening the service once, then closing it.
 pub fn populated_data_dir(root: &Path, algorithms: &str) -> PathBuf {
     let data = root.join("data");
-    let service = keyturn::service::Keyturn::open(
-        config(&data, &[("KEYTURN_ALGORITHMS", algorithms)]),
-        fake_clock(),
-    )
-    .expect("first start");
+    let service = keyturn::service::Keyturn::open(config(&data, &[("KEYTURN_ALGORITHMS", algorithms)]), fake_clock())
+        .expect("first start");
     drop(service);
     data
 }

@@ -1,0 +1,156 @@
+//! OAuth clients: registered with allowed scopes, audiences and a maximum token lifetime;
+//! their secret is shown once and stored as a hash.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::{random_id, Actor, Keyturn};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::store::{self, audit, clients::ClientRow};
+
+/// A client as the API and CLI show it (never its secret).
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientView {
+    pub client_id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    pub max_ttl: String,
+    pub created_at: String,
+    pub disabled_at: Option<String>,
+}
+
+impl From<&ClientRow> for ClientView {
+    fn from(c: &ClientRow) -> Self {
+        ClientView {
+            client_id: c.client_id.clone(),
+            name: c.name.clone(),
+            scopes: c.scopes.clone(),
+            audiences: c.audiences.clone(),
+            max_ttl: crate::config::format_duration(Duration::from_secs(c.max_ttl_secs)),
+            created_at: clock::rfc3339(c.created_at),
+            disabled_at: c.disabled_at.map(clock::rfc3339),
+        }
+    }
+}
+
+/// What a new client may do.
+#[derive(Clone, Debug, Default)]
+pub struct NewClient {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    pub max_ttl: Option<Duration>,
+}
+
+fn digest(secret: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()).as_ref().to_vec()
+}
+
+/// A scope token or audience: printable, no spaces or quotes (RFC 6749 §3.3 for scopes).
+fn valid_word(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+}
+
+impl Keyturn {
+    /// Registers a client. The returned secret is the only copy.
+    pub fn create_client(&self, new: &NewClient, actor: &Actor) -> Result<(ClientView, Zeroizing<String>)> {
+        let mut problems = Vec::new();
+        let name = new.name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            problems.push("name: give 1 to 100 printable characters".to_owned());
+        }
+        for s in &new.scopes {
+            if !valid_word(s) {
+                problems.push(format!("scope {s:?}: use printable characters without spaces or quotes"));
+            }
+        }
+        if new.audiences.is_empty() {
+            problems.push("audiences: give at least one audience the client may request".into());
+        }
+        for a in &new.audiences {
+            if !valid_word(a) {
+                problems.push(format!("audience {a:?}: use printable characters without spaces or quotes"));
+            }
+        }
+        let policy_max = self.policy().max_token_ttl;
+        let max_ttl = new.max_ttl.unwrap_or(policy_max);
+        if max_ttl.is_zero() || max_ttl > policy_max {
+            problems.push(format!(
+                "max_ttl must be between 1s and the maximum token lifetime ({})",
+                crate::config::format_duration(policy_max)
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(Error::Invalid(problems));
+        }
+        let secret = Zeroizing::new(random_id(32));
+        let now = self.clock.now();
+        let row = ClientRow {
+            client_id: format!("kc_{}", random_id(12)),
+            name: name.to_owned(),
+            secret_hash: digest(&secret),
+            scopes: new.scopes.clone(),
+            audiences: new.audiences.clone(),
+            max_ttl_secs: max_ttl.as_secs(),
+            created_at: now,
+            created_by: actor.name.clone(),
+            disabled_at: None,
+        };
+        let by = actor.clone();
+        self.store.write_blocking(|tx| {
+            store::clients::insert(tx, &row)?;
+            audit::record(
+                tx,
+                now,
+                &by.name,
+                "client.create",
+                Some(&row.client_id),
+                by.source.as_deref(),
+                Some(&format!("client '{}'", row.name)),
+            )
+        })?;
+        Ok((ClientView::from(&row), secret))
+    }
+
+    pub fn list_clients(&self) -> Result<Vec<ClientView>> {
+        Ok(self.store.read_blocking(store::clients::list)?.iter().map(ClientView::from).collect())
+    }
+
+    /// Disables a client: it can no longer authenticate, and every token issued to it is
+    /// revoked.
+    pub fn disable_client(&self, client_id: &str, actor: &Actor) -> Result<ClientView> {
+        let now = self.clock.now();
+        let by = actor.clone();
+        let id = client_id.to_owned();
+        let changed = self.store.write_blocking(|tx| {
+            let changed = store::clients::disable(tx, &id, now)?;
+            if changed {
+                audit::record(tx, now, &by.name, "client.disable", Some(&id), by.source.as_deref(), None)?;
+            }
+            Ok(changed)
+        })?;
+        let row = self
+            .store
+            .read_blocking(|c| store::clients::get(c, client_id))?
+            .ok_or_else(|| Error::NotFound(format!("no client {client_id}")))?;
+        if !changed {
+            return Err(Error::Conflict(format!("client {client_id} is already disabled")));
+        }
+        self.revoke(&super::revocations::RevokeTarget::Client(client_id.to_owned()), "client disabled", actor)?;
+        Ok(ClientView::from(&row))
+    }
+
+    /// The enabled client with this id and secret, or `None` (one answer for every failure).
+    pub fn authenticate_client(&self, client_id: &str, secret: &str) -> Result<Option<ClientRow>> {
+        if client_id.len() > 128 || secret.len() > 256 {
+            return Ok(None);
+        }
+        let Some(row) = self.store.read_blocking(|c| store::clients::get(c, client_id))? else { return Ok(None) };
+        let ok = aws_lc_rs::constant_time::verify_slices_are_equal(&row.secret_hash, &digest(secret)).is_ok();
+        Ok((ok && row.disabled_at.is_none()).then_some(row))
+    }
+}

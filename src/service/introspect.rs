@@ -1,0 +1,103 @@
+//! Introspection (RFC 7662): is this access token one keyturn issued, unexpired and not
+//! revoked? Verification follows RFC 8725: the algorithm comes from the key named by `kid`,
+//! never from the header; `none`, HMAC and any `crit` header are refused; `jku`, `x5u` and
+//! embedded `jwk` headers are ignored. Times are checked against the service's clock.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use super::Keyturn;
+use crate::clock::from_unix;
+use crate::revocation::TokenFacts;
+
+/// The answer: `{"active": false}` or `{"active": true, …claims}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Introspection {
+    pub active: bool,
+    pub claims: Map<String, Value>,
+    /// Why it is inactive, for logs and tests; never sent to the caller.
+    pub reason: &'static str,
+}
+
+impl Introspection {
+    fn inactive(reason: &'static str) -> Self {
+        Introspection { active: false, claims: Map::new(), reason }
+    }
+
+    /// The RFC 7662 response body.
+    pub fn to_json(&self) -> Value {
+        if !self.active {
+            return serde_json::json!({"active": false});
+        }
+        let mut body = self.claims.clone();
+        body.insert("active".into(), Value::Bool(true));
+        body.insert("token_type".into(), Value::from("Bearer"));
+        Value::Object(body)
+    }
+}
+
+impl Keyturn {
+    /// Introspects an access token.
+    pub fn introspect(&self, token: &str) -> Introspection {
+        if token.len() > 16 * 1024 {
+            return Introspection::inactive("too long");
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            // Refresh tokens and anything else that is not a compact JWS.
+            return Introspection::inactive("not a JWS");
+        };
+        let Some(header) =
+            URL_SAFE_NO_PAD.decode(header_b64).ok().and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+        else {
+            return Introspection::inactive("malformed header");
+        };
+        if header.contains_key("crit") {
+            return Introspection::inactive("crit header");
+        }
+        let typ = header.get("typ").and_then(Value::as_str).unwrap_or("");
+        if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("application/at+jwt") {
+            return Introspection::inactive("not an access token (typ)");
+        }
+        let Some(kid) = header.get("kid").and_then(Value::as_str) else { return Introspection::inactive("no kid") };
+        let published = self.published();
+        let Some((alg, key)) = published.verifier(kid) else {
+            return Introspection::inactive("unknown or unpublished key");
+        };
+        let mut validation = jsonwebtoken::Validation::new(alg.jwt());
+        // exp and nbf are checked below against the service's clock, not the system's.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.set_issuer(&[self.config.issuer.as_str()]);
+        let claims = match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
+            Ok(data) => data.claims,
+            Err(_) => return Introspection::inactive("signature, algorithm or issuer"),
+        };
+        let now = crate::clock::to_unix(self.clock.now());
+        let int = |name: &str| claims.get(name).and_then(Value::as_i64);
+        let (Some(exp), Some(iat)) = (int("exp"), int("iat")) else {
+            return Introspection::inactive("missing exp or iat");
+        };
+        if now >= exp {
+            return Introspection::inactive("expired");
+        }
+        if int("nbf").is_some_and(|nbf| now < nbf) {
+            return Introspection::inactive("not yet valid");
+        }
+        let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
+        let (Some(jti), Some(sub)) = (str_claim("jti"), str_claim("sub")) else {
+            return Introspection::inactive("missing jti or sub");
+        };
+        let facts = TokenFacts { jti, sub, client_id: str_claim("client_id"), kid, iat: from_unix(iat) };
+        if self.revocations_read().check(&facts).is_some() {
+            return Introspection::inactive("revoked");
+        }
+        let mut out = claims.clone();
+        out.insert("kid".into(), Value::from(kid));
+        Introspection { active: true, claims: out, reason: "" }
+    }
+}

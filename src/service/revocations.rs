@@ -1,0 +1,246 @@
+//! Revocation by every handle an incident needs (jti, subject, client, key), the feed
+//! resource servers poll, and pruning of entries whose tokens have all expired.
+
+use serde::Serialize;
+
+use super::{Actor, Keyturn};
+use crate::clock::{self, Instant};
+use crate::error::{Error, Result};
+use crate::revocation::{Revocation, RevocationIndex};
+use crate::store::{self, audit, revocations::RevocationRow, Store};
+
+/// What to revoke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevokeTarget {
+    Jti(String),
+    Sub(String),
+    Client(String),
+    Kid(String),
+}
+
+/// A feed entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct RevocationView {
+    /// The feed cursor of this entry.
+    pub id: i64,
+    /// `jti`, `sub`, `client_id` or `kid`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+    /// For `sub` and `client_id`: tokens issued at or before this time are revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_before: Option<String>,
+    /// After this time (plus leeway) every token the entry covers has expired, and the
+    /// entry leaves the feed.
+    pub until: String,
+    pub revoked_at: String,
+    pub reason: String,
+}
+
+impl From<&RevocationRow> for RevocationView {
+    fn from(r: &RevocationRow) -> Self {
+        RevocationView {
+            id: r.id,
+            kind: r.kind.clone(),
+            value: r.value.clone(),
+            issued_before: matches!(r.kind.as_str(), "sub" | "client_id").then(|| clock::rfc3339(r.cutoff)),
+            until: clock::rfc3339(r.covers_until),
+            revoked_at: clock::rfc3339(r.created_at),
+            reason: r.reason.clone(),
+        }
+    }
+}
+
+/// Loads every stored revocation into a fresh index.
+pub fn load_index(store: &Store) -> Result<RevocationIndex> {
+    let mut idx = RevocationIndex::default();
+    let mut after = 0;
+    loop {
+        let rows = store.read_blocking(|c| store::revocations::after(c, after, 50_000))?;
+        let Some(last) = rows.last().map(|r| r.id) else { break };
+        for r in &rows {
+            if let Some(rev) = Revocation::from_parts(&r.kind, r.value.clone(), r.cutoff) {
+                idx.insert(r.id, &rev);
+            }
+        }
+        after = last;
+    }
+    Ok(idx)
+}
+
+/// Adds `r` inside the caller's transaction, covering tokens until `covers_until`.
+pub(super) fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    r: &Revocation,
+    covers_until: Instant,
+    reason: &str,
+    now: Instant,
+    actor: &Actor,
+) -> store::Result<RevocationRow> {
+    let cutoff = match r {
+        Revocation::Subject { cutoff, .. } | Revocation::Client { cutoff, .. } => *cutoff,
+        _ => now,
+    };
+    let value = match r {
+        Revocation::Jti(v) | Revocation::Key(v) => v.clone(),
+        Revocation::Subject { sub, .. } => sub.clone(),
+        Revocation::Client { client_id, .. } => client_id.clone(),
+    };
+    let mut row = RevocationRow {
+        id: 0,
+        kind: r.kind().to_owned(),
+        value,
+        cutoff,
+        covers_until: covers_until.max(now),
+        reason: reason.to_owned(),
+        created_at: now,
+        created_by: actor.name.clone(),
+    };
+    row.id = store::revocations::insert(tx, &row)?;
+    audit::record(
+        tx,
+        now,
+        &actor.name,
+        "revocation.create",
+        Some(&format!("{}:{}", row.kind, row.value)),
+        actor.source.as_deref(),
+        Some(reason),
+    )?;
+    Ok(row)
+}
+
+impl Keyturn {
+    /// Revokes tokens by `target`. Subjects and clients: every token issued until now (and
+    /// their refresh tokens). A jti must name a token keyturn issued.
+    pub fn revoke(&self, target: &RevokeTarget, reason: &str, actor: &Actor) -> Result<RevocationView> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+            return Err(Error::Invalid(vec!["reason: give a reason of 1 to 500 printable characters".into()]));
+        }
+        let value = match target {
+            RevokeTarget::Jti(v) | RevokeTarget::Sub(v) | RevokeTarget::Client(v) | RevokeTarget::Kid(v) => v,
+        };
+        if value.is_empty() || value.chars().count() > 255 || value.chars().any(char::is_control) {
+            return Err(Error::Invalid(vec!["the value to revoke must be 1 to 255 printable characters".into()]));
+        }
+        let now = self.clock.now();
+        let max_ttl = self.policy().max_token_ttl;
+        let (target, reason_owned, by) = (target.clone(), reason.to_owned(), actor.clone());
+        let row = self.store.write_blocking(move |tx| {
+            let (rev, covers_until) = match &target {
+                RevokeTarget::Jti(jti) => {
+                    let t = store::tokens::get(tx, jti)?
+                        .ok_or_else(|| store::StoreError::Conflict(format!("no token with jti {jti}")))?;
+                    (Revocation::Jti(jti.clone()), t.exp)
+                }
+                RevokeTarget::Sub(sub) => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE sub = ?2 AND revoked_at IS NULL",
+                        rusqlite::params![clock::to_unix(now), sub],
+                    )?;
+                    let last = store::tokens::last_exp_of(tx, "sub", sub)?.unwrap_or(now);
+                    (Revocation::Subject { sub: sub.clone(), cutoff: now }, last.max(now + max_ttl))
+                }
+                RevokeTarget::Client(c) => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE client_id = ?2 AND revoked_at IS NULL",
+                        rusqlite::params![clock::to_unix(now), c],
+                    )?;
+                    let last = store::tokens::last_exp_of(tx, "client_id", c)?.unwrap_or(now);
+                    (Revocation::Client { client_id: c.clone(), cutoff: now }, last.max(now + max_ttl))
+                }
+                RevokeTarget::Kid(kid) => {
+                    if store::keys::get(tx, &crate::keys::KeyId::new(kid.as_str()))?.is_none() {
+                        return Err(store::StoreError::Conflict(format!("no key with kid {kid}")));
+                    }
+                    (Revocation::Key(kid.clone()), store::tokens::last_exp_of(tx, "kid", kid)?.unwrap_or(now))
+                }
+            };
+            let row = insert(tx, &rev, covers_until, &reason_owned, now, &by)?;
+            Ok((rev, row))
+        });
+        let (rev, row) = match row {
+            Ok(r) => r,
+            Err(store::StoreError::Conflict(msg)) => return Err(Error::NotFound(msg)),
+            Err(e) => return Err(e.into()),
+        };
+        self.revocations_write().insert(row.id, &rev);
+        tracing::info!(kind = %row.kind, actor = %actor.name, "revocation recorded");
+        Ok(RevocationView::from(&row))
+    }
+
+    /// Feed entries after `since`, at most `limit`, and the cursor to ask with next.
+    pub fn revocation_feed(&self, since: i64, limit: u32) -> Result<(Vec<RevocationView>, i64)> {
+        let rows = self.store.read_blocking(|c| store::revocations::after(c, since, limit))?;
+        let next = rows.last().map(|r| r.id).unwrap_or(since);
+        Ok((rows.iter().map(RevocationView::from).collect(), next))
+    }
+
+    /// Deletes revocations (and refresh tokens) that can no longer matter, and rebuilds the
+    /// index if anything went. Returns how many revocations were pruned.
+    pub(super) fn prune(&self, now: Instant) -> Result<usize> {
+        let leeway = self.policy().leeway;
+        let before = now - leeway;
+        let pruned = self.store.write_blocking(|tx| {
+            let n = store::revocations::prune(tx, before)?;
+            store::refresh::prune(tx, before)?;
+            if n > 0 {
+                audit::record(
+                    tx,
+                    now,
+                    "system",
+                    "revocation.prune",
+                    None,
+                    None,
+                    Some(&format!("{n} revocations whose tokens have all expired")),
+                )?;
+            }
+            Ok(n)
+        })?;
+        if pruned > 0 {
+            let idx = load_index(&self.store)?;
+            *self.revocations_write() = idx;
+        }
+        Ok(pruned)
+    }
+
+    /// Picks up revocations other processes committed.
+    pub(super) fn load_new_revocations(&self) -> Result<()> {
+        let after = self.revocations_read().last_id;
+        let rows = self.store.read_blocking(|c| store::revocations::after(c, after, 1_000_000))?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut idx = self.revocations_write();
+        for r in &rows {
+            if let Some(rev) = Revocation::from_parts(&r.kind, r.value.clone(), r.cutoff) {
+                idx.insert(r.id, &rev);
+            }
+        }
+        Ok(())
+    }
+
+    /// RFC 7009 for a client: revokes one of its access tokens (by jti) or one of its
+    /// refresh tokens (with its family). Tokens that are not the client's, or not valid,
+    /// are ignored, so the answer reveals nothing.
+    pub fn revoke_for_client(&self, token: &str, client: &store::clients::ClientRow) -> Result<()> {
+        let actor = Actor { name: format!("client:{}", client.client_id), source: None };
+        if token.starts_with(super::tokens::REFRESH_PREFIX) {
+            return self.revoke_refresh_token(token, Some(&client.client_id), "revoked by its client (RFC 7009)");
+        }
+        let answer = self.introspect(token);
+        let owned =
+            answer.claims.get("client_id").and_then(serde_json::Value::as_str) == Some(client.client_id.as_str());
+        if answer.active && owned {
+            if let Some(jti) = answer.claims.get("jti").and_then(serde_json::Value::as_str) {
+                self.revoke(&RevokeTarget::Jti(jti.to_owned()), "revoked by its client (RFC 7009)", &actor)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many revocations are in force.
+    pub fn revocation_count(&self) -> usize {
+        self.revocations_read().len()
+    }
+}

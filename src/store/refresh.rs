@@ -1,0 +1,90 @@
+//! SQL for `refresh_tokens`: opaque refresh tokens, stored as hashes, grouped in families.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::Result;
+use crate::clock::{from_unix, to_unix, Instant};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshRow {
+    pub token_hash: Vec<u8>,
+    pub family: String,
+    pub sub: String,
+    pub client_id: Option<String>,
+    pub aud: Vec<String>,
+    pub scope: Option<String>,
+    pub claims: Option<String>,
+    pub alg: Option<String>,
+    pub issued_at: Instant,
+    pub expires_at: Instant,
+    pub used_at: Option<Instant>,
+    pub revoked_at: Option<Instant>,
+}
+
+pub fn insert(tx: &Transaction<'_>, r: &RefreshRow) -> Result<()> {
+    tx.execute(
+        "INSERT INTO refresh_tokens (token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            r.token_hash,
+            r.family,
+            r.sub,
+            r.client_id,
+            serde_json::to_string(&r.aud).unwrap_or_else(|_| "[]".into()),
+            r.scope,
+            r.claims,
+            r.alg,
+            to_unix(r.issued_at),
+            to_unix(r.expires_at),
+            r.used_at.map(to_unix),
+            r.revoked_at.map(to_unix)
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, token_hash: &[u8]) -> Result<Option<RefreshRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at
+         FROM refresh_tokens WHERE token_hash = ?1",
+    )?;
+    Ok(stmt
+        .query_row([token_hash], |r| {
+            Ok(RefreshRow {
+                token_hash: r.get(0)?,
+                family: r.get(1)?,
+                sub: r.get(2)?,
+                client_id: r.get(3)?,
+                aud: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                scope: r.get(5)?,
+                claims: r.get(6)?,
+                alg: r.get(7)?,
+                issued_at: from_unix(r.get(8)?),
+                expires_at: from_unix(r.get(9)?),
+                used_at: r.get::<_, Option<i64>>(10)?.map(from_unix),
+                revoked_at: r.get::<_, Option<i64>>(11)?.map(from_unix),
+            })
+        })
+        .optional()?)
+}
+
+/// Marks a refresh token spent; false if it was already spent or revoked (a race lost).
+pub fn spend(tx: &Transaction<'_>, token_hash: &[u8], at: Instant) -> Result<bool> {
+    Ok(tx.execute(
+        "UPDATE refresh_tokens SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND revoked_at IS NULL",
+        params![to_unix(at), token_hash],
+    )? == 1)
+}
+
+/// Revokes every refresh token of a family; returns how many were still usable.
+pub fn revoke_family(tx: &Transaction<'_>, family: &str, at: Instant) -> Result<usize> {
+    Ok(tx.execute(
+        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family = ?2 AND revoked_at IS NULL",
+        params![to_unix(at), family],
+    )?)
+}
+
+/// Deletes refresh tokens that expired before `before`.
+pub fn prune(tx: &Transaction<'_>, before: Instant) -> Result<usize> {
+    Ok(tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [to_unix(before)])?)
+}

@@ -1,0 +1,67 @@
+//! SQL for `revocations`. The row id is the revocation feed's cursor.
+
+use rusqlite::{params, Connection, Transaction};
+
+use super::Result;
+use crate::clock::{from_unix, to_unix, Instant};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationRow {
+    pub id: i64,
+    /// `jti`, `sub`, `client_id` or `kid`.
+    pub kind: String,
+    pub value: String,
+    pub cutoff: Instant,
+    pub covers_until: Instant,
+    pub reason: String,
+    pub created_at: Instant,
+    pub created_by: String,
+}
+
+pub fn insert(tx: &Transaction<'_>, r: &RevocationRow) -> Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO revocations (kind, value, cutoff, covers_until, reason, created_at, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        r.kind,
+        r.value,
+        to_unix(r.cutoff),
+        to_unix(r.covers_until),
+        r.reason,
+        to_unix(r.created_at),
+        r.created_by
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Entries after the cursor `after`, oldest first, at most `limit`.
+pub fn after(conn: &Connection, after: i64, limit: u32) -> Result<Vec<RevocationRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, value, cutoff, covers_until, reason, created_at, created_by FROM revocations
+         WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after, limit], |r| {
+        Ok(RevocationRow {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            value: r.get(2)?,
+            cutoff: from_unix(r.get(3)?),
+            covers_until: from_unix(r.get(4)?),
+            reason: r.get(5)?,
+            created_at: from_unix(r.get(6)?),
+            created_by: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Deletes entries whose every covered token expired before `before`.
+pub fn prune(tx: &Transaction<'_>, before: Instant) -> Result<usize> {
+    Ok(tx.execute("DELETE FROM revocations WHERE covers_until < ?1", [to_unix(before)])?)
+}
+
+/// How many entries there are.
+pub fn count(conn: &Connection) -> Result<u64> {
+    Ok(conn.query_row("SELECT count(*) FROM revocations", [], |r| r.get::<_, i64>(0))? as u64)
+}

@@ -1,0 +1,221 @@
+//! The OAuth endpoints: `/oauth/token` (RFC 6749: client_credentials and refresh_token),
+//! `/oauth/revoke` (RFC 7009) and `/oauth/introspect` (RFC 7662). Bodies are
+//! `application/x-www-form-urlencoded`, parsed strictly: wrong content type, a body over the
+//! limit, invalid UTF-8 or a repeated parameter is `invalid_request`, and changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use rocket::data::{Data, ToByteUnit};
+use rocket::http::{ContentType, Header, Status};
+use rocket::request::{FromRequest, Outcome};
+use rocket::response::{self, Responder};
+use rocket::serde::json::Json;
+use rocket::{post, routes, Request, Response, Route, State};
+use serde_json::Value;
+
+use super::api::{blocking, Caller};
+use super::error::ApiError;
+use crate::service::apikeys::Role;
+use crate::service::Keyturn;
+use crate::store::clients::ClientRow;
+
+pub fn routes() -> Vec<Route> {
+    routes![token, revoke, introspect]
+}
+
+/// The raw `Authorization` header, if any.
+pub struct AuthHeader(Option<String>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for AuthHeader {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(AuthHeader(req.headers().get_one("Authorization").map(str::to_owned)))
+    }
+}
+
+/// Reads a form body strictly.
+async fn read_form(ct: Option<&ContentType>, data: Data<'_>) -> Result<HashMap<String, String>, ApiError> {
+    if !ct.is_some_and(|c| c.is_form()) {
+        return Err(ApiError::new(
+            Status::UnsupportedMediaType,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let body = data
+        .open(64.kibibytes())
+        .into_bytes()
+        .await
+        .map_err(|_| ApiError::invalid_request("the body could not be read"))?;
+    if !body.is_complete() {
+        return Err(ApiError::new(Status::PayloadTooLarge, "invalid_request", "the body is larger than 64 KiB"));
+    }
+    let bytes = body.into_inner();
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err(ApiError::invalid_request("the body is not valid UTF-8"));
+    }
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(&bytes) {
+        if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
+            return Err(ApiError::invalid_request("a parameter is not valid UTF-8 once decoded"));
+        }
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(ApiError::invalid_request(format!("parameter '{k}' is repeated")));
+        }
+    }
+    Ok(out)
+}
+
+/// Client credentials presented by `client_secret_basic` or `client_secret_post`.
+fn client_credentials(auth: &AuthHeader, form: &HashMap<String, String>) -> Result<Option<(String, String)>, ApiError> {
+    let basic = match auth.0.as_deref() {
+        Some(h) if h.len() > 6 && h[..6].eq_ignore_ascii_case("basic ") => {
+            let decoded = STANDARD
+                .decode(h[6..].trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ApiError::invalid_client("malformed Basic credentials"))?;
+            let (id, secret) =
+                decoded.split_once(':').ok_or_else(|| ApiError::invalid_client("malformed Basic credentials"))?;
+            // RFC 6749 §2.3.1: both halves are form-urlencoded.
+            let dec = |s: &str| {
+                form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            Some((dec(id), dec(secret)))
+        }
+        _ => None,
+    };
+    let post = match (form.get("client_id"), form.get("client_secret")) {
+        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        (None, Some(_)) => return Err(ApiError::invalid_request("client_secret without client_id")),
+        _ => None,
+    };
+    match (basic, post) {
+        (Some(_), Some(_)) => Err(ApiError::invalid_request("use one client authentication method, not two")),
+        (b, p) => Ok(b.or(p)),
+    }
+}
+
+/// Authenticates the client, or answers `invalid_client`.
+async fn authenticate(service: &Arc<Keyturn>, creds: Option<(String, String)>) -> Result<ClientRow, ApiError> {
+    let Some((id, secret)) = creds else { return Err(ApiError::invalid_client("client authentication is required")) };
+    blocking(service, move |s| s.authenticate_client(&id, &secret))
+        .await?
+        .ok_or_else(|| ApiError::invalid_client("client authentication failed"))
+}
+
+/// A token or introspection response: JSON, never cached.
+pub struct NoStore(Value);
+
+impl<'r> Responder<'r, 'static> for NoStore {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        Response::build_from(Json(self.0).respond_to(req)?)
+            .header(Header::new("Cache-Control", "no-store"))
+            .header(Header::new("Pragma", "no-cache"))
+            .ok()
+    }
+}
+
+#[post("/oauth/token", data = "<data>")]
+async fn token(
+    service: &State<Arc<Keyturn>>,
+    auth: AuthHeader,
+    ct: Option<&ContentType>,
+    data: Data<'_>,
+) -> Result<NoStore, ApiError> {
+    let form = read_form(ct, data).await?;
+    let creds = client_credentials(&auth, &form)?;
+    let grant = form.get("grant_type").ok_or_else(|| ApiError::invalid_request("grant_type is required"))?;
+    let service = service.inner().clone();
+    let issued = match grant.as_str() {
+        "client_credentials" => {
+            let client = authenticate(&service, creds).await?;
+            let scope = form.get("scope").cloned();
+            let audience = form.get("audience").or_else(|| form.get("resource")).cloned();
+            blocking(&service, move |s| s.client_credentials(&client, scope.as_deref(), audience.as_deref())).await?
+        }
+        "refresh_token" => {
+            let client = match creds {
+                Some(c) => Some(authenticate(&service, Some(c)).await?),
+                None => None,
+            };
+            let presented = form
+                .get("refresh_token")
+                .cloned()
+                .ok_or_else(|| ApiError::invalid_request("refresh_token is required"))?;
+            blocking(&service, move |s| s.redeem_refresh(&presented, client.as_ref())).await?
+        }
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(ApiError::new(
+                Status::BadRequest,
+                "unsupported_grant_type",
+                format!("grant_type '{shown}' is not supported: use client_credentials or refresh_token"),
+            ));
+        }
+    };
+    let mut body = serde_json::json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+    });
+    if let Some(s) = issued.scope {
+        body["scope"] = Value::from(s);
+    }
+    if let Some(r) = issued.refresh_token {
+        body["refresh_token"] = Value::from(r);
+    }
+    Ok(NoStore(body))
+}
+
+/// RFC 7009: the client revokes one of its tokens. The answer is 200 whether or not the
+/// token was valid, so it reveals nothing.
+#[post("/oauth/revoke", data = "<data>")]
+async fn revoke(
+    service: &State<Arc<Keyturn>>,
+    auth: AuthHeader,
+    ct: Option<&ContentType>,
+    data: Data<'_>,
+) -> Result<Status, ApiError> {
+    let form = read_form(ct, data).await?;
+    let creds = client_credentials(&auth, &form)?;
+    let service = service.inner().clone();
+    let client = authenticate(&service, creds).await?;
+    let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
+    blocking(&service, move |s| s.revoke_for_client(&token, &client)).await?;
+    Ok(Status::Ok)
+}
+
+/// RFC 7662: a verifier (API key of role verifier or admin) or a client asks whether a
+/// token is active.
+#[post("/oauth/introspect", data = "<data>")]
+async fn introspect(
+    service: &State<Arc<Keyturn>>,
+    auth: AuthHeader,
+    caller: Option<Caller>,
+    ct: Option<&ContentType>,
+    data: Data<'_>,
+) -> Result<NoStore, ApiError> {
+    let form = read_form(ct, data).await?;
+    let service = service.inner().clone();
+    let bearer = auth.0.as_deref().is_some_and(|h| h.starts_with("Bearer "));
+    match (bearer, caller) {
+        (true, Some(c)) => c.require(&[Role::Verifier])?,
+        (true, None) => {
+            return Err(ApiError::new(Status::Unauthorized, "invalid_token", "unknown, wrong or revoked API key"))
+        }
+        (false, _) => {
+            authenticate(&service, client_credentials(&auth, &form)?).await?;
+        }
+    }
+    let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
+    let answer = blocking(&service, move |s| Ok(s.introspect(&token))).await?;
+    Ok(NoStore(answer.to_json()))
+}
