@@ -123,6 +123,16 @@ impl Keyturn {
         if value.is_empty() || value.chars().count() > 255 || value.chars().any(char::is_control) {
             return Err(Error::Invalid(vec!["the value to revoke must be 1 to 255 printable characters".into()]));
         }
+        // A key is revoked as a compromise: it leaves the JWKS, its private key is erased and
+        // a replacement signs, so no new token is born revoked.
+        if let RevokeTarget::Kid(kid) = target {
+            let outcome = self.revoke_key(&crate::keys::KeyId::new(kid.as_str()), reason, actor)?;
+            let rows = self.store.read_blocking(|c| store::revocations::after(c, outcome.revocation_id - 1, 1))?;
+            return rows
+                .first()
+                .map(RevocationView::from)
+                .ok_or_else(|| Error::NotFound(format!("no revocation for {kid}")));
+        }
         let now = self.clock.now();
         let max_ttl = self.policy().max_token_ttl;
         let (target, reason_owned, by) = (target.clone(), reason.to_owned(), actor.clone());
@@ -149,12 +159,7 @@ impl Keyturn {
                     let last = store::tokens::last_exp_of(tx, "client_id", c)?.unwrap_or(now);
                     (Revocation::Client { client_id: c.clone(), cutoff: now }, last.max(now + max_ttl))
                 }
-                RevokeTarget::Kid(kid) => {
-                    if store::keys::get(tx, &crate::keys::KeyId::new(kid.as_str()))?.is_none() {
-                        return Err(store::StoreError::Conflict(format!("no key with kid {kid}")));
-                    }
-                    (Revocation::Key(kid.clone()), store::tokens::last_exp_of(tx, "kid", kid)?.unwrap_or(now))
-                }
+                RevokeTarget::Kid(_) => unreachable!("handled by revoke_key above"),
             };
             let row = insert(tx, &rev, covers_until, &reason_owned, now, &by)?;
             Ok((rev, row))

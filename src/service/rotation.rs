@@ -86,6 +86,8 @@ pub struct RevokeOutcome {
     pub replacement: Option<String>,
     /// Tokens it signed that had not yet expired: they count as revoked from now on.
     pub live_tokens_invalidated: u64,
+    /// The revocation-feed entry that says so.
+    pub revocation_id: i64,
 }
 
 struct Snapshot {
@@ -481,7 +483,7 @@ impl Keyturn {
                     audit::record(tx, now, "system", "key.generate", Some(fresh.kid.as_str()), None, Some(&format!("{alg}: published as pending")))?;
                 }
             }
-            Ok((RevokeOutcome { kid: kid.to_string(), previous_state: state, replacement: replacement.map(|k| k.to_string()), live_tokens_invalidated: live_tokens }, row.id, rev))
+            Ok((RevokeOutcome { kid: kid.to_string(), previous_state: state, replacement: replacement.map(|k| k.to_string()), live_tokens_invalidated: live_tokens, revocation_id: row.id }, row.id, rev))
         })?;
         let (outcome, rev_id, rev) = outcome;
         self.revocations_write().insert(rev_id, &rev);

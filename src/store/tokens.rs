@@ -27,8 +27,8 @@ pub struct TokenRecord {
 pub fn insert(tx: &Transaction<'_>, t: &TokenRecord) -> Result<()> {
     let aud = serde_json::to_string(&t.aud).unwrap_or_else(|_| "[]".into());
     tx.prepare_cached(
-        "INSERT INTO issued_tokens (jti, sub, kid, aud, client_id, scope, iat, exp, issued_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO issued_tokens (jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         t.jti,
@@ -39,7 +39,8 @@ pub fn insert(tx: &Transaction<'_>, t: &TokenRecord) -> Result<()> {
         t.scope,
         to_unix(t.iat),
         to_unix(t.exp),
-        t.issued_by
+        t.issued_by,
+        t.family
     ])?;
     Ok(())
 }

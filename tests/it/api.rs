@@ -13,16 +13,16 @@ use serde_json::{json, Value};
 use crate::support::{self, fake_clock, http};
 
 /// A running server and an API key of each role.
-struct Api {
-    server: Server,
-    admin: String,
-    issuer: String,
-    verifier: String,
+pub struct Api {
+    pub server: Server,
+    pub admin: String,
+    pub issuer: String,
+    pub verifier: String,
     _dir: tempfile::TempDir,
 }
 
 impl Api {
-    async fn start(env: &[(&str, &str)]) -> Api {
+    pub async fn start(env: &[(&str, &str)]) -> Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = support::start(dir.path(), env, fake_clock()).await;
         let make =
@@ -32,11 +32,11 @@ impl Api {
         Api { server, admin, issuer, verifier, _dir: dir }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.url())
     }
 
-    async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
         let mut req = http().request(method.parse().expect("method"), self.url(path));
         if let Some(k) = key {
             req = req.bearer_auth(k);
@@ -50,23 +50,23 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}")))
     }
 
-    async fn jwks(&self) -> JwkSet {
+    pub async fn jwks(&self) -> JwkSet {
         http().get(self.url("/.well-known/jwks.json")).send().await.expect("get").json().await.expect("jwks")
     }
 
     /// Moves the fake clock and lets the lifecycle act, as the scheduler would.
-    async fn advance(&self, by: Duration) {
+    pub async fn advance(&self, by: Duration) {
         self.server.service.clock().advance(by);
         let s = self.server.service.clone();
         tokio::task::spawn_blocking(move || s.tick()).await.expect("join").expect("tick");
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.server.stop().await.expect("stop");
     }
 }
 
-fn verifies(token: &str, jwks: &JwkSet) -> bool {
+pub fn verifies(token: &str, jwks: &JwkSet) -> bool {
     let Ok(header) = jsonwebtoken::decode_header(token) else {
         return false;
     };

@@ -11,5 +11,6 @@ mod interop;
 mod jwks;
 mod lease;
 mod lifecycle;
+mod oauth;
 mod startup;
 mod wellknown;
