@@ -84,6 +84,22 @@ impl Caller {
     }
 }
 
+/// Requires `Content-Type: application/json` on a request with a JSON body: anything else
+/// is refused with 415 before the body is read.
+pub struct JsonContent;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for JsonContent {
+    type Error = &'static str;
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        if req.content_type().is_some_and(|c| c.is_json()) {
+            Outcome::Success(JsonContent)
+        } else {
+            Outcome::Error((Status::UnsupportedMediaType, "the body must be application/json"))
+        }
+    }
+}
+
 /// Why authentication failed, kept for the 401 catcher's description.
 pub struct AuthFailure(pub &'static str);
 
@@ -138,6 +154,7 @@ struct RotateBody {
 async fn rotate(
     service: &State<Arc<Keyturn>>,
     caller: Caller,
+    _json: JsonContent,
     body: Json<RotateBody>,
 ) -> Result<(Status, Json<Value>), ApiError> {
     caller.require(&[])?;
@@ -159,6 +176,7 @@ struct RevokeBody {
 async fn revoke_key(
     service: &State<Arc<Keyturn>>,
     caller: Caller,
+    _json: JsonContent,
     kid: &str,
     body: Json<RevokeBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -180,6 +198,7 @@ async fn get_schedule(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<J
 async fn put_schedule(
     service: &State<Arc<Keyturn>>,
     caller: Caller,
+    _json: JsonContent,
     body: Json<PolicyChange>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[])?;
@@ -236,6 +255,7 @@ struct TokenBody {
 async fn issue_token(
     service: &State<Arc<Keyturn>>,
     caller: Caller,
+    _json: JsonContent,
     body: Json<TokenBody>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Issuer])?;
@@ -312,6 +332,7 @@ struct ClientBody {
 async fn create_client(
     service: &State<Arc<Keyturn>>,
     caller: Caller,
+    _json: JsonContent,
     body: Json<ClientBody>,
 ) -> Result<(Status, Json<Value>), ApiError> {
     caller.require(&[])?;
@@ -364,6 +385,7 @@ struct RevocationBody {
 async fn create_revocation(
     service: &State<Arc<Keyturn>>,
     caller: Caller,
+    _json: JsonContent,
     body: Json<RevocationBody>,
 ) -> Result<(Status, Json<Value>), ApiError> {
     caller.require(&[])?;

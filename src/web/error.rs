@@ -91,6 +91,7 @@ fn default_catcher(status: Status, req: &Request<'_>) -> ApiError {
         400 => "the request is malformed (bad JSON, wrong content type or invalid encoding)".to_owned(),
         422 => "the request body does not have the expected fields and types".to_owned(),
         413 => format!("the request body is larger than {}", crate::web::BODY_LIMIT),
+        415 => "the body must be application/json".to_owned(),
         _ => status.reason().unwrap_or("error").to_lowercase(),
     };
     ApiError::new(status, error, reason)

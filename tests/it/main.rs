@@ -5,6 +5,7 @@
 mod support;
 
 mod api;
+mod badinput;
 mod crash;
 mod daemon;
 mod interop;
