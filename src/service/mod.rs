@@ -408,6 +408,13 @@ fn discovery(config: &Config, openid: bool) -> Document {
         // keyturn has no authorization endpoint, so no response types: tokens come from
         // the token endpoint only.
         "response_types_supported": [],
+        "token_endpoint": format!("{}/oauth/token", config.issuer),
+        "introspection_endpoint": format!("{}/oauth/introspect", config.issuer),
+        "revocation_endpoint": format!("{}/oauth/revoke", config.issuer),
+        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "bearer"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
     });
     if openid {
         doc["subject_types_supported"] = serde_json::json!(["public"]);

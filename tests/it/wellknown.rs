@@ -15,6 +15,9 @@ async fn discovery_documents_name_issuer_jwks_and_algorithms() {
         let doc: serde_json::Value = res.json().await.expect("json");
         assert_eq!(doc["issuer"], "https://auth.example.test", "{path}");
         assert_eq!(doc["jwks_uri"], "https://auth.example.test/.well-known/jwks.json", "{path}");
+        assert_eq!(doc["token_endpoint"], "https://auth.example.test/oauth/token", "{path}");
+        assert_eq!(doc["introspection_endpoint"], "https://auth.example.test/oauth/introspect", "{path}");
+        assert_eq!(doc["revocation_endpoint"], "https://auth.example.test/oauth/revoke", "{path}");
     }
     let oidc = get_json(&format!("{}/.well-known/openid-configuration", server.url())).await;
     assert_eq!(oidc["id_token_signing_alg_values_supported"], serde_json::json!(["EdDSA", "ES256"]));
