@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 const LOAD_SECS: u64 = 5;
 
 fn keyturn(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_keyturn")).args(args).env("KEYTURN_DATA_DIR", data).output().expect("keyturn");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_keyturn")).args(args).env("KEYTURN_DATA_DIR", data).output().expect("keyturn");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
 }
@@ -54,7 +55,12 @@ impl Daemon {
 
     fn rss_mb(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
         kb / 1024.0
     }
 
@@ -147,7 +153,8 @@ fn main() {
         signer.sign("at+jwt", &claims).expect("sign");
     });
     let token = signer.sign("at+jwt", &claims).expect("sign");
-    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(serde_json::to_value(&key.public).expect("jwk")).expect("jwk");
+    let jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(serde_json::to_value(&key.public).expect("jwk")).expect("jwk");
     let dkey = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("dkey");
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     v.validate_exp = false;
@@ -165,7 +172,12 @@ fn main() {
         move |i| {
             let (http, url, key) = (http.clone(), url.clone(), key.clone());
             async move {
-                let res = http.post(format!("{url}/api/v1/tokens")).bearer_auth(&key).json(&json!({"sub": format!("user-{i}"), "aud": "api"})).send().await;
+                let res = http
+                    .post(format!("{url}/api/v1/tokens"))
+                    .bearer_auth(&key)
+                    .json(&json!({"sub": format!("user-{i}"), "aud": "api"}))
+                    .send()
+                    .await;
                 res.map(|r| r.status().is_success()).unwrap_or(false)
             }
         }
@@ -194,7 +206,12 @@ fn main() {
             let (http, key, url) = (http.clone(), key.clone(), url.clone());
             let token = tokens[i % tokens.len()].clone();
             async move {
-                let res = http.post(format!("{url}/oauth/introspect")).bearer_auth(&key).form(&[("token", token)]).send().await;
+                let res = http
+                    .post(format!("{url}/oauth/introspect"))
+                    .bearer_auth(&key)
+                    .form(&[("token", token)])
+                    .send()
+                    .await;
                 match res {
                     Ok(r) => {
                         let status = r.status();
@@ -215,7 +232,8 @@ fn main() {
             }
         }
     };
-    let (intro0_rate, intro0_lat, intro0_fail) = rt.block_on(load(4, LOAD_SECS, introspect(daemon.url.clone(), tokens.clone())));
+    let (intro0_rate, intro0_lat, intro0_fail) =
+        rt.block_on(load(4, LOAD_SECS, introspect(daemon.url.clone(), tokens.clone())));
     let rss0 = daemon.rss_mb();
     let startup0 = daemon.startup;
     daemon.stop();
@@ -236,11 +254,13 @@ fn main() {
     }
     let daemon = Daemon::start(&data);
     let startup1m = daemon.startup;
-    let (intro1m_rate, intro1m_lat, intro1m_fail) = rt.block_on(load(4, LOAD_SECS, introspect(daemon.url.clone(), tokens.clone())));
+    let (intro1m_rate, intro1m_lat, intro1m_fail) =
+        rt.block_on(load(4, LOAD_SECS, introspect(daemon.url.clone(), tokens.clone())));
     let rss1m = daemon.rss_mb();
     daemon.stop();
 
-    println!("keyturn token benchmark — {cores} cores, release build, daemon on 127.0.0.1, load from this process");
+    let profile = if cfg!(debug_assertions) { "DEBUG build (numbers not meaningful)" } else { "release build" };
+    println!("keyturn token benchmark — {cores} cores, {profile}, daemon on 127.0.0.1, load from this process");
     println!("| measure | value | reference | ratio | goal |");
     println!("|---|---|---|---|---|");
     println!("| raw ES256 sign (1 thread) | {sign_rate:.0}/s | | | |");

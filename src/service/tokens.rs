@@ -317,17 +317,20 @@ impl Keyturn {
                 (token, row)
             });
             let spent = refresh.as_ref().and_then(|(_, s)| s.clone());
-            let recorded = self.store.write_blocking(|tx| {
+            // Recorded before it is returned, in a transaction it may share with concurrent
+            // issuances (one fsync for all of them).
+            let (record_c, refresh_c) = (record.clone(), new_refresh.as_ref().map(|(_, row)| row.clone()));
+            let recorded = self.store.write_grouped(move |tx| {
                 if let Some(hash) = &spent {
                     if !store::refresh::spend(tx, hash, now)? {
                         return Err(StoreError::Conflict("refresh token already used".into()));
                     }
                 }
-                if store::keys::state(tx, &record.kid)? != Some(KeyState::Active) {
-                    return Err(StoreError::Conflict(format!("key {} stopped signing", record.kid)));
+                if store::keys::state(tx, &record_c.kid)? != Some(KeyState::Active) {
+                    return Err(StoreError::Conflict(format!("key {} stopped signing", record_c.kid)));
                 }
-                store::tokens::insert(tx, &record)?;
-                if let Some((_, row)) = &new_refresh {
+                store::tokens::insert(tx, &record_c)?;
+                if let Some(row) = &refresh_c {
                     store::refresh::insert(tx, row)?;
                 }
                 Ok(())

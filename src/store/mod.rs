@@ -18,7 +18,8 @@ pub mod settings;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -66,6 +67,70 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     reader_permits: tokio::sync::Semaphore,
+    /// Jobs for the group committer (see [`Store::write_grouped`]).
+    grouped: Mutex<mpsc::Sender<GroupedJob>>,
+}
+
+/// A small write that may share a transaction with others: it runs in its own savepoint,
+/// and its caller hears back only after the shared transaction committed.
+struct GroupedJob {
+    work: GroupedWork,
+    done: mpsc::SyncSender<Result<()>>,
+}
+
+/// The write a grouped job does, inside its savepoint.
+type GroupedWork = Box<dyn FnOnce(&Connection) -> Result<()> + Send>;
+
+/// The most jobs one group transaction takes.
+const GROUP_MAX: usize = 256;
+
+/// The group committer: takes every waiting job, runs each in a savepoint of one
+/// transaction, commits once, then answers each job. Stops when the store is dropped.
+fn group_committer(inner: Weak<Inner>, jobs: mpsc::Receiver<GroupedJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { break };
+        let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut results: Vec<Result<()>> = Vec::with_capacity(batch.len());
+        let outcome = (|| -> Result<()> {
+            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut works = Vec::with_capacity(batch.len());
+            for job in &mut batch {
+                works.push(std::mem::replace(&mut job.work, Box::new(|_| Ok(()))));
+            }
+            for work in works {
+                let sp = tx.savepoint()?;
+                let r = work(&sp);
+                if r.is_ok() {
+                    sp.commit()?;
+                }
+                // A failed job's savepoint rolls back when dropped; the others stand.
+                results.push(r);
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        drop(conn);
+        match outcome {
+            Ok(()) => {
+                for (job, r) in batch.into_iter().zip(results) {
+                    let _ = job.done.send(r);
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                for job in batch {
+                    let _ = job.done.send(Err(StoreError::Task(format!("group commit failed: {text}"))));
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -109,14 +174,20 @@ impl Store {
         for _ in 0..READERS {
             readers.push(open_connection(path)?);
         }
-        Ok(Store {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                writer: Mutex::new(writer),
-                readers: Mutex::new(readers),
-                reader_permits: tokio::sync::Semaphore::new(READERS),
-            }),
-        })
+        let (sender, receiver) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(readers),
+            reader_permits: tokio::sync::Semaphore::new(READERS),
+            grouped: Mutex::new(sender),
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("keyturn-commit".into())
+            .spawn(move || group_committer(weak, receiver))
+            .map_err(|e| StoreError::Task(format!("cannot start the group committer: {e}")))?;
+        Ok(Store { inner })
     }
 
     pub fn path(&self) -> &Path {
@@ -195,6 +266,35 @@ impl Store {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Runs a small write that may share one transaction (and one fsync) with concurrent
+    /// ones, each in its own savepoint. Returns after the shared transaction committed, so
+    /// the write is durable when this returns `Ok`. Blocking.
+    pub fn write_grouped(&self, work: impl FnOnce(&Connection) -> Result<()> + Send + 'static) -> Result<()> {
+        let (done, answer) = mpsc::sync_channel(1);
+        let job = GroupedJob { work: Box::new(work), done };
+        self.inner
+            .grouped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| StoreError::Task("the group committer stopped".into()))?;
+        answer.recv().map_err(|_| StoreError::Task("the group committer stopped".into()))?
+    }
+
+    /// [`Store::read`] on a reader connection, for callers already on a blocking thread.
+    /// Falls back to the writer when every reader is busy.
+    pub fn read_pooled_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.inner.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        match conn {
+            Some(conn) => {
+                let result = f(&conn);
+                self.inner.readers.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+                result
+            }
+            None => self.read_blocking(f),
+        }
     }
 
     /// A cheap round trip, for readiness checks.

@@ -21,7 +21,7 @@ pub struct RefreshRow {
     pub revoked_at: Option<Instant>,
 }
 
-pub fn insert(tx: &Transaction<'_>, r: &RefreshRow) -> Result<()> {
+pub fn insert(tx: &Connection, r: &RefreshRow) -> Result<()> {
     tx.execute(
         "INSERT INTO refresh_tokens (token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -69,7 +69,7 @@ pub fn get(conn: &Connection, token_hash: &[u8]) -> Result<Option<RefreshRow>> {
 }
 
 /// Marks a refresh token spent; false if it was already spent or revoked (a race lost).
-pub fn spend(tx: &Transaction<'_>, token_hash: &[u8], at: Instant) -> Result<bool> {
+pub fn spend(tx: &Connection, token_hash: &[u8], at: Instant) -> Result<bool> {
     Ok(tx.execute(
         "UPDATE refresh_tokens SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND revoked_at IS NULL",
         params![to_unix(at), token_hash],

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection};
 
 use super::Result;
 use crate::clock::{from_unix, to_unix, Instant};
@@ -24,7 +24,7 @@ pub struct TokenRecord {
     pub family: Option<String>,
 }
 
-pub fn insert(tx: &Transaction<'_>, t: &TokenRecord) -> Result<()> {
+pub fn insert(tx: &Connection, t: &TokenRecord) -> Result<()> {
     let aud = serde_json::to_string(&t.aud).unwrap_or_else(|_| "[]".into());
     tx.prepare_cached(
         "INSERT INTO issued_tokens (jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family)
