@@ -1,0 +1,63 @@
+//! The command line on a data dir: API keys and OAuth clients.
+
+use std::collections::HashMap;
+
+use keyturn::clock::Clock;
+use keyturn::service::Keyturn;
+
+use crate::support::{config, run_keyturn};
+
+fn fields(stdout: &[u8]) -> HashMap<String, String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+#[test]
+fn client_create_list_disable_and_apikey_create() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let data_text = data.display().to_string();
+    let env = [("KEYTURN_DATA_DIR", data_text.as_str())];
+
+    let out = run_keyturn(
+        &["client", "create", "--name", "orders", "--audience", "orders-api", "--scope", "read", "--max-ttl", "5m"],
+        &env,
+        root.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created = fields(&out.stdout);
+    let (id, secret) = (created["client_id"].clone(), created["client_secret"].clone());
+    assert!(id.starts_with("kc_") && secret.len() >= 43);
+
+    let out = run_keyturn(&["client", "list"], &env, root.path());
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(listing.contains(&id) && listing.contains("enabled") && listing.contains("max_ttl=5m"), "{listing}");
+    assert!(!listing.contains(&secret), "the secret is shown once");
+
+    let out = run_keyturn(&["apikey", "create", "--role", "verifier", "--name", "rs"], &env, root.path());
+    assert!(out.status.success());
+    let api_key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(api_key.starts_with("kt_"));
+
+    {
+        let service = Keyturn::open(config(&data, &[]), Clock::system()).expect("open");
+        assert!(service.authenticate_client(&id, &secret).expect("auth").is_some());
+        assert!(service.authenticate_client(&id, "wrong").expect("auth").is_none());
+        let who = service.authenticate_api_key(&api_key).expect("auth").expect("known");
+        assert_eq!((who.name.as_str(), who.role.as_str()), ("rs", "verifier"));
+    }
+
+    let out = run_keyturn(&["client", "disable", &id], &env, root.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_keyturn(&["client", "disable", &id], &env, root.path());
+    assert_eq!(out.status.code(), Some(2), "already disabled");
+    let out = run_keyturn(&["client", "create", "--name", "bad", "--audience", "has space"], &env, root.path());
+    assert_eq!(out.status.code(), Some(2), "invalid input is exit 2");
+    let service = Keyturn::open(config(&data, &[]), Clock::system()).expect("open");
+    assert!(
+        service.authenticate_client(&id, &secret).expect("auth").is_none(),
+        "a disabled client cannot authenticate"
+    );
+}
