@@ -9,7 +9,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{random_id, Actor, Keyturn};
+use super::{random_id, secret_digest, secret_matches, Actor, Keyturn};
 use crate::error::{Error, Result};
 use crate::store::{self, apikeys::ApiKeyRow, audit};
 
@@ -63,10 +63,6 @@ pub struct ApiKeyIdentity {
 
 const PREFIX: &str = "kt_";
 
-fn digest(secret: &str) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()).as_ref().to_vec()
-}
-
 impl Keyturn {
     /// Creates an API key. The returned secret is the only copy: it is stored as a hash.
     pub fn create_api_key(&self, role: Role, name: &str, actor: &Actor) -> Result<(ApiKeyIdentity, Zeroizing<String>)> {
@@ -81,7 +77,7 @@ impl Keyturn {
             id: id.clone(),
             name: name.to_owned(),
             role: role.as_str().to_owned(),
-            secret_hash: digest(&secret),
+            secret_hash: secret_digest(&secret),
             created_at: now,
             created_by: actor.name.clone(),
             revoked_at: None,
@@ -114,7 +110,7 @@ impl Keyturn {
         let Some(row) = self.store.read_blocking(|c| store::apikeys::get(c, id))? else {
             return Ok(None);
         };
-        let matches = aws_lc_rs::constant_time::verify_slices_are_equal(&row.secret_hash, &digest(secret)).is_ok();
+        let matches = secret_matches(&row.secret_hash, secret);
         if !matches || row.revoked_at.is_some() {
             return Ok(None);
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{random_id, Actor, Keyturn};
+use super::{random_id, secret_digest, secret_matches, Actor, Keyturn};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::store::{self, audit, clients::ClientRow};
@@ -44,10 +44,6 @@ pub struct NewClient {
     pub scopes: Vec<String>,
     pub audiences: Vec<String>,
     pub max_ttl: Option<Duration>,
-}
-
-fn digest(secret: &str) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()).as_ref().to_vec()
 }
 
 /// A scope token or audience: printable, no spaces or quotes (RFC 6749 §3.3 for scopes).
@@ -92,7 +88,7 @@ impl Keyturn {
         let row = ClientRow {
             client_id: format!("kc_{}", random_id(12)),
             name: name.to_owned(),
-            secret_hash: digest(&secret),
+            secret_hash: secret_digest(&secret),
             scopes: new.scopes.clone(),
             audiences: new.audiences.clone(),
             max_ttl_secs: max_ttl.as_secs(),
@@ -150,7 +146,7 @@ impl Keyturn {
             return Ok(None);
         }
         let Some(row) = self.store.read_blocking(|c| store::clients::get(c, client_id))? else { return Ok(None) };
-        let ok = aws_lc_rs::constant_time::verify_slices_are_equal(&row.secret_hash, &digest(secret)).is_ok();
+        let ok = secret_matches(&row.secret_hash, secret);
         Ok((ok && row.disabled_at.is_none()).then_some(row))
     }
 }

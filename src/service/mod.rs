@@ -353,6 +353,17 @@ impl Keyturn {
     }
 }
 
+/// The stored form of a high-entropy secret (API key, client secret, refresh token): its
+/// SHA-256. They carry 256 random bits, so a slow password hash would add nothing.
+pub(crate) fn secret_digest(secret: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()).as_ref().to_vec()
+}
+
+/// Whether `presented` is the secret whose digest is `stored`, compared in constant time.
+pub(crate) fn secret_matches(stored: &[u8], presented: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(stored, &secret_digest(presented)).is_ok()
+}
+
 /// Random identifier: `bytes` random bytes, base64url.
 pub fn random_id(bytes: usize) -> String {
     use base64::Engine as _;

@@ -51,6 +51,15 @@ impl From<&RevocationRow> for RevocationView {
     }
 }
 
+/// Adds stored rows to an index.
+fn apply_rows(idx: &mut RevocationIndex, rows: &[RevocationRow]) {
+    for r in rows {
+        if let Some(rev) = Revocation::from_parts(&r.kind, r.value.clone(), r.cutoff) {
+            idx.insert(r.id, &rev);
+        }
+    }
+}
+
 /// Loads every stored revocation into a fresh index.
 pub fn load_index(store: &Store) -> Result<RevocationIndex> {
     let mut idx = RevocationIndex::default();
@@ -58,11 +67,7 @@ pub fn load_index(store: &Store) -> Result<RevocationIndex> {
     loop {
         let rows = store.read_blocking(|c| store::revocations::after(c, after, 50_000))?;
         let Some(last) = rows.last().map(|r| r.id) else { break };
-        for r in &rows {
-            if let Some(rev) = Revocation::from_parts(&r.kind, r.value.clone(), r.cutoff) {
-                idx.insert(r.id, &rev);
-            }
-        }
+        apply_rows(&mut idx, &rows);
         after = last;
     }
     Ok(idx)
@@ -143,23 +148,20 @@ impl Keyturn {
                         .ok_or_else(|| store::StoreError::Conflict(format!("no token with jti {jti}")))?;
                     (Revocation::Jti(jti.clone()), t.exp)
                 }
-                RevokeTarget::Sub(sub) => {
-                    tx.execute(
-                        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE sub = ?2 AND revoked_at IS NULL",
-                        rusqlite::params![clock::to_unix(now), sub],
-                    )?;
-                    let last = store::tokens::last_exp_of(tx, "sub", sub)?.unwrap_or(now);
-                    (Revocation::Subject { sub: sub.clone(), cutoff: now }, last.max(now + max_ttl))
+                RevokeTarget::Sub(v) | RevokeTarget::Client(v) => {
+                    let (column, rev) = match &target {
+                        RevokeTarget::Sub(_) => ("sub", Revocation::Subject { sub: v.clone(), cutoff: now }),
+                        _ => ("client_id", Revocation::Client { client_id: v.clone(), cutoff: now }),
+                    };
+                    // Their refresh tokens stop working too, so the entry need only outlive
+                    // the access tokens (at most max_token_ttl from now).
+                    store::refresh::revoke_all_of(tx, column, v, now)?;
+                    let last = store::tokens::last_exp_of(tx, column, v)?.unwrap_or(now);
+                    (rev, last.max(now + max_ttl))
                 }
-                RevokeTarget::Client(c) => {
-                    tx.execute(
-                        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE client_id = ?2 AND revoked_at IS NULL",
-                        rusqlite::params![clock::to_unix(now), c],
-                    )?;
-                    let last = store::tokens::last_exp_of(tx, "client_id", c)?.unwrap_or(now);
-                    (Revocation::Client { client_id: c.clone(), cutoff: now }, last.max(now + max_ttl))
+                RevokeTarget::Kid(kid) => {
+                    return Err(store::StoreError::Conflict(format!("key {kid} is revoked through revoke_key")));
                 }
-                RevokeTarget::Kid(_) => unreachable!("handled by revoke_key above"),
             };
             let row = insert(tx, &rev, covers_until, &reason_owned, now, &by)?;
             Ok((rev, row))
@@ -216,12 +218,7 @@ impl Keyturn {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut idx = self.revocations_write();
-        for r in &rows {
-            if let Some(rev) = Revocation::from_parts(&r.kind, r.value.clone(), r.cutoff) {
-                idx.insert(r.id, &rev);
-            }
-        }
+        apply_rows(&mut self.revocations_write(), &rows);
         Ok(())
     }
 

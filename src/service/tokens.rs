@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use super::{random_id, Actor, Keyturn};
+use super::{random_id, secret_digest, Actor, Keyturn};
 use crate::clock::{to_unix, Instant};
 use crate::error::{Error, Result};
 use crate::keys::{Algorithm, KeyState};
@@ -80,10 +80,6 @@ fn check_value(name: &str, v: &str, problems: &mut Vec<String>) {
     } else if v.chars().any(char::is_control) {
         problems.push(format!("{name} must not contain control characters"));
     }
-}
-
-pub(super) fn refresh_hash(token: &str) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref().to_vec()
 }
 
 impl Keyturn {
@@ -177,7 +173,7 @@ impl Keyturn {
         if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
             return Err(grant("the refresh token is not valid"));
         }
-        let hash = refresh_hash(presented);
+        let hash = secret_digest(presented);
         let row = self
             .store
             .read_blocking(|c| store::refresh::get(c, &hash))?
@@ -217,7 +213,7 @@ impl Keyturn {
     /// Revokes a refresh token and its family, if it exists and (when `owner` is given)
     /// belongs to that client. Unknown tokens are ignored.
     pub fn revoke_refresh_token(&self, presented: &str, owner: Option<&str>, reason: &str) -> Result<()> {
-        let hash = refresh_hash(presented);
+        let hash = secret_digest(presented);
         let Some(row) = self.store.read_blocking(|c| store::refresh::get(c, &hash))? else { return Ok(()) };
         if owner.is_some() && row.client_id.as_deref() != owner {
             return Ok(());
@@ -301,7 +297,7 @@ impl Keyturn {
             let new_refresh = refresh.as_ref().map(|(family, _)| {
                 let token = Zeroizing::new(format!("{REFRESH_PREFIX}{}", random_id(32)));
                 let row = RefreshRow {
-                    token_hash: refresh_hash(&token),
+                    token_hash: secret_digest(&token),
                     family: family.clone(),
                     sub: req.sub.clone(),
                     client_id: Some(client_id.clone()),

@@ -84,6 +84,15 @@ pub fn revoke_family(tx: &Transaction<'_>, family: &str, at: Instant) -> Result<
     )?)
 }
 
+/// Revokes every refresh token of a subject (`column` = "sub") or client ("client_id").
+pub fn revoke_all_of(tx: &Transaction<'_>, column: &str, value: &str, at: Instant) -> Result<usize> {
+    let column = if column == "sub" { "sub" } else { "client_id" };
+    Ok(tx.execute(
+        &format!("UPDATE refresh_tokens SET revoked_at = ?1 WHERE {column} = ?2 AND revoked_at IS NULL"),
+        params![to_unix(at), value],
+    )?)
+}
+
 /// Deletes refresh tokens that expired before `before`.
 pub fn prune(tx: &Transaction<'_>, before: Instant) -> Result<usize> {
     Ok(tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [to_unix(before)])?)

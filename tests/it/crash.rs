@@ -9,19 +9,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::daemon::{client, keyturn_once, Daemon};
+use crate::daemon::{client, fast_env, keyturn_once, Daemon};
 
-/// Fast lifecycle: a rotation every few seconds, leases that lapse quickly.
-const ENV: &[(&str, &str)] = &[
-    ("KEYTURN_ALGORITHMS", "ES256,RS256"),
-    ("KEYTURN_ROTATION_SCHEDULE", "* * * * * *"),
-    ("KEYTURN_PUBLISH_LEAD", "2s"),
-    ("KEYTURN_JWKS_MAX_AGE", "1s"),
-    ("KEYTURN_CLOCK_SKEW", "0s"),
-    ("KEYTURN_LEEWAY", "1s"),
-    ("KEYTURN_MAX_TOKEN_TTL", "4s"),
-    ("KEYTURN_LEASE_TTL", "2s"),
-];
+fn env() -> Vec<(&'static str, &'static str)> {
+    fast_env(&[("KEYTURN_ALGORITHMS", "ES256,RS256")])
+}
 
 struct Acked {
     jti: String,
@@ -104,14 +96,15 @@ fn check(d: &Daemon, key: &str, db: &std::path::Path, known: &mut BTreeSet<Strin
 fn sigkill_at_random_moments_keeps_invariants_and_loses_nothing() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
-    let admin = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "crash"], ENV).trim().to_owned();
+    let admin =
+        keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "crash"], &env()).trim().to_owned();
     let db = data.join("keyturn.db");
     let mut known = BTreeSet::new();
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::new(Mutex::new(Vec::new()));
     let mut seed: u64 = 0x00c0_ffee;
     let rounds = 32;
     for round in 0..rounds {
-        let d = Daemon::start(&data, ENV, "crash");
+        let d = Daemon::start(&data, &env(), "crash");
         check(&d, &admin, &db, &mut known, &acked.lock().expect("lock"), round);
 
         // Load while the lifecycle runs: tokens, emergency rotations, the odd revocation.
@@ -157,7 +150,7 @@ fn sigkill_at_random_moments_keeps_invariants_and_loses_nothing() {
         stop.store(true, Ordering::Relaxed);
         load.join().expect("load thread");
     }
-    let d = Daemon::start(&data, ENV, "crash");
+    let d = Daemon::start(&data, &env(), "crash");
     check(&d, &admin, &db, &mut known, &acked.lock().expect("lock"), rounds);
     let tokens = acked.lock().expect("lock").len();
     assert!(tokens > 100, "the load did run: {tokens} tokens");

@@ -7,6 +7,25 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A fast lifecycle for process tests: a rotation every few seconds, short-lived tokens,
+/// and a rotator lease that lapses quickly. Tests add what they need (algorithms).
+pub const FAST_LIFECYCLE: &[(&str, &str)] = &[
+    ("KEYTURN_ROTATION_SCHEDULE", "* * * * * *"),
+    ("KEYTURN_PUBLISH_LEAD", "2s"),
+    ("KEYTURN_JWKS_MAX_AGE", "1s"),
+    ("KEYTURN_CLOCK_SKEW", "0s"),
+    ("KEYTURN_LEEWAY", "1s"),
+    ("KEYTURN_MAX_TOKEN_TTL", "4s"),
+    ("KEYTURN_LEASE_TTL", "3s"),
+];
+
+/// FAST_LIFECYCLE plus `extra` (later entries win, as in the environment).
+pub fn fast_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut env = FAST_LIFECYCLE.to_vec();
+    env.extend_from_slice(extra);
+    env
+}
+
 /// A running daemon process.
 pub struct Daemon {
     pub child: Child,

@@ -5,17 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::daemon::{keyturn_once, Daemon};
+use crate::daemon::{keyturn_once, Daemon, FAST_LIFECYCLE};
 
-const ENV: &[(&str, &str)] = &[
-    ("KEYTURN_ROTATION_SCHEDULE", "* * * * * *"),
-    ("KEYTURN_PUBLISH_LEAD", "2s"),
-    ("KEYTURN_JWKS_MAX_AGE", "1s"),
-    ("KEYTURN_CLOCK_SKEW", "0s"),
-    ("KEYTURN_LEEWAY", "1s"),
-    ("KEYTURN_MAX_TOKEN_TTL", "4s"),
-    ("KEYTURN_LEASE_TTL", "3s"),
-];
+const ENV: &[(&str, &str)] = FAST_LIFECYCLE;
 
 /// The rotator (audit source) of each scheduled lifecycle change, oldest first.
 fn rotators(audit: &[Value]) -> Vec<String> {
