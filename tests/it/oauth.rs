@@ -65,6 +65,11 @@ impl Api {
     }
 }
 
+/// GETs JSON from `base` + `path` with an API key.
+async fn get_with_key(base: &str, path: &str, key: &str) -> Value {
+    http().get(format!("{base}{path}")).bearer_auth(key).send().await.expect("get").json().await.expect("json")
+}
+
 fn basic(id: &str, secret: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
 }
@@ -431,40 +436,17 @@ async fn revocations_survive_a_restart_and_tokens_are_listed() {
     let server = crate::support::start(dir.path(), &[], clock).await;
     assert!(!server.service.introspect(&t1.access_token).active, "the index is loaded at start-up");
     assert!(server.service.introspect(&t2.access_token).active);
-    let list: Value = http()
-        .get(format!("{}/api/v1/tokens?sub=alice", server.url()))
-        .bearer_auth(key.as_str())
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = get_with_key(&server.url(), "/api/v1/tokens?sub=alice", key.as_str()).await;
     let tokens = list["tokens"].as_array().expect("tokens");
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0]["jti"], t1.jti.as_str());
     assert_eq!(tokens[0]["revoked"], true);
     assert!(!list.to_string().contains(&t1.access_token), "records, never token strings");
-    let page: Value = http()
-        .get(format!("{}/api/v1/tokens?limit=1", server.url()))
-        .bearer_auth(key.as_str())
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let page: Value = get_with_key(&server.url(), "/api/v1/tokens?limit=1", key.as_str()).await;
     assert_eq!(page["tokens"].as_array().expect("t").len(), 1);
     let next = page["next"].as_i64().expect("a next page");
-    let page2: Value = http()
-        .get(format!("{}/api/v1/tokens?limit=1&before={next}", server.url()))
-        .bearer_auth(key.as_str())
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let page2: Value =
+        get_with_key(&server.url(), &format!("/api/v1/tokens?limit=1&before={next}"), key.as_str()).await;
     assert_ne!(page2["tokens"][0]["jti"], page["tokens"][0]["jti"]);
     server.stop().await.expect("stop");
 }
