@@ -37,11 +37,22 @@ pub enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Manage dashboard administrators.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Manage OAuth clients (client_credentials at /oauth/token).
     Client {
         #[command(subcommand)]
         command: ClientCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Print a one-time link (valid 15 minutes) that creates an administrator.
+    Add,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +109,7 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(&inputs),
         Command::Apikey { command: ApikeyCommand::Create { role, name } } => apikey_create(&inputs, &role, &name),
         Command::Client { command } => client(&inputs, command),
+        Command::Admin { command: AdminCommand::Add } => admin_add(&inputs),
     }
 }
 
@@ -249,6 +261,24 @@ fn client(inputs: &Inputs, command: ClientCommand) -> ExitCode {
         ) => {
             eprintln!("keyturn: {e}");
             ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn admin_add(inputs: &Inputs) -> ExitCode {
+    let service = match open_service(inputs) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match service.create_setup_link(&crate::service::Actor::cli()) {
+        Ok(token) => {
+            eprintln!("open this one-time link within 15 minutes to create an administrator:");
+            println!("{}", service.setup_url(&token));
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("keyturn: {e}");

@@ -93,6 +93,27 @@ fn check_listen(config: &Config) -> Result<()> {
     })
 }
 
+/// With no administrator yet, logs a one-time link (15 minutes) that creates the first.
+async fn announce_setup_link(service: &Arc<Keyturn>) {
+    let s = service.clone();
+    let link = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+        if s.admin_count()? > 0 {
+            return Ok(None);
+        }
+        let token = s.create_setup_link(&service::Actor::system())?;
+        Ok(Some(s.setup_url(&token)))
+    })
+    .await;
+    match link {
+        Ok(Ok(Some(url))) => tracing::warn!(
+            "no administrator yet: open this one-time link within 15 minutes to create the first one: {url}"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::error!("could not make a setup link: {e}"),
+        Err(e) => tracing::error!("could not make a setup link: {e}"),
+    }
+}
+
 /// Opens the service and starts serving it. Returns once the server listens.
 pub async fn start(config: Config, clock: Clock) -> Result<Server> {
     check_listen(&config)?;
@@ -144,6 +165,7 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
     match rx.await {
         Ok(address) => {
             tracing::info!(url = %format!("http://{address}"), "keyturn is listening");
+            announce_setup_link(&service).await;
             Ok(Server { address, service, shutdown, scheduler: Some(scheduler), task })
         }
         Err(_) => {

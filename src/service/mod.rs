@@ -7,9 +7,11 @@
 //! Its methods block (SQLite, key generation): the web layer calls them through
 //! `spawn_blocking`, never on the async threads.
 
+pub mod admins;
 pub mod apikeys;
 pub mod clients;
 pub mod introspect;
+pub mod overview;
 pub mod policy;
 pub mod revocations;
 pub mod rotation;
@@ -115,6 +117,8 @@ pub struct Keyturn {
     revocations: RwLock<RevocationIndex>,
     /// When revocations were last pruned.
     last_prune: Mutex<Option<Instant>>,
+    /// Failed dashboard sign-ins, for rate limiting.
+    sign_in_limiter: admins::SignInLimiter,
 }
 
 impl std::fmt::Debug for Keyturn {
@@ -194,6 +198,7 @@ impl Keyturn {
             policy_version: tokio::sync::watch::channel(0).0,
             revocations: RwLock::new(revocations),
             last_prune: Mutex::new(None),
+            sign_in_limiter: admins::SignInLimiter::default(),
         };
         service.reload()?;
         service.tick()?;

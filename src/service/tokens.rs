@@ -381,3 +381,11 @@ impl Keyturn {
             .collect())
     }
 }
+
+impl Keyturn {
+    /// How many tokens signed by `kid` are unexpired now.
+    pub fn live_tokens_of(&self, kid: &crate::keys::KeyId) -> Result<u64> {
+        let now = self.clock.now();
+        Ok(self.store.read_blocking(|c| store::tokens::live_count(c, kid, now))?)
+    }
+}

@@ -6,6 +6,7 @@
 //! `BEGIN IMMEDIATE` transaction (DESIGN.md invariant 5), so a state change and its audit
 //! record commit together or not at all.
 
+pub mod admins;
 pub mod apikeys;
 pub mod audit;
 pub mod clients;
@@ -29,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_keys.sql"),
     include_str!("migrations/0002_rotation.sql"),
     include_str!("migrations/0003_tokens.sql"),
+    include_str!("migrations/0004_admins.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -150,3 +150,9 @@ pub fn live_of_family(conn: &Connection, family: &str, now: Instant) -> Result<V
     let rows = stmt.query_map(params![family, to_unix(now)], |r| Ok((r.get(0)?, from_unix(r.get(1)?))))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+/// How many tokens were issued at or after `since`.
+pub fn issued_since(conn: &Connection, since: Instant) -> Result<u64> {
+    Ok(conn.query_row("SELECT count(*) FROM issued_tokens WHERE iat >= ?1", [to_unix(since)], |r| r.get::<_, i64>(0))?
+        as u64)
+}

@@ -1,6 +1,7 @@
 //! The web layer: Rocket only. Routes turn HTTP into service calls and service results into
 //! HTTP; they hold no domain rules. API errors are JSON in OAuth style.
 
+pub mod admin;
 pub mod api;
 pub mod error;
 pub mod oauth;
@@ -30,7 +31,9 @@ pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
         .mount("/", pages::routes())
         .mount("/", api::routes())
         .mount("/", oauth::routes())
+        .mount("/", admin::routes())
         .register("/", error::catchers())
+        .register("/admin", admin::catchers())
 }
 
 /// Logs one line per request (method, path without query, status, duration) through

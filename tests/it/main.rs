@@ -6,6 +6,7 @@ mod support;
 
 mod api;
 mod badinput;
+mod browser;
 mod cli;
 mod crash;
 mod daemon;

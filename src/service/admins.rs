@@ -1,0 +1,334 @@
+//! Dashboard administrators: argon2id passwords, one-time setup links, server-side sessions
+//! with idle and absolute time-outs, and sign-in rate limiting per address and per account.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use zeroize::Zeroizing;
+
+use super::{random_id, secret_digest, secret_matches, Actor, Keyturn};
+use crate::clock::Instant;
+use crate::error::{Error, Result};
+use crate::store::{self, audit};
+
+/// How long a setup link stays usable.
+pub const SETUP_LINK_TTL: Duration = Duration::from_secs(15 * 60);
+/// A session ends after this long without a request...
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// ...and in any case this long after sign-in.
+pub const SESSION_ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
+/// Failed sign-ins allowed per address and per account within the window.
+pub const SIGN_IN_FAILURES: usize = 5;
+pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Shortest password accepted.
+pub const MIN_PASSWORD: usize = 12;
+
+/// A signed-in administrator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub admin: String,
+    /// The form token every state-changing form of this session must carry.
+    pub csrf: String,
+}
+
+/// Why a sign-in did not succeed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignIn {
+    /// Signed in: the new session id (for the cookie) and the session.
+    Ok(Zeroizing<String>, Session),
+    /// Wrong name or password: one answer for both.
+    Refused,
+    /// Too many failures from this address or for this account; try again after this.
+    Limited(Duration),
+}
+
+/// Failed sign-in attempts per key (`ip:…` or `account:…`), oldest first.
+#[derive(Default, Debug)]
+pub struct SignInLimiter {
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl SignInLimiter {
+    fn blocked_for(&self, keys: &[String], now: Instant) -> Option<Duration> {
+        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut wait = None;
+        for k in keys {
+            if let Some(q) = map.get_mut(k) {
+                while q.front().is_some_and(|t| now - *t >= SIGN_IN_WINDOW) {
+                    q.pop_front();
+                }
+                if q.len() >= SIGN_IN_FAILURES {
+                    let until = q.front().map(|t| *t + SIGN_IN_WINDOW).unwrap_or(now);
+                    let d: Duration = (until - now).try_into().unwrap_or_default();
+                    wait = Some(wait.map_or(d, |w: Duration| w.max(d)));
+                }
+            }
+        }
+        wait
+    }
+
+    fn fail(&self, keys: &[String], now: Instant) {
+        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        for k in keys {
+            map.entry(k.clone()).or_default().push_back(now);
+        }
+    }
+
+    fn clear(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    }
+}
+
+fn hash_password(password: &str) -> Result<String> {
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| Error::Sign("the random number generator failed".into()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Sign(e.to_string()))?;
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| Error::Sign(e.to_string()))?.to_string())
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(vec!["name: use 1 to 64 letters, digits, '.', '_', '-' or '@'".into()]))
+    }
+}
+
+fn check_password(password: &str) -> Result<()> {
+    let n = password.chars().count();
+    if (MIN_PASSWORD..=1024).contains(&n) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(vec![format!("password: use at least {MIN_PASSWORD} characters")]))
+    }
+}
+
+impl Keyturn {
+    pub fn admin_count(&self) -> Result<u64> {
+        Ok(self.store.read_blocking(store::admins::count)?)
+    }
+
+    /// Administrators with when they were created and last changed their password.
+    pub fn admins(&self) -> Result<Vec<(String, Instant, Instant)>> {
+        Ok(self.store.read_blocking(store::admins::names)?)
+    }
+
+    /// Makes a one-time link token that creates an administrator; valid for 15 minutes.
+    pub fn create_setup_link(&self, actor: &Actor) -> Result<Zeroizing<String>> {
+        let token = Zeroizing::new(random_id(32));
+        let now = self.clock.now();
+        let hash = secret_digest(&token);
+        let by = actor.clone();
+        self.store.write_blocking(|tx| {
+            store::admins::insert_setup_link(tx, &hash, now, now + SETUP_LINK_TTL, &by.name)?;
+            audit::record(
+                tx,
+                now,
+                &by.name,
+                "admin.setup_link",
+                None,
+                by.source.as_deref(),
+                Some("one-time setup link created (15 minutes)"),
+            )
+        })?;
+        Ok(token)
+    }
+
+    /// The URL of a setup link.
+    pub fn setup_url(&self, token: &str) -> String {
+        format!("{}/admin/setup?token={token}", self.config.issuer)
+    }
+
+    pub fn setup_link_usable(&self, token: &str) -> Result<bool> {
+        let now = self.clock.now();
+        Ok(self.store.read_blocking(|c| store::admins::setup_link_usable(c, &secret_digest(token), now))?)
+    }
+
+    /// Spends a setup link and creates the administrator, in one transaction.
+    pub fn complete_setup(&self, token: &str, name: &str, password: &str, source: Option<&str>) -> Result<()> {
+        check_name(name)?;
+        check_password(password)?;
+        let hash = hash_password(password)?;
+        let now = self.clock.now();
+        let token_hash = secret_digest(token);
+        let (name, source) = (name.to_owned(), source.map(str::to_owned));
+        let done = self.store.write_blocking(move |tx| {
+            if !store::admins::spend_setup_link(tx, &token_hash, now)? {
+                return Ok(false);
+            }
+            if store::admins::password_hash(tx, &name)?.is_some() {
+                return Err(store::StoreError::Conflict(format!("an administrator named {name} exists")));
+            }
+            store::admins::insert(tx, &name, &hash, now, "setup link")?;
+            audit::record(
+                tx,
+                now,
+                &format!("admin:{name}"),
+                "admin.create",
+                Some(&name),
+                source.as_deref(),
+                Some("created with a setup link"),
+            )?;
+            Ok(true)
+        });
+        match done {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Unauthorized("this setup link is unknown, used or expired".into())),
+            Err(store::StoreError::Conflict(m)) => Err(Error::Conflict(m)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Signs in: checks the rate limits, then the password (argon2id; the same work is done
+    /// for unknown names), and on success starts a fresh session.
+    pub fn sign_in(&self, name: &str, password: &str, source: &str) -> Result<SignIn> {
+        let now = self.clock.now();
+        let keys = [format!("ip:{source}"), format!("account:{name}")];
+        if let Some(wait) = self.sign_in_limiter.blocked_for(&keys, now) {
+            return Ok(SignIn::Limited(wait));
+        }
+        let stored = if name.len() <= 64 {
+            self.store.read_pooled_blocking(|c| store::admins::password_hash(c, name))?
+        } else {
+            None
+        };
+        // A fixed hash of a random password, so unknown names cost as much as known ones.
+        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let dummy = DUMMY.get_or_init(|| hash_password(&random_id(16)).unwrap_or_default());
+        let phc = stored.as_deref().unwrap_or(dummy);
+        let ok = password.len() <= 1024
+            && PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            && stored.is_some();
+        let (audit_name, source_owned) = (name.chars().take(64).collect::<String>(), source.to_owned());
+        if !ok {
+            self.sign_in_limiter.fail(&keys, now);
+            self.store.write_blocking(|tx| {
+                audit::record(
+                    tx,
+                    now,
+                    &format!("admin:{audit_name}"),
+                    "admin.sign_in.failed",
+                    None,
+                    Some(&source_owned),
+                    None,
+                )
+            })?;
+            return Ok(SignIn::Refused);
+        }
+        self.sign_in_limiter.clear(&keys[1]);
+        let id = Zeroizing::new(random_id(32));
+        let session = Session { admin: name.to_owned(), csrf: random_id(24) };
+        let (id_hash, s) = (secret_digest(&id), session.clone());
+        self.store.write_blocking(|tx| {
+            store::admins::insert_session(tx, &id_hash, &s.admin, &s.csrf, now, Some(&source_owned))?;
+            audit::record(tx, now, &format!("admin:{}", s.admin), "admin.sign_in", None, Some(&source_owned), None)
+        })?;
+        Ok(SignIn::Ok(id, session))
+    }
+
+    /// The session behind a cookie value, if it is still within its time-outs. Ends it
+    /// when it is not.
+    pub fn session(&self, id: &str) -> Result<Option<Session>> {
+        let now = self.clock.now();
+        let id_hash = secret_digest(id);
+        let Some((admin, csrf, created, last_seen)) =
+            self.store.read_pooled_blocking(|c| store::admins::session(c, &id_hash))?
+        else {
+            return Ok(None);
+        };
+        if now - last_seen >= SESSION_IDLE || now - created >= SESSION_ABSOLUTE {
+            self.store.write_blocking(|tx| store::admins::delete_session(tx, &id_hash).map(drop))?;
+            return Ok(None);
+        }
+        // Refreshing last_seen at most once a minute keeps reads from becoming writes.
+        if now - last_seen >= time::Duration::MINUTE {
+            self.store.write_blocking(|tx| store::admins::touch_session(tx, &id_hash, now))?;
+        }
+        Ok(Some(Session { admin, csrf }))
+    }
+
+    /// Whether `presented` is this session's form token.
+    pub fn csrf_ok(session: &Session, presented: Option<&str>) -> bool {
+        presented.is_some_and(|p| secret_matches(&secret_digest(&session.csrf), p))
+    }
+
+    /// Ends one session (sign out).
+    pub fn sign_out(&self, id: &str, actor: &Actor) -> Result<()> {
+        let now = self.clock.now();
+        let (id_hash, by) = (secret_digest(id), actor.clone());
+        self.store.write_blocking(|tx| {
+            if store::admins::delete_session(tx, &id_hash)? > 0 {
+                audit::record(tx, now, &by.name, "admin.sign_out", None, by.source.as_deref(), None)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Ends every session of an administrator ("sign out everywhere").
+    pub fn sign_out_everywhere(&self, admin: &str, actor: &Actor) -> Result<usize> {
+        let now = self.clock.now();
+        let (admin, by) = (admin.to_owned(), actor.clone());
+        Ok(self.store.write_blocking(|tx| {
+            let n = store::admins::delete_sessions_of(tx, &admin)?;
+            audit::record(
+                tx,
+                now,
+                &by.name,
+                "admin.sign_out_everywhere",
+                Some(&admin),
+                by.source.as_deref(),
+                Some(&format!("{n} sessions ended")),
+            )?;
+            Ok(n)
+        })?)
+    }
+
+    /// Adds an administrator with a password (from the dashboard).
+    pub fn add_admin(&self, name: &str, password: &str, actor: &Actor) -> Result<()> {
+        check_name(name)?;
+        check_password(password)?;
+        let hash = hash_password(password)?;
+        let now = self.clock.now();
+        let (name, by) = (name.to_owned(), actor.clone());
+        self.store
+            .write_blocking(|tx| {
+                if store::admins::password_hash(tx, &name)?.is_some() {
+                    return Err(store::StoreError::Conflict(format!("an administrator named {name} exists")));
+                }
+                store::admins::insert(tx, &name, &hash, now, &by.name)?;
+                audit::record(tx, now, &by.name, "admin.create", Some(&name), by.source.as_deref(), None)
+            })
+            .map_err(|e| match e {
+                store::StoreError::Conflict(m) => Error::Conflict(m),
+                e => e.into(),
+            })
+    }
+
+    /// Changes a password after checking the current one; ends the admin's other sessions.
+    pub fn change_password(&self, admin: &str, current: &str, new: &str, actor: &Actor) -> Result<()> {
+        check_password(new)?;
+        let stored = self
+            .store
+            .read_blocking(|c| store::admins::password_hash(c, admin))?
+            .ok_or_else(|| Error::NotFound(admin.to_owned()))?;
+        let ok =
+            PasswordHash::new(&stored).is_ok_and(|h| Argon2::default().verify_password(current.as_bytes(), &h).is_ok());
+        if !ok {
+            return Err(Error::Unauthorized("the current password is wrong".into()));
+        }
+        let hash = hash_password(new)?;
+        let now = self.clock.now();
+        let (admin, by) = (admin.to_owned(), actor.clone());
+        self.store.write_blocking(|tx| {
+            store::admins::set_password(tx, &admin, &hash, now)?;
+            audit::record(tx, now, &by.name, "admin.password", Some(&admin), by.source.as_deref(), None)
+        })?;
+        Ok(())
+    }
+}

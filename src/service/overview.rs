@@ -1,0 +1,99 @@
+//! What the dashboard's overview answers at a glance: the active key of each algorithm, when
+//! the next rotation and activation happen, recent issuance, revocations, and warnings.
+
+use super::Keyturn;
+use crate::clock::Instant;
+use crate::error::Result;
+use crate::keys::lifecycle;
+use crate::keys::{Algorithm, KeyState};
+use crate::store;
+
+/// One algorithm's line on the overview.
+#[derive(Clone, Debug)]
+pub struct AlgorithmStatus {
+    pub alg: Algorithm,
+    pub active_kid: Option<String>,
+    pub active_since: Option<Instant>,
+    pub pending_kid: Option<String>,
+    /// When the pending key will activate (the next rotation).
+    pub next_rotation: Option<Instant>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Overview {
+    pub now: Instant,
+    pub algorithms: Vec<AlgorithmStatus>,
+    pub next_fire: Option<Instant>,
+    pub tokens_24h: u64,
+    pub revocations: usize,
+    pub warnings: Vec<String>,
+}
+
+impl Keyturn {
+    pub fn overview(&self) -> Result<Overview> {
+        let now = self.clock.now();
+        let published = self.published();
+        let policy = &published.policy;
+        let last_exp = self.store.read_blocking(store::tokens::last_exp_by_live_key)?;
+        let requested = self.store.read_blocking(store::lease::requests)?;
+        let world = lifecycle::World {
+            now,
+            keys: &published.keys,
+            last_token_exp: &last_exp,
+            requested: &requested,
+            policy,
+            algorithms: &self.config.algorithms,
+        };
+        let mut warnings = super::policy::warnings(policy, now);
+        let mut algorithms = Vec::new();
+        for &alg in &self.config.algorithms {
+            let active = published.keys.iter().find(|k| k.alg == alg && k.state == KeyState::Active);
+            let pending = published.keys.iter().find(|k| k.alg == alg && k.state == KeyState::Pending);
+            if pending.is_none() {
+                warnings.push(format!(
+                    "{alg} has no pending key: the next rotation cannot be graceful until one is generated"
+                ));
+            }
+            if let Some(a) = active {
+                let ends = policy.exp_limit(a);
+                if ends - now < time::Duration::days(1) {
+                    warnings.push(format!(
+                        "{alg}'s active key {} is near the end of its planned life ({}); a rotation is due",
+                        a.kid,
+                        crate::clock::rfc3339(ends)
+                    ));
+                }
+            }
+            let next_rotation = match (active, pending) {
+                (Some(a), Some(p)) => Some(lifecycle::promotion_time(&world, a, p).0.max(now)),
+                _ => None,
+            };
+            algorithms.push(AlgorithmStatus {
+                alg,
+                active_kid: active.map(|k| k.kid.to_string()),
+                active_since: active.and_then(|k| k.activated_at),
+                pending_kid: pending.map(|k| k.kid.to_string()),
+                next_rotation,
+            });
+        }
+        for k in published.keys.iter().filter(|k| k.state == KeyState::Retired) {
+            let expires = lifecycle::expiry_time(&world, k);
+            if expires - now < time::Duration::hours(1) && last_exp.get(&k.kid).is_some_and(|e| *e > now) {
+                warnings.push(format!(
+                    "retired key {} leaves the JWKS at {} while tokens it signed still live",
+                    k.kid,
+                    crate::clock::rfc3339(expires)
+                ));
+            }
+        }
+        let tokens_24h = self.store.read_blocking(|c| store::tokens::issued_since(c, now - time::Duration::days(1)))?;
+        Ok(Overview {
+            now,
+            algorithms,
+            next_fire: policy.schedule.next_after(now),
+            tokens_24h,
+            revocations: self.revocation_count(),
+            warnings,
+        })
+    }
+}

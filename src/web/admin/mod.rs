@@ -1,0 +1,99 @@
+//! The dashboard at `/admin`: server-rendered askama pages, usable without JavaScript.
+//! Sign-in makes a server-side session referenced by a private cookie (HttpOnly,
+//! SameSite=Strict; Secure with the `__Host-` prefix under TLS); every state-changing form
+//! carries the session's CSRF token, checked here before anything happens. Errors are pages;
+//! a request without a session is sent to the sign-in page.
+
+mod format;
+mod pages;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rocket::http::{Cookie, CookieJar, SameSite, Status};
+use rocket::request::{FromRequest, Outcome};
+use rocket::response::content::RawHtml;
+use rocket::response::Redirect;
+use rocket::{Catcher, Request};
+
+use super::api::blocking;
+use crate::service::admins::Session;
+use crate::service::{Actor, Keyturn};
+
+pub use pages::routes;
+
+/// The session cookie's name: `__Host-` prefixed under TLS, where the browser enforces
+/// Secure, no Domain and Path=/.
+fn cookie_name(req: &Request<'_>) -> &'static str {
+    if req.rocket().config().tls_enabled() {
+        "__Host-keyturn-session"
+    } else {
+        "keyturn-session"
+    }
+}
+
+/// Sets the session cookie.
+pub fn set_session_cookie(req_tls: bool, jar: &CookieJar<'_>, id: &str) {
+    let name = if req_tls { "__Host-keyturn-session" } else { "keyturn-session" };
+    let cookie =
+        Cookie::build((name, id.to_owned())).http_only(true).same_site(SameSite::Strict).secure(req_tls).path("/");
+    jar.add_private(cookie);
+}
+
+/// A signed-in administrator, from the session cookie.
+pub struct AdminSession {
+    pub id: String,
+    pub session: Session,
+    pub source: Option<IpAddr>,
+}
+
+impl AdminSession {
+    pub fn actor(&self) -> Actor {
+        Actor { name: format!("admin:{}", self.session.admin), source: self.source.map(|ip| ip.to_string()) }
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for AdminSession {
+    type Error = ();
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
+        let Some(id) = req.cookies().get_private(cookie_name(req)).map(|c| c.value().to_owned()) else {
+            return Outcome::Error((Status::Unauthorized, ()));
+        };
+        let Some(service) = req.rocket().state::<Arc<Keyturn>>() else {
+            return Outcome::Error((Status::InternalServerError, ()));
+        };
+        let lookup = id.clone();
+        match blocking(service, move |s| s.session(&lookup)).await {
+            Ok(Some(session)) => Outcome::Success(AdminSession { id, session, source: req.client_ip() }),
+            Ok(None) => {
+                req.cookies().remove_private(Cookie::from(cookie_name(req)));
+                Outcome::Error((Status::Unauthorized, ()))
+            }
+            Err(_) => Outcome::Error((Status::InternalServerError, ())),
+        }
+    }
+}
+
+/// Without a session: to the sign-in page.
+#[rocket::catch(401)]
+fn unauthorized() -> Redirect {
+    Redirect::to("/admin/login")
+}
+
+#[rocket::catch(default)]
+fn error_page(status: Status, _: &Request<'_>) -> (Status, RawHtml<String>) {
+    let message = match status.code {
+        403 => "This form was refused: its security token is missing or stale. Go back, reload the page and try again.",
+        404 => "There is no such page.",
+        413 => "What you sent is too large.",
+        422 | 400 => "The form was incomplete or malformed.",
+        _ => "Something went wrong on the server; the log says what.",
+    };
+    (status, RawHtml(pages::error_html(status, message)))
+}
+
+pub fn catchers() -> Vec<Catcher> {
+    rocket::catchers![unauthorized, error_page]
+}
