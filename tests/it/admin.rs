@@ -1,0 +1,108 @@
+//! Administrators through the service with a fake clock: setup links, sessions and their
+//! time-outs, sign-in limits, passwords.
+
+use std::time::Duration;
+
+use keyturn::service::admins::SignIn;
+use keyturn::service::{Actor, Keyturn};
+
+use crate::support::{config, fake_clock};
+
+fn open() -> (Keyturn, keyturn::clock::Clock, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = fake_clock();
+    let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).expect("open");
+    (service, clock, dir)
+}
+
+const PW: &str = "a long enough password";
+
+fn sign_in(s: &Keyturn, name: &str, pw: &str, ip: &str) -> SignIn {
+    s.sign_in(name, pw, ip).expect("sign in")
+}
+
+#[test]
+fn setup_links_are_single_use_and_expire() {
+    let (s, clock, _dir) = open();
+    let link = s.create_setup_link(&Actor::cli()).expect("link");
+    assert!(s.setup_url(&link).contains("/admin/setup?token="));
+    assert!(
+        matches!(s.complete_setup(&link, "alice", "short", None), Err(keyturn::error::Error::Invalid(_))),
+        "short passwords refused"
+    );
+    s.complete_setup(&link, "alice", PW, None).expect("first use");
+    assert!(s.complete_setup(&link, "bob", PW, None).is_err(), "single use");
+    let late = s.create_setup_link(&Actor::cli()).expect("link");
+    clock.advance(Duration::from_secs(15 * 60));
+    assert!(!s.setup_link_usable(&late).expect("check"));
+    assert!(s.complete_setup(&late, "carol", PW, None).is_err(), "expired after 15 minutes");
+    assert_eq!(s.admin_count().expect("count"), 1);
+}
+
+#[test]
+fn sessions_time_out_and_sign_out_everywhere_ends_them() {
+    let (s, clock, _dir) = open();
+    let link = s.create_setup_link(&Actor::cli()).expect("link");
+    s.complete_setup(&link, "alice", PW, None).expect("setup");
+    let SignIn::Ok(first, _) = sign_in(&s, "alice", PW, "10.0.0.1") else { panic!("sign in") };
+    let SignIn::Ok(second, _) = sign_in(&s, "alice", PW, "10.0.0.2") else { panic!("sign in") };
+    assert_ne!(*first, *second, "a new session id at every sign-in");
+
+    // Idle: 29 minutes keeps it, 30 minutes without a request ends it.
+    clock.advance(Duration::from_secs(29 * 60));
+    assert!(s.session(&first).expect("lookup").is_some());
+    clock.advance(Duration::from_secs(30 * 60));
+    assert!(s.session(&first).expect("lookup").is_none(), "idle time-out");
+    assert!(s.session(&first).expect("lookup").is_none(), "and it stays ended");
+
+    // Absolute: activity every 20 minutes still ends at 12 hours.
+    let SignIn::Ok(busy, _) = sign_in(&s, "alice", PW, "10.0.0.1") else { panic!("sign in") };
+    for _ in 0..35 {
+        clock.advance(Duration::from_secs(20 * 60));
+        assert!(s.session(&busy).expect("lookup").is_some());
+    }
+    clock.advance(Duration::from_secs(20 * 60));
+    assert!(s.session(&busy).expect("lookup").is_none(), "absolute time-out at 12 h");
+
+    let SignIn::Ok(a, _) = sign_in(&s, "alice", PW, "10.0.0.1") else { panic!("sign in") };
+    let SignIn::Ok(b, _) = sign_in(&s, "alice", PW, "10.0.0.3") else { panic!("sign in") };
+    assert_eq!(s.sign_out_everywhere("alice", &Actor::cli()).expect("everywhere"), 3, "a, b and the second session");
+    assert!(s.session(&a).expect("lookup").is_none() && s.session(&b).expect("lookup").is_none());
+}
+
+#[test]
+fn sign_in_failures_are_limited_per_address_and_per_account() {
+    let (s, clock, _dir) = open();
+    let link = s.create_setup_link(&Actor::cli()).expect("link");
+    s.complete_setup(&link, "alice", PW, None).expect("setup");
+    assert_eq!(sign_in(&s, "nobody", PW, "10.0.0.9"), SignIn::Refused, "unknown name: the same answer");
+
+    // Per account: failures spread over many addresses still lock the account.
+    for i in 0..5 {
+        assert_eq!(sign_in(&s, "alice", "wrong wrong wrong", &format!("10.1.0.{i}")), SignIn::Refused);
+    }
+    assert!(matches!(sign_in(&s, "alice", PW, "10.2.0.1"), SignIn::Limited(_)));
+    clock.advance(Duration::from_secs(15 * 60));
+    assert!(matches!(sign_in(&s, "alice", PW, "10.2.0.1"), SignIn::Ok(..)), "the window passes");
+
+    // Per address: one address guessing many accounts is stopped too.
+    for i in 0..5 {
+        assert_eq!(sign_in(&s, &format!("user{i}"), "x", "10.3.0.1"), SignIn::Refused);
+    }
+    assert!(matches!(sign_in(&s, "alice", PW, "10.3.0.1"), SignIn::Limited(_)));
+}
+
+#[test]
+fn password_change_needs_the_current_one() {
+    let (s, _clock, _dir) = open();
+    let link = s.create_setup_link(&Actor::cli()).expect("link");
+    s.complete_setup(&link, "alice", PW, None).expect("setup");
+    assert!(s.change_password("alice", "not it at all", "another long password", &Actor::cli()).is_err());
+    s.change_password("alice", PW, "another long password", &Actor::cli()).expect("change");
+    assert_eq!(sign_in(&s, "alice", PW, "10.0.0.1"), SignIn::Refused);
+    assert!(matches!(sign_in(&s, "alice", "another long password", "10.0.0.1"), SignIn::Ok(..)));
+    s.add_admin("bob", "bob's long password", &Actor::cli()).expect("add");
+    assert!(s.add_admin("bob", "bob's long password", &Actor::cli()).is_err(), "names are unique");
+    let names: Vec<String> = s.admins().expect("list").into_iter().map(|(n, _, _)| n).collect();
+    assert_eq!(names, vec!["alice", "bob"]);
+}
