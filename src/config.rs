@@ -149,6 +149,7 @@ impl fmt::Debug for Secret {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pins {
     pub rotation_schedule: Option<Schedule>,
+    pub jwks_max_age: Option<Duration>,
     pub publish_lead: Option<Duration>,
     pub clock_skew: Option<Duration>,
     pub max_token_ttl: Option<Duration>,
@@ -361,11 +362,13 @@ fn build(
         field(name, parsed.map(|_| ()));
         out
     };
-    let jwks_max_age = duration("jwks_max_age").unwrap_or(DEFAULT_JWKS_MAX_AGE);
+    let jwks_max_age_pin = duration("jwks_max_age");
+    let jwks_max_age = jwks_max_age_pin.unwrap_or(DEFAULT_JWKS_MAX_AGE);
     let lease_ttl = duration("lease_ttl").unwrap_or(DEFAULT_LEASE_TTL);
     let refresh_ttl = duration("refresh_ttl").unwrap_or(DEFAULT_REFRESH_TTL);
     let mut pins = Pins {
         rotation_schedule: None,
+        jwks_max_age: jwks_max_age_pin,
         publish_lead: duration("publish_lead"),
         clock_skew: duration("clock_skew"),
         max_token_ttl: duration("max_token_ttl"),
@@ -564,7 +567,7 @@ impl Config {
             ("issuer", format!("\"{}\"", self.issuer)),
             ("algorithms", format!("[{}]", algorithms.join(", "))),
             ("rsa_bits", self.rsa_bits.bits().to_string()),
-            ("jwks_max_age", format!("\"{}\"", format_duration(self.jwks_max_age))),
+            ("jwks_max_age", pinned(self.pins.jwks_max_age, DEFAULT_JWKS_MAX_AGE)),
             (
                 "rotation_schedule",
                 match &self.pins.rotation_schedule {

@@ -118,3 +118,50 @@ impl Keyturn {
         Ok(Some(ApiKeyIdentity { id: row.id, name: row.name, role }))
     }
 }
+
+/// An API key as lists show it (never its secret).
+#[derive(Clone, Debug, Serialize)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub revoked_at: Option<String>,
+}
+
+impl Keyturn {
+    pub fn list_api_keys(&self) -> Result<Vec<ApiKeyView>> {
+        Ok(self
+            .store
+            .read_blocking(store::apikeys::list)?
+            .into_iter()
+            .map(|k| ApiKeyView {
+                id: k.id,
+                name: k.name,
+                role: k.role,
+                created_at: crate::clock::rfc3339(k.created_at),
+                created_by: k.created_by,
+                revoked_at: k.revoked_at.map(crate::clock::rfc3339),
+            })
+            .collect())
+    }
+
+    /// Revokes an API key: it stops authenticating at once.
+    pub fn revoke_api_key(&self, id: &str, actor: &Actor) -> Result<()> {
+        let now = self.clock.now();
+        let (id, by) = (id.to_owned(), actor.clone());
+        let done = self.store.write_blocking(|tx| {
+            let done = store::apikeys::revoke(tx, &id, now)?;
+            if done {
+                audit::record(tx, now, &by.name, "apikey.revoke", Some(&id), by.source.as_deref(), None)?;
+            }
+            Ok(done)
+        })?;
+        if done {
+            Ok(())
+        } else {
+            Err(Error::NotFound("no such active API key".into()))
+        }
+    }
+}

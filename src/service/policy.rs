@@ -17,6 +17,7 @@ pub const PUBLISH_LEAD: &str = "publish_lead";
 pub const CLOCK_SKEW: &str = "clock_skew";
 pub const MAX_TOKEN_TTL: &str = "max_token_ttl";
 pub const LEEWAY: &str = "leeway";
+pub const JWKS_MAX_AGE: &str = "jwks_max_age";
 
 /// Builds the policy in force from the configuration and the stored settings. A stored
 /// value that no longer parses is ignored with a warning (it was validated when stored).
@@ -45,7 +46,7 @@ pub fn effective(config: &Config, stored: &HashMap<String, String>, previous: Op
         clock_skew: dur(CLOCK_SKEW, config.pins.clock_skew, config::DEFAULT_CLOCK_SKEW),
         max_token_ttl: dur(MAX_TOKEN_TTL, config.pins.max_token_ttl, config::DEFAULT_MAX_TOKEN_TTL),
         leeway: dur(LEEWAY, config.pins.leeway, config::DEFAULT_LEEWAY),
-        jwks_max_age: config.jwks_max_age,
+        jwks_max_age: dur(JWKS_MAX_AGE, config.pins.jwks_max_age, config::DEFAULT_JWKS_MAX_AGE),
     }
 }
 
@@ -63,6 +64,7 @@ pub fn pinned(config: &Config) -> Vec<&'static str> {
         (CLOCK_SKEW, p.clock_skew.is_some()),
         (MAX_TOKEN_TTL, p.max_token_ttl.is_some()),
         (LEEWAY, p.leeway.is_some()),
+        (JWKS_MAX_AGE, p.jwks_max_age.is_some()),
     ]
     .into_iter()
     .filter_map(|(n, pinned)| pinned.then_some(n))
@@ -144,6 +146,7 @@ pub struct PolicyChange {
     pub clock_skew: Option<String>,
     pub max_token_ttl: Option<String>,
     pub leeway: Option<String>,
+    pub jwks_max_age: Option<String>,
 }
 
 impl PolicyChange {
@@ -155,6 +158,7 @@ impl PolicyChange {
             (CLOCK_SKEW, &self.clock_skew),
             (MAX_TOKEN_TTL, &self.max_token_ttl),
             (LEEWAY, &self.leeway),
+            (JWKS_MAX_AGE, &self.jwks_max_age),
         ]
         .into_iter()
         .filter_map(|(n, v)| v.as_deref().map(|v| (n, v.trim())))
@@ -195,6 +199,7 @@ impl PolicyChange {
                         PUBLISH_LEAD => next.publish_lead = d,
                         CLOCK_SKEW => next.clock_skew = d,
                         MAX_TOKEN_TTL => next.max_token_ttl = d,
+                        JWKS_MAX_AGE => next.jwks_max_age = d,
                         _ => next.leeway = d,
                     }
                 }

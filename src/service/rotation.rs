@@ -526,6 +526,11 @@ impl Keyturn {
         Ok(self.store.read_blocking(|c| audit::list(c, before, limit))?)
     }
 
+    /// Audit records matching a filter, newest first.
+    pub fn audit_search(&self, filter: &audit::AuditFilter) -> Result<Vec<audit::AuditEntry>> {
+        Ok(self.store.read_blocking(|c| audit::search(c, filter))?)
+    }
+
     /// The earliest future time at which the lifecycle has something to do.
     pub fn next_wake(&self) -> Result<Option<Instant>> {
         let now = self.clock.now();

@@ -42,3 +42,29 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<ApiKeyRow>> {
         })
         .optional()?)
 }
+
+pub fn list(conn: &Connection) -> Result<Vec<ApiKeyRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, role, secret_hash, created_at, created_by, revoked_at FROM api_keys ORDER BY created_at, id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(ApiKeyRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            role: r.get(2)?,
+            secret_hash: r.get(3)?,
+            created_at: from_unix(r.get(4)?),
+            created_by: r.get(5)?,
+            revoked_at: r.get::<_, Option<i64>>(6)?.map(from_unix),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Revokes an API key; false if there is no such unrevoked key.
+pub fn revoke(tx: &Transaction<'_>, id: &str, at: Instant) -> Result<bool> {
+    Ok(tx.execute(
+        "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+        params![to_unix(at), id],
+    )? == 1)
+}

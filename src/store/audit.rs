@@ -54,3 +54,39 @@ pub fn list(conn: &Connection, before: Option<i64>, limit: u32) -> Result<Vec<Au
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+/// Filters for the audit log.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Substring of the actor.
+    pub actor: Option<String>,
+    /// Prefix of the action (`key.` finds every key action).
+    pub action: Option<String>,
+    pub from: Option<Instant>,
+    pub to: Option<Instant>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// Records matching `f`, newest first.
+pub fn search(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, actor, action, target, source, detail FROM audit_log
+         WHERE (?1 IS NULL OR instr(actor, ?1) > 0) AND (?2 IS NULL OR substr(action, 1, length(?2)) = ?2)
+           AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at <= ?4) AND (?5 IS NULL OR id < ?5)
+         ORDER BY id DESC LIMIT ?6",
+    )?;
+    let rows =
+        stmt.query_map(params![f.actor, f.action, f.from.map(to_unix), f.to.map(to_unix), f.before, f.limit], |r| {
+            Ok(AuditEntry {
+                id: r.get(0)?,
+                at: from_unix(r.get(1)?),
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                source: r.get(5)?,
+                detail: r.get(6)?,
+            })
+        })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

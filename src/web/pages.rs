@@ -12,7 +12,7 @@ use crate::clock;
 use crate::service::Keyturn;
 
 pub fn routes() -> Vec<Route> {
-    routes![index, stylesheet]
+    routes![index, stylesheet, script]
 }
 
 /// One row of the published-keys table.
@@ -66,4 +66,19 @@ struct Css {
 #[get("/static/keyturn.css")]
 fn stylesheet() -> Css {
     Css { body: KEYTURN_CSS, cache: Header::new("Cache-Control", "public, max-age=3600") }
+}
+
+const KEYTURN_JS: &str = include_str!("../../static/keyturn.js");
+
+/// A script with its cache header.
+#[derive(rocket::Responder)]
+#[response(content_type = "text/javascript")]
+struct Js {
+    body: &'static str,
+    cache: Header<'static>,
+}
+
+#[get("/static/keyturn.js")]
+fn script() -> Js {
+    Js { body: KEYTURN_JS, cache: Header::new("Cache-Control", "public, max-age=3600") }
 }

@@ -73,20 +73,25 @@ fn jwk_set_json() -> ContentType {
 
 #[get("/.well-known/jwks.json")]
 fn jwks(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
-    let max_age = service.config().jwks_max_age.as_secs();
-    Cached::new(service.published().jwks.clone(), jwk_set_json(), max_age, &inm)
+    let published = service.published();
+    Cached::new(published.jwks.clone(), jwk_set_json(), published.policy.jwks_max_age.as_secs(), &inm)
 }
 
 #[get("/.well-known/openid-configuration")]
 fn openid_configuration(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
-    let max_age = service.config().jwks_max_age.as_secs();
-    Cached::new(service.published().openid_configuration.clone(), ContentType::JSON, max_age, &inm)
+    let published = service.published();
+    Cached::new(
+        published.openid_configuration.clone(),
+        ContentType::JSON,
+        published.policy.jwks_max_age.as_secs(),
+        &inm,
+    )
 }
 
 #[get("/.well-known/oauth-authorization-server")]
 fn oauth_metadata(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
-    let max_age = service.config().jwks_max_age.as_secs();
-    Cached::new(service.published().oauth_metadata.clone(), ContentType::JSON, max_age, &inm)
+    let published = service.published();
+    Cached::new(published.oauth_metadata.clone(), ContentType::JSON, published.policy.jwks_max_age.as_secs(), &inm)
 }
 
 /// Health answers without a store: the process is alive and serving.

@@ -300,6 +300,17 @@ async fn schedule_read_change_preview_and_refuse() {
     assert_eq!(body["cron"], "0 6 * * *", "nothing changed by the refused requests");
     assert_eq!(body["publish_lead"], "20m");
 
+    // JWKS max-age is a policy value too: it drives the JWKS Cache-Control, and must stay
+    // within the lead less the skew.
+    let (status, body) =
+        api.call("PUT", "/api/v1/schedule", Some(&api.admin), Some(json!({"jwks_max_age": "2m"}))).await;
+    assert_eq!(status, 200, "{body}");
+    let res = http().get(api.url("/.well-known/jwks.json")).send().await.expect("get");
+    assert_eq!(res.headers()["cache-control"], "public, max-age=120");
+    let (status, body) =
+        api.call("PUT", "/api/v1/schedule", Some(&api.admin), Some(json!({"jwks_max_age": "30m"}))).await;
+    assert_eq!(status, 400, "a max-age longer than the lead allows is refused: {body}");
+
     let (_, body) = api.call("PUT", "/api/v1/schedule", Some(&api.admin), Some(json!({"cron": "*/5 * * * *"}))).await;
     assert!(body["warnings"][0].as_str().expect("warning").contains("more often than the publish lead"), "{body}");
     api.stop().await;

@@ -289,6 +289,14 @@ async fn wrong_passwords_are_rate_limited_with_one_generic_message() {
     b.submit("form.signout button").await;
     b.wait_text("Sign in").await;
 
+    // Signing in with the right password works.
+    b.fill("#name", "alice").await;
+    b.fill("#password", PASSWORD).await;
+    b.submit("main button[type=submit]").await;
+    b.wait_text("Active keys").await;
+    b.submit("form.signout button").await;
+    b.wait_text("Sign in").await;
+
     // Five failures from this address, for a real and an unknown account alike: one message.
     for attempt in 0..5 {
         b.fill("#name", if attempt % 2 == 0 { "alice" } else { "nobody" }).await;
@@ -302,5 +310,80 @@ async fn wrong_passwords_are_rate_limited_with_one_generic_message() {
     b.wait_text("Too many failed sign-ins").await;
     b.screenshot("rate-limited").await;
     assert!(b.url().await.ends_with("/admin/login"));
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_verify_and_revoke_a_token_and_every_page_renders() {
+    let api = Api::start(&[]).await;
+    let b = Browser::start().await;
+    first_admin(&api, &b).await;
+    b.wait_text("Active keys").await;
+
+    // Issue a token by hand; it is shown once and verifies against the JWKS.
+    b.goto(&api.url("/admin/tokens")).await;
+    b.fill("#sub", "carol").await;
+    b.fill("#aud", "orders-api").await;
+    b.fill("#ttl", "10m").await;
+    b.fill("#claims", r#"{"tenant": "acme"}"#).await;
+    b.submit("form[action='/admin/tokens'] button[type=submit]").await;
+    b.wait_text("shown once").await;
+    b.screenshot("tokens").await;
+    let token =
+        b.script("return document.getElementById('issued-token').value").await.as_str().expect("token").to_owned();
+    assert!(crate::api::verifies(&token, &api.jwks().await), "the hand-issued token verifies against the JWKS");
+    assert_eq!(api.introspect(&token).await["tenant"], "acme");
+
+    // Revoke it from the list: introspection answers inactive.
+    b.submit("button[aria-label^='Revoke token']").await;
+    b.wait_text("Token revoked").await;
+    assert_eq!(api.introspect(&token).await, json!({"active": false}));
+    b.goto(&api.url("/admin/revocations")).await;
+    b.wait_text("revoked from the dashboard").await;
+    b.screenshot("revocations").await;
+
+    // An invalid schedule is refused with a clear error, and nothing changes.
+    b.goto(&api.url("/admin/schedule")).await;
+    b.fill("#cron", "every tuesday").await;
+    b.submit("button[value=save]").await;
+    let text = b.wait_text("nothing was changed").await;
+    assert!(text.contains("invalid cron expression"), "{text}");
+    assert_eq!(api.server.service.policy().schedule.as_str(), "0 0 * * MON");
+    // The preview follows typing (script), and the Preview button does the same without it.
+    b.goto(&api.url("/admin/schedule")).await;
+    b.wait_text("Next fire times").await;
+    b.fill("#cron", "30 4 * * *").await;
+    b.wait_text("04:30 UTC").await;
+    b.fill("#cron", "0 6 * * *").await;
+    b.submit("button[value=preview]").await;
+    b.wait_text("06:00 UTC").await;
+    assert_eq!(api.server.service.policy().schedule.as_str(), "0 0 * * MON", "a preview saves nothing");
+    b.submit("button[value=save]").await;
+    b.wait_text("Saved").await;
+    assert_eq!(api.server.service.policy().schedule.as_str(), "0 6 * * *");
+    b.screenshot("schedule").await;
+
+    // Every page answers, signed in.
+    for (path, heading) in
+        [("/admin/clients", "Clients and API keys"), ("/admin/audit", "Audit log"), ("/admin/admins", "Administrators")]
+    {
+        b.goto(&api.url(path)).await;
+        b.wait_text(heading).await;
+        b.screenshot(path.trim_start_matches("/admin/")).await;
+    }
+    b.goto(&api.url("/admin/audit?action=key.")).await;
+    let audit = b.wait_text("Audit log").await;
+    assert!(audit.contains("key.bootstrap") && !audit.contains("admin.sign_in"), "filtered by action: {audit}");
+
+    // No page shows a secret except the one-time display.
+    let keys = b.cookie_header().await;
+    for path in ["/admin", "/admin/keys", "/admin/tokens", "/admin/clients", "/admin/admins", "/admin/audit"] {
+        let html =
+            http().get(api.url(path)).header("Cookie", &keys).send().await.expect("get").text().await.expect("html");
+        for secret in [&api.admin, &api.issuer, &api.verifier, &token] {
+            assert!(!html.contains(secret.as_str()), "{path} shows a secret");
+        }
+        assert!(!html.contains("<script>"), "{path} has inline script");
+    }
     api.stop().await;
 }

@@ -5,6 +5,7 @@
 //! a request without a session is sent to the sign-in page.
 
 mod format;
+mod manage;
 mod pages;
 
 use std::net::IpAddr;
@@ -20,7 +21,12 @@ use super::api::blocking;
 use crate::service::admins::Session;
 use crate::service::{Actor, Keyturn};
 
-pub use pages::routes;
+/// Every dashboard route.
+pub fn routes() -> Vec<rocket::Route> {
+    let mut r = pages::routes();
+    r.extend(manage::routes());
+    r
+}
 
 /// The session cookie's name: `__Host-` prefixed under TLS, where the browser enforces
 /// Secure, no Domain and Path=/.

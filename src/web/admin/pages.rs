@@ -34,9 +34,9 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-type Page = Result<RawHtml<String>, Status>;
+pub(super) type Page = Result<RawHtml<String>, Status>;
 
-fn render(t: &impl Template) -> Page {
+pub(super) fn render(t: &impl Template) -> Page {
     t.render().map(RawHtml).map_err(|e| {
         tracing::error!("rendering a page failed: {e}");
         Status::InternalServerError
@@ -51,7 +51,7 @@ pub struct Frame {
     pub issuer: String,
 }
 
-fn frame(service: &Keyturn, title: &str, s: Option<&AdminSession>) -> Frame {
+pub(super) fn frame(service: &Keyturn, title: &str, s: Option<&AdminSession>) -> Frame {
     Frame {
         title: title.to_owned(),
         admin: s.map(|s| s.session.admin.clone()),
@@ -60,7 +60,7 @@ fn frame(service: &Keyturn, title: &str, s: Option<&AdminSession>) -> Frame {
     }
 }
 
-fn csrf_checked(s: &AdminSession, presented: &Option<String>) -> Result<(), Status> {
+pub(super) fn csrf_checked(s: &AdminSession, presented: &Option<String>) -> Result<(), Status> {
     if Keyturn::csrf_ok(&s.session, presented.as_deref()) {
         Ok(())
     } else {
