@@ -69,6 +69,12 @@ const SETTINGS: &[Setting] = &[
     Setting { name: "clock_skew", secret: false, help: "clock skew allowed between keyturn and verifiers; pins it" },
     Setting { name: "max_token_ttl", secret: false, help: "longest lifetime of an issued token; pins it" },
     Setting { name: "leeway", secret: false, help: "how long a retired key outlives its last token's exp; pins it" },
+    Setting {
+        name: "tls_cert_file",
+        secret: false,
+        help: "PEM certificate chain for HTTPS (with tls_key_file); unset serves plain HTTP",
+    },
+    Setting { name: "tls_key_file", secret: false, help: "PEM private key for HTTPS (with tls_cert_file)" },
     Setting { name: "refresh_ttl", secret: false, help: "lifetime of a refresh token (each use issues a new one)" },
     Setting {
         name: "lease_ttl",
@@ -170,6 +176,8 @@ pub struct Config {
     pub pins: Pins,
     pub lease_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// HTTPS certificate chain and key (PEM files), when TLS is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub secret_key: Option<Secret>,
@@ -341,7 +349,8 @@ fn build(
     let data_dir = get("data_dir").map(|(v, _)| PathBuf::from(v)).unwrap_or_else(|| PathBuf::from("./keyturn-data"));
     let kek_file = get("kek_file").map(|(v, _)| PathBuf::from(v)).unwrap_or_else(|| data_dir.join("kek"));
 
-    let mut issuer = format!("http://{}", socket_text(address, port));
+    let scheme = if get("tls_cert_file").is_some() { "https" } else { "http" };
+    let mut issuer = format!("{scheme}://{}", socket_text(address, port));
     if let Some((v, _)) = get("issuer") {
         field("issuer", validate_issuer(v).map(|i| issuer = i));
     }
@@ -376,6 +385,22 @@ fn build(
     };
     if let Some((v, _)) = get("rotation_schedule") {
         field("rotation_schedule", Schedule::parse(v).map(|s| pins.rotation_schedule = Some(s)));
+    }
+    let tls = match (get("tls_cert_file"), get("tls_key_file")) {
+        (Some((c, _)), Some((k, _))) => Some((PathBuf::from(c), PathBuf::from(k))),
+        (None, None) => None,
+        _ => {
+            field(
+                "tls_cert_file",
+                Err("tls_cert_file and tls_key_file go together: set both for HTTPS, or neither".into()),
+            );
+            None
+        }
+    };
+    for (name, path) in tls.iter().flat_map(|(c, k)| [("tls_cert_file", c), ("tls_key_file", k)]) {
+        if !path.is_file() {
+            field(name, Err(format!("{} is not a readable file", path.display())));
+        }
     }
     let mut log_level = LogLevel::Info;
     if let Some((v, _)) = get("log_level") {
@@ -449,6 +474,7 @@ fn build(
         pins,
         lease_ttl,
         refresh_ttl,
+        tls,
         log_level,
         log_format,
         secret_key,
@@ -584,6 +610,20 @@ impl Config {
             ("leeway", pinned(self.pins.leeway, DEFAULT_LEEWAY)),
             ("lease_ttl", format!("\"{}\"", format_duration(self.lease_ttl))),
             ("refresh_ttl", format!("\"{}\"", format_duration(self.refresh_ttl))),
+            (
+                "tls_cert_file",
+                self.tls
+                    .as_ref()
+                    .map(|(c, _)| format!("{:?}", c.display().to_string()))
+                    .unwrap_or_else(|| "\"\"  # plain HTTP".into()),
+            ),
+            (
+                "tls_key_file",
+                self.tls
+                    .as_ref()
+                    .map(|(_, k)| format!("{:?}", k.display().to_string()))
+                    .unwrap_or_else(|| "\"\"".into()),
+            ),
             ("log_level", format!("\"{}\"", self.log_level.as_str())),
             ("log_format", format!("\"{}\"", if self.log_format == LogFormat::Json { "json" } else { "text" })),
             (
@@ -720,6 +760,16 @@ mod tests {
                 s.name
             );
         }
+    }
+
+    #[test]
+    fn tls_files_go_together_and_must_exist() {
+        let e = load(&inputs(&[("KEYTURN_TLS_CERT_FILE", "/nonexistent/cert.pem")])).expect_err("half");
+        assert!(e.to_string().contains("go together"), "{e}");
+        let e =
+            load(&inputs(&[("KEYTURN_TLS_CERT_FILE", "/nonexistent/c"), ("KEYTURN_TLS_KEY_FILE", "/nonexistent/k")]))
+                .expect_err("missing files");
+        assert!(e.to_string().contains("not a readable file"), "{e}");
     }
 
     #[test]

@@ -49,9 +49,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// `http://host:port`, for clients.
+    /// `http://host:port` (or `https://` under TLS), for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.service.config().tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 
     /// Asks the server to stop and waits until it has.
@@ -142,6 +143,11 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
             .limit("form", web::BODY_LIMIT.parse().unwrap_or_default()),
     ));
 
+    let figment = match &config.tls {
+        Some((cert, key)) => figment.merge(("tls.certs", cert)).merge(("tls.key", key)),
+        None => figment,
+    };
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = std::sync::Mutex::new(Some(tx));
     let rocket = web::build(service.clone(), figment)
@@ -164,7 +170,7 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
     let task = tokio::spawn(async move { rocket.launch().await.map(drop).map_err(|e| e.to_string()) });
     match rx.await {
         Ok(address) => {
-            tracing::info!(url = %format!("http://{address}"), "keyturn is listening");
+            tracing::info!(url = %format!("{scheme}://{address}"), "keyturn is listening");
             announce_setup_link(&service).await;
             Ok(Server { address, service, shutdown, scheduler: Some(scheduler), task })
         }

@@ -17,4 +17,5 @@ mod lease;
 mod lifecycle;
 mod oauth;
 mod startup;
+mod tls;
 mod wellknown;
