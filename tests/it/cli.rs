@@ -61,3 +61,30 @@ fn client_create_list_disable_and_apikey_create() {
         "a disabled client cannot authenticate"
     );
 }
+
+#[test]
+fn first_start_logs_a_one_time_setup_link_that_works() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let d = crate::daemon::Daemon::start(&data, &[], "setup");
+    let log = d.log_text();
+    let link = log
+        .split_whitespace()
+        .find(|w| w.contains("/admin/setup?token="))
+        .unwrap_or_else(|| panic!("no setup link in the log:\n{log}"))
+        .to_owned();
+    let page = crate::daemon::client().get(&link).send().expect("open link");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().expect("html").contains("Create an administrator"));
+    let (_, token) = link.split_once("token=").expect("token");
+    let form = [
+        ("token", token),
+        ("name", "root"),
+        ("password", "a long enough password"),
+        ("confirm", "a long enough password"),
+    ];
+    let res = crate::daemon::client().post(format!("{}/admin/setup", d.url)).form(&form).send().expect("setup");
+    assert!(res.status().is_success(), "{}", res.status());
+    let again = crate::daemon::client().get(&link).send().expect("open link").text().expect("html");
+    assert!(again.contains("cannot be used"), "single use");
+}
