@@ -24,40 +24,28 @@ pub fn insert(tx: &Transaction<'_>, k: &ApiKeyRow) -> Result<()> {
     Ok(())
 }
 
+const COLUMNS: &str = "id, name, role, secret_hash, created_at, created_by, revoked_at";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRow> {
+    Ok(ApiKeyRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: r.get(2)?,
+        secret_hash: r.get(3)?,
+        created_at: from_unix(r.get(4)?),
+        created_by: r.get(5)?,
+        revoked_at: r.get::<_, Option<i64>>(6)?.map(from_unix),
+    })
+}
+
 pub fn get(conn: &Connection, id: &str) -> Result<Option<ApiKeyRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, name, role, secret_hash, created_at, created_by, revoked_at FROM api_keys WHERE id = ?1",
-    )?;
-    Ok(stmt
-        .query_row([id], |r| {
-            Ok(ApiKeyRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                role: r.get(2)?,
-                secret_hash: r.get(3)?,
-                created_at: from_unix(r.get(4)?),
-                created_by: r.get(5)?,
-                revoked_at: r.get::<_, Option<i64>>(6)?.map(from_unix),
-            })
-        })
-        .optional()?)
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"))?;
+    Ok(stmt.query_row([id], from_row).optional()?)
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<ApiKeyRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, name, role, secret_hash, created_at, created_by, revoked_at FROM api_keys ORDER BY created_at, id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(ApiKeyRow {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            role: r.get(2)?,
-            secret_hash: r.get(3)?,
-            created_at: from_unix(r.get(4)?),
-            created_by: r.get(5)?,
-            revoked_at: r.get::<_, Option<i64>>(6)?.map(from_unix),
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"))?;
+    let rows = stmt.query_map([], from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -37,22 +37,7 @@ pub fn record(
 
 /// Records newest first, at most `limit`, older than the `before` id when given.
 pub fn list(conn: &Connection, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, at, actor, action, target, source, detail FROM audit_log
-         WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![before, limit], |r| {
-        Ok(AuditEntry {
-            id: r.get(0)?,
-            at: from_unix(r.get(1)?),
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            target: r.get(4)?,
-            source: r.get(5)?,
-            detail: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    search(conn, &AuditFilter { before, limit, ..AuditFilter::default() })
 }
 
 /// Filters for the audit log.

@@ -55,6 +55,11 @@ fn refused<T: Template>(status: Status, page: T) -> (Status, RawHtml<String>) {
     (status, render(&page).unwrap_or_else(|_| RawHtml(String::new())))
 }
 
+/// An error status with an empty body, for the catcher to dress as a page.
+fn bare(status: Status) -> (Status, RawHtml<String>) {
+    (status, RawHtml(String::new()))
+}
+
 fn parse_time(v: &str) -> Option<Instant> {
     let v = v.trim();
     if v.is_empty() {
@@ -159,7 +164,7 @@ async fn schedule_save(
     s: AdminSession,
     form: Form<ScheduleForm>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
-    csrf_checked(&s, &form.csrf).map_err(|st| (st, RawHtml(String::new())))?;
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
     let form = form.into_inner();
     if let Err(e) = crate::schedule::Schedule::parse(&form.cron) {
         return Err(refused(Status::BadRequest, schedule_view(service, &s, Some(&form), Some(e), false)));
@@ -318,11 +323,9 @@ async fn token_issue(
     s: AdminSession,
     form: Form<IssueForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
-    csrf_checked(&s, &form.csrf).map_err(|st| (st, RawHtml(String::new())))?;
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
     let form = form.into_inner();
-    let mut page = tokens_view(service, &s, <TokenQuery as Default>::default())
-        .await
-        .map_err(|st| (st, RawHtml(String::new())))?;
+    let mut page = tokens_view(service, &s, <TokenQuery as Default>::default()).await.map_err(bare)?;
     let mut problems = Vec::new();
     let claims = if form.claims.trim().is_empty() {
         serde_json::Map::new()
@@ -363,13 +366,11 @@ async fn token_issue(
     let actor = s.actor();
     match blocking(service, move |svc| svc.issue_token(&req, &actor)).await {
         Ok(t) => {
-            page = tokens_view(service, &s, <TokenQuery as Default>::default())
-                .await
-                .map_err(|st| (st, RawHtml(String::new())))?;
+            page = tokens_view(service, &s, <TokenQuery as Default>::default()).await.map_err(bare)?;
             page.issued = Some(t.access_token);
             page.issued_refresh = t.refresh_token;
             page.issued_kid = t.kid;
-            render(&page).map_err(|st| (st, RawHtml(String::new())))
+            render(&page).map_err(bare)
         }
         Err(e) => {
             page.error = Some(e.description);
@@ -483,14 +484,12 @@ async fn revocation_add(
     s: AdminSession,
     form: Form<AddRevocationForm>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
-    csrf_checked(&s, &form.csrf).map_err(|st| (st, RawHtml(String::new())))?;
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
     let (target, reason, actor) = (RevokeTarget::Jti(form.jti.trim().to_owned()), form.reason.clone(), s.actor());
     match blocking(service, move |svc| svc.revoke(&target, &reason, &actor)).await {
         Ok(_) => Ok(Redirect::to("/admin/revocations")),
         Err(e) => {
-            let page = revocations_view(service, &s, String::new(), Some(e.description))
-                .await
-                .map_err(|st| (st, RawHtml(String::new())))?;
+            let page = revocations_view(service, &s, String::new(), Some(e.description)).await.map_err(bare)?;
             Err(refused(e.status, page))
         }
     }
@@ -541,7 +540,7 @@ async fn client_create(
     s: AdminSession,
     form: Form<ClientForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
-    csrf_checked(&s, &form.csrf).map_err(|st| (st, RawHtml(String::new())))?;
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
     let max_ttl = match form.max_ttl.trim() {
         "" => None,
         t => parse_duration(t).ok(),
@@ -554,12 +553,12 @@ async fn client_create(
     };
     let actor = s.actor();
     let result = blocking(service, move |svc| svc.create_client(&new, &actor)).await;
-    let mut page = clients_view(service, &s).await.map_err(|st| (st, RawHtml(String::new())))?;
+    let mut page = clients_view(service, &s).await.map_err(bare)?;
     match result {
         Ok((view, secret)) => {
             page.new_secret =
                 Some((format!("client {} — client_id {}", view.name, view.client_id), secret.to_string()));
-            render(&page).map_err(|st| (st, RawHtml(String::new())))
+            render(&page).map_err(bare)
         }
         Err(e) => {
             page.error = Some(e.description);
@@ -599,15 +598,15 @@ async fn apikey_create(
     s: AdminSession,
     form: Form<ApiKeyForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
-    csrf_checked(&s, &form.csrf).map_err(|st| (st, RawHtml(String::new())))?;
-    let role: Role = form.role.parse().map_err(|_| (Status::BadRequest, RawHtml(String::new())))?;
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
+    let role: Role = form.role.parse().map_err(|_| bare(Status::BadRequest))?;
     let (name, actor) = (form.name.clone(), s.actor());
     let result = blocking(service, move |svc| svc.create_api_key(role, &name, &actor)).await;
-    let mut page = clients_view(service, &s).await.map_err(|st| (st, RawHtml(String::new())))?;
+    let mut page = clients_view(service, &s).await.map_err(bare)?;
     match result {
         Ok((identity, secret)) => {
             page.new_secret = Some((format!("{} API key {}", identity.role, identity.name), secret.to_string()));
-            render(&page).map_err(|st| (st, RawHtml(String::new())))
+            render(&page).map_err(bare)
         }
         Err(e) => {
             page.error = Some(e.description);
@@ -733,18 +732,18 @@ async fn admin_add(
     s: AdminSession,
     form: Form<AddAdminForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
-    csrf_checked(&s, &form.csrf).map_err(|st| (st, RawHtml(String::new())))?;
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
     let (name, password, actor) = (form.name.trim().to_owned(), form.password.clone(), s.actor());
     let result = blocking(service, move |svc| svc.add_admin(&name, &password, &actor)).await;
     let (error, notice) = match result {
         Ok(()) => (None, Some(format!("Administrator {} added.", form.name.trim()))),
         Err(e) => (Some(e.description), None),
     };
-    let page = admins_view(service, &s, error.clone(), notice).await.map_err(|st| (st, RawHtml(String::new())))?;
+    let page = admins_view(service, &s, error.clone(), notice).await.map_err(bare)?;
     if error.is_some() {
         Err(refused(Status::BadRequest, page))
     } else {
-        render(&page).map_err(|st| (st, RawHtml(String::new())))
+        render(&page).map_err(bare)
     }
 }
 
@@ -762,7 +761,7 @@ async fn password_change(
     s: AdminSession,
     form: Form<PasswordForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
-    csrf_checked(&s, &form.csrf).map_err(|st| (st, RawHtml(String::new())))?;
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
     let result = if form.new != form.confirm {
         Err("The two new passwords differ.".to_owned())
     } else {
@@ -775,10 +774,10 @@ async fn password_change(
         Ok(()) => (None, Some("Password changed.".to_owned())),
         Err(e) => (Some(e), None),
     };
-    let page = admins_view(service, &s, error.clone(), notice).await.map_err(|st| (st, RawHtml(String::new())))?;
+    let page = admins_view(service, &s, error.clone(), notice).await.map_err(bare)?;
     if error.is_some() {
         Err(refused(Status::BadRequest, page))
     } else {
-        render(&page).map_err(|st| (st, RawHtml(String::new())))
+        render(&page).map_err(bare)
     }
 }
