@@ -55,6 +55,31 @@ fn refused<T: Template>(status: Status, page: T) -> (Status, RawHtml<String>) {
     (status, render(&page).unwrap_or_else(|_| RawHtml(String::new())))
 }
 
+/// A page that can be shown again with the reason a form was refused.
+trait Refusable: Template {
+    fn refuse(&mut self, why: String);
+}
+
+/// Answers a form: on success, `then` fills in what to show once (a new token, a secret)
+/// and the page renders; on failure the page renders again with the reason and the error's
+/// status, and nothing changed.
+fn answer<P: Refusable, T>(
+    mut page: P,
+    outcome: Result<T, crate::web::error::ApiError>,
+    then: impl FnOnce(&mut P, T),
+) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
+    match outcome {
+        Ok(v) => {
+            then(&mut page, v);
+            render(&page).map_err(bare)
+        }
+        Err(e) => {
+            page.refuse(e.description);
+            Err(refused(e.status, page))
+        }
+    }
+}
+
 /// An error status with an empty body, for the catcher to dress as a page.
 fn bare(status: Status) -> (Status, RawHtml<String>) {
     (status, RawHtml(String::new()))
@@ -364,18 +389,19 @@ async fn token_issue(
         refresh: form.refresh.unwrap_or(false),
     };
     let actor = s.actor();
-    match blocking(service, move |svc| svc.issue_token(&req, &actor)).await {
-        Ok(t) => {
-            page = tokens_view(service, &s, <TokenQuery as Default>::default()).await.map_err(bare)?;
-            page.issued = Some(t.access_token);
-            page.issued_refresh = t.refresh_token;
-            page.issued_kid = t.kid;
-            render(&page).map_err(bare)
-        }
-        Err(e) => {
-            page.error = Some(e.description);
-            Err(refused(e.status, page))
-        }
+    let outcome = blocking(service, move |svc| svc.issue_token(&req, &actor)).await;
+    // Reloaded after issuing, so the list shows the new token.
+    let page = tokens_view(service, &s, <TokenQuery as Default>::default()).await.map_err(bare)?;
+    answer(page, outcome, |page, t| {
+        page.issued = Some(t.access_token);
+        page.issued_refresh = t.refresh_token;
+        page.issued_kid = t.kid;
+    })
+}
+
+impl Refusable for TokensPage {
+    fn refuse(&mut self, why: String) {
+        self.error = Some(why);
     }
 }
 
@@ -552,18 +578,16 @@ async fn client_create(
         max_ttl,
     };
     let actor = s.actor();
-    let result = blocking(service, move |svc| svc.create_client(&new, &actor)).await;
-    let mut page = clients_view(service, &s).await.map_err(bare)?;
-    match result {
-        Ok((view, secret)) => {
-            page.new_secret =
-                Some((format!("client {} — client_id {}", view.name, view.client_id), secret.to_string()));
-            render(&page).map_err(bare)
-        }
-        Err(e) => {
-            page.error = Some(e.description);
-            Err(refused(e.status, page))
-        }
+    let outcome = blocking(service, move |svc| svc.create_client(&new, &actor)).await;
+    let page = clients_view(service, &s).await.map_err(bare)?;
+    answer(page, outcome, |page, (view, secret)| {
+        page.new_secret = Some((format!("client {} — client_id {}", view.name, view.client_id), secret.to_string()));
+    })
+}
+
+impl Refusable for ClientsPage {
+    fn refuse(&mut self, why: String) {
+        self.error = Some(why);
     }
 }
 
@@ -601,18 +625,11 @@ async fn apikey_create(
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let role: Role = form.role.parse().map_err(|_| bare(Status::BadRequest))?;
     let (name, actor) = (form.name.clone(), s.actor());
-    let result = blocking(service, move |svc| svc.create_api_key(role, &name, &actor)).await;
-    let mut page = clients_view(service, &s).await.map_err(bare)?;
-    match result {
-        Ok((identity, secret)) => {
-            page.new_secret = Some((format!("{} API key {}", identity.role, identity.name), secret.to_string()));
-            render(&page).map_err(bare)
-        }
-        Err(e) => {
-            page.error = Some(e.description);
-            Err(refused(e.status, page))
-        }
-    }
+    let outcome = blocking(service, move |svc| svc.create_api_key(role, &name, &actor)).await;
+    let page = clients_view(service, &s).await.map_err(bare)?;
+    answer(page, outcome, |page, (identity, secret)| {
+        page.new_secret = Some((format!("{} API key {}", identity.role, identity.name), secret.to_string()));
+    })
 }
 
 #[post("/admin/apikeys/revoke", data = "<form>")]
