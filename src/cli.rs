@@ -1,5 +1,6 @@
-//! The command line. Exit codes: 0 success; 1 start-up refused or a runtime failure;
-//! 2 bad usage or invalid configuration.
+//! The command line. Exit codes: 0 success (for `token verify`: the token is active);
+//! 1 start-up refused, a runtime failure, or (`token verify`) an inactive token;
+//! 2 bad usage, invalid configuration or invalid input.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,27 @@ pub enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Inspect, rotate and revoke signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Issue, verify and revoke tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Copy the database with SQLite's online backup API (consistent while the daemon runs).
+    /// The key-encryption key is not in it: back that file up separately.
+    Backup {
+        /// Where to write the copy (must not exist).
+        path: PathBuf,
+    },
+    /// Manage the key-encryption key.
+    Kek {
+        #[command(subcommand)]
+        command: KekCommand,
+    },
     /// Manage dashboard administrators.
     Admin {
         #[command(subcommand)]
@@ -53,6 +75,74 @@ pub enum Command {
 pub enum AdminCommand {
     /// Print a one-time link (valid 15 minutes) that creates an administrator.
     Add,
+    /// Set an administrator's password, read from standard input; ends their sessions.
+    Passwd {
+        /// The administrator's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List every key with its state, times and next planned transition.
+    List,
+    /// Rotate now: gracefully (as soon as the publish lead allows) or in an emergency.
+    Rotate {
+        /// The algorithm (default: the first configured).
+        #[arg(long)]
+        alg: Option<String>,
+        /// Activate a fresh key at once (verifiers with a cached JWKS may fail until they refetch).
+        #[arg(long)]
+        emergency: bool,
+    },
+    /// Revoke a key: it leaves the JWKS at once and its tokens count as revoked.
+    Revoke {
+        kid: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue an access token and print it.
+    Issue {
+        #[arg(long)]
+        sub: String,
+        /// An audience (repeat for several).
+        #[arg(long = "aud", required = true)]
+        aud: Vec<String>,
+        /// Lifetime, like 10m.
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        alg: Option<String>,
+        #[arg(long)]
+        scope: Option<String>,
+        /// Custom claims as a JSON object.
+        #[arg(long)]
+        claims: Option<String>,
+    },
+    /// Introspect a token: print the answer; exit 0 if active, 1 if not.
+    Verify { token: String },
+    /// Revoke by jti, subject or client.
+    Revoke {
+        #[arg(long, group = "target")]
+        jti: Option<String>,
+        #[arg(long, group = "target")]
+        sub: Option<String>,
+        #[arg(long = "client", group = "target")]
+        client_id: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KekCommand {
+    /// Re-seal every private key under a new key-encryption key and replace the key file.
+    /// Stop every keyturn process on the data dir first.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +173,10 @@ pub enum ClientCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ApikeyCommand {
+    /// List API keys (never their secrets).
+    List,
+    /// Revoke an API key by id.
+    Revoke { id: String },
     /// Create an API key and print it once on stdout (only its hash is stored).
     Create {
         /// admin (everything), issuer (mint tokens) or verifier (introspect, revocation feed).
@@ -108,6 +202,42 @@ pub fn main() -> ExitCode {
         Command::Config { command: ConfigCommand::Check } => config_check(&inputs),
         Command::Serve => serve(&inputs),
         Command::Apikey { command: ApikeyCommand::Create { role, name } } => apikey_create(&inputs, &role, &name),
+        Command::Apikey { command } => with_service(&inputs, |s, actor| match command {
+            ApikeyCommand::List => s.list_api_keys().map(|keys| {
+                for k in keys {
+                    let state = k.revoked_at.map(|r| format!("revoked {r}")).unwrap_or_else(|| "active".into());
+                    println!("{}\t{}\t{}\t{}\t{state}", k.id, k.name, k.role, k.created_at);
+                }
+            }),
+            ApikeyCommand::Revoke { id } => s.revoke_api_key(&id, &actor).map(|()| println!("revoked API key {id}")),
+            ApikeyCommand::Create { .. } => Ok(()),
+        }),
+        Command::Keys { command } => with_service(&inputs, |s, actor| keys(s, &actor, command)),
+        Command::Token { command } => token(&inputs, command),
+        Command::Backup { path } => with_service(&inputs, |s, _| {
+            s.store().backup_to(&path)?;
+            println!("backed up to {}", path.display());
+            eprintln!(
+                "the key-encryption key ({}) is not in the backup: keep a copy of it apart",
+                s.config().kek_file.display()
+            );
+            Ok(())
+        }),
+        Command::Kek { command: KekCommand::Rotate } => with_service(&inputs, |s, actor| {
+            s.rotate_kek(&actor)?;
+            println!("re-sealed every private key under a new key-encryption key in {}", s.config().kek_file.display());
+            Ok(())
+        }),
+        Command::Admin { command: AdminCommand::Passwd { name } } => with_service(&inputs, |s, actor| {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| crate::error::Error::Invalid(vec![format!("reading the password: {e}")]))?;
+            let password = zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
+            s.set_password(&name, &password, &actor)?;
+            println!("password of {name} set; their sessions are ended");
+            Ok(())
+        }),
         Command::Client { command } => client(&inputs, command),
         Command::Admin { command: AdminCommand::Add } => admin_add(&inputs),
     }
@@ -285,4 +415,134 @@ fn admin_add(inputs: &Inputs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Runs `f` on the service opened on the data dir and maps its result to an exit code.
+fn with_service(
+    inputs: &Inputs,
+    f: impl FnOnce(&crate::service::Keyturn, crate::service::Actor) -> crate::error::Result<()>,
+) -> ExitCode {
+    let service = match open_service(inputs) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    exit_code(f(&service, crate::service::Actor::cli()))
+}
+
+fn exit_code(result: crate::error::Result<()>) -> ExitCode {
+    use crate::error::Error as E;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ (E::Invalid(_) | E::NotFound(_) | E::Conflict(_) | E::AlgorithmNotConfigured(_))) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn parse_alg(alg: Option<&str>) -> crate::error::Result<Option<crate::keys::Algorithm>> {
+    alg.map(|a| a.parse().map_err(|e: crate::keys::UnknownAlgorithm| crate::error::Error::Invalid(vec![e.to_string()])))
+        .transpose()
+}
+
+fn keys(s: &crate::service::Keyturn, actor: &crate::service::Actor, command: KeysCommand) -> crate::error::Result<()> {
+    use crate::service::rotation::RotateMode;
+    match command {
+        KeysCommand::List => {
+            for k in s.list_keys()? {
+                let next = k
+                    .next
+                    .map(|n| format!("{} {}", n.event, n.at.unwrap_or_else(|| "-".into())))
+                    .unwrap_or_else(|| "-".into());
+                println!("{}\t{}\t{}\tpublished {}\tnext {next}", k.kid, k.alg, k.state.as_str(), k.published_at);
+            }
+            Ok(())
+        }
+        KeysCommand::Rotate { alg, emergency } => {
+            let mode = if emergency { RotateMode::Emergency } else { RotateMode::Graceful };
+            let out = s.rotate(parse_alg(alg.as_deref())?, mode, actor)?;
+            if out.done {
+                println!("{} now signs with {}", out.alg, out.activate.unwrap_or_default());
+            } else {
+                println!(
+                    "{} will switch to {} at {} (after its publish lead)",
+                    out.alg,
+                    out.activate.unwrap_or_default(),
+                    out.at
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { kid, reason } => {
+            let out = s.revoke_key(&crate::keys::KeyId::new(kid), &reason, actor)?;
+            println!(
+                "revoked {} ({}); {} unexpired tokens invalidated; replacement: {}",
+                out.kid,
+                out.previous_state.as_str(),
+                out.live_tokens_invalidated,
+                out.replacement.unwrap_or_else(|| "-".into())
+            );
+            Ok(())
+        }
+    }
+}
+
+fn token(inputs: &Inputs, command: TokenCommand) -> ExitCode {
+    let service = match open_service(inputs) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let actor = crate::service::Actor::cli();
+    let result = match command {
+        TokenCommand::Issue { sub, aud, ttl, alg, scope, claims } => (|| {
+            let ttl = ttl
+                .as_deref()
+                .map(config::parse_duration)
+                .transpose()
+                .map_err(|e| crate::error::Error::Invalid(vec![format!("ttl: {e}")]))?;
+            let claims = match claims.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+                None => serde_json::Map::new(),
+                Some(Ok(serde_json::Value::Object(m))) => m,
+                Some(_) => return Err(crate::error::Error::Invalid(vec!["--claims must be a JSON object".into()])),
+            };
+            let req = crate::service::tokens::IssueRequest {
+                sub,
+                aud,
+                ttl,
+                alg: parse_alg(alg.as_deref())?,
+                scope,
+                client_id: None,
+                claims,
+                refresh: false,
+            };
+            let issued = service.issue_token(&req, &actor)?;
+            println!("{}", issued.access_token);
+            Ok(())
+        })(),
+        TokenCommand::Verify { token } => {
+            let answer = service.introspect(token.trim());
+            println!("{}", answer.to_json());
+            return if answer.active { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        }
+        TokenCommand::Revoke { jti, sub, client_id, reason } => {
+            use crate::service::revocations::RevokeTarget;
+            let target = match (jti, sub, client_id) {
+                (Some(j), _, _) => Some(RevokeTarget::Jti(j)),
+                (_, Some(s), _) => Some(RevokeTarget::Sub(s)),
+                (_, _, Some(c)) => Some(RevokeTarget::Client(c)),
+                _ => None,
+            };
+            match target {
+                Some(t) => service
+                    .revoke(&t, &reason, &actor)
+                    .map(|r| println!("revoked {} {} (feed id {})", r.kind, r.value, r.id)),
+                None => Err(crate::error::Error::Invalid(vec!["give one of --jti, --sub or --client".into()])),
+            }
+        }
+    };
+    exit_code(result)
 }

@@ -310,6 +310,37 @@ impl Keyturn {
             })
     }
 
+    /// Sets a password from the host (`keyturn admin passwd`): whoever runs the command on
+    /// the data dir already holds every secret, so no current password is asked. Ends the
+    /// administrator's sessions.
+    pub fn set_password(&self, admin: &str, new: &str, actor: &Actor) -> Result<()> {
+        check_password(new)?;
+        let hash = hash_password(new)?;
+        let now = self.clock.now();
+        let (admin, by) = (admin.to_owned(), actor.clone());
+        let found = self.store.write_blocking(|tx| {
+            let found = store::admins::set_password(tx, &admin, &hash, now)?;
+            if found {
+                store::admins::delete_sessions_of(tx, &admin)?;
+                audit::record(
+                    tx,
+                    now,
+                    &by.name,
+                    "admin.password",
+                    Some(&admin),
+                    by.source.as_deref(),
+                    Some("set from the host; sessions ended"),
+                )?;
+            }
+            Ok(found)
+        })?;
+        if found {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("no administrator named {admin}")))
+        }
+    }
+
     /// Changes a password after checking the current one; ends the admin's other sessions.
     pub fn change_password(&self, admin: &str, current: &str, new: &str, actor: &Actor) -> Result<()> {
         check_password(new)?;

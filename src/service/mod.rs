@@ -143,6 +143,7 @@ impl Keyturn {
         // The KEK: an existing database must open with the existing key; a missing key file
         // is created only when nothing was ever sealed.
         let stored_check = store.read_blocking(|c| meta::get(c, KEK_CHECK))?;
+        finish_kek_rotation(&config.kek_file, stored_check.as_deref())?;
         let kek = if config.kek_file.exists() {
             datadir::read_kek(&config.kek_file)?
         } else if stored_check.is_some() {
@@ -356,6 +357,72 @@ impl Keyturn {
     fn kek(&self) -> &Kek {
         &self.kek
     }
+
+    /// Fails unless this process's key-encryption key still opens the database's check value:
+    /// after a `kek rotate` elsewhere, a process holding the old key must not seal new keys.
+    fn ensure_kek_current(&self) -> Result<()> {
+        let check = self.store.read_blocking(|c| meta::get(c, KEK_CHECK))?;
+        match check {
+            Some(c) if self.kek.open(KEK_CHECK, &c).is_err() => Err(Error::KekMismatch {
+                path: self.config.kek_file.clone(),
+                what: "the database's check value (the key-encryption key was rotated by another process; restart this one)".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Re-seals every private key under a new key-encryption key in one transaction, then
+    /// replaces the key file atomically. Run it with no daemon on the data dir. Interrupted,
+    /// it leaves a state that starts with either key (see `finish_kek_rotation`).
+    pub fn rotate_kek(&self, actor: &Actor) -> Result<()> {
+        let now = self.clock.now();
+        if let Some((holder, until)) = self.store.read_blocking(store::lease::current)? {
+            if holder != self.holder && until > now {
+                return Err(Error::Conflict("a keyturn daemon is running on this database (it holds the rotator lease): stop every keyturn process first".into()));
+            }
+        }
+        self.ensure_kek_current()?;
+        let kek_err = |e: crate::keys::sealed::SealError| Error::Kek {
+            path: self.config.kek_file.clone(),
+            reason: e.to_string(),
+        };
+        let bytes = Kek::generate_bytes().map_err(kek_err)?;
+        let new = Kek::from_bytes(bytes.as_ref()).map_err(kek_err)?;
+        let pending = pending_kek_path(&self.config.kek_file);
+        datadir::write_secret_file(&pending, bytes.as_ref())
+            .map_err(|e| Error::Kek { path: pending.clone(), reason: format!("cannot be written: {e}") })?;
+        let check = new.seal(KEK_CHECK, b"keyturn").map_err(kek_err)?;
+        let rows = self.store.read_blocking(store::keys::live)?;
+        let mut resealed = Vec::new();
+        for row in &rows {
+            if let Some(sealed) = &row.sealed_private {
+                let der = self.kek.open(row.record.kid.as_str(), sealed).map_err(kek_err)?;
+                resealed.push((row.record.kid.clone(), new.seal(row.record.kid.as_str(), &der).map_err(kek_err)?));
+            }
+        }
+        let by = actor.clone();
+        let count = resealed.len();
+        self.store.write_blocking(|tx| {
+            for (kid, sealed) in &resealed {
+                store::keys::reseal(tx, kid, sealed)?;
+            }
+            meta::set(tx, KEK_CHECK, &check)?;
+            store::audit::record(
+                tx,
+                now,
+                &by.name,
+                "kek.rotate",
+                None,
+                by.source.as_deref(),
+                Some(&format!("{count} private keys re-sealed")),
+            )
+        })?;
+        std::fs::rename(&pending, &self.config.kek_file).map_err(|e| Error::Kek {
+            path: self.config.kek_file.clone(),
+            reason: format!("replacing the key file: {e}"),
+        })?;
+        Ok(())
+    }
 }
 
 /// The stored form of a high-entropy secret (API key, client secret, refresh token): its
@@ -367,6 +434,34 @@ pub(crate) fn secret_digest(secret: &str) -> Vec<u8> {
 /// Whether `presented` is the secret whose digest is `stored`, compared in constant time.
 pub(crate) fn secret_matches(stored: &[u8], presented: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(stored, &secret_digest(presented)).is_ok()
+}
+
+/// Where `kek rotate` writes the new key before the database is re-sealed under it.
+pub fn pending_kek_path(kek_file: &std::path::Path) -> std::path::PathBuf {
+    let mut name = kek_file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".new");
+    kek_file.with_file_name(name)
+}
+
+/// Completes or discards an interrupted `kek rotate`: if the database's check value opens
+/// under the pending key, the re-sealing committed and the pending file replaces the key
+/// file; if it opens under the current key, the pending file is stale and removed.
+fn finish_kek_rotation(kek_file: &std::path::Path, check: Option<&[u8]>) -> Result<()> {
+    let pending = pending_kek_path(kek_file);
+    let (Some(check), true) = (check, pending.exists()) else { return Ok(()) };
+    let opens =
+        |path: &std::path::Path| datadir::read_kek(path).map(|k| k.open(KEK_CHECK, check).is_ok()).unwrap_or(false);
+    if opens(&pending) && !opens(kek_file) {
+        std::fs::rename(&pending, kek_file).map_err(|e| Error::Kek {
+            path: kek_file.to_owned(),
+            reason: format!("finishing an interrupted rotation: {e}"),
+        })?;
+        tracing::warn!(path = %kek_file.display(), "finished an interrupted key-encryption key rotation");
+    } else if opens(kek_file) {
+        let _ = std::fs::remove_file(&pending);
+        tracing::warn!(path = %pending.display(), "removed the new key-encryption key of a rotation that did not commit");
+    }
+    Ok(())
 }
 
 /// Random identifier: `bytes` random bytes, base64url.

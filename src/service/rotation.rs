@@ -186,6 +186,7 @@ impl Keyturn {
 
     /// Generates and seals a key, ready to insert.
     fn make_key(&self, alg: Algorithm, state: KeyState, now: Instant, policy: &Policy) -> Result<(KeyRecord, Vec<u8>)> {
+        self.ensure_kek_current()?;
         let not_after = now + policy.planned_life(now);
         let new =
             generate::generate(alg, self.config.rsa_bits, &self.config.issuer, now, policy.clock_skew, not_after)?;

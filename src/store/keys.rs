@@ -146,3 +146,9 @@ pub fn transition(
     }
     Ok(())
 }
+
+/// Replaces a key's sealed private half (KEK rotation).
+pub fn reseal(tx: &Transaction<'_>, kid: &KeyId, sealed: &[u8]) -> Result<()> {
+    tx.execute("UPDATE signing_keys SET sealed_private = ?1 WHERE kid = ?2", params![sealed, kid.as_str()])?;
+    Ok(())
+}

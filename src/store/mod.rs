@@ -299,6 +299,25 @@ impl Store {
         }
     }
 
+    /// Copies the database to `dest` with SQLite's online backup API: consistent while
+    /// other connections read and write. `dest` must not exist.
+    pub fn backup_to(&self, dest: &Path) -> Result<()> {
+        if dest.exists() {
+            return Err(StoreError::Create {
+                path: dest.to_owned(),
+                reason: "already exists; choose a new path".into(),
+            });
+        }
+        let mut target = Connection::open(dest)?;
+        self.read_pooled_blocking(|src| {
+            let backup = rusqlite::backup::Backup::new(src, &mut target)?;
+            backup.run_to_completion(256, Duration::from_millis(5), None)?;
+            Ok(())
+        })?;
+        target.execute_batch("PRAGMA journal_mode = WAL;")?;
+        Ok(())
+    }
+
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await

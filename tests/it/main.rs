@@ -16,6 +16,8 @@ mod jwks;
 mod lease;
 mod lifecycle;
 mod oauth;
+mod operate;
+mod shutdown;
 mod startup;
 mod tls;
 mod wellknown;
