@@ -10,6 +10,7 @@ pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod revocation;
 pub mod schedule;
 pub mod scheduler;

@@ -38,8 +38,15 @@ impl Introspection {
 }
 
 impl Keyturn {
-    /// Introspects an access token.
+    /// Introspects an access token (and counts the answer for `/metrics`).
     pub fn introspect(&self, token: &str) -> Introspection {
+        let answer = self.introspect_uncounted(token);
+        let result = if answer.active { "active" } else { "inactive" };
+        self.metrics.inc("keyturn_introspections_total", format!("result=\"{result}\""));
+        answer
+    }
+
+    fn introspect_uncounted(&self, token: &str) -> Introspection {
         if token.len() > 16 * 1024 {
             return Introspection::inactive("too long");
         }

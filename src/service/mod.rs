@@ -119,6 +119,8 @@ pub struct Keyturn {
     last_prune: Mutex<Option<Instant>>,
     /// Failed dashboard sign-ins, for rate limiting.
     sign_in_limiter: admins::SignInLimiter,
+    /// Counters for `/metrics`.
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Keyturn {
@@ -200,6 +202,7 @@ impl Keyturn {
             revocations: RwLock::new(revocations),
             last_prune: Mutex::new(None),
             sign_in_limiter: admins::SignInLimiter::default(),
+            metrics: crate::metrics::Metrics::default(),
         };
         service.reload()?;
         service.tick()?;
@@ -240,6 +243,11 @@ impl Keyturn {
     /// Subscribes to policy changes (the scheduler follows the cron expression).
     pub fn watch_policy(&self) -> tokio::sync::watch::Receiver<u64> {
         self.policy_version.subscribe()
+    }
+
+    /// The process's counters.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The current time.

@@ -333,6 +333,7 @@ impl Keyturn {
             });
             match recorded {
                 Ok(()) => {
+                    self.metrics.inc("keyturn_tokens_issued_total", format!("kid=\"{}\",alg=\"{alg}\"", signer.kid()));
                     return Ok(IssuedToken {
                         access_token: token,
                         token_type: "Bearer",
@@ -341,7 +342,7 @@ impl Keyturn {
                         jti,
                         scope: req.scope.clone(),
                         refresh_token: new_refresh.map(|(t, _)| t.to_string()),
-                    })
+                    });
                 }
                 Err(StoreError::Conflict(msg)) if msg.starts_with("refresh") => {
                     return Err(Error::InvalidGrant("the refresh token was already used".into()))

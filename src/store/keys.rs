@@ -152,3 +152,10 @@ pub fn reseal(tx: &Transaction<'_>, kid: &KeyId, sealed: &[u8]) -> Result<()> {
     tx.execute("UPDATE signing_keys SET sealed_private = ?1 WHERE kid = ?2", params![sealed, kid.as_str()])?;
     Ok(())
 }
+
+/// How many keys there are per (algorithm, state).
+pub fn counts(conn: &Connection) -> Result<Vec<(String, String, i64)>> {
+    let mut stmt = conn.prepare_cached("SELECT alg, state, count(*) FROM signing_keys GROUP BY alg, state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -52,12 +52,17 @@ impl Fairing for RequestLog {
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         let started = req.local_cache(Monotonic::now);
+        let took = started.elapsed();
+        if let Some(service) = req.rocket().state::<Arc<Keyturn>>() {
+            let route = req.route().map(|r| r.uri.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+            service.metrics().http(&route, req.method().as_str(), res.status().code, took);
+        }
         tracing::info!(
             target: "keyturn::http",
             method = %req.method(),
             path = %req.uri().path(),
             status = res.status().code,
-            micros = started.elapsed().as_micros() as u64,
+            micros = took.as_micros() as u64,
             "request"
         );
     }

@@ -13,7 +13,7 @@ use crate::keys::jwks::Document;
 use crate::service::Keyturn;
 
 pub fn routes() -> Vec<Route> {
-    routes![jwks, openid_configuration, oauth_metadata, healthz, readyz]
+    routes![jwks, openid_configuration, oauth_metadata, healthz, readyz, metrics]
 }
 
 /// The `If-None-Match` request header, when present.
@@ -32,7 +32,8 @@ pub struct Cached {
     doc: Document,
     content_type: ContentType,
     cache_control: String,
-    not_modified: bool,
+    /// Whether the answer is 304 Not Modified.
+    pub not_modified: bool,
 }
 
 impl Cached {
@@ -74,7 +75,10 @@ fn jwk_set_json() -> ContentType {
 #[get("/.well-known/jwks.json")]
 fn jwks(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
     let published = service.published();
-    Cached::new(published.jwks.clone(), jwk_set_json(), published.policy.jwks_max_age.as_secs(), &inm)
+    let answer = Cached::new(published.jwks.clone(), jwk_set_json(), published.policy.jwks_max_age.as_secs(), &inm);
+    let status = if answer.not_modified { "304" } else { "200" };
+    service.metrics().inc("keyturn_jwks_responses_total", format!("status=\"{status}\""));
+    answer
 }
 
 #[get("/.well-known/openid-configuration")]
@@ -110,4 +114,18 @@ async fn readyz(service: &State<Arc<Keyturn>>) -> (Status, (ContentType, String)
             (ContentType::JSON, json!({"status": "not ready", "reason": reason}).to_string()),
         ),
     }
+}
+
+/// Prometheus metrics, text format.
+#[get("/metrics")]
+async fn metrics(service: &State<Arc<Keyturn>>) -> Result<(ContentType, String), Status> {
+    let s = service.inner().clone();
+    tokio::task::spawn_blocking(move || s.metrics_text())
+        .await
+        .map_err(|_| Status::InternalServerError)?
+        .map(|text| (ContentType::new("text", "plain").with_params(("version", "0.0.4")), text))
+        .map_err(|e| {
+            tracing::error!("rendering metrics failed: {e}");
+            Status::InternalServerError
+        })
 }
