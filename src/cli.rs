@@ -20,6 +20,9 @@ pub struct Cli {
     /// Configuration file (TOML). Default: keyturn.toml in the working directory, if present.
     #[arg(long, global = true, env = "KEYTURN_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Log format: text (readable) or json (one object per line). Overrides the configuration.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -197,7 +200,12 @@ pub enum ConfigCommand {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let inputs = Inputs::from_process(cli.config.clone());
+    let mut inputs = Inputs::from_process(cli.config.clone());
+    if let Some(format) = &cli.log_format {
+        // The command line is the last layer: it wins over file and environment.
+        inputs.env.retain(|(k, _)| k != "KEYTURN_LOG_FORMAT");
+        inputs.env.push(("KEYTURN_LOG_FORMAT".into(), format.clone()));
+    }
     match cli.command {
         Command::Config { command: ConfigCommand::Check } => config_check(&inputs),
         Command::Serve => serve(&inputs),

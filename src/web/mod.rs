@@ -36,6 +36,9 @@ pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
         .register("/admin", admin::catchers())
 }
 
+/// A request's id: in its log line and its `X-Request-Id` response header.
+struct RequestId(String);
+
 /// Logs one line per request (method, path without query, status, duration) through
 /// `tracing`, whose writer is non-blocking, so logging never waits on the terminal.
 struct RequestLog;
@@ -48,6 +51,7 @@ impl Fairing for RequestLog {
 
     async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
         req.local_cache(Monotonic::now);
+        req.local_cache(|| RequestId(crate::service::random_id(9)));
     }
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
@@ -57,8 +61,11 @@ impl Fairing for RequestLog {
             let route = req.route().map(|r| r.uri.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
             service.metrics().http(&route, req.method().as_str(), res.status().code, took);
         }
+        let id = &req.local_cache(|| RequestId(crate::service::random_id(9))).0;
+        res.set_header(Header::new("X-Request-Id", id.clone()));
         tracing::info!(
             target: "keyturn::http",
+            request_id = %id,
             method = %req.method(),
             path = %req.uri().path(),
             status = res.status().code,

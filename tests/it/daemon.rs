@@ -157,3 +157,10 @@ impl Daemon {
         }
     }
 }
+
+/// Runs `keyturn` with `args` on `data` and returns its stdout.
+pub fn run_keyturn_out(args: &[&str], data: &Path) -> String {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_keyturn")).args(args).env("KEYTURN_DATA_DIR", data).output().expect("keyturn");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -15,6 +15,7 @@ mod interop;
 mod jwks;
 mod lease;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod oauth;
 mod operate;
