@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod crash;
 mod daemon;
+mod deploy;
 mod interop;
 mod jwks;
 mod lease;
