@@ -30,7 +30,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: serve the JWKS and discovery documents and keep the keys.
-    Serve,
+    Serve {
+        /// Serve HTTPS with a self-signed certificate kept in the data dir (made on first use),
+        /// for trying TLS locally. Production sets tls_cert_file and tls_key_file instead.
+        #[arg(long)]
+        tls_self_signed: bool,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -208,7 +213,7 @@ pub fn main() -> ExitCode {
     }
     match cli.command {
         Command::Config { command: ConfigCommand::Check } => config_check(&inputs),
-        Command::Serve => serve(&inputs),
+        Command::Serve { tls_self_signed } => serve(&inputs, tls_self_signed),
         Command::Apikey { command: ApikeyCommand::Create { role, name } } => apikey_create(&inputs, &role, &name),
         Command::Apikey { command } => with_service(&inputs, |s, actor| match command {
             ApikeyCommand::List => s.list_api_keys().map(|keys| {
@@ -308,11 +313,25 @@ fn config_check(inputs: &Inputs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(inputs: &Inputs) -> ExitCode {
-    let config = match load_or_exit(inputs) {
+fn serve(inputs: &Inputs, tls_self_signed: bool) -> ExitCode {
+    let mut config = match load_or_exit(inputs) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if tls_self_signed && config.tls.is_none() {
+        match crate::datadir::self_signed_tls(&config) {
+            Ok(paths) => {
+                if config.sources.get("issuer") == Some(&config::Source::Default) {
+                    config.issuer = format!("https://{}", config.socket_text());
+                }
+                config.tls = Some(paths);
+            }
+            Err(e) => {
+                eprintln!("keyturn: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let _guard = init_logging(&config);
     for w in &config.warnings {
         tracing::warn!("{w}");

@@ -70,6 +70,26 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// The self-signed certificate and key of `serve --tls-self-signed`, made on first use in the
+/// data dir (for the configured address, `localhost` and 127.0.0.1) and kept across restarts.
+pub fn self_signed_tls(config: &crate::config::Config) -> Result<(PathBuf, PathBuf), Error> {
+    let dir = DataDir::new(&config.data_dir);
+    dir.prepare()?;
+    let (cert, key) = (dir.root.join("tls-self-signed.pem"), dir.root.join("tls-self-signed.key"));
+    if cert.is_file() && key.is_file() {
+        return Ok((cert, key));
+    }
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), config.address.to_string()];
+    let made = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| Error::DataDir { path: cert.clone(), reason: format!("cannot make a certificate: {e}") })?;
+    let key_pem = Zeroizing::new(made.signing_key.serialize_pem());
+    write_secret_file(&key, key_pem.as_bytes())
+        .map_err(|e| Error::DataDir { path: key.clone(), reason: e.to_string() })?;
+    fs::write(&cert, made.cert.pem()).map_err(|e| Error::DataDir { path: cert.clone(), reason: e.to_string() })?;
+    tracing::info!(path = %cert.display(), "made a self-signed TLS certificate for trying HTTPS locally");
+    Ok((cert, key))
+}
+
 /// Reads the key-encryption key: 32 raw bytes, or their base64 text (as
 /// `openssl rand -base64 32` writes it).
 pub fn read_kek(path: &Path) -> Result<Kek, Error> {
