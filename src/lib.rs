@@ -144,6 +144,9 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
             .limit("form", web::BODY_LIMIT.parse().unwrap_or_default()),
     ));
 
+    // On SIGTERM or SIGINT: stop accepting, give in-flight requests 5 s to finish and 5 s
+    // more to close, then stop.
+    let figment = figment.merge(("shutdown.grace", 5)).merge(("shutdown.mercy", 5)).merge(("shutdown.ctrlc", true));
     let figment = match &config.tls {
         Some((cert, key)) => figment.merge(("tls.certs", cert)).merge(("tls.key", key)),
         None => figment,

@@ -34,3 +34,33 @@ fn sigterm_and_sigint_exit_zero_promptly_and_checkpoint() {
         assert_eq!(lease, 0, "the rotator lease was handed over");
     }
 }
+
+#[test]
+fn in_flight_requests_finish_after_sigterm() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let key = keyturn_once(&data, &["apikey", "create", "--role", "issuer", "--name", "t"], &[]).trim().to_owned();
+    let d = Daemon::start(&data, &[], "in-flight");
+    let addr = d.url.trim_start_matches("http://").to_owned();
+    let body = br#"{"sub": "late", "aud": "api"}"#;
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    write!(
+        conn,
+        "POST /api/v1/tokens HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("headers");
+    conn.write_all(&body[..10]).expect("half a body");
+    // The request is in flight, its body half sent: now SIGTERM.
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(d.child.id().to_string()).status();
+    std::thread::sleep(Duration::from_millis(300)); // the signal lands while the request waits for its body
+    conn.write_all(&body[10..]).expect("rest of the body");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "the in-flight request was answered: {answer}");
+    assert!(answer.contains("access_token"));
+    let status = d.signal_and_wait("TERM", Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+}

@@ -139,7 +139,35 @@ fn config_check_prints_redacted_configuration() {
 #[test]
 fn help_on_every_command() {
     let root = tempfile::tempdir().expect("tempdir");
-    for args in [&["--help"][..], &["serve", "--help"], &["config", "--help"], &["config", "check", "--help"]] {
+    let commands: &[&[&str]] = &[
+        &["--help"],
+        &["serve", "--help"],
+        &["config", "--help"],
+        &["config", "check", "--help"],
+        &["keys", "--help"],
+        &["keys", "list", "--help"],
+        &["keys", "rotate", "--help"],
+        &["keys", "revoke", "--help"],
+        &["token", "--help"],
+        &["token", "issue", "--help"],
+        &["token", "verify", "--help"],
+        &["token", "revoke", "--help"],
+        &["client", "--help"],
+        &["client", "create", "--help"],
+        &["client", "list", "--help"],
+        &["client", "disable", "--help"],
+        &["apikey", "--help"],
+        &["apikey", "create", "--help"],
+        &["apikey", "list", "--help"],
+        &["apikey", "revoke", "--help"],
+        &["admin", "--help"],
+        &["admin", "add", "--help"],
+        &["admin", "passwd", "--help"],
+        &["backup", "--help"],
+        &["kek", "--help"],
+        &["kek", "rotate", "--help"],
+    ];
+    for args in commands.iter().copied() {
         let out = run_keyturn(args, &[], root.path());
         assert!(out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
