@@ -17,10 +17,21 @@ struct Histogram {
 }
 
 /// Everything keyturn counts while it runs (counters start at zero with the process).
+/// Keyed so that counting an already-seen series allocates nothing: this runs on every
+/// request, including the JWKS path measured against nginx.
 #[derive(Default, Debug)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// name → formatted labels (`a="x",b="y"`) → value.
+    counters: Mutex<BTreeMap<&'static str, BTreeMap<String, u64>>>,
+    /// route template → its request counts and latency.
+    http: Mutex<BTreeMap<String, RouteStats>>,
+}
+
+/// Requests to one route: counts by (method, status), and one latency histogram.
+#[derive(Default, Debug, Clone)]
+struct RouteStats {
+    requests: BTreeMap<(String, u16), u64>,
+    latency: Histogram,
 }
 
 /// Escapes a label value for the text format.
@@ -30,19 +41,32 @@ fn label(v: &str) -> String {
 
 impl Metrics {
     /// Adds one to counter `name` with the already-formatted `labels` (`a="x",b="y"`).
-    pub fn inc(&self, name: &'static str, labels: String) {
-        *self.counters.lock().unwrap_or_else(PoisonError::into_inner).entry((name, labels)).or_insert(0) += 1;
+    pub fn inc(&self, name: &'static str, labels: &str) {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        let series = counters.entry(name).or_default();
+        match series.get_mut(labels) {
+            Some(v) => *v += 1,
+            None => {
+                series.insert(labels.to_owned(), 1);
+            }
+        }
     }
 
     /// Counts an HTTP request: route template, method, status, and its latency.
     pub fn http(&self, route: &str, method: &str, status: u16, took: Duration) {
-        self.inc(
-            "keyturn_http_requests_total",
-            format!("route=\"{}\",method=\"{method}\",status=\"{status}\"", label(route)),
-        );
         let secs = took.as_secs_f64();
-        let mut hist = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
-        let h = hist.entry(route.to_owned()).or_default();
+        let mut http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+        let stats = match http.get_mut(route) {
+            Some(stats) => stats,
+            None => http.entry(route.to_owned()).or_default(),
+        };
+        match stats.requests.iter_mut().find(|((m, s), _)| m == method && *s == status) {
+            Some((_, n)) => *n += 1,
+            None => {
+                stats.requests.insert((method.to_owned(), status), 1);
+            }
+        }
+        let h = &mut stats.latency;
         for (i, bound) in BUCKETS.iter().enumerate() {
             if secs <= *bound {
                 h.counts[i] += 1;
@@ -57,7 +81,8 @@ impl Metrics {
         self.counters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&(name, labels.to_owned()))
+            .get(name)
+            .and_then(|series| series.get(labels))
             .copied()
             .unwrap_or(0)
     }
@@ -65,21 +90,32 @@ impl Metrics {
     /// The counters and histograms in text format, with `# TYPE` lines.
     pub fn render(&self, out: &mut String) {
         let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let mut last = "";
-        for ((name, labels), value) in &counters {
-            if *name != last {
-                let _ = writeln!(out, "# TYPE {name} counter");
-                last = name;
+        let http = self.http.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for (name, series) in &counters {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (labels, value) in series {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
             }
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
         }
-        let hist = self.latency.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        if !hist.is_empty() {
-            let _ = writeln!(out, "# HELP keyturn_http_request_duration_seconds Time to answer a request, by route.");
-            let _ = writeln!(out, "# TYPE keyturn_http_request_duration_seconds histogram");
+        if http.is_empty() {
+            return;
         }
-        for (route, h) in &hist {
+        let _ = writeln!(out, "# HELP keyturn_http_requests_total Requests answered, by route, method and status.");
+        let _ = writeln!(out, "# TYPE keyturn_http_requests_total counter");
+        for (route, stats) in &http {
             let r = label(route);
+            for ((method, status), n) in &stats.requests {
+                let _ = writeln!(
+                    out,
+                    "keyturn_http_requests_total{{route=\"{r}\",method=\"{}\",status=\"{status}\"}} {n}",
+                    label(method)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP keyturn_http_request_duration_seconds Time to answer a request, by route.");
+        let _ = writeln!(out, "# TYPE keyturn_http_request_duration_seconds histogram");
+        for (route, stats) in &http {
+            let (r, h) = (label(route), &stats.latency);
             for (i, bound) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -115,15 +151,19 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let m = Metrics::default();
-        m.inc("keyturn_x_total", "a=\"1\"".into());
-        m.inc("keyturn_x_total", "a=\"1\"".into());
+        m.inc("keyturn_x_total", "a=\"1\"");
+        m.inc("keyturn_x_total", "a=\"1\"");
         m.http("/x", "GET", 200, Duration::from_micros(700));
+        m.http("/x", "GET", 200, Duration::from_micros(300));
+        m.http("/x", "POST", 400, Duration::from_micros(300));
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.contains("# TYPE keyturn_x_total counter\nkeyturn_x_total{a=\"1\"} 2\n"), "{out}");
-        assert!(out.contains("keyturn_http_request_duration_seconds_bucket{route=\"/x\",le=\"0.0005\"} 0"), "{out}");
-        assert!(out.contains("keyturn_http_request_duration_seconds_bucket{route=\"/x\",le=\"0.001\"} 1"), "{out}");
-        assert!(out.contains("keyturn_http_request_duration_seconds_count{route=\"/x\"} 1"), "{out}");
+        assert!(out.contains("keyturn_http_request_duration_seconds_bucket{route=\"/x\",le=\"0.0005\"} 2"), "{out}");
+        assert!(out.contains("keyturn_http_request_duration_seconds_bucket{route=\"/x\",le=\"0.001\"} 3"), "{out}");
+        assert!(out.contains("keyturn_http_request_duration_seconds_count{route=\"/x\"} 3"), "{out}");
+        assert!(out.contains("keyturn_http_requests_total{route=\"/x\",method=\"GET\",status=\"200\"} 2\n"), "{out}");
+        assert!(out.contains("keyturn_http_requests_total{route=\"/x\",method=\"POST\",status=\"400\"} 1\n"), "{out}");
         assert_eq!(label("a\"b"), "a\\\"b");
     }
 }

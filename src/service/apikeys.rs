@@ -3,8 +3,10 @@
 //! A key reads `kt_<id>.<secret>`: the id finds the row, the secret (256 random bits) is
 //! compared by its SHA-256 in constant time.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -100,23 +102,72 @@ impl Keyturn {
     }
 
     /// The identity behind a presented key, or `None` if it is unknown, wrong or revoked.
+    /// Reads the database unless the key's row is cached (and caches it).
     pub fn authenticate_api_key(&self, presented: &str) -> Result<Option<ApiKeyIdentity>> {
-        let Some((id, secret)) = presented.strip_prefix(PREFIX).and_then(|rest| rest.split_once('.')) else {
-            return Ok(None);
-        };
-        if id.len() > 64 || secret.len() > 128 {
-            return Ok(None);
-        }
+        let Some((id, secret)) = split_presented(presented) else { return Ok(None) };
+        // A row read before a concurrent forget must not be cached after it.
+        let generation = self.api_keys.read().unwrap_or_else(PoisonError::into_inner).generation;
         let Some(row) = self.store.read_blocking(|c| store::apikeys::get(c, id))? else {
             return Ok(None);
         };
-        let matches = secret_matches(&row.secret_hash, secret);
-        if !matches || row.revoked_at.is_some() {
-            return Ok(None);
-        }
         let role = row.role.parse().map_err(|e: String| Error::Store(store::StoreError::Corrupt(e)))?;
-        Ok(Some(ApiKeyIdentity { id: row.id, name: row.name, role }))
+        let cached = Arc::new(CachedKey {
+            identity: ApiKeyIdentity { id: row.id, name: row.name, role },
+            secret_hash: row.secret_hash,
+            revoked: row.revoked_at.is_some(),
+        });
+        let mut cache = self.api_keys.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.generation == generation {
+            cache.rows.insert(id.to_owned(), cached.clone());
+        }
+        Ok(cached.check(secret))
     }
+
+    /// [`Keyturn::authenticate_api_key`] from memory alone, for the request path: the answer,
+    /// or `None` when the key's row is not cached and the database must be asked.
+    pub fn authenticate_api_key_cached(&self, presented: &str) -> Option<Option<ApiKeyIdentity>> {
+        let Some((id, secret)) = split_presented(presented) else { return Some(None) };
+        let cached = self.api_keys.read().unwrap_or_else(PoisonError::into_inner).rows.get(id).cloned()?;
+        Some(cached.check(secret))
+    }
+
+    /// Forgets every cached API key row: after this process changed one, and whenever
+    /// another process committed (so a key revoked by the CLI stops within the follow
+    /// interval, about a second).
+    pub(super) fn forget_api_keys(&self) {
+        let mut cache = self.api_keys.write().unwrap_or_else(PoisonError::into_inner);
+        cache.rows.clear();
+        cache.generation += 1;
+    }
+}
+
+/// API key rows as last read, by id, so authenticating a request needs no database read.
+pub(super) type ApiKeyCache = RwLock<CachedKeys>;
+
+#[derive(Default)]
+pub(super) struct CachedKeys {
+    rows: HashMap<String, Arc<CachedKey>>,
+    /// Bumped by every forget.
+    generation: u64,
+}
+
+/// An API key's row as authentication needs it.
+pub(super) struct CachedKey {
+    identity: ApiKeyIdentity,
+    secret_hash: Vec<u8>,
+    revoked: bool,
+}
+
+impl CachedKey {
+    fn check(&self, secret: &str) -> Option<ApiKeyIdentity> {
+        (secret_matches(&self.secret_hash, secret) && !self.revoked).then(|| self.identity.clone())
+    }
+}
+
+/// `kt_<id>.<secret>` split into id and secret, or `None` when it cannot be a key.
+fn split_presented(presented: &str) -> Option<(&str, &str)> {
+    let (id, secret) = presented.strip_prefix(PREFIX)?.split_once('.')?;
+    (id.len() <= 64 && secret.len() <= 128).then_some((id, secret))
 }
 
 /// An API key as lists show it (never its secret).
@@ -158,6 +209,7 @@ impl Keyturn {
             }
             Ok(done)
         })?;
+        self.forget_api_keys();
         if done {
             Ok(())
         } else {

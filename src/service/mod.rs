@@ -121,6 +121,8 @@ pub struct Keyturn {
     sign_in_limiter: admins::SignInLimiter,
     /// Counters for `/metrics`.
     metrics: crate::metrics::Metrics,
+    /// API key rows, so authenticating a request needs no database read.
+    api_keys: apikeys::ApiKeyCache,
 }
 
 impl std::fmt::Debug for Keyturn {
@@ -203,6 +205,7 @@ impl Keyturn {
             last_prune: Mutex::new(None),
             sign_in_limiter: admins::SignInLimiter::default(),
             metrics: crate::metrics::Metrics::default(),
+            api_keys: apikeys::ApiKeyCache::default(),
         };
         service.reload()?;
         service.tick()?;
@@ -315,6 +318,7 @@ impl Keyturn {
         let version: i64 = self.store.read_blocking(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))?;
         let seen = *self.seen_data_version.lock().unwrap_or_else(PoisonError::into_inner);
         if version != seen {
+            self.forget_api_keys();
             self.reload()?;
             self.load_new_revocations()?;
             return Ok(true);

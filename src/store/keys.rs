@@ -70,8 +70,11 @@ pub fn live(conn: &Connection) -> Result<Vec<KeyRow>> {
 
 /// The state of one key, read inside a transaction to guard a decision.
 pub fn state(conn: &Connection, kid: &KeyId) -> Result<Option<KeyState>> {
-    let s: Option<String> =
-        conn.query_row("SELECT state FROM signing_keys WHERE kid = ?1", [kid.as_str()], |r| r.get(0)).optional()?;
+    // Cached: every issued token's record checks its key still signs.
+    let s: Option<String> = conn
+        .prepare_cached("SELECT state FROM signing_keys WHERE kid = ?1")?
+        .query_row([kid.as_str()], |r| r.get(0))
+        .optional()?;
     s.map(|s| s.parse().map_err(StoreError::Corrupt)).transpose()
 }
 

@@ -25,6 +25,7 @@ use crate::service::policy::PolicyChange;
 use crate::service::revocations::RevokeTarget;
 use crate::service::rotation::RotateMode;
 use crate::service::tokens::IssueRequest;
+use crate::service::tokens::IssuedToken;
 use crate::service::{Actor, Keyturn};
 
 pub fn routes() -> Vec<Route> {
@@ -121,8 +122,13 @@ impl<'r> FromRequest<'r> for Caller {
         let Some(service) = req.rocket().state::<Arc<Keyturn>>() else {
             return Outcome::Error((Status::InternalServerError, "service missing"));
         };
-        let presented = presented.to_owned();
-        let found = blocking(service, move |s| s.authenticate_api_key(&presented)).await;
+        let found = match service.authenticate_api_key_cached(presented) {
+            Some(answer) => Ok(answer),
+            None => {
+                let presented = presented.to_owned();
+                blocking(service, move |s| s.authenticate_api_key(&presented)).await
+            }
+        };
         match found {
             Ok(Some(key)) => Outcome::Success(Caller { key, source: req.client_ip() }),
             Ok(None) => fail("unknown, wrong or revoked API key"),
@@ -257,7 +263,7 @@ async fn issue_token(
     caller: Caller,
     _json: JsonContent,
     body: Json<TokenBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IssuedToken>, ApiError> {
     caller.require(&[Role::Issuer])?;
     let body = body.into_inner();
     let ttl = body
@@ -280,9 +286,7 @@ async fn issue_token(
         claims: body.claims,
         refresh: body.refresh,
     };
-    let actor = caller.actor();
-    let issued = blocking(service, move |s| s.issue_token(&req, &actor)).await?;
-    Ok(Json(json!(issued)))
+    Ok(Json(service.issue_token_async(req, caller.actor()).await.map_err(ApiError::from)?))
 }
 
 #[get("/api/v1/tokens?<sub>&<client_id>&<kid>&<active>&<before>&<limit>")]

@@ -8,12 +8,14 @@ pub mod oauth;
 pub mod pages;
 pub mod wellknown;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant as Monotonic;
 
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::figment::Figment;
 use rocket::http::Header;
+use rocket::shield::Shield;
 use rocket::{Build, Data, Request, Response, Rocket};
 
 use crate::service::Keyturn;
@@ -25,8 +27,10 @@ pub const BODY_LIMIT: &str = "64 KiB";
 pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
     rocket::custom(figment)
         .manage(service)
+        // keyturn sets its own security headers (below), so Rocket's default Shield, which
+        // would set a subset of them again on every response, is replaced by an empty one.
+        .attach(Shield::new())
         .attach(RequestLog)
-        .attach(SecurityHeaders)
         .mount("/", wellknown::routes())
         .mount("/", pages::routes())
         .mount("/", api::routes())
@@ -36,33 +40,53 @@ pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
         .register("/admin", admin::catchers())
 }
 
-/// A request's id: in its log line and its `X-Request-Id` response header.
+/// A request's id: in its log line and its `X-Request-Id` response header. A random prefix
+/// made once per process and a counter: unique across restarts and replicas, and cheap
+/// enough for the JWKS path (ids correlate log lines; they are not secrets).
 struct RequestId(String);
 
+impl RequestId {
+    fn next() -> RequestId {
+        static PREFIX: OnceLock<String> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = PREFIX.get_or_init(|| crate::service::random_id(6));
+        RequestId(format!("{prefix}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
 /// Logs one line per request (method, path without query, status, duration) through
-/// `tracing`, whose writer is non-blocking, so logging never waits on the terminal.
+/// `tracing`, whose writer is non-blocking, so logging never waits on the terminal; counts the
+/// request for `/metrics`; and sets the headers every response carries. One fairing for all
+/// three, since it runs on every request, the JWKS fetches of a whole fleet included.
 struct RequestLog;
 
 #[rocket::async_trait]
 impl Fairing for RequestLog {
     fn info(&self) -> Info {
-        Info { name: "request log", kind: Kind::Request | Kind::Response }
+        Info { name: "request log and security headers", kind: Kind::Request | Kind::Response }
     }
 
     async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
         req.local_cache(Monotonic::now);
-        req.local_cache(|| RequestId(crate::service::random_id(9)));
+        req.local_cache(RequestId::next);
     }
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         let started = req.local_cache(Monotonic::now);
         let took = started.elapsed();
         if let Some(service) = req.rocket().state::<Arc<Keyturn>>() {
-            let route = req.route().map(|r| r.uri.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
-            service.metrics().http(&route, req.method().as_str(), res.status().code, took);
+            let route = req.route().map_or("unmatched", |r| r.uri.as_str());
+            service.metrics().http(route, req.method().as_str(), res.status().code, took);
         }
-        let id = &req.local_cache(|| RequestId(crate::service::random_id(9))).0;
+        let id = &req.local_cache(RequestId::next).0;
         res.set_header(Header::new("X-Request-Id", id.clone()));
+        res.set_header(Header::new("X-Content-Type-Options", "nosniff"));
+        res.set_header(Header::new("Referrer-Policy", "no-referrer"));
+        res.set_header(Header::new(
+            "Content-Security-Policy",
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ));
+        res.set_header(Header::new("X-Frame-Options", "DENY"));
         tracing::info!(
             target: "keyturn::http",
             request_id = %id,
@@ -72,25 +96,5 @@ impl Fairing for RequestLog {
             micros = took.as_micros() as u64,
             "request"
         );
-    }
-}
-
-/// Headers every response carries.
-struct SecurityHeaders;
-
-#[rocket::async_trait]
-impl Fairing for SecurityHeaders {
-    fn info(&self) -> Info {
-        Info { name: "security headers", kind: Kind::Response }
-    }
-
-    async fn on_response<'r>(&self, _: &'r Request<'_>, res: &mut Response<'r>) {
-        res.set_header(Header::new("X-Content-Type-Options", "nosniff"));
-        res.set_header(Header::new("Referrer-Policy", "no-referrer"));
-        res.set_header(Header::new(
-            "Content-Security-Policy",
-            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        ));
-        res.set_header(Header::new("X-Frame-Options", "DENY"));
     }
 }

@@ -109,6 +109,15 @@ async fn authentication_and_roles() {
     let (status, body) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
     assert_eq!(status, 200);
     assert_eq!(body["keys"].as_array().expect("keys").len(), 2);
+
+    // The daemon now holds the admin key in memory: a wrong secret for its id is still
+    // refused, and revoking it takes effect on the very next request.
+    let (status, _) = api.call("GET", "/api/v1/keys", Some(&format!("{}x", api.admin)), None).await;
+    assert_eq!(status, 401, "a wrong secret for a cached key");
+    let id = api.admin.trim_start_matches("kt_").split('.').next().expect("id").to_owned();
+    api.server.service.revoke_api_key(&id, &Actor::cli()).expect("revoke");
+    let (status, _) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
+    assert_eq!(status, 401, "a revoked key is refused at once");
     api.stop().await;
 }
 

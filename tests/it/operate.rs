@@ -83,6 +83,28 @@ fn cli_changes_reach_the_running_daemon_within_a_second() {
     assert!(took < Duration::from_millis(1500), "the revocation index followed in {took:?}");
     assert_eq!(run(&data, &["token", "verify", &token]).status.code(), Some(1), "inactive: exit 1");
 
+    // An API key the daemon has authenticated (and so holds in memory) stops working once
+    // the CLI revokes it.
+    let out = run(&data, &["apikey", "list"]);
+    let listing = String::from_utf8(out.stdout).expect("utf8");
+    let id = listing.lines().find(|l| l.contains("\tv\tverifier\t")).and_then(|l| l.split('\t').next()).expect("id");
+    let status = || {
+        client()
+            .post(format!("{}/oauth/introspect", d.url))
+            .bearer_auth(&verifier)
+            .form(&[("token", token.as_str())])
+            .send()
+            .expect("introspect")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status(), 200);
+    let out = run(&data, &["apikey", "revoke", id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let took = time_until(|| status() == 401);
+    eprintln!("CLI API-key revocation refused by the daemon after {took:?}");
+    assert!(took < Duration::from_millis(1500), "the API key cache followed in {took:?}");
+
     let listing = String::from_utf8(run(&data, &["keys", "list"]).stdout).expect("utf8");
     assert!(listing.contains("active") && listing.contains("retired") && listing.contains("pending"), "{listing}");
     let out = run(&data, &["apikey", "list"]);
