@@ -280,7 +280,9 @@ impl Keyturn {
                 reason: "an active key has no private key".into(),
             })?;
             let private = open_private(&self.kek, &row.record, sealed)?;
-            signers.insert(row.record.alg, Arc::new(SigningKey::new(row.record.kid.clone(), row.record.alg, &private)));
+            let signer = SigningKey::new(row.record.kid.clone(), row.record.alg, &private)
+                .map_err(|e| Error::KeyDoesNotLoad { kid: row.record.kid.clone(), reason: e.to_string() })?;
+            signers.insert(row.record.alg, Arc::new(signer));
         }
         let mut verifiers = HashMap::new();
         for row in rows.iter().filter(|r| r.record.state.is_published()) {

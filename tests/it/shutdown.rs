@@ -46,12 +46,21 @@ fn in_flight_requests_finish_after_sigterm() {
     let body = br#"{"sub": "late", "aud": "api"}"#;
     let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    // `Expect: 100-continue`: the server says "100 Continue" when the handler starts reading
+    // the body, so the test knows the request is in flight (not merely sent) before SIGTERM.
     write!(
         conn,
-        "POST /api/v1/tokens HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /api/v1/tokens HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .expect("headers");
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).expect("100 Continue");
+        interim.push(byte[0]);
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&interim));
     conn.write_all(&body[..10]).expect("half a body");
     // The request is in flight, its body half sent: now SIGTERM.
     let _ = std::process::Command::new("kill").arg("-TERM").arg(d.child.id().to_string()).status();
