@@ -260,6 +260,50 @@ struct Probe {
     total: usize,
 }
 
+/// (start, latency, answered 200) of each request, relative to the probe's start.
+type Sample = (Duration, Duration, bool);
+
+/// Four threads GETting the JWKS at `host` over keep-alive connections until `total` has
+/// passed since `t0`.
+fn probe_clients(host: &str, t0: Instant, total: Duration) -> Vec<std::thread::JoinHandle<Vec<Sample>>> {
+    (0..4)
+        .map(|_| {
+            let host = host.to_owned();
+            std::thread::spawn(move || {
+                let connect = || {
+                    let conn = std::net::TcpStream::connect(&host).expect("connect");
+                    conn.set_nodelay(true).expect("nodelay");
+                    std::io::BufReader::new(conn)
+                };
+                let mut samples = Vec::new();
+                let mut conn = connect();
+                while t0.elapsed() < total {
+                    let started = t0.elapsed();
+                    let ok = matches!(get_keep_alive(&mut conn, &host, "/.well-known/jwks.json"), Ok(200));
+                    samples.push((started, t0.elapsed() - started, ok));
+                    if !ok {
+                        conn = connect();
+                    }
+                }
+                samples
+            })
+        })
+        .collect()
+}
+
+fn join_probe(clients: Vec<std::thread::JoinHandle<Vec<Sample>>>) -> Vec<Sample> {
+    clients.into_iter().flat_map(|c| c.join().expect("client")).collect()
+}
+
+/// The same probe against nginx serving the same bytes (`./scripts/bench` passes its
+/// address): this machine's floor of latency outliers when nothing at all happens.
+fn nginx_floor() -> Option<(f64, f64, f64, usize)> {
+    let host = std::env::var("KEYTURN_BENCH_NGINX").ok().filter(|h| !h.is_empty())?;
+    let t0 = Instant::now();
+    let samples = join_probe(probe_clients(&host, t0, Duration::from_secs(3)));
+    Some(summary(samples.iter().filter(|(s, _, _)| *s > Duration::from_millis(200)).map(|(_, l, _)| *l).collect()))
+}
+
 /// JWKS latency while keys rotate. Four clients GET the JWKS over keep-alive connections
 /// for 8 s, each request's start and latency recorded; after 3 s of steady serving an admin
 /// forces an emergency rotation (a real key generation, certificate, fsynced commit and new
@@ -268,27 +312,8 @@ struct Probe {
 fn jwks_during_rotations(daemon: &Daemon, admin_key: &str) -> Probe {
     const STEADY: Duration = Duration::from_secs(3);
     const TOTAL: Duration = Duration::from_secs(8);
-    let host = daemon.url.trim_start_matches("http://").to_owned();
     let t0 = Instant::now();
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let host = host.clone();
-            std::thread::spawn(move || {
-                let mut samples = Vec::new();
-                let mut conn = std::io::BufReader::new(std::net::TcpStream::connect(&host).expect("connect"));
-                conn.get_ref().set_nodelay(true).expect("nodelay");
-                while t0.elapsed() < TOTAL {
-                    let started = t0.elapsed();
-                    let ok = matches!(get_keep_alive(&mut conn, &host, "/.well-known/jwks.json"), Ok(200));
-                    samples.push((started, t0.elapsed() - started, ok));
-                    if !ok {
-                        conn = std::io::BufReader::new(std::net::TcpStream::connect(&host).expect("connect"));
-                    }
-                }
-                samples
-            })
-        })
-        .collect();
+    let clients = probe_clients(daemon.url.trim_start_matches("http://"), t0, TOTAL);
     let http = reqwest::blocking::Client::new();
     std::thread::sleep(STEADY);
     let mut windows = Vec::new();
@@ -307,8 +332,7 @@ fn jwks_during_rotations(daemon: &Daemon, admin_key: &str) -> Probe {
         n += 1;
         std::thread::sleep(Duration::from_millis(400));
     }
-    let samples: Vec<(Duration, Duration, bool)> =
-        clients.into_iter().flat_map(|c| c.join().expect("client")).collect();
+    let samples = join_probe(clients);
     let warm = Duration::from_millis(200);
     let steady = samples.iter().filter(|(s, _, _)| *s > warm && *s < STEADY).map(|(_, l, _)| *l).collect();
     let during = samples
@@ -408,6 +432,16 @@ fn main() {
     let rss_idle = daemon.rss_mb();
     let startup0 = daemon.startup;
 
+    // The floor of any request on this machine: a tiny GET, same connections as issuance.
+    let floor = wrk(&format!("{}/healthz", daemon.url), 32, LOAD_SECS, None);
+    rows.push(Row(
+        "GET /healthz over HTTP (32 conns): the HTTP floor".into(),
+        format!("{:.0}/s (p50 {:.2} ms, p99 {:.2} ms)", floor.rps, floor.p50_ms, floor.p99_ms),
+        String::new(),
+        String::new(),
+        String::new(),
+    ));
+
     // Issuance: 32 keep-alive connections for 5 s per algorithm.
     for (alg, raw) in &raw_sign {
         let script = issue_script(dir.path(), alg.as_str(), &issuer_key);
@@ -422,8 +456,8 @@ fn main() {
                 "{:.0}/s (p50 {:.2} ms, p99 {:.2} ms; {answered} answered, {recorded} recorded, {} errors)",
                 w.rps, w.p50_ms, w.p99_ms, w.errors
             ),
-            format!("raw {alg} sign {raw:.0}/s"),
-            format!("{:.2}", w.rps / raw),
+            format!("raw {alg} signature {raw:.0}/s; HTTP floor {:.0}/s", floor.rps),
+            format!("{:.2} of raw, {:.2} of floor", w.rps / raw, w.rps / floor.rps),
             "≥ 0.5".into(),
         ));
     }
@@ -469,6 +503,15 @@ fn main() {
         String::new(),
         String::new(),
     ));
+    if let Some((p50, p99, max, n)) = nginx_floor() {
+        rows.push(Row(
+            "nginx, same probe, same bytes (this machine's floor)".into(),
+            format!("p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.2} ms ({n} requests)"),
+            String::new(),
+            format!("max = {:.1}× its p99", max / p99),
+            String::new(),
+        ));
+    }
     rows.push(Row(
         format!("JWKS latency, requests overlapping one of {} emergency rotations", probe.rotations),
         format!(
