@@ -62,7 +62,11 @@ impl<'r> Responder<'r, 'static> for Cached {
             res.status(Status::NotModified);
         } else {
             let body = self.doc.body.clone();
-            res.header(self.content_type).sized_body(body.len(), std::io::Cursor::new(body));
+            // One chunk of exactly the document: Rocket otherwise streams every body through a
+            // fresh zeroed 4 KiB buffer (seen in the JWKS profile).
+            res.header(self.content_type)
+                .max_chunk_size(body.len().max(1))
+                .sized_body(body.len(), std::io::Cursor::new(body));
         }
         res.ok()
     }
