@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::Keyturn;
 use crate::clock::from_unix;
+use crate::keys::signer::ACCESS_TOKEN_TYP;
 use crate::revocation::TokenFacts;
 
 /// The answer: `{"active": false}` or `{"active": true, …claims}`.
@@ -65,7 +66,7 @@ impl Keyturn {
             return Introspection::inactive("crit header");
         }
         let typ = header.get("typ").and_then(Value::as_str).unwrap_or("");
-        if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("application/at+jwt") {
+        if !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) && !typ.eq_ignore_ascii_case("application/at+jwt") {
             return Introspection::inactive("not an access token (typ)");
         }
         let Some(kid) = header.get("kid").and_then(Value::as_str) else { return Introspection::inactive("no kid") };

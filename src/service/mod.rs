@@ -5,7 +5,9 @@
 //! records, and after each change rebuilds the in-memory snapshot the web layer serves from.
 //!
 //! Its methods block (SQLite, key generation): the web layer calls them through
-//! `spawn_blocking`, never on the async threads.
+//! `spawn_blocking`, never on the async threads. The exceptions are the request hot paths,
+//! which touch only memory or await the store: `issue_token_async`, `introspect` and
+//! `authenticate_api_key_cached`.
 
 pub mod admins;
 pub mod apikeys;

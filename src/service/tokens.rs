@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use super::{random_id, secret_digest, Actor, Keyturn};
 use crate::clock::{to_unix, Instant};
 use crate::error::{Error, Result};
+use crate::keys::signer::ACCESS_TOKEN_TYP;
 use crate::keys::{Algorithm, KeyState};
 use crate::revocation::Revocation;
 use crate::store::{self, clients::ClientRow, refresh::RefreshRow, StoreError};
@@ -91,21 +92,20 @@ impl Keyturn {
         self.mint(req, ttl, plan, actor)
     }
 
-    /// [`Keyturn::issue_token`] for async callers (the API): signs on the calling task when
-    /// the algorithm signs in microseconds (EC, EdDSA) and waits for the group commit without
-    /// holding a thread, so a token costs no thread hand-offs but the commit's.
+    /// [`Keyturn::issue_token`] for async callers (the API): EC and EdDSA keys sign in
+    /// microseconds, so the token is signed on the calling task and the group commit awaited
+    /// without holding a thread; RSA keys sign in milliseconds, so the whole issuance runs on
+    /// the blocking pool.
     pub async fn issue_token_async(self: &Arc<Self>, req: IssueRequest, actor: Actor) -> Result<IssuedToken> {
         let (ttl, plan) = self.check_issue_request(&req)?;
         let alg = self.resolve_alg(req.alg)?;
+        if alg.is_rsa() {
+            let s = self.clone();
+            return on_blocking_thread(move || s.mint(&req, ttl, plan, &actor)).await?;
+        }
         let refresh = refresh_parts(plan);
-        let (req, actor, refresh) = (Arc::new(req), Arc::new(actor), Arc::new(refresh));
         for _ in 0..3 {
-            let minted = if alg.is_rsa() {
-                let (s, req, actor, refresh) = (self.clone(), req.clone(), actor.clone(), refresh.clone());
-                on_blocking_thread(move || s.mint_one(&req, ttl, alg, &refresh, &actor)).await??
-            } else {
-                self.mint_one(&req, ttl, alg, &refresh, &actor)?
-            };
+            let minted = self.mint_one(&req, ttl, alg, &refresh, &actor)?;
             let recorded = self.store.write_grouped_async(minted.record_work()).await;
             match self.settle(minted, recorded)? {
                 Some(issued) => return Ok(issued),
@@ -332,7 +332,7 @@ impl Keyturn {
         if let Some(s) = &req.scope {
             claims.insert("scope".into(), Value::from(s.as_str()));
         }
-        let token = signer.sign("at+jwt", &claims).map_err(|e| Error::Sign(e.to_string()))?;
+        let token = signer.sign(ACCESS_TOKEN_TYP, &claims).map_err(|e| Error::Sign(e.to_string()))?;
         let record = store::tokens::TokenRecord {
             jti: jti.clone(),
             sub: req.sub.clone(),

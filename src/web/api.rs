@@ -24,8 +24,7 @@ use crate::service::clients::NewClient;
 use crate::service::policy::PolicyChange;
 use crate::service::revocations::RevokeTarget;
 use crate::service::rotation::RotateMode;
-use crate::service::tokens::IssueRequest;
-use crate::service::tokens::IssuedToken;
+use crate::service::tokens::{IssueRequest, IssuedToken};
 use crate::service::{Actor, Keyturn};
 
 pub fn routes() -> Vec<Route> {
