@@ -350,7 +350,7 @@ fn jwks_during_rotations(daemon: &Daemon, admin_key: &str) -> Probe {
 }
 
 fn main() {
-    keyturn::install_crypto_provider();
+    keys::install_crypto_provider();
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("wrk is missing: run ./scripts/bench, which installs it");
         std::process::exit(1);

@@ -228,7 +228,7 @@ pub fn main() -> ExitCode {
         Command::Keys { command } => with_service(&inputs, |s, actor| keys(s, &actor, command)),
         Command::Token { command } => token(&inputs, command),
         Command::Backup { path } => with_service(&inputs, |s, _| {
-            s.store().backup_to(&path)?;
+            s.backup_to(&path)?;
             println!("backed up to {}", path.display());
             eprintln!(
                 "the key-encryption key ({}) is not in the backup: keep a copy of it apart",
@@ -379,7 +379,7 @@ fn client(inputs: &Inputs, command: ClientCommand) -> ExitCode {
     let actor = crate::service::Actor::cli();
     let result = match command {
         ClientCommand::Create { name, audiences, scopes, max_ttl } => {
-            let max_ttl = match max_ttl.as_deref().map(config::parse_duration).transpose() {
+            let max_ttl = match max_ttl.as_deref().map(crate::duration::parse_duration).transpose() {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("keyturn: --max-ttl: {e}");
@@ -483,9 +483,10 @@ fn keys(s: &crate::service::Keyturn, actor: &crate::service::Actor, command: Key
             for k in s.list_keys()? {
                 let next = k
                     .next
-                    .map(|n| format!("{} {}", n.event, n.at.unwrap_or_else(|| "-".into())))
+                    .map(|n| format!("{} {}", n.event, n.at.map(crate::clock::rfc3339).unwrap_or_else(|| "-".into())))
                     .unwrap_or_else(|| "-".into());
-                println!("{}\t{}\t{}\tpublished {}\tnext {next}", k.kid, k.alg, k.state.as_str(), k.published_at);
+                let published = crate::clock::rfc3339(k.published_at);
+                println!("{}\t{}\t{}\tpublished {published}\tnext {next}", k.kid, k.alg, k.state.as_str());
             }
             Ok(())
         }
@@ -528,7 +529,7 @@ fn token(inputs: &Inputs, command: TokenCommand) -> ExitCode {
         TokenCommand::Issue { sub, aud, ttl, alg, scope, claims } => (|| {
             let ttl = ttl
                 .as_deref()
-                .map(config::parse_duration)
+                .map(crate::duration::parse_duration)
                 .transpose()
                 .map_err(|e| crate::error::Error::Invalid(vec![format!("ttl: {e}")]))?;
             let claims = match claims.as_deref().map(serde_json::from_str::<serde_json::Value>) {

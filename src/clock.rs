@@ -89,6 +89,20 @@ pub fn rfc3339(t: Instant) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// Serializes an instant as RFC 3339, for views the API returns as JSON
+/// (`#[serde(serialize_with = "clock::serialize_rfc3339")]`).
+pub fn serialize_rfc3339<S: serde::Serializer>(t: &Instant, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+/// [`serialize_rfc3339`] for an optional instant: `null` when absent.
+pub fn serialize_rfc3339_opt<S: serde::Serializer>(t: &Option<Instant>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

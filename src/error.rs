@@ -1,12 +1,11 @@
-//! The domain error. The web layer maps it to JSON (API) or pages (dashboard); the CLI
-//! prints it. No variant carries a secret.
+//! The domain error, and the store's error it wraps. The web layer maps them to JSON (API)
+//! or pages (dashboard); the CLI prints them. No variant carries a secret.
 
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
 use crate::keys::generate::KeyError;
 use crate::keys::{Algorithm, KeyId};
-use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,3 +48,28 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A database failure, as the store reports it (the store converts its backend's errors
+/// into it). Messages name what failed, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database backend's own error.
+    #[error("database error: {0}")]
+    Database(Box<dyn std::error::Error + Send + Sync>),
+    #[error("database {location} has schema version {found}, newer than this keyturn understands ({supported}); upgrade keyturn")]
+    TooNew { location: String, found: i64, supported: i64 },
+    #[error("cannot create database file {path}: {reason}")]
+    Create { path: PathBuf, reason: String },
+    #[error("inconsistent data in the database: {0}")]
+    Corrupt(String),
+    #[error("a state change lost a race: {0}")]
+    Conflict(String),
+    /// A refresh token was spent by a concurrent request first.
+    #[error("the refresh token was already used")]
+    RefreshSpent,
+    /// A token was about to be recorded under a key that a rotation retired meanwhile.
+    #[error("key {0} stopped signing")]
+    KeyStoppedSigning(KeyId),
+    #[error("the database task failed: {0}")]
+    Task(String),
+}

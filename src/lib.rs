@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod datadir;
+pub mod duration;
 pub mod error;
 pub mod keys;
 pub mod metrics;
@@ -19,7 +20,7 @@ pub mod store;
 pub mod web;
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
@@ -29,15 +30,6 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::service::Keyturn;
-
-/// Installs aws-lc-rs as jsonwebtoken's crypto provider, once per process.
-pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Err means a provider is already installed, which is just as good.
-        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
-    });
-}
 
 /// A running keyturn server.
 pub struct Server {

@@ -296,7 +296,7 @@ mod tests {
     use time::macros::datetime;
 
     fn make(alg: Algorithm) -> NewKey {
-        crate::install_crypto_provider();
+        crate::keys::install_crypto_provider();
         let t = datetime!(2026-01-01 00:00:00 UTC);
         generate(
             alg,

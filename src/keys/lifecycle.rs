@@ -42,6 +42,12 @@ impl Policy {
         self.publish_lead + interval * 2 + self.max_token_ttl + self.leeway + self.clock_skew
     }
 
+    /// The earliest a pending key may start signing: once it has been published for the
+    /// lead (invariant 1), whatever asks for the rotation.
+    pub fn earliest_activation(&self, pending: &KeyRecord) -> Instant {
+        pending.published_at + self.publish_lead + STAMP_GRANULARITY
+    }
+
     /// The latest `exp` a token signed by `key` may carry: its certificate's end less leeway,
     /// so every token expires while its key is still published and certified.
     pub fn exp_limit(&self, key: &KeyRecord) -> Instant {
@@ -135,14 +141,20 @@ pub const STAMP_GRANULARITY: Duration = Duration::from_secs(1);
 /// been published for `publish_lead`.
 pub fn promotion_time(w: &World<'_>, active: &KeyRecord, pending: &KeyRecord) -> (Instant, RotationCause) {
     let (due, cause) = rotation_due(w, active);
-    (due.max(pending.published_at + w.policy.publish_lead + STAMP_GRANULARITY), cause)
+    (due.max(w.policy.earliest_activation(pending)), cause)
 }
 
-/// When a retired key expires: its last token's `exp` (or its retirement) plus leeway.
-pub fn expiry_time(w: &World<'_>, retired: &KeyRecord) -> Instant {
+/// When a retired key expires: the latest `exp` of the tokens it signed (or its retirement,
+/// when that is later or it signed none) plus leeway. The one statement of the rule: the
+/// planner uses it, and the service checks it again inside the expiring transaction.
+pub fn expires_at(retired: &KeyRecord, last_token_exp: Option<Instant>, leeway: Duration) -> Instant {
     let retired_at = retired.retired_at.unwrap_or(retired.published_at);
-    let last = w.last_token_exp.get(&retired.kid).copied().unwrap_or(retired_at).max(retired_at);
-    last + w.policy.leeway
+    last_token_exp.unwrap_or(retired_at).max(retired_at) + leeway
+}
+
+/// [`expires_at`] with what the planner knows.
+pub fn expiry_time(w: &World<'_>, retired: &KeyRecord) -> Instant {
+    expires_at(retired, w.last_token_exp.get(&retired.kid).copied(), w.policy.leeway)
 }
 
 /// The transitions due at `w.now`.
@@ -207,12 +219,6 @@ pub fn upcoming(w: &World<'_>) -> Vec<Planned> {
         out.push(planned);
     }
     out
-}
-
-/// The earliest future instant at which `plan` could return something new, so the
-/// scheduler knows when to look again. `None` when nothing is planned.
-pub fn next_wake(w: &World<'_>) -> Option<Instant> {
-    upcoming(w).into_iter().filter_map(|p| p.at).filter(|t| *t > w.now).min()
 }
 
 #[cfg(test)]
@@ -455,7 +461,7 @@ mod tests {
     }
 
     #[test]
-    fn upcoming_and_next_wake() {
+    fn upcoming_events_in_order() {
         let week_ago = MONDAY - 7 * DAY;
         let keys = vec![
             retired(key("r", ES256, Retired, week_ago - 7 * DAY), week_ago),
@@ -477,7 +483,7 @@ mod tests {
         assert_eq!(up[0], Planned { kid: KeyId::new("r"), event: "expire", at: Some(MONDAY - 2 * DAY + MIN) });
         assert_eq!(up[1], Planned { kid: KeyId::new("a"), event: "retire", at: Some(MONDAY) });
         assert_eq!(up[2], Planned { kid: KeyId::new("p"), event: "activate", at: Some(MONDAY) });
-        assert_eq!(next_wake(&w), Some(MONDAY - 2 * DAY + MIN));
+        assert_eq!(up.iter().filter_map(|p| p.at).filter(|t| *t > w.now).min(), Some(MONDAY - 2 * DAY + MIN));
     }
 
     #[test]

@@ -11,10 +11,20 @@ pub mod signer;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Once;
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Instant;
+
+/// Installs aws-lc-rs as jsonwebtoken's crypto provider, once per process.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means a provider is already installed, which is just as good.
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    });
+}
 
 /// A JWS algorithm keyturn can sign with. Each configured algorithm has its own chain of keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

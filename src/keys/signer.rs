@@ -141,7 +141,7 @@ mod tests {
     /// carry exactly the header keyturn promises.
     #[test]
     fn tokens_verify_with_jsonwebtoken() {
-        crate::install_crypto_provider();
+        crate::keys::install_crypto_provider();
         let now = crate::clock::from_unix(1_800_000_000);
         for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, Algorithm::RS256, Algorithm::PS256] {
             let key = generate(

@@ -30,11 +30,21 @@ impl From<&ClientRow> for ClientView {
             name: c.name.clone(),
             scopes: c.scopes.clone(),
             audiences: c.audiences.clone(),
-            max_ttl: crate::config::format_duration(Duration::from_secs(c.max_ttl_secs)),
+            max_ttl: crate::duration::format_duration(Duration::from_secs(c.max_ttl_secs)),
             created_at: clock::rfc3339(c.created_at),
             disabled_at: c.disabled_at.map(clock::rfc3339),
         }
     }
+}
+
+/// A client that proved its secret: what issuance and revocation need, and no secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthenticatedClient {
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    /// The longest token it may get (capped again by the policy's `max_token_ttl`).
+    pub max_ttl: Duration,
 }
 
 /// What a new client may do.
@@ -77,7 +87,7 @@ impl Keyturn {
         if max_ttl.is_zero() || max_ttl > policy_max {
             problems.push(format!(
                 "max_ttl must be between 1s and the maximum token lifetime ({})",
-                crate::config::format_duration(policy_max)
+                crate::duration::format_duration(policy_max)
             ));
         }
         if !problems.is_empty() {
@@ -141,12 +151,17 @@ impl Keyturn {
     }
 
     /// The enabled client with this id and secret, or `None` (one answer for every failure).
-    pub fn authenticate_client(&self, client_id: &str, secret: &str) -> Result<Option<ClientRow>> {
+    pub fn authenticate_client(&self, client_id: &str, secret: &str) -> Result<Option<AuthenticatedClient>> {
         if client_id.len() > 128 || secret.len() > 256 {
             return Ok(None);
         }
         let Some(row) = self.store.read_blocking(|c| store::clients::get(c, client_id))? else { return Ok(None) };
         let ok = secret_matches(&row.secret_hash, secret);
-        Ok((ok && row.disabled_at.is_none()).then_some(row))
+        Ok((ok && row.disabled_at.is_none()).then(|| AuthenticatedClient {
+            client_id: row.client_id,
+            scopes: row.scopes,
+            audiences: row.audiences,
+            max_ttl: Duration::from_secs(row.max_ttl_secs),
+        }))
     }
 }

@@ -11,8 +11,10 @@
 
 pub mod admins;
 pub mod apikeys;
+pub mod audit;
 pub mod clients;
 pub mod introspect;
+pub mod kek;
 pub mod overview;
 pub mod policy;
 pub mod revocations;
@@ -24,24 +26,18 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 
 use jsonwebtoken::DecodingKey;
 
-use serde::Serialize;
-
 use crate::clock::{Clock, Instant};
 use crate::config::Config;
-use crate::datadir::{self, DataDir};
+use crate::datadir::DataDir;
 use crate::error::{Error, Result};
-use crate::keys::generate::{PrivateKey, PublicJwk};
+use crate::keys::generate::PublicJwk;
 use crate::keys::jwks::{self, Document};
 use crate::keys::lifecycle::Policy;
 use crate::keys::sealed::Kek;
 use crate::keys::signer::SigningKey;
 use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
 use crate::revocation::RevocationIndex;
-use crate::store::{self, meta, Store};
-
-/// A label sealed under the KEK at first start, so a replaced KEK file is detected even
-/// before any key has been opened.
-const KEK_CHECK: &str = "keyturn-kek-check";
+use crate::store::{self, meta, ChangeMark, Store};
 
 /// Who did something, and from where: every audit record names both.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,9 +106,9 @@ pub struct Keyturn {
     published: RwLock<Arc<Published>>,
     /// This process's identity for the rotator lease.
     holder: String,
-    /// SQLite's `data_version` when the snapshot was last rebuilt: it changes when another
-    /// process (the CLI, a second daemon) commits, so the snapshot is rebuilt then too.
-    seen_data_version: Mutex<i64>,
+    /// The store's mark of other processes' commits when the snapshot was last rebuilt: when
+    /// another process (the CLI, a second daemon) commits, the snapshot is rebuilt too.
+    seen: Mutex<Option<ChangeMark>>,
     /// Bumped whenever the policy changes, so the scheduler can follow a new cron expression.
     policy_version: tokio::sync::watch::Sender<u64>,
     /// Every revocation in force, for O(1) checks.
@@ -141,45 +137,23 @@ impl Keyturn {
     /// Everything that can refuse is checked before anything is written, so a refusal
     /// leaves the data dir as it was.
     pub fn open(config: Config, clock: Clock) -> Result<Keyturn> {
-        crate::install_crypto_provider();
+        crate::keys::install_crypto_provider();
         let data_dir = DataDir::new(&config.data_dir);
         data_dir.prepare()?;
         let store = Store::open(&data_dir.database)?;
 
-        // The KEK: an existing database must open with the existing key; a missing key file
-        // is created only when nothing was ever sealed.
-        let stored_check = store.read_blocking(|c| meta::get(c, KEK_CHECK))?;
-        finish_kek_rotation(&config.kek_file, stored_check.as_deref())?;
-        let kek = if config.kek_file.exists() {
-            datadir::read_kek(&config.kek_file)?
-        } else if stored_check.is_some() {
-            return Err(Error::Kek {
-                path: config.kek_file.clone(),
-                reason: "is missing, but the database holds keys sealed under a key-encryption key; restore the file or point KEYTURN_KEK_FILE at it. Nothing was changed".into(),
-            });
-        } else {
-            datadir::create_kek(&config.kek_file)?
-        };
-        if let Some(check) = &stored_check {
-            if kek.open(KEK_CHECK, check).is_err() {
-                return Err(Error::KekMismatch {
-                    path: config.kek_file.clone(),
-                    what: "the database's check value".into(),
-                });
-            }
-        }
+        let stored_check = store.read_blocking(|c| meta::get(c, kek::CHECK_LABEL))?;
+        let kek = kek::custody(&config.kek_file, stored_check.as_deref())?;
 
         store.migrate()?;
         for row in store.read_blocking(store::keys::live)? {
             if let Some(sealed) = &row.sealed_private {
-                open_private(&kek, &row.record, sealed)?;
+                kek::open_private(&kek, &row.record, sealed)?;
             }
         }
         if stored_check.is_none() {
-            let check = kek
-                .seal(KEK_CHECK, b"keyturn")
-                .map_err(|e| Error::Kek { path: config.kek_file.clone(), reason: e.to_string() })?;
-            store.write_blocking(|tx| meta::set(tx, KEK_CHECK, &check))?;
+            let check = kek::check_value(&kek, &config.kek_file)?;
+            store.write_blocking(|tx| meta::set(tx, kek::CHECK_LABEL, &check))?;
         }
 
         let policy = policy::effective(&config, &store.read_blocking(store::settings::all)?, None);
@@ -201,7 +175,7 @@ impl Keyturn {
             data_dir,
             published: RwLock::new(empty),
             holder: random_id(12),
-            seen_data_version: Mutex::new(0),
+            seen: Mutex::new(None),
             policy_version: tokio::sync::watch::channel(0).0,
             revocations: RwLock::new(revocations),
             last_prune: Mutex::new(None),
@@ -222,8 +196,10 @@ impl Keyturn {
         &self.clock
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Copies the database to `dest` (which must not exist), consistent while this and other
+    /// processes serve and rotate.
+    pub fn backup_to(&self, dest: &std::path::Path) -> Result<()> {
+        Ok(self.store.backup_to(dest)?)
     }
 
     pub fn data_dir(&self) -> &DataDir {
@@ -262,10 +238,8 @@ impl Keyturn {
 
     /// Rebuilds the published snapshot from the database.
     pub fn reload(&self) -> Result<()> {
-        let (rows, stored, version) = self.store.read_blocking(|c| {
-            let version: i64 = c.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-            Ok((store::keys::live(c)?, store::settings::all(c)?, version))
-        })?;
+        let ((rows, stored), mark) =
+            self.store.read_marked(|c| Ok((store::keys::live(c)?, store::settings::all(c)?)))?;
         let current = self.published();
         let mut signers = BTreeMap::new();
         for row in &rows {
@@ -281,7 +255,7 @@ impl Keyturn {
                 kid: row.record.kid.clone(),
                 reason: "an active key has no private key".into(),
             })?;
-            let private = open_private(&self.kek, &row.record, sealed)?;
+            let private = kek::open_private(&self.kek, &row.record, sealed)?;
             let signer = SigningKey::new(row.record.kid.clone(), row.record.alg, &private)
                 .map_err(|e| Error::KeyDoesNotLoad { kid: row.record.kid.clone(), reason: e.to_string() })?;
             signers.insert(row.record.alg, Arc::new(signer));
@@ -310,7 +284,7 @@ impl Keyturn {
             verifiers,
         };
         *self.published.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(published);
-        *self.seen_data_version.lock().unwrap_or_else(PoisonError::into_inner) = version;
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(mark);
         if policy_changed {
             self.policy_version.send_modify(|v| *v += 1);
         }
@@ -319,9 +293,12 @@ impl Keyturn {
 
     /// Rebuilds the snapshot if another process changed the database since the last rebuild.
     pub fn reload_if_changed(&self) -> Result<bool> {
-        let version: i64 = self.store.read_blocking(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))?;
-        let seen = *self.seen_data_version.lock().unwrap_or_else(PoisonError::into_inner);
-        if version != seen {
+        let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = match seen {
+            Some(mark) => self.store.changed_since(mark)?.is_some(),
+            None => true,
+        };
+        if changed {
             self.forget_api_keys();
             self.reload()?;
             self.load_new_revocations()?;
@@ -336,16 +313,6 @@ impl Keyturn {
 
     fn revocations_write(&self) -> RwLockWriteGuard<'_, RevocationIndex> {
         self.revocations.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Signs `claims` with the active key of `alg` (the first configured algorithm when
-    /// `None`). The raw signing primitive: token issuance wraps it and records the token.
-    pub fn sign(&self, alg: Option<Algorithm>, typ: &str, claims: &impl Serialize) -> Result<(String, KeyId)> {
-        let alg = self.resolve_alg(alg)?;
-        let published = self.published();
-        let signer = published.signer(alg).ok_or(Error::NoActiveKey(alg))?;
-        let token = signer.sign(typ, claims).map_err(|e| Error::Sign(e.to_string()))?;
-        Ok((token, signer.kid().clone()))
     }
 
     /// The algorithm to use: the one asked for if configured, else the first configured.
@@ -373,72 +340,6 @@ impl Keyturn {
     fn kek(&self) -> &Kek {
         &self.kek
     }
-
-    /// Fails unless this process's key-encryption key still opens the database's check value:
-    /// after a `kek rotate` elsewhere, a process holding the old key must not seal new keys.
-    fn ensure_kek_current(&self) -> Result<()> {
-        let check = self.store.read_blocking(|c| meta::get(c, KEK_CHECK))?;
-        match check {
-            Some(c) if self.kek.open(KEK_CHECK, &c).is_err() => Err(Error::KekMismatch {
-                path: self.config.kek_file.clone(),
-                what: "the database's check value (the key-encryption key was rotated by another process; restart this one)".into(),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Re-seals every private key under a new key-encryption key in one transaction, then
-    /// replaces the key file atomically. Run it with no daemon on the data dir. Interrupted,
-    /// it leaves a state that starts with either key (see `finish_kek_rotation`).
-    pub fn rotate_kek(&self, actor: &Actor) -> Result<()> {
-        let now = self.clock.now();
-        if let Some((holder, until)) = self.store.read_blocking(store::lease::current)? {
-            if holder != self.holder && until > now {
-                return Err(Error::Conflict("a keyturn daemon is running on this database (it holds the rotator lease): stop every keyturn process first".into()));
-            }
-        }
-        self.ensure_kek_current()?;
-        let kek_err = |e: crate::keys::sealed::SealError| Error::Kek {
-            path: self.config.kek_file.clone(),
-            reason: e.to_string(),
-        };
-        let bytes = Kek::generate_bytes().map_err(kek_err)?;
-        let new = Kek::from_bytes(bytes.as_ref()).map_err(kek_err)?;
-        let pending = pending_kek_path(&self.config.kek_file);
-        datadir::write_secret_file(&pending, bytes.as_ref())
-            .map_err(|e| Error::Kek { path: pending.clone(), reason: format!("cannot be written: {e}") })?;
-        let check = new.seal(KEK_CHECK, b"keyturn").map_err(kek_err)?;
-        let rows = self.store.read_blocking(store::keys::live)?;
-        let mut resealed = Vec::new();
-        for row in &rows {
-            if let Some(sealed) = &row.sealed_private {
-                let der = self.kek.open(row.record.kid.as_str(), sealed).map_err(kek_err)?;
-                resealed.push((row.record.kid.clone(), new.seal(row.record.kid.as_str(), &der).map_err(kek_err)?));
-            }
-        }
-        let by = actor.clone();
-        let count = resealed.len();
-        self.store.write_blocking(|tx| {
-            for (kid, sealed) in &resealed {
-                store::keys::reseal(tx, kid, sealed)?;
-            }
-            meta::set(tx, KEK_CHECK, &check)?;
-            store::audit::record(
-                tx,
-                now,
-                &by.name,
-                "kek.rotate",
-                None,
-                by.source.as_deref(),
-                Some(&format!("{count} private keys re-sealed")),
-            )
-        })?;
-        std::fs::rename(&pending, &self.config.kek_file).map_err(|e| Error::Kek {
-            path: self.config.kek_file.clone(),
-            reason: format!("replacing the key file: {e}"),
-        })?;
-        Ok(())
-    }
 }
 
 /// The stored form of a high-entropy secret (API key, client secret, refresh token): its
@@ -452,34 +353,6 @@ pub(crate) fn secret_matches(stored: &[u8], presented: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(stored, &secret_digest(presented)).is_ok()
 }
 
-/// Where `kek rotate` writes the new key before the database is re-sealed under it.
-pub fn pending_kek_path(kek_file: &std::path::Path) -> std::path::PathBuf {
-    let mut name = kek_file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".new");
-    kek_file.with_file_name(name)
-}
-
-/// Completes or discards an interrupted `kek rotate`: if the database's check value opens
-/// under the pending key, the re-sealing committed and the pending file replaces the key
-/// file; if it opens under the current key, the pending file is stale and removed.
-fn finish_kek_rotation(kek_file: &std::path::Path, check: Option<&[u8]>) -> Result<()> {
-    let pending = pending_kek_path(kek_file);
-    let (Some(check), true) = (check, pending.exists()) else { return Ok(()) };
-    let opens =
-        |path: &std::path::Path| datadir::read_kek(path).map(|k| k.open(KEK_CHECK, check).is_ok()).unwrap_or(false);
-    if opens(&pending) && !opens(kek_file) {
-        std::fs::rename(&pending, kek_file).map_err(|e| Error::Kek {
-            path: kek_file.to_owned(),
-            reason: format!("finishing an interrupted rotation: {e}"),
-        })?;
-        tracing::warn!(path = %kek_file.display(), "finished an interrupted key-encryption key rotation");
-    } else if opens(kek_file) {
-        let _ = std::fs::remove_file(&pending);
-        tracing::warn!(path = %pending.display(), "removed the new key-encryption key of a rotation that did not commit");
-    }
-    Ok(())
-}
-
 /// Random identifier: `bytes` random bytes, base64url.
 pub fn random_id(bytes: usize) -> String {
     use base64::Engine as _;
@@ -487,27 +360,6 @@ pub fn random_id(bytes: usize) -> String {
     // The system RNG failing is not recoverable; aws-lc aborts before returning an error.
     let _ = aws_lc_rs::rand::fill(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
-}
-
-/// Opens a sealed private key and checks it is the key its record describes.
-fn open_private(kek: &Kek, record: &KeyRecord, sealed: &[u8]) -> Result<PrivateKey> {
-    // The KEK itself was verified against the check value first, so a key that does not
-    // open means its row was altered: a flipped byte, or another key's ciphertext moved in.
-    let der = kek.open(record.kid.as_str(), sealed).map_err(|e| Error::KeyDoesNotLoad {
-        kid: record.kid.clone(),
-        reason: format!(
-            "its sealed private key does not open under the key-encryption key ({e}); the key-encryption key itself is right, so the database row was altered or holds another key's ciphertext"
-        ),
-    })?;
-    let private = PrivateKey::from_der(record.alg, der);
-    let public = PublicJwk::parse(&record.public_jwk).map_err(|reason| Error::KeyDoesNotLoad {
-        kid: record.kid.clone(),
-        reason: format!("stored public key: {reason}"),
-    })?;
-    private
-        .check_matches(&record.kid, &public)
-        .map_err(|e| Error::KeyDoesNotLoad { kid: record.kid.clone(), reason: e.to_string() })?;
-    Ok(private)
 }
 
 /// The JWKS of every published key, grouped by algorithm, oldest first within each.

@@ -6,10 +6,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::{Actor, Keyturn};
 use crate::clock::{self, Instant};
-use crate::config::{self, format_duration, parse_duration, Config};
+use crate::config::{self, Config};
+use crate::duration::{format_duration, parse_duration};
+use crate::error::{Error, Result};
 use crate::keys::lifecycle::Policy;
 use crate::schedule::{Schedule, DEFAULT_SCHEDULE};
+use crate::store::{self, audit};
 
 /// Names of the editable policy values, as the API and the settings table spell them.
 pub const CRON: &str = "cron";
@@ -214,5 +218,36 @@ impl PolicyChange {
         } else {
             Err(errors)
         }
+    }
+}
+
+impl Keyturn {
+    /// The policy as the API shows it.
+    pub fn policy_view(&self) -> PolicyView {
+        view(&self.config, &self.policy(), self.clock.now())
+    }
+
+    /// Changes stored policy values; nothing changes unless every value is valid.
+    pub fn update_policy(&self, change: &PolicyChange, actor: &Actor) -> Result<PolicyView> {
+        let now = self.clock.now();
+        let (_, values) = change.apply(&self.config, &self.policy()).map_err(Error::Invalid)?;
+        let by = actor.clone();
+        self.store.write_blocking(|tx| {
+            for (name, value) in &values {
+                store::settings::set(tx, name, value)?;
+            }
+            let detail: Vec<String> = values.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            audit::record(
+                tx,
+                now,
+                &by.name,
+                "policy.update",
+                Some("schedule"),
+                by.source.as_deref(),
+                Some(&detail.join(", ")),
+            )
+        })?;
+        self.reload()?;
+        Ok(self.policy_view())
     }
 }

@@ -75,7 +75,7 @@ pub fn load_index(store: &Store) -> Result<RevocationIndex> {
 
 /// Adds `r` inside the caller's transaction, covering tokens until `covers_until`.
 pub(super) fn insert(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &store::Tx<'_>,
     r: &Revocation,
     covers_until: Instant,
     reason: &str,
@@ -225,7 +225,7 @@ impl Keyturn {
     /// RFC 7009 for a client: revokes one of its access tokens (by jti) or one of its
     /// refresh tokens (with its family). Tokens that are not the client's, or not valid,
     /// are ignored, so the answer reveals nothing.
-    pub fn revoke_for_client(&self, token: &str, client: &store::clients::ClientRow) -> Result<()> {
+    pub fn revoke_for_client(&self, token: &str, client: &super::clients::AuthenticatedClient) -> Result<()> {
         let actor = Actor { name: format!("client:{}", client.client_id), source: None };
         if token.starts_with(super::tokens::REFRESH_PREFIX) {
             return self.revoke_refresh_token(token, Some(&client.client_id), "revoked by its client (RFC 7009)");

@@ -6,10 +6,11 @@
 //! every change is guarded by the key's current state, so none can apply twice.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{policy, Actor, Keyturn};
+use super::{Actor, Keyturn};
 use crate::clock::{self, Instant};
 use crate::error::{Error, Result};
 use crate::keys::generate;
@@ -34,14 +35,21 @@ pub struct KeyView {
     pub kid: String,
     pub alg: Algorithm,
     pub state: KeyState,
-    pub created_at: String,
-    pub published_at: String,
-    pub activated_at: Option<String>,
-    pub retired_at: Option<String>,
-    pub expired_at: Option<String>,
-    pub revoked_at: Option<String>,
+    #[serde(serialize_with = "clock::serialize_rfc3339")]
+    pub created_at: Instant,
+    #[serde(serialize_with = "clock::serialize_rfc3339")]
+    pub published_at: Instant,
+    #[serde(serialize_with = "clock::serialize_rfc3339_opt")]
+    pub activated_at: Option<Instant>,
+    #[serde(serialize_with = "clock::serialize_rfc3339_opt")]
+    pub retired_at: Option<Instant>,
+    #[serde(serialize_with = "clock::serialize_rfc3339_opt")]
+    pub expired_at: Option<Instant>,
+    #[serde(serialize_with = "clock::serialize_rfc3339_opt")]
+    pub revoked_at: Option<Instant>,
     pub revoke_reason: Option<String>,
-    pub not_after: String,
+    #[serde(serialize_with = "clock::serialize_rfc3339")]
+    pub not_after: Instant,
     /// The next planned transition: `{"event": "activate"|"retire"|"expire", "at": time}`.
     pub next: Option<NextView>,
 }
@@ -49,7 +57,8 @@ pub struct KeyView {
 #[derive(Clone, Debug, Serialize)]
 pub struct NextView {
     pub event: &'static str,
-    pub at: Option<String>,
+    #[serde(serialize_with = "clock::serialize_rfc3339_opt")]
+    pub at: Option<Instant>,
 }
 
 /// Graceful or emergency rotation.
@@ -90,6 +99,27 @@ pub struct RevokeOutcome {
     pub revocation_id: i64,
 }
 
+/// How long after a fire time housekeeping leaves the scheduled rotation to the rotation job.
+pub const ROTATION_JOB_GRACE: Duration = Duration::from_secs(10);
+
+/// What woke a tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// The rotation schedule fired (or start-up, a request, a test): apply everything due.
+    Schedule,
+    /// The housekeeping interval, beside a running rotation job.
+    Housekeeping,
+}
+
+/// The fire time of a scheduled rotation that is due at that very time, which is the
+/// rotation job's to apply. `None` for every other transition, and for a scheduled rotation
+/// that the publish lead deferred past its fire time: housekeeping applies those.
+fn scheduled_fire(t: &Transition, keys: &[KeyRecord], policy: &Policy) -> Option<Instant> {
+    let Transition::Rotate { activate, cause: RotationCause::Schedule(fire), .. } = t else { return None };
+    let pending = keys.iter().find(|k| &k.kid == activate)?;
+    (policy.earliest_activation(pending) <= *fire).then_some(*fire)
+}
+
 struct Snapshot {
     keys: Vec<KeyRecord>,
     last_exp: HashMap<KeyId, Instant>,
@@ -118,14 +148,39 @@ impl Keyturn {
         }
     }
 
-    /// Looks at the lifecycle and applies whatever is due. Idempotent: the scheduler calls it
-    /// at cron fire times and every second; start-up calls it once (catch-up).
+    /// Looks at the lifecycle and applies whatever is due. Idempotent: the rotation job calls
+    /// it at the schedule's fire times; start-up calls it once (catch-up), and so do graceful
+    /// rotations and tests.
     pub fn tick(&self) -> Result<TickReport> {
+        self.tick_for(Wake::Schedule)
+    }
+
+    /// The housekeeping run (every second): follows other processes' changes, renews the
+    /// rotator lease, applies what falls due between fire times (an activation the publish
+    /// lead deferred, a graceful request, an expiry, a key whose certificate ends) and prunes
+    /// revocations. A scheduled rotation whose fire time has just come is left to the rotation
+    /// job (`rotation_job: true`); one it missed by more than [`ROTATION_JOB_GRACE`] (this
+    /// process did not hold the lease then, or the job did not run) is applied, with a warning.
+    pub fn housekeeping(&self, rotation_job: bool) -> Result<TickReport> {
+        self.tick_for(if rotation_job { Wake::Housekeeping } else { Wake::Schedule })
+    }
+
+    fn tick_for(&self, wake: Wake) -> Result<TickReport> {
         self.reload_if_changed()?;
         let now = self.clock.now();
         let policy = self.policy();
         let snap = self.snapshot()?;
-        let plan = lifecycle::plan(&self.world(now, &snap, &policy));
+        let mut plan = lifecycle::plan(&self.world(now, &snap, &policy));
+        if wake == Wake::Housekeeping {
+            plan.retain(|t| match scheduled_fire(t, &snap.keys, &policy) {
+                Some(fire) if now < fire + ROTATION_JOB_GRACE => false,
+                Some(fire) => {
+                    tracing::warn!(transition = ?t, fire = %clock::rfc3339(fire), "a scheduled rotation was not applied at its fire time; housekeeping applies it now");
+                    true
+                }
+                None => true,
+            });
+        }
         let holds_lease = self.renew_lease(now, !plan.is_empty())?;
         let mut report = TickReport { holds_lease, ..TickReport::default() };
         if !holds_lease {
@@ -279,9 +334,7 @@ impl Keyturn {
                     // Re-read inside the transaction: a token recorded a moment ago counts.
                     let row = store::keys::get(tx, kid)?
                         .ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
-                    let retired_at = row.record.retired_at.unwrap_or(row.record.published_at);
-                    let last = store::tokens::last_exp(tx, kid)?.unwrap_or(retired_at).max(retired_at);
-                    if now < last + leeway {
+                    if now < lifecycle::expires_at(&row.record, store::tokens::last_exp(tx, kid)?, leeway) {
                         return Err(StoreError::Conflict(format!("key {kid} signed a token that expires later")));
                     }
                     store::keys::transition(tx, kid, KeyState::Retired, KeyState::Expired, now, None)?;
@@ -315,7 +368,6 @@ impl Keyturn {
         let policy = self.policy();
         let snap = self.snapshot()?;
         let upcoming = lifecycle::upcoming(&self.world(now, &snap, &policy));
-        let t = |v: Option<Instant>| v.map(clock::rfc3339);
         Ok(all
             .into_iter()
             .map(|row| {
@@ -323,19 +375,19 @@ impl Keyturn {
                 let next = upcoming
                     .iter()
                     .find(|p| p.kid == k.kid)
-                    .map(|p| NextView { event: p.event, at: p.at.map(|a| clock::rfc3339(a.max(now))) });
+                    .map(|p| NextView { event: p.event, at: p.at.map(|a| a.max(now)) });
                 KeyView {
                     kid: k.kid.to_string(),
                     alg: k.alg,
                     state: k.state,
-                    created_at: clock::rfc3339(k.created_at),
-                    published_at: clock::rfc3339(k.published_at),
-                    activated_at: t(k.activated_at),
-                    retired_at: t(k.retired_at),
-                    expired_at: t(k.expired_at),
-                    revoked_at: t(k.revoked_at),
+                    created_at: k.created_at,
+                    published_at: k.published_at,
+                    activated_at: k.activated_at,
+                    retired_at: k.retired_at,
+                    expired_at: k.expired_at,
+                    revoked_at: k.revoked_at,
                     revoke_reason: k.revoke_reason,
-                    not_after: clock::rfc3339(k.not_after),
+                    not_after: k.not_after,
                     next,
                 }
             })
@@ -491,53 +543,6 @@ impl Keyturn {
         self.reload()?;
         tracing::warn!(%kid, actor = %actor.name, "key revoked");
         Ok(outcome)
-    }
-
-    /// The policy as the API shows it.
-    pub fn policy_view(&self) -> policy::PolicyView {
-        policy::view(&self.config, &self.policy(), self.clock.now())
-    }
-
-    /// Changes stored policy values; nothing changes unless every value is valid.
-    pub fn update_policy(&self, change: &policy::PolicyChange, actor: &Actor) -> Result<policy::PolicyView> {
-        let now = self.clock.now();
-        let (_, values) = change.apply(&self.config, &self.policy()).map_err(Error::Invalid)?;
-        let by = actor.clone();
-        self.store.write_blocking(|tx| {
-            for (name, value) in &values {
-                store::settings::set(tx, name, value)?;
-            }
-            let detail: Vec<String> = values.iter().map(|(n, v)| format!("{n}={v}")).collect();
-            audit::record(
-                tx,
-                now,
-                &by.name,
-                "policy.update",
-                Some("schedule"),
-                by.source.as_deref(),
-                Some(&detail.join(", ")),
-            )
-        })?;
-        self.reload()?;
-        Ok(self.policy_view())
-    }
-
-    /// Audit records, newest first.
-    pub fn audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<audit::AuditEntry>> {
-        Ok(self.store.read_blocking(|c| audit::list(c, before, limit))?)
-    }
-
-    /// Audit records matching a filter, newest first.
-    pub fn audit_search(&self, filter: &audit::AuditFilter) -> Result<Vec<audit::AuditEntry>> {
-        Ok(self.store.read_blocking(|c| audit::search(c, filter))?)
-    }
-
-    /// The earliest future time at which the lifecycle has something to do.
-    pub fn next_wake(&self) -> Result<Option<Instant>> {
-        let now = self.clock.now();
-        let policy = self.policy();
-        let snap = self.snapshot()?;
-        Ok(lifecycle::next_wake(&self.world(now, &snap, &policy)))
     }
 }
 

@@ -3,6 +3,7 @@
 //! (never the token itself) before it is returned. Refresh tokens are opaque, stored as
 //! hashes, single use, rotated on every use; presenting a spent one revokes its family.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +12,15 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use super::clients::AuthenticatedClient;
 use super::{random_id, secret_digest, Actor, Keyturn};
-use crate::clock::{to_unix, Instant};
+use crate::clock::{self, to_unix, Instant};
+use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::keys::signer::ACCESS_TOKEN_TYP;
-use crate::keys::{Algorithm, KeyState};
+use crate::keys::{Algorithm, KeyId, KeyState};
 use crate::revocation::Revocation;
-use crate::store::{self, clients::ClientRow, refresh::RefreshRow, StoreError};
+use crate::store::{self, refresh::RefreshRow, StoreError};
 
 /// The longest subject, audience, client id or scope accepted.
 pub const MAX_VALUE_LEN: usize = 255;
@@ -98,24 +101,16 @@ impl Keyturn {
     /// the blocking pool.
     pub async fn issue_token_async(self: &Arc<Self>, req: IssueRequest, actor: Actor) -> Result<IssuedToken> {
         let (ttl, plan) = self.check_issue_request(&req)?;
-        let alg = self.resolve_alg(req.alg)?;
-        if alg.is_rsa() {
+        if self.resolve_alg(req.alg)?.is_rsa() {
             let s = self.clone();
             return on_blocking_thread(move || s.mint(&req, ttl, plan, &actor)).await?;
         }
-        let refresh = refresh_parts(plan);
-        for _ in 0..3 {
-            let minted = self.mint_one(&req, ttl, alg, &refresh, &actor)?;
-            let recorded = self.store.write_grouped_async(minted.record_work()).await;
-            match self.settle(minted, recorded)? {
-                Some(issued) => return Ok(issued),
-                None => {
-                    let s = self.clone();
-                    on_blocking_thread(move || s.reload()).await??;
-                }
-            }
-        }
-        Err(Error::NoActiveKey(alg))
+        let s = self.clone();
+        let reload = move || {
+            let s = s.clone();
+            async move { on_blocking_thread(move || s.reload()).await? }
+        };
+        self.mint_loop(&req, ttl, plan, &actor, reload).await
     }
 
     /// Checks an issuance request: the lifetime and refresh plan it asks for, or every
@@ -150,8 +145,8 @@ impl Keyturn {
         if ttl > policy.max_token_ttl {
             problems.push(format!(
                 "ttl ({}) is longer than the maximum token lifetime ({})",
-                crate::config::format_duration(ttl),
-                crate::config::format_duration(policy.max_token_ttl)
+                format_duration(ttl),
+                format_duration(policy.max_token_ttl)
             ));
         }
         if let Err(e) = self.resolve_alg(req.alg) {
@@ -168,7 +163,7 @@ impl Keyturn {
     /// and audiences.
     pub fn client_credentials(
         &self,
-        client: &ClientRow,
+        client: &AuthenticatedClient,
         scope: Option<&str>,
         audience: Option<&str>,
     ) -> Result<IssuedToken> {
@@ -191,7 +186,7 @@ impl Keyturn {
             Some(a) => return Err(Error::Invalid(vec![format!("audience '{a}' is not allowed for this client")])),
             None => client.audiences.clone(),
         };
-        let ttl = Duration::from_secs(client.max_ttl_secs).min(self.policy().max_token_ttl);
+        let ttl = client.max_ttl.min(self.policy().max_token_ttl);
         let req = IssueRequest {
             sub: client.client_id.clone(),
             aud,
@@ -204,7 +199,7 @@ impl Keyturn {
 
     /// OAuth `refresh_token`: spends the presented refresh token and issues a new access
     /// token and refresh token in the same family. A spent token revokes the family.
-    pub fn redeem_refresh(&self, presented: &str, client: Option<&ClientRow>) -> Result<IssuedToken> {
+    pub fn redeem_refresh(&self, presented: &str, client: Option<&AuthenticatedClient>) -> Result<IssuedToken> {
         let grant = |why: &str| Error::InvalidGrant(why.to_owned());
         if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
             return Err(grant("the refresh token is not valid"));
@@ -280,18 +275,37 @@ impl Keyturn {
         Ok(())
     }
 
-    /// Signs, records and returns a token. A rotation can commit between signing and
-    /// recording; then it signs again with the new active key, so no token is recorded
-    /// under a key that no longer signs.
+    /// [`Keyturn::mint_loop`] for callers on a blocking thread (the CLI, the dashboard, the
+    /// OAuth grants): the same loop, driven to completion on this thread.
     fn mint(&self, req: &IssueRequest, ttl: Duration, plan: RefreshPlan, actor: &Actor) -> Result<IssuedToken> {
+        futures_executor::block_on(self.mint_loop(req, ttl, plan, actor, || std::future::ready(self.reload())))
+    }
+
+    /// Signs, records and returns a token: the one issuance loop. A rotation can commit
+    /// between signing and recording; then the record is refused (its key no longer signs),
+    /// `reload` brings the snapshot up to date and the token is signed again with the new
+    /// active key, so no token is recorded under a key that no longer signs. The record is
+    /// a grouped write, awaited without holding a thread.
+    async fn mint_loop<F, Fut>(
+        &self,
+        req: &IssueRequest,
+        ttl: Duration,
+        plan: RefreshPlan,
+        actor: &Actor,
+        reload: F,
+    ) -> Result<IssuedToken>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
         let alg = self.resolve_alg(req.alg)?;
         let refresh = refresh_parts(plan);
         for _ in 0..3 {
             let minted = self.mint_one(req, ttl, alg, &refresh, actor)?;
-            let recorded = self.store.write_grouped(minted.record_work());
+            let recorded = self.store.write_grouped(minted.record_work()).await;
             match self.settle(minted, recorded)? {
                 Some(issued) => return Ok(issued),
-                None => self.reload()?,
+                None => reload().await?,
             }
         }
         Err(Error::NoActiveKey(alg))
@@ -384,10 +398,8 @@ impl Keyturn {
                     refresh_token: new_refresh.map(|(t, _)| t.to_string()),
                 }))
             }
-            Err(StoreError::Conflict(msg)) if msg.starts_with("refresh") => {
-                Err(Error::InvalidGrant("the refresh token was already used".into()))
-            }
-            Err(StoreError::Conflict(_)) => Ok(None),
+            Err(StoreError::RefreshSpent) => Err(Error::InvalidGrant("the refresh token was already used".into())),
+            Err(StoreError::KeyStoppedSigning(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -428,18 +440,18 @@ struct Minted {
 impl Minted {
     /// The write that records it (a grouped write: one savepoint of a shared transaction).
     /// Spends the presented refresh token, checks the key still signs, records the token.
-    fn record_work(&self) -> impl FnOnce(&rusqlite::Connection) -> Result<(), StoreError> + Send + 'static {
+    fn record_work(&self) -> impl FnOnce(&store::Conn) -> Result<(), StoreError> + Send + 'static {
         let (spent, record, refresh) =
             (self.spent.clone(), self.record.clone(), self.new_refresh.as_ref().map(|(_, row)| row.clone()));
         let now = record.iat;
         move |tx| {
             if let Some(hash) = &spent {
                 if !store::refresh::spend(tx, hash, now)? {
-                    return Err(StoreError::Conflict("refresh token already used".into()));
+                    return Err(StoreError::RefreshSpent);
                 }
             }
             if store::keys::state(tx, &record.kid)? != Some(KeyState::Active) {
-                return Err(StoreError::Conflict(format!("key {} stopped signing", record.kid)));
+                return Err(StoreError::KeyStoppedSigning(record.kid.clone()));
             }
             store::tokens::insert(tx, &record)?;
             if let Some(row) = &refresh {
@@ -455,11 +467,83 @@ async fn on_blocking_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 's
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Store(StoreError::Task(format!("task failed: {e}"))))
 }
 
+/// Which tokens a listing shows, by lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Not yet expired (revoked ones included: revocation is shown per token).
+    Unexpired,
+    Expired,
+}
+
+/// A listing of issued-token records: the API's and the dashboard's filters.
+#[derive(Clone, Debug, Default)]
+pub struct TokenQuery {
+    pub sub: Option<String>,
+    pub client_id: Option<String>,
+    pub kid: Option<String>,
+    pub lifetime: Option<Lifetime>,
+    /// Page cursor: records before this one.
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// Where an issued token stands now. Decided here once, for the API and the dashboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenStatus {
+    Active,
+    Expired,
+    /// Revoked and not yet expired, or revoked and expired: revocation is what an
+    /// administrator needs to see.
+    Revoked,
+}
+
+impl TokenStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Active => "active",
+            TokenStatus::Expired => "expired",
+            TokenStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// An issued-token record as the API and the dashboard show it (never the token).
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenView {
+    /// The page cursor of this record.
+    #[serde(skip)]
+    pub cursor: i64,
+    pub jti: String,
+    pub sub: String,
+    pub kid: KeyId,
+    pub aud: Vec<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    #[serde(serialize_with = "clock::serialize_rfc3339")]
+    pub iat: Instant,
+    #[serde(serialize_with = "clock::serialize_rfc3339")]
+    pub exp: Instant,
+    pub issued_by: String,
+    pub expired: bool,
+    pub revoked: bool,
+    pub status: TokenStatus,
+}
+
 impl Keyturn {
-    /// Issued-token records matching `filter`, newest first, each with its page cursor.
-    pub fn list_tokens(&self, filter: &store::tokens::TokenFilter) -> Result<Vec<(i64, Value)>> {
+    /// Issued-token records matching `query`, newest first.
+    pub fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenView>> {
         let now = self.clock.now();
-        let rows = self.store.read_blocking(|c| store::tokens::list(c, filter))?;
+        let filter = store::tokens::TokenFilter {
+            sub: query.sub.clone(),
+            client_id: query.client_id.clone(),
+            kid: query.kid.clone(),
+            unexpired_at: (query.lifetime == Some(Lifetime::Unexpired)).then_some(now),
+            expired_at: (query.lifetime == Some(Lifetime::Expired)).then_some(now),
+            before: query.before,
+            limit: query.limit,
+        };
+        let rows = self.store.read_blocking(|c| store::tokens::list(c, &filter))?;
         let revocations = self.revocations_read();
         Ok(rows
             .into_iter()
@@ -471,21 +555,34 @@ impl Keyturn {
                     kid: t.kid.as_str(),
                     iat: t.iat,
                 };
-                let revoked = revocations.check(&facts);
-                let v = serde_json::json!({
-                    "jti": t.jti, "sub": t.sub, "kid": t.kid.as_str(), "aud": t.aud, "client_id": t.client_id,
-                    "scope": t.scope, "iat": crate::clock::rfc3339(t.iat), "exp": crate::clock::rfc3339(t.exp),
-                    "issued_by": t.issued_by, "expired": t.exp <= now, "revoked": revoked.is_some(),
-                });
-                (cursor, v)
+                let revoked = revocations.check(&facts).is_some();
+                let expired = t.exp <= now;
+                let status = match (revoked, expired) {
+                    (true, _) => TokenStatus::Revoked,
+                    (false, true) => TokenStatus::Expired,
+                    (false, false) => TokenStatus::Active,
+                };
+                TokenView {
+                    cursor,
+                    jti: t.jti,
+                    sub: t.sub,
+                    kid: t.kid,
+                    aud: t.aud,
+                    client_id: t.client_id,
+                    scope: t.scope,
+                    iat: t.iat,
+                    exp: t.exp,
+                    issued_by: t.issued_by,
+                    expired,
+                    revoked,
+                    status,
+                }
             })
             .collect())
     }
-}
 
-impl Keyturn {
     /// How many tokens signed by `kid` are unexpired now.
-    pub fn live_tokens_of(&self, kid: &crate::keys::KeyId) -> Result<u64> {
+    pub fn live_tokens_of(&self, kid: &KeyId) -> Result<u64> {
         let now = self.clock.now();
         Ok(self.store.read_blocking(|c| store::tokens::live_count(c, kid, now))?)
     }

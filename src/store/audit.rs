@@ -8,7 +8,7 @@ use crate::clock::{from_unix, to_unix, Instant};
 
 /// One audit record: who did what to which target, when, and from where.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditEntry {
+pub struct AuditRow {
     pub id: i64,
     pub at: Instant,
     pub actor: String,
@@ -35,11 +35,6 @@ pub fn record(
     Ok(())
 }
 
-/// Records newest first, at most `limit`, older than the `before` id when given.
-pub fn list(conn: &Connection, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
-    search(conn, &AuditFilter { before, limit, ..AuditFilter::default() })
-}
-
 /// Filters for the audit log.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
@@ -54,7 +49,7 @@ pub struct AuditFilter {
 }
 
 /// Records matching `f`, newest first.
-pub fn search(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+pub fn search(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, at, actor, action, target, source, detail FROM audit_log
          WHERE (?1 IS NULL OR instr(actor, ?1) > 0) AND (?2 IS NULL OR substr(action, 1, length(?2)) = ?2)
@@ -63,7 +58,7 @@ pub fn search(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
     )?;
     let rows =
         stmt.query_map(params![f.actor, f.action, f.from.map(to_unix), f.to.map(to_unix), f.before, f.limit], |r| {
-            Ok(AuditEntry {
+            Ok(AuditRow {
                 id: r.get(0)?,
                 at: from_unix(r.get(1)?),
                 actor: r.get(2)?,

@@ -39,24 +39,27 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// How many read connections the pool keeps.
 const READERS: usize = 4;
 
-/// A database failure. Messages name what failed, never a secret.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("database {path} has schema version {found}, newer than this keyturn understands ({SCHEMA_VERSION}); upgrade keyturn")]
-    TooNew { path: PathBuf, found: i64 },
-    #[error("cannot create database file {path}: {reason}")]
-    Create { path: PathBuf, reason: String },
-    #[error("inconsistent data in the database: {0}")]
-    Corrupt(String),
-    #[error("a state change lost a race: {0}")]
-    Conflict(String),
-    #[error("the database task failed: {0}")]
-    Task(String),
+pub use crate::error::StoreError;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(Box::new(e))
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A connection, as the table-family functions take it: reads, and grouped writes.
+pub type Conn = Connection;
+
+/// A write transaction, as the table-family functions take it.
+pub type Tx<'a> = Transaction<'a>;
+
+/// Where the database stood, as far as other processes' commits go. Two marks differ when
+/// another process (the CLI, a second daemon) committed in between; this process's own
+/// commits do not move it, since it already knows about them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeMark(i64);
 
 /// The SQLite database: one writer connection and a few readers.
 #[derive(Clone)]
@@ -80,21 +83,9 @@ struct GroupedJob {
     done: Answer,
 }
 
-/// Where a grouped job's result goes: a blocked thread or an async task.
-enum Answer {
-    Thread(mpsc::SyncSender<Result<()>>),
-    Task(tokio::sync::oneshot::Sender<Result<()>>),
-}
-
-impl Answer {
-    fn send(self, result: Result<()>) {
-        // A caller that went away no longer needs its answer.
-        let _ = match self {
-            Answer::Thread(s) => s.send(result).map_err(drop),
-            Answer::Task(s) => s.send(result).map_err(drop),
-        };
-    }
-}
+/// Where a grouped job's result goes. A oneshot channel serves async tasks and blocked
+/// threads alike (a blocking caller drives the receiving future on its own thread).
+type Answer = tokio::sync::oneshot::Sender<Result<()>>;
 
 /// The write a grouped job does, inside its savepoint.
 type GroupedWork = Box<dyn FnOnce(&Connection) -> Result<()> + Send>;
@@ -144,14 +135,15 @@ fn group_committer(inner: Weak<Inner>, jobs: mpsc::Receiver<GroupedJob>) {
         drop(conn);
         match outcome {
             Ok(()) => {
+                // A caller that went away no longer needs its answer.
                 for (job, r) in batch.into_iter().zip(results) {
-                    job.done.send(r);
+                    let _ = job.done.send(r);
                 }
             }
             Err(e) => {
                 let text = e.to_string();
                 for job in batch {
-                    job.done.send(Err(StoreError::Task(format!("group commit failed: {text}"))));
+                    let _ = job.done.send(Err(StoreError::Task(format!("group commit failed: {text}"))));
                 }
             }
         }
@@ -230,7 +222,11 @@ impl Store {
     pub fn migrate(&self) -> Result<()> {
         let found = self.schema_version()?;
         if found > SCHEMA_VERSION {
-            return Err(StoreError::TooNew { path: self.inner.path.clone(), found });
+            return Err(StoreError::TooNew {
+                location: self.inner.path.display().to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             let version = i as i64 + 1;
@@ -296,22 +292,12 @@ impl Store {
     }
 
     /// Runs a small write that may share one transaction (and one fsync) with concurrent
-    /// ones, each in its own savepoint. Returns after the shared transaction committed, so
-    /// the write is durable when this returns `Ok`. Blocking.
-    pub fn write_grouped(&self, work: impl FnOnce(&Connection) -> Result<()> + Send + 'static) -> Result<()> {
-        let (done, answer) = mpsc::sync_channel(1);
-        self.submit_grouped(Box::new(work), Answer::Thread(done))?;
-        answer.recv().map_err(|_| StoreError::Task("the group committer stopped".into()))?
-    }
-
-    /// [`Store::write_grouped`] for async callers: waits for the shared commit without
-    /// holding a thread (the committer thread wakes the task directly).
-    pub async fn write_grouped_async(
-        &self,
-        work: impl FnOnce(&Connection) -> Result<()> + Send + 'static,
-    ) -> Result<()> {
+    /// ones, each in its own savepoint. Resolves after the shared transaction committed, so
+    /// the write is durable when this returns `Ok`. It waits without holding a thread (the
+    /// committer thread wakes the waiting task directly).
+    pub async fn write_grouped(&self, work: impl FnOnce(&Connection) -> Result<()> + Send + 'static) -> Result<()> {
         let (done, answer) = tokio::sync::oneshot::channel();
-        self.submit_grouped(Box::new(work), Answer::Task(done))?;
+        self.submit_grouped(Box::new(work), done)?;
         answer.await.map_err(|_| StoreError::Task("the group committer stopped".into()))?
     }
 
@@ -353,6 +339,23 @@ impl Store {
         })?;
         target.execute_batch("PRAGMA journal_mode = WAL;")?;
         Ok(())
+    }
+
+    /// Runs `f` like [`Store::read_blocking`] and returns, with its result, the mark of
+    /// other processes' commits that the read saw.
+    pub fn read_marked<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<(T, ChangeMark)> {
+        // `data_version` is per connection, so every mark is read on the writer connection,
+        // the one `read_blocking` uses.
+        self.read_blocking(|c| {
+            let mark = ChangeMark(c.query_row("PRAGMA data_version", [], |r| r.get(0))?);
+            Ok((f(c)?, mark))
+        })
+    }
+
+    /// Whether another process committed since `seen` was taken (then the new mark).
+    pub fn changed_since(&self, seen: ChangeMark) -> Result<Option<ChangeMark>> {
+        let ((), now) = self.read_marked(|_| Ok(()))?;
+        Ok((now != seen).then_some(now))
     }
 
     /// A cheap round trip, for readiness checks.

@@ -14,8 +14,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::wellknown::{Cached, IfNoneMatch};
-use crate::clock;
-use crate::config::parse_duration;
+use crate::duration::parse_duration;
 use crate::error::Error;
 use crate::keys::jwks::Document;
 use crate::keys::{Algorithm, KeyId};
@@ -24,7 +23,7 @@ use crate::service::clients::NewClient;
 use crate::service::policy::PolicyChange;
 use crate::service::revocations::RevokeTarget;
 use crate::service::rotation::RotateMode;
-use crate::service::tokens::{IssueRequest, IssuedToken};
+use crate::service::tokens::{IssueRequest, IssuedToken, Lifetime, TokenQuery};
 use crate::service::{Actor, Keyturn};
 
 pub fn routes() -> Vec<Route> {
@@ -70,7 +69,12 @@ impl Caller {
         Actor::api_key(&self.key.name, self.source.map(|ip| ip.to_string()))
     }
 
-    /// Refuses (403) unless the caller has one of `roles` (admin always may).
+    /// Refuses (403) unless the caller is an administrator.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        self.require(&[])
+    }
+
+    /// Refuses (403) unless the caller has one of `roles`; admin always may.
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
         if self.key.role == Role::Admin || roles.contains(&self.key.role) {
             return Ok(());
@@ -143,7 +147,7 @@ fn parse_alg(alg: Option<&str>) -> Result<Option<Algorithm>, ApiError> {
 
 #[get("/api/v1/keys")]
 async fn list_keys(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let keys = blocking(service, |s| s.list_keys()).await?;
     Ok(Json(json!({ "keys": keys })))
 }
@@ -162,7 +166,7 @@ async fn rotate(
     _json: JsonContent,
     body: Json<RotateBody>,
 ) -> Result<(Status, Json<Value>), ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let alg = parse_alg(body.alg.as_deref())?;
     let mode = body.mode;
     let actor = caller.actor();
@@ -185,7 +189,7 @@ async fn revoke_key(
     kid: &str,
     body: Json<RevokeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let kid = KeyId::new(kid);
     let actor = caller.actor();
     let reason = body.into_inner().reason;
@@ -195,7 +199,7 @@ async fn revoke_key(
 
 #[get("/api/v1/schedule")]
 async fn get_schedule(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     Ok(Json(json!(service.policy_view())))
 }
 
@@ -206,7 +210,7 @@ async fn put_schedule(
     _json: JsonContent,
     body: Json<PolicyChange>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let actor = caller.actor();
     let change = body.into_inner();
     let view = blocking(service, move |s| s.update_policy(&change, &actor)).await?;
@@ -220,17 +224,10 @@ async fn audit(
     before: Option<i64>,
     limit: Option<u32>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let limit = limit.unwrap_or(100).clamp(1, 1000);
     let entries = blocking(service, move |s| s.audit(before, limit)).await?;
     let next = if entries.len() as u32 == limit { entries.last().map(|e| e.id) } else { None };
-    let entries: Vec<Value> = entries
-        .into_iter()
-        .map(|e| {
-            json!({"id": e.id, "at": clock::rfc3339(e.at), "actor": e.actor, "action": e.action,
-                   "target": e.target, "source": e.source, "detail": e.detail})
-        })
-        .collect();
     Ok(Json(json!({ "entries": entries, "next": next })))
 }
 
@@ -300,24 +297,18 @@ async fn list_tokens(
     before: Option<i64>,
     limit: Option<u32>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let limit = limit.unwrap_or(100).clamp(1, 1000);
-    let page = blocking(service, move |s| {
-        let now = s.now();
-        let filter = crate::store::tokens::TokenFilter {
-            sub,
-            client_id,
-            kid,
-            unexpired_at: (active == Some(true)).then_some(now),
-            expired_at: (active == Some(false)).then_some(now),
-            before,
-            limit,
-        };
-        s.list_tokens(&filter)
-    })
-    .await?;
-    let next = if page.len() as u32 == limit { page.last().map(|(cursor, _)| *cursor) } else { None };
-    let tokens: Vec<Value> = page.into_iter().map(|(_, t)| t).collect();
+    let query = TokenQuery {
+        sub,
+        client_id,
+        kid,
+        lifetime: active.map(|a| if a { Lifetime::Unexpired } else { Lifetime::Expired }),
+        before,
+        limit,
+    };
+    let tokens = blocking(service, move |s| s.list_tokens(&query)).await?;
+    let next = if tokens.len() as u32 == limit { tokens.last().map(|t| t.cursor) } else { None };
     Ok(Json(json!({ "tokens": tokens, "next": next })))
 }
 
@@ -338,7 +329,7 @@ async fn create_client(
     _json: JsonContent,
     body: Json<ClientBody>,
 ) -> Result<(Status, Json<Value>), ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let body = body.into_inner();
     let max_ttl = body
         .max_ttl
@@ -357,7 +348,7 @@ async fn create_client(
 
 #[get("/api/v1/clients")]
 async fn list_clients(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let clients = blocking(service, |s| s.list_clients()).await?;
     Ok(Json(json!({ "clients": clients })))
 }
@@ -368,7 +359,7 @@ async fn disable_client(
     caller: Caller,
     client_id: &str,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let (id, actor) = (client_id.to_owned(), caller.actor());
     let view = blocking(service, move |s| s.disable_client(&id, &actor)).await?;
     Ok(Json(json!(view)))
@@ -391,7 +382,7 @@ async fn create_revocation(
     _json: JsonContent,
     body: Json<RevocationBody>,
 ) -> Result<(Status, Json<Value>), ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let b = body.into_inner();
     let targets: Vec<RevokeTarget> = [
         b.jti.map(RevokeTarget::Jti),

@@ -19,8 +19,8 @@ use serde_json::Value;
 use super::api::{blocking, Caller};
 use super::error::ApiError;
 use crate::service::apikeys::Role;
+use crate::service::clients::AuthenticatedClient;
 use crate::service::Keyturn;
-use crate::store::clients::ClientRow;
 
 pub fn routes() -> Vec<Route> {
     routes![token, revoke, introspect]
@@ -104,7 +104,10 @@ fn client_credentials(auth: &AuthHeader, form: &HashMap<String, String>) -> Resu
 }
 
 /// Authenticates the client, or answers `invalid_client`.
-async fn authenticate(service: &Arc<Keyturn>, creds: Option<(String, String)>) -> Result<ClientRow, ApiError> {
+async fn authenticate(
+    service: &Arc<Keyturn>,
+    creds: Option<(String, String)>,
+) -> Result<AuthenticatedClient, ApiError> {
     let Some((id, secret)) = creds else { return Err(ApiError::invalid_client("client authentication is required")) };
     blocking(service, move |s| s.authenticate_client(&id, &secret))
         .await?

@@ -5,7 +5,9 @@
 mod support;
 
 mod admin;
+
 mod api;
+mod architecture;
 mod badinput;
 mod browser;
 mod cli;

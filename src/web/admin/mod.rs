@@ -4,9 +4,17 @@
 //! carries the session's CSRF token, checked here before anything happens. Errors are pages;
 //! a request without a session is sent to the sign-in page.
 
+mod admins;
+mod audit;
+mod clients;
 mod format;
-mod manage;
-mod pages;
+mod keys;
+mod overview;
+mod page;
+mod revocations;
+mod schedule;
+mod session;
+mod tokens;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,9 +31,18 @@ use crate::service::{Actor, Keyturn};
 
 /// Every dashboard route.
 pub fn routes() -> Vec<rocket::Route> {
-    let mut r = pages::routes();
-    r.extend(manage::routes());
-    r
+    [
+        session::routes(),
+        overview::routes(),
+        keys::routes(),
+        schedule::routes(),
+        tokens::routes(),
+        revocations::routes(),
+        clients::routes(),
+        audit::routes(),
+        admins::routes(),
+    ]
+    .concat()
 }
 
 /// The session cookie's name: `__Host-` prefixed under TLS, where the browser enforces
@@ -97,7 +114,7 @@ fn error_page(status: Status, _: &Request<'_>) -> (Status, RawHtml<String>) {
         422 | 400 => "The form was incomplete or malformed.",
         _ => "Something went wrong on the server; the log says what.",
     };
-    (status, RawHtml(pages::error_html(status, message)))
+    (status, RawHtml(page::error_html(status, message)))
 }
 
 pub fn catchers() -> Vec<Catcher> {

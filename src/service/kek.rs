@@ -1,0 +1,161 @@
+//! Custody of the key-encryption key: finding or creating the key file at start-up, the
+//! check value that detects a replaced key before any private key is opened, opening sealed
+//! private keys, and `kek rotate` with the recovery of an interrupted rotation.
+
+use std::path::{Path, PathBuf};
+
+use super::{Actor, Keyturn};
+use crate::datadir;
+use crate::error::{Error, Result};
+use crate::keys::generate::{PrivateKey, PublicJwk};
+use crate::keys::sealed::Kek;
+use crate::keys::KeyRecord;
+use crate::store::{self, meta};
+
+/// A label sealed under the KEK at first start, so a replaced KEK file is detected even
+/// before any key has been opened.
+pub(super) const CHECK_LABEL: &str = "keyturn-kek-check";
+
+/// The KEK for a database whose check value is `stored_check`: an existing database must
+/// open with the existing key; a missing key file is created only when nothing was ever
+/// sealed. Finishes or discards an interrupted `kek rotate` first.
+pub(super) fn custody(kek_file: &Path, stored_check: Option<&[u8]>) -> Result<Kek> {
+    finish_rotation(kek_file, stored_check)?;
+    let kek = if kek_file.exists() {
+        datadir::read_kek(kek_file)?
+    } else if stored_check.is_some() {
+        return Err(Error::Kek {
+                path: kek_file.to_owned(),
+                reason: "is missing, but the database holds keys sealed under a key-encryption key; restore the file or point KEYTURN_KEK_FILE at it. Nothing was changed".into(),
+            });
+    } else {
+        datadir::create_kek(kek_file)?
+    };
+    if let Some(check) = stored_check {
+        if kek.open(CHECK_LABEL, check).is_err() {
+            return Err(Error::KekMismatch { path: kek_file.to_owned(), what: "the database's check value".into() });
+        }
+    }
+    Ok(kek)
+}
+
+/// A new check value sealed under `kek`.
+pub(super) fn check_value(kek: &Kek, kek_file: &Path) -> Result<Vec<u8>> {
+    kek.seal(CHECK_LABEL, b"keyturn").map_err(|e| Error::Kek { path: kek_file.to_owned(), reason: e.to_string() })
+}
+
+impl Keyturn {
+    /// Fails unless this process's key-encryption key still opens the database's check value:
+    /// after a `kek rotate` elsewhere, a process holding the old key must not seal new keys.
+    pub(super) fn ensure_kek_current(&self) -> Result<()> {
+        let check = self.store.read_blocking(|c| meta::get(c, CHECK_LABEL))?;
+        match check {
+            Some(c) if self.kek.open(CHECK_LABEL, &c).is_err() => Err(Error::KekMismatch {
+                path: self.config.kek_file.clone(),
+                what: "the database's check value (the key-encryption key was rotated by another process; restart this one)".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Re-seals every private key under a new key-encryption key in one transaction, then
+    /// replaces the key file atomically. Run it with no daemon on the data dir. Interrupted,
+    /// it leaves a state that starts with either key (see `finish_rotation`).
+    pub fn rotate_kek(&self, actor: &Actor) -> Result<()> {
+        let now = self.clock.now();
+        if let Some((holder, until)) = self.store.read_blocking(store::lease::current)? {
+            if holder != self.holder && until > now {
+                return Err(Error::Conflict("a keyturn daemon is running on this database (it holds the rotator lease): stop every keyturn process first".into()));
+            }
+        }
+        self.ensure_kek_current()?;
+        let kek_err = |e: crate::keys::sealed::SealError| Error::Kek {
+            path: self.config.kek_file.clone(),
+            reason: e.to_string(),
+        };
+        let bytes = Kek::generate_bytes().map_err(kek_err)?;
+        let new = Kek::from_bytes(bytes.as_ref()).map_err(kek_err)?;
+        let pending = pending_path(&self.config.kek_file);
+        datadir::write_secret_file(&pending, bytes.as_ref())
+            .map_err(|e| Error::Kek { path: pending.clone(), reason: format!("cannot be written: {e}") })?;
+        let check = new.seal(CHECK_LABEL, b"keyturn").map_err(kek_err)?;
+        let rows = self.store.read_blocking(store::keys::live)?;
+        let mut resealed = Vec::new();
+        for row in &rows {
+            if let Some(sealed) = &row.sealed_private {
+                let der = self.kek.open(row.record.kid.as_str(), sealed).map_err(kek_err)?;
+                resealed.push((row.record.kid.clone(), new.seal(row.record.kid.as_str(), &der).map_err(kek_err)?));
+            }
+        }
+        let by = actor.clone();
+        let count = resealed.len();
+        self.store.write_blocking(|tx| {
+            for (kid, sealed) in &resealed {
+                store::keys::reseal(tx, kid, sealed)?;
+            }
+            meta::set(tx, CHECK_LABEL, &check)?;
+            store::audit::record(
+                tx,
+                now,
+                &by.name,
+                "kek.rotate",
+                None,
+                by.source.as_deref(),
+                Some(&format!("{count} private keys re-sealed")),
+            )
+        })?;
+        std::fs::rename(&pending, &self.config.kek_file).map_err(|e| Error::Kek {
+            path: self.config.kek_file.clone(),
+            reason: format!("replacing the key file: {e}"),
+        })?;
+        Ok(())
+    }
+}
+
+/// Where `kek rotate` writes the new key before the database is re-sealed under it.
+pub fn pending_path(kek_file: &Path) -> PathBuf {
+    let mut name = kek_file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".new");
+    kek_file.with_file_name(name)
+}
+
+/// Completes or discards an interrupted `kek rotate`: if the database's check value opens
+/// under the pending key, the re-sealing committed and the pending file replaces the key
+/// file; if it opens under the current key, the pending file is stale and removed.
+fn finish_rotation(kek_file: &Path, check: Option<&[u8]>) -> Result<()> {
+    let pending = pending_path(kek_file);
+    let (Some(check), true) = (check, pending.exists()) else { return Ok(()) };
+    let opens = |path: &Path| datadir::read_kek(path).map(|k| k.open(CHECK_LABEL, check).is_ok()).unwrap_or(false);
+    if opens(&pending) && !opens(kek_file) {
+        std::fs::rename(&pending, kek_file).map_err(|e| Error::Kek {
+            path: kek_file.to_owned(),
+            reason: format!("finishing an interrupted rotation: {e}"),
+        })?;
+        tracing::warn!(path = %kek_file.display(), "finished an interrupted key-encryption key rotation");
+    } else if opens(kek_file) {
+        let _ = std::fs::remove_file(&pending);
+        tracing::warn!(path = %pending.display(), "removed the new key-encryption key of a rotation that did not commit");
+    }
+    Ok(())
+}
+
+/// Opens a sealed private key and checks it is the key its record describes.
+pub(super) fn open_private(kek: &Kek, record: &KeyRecord, sealed: &[u8]) -> Result<PrivateKey> {
+    // The KEK itself was verified against the check value first, so a key that does not
+    // open means its row was altered: a flipped byte, or another key's ciphertext moved in.
+    let der = kek.open(record.kid.as_str(), sealed).map_err(|e| Error::KeyDoesNotLoad {
+        kid: record.kid.clone(),
+        reason: format!(
+            "its sealed private key does not open under the key-encryption key ({e}); the key-encryption key itself is right, so the database row was altered or holds another key's ciphertext"
+        ),
+    })?;
+    let private = PrivateKey::from_der(record.alg, der);
+    let public = PublicJwk::parse(&record.public_jwk).map_err(|reason| Error::KeyDoesNotLoad {
+        kid: record.kid.clone(),
+        reason: format!("stored public key: {reason}"),
+    })?;
+    private
+        .check_matches(&record.kid, &public)
+        .map_err(|e| Error::KeyDoesNotLoad { kid: record.kid.clone(), reason: e.to_string() })?;
+    Ok(private)
+}

@@ -1,0 +1,113 @@
+//! Administrators: adding one, changing one's own password.
+
+use std::sync::Arc;
+
+use askama::Template;
+use rocket::form::{Form, FromForm};
+use rocket::http::Status;
+use rocket::response::content::RawHtml;
+use rocket::{get, post, routes, Route, State};
+
+use super::format::when;
+use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
+use super::AdminSession;
+use crate::clock;
+use crate::service::Keyturn;
+use crate::web::api::blocking;
+
+pub fn routes() -> Vec<Route> {
+    routes![admins_page, admin_add, password_change]
+}
+
+#[derive(Template)]
+#[template(path = "admin/admins.html")]
+struct AdminsPage {
+    f: Frame,
+    admins: Vec<(String, String, String)>,
+    error: Option<String>,
+    notice: Option<String>,
+}
+
+async fn admins_view(
+    service: &Arc<Keyturn>,
+    s: &AdminSession,
+    error: Option<String>,
+    notice: Option<String>,
+) -> Result<AdminsPage, Status> {
+    let now = service.now();
+    let admins = blocking(service, |svc| svc.admins())
+        .await
+        .map_err(|_| Status::InternalServerError)?
+        .into_iter()
+        .map(|(n, created, changed)| (n, when(now, created), clock::rfc3339(changed)))
+        .collect();
+    Ok(AdminsPage { f: frame(service, "Administrators", Some(s)), admins, error, notice })
+}
+
+#[get("/admin/admins")]
+async fn admins_page(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
+    render(&admins_view(service, &s, None, None).await?)
+}
+
+#[derive(FromForm)]
+struct AddAdminForm {
+    csrf: Option<String>,
+    name: String,
+    password: String,
+}
+
+#[post("/admin/admins", data = "<form>")]
+async fn admin_add(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    form: Form<AddAdminForm>,
+) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
+    let (name, password, actor) = (form.name.trim().to_owned(), form.password.clone(), s.actor());
+    let result = blocking(service, move |svc| svc.add_admin(&name, &password, &actor)).await;
+    let (error, notice) = match result {
+        Ok(()) => (None, Some(format!("Administrator {} added.", form.name.trim()))),
+        Err(e) => (Some(e.description), None),
+    };
+    let page = admins_view(service, &s, error.clone(), notice).await.map_err(bare)?;
+    if error.is_some() {
+        Err(refused(Status::BadRequest, page))
+    } else {
+        render(&page).map_err(bare)
+    }
+}
+
+#[derive(FromForm)]
+struct PasswordForm {
+    csrf: Option<String>,
+    current: String,
+    new: String,
+    confirm: String,
+}
+
+#[post("/admin/admins/password", data = "<form>")]
+async fn password_change(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    form: Form<PasswordForm>,
+) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
+    let result = if form.new != form.confirm {
+        Err("The two new passwords differ.".to_owned())
+    } else {
+        let (admin, current, new, actor) = (s.session.admin.clone(), form.current.clone(), form.new.clone(), s.actor());
+        blocking(service, move |svc| svc.change_password(&admin, &current, &new, &actor))
+            .await
+            .map_err(|e| e.description)
+    };
+    let (error, notice) = match result {
+        Ok(()) => (None, Some("Password changed.".to_owned())),
+        Err(e) => (Some(e), None),
+    };
+    let page = admins_view(service, &s, error.clone(), notice).await.map_err(bare)?;
+    if error.is_some() {
+        Err(refused(Status::BadRequest, page))
+    } else {
+        render(&page).map_err(bare)
+    }
+}

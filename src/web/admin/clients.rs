@@ -1,0 +1,139 @@
+//! OAuth clients and API keys: registering (the secret shown once), disabling, revoking.
+
+use std::sync::Arc;
+
+use askama::Template;
+use rocket::form::{Form, FromForm};
+use rocket::http::Status;
+use rocket::response::content::RawHtml;
+use rocket::response::Redirect;
+use rocket::{get, post, routes, Route, State};
+
+use super::page::{answer, bare, csrf_checked, frame, render, Frame, Page, Refusable};
+use super::AdminSession;
+use crate::duration::parse_duration;
+use crate::service::apikeys::Role;
+use crate::service::clients::NewClient;
+use crate::service::Keyturn;
+use crate::web::api::blocking;
+
+pub fn routes() -> Vec<Route> {
+    routes![clients_page, client_create, client_disable, apikey_create, apikey_revoke]
+}
+
+#[derive(Template)]
+#[template(path = "admin/clients.html")]
+struct ClientsPage {
+    f: Frame,
+    clients: Vec<crate::service::clients::ClientView>,
+    api_keys: Vec<crate::service::apikeys::ApiKeyView>,
+    new_secret: Option<(String, String)>,
+    error: Option<String>,
+}
+
+async fn clients_view(service: &Arc<Keyturn>, s: &AdminSession) -> Result<ClientsPage, Status> {
+    let (clients, api_keys) = blocking(service, |svc| Ok((svc.list_clients()?, svc.list_api_keys()?)))
+        .await
+        .map_err(|_| Status::InternalServerError)?;
+    Ok(ClientsPage {
+        f: frame(service, "Clients and API keys", Some(s)),
+        clients,
+        api_keys,
+        new_secret: None,
+        error: None,
+    })
+}
+
+#[get("/admin/clients")]
+async fn clients_page(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
+    render(&clients_view(service, &s).await?)
+}
+
+#[derive(FromForm)]
+struct ClientForm {
+    csrf: Option<String>,
+    name: String,
+    audiences: String,
+    scopes: String,
+    max_ttl: String,
+}
+
+#[post("/admin/clients", data = "<form>")]
+async fn client_create(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    form: Form<ClientForm>,
+) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
+    let max_ttl = match form.max_ttl.trim() {
+        "" => None,
+        t => parse_duration(t).ok(),
+    };
+    let new = NewClient {
+        name: form.name.clone(),
+        audiences: form.audiences.split_whitespace().map(str::to_owned).collect(),
+        scopes: form.scopes.split_whitespace().map(str::to_owned).collect(),
+        max_ttl,
+    };
+    let actor = s.actor();
+    let outcome = blocking(service, move |svc| svc.create_client(&new, &actor)).await;
+    let page = clients_view(service, &s).await.map_err(bare)?;
+    answer(page, outcome, |page, (view, secret)| {
+        page.new_secret = Some((format!("client {} — client_id {}", view.name, view.client_id), secret.to_string()));
+    })
+}
+
+impl Refusable for ClientsPage {
+    fn refuse(&mut self, why: String) {
+        self.error = Some(why);
+    }
+}
+
+#[derive(FromForm)]
+struct IdForm {
+    csrf: Option<String>,
+    id: String,
+}
+
+#[post("/admin/clients/disable", data = "<form>")]
+async fn client_disable(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    form: Form<IdForm>,
+) -> Result<Redirect, Status> {
+    csrf_checked(&s, &form.csrf)?;
+    let (id, actor) = (form.id.clone(), s.actor());
+    blocking(service, move |svc| svc.disable_client(&id, &actor)).await.map_err(|e| e.status)?;
+    Ok(Redirect::to("/admin/clients"))
+}
+
+#[derive(FromForm)]
+struct ApiKeyForm {
+    csrf: Option<String>,
+    name: String,
+    role: String,
+}
+
+#[post("/admin/apikeys", data = "<form>")]
+async fn apikey_create(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    form: Form<ApiKeyForm>,
+) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
+    let role: Role = form.role.parse().map_err(|_| bare(Status::BadRequest))?;
+    let (name, actor) = (form.name.clone(), s.actor());
+    let outcome = blocking(service, move |svc| svc.create_api_key(role, &name, &actor)).await;
+    let page = clients_view(service, &s).await.map_err(bare)?;
+    answer(page, outcome, |page, (identity, secret)| {
+        page.new_secret = Some((format!("{} API key {}", identity.role, identity.name), secret.to_string()));
+    })
+}
+
+#[post("/admin/apikeys/revoke", data = "<form>")]
+async fn apikey_revoke(service: &State<Arc<Keyturn>>, s: AdminSession, form: Form<IdForm>) -> Result<Redirect, Status> {
+    csrf_checked(&s, &form.csrf)?;
+    let (id, actor) = (form.id.clone(), s.actor());
+    blocking(service, move |svc| svc.revoke_api_key(&id, &actor)).await.map_err(|e| e.status)?;
+    Ok(Redirect::to("/admin/clients"))
+}

@@ -1,0 +1,157 @@
+//! The keys page, and rotating or revoking a key behind a confirmation page that says what
+//! will happen.
+
+use std::sync::Arc;
+
+use askama::Template;
+use rocket::form::{Form, FromForm};
+use rocket::http::Status;
+use rocket::response::Redirect;
+use rocket::{get, post, routes, Route, State};
+
+use super::format::when;
+use super::page::{csrf_checked, frame, render, Frame, Page};
+use super::AdminSession;
+use crate::keys::{KeyId, KeyState};
+use crate::service::rotation::RotateMode;
+use crate::service::Keyturn;
+use crate::web::api::blocking;
+
+pub fn routes() -> Vec<Route> {
+    routes![keys_page, rotate_confirm, rotate, revoke_confirm, revoke]
+}
+
+struct KeyRow {
+    kid: String,
+    alg: String,
+    state: &'static str,
+    published: String,
+    activated: String,
+    retired: String,
+    ended: String,
+    next: String,
+    revocable: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin/keys.html")]
+struct KeysPage {
+    f: Frame,
+    algorithms: Vec<String>,
+    keys: Vec<KeyRow>,
+}
+
+#[get("/admin/keys")]
+async fn keys_page(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
+    let views = blocking(service, |svc| svc.list_keys()).await.map_err(|_| Status::InternalServerError)?;
+    let now = service.now();
+    let at = |v: Option<crate::clock::Instant>| v.map(|t| when(now, t)).unwrap_or_else(|| "—".into());
+    let mut keys: Vec<KeyRow> = views
+        .iter()
+        .rev()
+        .map(|k| KeyRow {
+            kid: k.kid.clone(),
+            alg: k.alg.to_string(),
+            state: k.state.as_str(),
+            published: at(Some(k.published_at)),
+            activated: at(k.activated_at),
+            retired: at(k.retired_at),
+            ended: at(k.expired_at.or(k.revoked_at)),
+            next: k.next.as_ref().map(|n| format!("{} {}", n.event, at(n.at))).unwrap_or_else(|| "—".into()),
+            revocable: k.state.is_published(),
+        })
+        .collect();
+    keys.sort_by(|a, b| a.alg.cmp(&b.alg));
+    let algorithms = service.config().algorithms.iter().map(|a| a.to_string()).collect();
+    render(&KeysPage { f: frame(service, "Keys", Some(&s)), algorithms, keys })
+}
+
+#[derive(Template)]
+#[template(path = "admin/confirm_rotate.html")]
+struct RotateConfirm {
+    f: Frame,
+    alg: String,
+    emergency: bool,
+    active: String,
+    pending: String,
+    when: String,
+}
+
+#[get("/admin/keys/rotate?<alg>&<mode>")]
+async fn rotate_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, alg: String, mode: String) -> Page {
+    let alg_v: crate::keys::Algorithm = alg.parse().map_err(|_| Status::BadRequest)?;
+    let published = service.published();
+    let find = |state| published.keys.iter().find(|k| k.alg == alg_v && k.state == state);
+    let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
+    let policy = service.policy();
+    let now = service.now();
+    let at = pending.map(|p| policy.earliest_activation(p).max(now));
+    render(&RotateConfirm {
+        f: frame(service, "Rotate now", Some(&s)),
+        alg: alg_v.to_string(),
+        emergency: mode == "emergency",
+        active: active.map(|k| k.kid.to_string()).unwrap_or_else(|| "—".into()),
+        pending: pending.map(|k| k.kid.to_string()).unwrap_or_else(|| "—".into()),
+        when: at.map(|t| when(now, t)).unwrap_or_else(|| "now".into()),
+    })
+}
+
+#[derive(FromForm)]
+struct RotateForm {
+    csrf: Option<String>,
+    alg: String,
+    mode: String,
+}
+
+#[post("/admin/keys/rotate", data = "<form>")]
+async fn rotate(service: &State<Arc<Keyturn>>, s: AdminSession, form: Form<RotateForm>) -> Result<Redirect, Status> {
+    csrf_checked(&s, &form.csrf)?;
+    let alg = form.alg.parse().map_err(|_| Status::BadRequest)?;
+    let mode = if form.mode == "emergency" { RotateMode::Emergency } else { RotateMode::Graceful };
+    let actor = s.actor();
+    blocking(service, move |svc| svc.rotate(Some(alg), mode, &actor)).await.map_err(|e| e.status)?;
+    Ok(Redirect::to("/admin/keys"))
+}
+
+#[derive(Template)]
+#[template(path = "admin/confirm_revoke.html")]
+struct RevokeConfirm {
+    f: Frame,
+    kid: String,
+    alg: String,
+    state: &'static str,
+    live_tokens: u64,
+}
+
+#[get("/admin/keys/<kid>/revoke")]
+async fn revoke_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, kid: &str) -> Page {
+    let key = service.published().key(&KeyId::new(kid)).cloned().ok_or(Status::NotFound)?;
+    let k = key.kid.clone();
+    let live = blocking(service, move |svc| svc.live_tokens_of(&k)).await.map_err(|_| Status::InternalServerError)?;
+    render(&RevokeConfirm {
+        f: frame(service, "Revoke key", Some(&s)),
+        kid: key.kid.to_string(),
+        alg: key.alg.to_string(),
+        state: key.state.as_str(),
+        live_tokens: live,
+    })
+}
+
+#[derive(FromForm)]
+struct RevokeForm {
+    csrf: Option<String>,
+    reason: String,
+}
+
+#[post("/admin/keys/<kid>/revoke", data = "<form>")]
+async fn revoke(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    kid: &str,
+    form: Form<RevokeForm>,
+) -> Result<Redirect, Status> {
+    csrf_checked(&s, &form.csrf)?;
+    let (kid, reason, actor) = (KeyId::new(kid), form.reason.clone(), s.actor());
+    blocking(service, move |svc| svc.revoke_key(&kid, &reason, &actor)).await.map_err(|e| e.status)?;
+    Ok(Redirect::to("/admin/keys"))
+}

@@ -1,0 +1,66 @@
+//! The overview: each algorithm's active and pending key, the next rotation, warnings.
+
+use std::sync::Arc;
+
+use askama::Template;
+use rocket::http::Status;
+use rocket::{get, routes, Route, State};
+
+use super::format::when;
+use super::page::{frame, render, Frame, Page};
+use super::AdminSession;
+use crate::service::Keyturn;
+use crate::web::api::blocking;
+
+pub fn routes() -> Vec<Route> {
+    routes![overview]
+}
+
+struct AlgRow {
+    alg: String,
+    active_kid: String,
+    active_since: String,
+    pending_kid: String,
+    next_rotation: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/overview.html")]
+struct OverviewPage {
+    f: Frame,
+    algorithms: Vec<AlgRow>,
+    next_fire: String,
+    tokens_24h: u64,
+    revocations: usize,
+    warnings: Vec<String>,
+    schedule: String,
+    publish_lead: String,
+}
+
+#[get("/admin")]
+async fn overview(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
+    let o = blocking(service, |svc| svc.overview()).await.map_err(|_| Status::InternalServerError)?;
+    let policy = service.policy();
+    let dash = || "—".to_owned();
+    let algorithms = o
+        .algorithms
+        .iter()
+        .map(|a| AlgRow {
+            alg: a.alg.to_string(),
+            active_kid: a.active_kid.clone().unwrap_or_else(dash),
+            active_since: a.active_since.map(|t| when(o.now, t)).unwrap_or_else(dash),
+            pending_kid: a.pending_kid.clone().unwrap_or_else(dash),
+            next_rotation: a.next_rotation.map(|t| when(o.now, t)).unwrap_or_else(dash),
+        })
+        .collect();
+    render(&OverviewPage {
+        f: frame(service, "Overview", Some(&s)),
+        algorithms,
+        next_fire: o.next_fire.map(|t| when(o.now, t)).unwrap_or_else(dash),
+        tokens_24h: o.tokens_24h,
+        revocations: o.revocations,
+        warnings: o.warnings,
+        schedule: policy.schedule.as_str().to_owned(),
+        publish_lead: crate::duration::format_duration(policy.publish_lead),
+    })
+}

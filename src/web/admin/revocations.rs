@@ -1,0 +1,98 @@
+//! Revocations in force, searchable, and revoking a token by jti.
+
+use std::sync::Arc;
+
+use askama::Template;
+use rocket::form::{Form, FromForm};
+use rocket::http::Status;
+use rocket::response::content::RawHtml;
+use rocket::response::Redirect;
+use rocket::{get, post, routes, Route, State};
+
+use super::format::when;
+use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
+use super::AdminSession;
+use crate::service::revocations::RevokeTarget;
+use crate::service::Keyturn;
+use crate::web::api::blocking;
+
+pub fn routes() -> Vec<Route> {
+    routes![revocations_page, revocation_add]
+}
+
+struct RevocationRow {
+    kind: String,
+    value: String,
+    revoked: String,
+    until: String,
+    reason: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/revocations.html")]
+struct RevocationsPage {
+    f: Frame,
+    rows: Vec<RevocationRow>,
+    search: String,
+    error: Option<String>,
+}
+
+async fn revocations_view(
+    service: &Arc<Keyturn>,
+    s: &AdminSession,
+    search: String,
+    error: Option<String>,
+) -> Result<RevocationsPage, Status> {
+    let (entries, _) =
+        blocking(service, |svc| svc.revocation_feed(0, 100_000)).await.map_err(|_| Status::InternalServerError)?;
+    let now = service.now();
+    let t = |x: &str| {
+        time::OffsetDateTime::parse(x, &time::format_description::well_known::Rfc3339)
+            .map(|v| when(now, v))
+            .unwrap_or_default()
+    };
+    let needle = search.trim().to_owned();
+    let rows = entries
+        .iter()
+        .rev()
+        .filter(|e| needle.is_empty() || e.value.contains(&needle) || e.reason.contains(&needle))
+        .take(500)
+        .map(|e| RevocationRow {
+            kind: e.kind.clone(),
+            value: e.value.clone(),
+            revoked: t(&e.revoked_at),
+            until: t(&e.until),
+            reason: e.reason.clone(),
+        })
+        .collect();
+    Ok(RevocationsPage { f: frame(service, "Revocations", Some(s)), rows, search, error })
+}
+
+#[get("/admin/revocations?<search>")]
+async fn revocations_page(service: &State<Arc<Keyturn>>, s: AdminSession, search: Option<String>) -> Page {
+    render(&revocations_view(service, &s, search.unwrap_or_default(), None).await?)
+}
+
+#[derive(FromForm)]
+struct AddRevocationForm {
+    csrf: Option<String>,
+    jti: String,
+    reason: String,
+}
+
+#[post("/admin/revocations", data = "<form>")]
+async fn revocation_add(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    form: Form<AddRevocationForm>,
+) -> Result<Redirect, (Status, RawHtml<String>)> {
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
+    let (target, reason, actor) = (RevokeTarget::Jti(form.jti.trim().to_owned()), form.reason.clone(), s.actor());
+    match blocking(service, move |svc| svc.revoke(&target, &reason, &actor)).await {
+        Ok(_) => Ok(Redirect::to("/admin/revocations")),
+        Err(e) => {
+            let page = revocations_view(service, &s, String::new(), Some(e.description)).await.map_err(bare)?;
+            Err(refused(e.status, page))
+        }
+    }
+}

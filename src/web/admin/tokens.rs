@@ -1,0 +1,223 @@
+//! Issued tokens: listing and filtering their records, issuing one by hand, revoking by jti
+//! or subject.
+
+use std::sync::Arc;
+
+use askama::Template;
+use rocket::form::{Form, FromForm};
+use rocket::http::Status;
+use rocket::response::content::RawHtml;
+use rocket::response::Redirect;
+use rocket::{get, post, routes, Route, State};
+
+use super::format::when;
+use super::page::{answer, bare, csrf_checked, frame, refused, render, Frame, Page, Refusable};
+use super::AdminSession;
+use crate::duration::parse_duration;
+use crate::service::revocations::RevokeTarget;
+use crate::service::tokens::{self, IssueRequest, Lifetime};
+use crate::service::Keyturn;
+use crate::web::api::blocking;
+
+pub fn routes() -> Vec<Route> {
+    routes![tokens_page, token_issue, token_revoke, subject_revoke]
+}
+
+struct TokenRow {
+    jti: String,
+    sub: String,
+    aud: String,
+    client_id: String,
+    kid: String,
+    issued: String,
+    expires: String,
+    status: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "admin/tokens.html")]
+struct TokensPage {
+    f: Frame,
+    algorithms: Vec<String>,
+    rows: Vec<TokenRow>,
+    filter_sub: String,
+    filter_client: String,
+    filter_kid: String,
+    filter_active: String,
+    issued: Option<String>,
+    issued_refresh: Option<String>,
+    issued_kid: String,
+    error: Option<String>,
+    notice: Option<String>,
+}
+
+async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -> Result<TokensPage, Status> {
+    let lifetime = match q.active.as_deref() {
+        Some("active") => Some(Lifetime::Unexpired),
+        Some("expired") => Some(Lifetime::Expired),
+        _ => None,
+    };
+    let query = tokens::TokenQuery {
+        sub: q.sub.clone().filter(|v| !v.is_empty()),
+        client_id: q.client_id.clone().filter(|v| !v.is_empty()),
+        kid: q.kid.clone().filter(|v| !v.is_empty()),
+        lifetime,
+        before: None,
+        limit: 200,
+    };
+    let now = service.now();
+    let rows = blocking(service, move |svc| svc.list_tokens(&query)).await.map_err(|_| Status::InternalServerError)?;
+    let rows = rows
+        .into_iter()
+        .map(|t| TokenRow {
+            jti: t.jti,
+            sub: t.sub,
+            aud: t.aud.join(" "),
+            client_id: t.client_id.unwrap_or_else(|| "—".into()),
+            kid: t.kid.to_string(),
+            issued: when(now, t.iat),
+            expires: when(now, t.exp),
+            status: t.status.as_str(),
+        })
+        .collect();
+    Ok(TokensPage {
+        f: frame(service, "Tokens", Some(s)),
+        algorithms: service.config().algorithms.iter().map(|a| a.to_string()).collect(),
+        rows,
+        filter_sub: q.sub.unwrap_or_default(),
+        filter_client: q.client_id.unwrap_or_default(),
+        filter_kid: q.kid.unwrap_or_default(),
+        filter_active: q.active.unwrap_or_default(),
+        issued: None,
+        issued_refresh: None,
+        issued_kid: String::new(),
+        error: None,
+        notice: q.notice,
+    })
+}
+
+#[derive(FromForm, Default, Clone)]
+struct TokenParams {
+    sub: Option<String>,
+    client_id: Option<String>,
+    kid: Option<String>,
+    active: Option<String>,
+    notice: Option<String>,
+}
+
+#[get("/admin/tokens?<q..>")]
+async fn tokens_page(service: &State<Arc<Keyturn>>, s: AdminSession, q: TokenParams) -> Page {
+    render(&tokens_view(service, &s, q).await?)
+}
+
+#[derive(FromForm)]
+struct IssueForm {
+    csrf: Option<String>,
+    sub: String,
+    aud: String,
+    scope: String,
+    ttl: String,
+    alg: String,
+    claims: String,
+    refresh: Option<bool>,
+}
+
+#[post("/admin/tokens", data = "<form>")]
+async fn token_issue(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    form: Form<IssueForm>,
+) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
+    let form = form.into_inner();
+    let mut page = tokens_view(service, &s, <TokenParams as Default>::default()).await.map_err(bare)?;
+    let mut problems = Vec::new();
+    let claims = if form.claims.trim().is_empty() {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_str::<serde_json::Value>(&form.claims) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                problems.push("claims must be a JSON object, like {\"tenant\": \"acme\"}".to_owned());
+                serde_json::Map::new()
+            }
+        }
+    };
+    let ttl = match form.ttl.trim() {
+        "" => None,
+        t => match parse_duration(t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(format!("lifetime: {e}"));
+                None
+            }
+        },
+    };
+    let alg = form.alg.parse().ok();
+    if !problems.is_empty() {
+        page.error = Some(problems.join("; "));
+        return Err(refused(Status::BadRequest, page));
+    }
+    let req = IssueRequest {
+        sub: form.sub.trim().to_owned(),
+        aud: form.aud.split_whitespace().map(str::to_owned).collect(),
+        ttl,
+        alg,
+        scope: Some(form.scope.trim().to_owned()).filter(|x| !x.is_empty()),
+        client_id: None,
+        claims,
+        refresh: form.refresh.unwrap_or(false),
+    };
+    let actor = s.actor();
+    let outcome = blocking(service, move |svc| svc.issue_token(&req, &actor)).await;
+    // Reloaded after issuing, so the list shows the new token.
+    let page = tokens_view(service, &s, <TokenParams as Default>::default()).await.map_err(bare)?;
+    answer(page, outcome, |page, t| {
+        page.issued = Some(t.access_token);
+        page.issued_refresh = t.refresh_token;
+        page.issued_kid = t.kid;
+    })
+}
+
+impl Refusable for TokensPage {
+    fn refuse(&mut self, why: String) {
+        self.error = Some(why);
+    }
+}
+
+#[derive(FromForm)]
+struct RevokeTokenForm {
+    csrf: Option<String>,
+    jti: Option<String>,
+    sub: Option<String>,
+    reason: String,
+}
+
+#[post("/admin/tokens/revoke", data = "<form>")]
+async fn token_revoke(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    form: Form<RevokeTokenForm>,
+) -> Result<Redirect, Status> {
+    csrf_checked(&s, &form.csrf)?;
+    let target = match (&form.jti, &form.sub) {
+        (Some(j), _) if !j.is_empty() => RevokeTarget::Jti(j.clone()),
+        (_, Some(sub)) if !sub.is_empty() => RevokeTarget::Sub(sub.clone()),
+        _ => return Err(Status::BadRequest),
+    };
+    let (reason, actor) = (
+        if form.reason.trim().is_empty() { "revoked from the dashboard".to_owned() } else { form.reason.clone() },
+        s.actor(),
+    );
+    blocking(service, move |svc| svc.revoke(&target, &reason, &actor)).await.map_err(|e| e.status)?;
+    Ok(Redirect::to("/admin/tokens?notice=revoked"))
+}
+
+#[post("/admin/tokens/revoke-subject", data = "<form>")]
+async fn subject_revoke(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    form: Form<RevokeTokenForm>,
+) -> Result<Redirect, Status> {
+    token_revoke(service, s, form).await
+}

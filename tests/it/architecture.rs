@@ -1,0 +1,123 @@
+//! The layering ARCHITECTURE.md promises, checked on the source text (like rust-analyzer's
+//! tidy tests): only `store/` speaks SQL and names the database driver, and only `store/`
+//! and `service/` name the store. A rule broken anywhere fails here with the file and line.
+
+use std::path::{Path, PathBuf};
+
+/// Words that only SQL uses, as keyturn writes it (upper case).
+const SQL_WORDS: &[&str] = &[
+    "SELECT ",
+    "INSERT INTO",
+    "UPDATE ",
+    "DELETE FROM",
+    "CREATE TABLE",
+    "CREATE INDEX",
+    "CREATE UNIQUE",
+    "ALTER TABLE",
+    "PRAGMA ",
+    "BEGIN IMMEDIATE",
+    "SAVEPOINT ",
+    "ROLLBACK",
+];
+
+/// Every `.rs` file under `dir`, with its path relative to `src/`.
+fn sources(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            sources(&path, root, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let rel = path.strip_prefix(root).expect("under src").to_string_lossy().replace('\\', "/");
+            out.push((rel, std::fs::read_to_string(&path).expect("read source")));
+        }
+    }
+}
+
+/// The code lines of a file (comments are prose and may name anything), numbered from 1.
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim_start().starts_with("//"))
+}
+
+/// Whether a line names the store module: a `crate::store` path, or `store` inside a
+/// `use crate::{…}` group.
+fn names_store(line: &str) -> bool {
+    if line.contains("crate::store") || line.contains("keyturn::store") {
+        return true;
+    }
+    line.find("crate::{").is_some_and(|at| {
+        let group = &line[at..];
+        let group = &group[..group.find('}').unwrap_or(group.len())];
+        group.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == "store")
+    })
+}
+
+/// What breaks the layering in one file: `(line, what)` for each offence.
+fn offences(rel: &str, text: &str) -> Vec<(usize, String)> {
+    let in_store = rel.starts_with("store/");
+    let may_name_store = in_store || rel.starts_with("service/");
+    let mut out = Vec::new();
+    for (n, line) in code_lines(text) {
+        if !in_store {
+            if let Some(word) = SQL_WORDS.iter().find(|w| line.contains(*w)) {
+                out.push((n, format!("SQL ({}) outside store/", word.trim())));
+            }
+            if line.contains("rusqlite") {
+                out.push((n, "the database driver named outside store/".into()));
+            }
+        }
+        if !may_name_store && names_store(line) {
+            out.push((n, "names the store outside store/ and service/".into()));
+        }
+    }
+    out
+}
+
+#[test]
+fn only_the_store_speaks_sql_and_only_the_service_talks_to_it() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &root, &mut files);
+    assert!(files.len() > 30, "found the sources ({} files)", files.len());
+    let mut broken = Vec::new();
+    for (rel, text) in &files {
+        for (line, what) in offences(rel, text) {
+            broken.push(format!("src/{rel}:{line}: {what}"));
+        }
+    }
+    assert!(broken.is_empty(), "the layering is broken:\n{}", broken.join("\n"));
+    // SQL files (migrations) live in the store too.
+    let walk = walkdir(&root);
+    let stray: Vec<_> = walk.iter().filter(|p| p.ends_with(".sql") && !p.starts_with("store/")).collect();
+    assert!(stray.is_empty(), "SQL files outside store/: {stray:?}");
+}
+
+/// Every file under `root`, relative to it.
+fn walkdir(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                out.push(path.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    out
+}
+
+/// The checker itself catches what it is for, so a silent pass means something.
+#[test]
+fn the_layering_check_catches_offences() {
+    let web = "use crate::store::tokens::TokenFilter;\nfn f() { c.query_row(\"PRAGMA data_version\", [], g) }\n";
+    let found = offences("web/api.rs", web);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(offences("cli.rs", "use crate::{config, store};").len() == 1);
+    assert!(offences("web/x.rs", "let c: rusqlite::Connection;").len() == 1);
+    assert!(offences("service/mod.rs", "use crate::store::{self, meta};").is_empty(), "the service may");
+    assert!(!offences("service/mod.rs", "let v = \"SELECT 1\";").is_empty(), "but writes no SQL");
+    assert!(offences("store/keys.rs", "conn.execute(\"UPDATE signing_keys SET state = ?1\")").is_empty());
+    assert!(offences("web/api.rs", "// the store (`crate::store`) answers SELECT queries").is_empty(), "prose");
+}
