@@ -318,13 +318,13 @@ fn serve(inputs: &Inputs, tls_self_signed: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if tls_self_signed && config.tls.is_none() {
+    if tls_self_signed && config.tls().is_none() {
         match crate::datadir::self_signed_tls(&config) {
             Ok(paths) => {
                 if config.sources.get("issuer") == Some(&config::Source::Default) {
                     config.issuer = format!("https://{}", config.socket_text());
                 }
-                config.tls = Some(paths);
+                (config.tls_cert_file, config.tls_key_file) = (Some(paths.0), Some(paths.1));
             }
             Err(e) => {
                 eprintln!("keyturn: {e}");

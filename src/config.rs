@@ -36,73 +36,341 @@ impl fmt::Display for Source {
     }
 }
 
-/// One known setting.
-struct Setting {
-    name: &'static str,
-    secret: bool,
-    help: &'static str,
+/// One known setting, as [`settings!`] declares it.
+#[derive(Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    /// A secret: also read from a file (`<name>_file`, `KEYTURN_<NAME>_FILE`), and redacted
+    /// wherever it is shown.
+    pub secret: bool,
+    /// The default, as documentation says it.
+    pub default: &'static str,
+    /// What it means, as the README's settings table says it.
+    pub help: &'static str,
 }
 
-/// Every setting keyturn knows, in the order `config check` prints them.
-const SETTINGS: &[Setting] = &[
-    Setting { name: "address", secret: false, help: "IP address to listen on" },
-    Setting { name: "port", secret: false, help: "TCP port to listen on" },
-    Setting { name: "data_dir", secret: false, help: "directory holding the database and generated secrets" },
-    Setting { name: "kek_file", secret: false, help: "key-encryption key file (32 bytes); default <data_dir>/kek" },
-    Setting {
-        name: "issuer",
-        secret: false,
-        help: "the `iss` of every token and the discovery issuer; default http://<address>:<port>",
-    },
-    Setting {
-        name: "algorithms",
-        secret: false,
-        help: "signing algorithms, comma-separated: ES256, ES384, EdDSA, RS256, PS256",
-    },
-    Setting { name: "rsa_bits", secret: false, help: "RSA key size for RS256/PS256: 2048, 3072 or 4096" },
-    Setting { name: "jwks_max_age", secret: false, help: "Cache-Control max-age of the JWKS and discovery documents" },
-    Setting {
-        name: "rotation_schedule",
-        secret: false,
-        help: "cron expression for rotation; pins it (otherwise stored and editable)",
-    },
-    Setting { name: "publish_lead", secret: false, help: "how long a key is published before it signs; pins it" },
-    Setting { name: "clock_skew", secret: false, help: "clock skew allowed between keyturn and verifiers; pins it" },
-    Setting { name: "max_token_ttl", secret: false, help: "longest lifetime of an issued token; pins it" },
-    Setting { name: "leeway", secret: false, help: "how long a retired key outlives its last token's exp; pins it" },
-    Setting {
-        name: "tls_cert_file",
-        secret: false,
-        help: "PEM certificate chain for HTTPS (with tls_key_file); unset serves plain HTTP",
-    },
-    Setting { name: "tls_key_file", secret: false, help: "PEM private key for HTTPS (with tls_cert_file)" },
-    Setting { name: "refresh_ttl", secret: false, help: "lifetime of a refresh token (each use issues a new one)" },
-    Setting {
-        name: "lease_ttl",
-        secret: false,
-        help:
-            "how long the rotator lease lasts unrenewed: a stand-by daemon takes over this long after the rotator stops",
-    },
-    Setting { name: "log_level", secret: false, help: "off, error, warn, info, debug or trace" },
-    Setting { name: "log_format", secret: false, help: "text or json" },
-    Setting {
-        name: "secret_key",
+impl Setting {
+    /// The environment variable that sets it.
+    pub fn env(&self) -> String {
+        format!("KEYTURN_{}", self.name.to_ascii_uppercase())
+    }
+}
+
+/// The raw text of each given setting, with where it came from.
+type Raw = BTreeMap<&'static str, (String, Source)>;
+
+/// A setting's value when it is not given: `doc` parses the documented default with the
+/// setting's own parser (so the two cannot differ); `(expr)` computes it, from the settings
+/// declared before it.
+macro_rules! setting_default {
+    (doc, $name:ident, $parse:ident, $doc:expr) => {
+        $parse($doc).unwrap_or_else(|e| panic!("the default of {} does not parse: {e}", stringify!($name)))
+    };
+    (($value:expr), $name:ident, $parse:ident, $doc:expr) => {
+        $value
+    };
+}
+
+/// Declares every setting once: its field in [`Config`], how its text is parsed and checked,
+/// its default (and how documentation says it), how `config check` shows it, whether it is a
+/// secret, and its help. From this one table come the parser of file and environment, the
+/// `_FILE` secrets, the unknown-setting warnings, `config check`'s rendering with sources and
+/// redaction, and the README check (`tests/it/docs.rs`).
+macro_rules! settings {
+    ($(
+        $name:ident: $ty:ty {
+            parse: $parse:expr,
+            default: $default:tt,
+            documented: $doc:expr,
+            show: $show:expr,
+            $(secret: $secret:literal,)?
+            help: $help:literal $(,)?
+        }
+    )+) => {
+        /// Every setting keyturn knows, in the order `config check` prints them.
+        pub const SETTINGS: &[Setting] = &[$(Setting {
+            name: stringify!($name),
+            secret: false $(|| $secret)?,
+            default: $doc,
+            help: $help,
+        }),+];
+
+        /// The effective configuration: one field per setting (see [`SETTINGS`]).
+        #[derive(Clone, Debug)]
+        pub struct Config {
+            $( #[doc = $help] pub $name: $ty, )+
+            /// Where each setting came from, for `config check`.
+            pub sources: BTreeMap<&'static str, Source>,
+            /// Unknown settings and other things worth a warning.
+            pub warnings: Vec<String>,
+        }
+
+        /// Parses every given setting and fills in the defaults, in declaration order,
+        /// collecting every problem instead of stopping at the first.
+        fn parse_settings(raw: &Raw, problems: &mut Vec<String>) -> Config {
+            $(
+                let $name: $ty = {
+                    let parse: fn(&str) -> Result<$ty, String> = $parse;
+                    match raw.get(stringify!($name)) {
+                        Some((text, source)) => parse(text).unwrap_or_else(|e| {
+                            problems.push(format!("{} ({source}): {e}", stringify!($name)));
+                            setting_default!($default, $name, parse, $doc)
+                        }),
+                        None => setting_default!($default, $name, parse, $doc),
+                    }
+                };
+            )+
+            let sources = SETTINGS
+                .iter()
+                .map(|s| (s.name, raw.get(s.name).map(|(_, src)| src.clone()).unwrap_or(Source::Default)))
+                .collect();
+            Config { $($name,)+ sources, warnings: Vec::new() }
+        }
+
+        impl Config {
+            /// Each setting's effective value as `config check` shows it, secrets redacted.
+            fn shown(&self) -> Vec<(&'static str, String)> {
+                vec![$((stringify!($name), {
+                    let show: fn(&Config) -> String = $show;
+                    show(self)
+                })),+]
+            }
+        }
+    };
+}
+
+settings! {
+    address: IpAddr {
+        parse: |v| v.trim().parse().map_err(|_| format!("'{v}' is not an IP address")),
+        default: doc,
+        documented: "127.0.0.1",
+        show: |c| quoted(c.address),
+        help: "IP address to listen on",
+    }
+    port: u16 {
+        parse: |v| v.trim().parse().map_err(|_| format!("'{v}' is not a port number (0–65535)")),
+        default: doc,
+        documented: "8080",
+        show: |c| c.port.to_string(),
+        help: "TCP port (0 picks a free one)",
+    }
+    data_dir: PathBuf {
+        parse: |v| Ok(PathBuf::from(v)),
+        default: doc,
+        documented: "./keyturn-data",
+        show: |c| path_text(&c.data_dir),
+        help: "database, cookie secret, default KEK location",
+    }
+    kek_file: PathBuf {
+        parse: |v| Ok(PathBuf::from(v)),
+        default: (data_dir.join("kek")),
+        documented: "<data_dir>/kek",
+        show: |c| path_text(&c.kek_file),
+        help: "key-encryption key: 32 bytes, raw or base64; created 0600 on first start",
+    }
+    tls_cert_file: Option<PathBuf> {
+        parse: |v| readable_file(v).map(Some),
+        default: (None),
+        documented: "unset",
+        show: |c| c.tls_cert_file.as_deref().map(path_text).unwrap_or_else(|| "\"\"  # plain HTTP".into()),
+        help: "PEM certificate chain, with `tls_key_file`: serve HTTPS (then the default issuer is `https://…` and the session cookie is `__Host-` prefixed and Secure)",
+    }
+    tls_key_file: Option<PathBuf> {
+        parse: |v| readable_file(v).map(Some),
+        default: (None),
+        documented: "unset",
+        show: |c| c.tls_key_file.as_deref().map(path_text).unwrap_or_else(|| "\"\"".into()),
+        help: "PEM private key, with `tls_cert_file`",
+    }
+    issuer: String {
+        parse: validate_issuer,
+        default: (format!("{}://{}", if tls_cert_file.is_some() { "https" } else { "http" }, socket_text(address, port))),
+        documented: "http://<address>:<port>",
+        show: |c| quoted(&c.issuer),
+        help: "`iss` of tokens and issuer of the discovery documents",
+    }
+    algorithms: Vec<Algorithm> {
+        parse: parse_algorithms,
+        default: doc,
+        documented: "ES256",
+        show: |c| format!("[{}]", c.algorithms.iter().map(quoted).collect::<Vec<_>>().join(", ")),
+        help: "comma-separated: `ES256`, `ES384`, `EdDSA`, `RS256`, `PS256`",
+    }
+    rsa_bits: RsaBits {
+        parse: |v| v.trim().parse::<u32>().map_err(|_| format!("'{v}' is not a number of bits")).and_then(RsaBits::try_from),
+        default: doc,
+        documented: "2048",
+        show: |c| c.rsa_bits.bits().to_string(),
+        help: "RSA key size: 2048, 3072 or 4096",
+    }
+    jwks_max_age: Option<Duration> {
+        parse: |v| parse_duration(v).map(Some),
+        default: (None),
+        documented: "300s",
+        show: |c| pinned_duration(c.jwks_max_age, "jwks_max_age"),
+        help: "`Cache-Control: max-age` of the JWKS and discovery; setting it pins it",
+    }
+    rotation_schedule: Option<Schedule> {
+        parse: |v| Schedule::parse(v).map(Some),
+        default: (None),
+        documented: crate::schedule::DEFAULT_SCHEDULE,
+        show: |c| match &c.rotation_schedule {
+            Some(s) => quoted(s.as_str()),
+            None => not_pinned(crate::schedule::DEFAULT_SCHEDULE),
+        },
+        help: "cron (UTC); setting it pins it",
+    }
+    publish_lead: Option<Duration> {
+        parse: |v| parse_duration(v).map(Some),
+        default: (None),
+        documented: "15m",
+        show: |c| pinned_duration(c.publish_lead, "publish_lead"),
+        help: "how long a key is published before it signs; must be ≥ `jwks_max_age` + `clock_skew`",
+    }
+    clock_skew: Option<Duration> {
+        parse: |v| parse_duration(v).map(Some),
+        default: (None),
+        documented: "60s",
+        show: |c| pinned_duration(c.clock_skew, "clock_skew"),
+        help: "clock skew allowed between keyturn and verifiers",
+    }
+    max_token_ttl: Option<Duration> {
+        parse: |v| parse_duration(v).map(Some),
+        default: (None),
+        documented: "1h",
+        show: |c| pinned_duration(c.max_token_ttl, "max_token_ttl"),
+        help: "longest token lifetime",
+    }
+    leeway: Option<Duration> {
+        parse: |v| parse_duration(v).map(Some),
+        default: (None),
+        documented: "60s",
+        show: |c| pinned_duration(c.leeway, "leeway"),
+        help: "how long a retired key outlives its last token",
+    }
+    refresh_ttl: Duration {
+        parse: parse_duration,
+        default: doc,
+        documented: "14d",
+        show: |c| quoted(format_duration(c.refresh_ttl)),
+        help: "lifetime of a refresh token (each use issues a new one)",
+    }
+    lease_ttl: Duration {
+        parse: |v| parse_duration(v).and_then(|d| {
+            if d < Duration::from_secs(2) {
+                Err("must be at least 2s: the rotator renews it every second".into())
+            } else {
+                Ok(d)
+            }
+        }),
+        default: doc,
+        documented: "15s",
+        show: |c| quoted(format_duration(c.lease_ttl)),
+        help: "how long the rotator lease lasts unrenewed; a stand-by daemon takes over rotation this long after the rotator stops",
+    }
+    log_level: LogLevel {
+        parse: LogLevel::parse,
+        default: doc,
+        documented: "info",
+        show: |c| quoted(c.log_level.as_str()),
+        help: "`off`, `error`, `warn`, `info`, `debug`, `trace`",
+    }
+    log_format: LogFormat {
+        parse: LogFormat::parse,
+        default: doc,
+        documented: "text",
+        show: |c| quoted(c.log_format.as_str()),
+        help: "`text` or `json`",
+    }
+    secret_key: Option<Secret> {
+        parse: |v| validate_secret_key(v).map(|()| Some(Secret(Zeroizing::new(v.trim().to_owned())))),
+        default: (None),
+        documented: "generated into the data dir",
+        show: |c| if c.secret_key.is_some() { "\"<redacted>\"".into() } else { "\"<generated in data_dir>\"".into() },
         secret: true,
-        help: "cookie secret (base64, 32 or 64 bytes); default generated into the data dir",
-    },
-];
+        help: "cookie secret, base64 of 32 or 64 bytes",
+    }
+}
+
+/// The default of a timing setting, from its declaration: the value in force when it is
+/// neither pinned by configuration nor stored through the API.
+pub fn default_duration(name: &str) -> Duration {
+    SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .and_then(|s| parse_duration(s.default).ok())
+        .unwrap_or_else(|| panic!("{name} is not a setting with a duration default"))
+}
+
+fn quoted(v: impl fmt::Display) -> String {
+    format!("\"{v}\"")
+}
+
+fn path_text(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+fn not_pinned(default: &str) -> String {
+    format!("\"{default}\"  # not pinned: stored value applies (default)")
+}
+
+fn pinned_duration(v: Option<Duration>, name: &str) -> String {
+    match v {
+        Some(d) => quoted(format_duration(d)),
+        None => not_pinned(&format_duration(default_duration(name))),
+    }
+}
+
+fn readable_file(v: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(v);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{} is not a readable file", path.display()))
+    }
+}
+
+/// Rules between settings, checked once every setting is parsed.
+fn check_across(c: &Config, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+    let given = |name: &str| c.sources.get(name).is_some_and(|s| *s != Source::Default);
+    if given("tls_cert_file") != given("tls_key_file") {
+        let name = if given("tls_cert_file") { "tls_cert_file" } else { "tls_key_file" };
+        let source = c.sources.get(name).map(Source::to_string).unwrap_or_default();
+        problems.push(format!(
+            "tls_cert_file ({source}): tls_cert_file and tls_key_file go together: set both for HTTPS, or neither"
+        ));
+    }
+    // A verifier holding a cached JWKS must learn a key before it signs (DESIGN.md), so the
+    // lead must cover the cache lifetime plus the clock skew allowed.
+    let lead = c.publish_lead.unwrap_or_else(|| default_duration("publish_lead"));
+    let skew = c.clock_skew.unwrap_or_else(|| default_duration("clock_skew"));
+    let max_age = c.jwks_max_age.unwrap_or_else(|| default_duration("jwks_max_age"));
+    if lead < max_age + skew {
+        problems.push(format!(
+            "publish_lead ({}) must be at least jwks_max_age ({}) plus clock_skew ({}) = {}, or verifiers with a cached JWKS could meet a token signed by a key they have not fetched",
+            format_duration(lead),
+            format_duration(max_age),
+            format_duration(skew),
+            format_duration(max_age + skew)
+        ));
+    }
+    // Not an error, but worth knowing: a schedule that fires more often than the lead can
+    // only rotate as fast as each pending key's lead allows.
+    if let Some(schedule) = &c.rotation_schedule {
+        let shortest = schedule.shortest_interval(crate::clock::from_unix(0));
+        if !shortest.is_zero() && shortest < lead {
+            warnings.push(format!(
+                "rotation_schedule fires every {} at its most frequent, more often than publish_lead ({}): keys will rotate about every {} instead",
+                format_duration(shortest),
+                format_duration(lead),
+                format_duration(lead)
+            ));
+        }
+    }
+}
 
 /// Environment variables keyturn reads that are not settings of the file.
 const ENV_NOT_SETTINGS: &[&str] = &["KEYTURN_CONFIG"];
-
-/// Defaults for the timing policy (DESIGN.md, timing rules).
-pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
-pub const DEFAULT_PUBLISH_LEAD: Duration = Duration::from_secs(15 * 60);
-pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
-pub const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
-pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(14 * 86_400);
 
 /// Logging verbosity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +384,18 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
+    fn parse(v: &str) -> Result<LogLevel, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(LogLevel::Off),
+            "error" => Ok(LogLevel::Error),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            "trace" => Ok(LogLevel::Trace),
+            _ => Err(format!("'{v}' is not a log level: use off, error, warn, info, debug or trace")),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Off => "off",
@@ -135,6 +415,23 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    fn parse(v: &str) -> Result<LogFormat, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("'{v}' is not a log format: use text or json")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// A secret value. Its `Debug` and `Display` never show it.
 #[derive(Clone)]
 pub struct Secret(Zeroizing<String>);
@@ -149,43 +446,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
-}
-
-/// Timing values pinned by configuration. `None` means not pinned: the value stored in the
-/// database (editable through the API) applies, or its default.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Pins {
-    pub rotation_schedule: Option<Schedule>,
-    pub jwks_max_age: Option<Duration>,
-    pub publish_lead: Option<Duration>,
-    pub clock_skew: Option<Duration>,
-    pub max_token_ttl: Option<Duration>,
-    pub leeway: Option<Duration>,
-}
-
-/// The effective configuration.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub address: IpAddr,
-    pub port: u16,
-    pub data_dir: PathBuf,
-    pub kek_file: PathBuf,
-    pub issuer: String,
-    pub algorithms: Vec<Algorithm>,
-    pub rsa_bits: RsaBits,
-    pub jwks_max_age: Duration,
-    pub pins: Pins,
-    pub lease_ttl: Duration,
-    pub refresh_ttl: Duration,
-    /// HTTPS certificate chain and key (PEM files), when TLS is on.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    pub log_level: LogLevel,
-    pub log_format: LogFormat,
-    pub secret_key: Option<Secret>,
-    /// Where each setting came from, for `config check`.
-    pub sources: BTreeMap<&'static str, Source>,
-    /// Unknown settings and other things worth a warning.
-    pub warnings: Vec<String>,
 }
 
 /// Configuration could not be read or is invalid. Each problem names its setting.
@@ -222,7 +482,7 @@ impl Inputs {
 
 /// Loads and validates the configuration from defaults, file and environment.
 pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
-    let mut raw: BTreeMap<&'static str, (String, Source)> = BTreeMap::new();
+    let mut raw = Raw::new();
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
 
@@ -272,10 +532,13 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
         }
     }
 
-    let config = build(raw, &mut problems, warnings.clone());
-    match config {
-        Some(c) if problems.is_empty() => Ok(c),
-        _ => Err(ConfigError { problems, warnings }),
+    let mut config = parse_settings(&raw, &mut problems);
+    check_across(&config, &mut problems, &mut warnings);
+    config.warnings = warnings;
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { problems, warnings: config.warnings })
     }
 }
 
@@ -289,7 +552,7 @@ fn lookup(key: &str) -> Option<(&'static Setting, bool)> {
 }
 
 fn set(
-    raw: &mut BTreeMap<&'static str, (String, Source)>,
+    raw: &mut Raw,
     problems: &mut Vec<String>,
     setting: &'static Setting,
     from_file: bool,
@@ -319,173 +582,6 @@ fn toml_value(v: &toml::Value) -> Option<String> {
         }
         _ => None,
     }
-}
-
-/// Turns raw strings into typed values, collecting every problem instead of stopping at one.
-fn build(
-    raw: BTreeMap<&'static str, (String, Source)>,
-    problems: &mut Vec<String>,
-    mut warnings: Vec<String>,
-) -> Option<Config> {
-    let mut sources = BTreeMap::new();
-    for s in SETTINGS {
-        sources.insert(s.name, raw.get(s.name).map(|(_, src)| src.clone()).unwrap_or(Source::Default));
-    }
-    let get = |name: &str| raw.get(name).map(|(v, src)| (v.as_str(), src));
-    let mut field = |name: &str, parsed: Result<(), String>| {
-        if let Err(e) = parsed {
-            let src = raw.get(name).map(|(_, s)| s.to_string()).unwrap_or_else(|| "default".into());
-            problems.push(format!("{name} ({src}): {e}"));
-        }
-    };
-
-    let mut address: IpAddr = IpAddr::from([127, 0, 0, 1]);
-    if let Some((v, _)) = get("address") {
-        field("address", v.trim().parse().map(|a| address = a).map_err(|_| format!("'{v}' is not an IP address")));
-    }
-    let mut port: u16 = 8080;
-    if let Some((v, _)) = get("port") {
-        field("port", v.trim().parse().map(|p| port = p).map_err(|_| format!("'{v}' is not a port number (0–65535)")));
-    }
-    let data_dir = get("data_dir").map(|(v, _)| PathBuf::from(v)).unwrap_or_else(|| PathBuf::from("./keyturn-data"));
-    let kek_file = get("kek_file").map(|(v, _)| PathBuf::from(v)).unwrap_or_else(|| data_dir.join("kek"));
-
-    let scheme = if get("tls_cert_file").is_some() { "https" } else { "http" };
-    let mut issuer = format!("{scheme}://{}", socket_text(address, port));
-    if let Some((v, _)) = get("issuer") {
-        field("issuer", validate_issuer(v).map(|i| issuer = i));
-    }
-    let mut algorithms = vec![Algorithm::ES256];
-    if let Some((v, _)) = get("algorithms") {
-        field("algorithms", parse_algorithms(v).map(|a| algorithms = a));
-    }
-    let mut rsa_bits = RsaBits::B2048;
-    if let Some((v, _)) = get("rsa_bits") {
-        let parsed =
-            v.trim().parse::<u32>().map_err(|_| format!("'{v}' is not a number of bits")).and_then(RsaBits::try_from);
-        field("rsa_bits", parsed.map(|b| rsa_bits = b));
-    }
-    let mut duration = |name: &str| -> Option<Duration> {
-        let (v, _) = get(name)?;
-        let parsed = parse_duration(v);
-        let out = parsed.as_ref().ok().copied();
-        field(name, parsed.map(|_| ()));
-        out
-    };
-    let jwks_max_age_pin = duration("jwks_max_age");
-    let jwks_max_age = jwks_max_age_pin.unwrap_or(DEFAULT_JWKS_MAX_AGE);
-    let lease_ttl = duration("lease_ttl").unwrap_or(DEFAULT_LEASE_TTL);
-    let refresh_ttl = duration("refresh_ttl").unwrap_or(DEFAULT_REFRESH_TTL);
-    let mut pins = Pins {
-        rotation_schedule: None,
-        jwks_max_age: jwks_max_age_pin,
-        publish_lead: duration("publish_lead"),
-        clock_skew: duration("clock_skew"),
-        max_token_ttl: duration("max_token_ttl"),
-        leeway: duration("leeway"),
-    };
-    if let Some((v, _)) = get("rotation_schedule") {
-        field("rotation_schedule", Schedule::parse(v).map(|s| pins.rotation_schedule = Some(s)));
-    }
-    let tls = match (get("tls_cert_file"), get("tls_key_file")) {
-        (Some((c, _)), Some((k, _))) => Some((PathBuf::from(c), PathBuf::from(k))),
-        (None, None) => None,
-        _ => {
-            field(
-                "tls_cert_file",
-                Err("tls_cert_file and tls_key_file go together: set both for HTTPS, or neither".into()),
-            );
-            None
-        }
-    };
-    for (name, path) in tls.iter().flat_map(|(c, k)| [("tls_cert_file", c), ("tls_key_file", k)]) {
-        if !path.is_file() {
-            field(name, Err(format!("{} is not a readable file", path.display())));
-        }
-    }
-    let mut log_level = LogLevel::Info;
-    if let Some((v, _)) = get("log_level") {
-        let parsed = match v.trim().to_ascii_lowercase().as_str() {
-            "off" => Ok(LogLevel::Off),
-            "error" => Ok(LogLevel::Error),
-            "warn" | "warning" => Ok(LogLevel::Warn),
-            "info" => Ok(LogLevel::Info),
-            "debug" => Ok(LogLevel::Debug),
-            "trace" => Ok(LogLevel::Trace),
-            _ => Err(format!("'{v}' is not a log level: use off, error, warn, info, debug or trace")),
-        };
-        field("log_level", parsed.map(|l| log_level = l));
-    }
-    let mut log_format = LogFormat::Text;
-    if let Some((v, _)) = get("log_format") {
-        let parsed = match v.trim().to_ascii_lowercase().as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err(format!("'{v}' is not a log format: use text or json")),
-        };
-        field("log_format", parsed.map(|f| log_format = f));
-    }
-    let mut secret_key = None;
-    if let Some((v, _)) = get("secret_key") {
-        field(
-            "secret_key",
-            validate_secret_key(v).map(|()| secret_key = Some(Secret(Zeroizing::new(v.trim().to_owned())))),
-        );
-    }
-
-    // Not an error, but worth knowing: a schedule that fires more often than the lead can
-    // only rotate as fast as each pending key's lead allows.
-    if let Some(schedule) = &pins.rotation_schedule {
-        let shortest = schedule.shortest_interval(crate::clock::from_unix(0));
-        if !shortest.is_zero() && shortest < lead_for_warning(&pins) {
-            warnings.push(format!(
-                "rotation_schedule fires every {} at its most frequent, more often than publish_lead ({}): keys will rotate about every {} instead",
-                format_duration(shortest),
-                format_duration(lead_for_warning(&pins)),
-                format_duration(lead_for_warning(&pins))
-            ));
-        }
-    }
-    if lease_ttl < Duration::from_secs(2) {
-        problems.push("lease_ttl must be at least 2s: the rotator renews it every second".into());
-    }
-    // Cross-setting rule (DESIGN.md): a verifier holding a cached JWKS must learn a key before
-    // it signs, so the lead must cover the cache lifetime plus the clock skew allowed.
-    let lead = pins.publish_lead.unwrap_or(DEFAULT_PUBLISH_LEAD);
-    let skew = pins.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW);
-    if lead < jwks_max_age + skew {
-        problems.push(format!(
-            "publish_lead ({}) must be at least jwks_max_age ({}) plus clock_skew ({}) = {}, or verifiers with a cached JWKS could meet a token signed by a key they have not fetched",
-            format_duration(lead),
-            format_duration(jwks_max_age),
-            format_duration(skew),
-            format_duration(jwks_max_age + skew)
-        ));
-    }
-
-    Some(Config {
-        address,
-        port,
-        data_dir,
-        kek_file,
-        issuer,
-        algorithms,
-        rsa_bits,
-        jwks_max_age,
-        pins,
-        lease_ttl,
-        refresh_ttl,
-        tls,
-        log_level,
-        log_format,
-        secret_key,
-        sources,
-        warnings,
-    })
-}
-
-fn lead_for_warning(pins: &Pins) -> Duration {
-    pins.publish_lead.unwrap_or(DEFAULT_PUBLISH_LEAD)
 }
 
 fn socket_text(address: IpAddr, port: u16) -> String {
@@ -531,61 +627,11 @@ fn validate_secret_key(v: &str) -> Result<(), String> {
 }
 
 impl Config {
-    /// The configuration as TOML-like text with each value's source; secrets redacted.
+    /// The configuration as TOML with each value's source, as `config check` prints it;
+    /// secrets redacted.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let pinned = |d: Option<Duration>, default: Duration| match d {
-            Some(d) => format!("\"{}\"", format_duration(d)),
-            None => format!("\"{}\"  # not pinned: stored value applies (default)", format_duration(default)),
-        };
-        let algorithms: Vec<_> = self.algorithms.iter().map(|a| format!("\"{a}\"")).collect();
-        let values: Vec<(&str, String)> = vec![
-            ("address", format!("\"{}\"", self.address)),
-            ("port", self.port.to_string()),
-            ("data_dir", format!("{:?}", self.data_dir.display().to_string())),
-            ("kek_file", format!("{:?}", self.kek_file.display().to_string())),
-            ("issuer", format!("\"{}\"", self.issuer)),
-            ("algorithms", format!("[{}]", algorithms.join(", "))),
-            ("rsa_bits", self.rsa_bits.bits().to_string()),
-            ("jwks_max_age", pinned(self.pins.jwks_max_age, DEFAULT_JWKS_MAX_AGE)),
-            (
-                "rotation_schedule",
-                match &self.pins.rotation_schedule {
-                    Some(s) => format!("\"{}\"", s.as_str()),
-                    None => format!(
-                        "\"{}\"  # not pinned: stored value applies (default)",
-                        crate::schedule::DEFAULT_SCHEDULE
-                    ),
-                },
-            ),
-            ("publish_lead", pinned(self.pins.publish_lead, DEFAULT_PUBLISH_LEAD)),
-            ("clock_skew", pinned(self.pins.clock_skew, DEFAULT_CLOCK_SKEW)),
-            ("max_token_ttl", pinned(self.pins.max_token_ttl, DEFAULT_MAX_TOKEN_TTL)),
-            ("leeway", pinned(self.pins.leeway, DEFAULT_LEEWAY)),
-            ("lease_ttl", format!("\"{}\"", format_duration(self.lease_ttl))),
-            ("refresh_ttl", format!("\"{}\"", format_duration(self.refresh_ttl))),
-            (
-                "tls_cert_file",
-                self.tls
-                    .as_ref()
-                    .map(|(c, _)| format!("{:?}", c.display().to_string()))
-                    .unwrap_or_else(|| "\"\"  # plain HTTP".into()),
-            ),
-            (
-                "tls_key_file",
-                self.tls
-                    .as_ref()
-                    .map(|(_, k)| format!("{:?}", k.display().to_string()))
-                    .unwrap_or_else(|| "\"\"".into()),
-            ),
-            ("log_level", format!("\"{}\"", self.log_level.as_str())),
-            ("log_format", format!("\"{}\"", if self.log_format == LogFormat::Json { "json" } else { "text" })),
-            (
-                "secret_key",
-                if self.secret_key.is_some() { "\"<redacted>\"".into() } else { "\"<generated in data_dir>\"".into() },
-            ),
-        ];
-        for (name, value) in values {
+        for (name, value) in self.shown() {
             let source = self.sources.get(name).cloned().unwrap_or(Source::Default);
             let _ = writeln!(out, "{name} = {value}  # {source}");
         }
@@ -597,12 +643,12 @@ impl Config {
         socket_text(self.address, self.port)
     }
 
-    /// The help line of each setting, for `--help` texts and the README.
-    pub fn settings_help() -> Vec<(&'static str, String, &'static str)> {
-        SETTINGS.iter().map(|s| (s.name, format!("KEYTURN_{}", s.name.to_ascii_uppercase()), s.help)).collect()
+    /// The HTTPS certificate chain and key files, when TLS is on.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert_file.as_deref()?, self.tls_key_file.as_deref()?))
     }
 
-    /// Whether `path` is the default key-encryption key location inside the data dir.
+    /// Whether the key-encryption key is at its default place inside the data dir.
     pub fn kek_in_data_dir(&self) -> bool {
         self.kek_file.parent() == Some(Path::new(&self.data_dir))
     }
@@ -627,7 +673,15 @@ mod tests {
         assert_eq!(c.port, 8080);
         assert_eq!(c.data_dir, PathBuf::from("./keyturn-data"));
         assert_eq!(c.algorithms, vec![Algorithm::ES256]);
-        assert_eq!(c.jwks_max_age, Duration::from_secs(300));
+        assert_eq!(c.jwks_max_age, None, "not pinned");
+        assert_eq!(default_duration("jwks_max_age"), Duration::from_secs(300));
+        for (name, secs) in
+            [("publish_lead", 900), ("clock_skew", 60), ("max_token_ttl", 3600), ("leeway", 60), ("lease_ttl", 15)]
+        {
+            assert_eq!(default_duration(name), Duration::from_secs(secs), "{name}");
+        }
+        assert_eq!(c.lease_ttl, Duration::from_secs(15));
+        assert_eq!(c.refresh_ttl, Duration::from_secs(14 * 86_400));
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
         assert_eq!(c.kek_file, PathBuf::from("./keyturn-data/kek"));

@@ -44,7 +44,7 @@ pub struct Server {
 impl Server {
     /// `http://host:port` (or `https://` under TLS), for clients.
     pub fn url(&self) -> String {
-        let scheme = if self.service.config().tls.is_some() { "https" } else { "http" };
+        let scheme = if self.service.config().tls().is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.address)
     }
 
@@ -139,11 +139,11 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
     // On SIGTERM or SIGINT: stop accepting, give in-flight requests 5 s to finish and 5 s
     // more to close, then stop.
     let figment = figment.merge(("shutdown.grace", 5)).merge(("shutdown.mercy", 5)).merge(("shutdown.ctrlc", true));
-    let figment = match &config.tls {
+    let figment = match config.tls() {
         Some((cert, key)) => figment.merge(("tls.certs", cert)).merge(("tls.key", key)),
         None => figment,
     };
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls().is_some() { "https" } else { "http" };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = std::sync::Mutex::new(Some(tx));
     let rocket = web::build(service.clone(), figment)

@@ -35,7 +35,7 @@ pub fn effective(config: &Config, stored: &HashMap<String, String>, previous: Op
         })
         .unwrap_or(default)
     };
-    let schedule = config.pins.rotation_schedule.clone().unwrap_or_else(|| {
+    let schedule = config.rotation_schedule.clone().unwrap_or_else(|| {
         let text = stored.get(CRON).map(String::as_str).unwrap_or(DEFAULT_SCHEDULE);
         if let Some(prev) = previous.filter(|p| p.schedule.as_str() == text.trim()) {
             return prev.schedule.clone();
@@ -46,11 +46,11 @@ pub fn effective(config: &Config, stored: &HashMap<String, String>, previous: Op
     });
     Policy {
         schedule,
-        publish_lead: dur(PUBLISH_LEAD, config.pins.publish_lead, config::DEFAULT_PUBLISH_LEAD),
-        clock_skew: dur(CLOCK_SKEW, config.pins.clock_skew, config::DEFAULT_CLOCK_SKEW),
-        max_token_ttl: dur(MAX_TOKEN_TTL, config.pins.max_token_ttl, config::DEFAULT_MAX_TOKEN_TTL),
-        leeway: dur(LEEWAY, config.pins.leeway, config::DEFAULT_LEEWAY),
-        jwks_max_age: dur(JWKS_MAX_AGE, config.pins.jwks_max_age, config::DEFAULT_JWKS_MAX_AGE),
+        publish_lead: dur(PUBLISH_LEAD, config.publish_lead, config::default_duration("publish_lead")),
+        clock_skew: dur(CLOCK_SKEW, config.clock_skew, config::default_duration("clock_skew")),
+        max_token_ttl: dur(MAX_TOKEN_TTL, config.max_token_ttl, config::default_duration("max_token_ttl")),
+        leeway: dur(LEEWAY, config.leeway, config::default_duration("leeway")),
+        jwks_max_age: dur(JWKS_MAX_AGE, config.jwks_max_age, config::default_duration("jwks_max_age")),
     }
 }
 
@@ -61,7 +61,7 @@ pub fn default_schedule() -> Schedule {
 
 /// Which policy values the configuration pins (read-only through the API).
 pub fn pinned(config: &Config) -> Vec<&'static str> {
-    let p = &config.pins;
+    let p = config;
     [
         (CRON, p.rotation_schedule.is_some()),
         (PUBLISH_LEAD, p.publish_lead.is_some()),

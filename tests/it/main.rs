@@ -14,6 +14,7 @@ mod cli;
 mod crash;
 mod daemon;
 mod deploy;
+mod docs;
 mod interop;
 mod jwks;
 mod lease;
