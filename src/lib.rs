@@ -154,6 +154,11 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
             }
             Box::pin(async {})
         }))
+        .attach(AdHoc::on_shutdown("report shutdown", |_| {
+            Box::pin(async {
+                tracing::info!("shutting down: no new connections; requests in flight have 5 s to finish");
+            })
+        }))
         .ignite()
         .await
         .map_err(|e| Error::Listen { address: config.socket_text(), reason: e.to_string() })?;

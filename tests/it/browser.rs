@@ -1,25 +1,24 @@
-//! The dashboard in a real headless Chromium driven through chromedriver (W3C WebDriver over
-//! plain HTTP). `./scripts/test` installs Debian's chromium and chromium-driver. Each test
+//! The dashboard in a real headless Chromium driven through chromedriver with fantoccini (a
+//! W3C WebDriver client). `./scripts/test` installs Debian's chromium and chromium-driver. Each test
 //! saves a screenshot under target/screenshots/; the README's come from docs/screenshots/.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use crate::api::Api;
-use crate::support::http;
+use crate::support::{eventually_async, http};
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long the browser may take to show what a step expects.
+const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A chromedriver process and one browser session.
+/// A chromedriver process and one browser session, driven through fantoccini.
 struct Browser {
     driver: Child,
-    base: String,
-    session: String,
+    client: Client,
     _profile: tempfile::TempDir,
 }
 
@@ -37,151 +36,93 @@ impl Browser {
             .spawn()
             .expect("spawn chromedriver");
         let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http().get(format!("{base}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually_async("chromedriver to start", Duration::from_secs(20), || async {
+            http().get(format!("{base}/status")).send().await.ok()
+        })
+        .await;
         let profile = tempfile::tempdir().expect("profile");
-        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+        let caps = json!({"browserName": "chrome", "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
                      "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())]
-        }}}});
-        let res: Value = http()
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
+        }});
+        let Value::Object(caps) = caps else { unreachable!("an object") };
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&base)
             .await
-            .expect("session")
-            .json()
-            .await
-            .expect("json");
-        let session = res["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {res}")).to_owned();
-        Browser { driver, base, session, _profile: profile }
-    }
-
-    async fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let req = http().request(method.parse().expect("method"), url);
-        let req = match body {
-            Some(b) => req.json(&b),
-            None => req,
-        };
-        let v: Value = req.send().await.expect("webdriver").json().await.expect("json");
-        assert!(v["value"]["error"].is_null(), "webdriver {path}: {v}");
-        v["value"].clone()
+            .expect("a WebDriver session");
+        Browser { driver, client, _profile: profile }
     }
 
     async fn goto(&self, url: &str) {
-        self.cmd("POST", "/url", Some(json!({"url": url}))).await;
+        self.client.goto(url).await.unwrap_or_else(|e| panic!("goto {url}: {e}"));
     }
 
     async fn url(&self) -> String {
-        self.cmd("GET", "/url", None).await.as_str().unwrap_or_default().to_owned()
-    }
-
-    async fn find(&self, css: &str) -> String {
-        let v = self.cmd("POST", "/element", Some(json!({"using": "css selector", "value": css}))).await;
-        v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}")).to_owned()
+        self.client.current_url().await.expect("current url").to_string()
     }
 
     async fn fill(&self, css: &str, text: &str) {
-        let el = self.find(css).await;
-        self.cmd("POST", &format!("/element/{el}/clear"), Some(json!({}))).await;
-        self.cmd("POST", &format!("/element/{el}/value"), Some(json!({"text": text}))).await;
+        let el = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        el.clear().await.expect("clear");
+        el.send_keys(text).await.expect("type");
     }
 
-    async fn click(&self, css: &str) {
-        let el = self.find(css).await;
-        self.cmd("POST", &format!("/element/{el}/click"), Some(json!({}))).await;
+    /// A script's answer (run through WebDriver, which the page's CSP does not govern).
+    async fn script(&self, js: &str) -> Value {
+        self.client.execute(js, Vec::new()).await.unwrap_or_else(|e| panic!("script {js}: {e}"))
     }
 
-    /// The page's visible text (read by script through WebDriver, which the page's CSP does
-    /// not govern), retried while a navigation is under way.
+    /// The page's visible text, once the document has loaded.
     async fn text(&self) -> String {
-        let url = format!("{}/session/{}/execute/sync", self.base, self.session);
-        for _ in 0..50 {
-            let v: Value = http()
-                .post(&url)
-                .json(&json!({"script": "return document.readyState === 'complete' ? document.body.innerText : null", "args": []}))
-                .send()
-                .await
-                .expect("webdriver")
-                .json()
-                .await
-                .expect("json");
-            if let Some(t) = v["value"].as_str() {
-                return t.to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the page did not finish loading")
+        let js = "return document.readyState === 'complete' ? document.body.innerText : null";
+        eventually_async("the page to finish loading", PATIENCE, || async {
+            self.script(js).await.as_str().map(str::to_owned)
+        })
+        .await
     }
 
     /// Waits (bounded) until the page's text contains `needle`, and returns the text.
     async fn wait_text(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let t = self.text().await;
-            if t.contains(needle) {
-                return t;
-            }
-            assert!(Instant::now() < deadline, "the page never said {needle:?}; it says:\n{t}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let what = format!("the page to say {needle:?}");
+        let found = tokio::time::timeout(
+            PATIENCE,
+            // The outer timeout ends the wait first, so the failure can show what the page says.
+            eventually_async(&what, PATIENCE * 2, || async { Some(self.text().await).filter(|t| t.contains(needle)) }),
+        )
+        .await;
+        match found {
+            Ok(t) => t,
+            Err(_) => panic!("the page never said {needle:?}; it says:\n{}", self.text().await),
         }
-    }
-
-    async fn script(&self, js: &str) -> Value {
-        let url = format!("{}/session/{}/execute/sync", self.base, self.session);
-        let v: Value = http()
-            .post(&url)
-            .json(&json!({"script": js, "args": []}))
-            .send()
-            .await
-            .expect("webdriver")
-            .json()
-            .await
-            .expect("json");
-        v["value"].clone()
     }
 
     /// Clicks a submit button and waits (bounded) until the next document has loaded: the
     /// current one is marked first, so an identical page re-rendered is still told apart.
     async fn submit(&self, css: &str) {
         self.script("document.documentElement.dataset.old = '1'; return true").await;
-        self.click(css).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let fresh =
-                self.script("return document.readyState === 'complete' && !document.documentElement.dataset.old").await;
-            if fresh == Value::Bool(true) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the form submission did not load a new page");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let button = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        button.click().await.expect("click");
+        let fresh = "return document.readyState === 'complete' && !document.documentElement.dataset.old";
+        eventually_async("the form submission to load a new page", PATIENCE, || async {
+            (self.script(fresh).await == Value::Bool(true)).then_some(())
+        })
+        .await;
     }
 
     /// The session cookie the browser holds, for requests made outside it.
     async fn cookie_header(&self) -> String {
-        let cookies = self.cmd("GET", "/cookie", None).await;
-        cookies
-            .as_array()
-            .expect("cookies")
-            .iter()
-            .map(|c| format!("{}={}", c["name"].as_str().unwrap_or(""), c["value"].as_str().unwrap_or("")))
-            .collect::<Vec<_>>()
-            .join("; ")
+        let cookies = self.client.get_all_cookies().await.expect("cookies");
+        cookies.iter().map(|c| format!("{}={}", c.name(), c.value())).collect::<Vec<_>>().join("; ")
     }
 
     async fn screenshot(&self, name: &str) {
-        let png = self.cmd("GET", "/screenshot", None).await;
-        let bytes = STANDARD.decode(png.as_str().expect("png")).expect("base64");
+        let png = self.client.screenshot().await.expect("screenshot");
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(dir.join(format!("{name}.png")), bytes).expect("write screenshot");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
     }
 }
 

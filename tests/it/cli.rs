@@ -67,7 +67,7 @@ fn first_start_logs_a_one_time_setup_link_that_works() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     let d = crate::daemon::Daemon::start(&data, &[], "setup");
-    let log = d.log_text();
+    let log = d.wait_for_log("/admin/setup?token=", std::time::Duration::from_secs(10));
     let link = log
         .split_whitespace()
         .find(|w| w.contains("/admin/setup?token="))

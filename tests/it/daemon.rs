@@ -3,9 +3,11 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::support::{eventually, keyturn};
 
 /// A fast lifecycle for process tests: a rotation every few seconds, short-lived tokens,
 /// and a rotator lease that lapses quickly. Tests add what they need (algorithms).
@@ -42,16 +44,9 @@ pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().expect("client")
 }
 
-/// Runs `keyturn` once with the data dir and `env` and returns its stdout.
+/// Runs `keyturn` once on the data dir with `env` and returns its stdout (exit 0 checked).
 pub fn keyturn_once(data: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_keyturn"))
-        .args(args)
-        .env("KEYTURN_DATA_DIR", data)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run keyturn");
-    assert!(out.status.success(), "keyturn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8")
+    crate::support::keyturn_ok(data, args, env)
 }
 
 impl Daemon {
@@ -60,12 +55,12 @@ impl Daemon {
         let port = free_port();
         let log = data.parent().unwrap_or(data).join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
-            .arg("serve")
-            .env("KEYTURN_DATA_DIR", data)
-            .env("KEYTURN_PORT", port.to_string())
-            .env("KEYTURN_LOG_LEVEL", "info")
-            .envs(env.iter().copied())
+        let (data_dir, port_text) = (data.display().to_string(), port.to_string());
+        let mut all =
+            vec![("KEYTURN_DATA_DIR", data_dir.as_str()), ("KEYTURN_PORT", &port_text), ("KEYTURN_LOG_LEVEL", "info")];
+        all.extend_from_slice(env);
+        let child = keyturn(&["serve"], &all)
+            .current_dir(data.parent().unwrap_or(data))
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -76,18 +71,22 @@ impl Daemon {
     }
 
     fn wait_ready(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
         let c = client();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("keyturn exited ({status}) before it was ready; log:\n{}", self.log_text());
+        let what = format!("keyturn serve ({}) to be ready", self.log.display());
+        let (child, url, log) = (&mut self.child, &self.url, &self.log);
+        eventually(&what, limit, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("keyturn exited ({status}) before it was ready; log:\n{text}");
             }
-            if c.get(format!("{}/readyz", self.url)).send().map(|r| r.status().is_success()).unwrap_or(false) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "keyturn not ready within {limit:?}; log:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(25));
-        }
+            c.get(format!("{url}/readyz")).send().is_ok_and(|r| r.status().is_success()).then_some(())
+        });
+    }
+
+    /// Waits until the log has a line containing `needle`, and returns the log.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> String {
+        let what = format!("{needle:?} in {}", self.log.display());
+        eventually(&what, limit, || Some(self.log_text()).filter(|t| t.contains(needle)))
     }
 
     pub fn log_text(&self) -> String {
@@ -142,25 +141,14 @@ impl Drop for Daemon {
 impl Daemon {
     /// Sends a signal and waits (bounded) for the exit status.
     pub fn signal_and_wait(mut self, signal: &str, limit: Duration) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "keyturn did not exit within {limit:?} of SIG{signal}; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.signal(signal);
+        let child = &mut self.child;
+        eventually(&format!("keyturn to exit after SIG{signal}"), limit, || child.try_wait().ok().flatten())
     }
-}
 
-/// Runs `keyturn` with `args` on `data` and returns its stdout.
-pub fn run_keyturn_out(args: &[&str], data: &Path) -> String {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_keyturn")).args(args).env("KEYTURN_DATA_DIR", data).output().expect("keyturn");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    /// Sends `signal` (`TERM`, `INT`, …) to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
 }

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::support::{eventually, run_keyturn};
 
 use serde_json::{json, Value};
 
@@ -60,14 +62,7 @@ fn nginx_caches_revalidates_and_serves_stale() {
             .expect("nginx"),
     );
     let url = format!("http://127.0.0.1:{proxy_port}/.well-known/jwks.json");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let first = loop {
-        if let Ok(r) = client().get(&url).send() {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let first = eventually("nginx to answer", Duration::from_secs(10), || client().get(&url).send().ok());
     assert_eq!(first.status(), 200);
     let etag = first.headers()["etag"].to_str().expect("etag").to_owned();
     let body = first.text().expect("body");
@@ -101,11 +96,9 @@ fn systemd_unit_verifies() {
     for bad in ["Unknown key", "Unknown section", "Failed to parse", "Invalid"] {
         assert!(!stderr.contains(bad), "systemd-analyze verify: {stderr}");
     }
-    let config = Command::new(env!("CARGO_BIN_EXE_keyturn"))
-        .args(["config", "check", "--config", deploy("keyturn.toml").to_str().expect("utf8")])
-        .output()
-        .expect("check");
-    assert!(config.status.success());
+    let config =
+        run_keyturn(&["config", "check", "--config", deploy("keyturn.toml").to_str().expect("utf8")], &[], root.path());
+    assert!(config.status.success(), "{}", String::from_utf8_lossy(&config.stderr));
 }
 
 #[test]
@@ -166,8 +159,7 @@ fn litestream_replica_restores_into_a_daemon_with_the_same_kids_and_revocations(
     let restored_dir = root.path().join("restored");
     std::fs::create_dir_all(&restored_dir).expect("dir");
     let restored_db = restored_dir.join("keyturn.db");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually("the replica to catch up (litestream restore)", Duration::from_secs(30), || {
         let _ = std::fs::remove_file(&restored_db);
         let out = Command::new(&litestream)
             .args(["restore", "-o"])
@@ -175,12 +167,8 @@ fn litestream_replica_restores_into_a_daemon_with_the_same_kids_and_revocations(
             .arg(format!("file://{}", replica.display()))
             .output()
             .expect("restore");
-        if out.status.success() && restored_matches(&restored_db, &source_kids) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replica never caught up: {}", String::from_utf8_lossy(&out.stderr));
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        (out.status.success() && restored_matches(&restored_db, &source_kids)).then_some(())
+    });
     drop(replicate);
     d.signal_and_wait("TERM", Duration::from_secs(15));
 

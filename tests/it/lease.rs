@@ -1,7 +1,9 @@
 //! One rotator: two daemons on one data dir both serve, only the lease holder rotates, and
 //! the other takes over when the holder dies.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::support::eventually;
 
 use serde_json::Value;
 
@@ -19,11 +21,7 @@ fn rotators(audit: &[Value]) -> Vec<String> {
 }
 
 fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(what, limit, || f().then_some(()));
 }
 
 #[test]

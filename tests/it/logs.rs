@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::daemon::{client, keyturn_once, run_keyturn_out, Daemon};
+use crate::daemon::{client, keyturn_once, Daemon};
 
 #[test]
 fn json_logs_carry_request_ids_and_no_secrets() {
@@ -120,6 +120,6 @@ fn json_logs_carry_request_ids_and_no_secrets() {
         }
     }
     assert!(requests >= 8, "every request was logged ({requests})");
-    let flag = run_keyturn_out(&["--log-format", "json", "config", "check"], &data);
+    let flag = keyturn_once(&data, &["--log-format", "json", "config", "check"], &[]);
     assert!(flag.contains("log_format = \"json\""), "{flag}");
 }

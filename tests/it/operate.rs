@@ -2,7 +2,6 @@
 //! load, and key-encryption-key rotation (including interrupted ones).
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,12 +45,8 @@ fn time_until(mut f: impl FnMut() -> bool) -> Duration {
 const ISSUER: (&str, &str) = ("KEYTURN_ISSUER", "https://keyturn.operate.test");
 
 fn run(data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_keyturn"))
-        .args(args)
-        .env("KEYTURN_DATA_DIR", data)
-        .env(ISSUER.0, ISSUER.1)
-        .output()
-        .expect("keyturn")
+    let data_dir = data.display().to_string();
+    crate::support::run_keyturn(args, &[("KEYTURN_DATA_DIR", &data_dir), ISSUER], data.parent().unwrap_or(data))
 }
 
 #[test]
@@ -119,10 +114,10 @@ fn backup_under_load_starts_a_daemon_with_the_same_keys() {
     let issuer = keyturn_once(&data, &["apikey", "create", "--role", "issuer", "--name", "i"], &[]).trim().to_owned();
     let d = Daemon::start(&data, &[], "backup-src");
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load = {
-        let (stop, url, key) = (stop.clone(), d.url.clone(), issuer.clone());
+        let (stop, answered, url, key) = (stop.clone(), answered.clone(), d.url.clone(), issuer.clone());
         std::thread::spawn(move || {
-            let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
                 let r = client()
                     .post(format!("{url}/api/v1/tokens"))
@@ -130,13 +125,16 @@ fn backup_under_load_starts_a_daemon_with_the_same_keys() {
                     .json(&json!({"sub": "s", "aud": "a"}))
                     .send();
                 if r.map(|r| r.status().is_success()).unwrap_or(false) {
-                    n += 1;
+                    answered.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            n
+            answered.load(Ordering::Relaxed)
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // The backup starts once the load is really running.
+    crate::support::eventually("issuance under load", Duration::from_secs(10), || {
+        (answered.load(Ordering::Relaxed) >= 5).then_some(())
+    });
     let copy_dir = root.path().join("restored");
     std::fs::create_dir_all(&copy_dir).expect("dir");
     let out = run(&data, &["backup", copy_dir.join("keyturn.db").to_str().expect("utf8")]);

@@ -63,8 +63,9 @@ fn in_flight_requests_finish_after_sigterm() {
     assert!(interim.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&interim));
     conn.write_all(&body[..10]).expect("half a body");
     // The request is in flight, its body half sent: now SIGTERM.
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(d.child.id().to_string()).status();
-    std::thread::sleep(Duration::from_millis(300)); // the signal lands while the request waits for its body
+    d.signal("TERM");
+    // The daemon says it is shutting down while the request still waits for its body.
+    d.wait_for_log("shutting down", Duration::from_secs(10));
     conn.write_all(&body[10..]).expect("rest of the body");
     let mut answer = String::new();
     conn.read_to_string(&mut answer).expect("answer");

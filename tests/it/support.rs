@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use keyturn::clock::Clock;
 use keyturn::config::{self, Config, Inputs};
@@ -45,34 +46,88 @@ pub fn kids(jwks: &serde_json::Value) -> Vec<String> {
     jwks["keys"].as_array().expect("keys").iter().map(|k| k["kid"].as_str().expect("kid").to_owned()).collect()
 }
 
-/// Runs the real `keyturn` binary with a clean `KEYTURN_*` environment plus `env`.
-pub fn run_keyturn(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+/// How long a `keyturn` command may take before the test fails: a refusal must come quickly,
+/// a hang is a failure.
+const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// The real `keyturn` binary, the one way tests run it: the caller's `KEYTURN_*` variables
+/// are removed, then `env` is set, so nothing in the test runner's environment decides what
+/// it does. Spawn it (a daemon), or hand it to [`finish`].
+pub fn keyturn(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyturn"));
-    cmd.args(args).current_dir(cwd);
+    cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("KEYTURN_") {
             cmd.env_remove(k);
         }
     }
     cmd.envs(env.iter().copied());
-    let child =
-        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn keyturn");
-    wait_bounded(child)
+    cmd
 }
 
-/// Waits for a child at most 60 s; a refusal must come quickly, a hang is a failure.
-fn wait_bounded(mut child: std::process::Child) -> Output {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+/// Runs `cmd` to its end, at most [`COMMAND_LIMIT`] (then it is killed and the test fails),
+/// and returns what it printed.
+pub fn finish(mut cmd: Command) -> Output {
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn keyturn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(COMMAND_LIMIT) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            panic!("keyturn did not exit within {COMMAND_LIMIT:?}");
+        }
+    }
+}
+
+/// Runs `keyturn` with `env` in `cwd` (where it looks for `keyturn.toml`) and returns its
+/// output; its exit status is the caller's to check (refusals exit non-zero on purpose).
+pub fn run_keyturn(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+    let mut cmd = keyturn(args, env);
+    cmd.current_dir(cwd);
+    finish(cmd)
+}
+
+/// Runs `keyturn` on the data dir `data` (from the directory above it) and returns its
+/// stdout; the test fails unless it exits 0.
+pub fn keyturn_ok(data: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let data_dir = data.display().to_string();
+    let mut all = vec![("KEYTURN_DATA_DIR", data_dir.as_str())];
+    all.extend_from_slice(env);
+    let out = run_keyturn(args, &all, data.parent().unwrap_or(data));
+    assert!(out.status.success(), "keyturn {args:?} exited {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// Waits until `probe` answers `Some`, trying every 20 ms for at most `limit`, and returns
+/// the answer; fails the test naming `what` otherwise. The one way tests wait for something.
+pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + limit;
     loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
+        if let Some(v) = probe() {
+            return v;
         }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("keyturn did not exit within 60 s; stderr: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(std::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`eventually`] for async tests: the probe is awaited, and the wait does not block the
+/// runtime.
+pub async fn eventually_async<T, F>(what: &str, limit: Duration, mut probe: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(std::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -57,31 +57,29 @@ async fn serves_https_and_session_cookies_become_secure() {
 
 #[test]
 fn serve_tls_self_signed_makes_and_keeps_a_certificate() {
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::process::Stdio;
+    use std::time::Duration;
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     let client = reqwest::blocking::Client::builder().danger_accept_invalid_certs(true).build().expect("client");
     let mut certs = Vec::new();
     for _ in 0..2 {
         let port = crate::daemon::free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
-            .args(["serve", "--tls-self-signed"])
-            .env("KEYTURN_DATA_DIR", &data)
-            .env("KEYTURN_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let (data_dir, port_text) = (data.display().to_string(), port.to_string());
+        let mut child = support::keyturn(
+            &["serve", "--tls-self-signed"],
+            &[("KEYTURN_DATA_DIR", &data_dir), ("KEYTURN_PORT", &port_text)],
+        )
+        .current_dir(root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
         let url = format!("https://127.0.0.1:{port}/.well-known/openid-configuration");
-        let doc: serde_json::Value = loop {
-            if let Ok(r) = client.get(&url).send() {
-                break r.json().expect("json");
-            }
-            assert!(Instant::now() < deadline, "no HTTPS answer");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let doc: serde_json::Value =
+            support::eventually("an HTTPS answer", Duration::from_secs(30), || client.get(&url).send().ok())
+                .json()
+                .expect("json");
         assert!(doc["issuer"].as_str().expect("issuer").starts_with("https://"), "{doc}");
         let _ = child.kill();
         let _ = child.wait();
