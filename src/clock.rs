@@ -59,11 +59,6 @@ impl Clock {
             *t.lock().unwrap_or_else(PoisonError::into_inner) = truncate(to);
         }
     }
-
-    /// Whether this is a fake clock (reported by `config check` and the logs).
-    pub fn is_fake(&self) -> bool {
-        matches!(self.source, Source::Fake(_))
-    }
 }
 
 fn truncate(t: OffsetDateTime) -> OffsetDateTime {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::duration::{format_duration, parse_duration};
+use crate::keys::lifecycle;
 use crate::keys::{Algorithm, RsaBits};
 use crate::schedule::Schedule;
 
@@ -340,32 +341,12 @@ fn check_across(c: &Config, problems: &mut Vec<String>, warnings: &mut Vec<Strin
             "tls_cert_file ({source}): tls_cert_file and tls_key_file go together: set both for HTTPS, or neither"
         ));
     }
-    // A verifier holding a cached JWKS must learn a key before it signs (DESIGN.md), so the
-    // lead must cover the cache lifetime plus the clock skew allowed.
     let lead = c.publish_lead.unwrap_or_else(|| default_duration("publish_lead"));
     let skew = c.clock_skew.unwrap_or_else(|| default_duration("clock_skew"));
     let max_age = c.jwks_max_age.unwrap_or_else(|| default_duration("jwks_max_age"));
-    if lead < max_age + skew {
-        problems.push(format!(
-            "publish_lead ({}) must be at least jwks_max_age ({}) plus clock_skew ({}) = {}, or verifiers with a cached JWKS could meet a token signed by a key they have not fetched",
-            format_duration(lead),
-            format_duration(max_age),
-            format_duration(skew),
-            format_duration(max_age + skew)
-        ));
-    }
-    // Not an error, but worth knowing: a schedule that fires more often than the lead can
-    // only rotate as fast as each pending key's lead allows.
+    problems.extend(lifecycle::lead_problem(lead, max_age, skew));
     if let Some(schedule) = &c.rotation_schedule {
-        let shortest = schedule.shortest_interval(crate::clock::from_unix(0));
-        if !shortest.is_zero() && shortest < lead {
-            warnings.push(format!(
-                "rotation_schedule fires every {} at its most frequent, more often than publish_lead ({}): keys will rotate about every {} instead",
-                format_duration(shortest),
-                format_duration(lead),
-                format_duration(lead)
-            ));
-        }
+        warnings.extend(lifecycle::pace_warning(schedule.shortest_interval(crate::clock::from_unix(0)), lead));
     }
 }
 
@@ -647,11 +628,6 @@ impl Config {
     pub fn tls(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert_file.as_deref()?, self.tls_key_file.as_deref()?))
     }
-
-    /// Whether the key-encryption key is at its default place inside the data dir.
-    pub fn kek_in_data_dir(&self) -> bool {
-        self.kek_file.parent() == Some(Path::new(&self.data_dir))
-    }
 }
 
 #[cfg(test)]
@@ -753,7 +729,7 @@ mod tests {
     #[test]
     fn schedule_faster_than_the_lead_is_a_warning() {
         let c = load(&inputs(&[("KEYTURN_ROTATION_SCHEDULE", "*/5 * * * *")])).expect("valid, with a warning");
-        assert!(c.warnings.iter().any(|w| w.contains("more often than publish_lead (15m)")), "{:?}", c.warnings);
+        assert!(c.warnings.iter().any(|w| w.contains("more often than the publish lead (15m)")), "{:?}", c.warnings);
         let c = load(&inputs(&[("KEYTURN_ROTATION_SCHEDULE", "0 * * * *")])).expect("valid");
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod records;
 pub mod revocation;
 pub mod schedule;
 pub mod scheduler;

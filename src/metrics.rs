@@ -1,146 +1,240 @@
-//! Counters and histograms for `/metrics`, rendered in Prometheus' text format. Hand-made
-//! and small: labelled counters in a map, latency histograms with fixed buckets.
+//! What keyturn exports at `/metrics`: every metric declared once here, with its help text and
+//! typed labels, through prometheus-client (OpenMetrics text). Counters and the latency
+//! histogram are counted where things happen, through the methods below; the gauges describe
+//! state and are set from a [`State`] when `/metrics` is scraped.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::keys::{Algorithm, KeyId, KeyState};
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
-#[derive(Default, Debug, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    total: u64,
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    kid: String,
+    alg: &'static str,
 }
 
-/// Everything keyturn counts while it runs (counters start at zero with the process).
-/// Keyed so that counting an already-seen series allocates nothing: this runs on every
-/// request, including the JWKS path measured against nginx.
-#[derive(Default, Debug)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    alg: &'static str,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlgLabels {
+    alg: &'static str,
+}
+
+/// A gauge whose one sample is present only while it has a value (a schedule that never
+/// fires again has no "seconds until").
+#[derive(Clone, Debug, Default)]
+struct Optional {
+    value: Gauge,
+    present: Arc<AtomicBool>,
+}
+
+impl Optional {
+    fn set(&self, v: Option<i64>) {
+        self.value.set(v.unwrap_or_default());
+        self.present.store(v.is_some(), Ordering::Relaxed);
+    }
+}
+
+impl EncodeMetric for Optional {
+    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.value.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.value.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.present.load(Ordering::Relaxed)
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The state the gauges show, gathered by the service at scrape time.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// How many keys are in each state, per algorithm.
+    pub keys: Vec<(Algorithm, KeyState, u64)>,
+    pub until_next_rotation: Option<Duration>,
+    /// Per algorithm: how long until its pending key starts signing.
+    pub until_next_activation: Vec<(Algorithm, Duration)>,
+    pub revocations: u64,
+}
+
+/// Every metric keyturn exports, counted from the start of the process.
+#[derive(Debug)]
 pub struct Metrics {
-    /// name → formatted labels (`a="x",b="y"`) → value.
-    counters: Mutex<BTreeMap<&'static str, BTreeMap<String, u64>>>,
-    /// route template → its request counts and latency.
-    http: Mutex<BTreeMap<String, RouteStats>>,
+    registry: Registry,
+    tokens_issued: Family<TokenLabels, Counter>,
+    introspections: Family<ResultLabels, Counter>,
+    jwks_responses: Family<StatusLabels, Counter>,
+    http_requests: Family<RequestLabels, Counter>,
+    http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    keys: Family<KeyLabels, Gauge>,
+    until_next_rotation: Optional,
+    until_next_activation: Family<AlgLabels, Gauge>,
+    revocations: Gauge,
+    jwks_not_modified_ratio: Gauge<f64, AtomicU64>,
 }
 
-/// Requests to one route: counts by (method, status), and one latency histogram.
-#[derive(Default, Debug, Clone)]
-struct RouteStats {
-    requests: BTreeMap<(String, u16), u64>,
-    latency: Histogram,
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let tokens_issued = Family::default();
+        registry.register("keyturn_tokens_issued", "Tokens issued and recorded, by signing key", tokens_issued.clone());
+        let introspections = Family::default();
+        registry.register(
+            "keyturn_introspections",
+            "Introspection answers, active or inactive",
+            introspections.clone(),
+        );
+        let jwks_responses = Family::default();
+        registry.register("keyturn_jwks_responses", "JWKS responses, by status (200 or 304)", jwks_responses.clone());
+        let http_requests = Family::default();
+        registry.register(
+            "keyturn_http_requests",
+            "Requests answered, by route, method and status",
+            http_requests.clone(),
+        );
+        let http_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "keyturn_http_request_duration_seconds",
+            "Time to answer a request, by route",
+            http_duration.clone(),
+        );
+        let keys = Family::default();
+        registry.register("keyturn_keys", "Signing keys by algorithm and state", keys.clone());
+        let until_next_rotation = Optional::default();
+        registry.register(
+            "keyturn_seconds_until_next_rotation",
+            "Seconds until the rotation schedule next fires",
+            until_next_rotation.clone(),
+        );
+        let until_next_activation = Family::default();
+        registry.register(
+            "keyturn_seconds_until_next_activation",
+            "Seconds until the pending key of each algorithm starts signing",
+            until_next_activation.clone(),
+        );
+        let revocations = Gauge::default();
+        registry.register("keyturn_revocations", "Revocations in the in-memory index", revocations.clone());
+        let jwks_not_modified_ratio = Gauge::default();
+        registry.register(
+            "keyturn_jwks_not_modified_ratio",
+            "Share of JWKS requests answered 304 Not Modified",
+            jwks_not_modified_ratio.clone(),
+        );
+        Metrics {
+            registry,
+            tokens_issued,
+            introspections,
+            jwks_responses,
+            http_requests,
+            http_duration,
+            keys,
+            until_next_rotation,
+            until_next_activation,
+            revocations,
+            jwks_not_modified_ratio,
+        }
+    }
 }
 
-/// Escapes a label value for the text format.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+fn whole_seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl Metrics {
-    /// Adds one to counter `name` with the already-formatted `labels` (`a="x",b="y"`).
-    pub fn inc(&self, name: &'static str, labels: &str) {
-        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        let series = counters.entry(name).or_default();
-        match series.get_mut(labels) {
-            Some(v) => *v += 1,
-            None => {
-                series.insert(labels.to_owned(), 1);
-            }
-        }
+    /// A token was issued (and recorded) under `kid`.
+    pub fn token_issued(&self, kid: &KeyId, alg: Algorithm) {
+        self.tokens_issued.get_or_create(&TokenLabels { kid: kid.to_string(), alg: alg.as_str() }).inc();
     }
 
-    /// Counts an HTTP request: route template, method, status, and its latency.
-    pub fn http(&self, route: &str, method: &str, status: u16, took: Duration) {
-        let secs = took.as_secs_f64();
-        let mut http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
-        let stats = match http.get_mut(route) {
-            Some(stats) => stats,
-            None => http.entry(route.to_owned()).or_default(),
-        };
-        match stats.requests.iter_mut().find(|((m, s), _)| m == method && *s == status) {
-            Some((_, n)) => *n += 1,
-            None => {
-                stats.requests.insert((method.to_owned(), status), 1);
-            }
-        }
-        let h = &mut stats.latency;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.total += 1;
-        h.sum += secs;
+    /// An introspection was answered.
+    pub fn introspected(&self, active: bool) {
+        let result = if active { "active" } else { "inactive" };
+        self.introspections.get_or_create(&ResultLabels { result }).inc();
     }
 
-    /// A counter's current value.
-    pub fn get(&self, name: &'static str, labels: &str) -> u64 {
-        self.counters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .and_then(|series| series.get(labels))
-            .copied()
-            .unwrap_or(0)
+    /// The JWKS was served in full, or answered 304.
+    pub fn jwks_answered(&self, not_modified: bool) {
+        self.jwks_responses.get_or_create(&StatusLabels { status: if not_modified { 304 } else { 200 } }).inc();
     }
 
-    /// The counters and histograms in text format, with `# TYPE` lines.
-    pub fn render(&self, out: &mut String) {
-        let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let http = self.http.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        for (name, series) in &counters {
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for (labels, value) in series {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
-        }
-        if http.is_empty() {
-            return;
-        }
-        let _ = writeln!(out, "# HELP keyturn_http_requests_total Requests answered, by route, method and status.");
-        let _ = writeln!(out, "# TYPE keyturn_http_requests_total counter");
-        for (route, stats) in &http {
-            let r = label(route);
-            for ((method, status), n) in &stats.requests {
-                let _ = writeln!(
-                    out,
-                    "keyturn_http_requests_total{{route=\"{r}\",method=\"{}\",status=\"{status}\"}} {n}",
-                    label(method)
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP keyturn_http_request_duration_seconds Time to answer a request, by route.");
-        let _ = writeln!(out, "# TYPE keyturn_http_request_duration_seconds histogram");
-        for (route, stats) in &http {
-            let (r, h) = (label(route), &stats.latency);
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "keyturn_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{bound}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ =
-                writeln!(out, "keyturn_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}", h.total);
-            let _ = writeln!(out, "keyturn_http_request_duration_seconds_sum{{route=\"{r}\"}} {}", h.sum);
-            let _ = writeln!(out, "keyturn_http_request_duration_seconds_count{{route=\"{r}\"}} {}", h.total);
-        }
+    /// A request was answered: its route template, method, status and latency.
+    pub fn http(&self, route: &str, method: &'static str, status: u16, took: Duration) {
+        let route = route.to_owned();
+        self.http_duration.get_or_create(&RouteLabels { route: route.clone() }).observe(took.as_secs_f64());
+        self.http_requests.get_or_create(&RequestLabels { route, method, status }).inc();
     }
-}
 
-/// Writes one gauge with its `# TYPE` line.
-pub fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for (labels, v) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {v}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    /// Every metric in OpenMetrics text, the gauges set from `state` first.
+    pub fn render(&self, state: &State) -> String {
+        self.keys.clear();
+        for (alg, key_state, n) in &state.keys {
+            let labels = KeyLabels { alg: alg.as_str(), state: key_state.as_str() };
+            self.keys.get_or_create(&labels).set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
+        self.until_next_rotation.set(state.until_next_rotation.map(whole_seconds));
+        self.until_next_activation.clear();
+        for (alg, d) in &state.until_next_activation {
+            self.until_next_activation.get_or_create(&AlgLabels { alg: alg.as_str() }).set(whole_seconds(*d));
+        }
+        self.revocations.set(i64::try_from(state.revocations).unwrap_or(i64::MAX));
+        let count = |status| self.jwks_responses.get_or_create(&StatusLabels { status }).get();
+        let (ok, not_modified) = (count(200), count(304));
+        let answered = ok + not_modified;
+        self.jwks_not_modified_ratio.set(if answered == 0 { 0.0 } else { not_modified as f64 / answered as f64 });
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("encoding the metrics failed: {e}");
+        }
+        out
     }
 }
 
@@ -149,21 +243,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_and_histograms() {
+    fn renders_counters_histograms_and_gauges() {
         let m = Metrics::default();
-        m.inc("keyturn_x_total", "a=\"1\"");
-        m.inc("keyturn_x_total", "a=\"1\"");
+        let kid = KeyId::new("k1");
+        m.token_issued(&kid, Algorithm::ES256);
+        m.token_issued(&kid, Algorithm::ES256);
         m.http("/x", "GET", 200, Duration::from_micros(700));
         m.http("/x", "GET", 200, Duration::from_micros(300));
         m.http("/x", "POST", 400, Duration::from_micros(300));
-        let mut out = String::new();
-        m.render(&mut out);
-        assert!(out.contains("# TYPE keyturn_x_total counter\nkeyturn_x_total{a=\"1\"} 2\n"), "{out}");
-        assert!(out.contains("keyturn_http_request_duration_seconds_bucket{route=\"/x\",le=\"0.0005\"} 2"), "{out}");
-        assert!(out.contains("keyturn_http_request_duration_seconds_bucket{route=\"/x\",le=\"0.001\"} 3"), "{out}");
-        assert!(out.contains("keyturn_http_request_duration_seconds_count{route=\"/x\"} 3"), "{out}");
-        assert!(out.contains("keyturn_http_requests_total{route=\"/x\",method=\"GET\",status=\"200\"} 2\n"), "{out}");
-        assert!(out.contains("keyturn_http_requests_total{route=\"/x\",method=\"POST\",status=\"400\"} 1\n"), "{out}");
-        assert_eq!(label("a\"b"), "a\\\"b");
+        m.jwks_answered(false);
+        m.jwks_answered(true);
+        m.jwks_answered(true);
+        m.jwks_answered(true);
+        let state = State {
+            keys: vec![(Algorithm::ES256, KeyState::Active, 1)],
+            until_next_rotation: Some(Duration::from_secs(90)),
+            until_next_activation: vec![(Algorithm::ES256, Duration::from_secs(30))],
+            revocations: 2,
+        };
+        let out = m.render(&state);
+        for want in [
+            "# HELP keyturn_tokens_issued Tokens issued and recorded, by signing key.\n",
+            "keyturn_tokens_issued_total{kid=\"k1\",alg=\"ES256\"} 2\n",
+            "keyturn_http_request_duration_seconds_bucket{le=\"0.0005\",route=\"/x\"} 2\n",
+            "keyturn_http_request_duration_seconds_bucket{le=\"0.001\",route=\"/x\"} 3\n",
+            "keyturn_http_request_duration_seconds_count{route=\"/x\"} 3\n",
+            "keyturn_http_requests_total{route=\"/x\",method=\"GET\",status=\"200\"} 2\n",
+            "keyturn_http_requests_total{route=\"/x\",method=\"POST\",status=\"400\"} 1\n",
+            "keyturn_keys{alg=\"ES256\",state=\"active\"} 1\n",
+            "keyturn_seconds_until_next_rotation 90\n",
+            "keyturn_seconds_until_next_activation{alg=\"ES256\"} 30\n",
+            "keyturn_revocations 2\n",
+            "keyturn_jwks_not_modified_ratio 0.75\n",
+            "# EOF\n",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
+        // A gauge without a value has no sample.
+        let out = m.render(&State::default());
+        assert!(!out.contains("keyturn_seconds_until_next_rotation"), "not even its HELP: {out}");
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use super::{Algorithm, KeyId, KeyRecord, KeyState};
 use crate::clock::Instant;
+use crate::duration::format_duration;
 use crate::schedule::Schedule;
 
 /// The timing policy in force (configured pins over stored values over defaults).
@@ -53,6 +54,36 @@ impl Policy {
     pub fn exp_limit(&self, key: &KeyRecord) -> Instant {
         key.not_after - self.leeway
     }
+}
+
+/// The publish-lead rule (DESIGN.md, timing rules): a verifier holding a cached JWKS must
+/// learn a key before it signs, so the lead must cover the cache lifetime plus the clock skew
+/// allowed. The sentence that says why, when it does not hold. Configuration and the API both
+/// check it here.
+pub fn lead_problem(publish_lead: Duration, jwks_max_age: Duration, clock_skew: Duration) -> Option<String> {
+    (publish_lead < jwks_max_age + clock_skew).then(|| {
+        format!(
+            "publish_lead ({}) must be at least jwks_max_age ({}) plus clock_skew ({}) = {}, or verifiers with a cached JWKS could meet a token signed by a key they have not fetched",
+            format_duration(publish_lead),
+            format_duration(jwks_max_age),
+            format_duration(clock_skew),
+            format_duration(jwks_max_age + clock_skew)
+        )
+    })
+}
+
+/// A schedule that fires more often than the lead is not an error, but keys can only rotate
+/// as fast as each pending key's lead allows: the warning that says so, given the schedule's
+/// shortest interval.
+pub fn pace_warning(shortest_interval: Duration, publish_lead: Duration) -> Option<String> {
+    (!shortest_interval.is_zero() && shortest_interval < publish_lead).then(|| {
+        format!(
+            "the rotation schedule fires every {} at its most frequent, more often than the publish lead ({}): rotations wait for each pending key's lead, so keys rotate about every {} instead",
+            format_duration(shortest_interval),
+            format_duration(publish_lead),
+            format_duration(publish_lead)
+        )
+    })
 }
 
 /// What the planner knows.

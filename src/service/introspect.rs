@@ -42,8 +42,7 @@ impl Keyturn {
     /// Introspects an access token (and counts the answer for `/metrics`).
     pub fn introspect(&self, token: &str) -> Introspection {
         let answer = self.introspect_uncounted(token);
-        let result = if answer.active { "result=\"active\"" } else { "result=\"inactive\"" };
-        self.metrics.inc("keyturn_introspections_total", result);
+        self.metrics.introspected(answer.active);
         answer
     }
 

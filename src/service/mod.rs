@@ -206,11 +206,6 @@ impl Keyturn {
         &self.data_dir
     }
 
-    /// This process's identity for the rotator lease.
-    pub fn holder(&self) -> &str {
-        &self.holder
-    }
-
     /// The current snapshot: live keys, policy, JWKS, discovery and signers.
     pub fn published(&self) -> Arc<Published> {
         self.published.read().unwrap_or_else(PoisonError::into_inner).clone()

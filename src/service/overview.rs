@@ -101,50 +101,14 @@ impl Keyturn {
 impl Keyturn {
     /// The `/metrics` document: gauges read now, then the process's counters.
     pub fn metrics_text(&self) -> Result<String> {
-        use crate::metrics::gauge;
         let o = self.overview()?;
-        let mut out = String::new();
-        let counts = self.store.read_pooled_blocking(store::keys::counts)?;
-        let keys: Vec<(String, f64)> =
-            counts.into_iter().map(|(alg, state, n)| (format!("alg=\"{alg}\",state=\"{state}\""), n as f64)).collect();
-        gauge(&mut out, "keyturn_keys", "Signing keys by algorithm and state.", &keys);
-        let secs = |t: Instant| (t - o.now).whole_seconds().max(0) as f64;
-        let next_fire: Vec<(String, f64)> = o.next_fire.map(|t| (String::new(), secs(t))).into_iter().collect();
-        gauge(
-            &mut out,
-            "keyturn_seconds_until_next_rotation",
-            "Seconds until the rotation schedule next fires.",
-            &next_fire,
-        );
-        let activation: Vec<(String, f64)> = o
-            .algorithms
-            .iter()
-            .filter_map(|a| a.next_rotation.map(|t| (format!("alg=\"{}\"", a.alg), secs(t))))
-            .collect();
-        gauge(
-            &mut out,
-            "keyturn_seconds_until_next_activation",
-            "Seconds until the pending key of each algorithm starts signing.",
-            &activation,
-        );
-        gauge(
-            &mut out,
-            "keyturn_revocations",
-            "Revocations in the in-memory index.",
-            &[(String::new(), o.revocations as f64)],
-        );
-        let (ok, not_modified) = (
-            self.metrics.get("keyturn_jwks_responses_total", "status=\"200\""),
-            self.metrics.get("keyturn_jwks_responses_total", "status=\"304\""),
-        );
-        let ratio = if ok + not_modified == 0 { 0.0 } else { not_modified as f64 / (ok + not_modified) as f64 };
-        gauge(
-            &mut out,
-            "keyturn_jwks_not_modified_ratio",
-            "Share of JWKS requests answered 304 Not Modified.",
-            &[(String::new(), ratio)],
-        );
-        self.metrics.render(&mut out);
-        Ok(out)
+        let until = |t: Instant| std::time::Duration::from_secs((t - o.now).whole_seconds().max(0) as u64);
+        let state = crate::metrics::State {
+            keys: self.store.read_pooled_blocking(store::keys::counts)?,
+            until_next_rotation: o.next_fire.map(until),
+            until_next_activation: o.algorithms.iter().filter_map(|a| Some((a.alg, until(a.next_rotation?)))).collect(),
+            revocations: o.revocations as u64,
+        };
+        Ok(self.metrics.render(&state))
     }
 }

@@ -11,7 +11,7 @@ use crate::clock::{self, Instant};
 use crate::config::{self, Config};
 use crate::duration::{format_duration, parse_duration};
 use crate::error::{Error, Result};
-use crate::keys::lifecycle::Policy;
+use crate::keys::lifecycle::{self, Policy};
 use crate::schedule::{Schedule, DEFAULT_SCHEDULE};
 use crate::store::{self, audit};
 
@@ -77,16 +77,8 @@ pub fn pinned(config: &Config) -> Vec<&'static str> {
 
 /// Hard rules a policy must satisfy; each violation is a sentence naming the values.
 pub fn problems(p: &Policy) -> Vec<String> {
-    let mut out = Vec::new();
-    if p.publish_lead < p.jwks_max_age + p.clock_skew {
-        out.push(format!(
-            "publish_lead ({}) must be at least jwks_max_age ({}) plus clock_skew ({}) = {}, or verifiers with a cached JWKS could meet a token signed by a key they have not fetched",
-            format_duration(p.publish_lead),
-            format_duration(p.jwks_max_age),
-            format_duration(p.clock_skew),
-            format_duration(p.jwks_max_age + p.clock_skew)
-        ));
-    }
+    let mut out: Vec<String> =
+        lifecycle::lead_problem(p.publish_lead, p.jwks_max_age, p.clock_skew).into_iter().collect();
     if p.max_token_ttl.is_zero() {
         out.push("max_token_ttl must be longer than 0s".into());
     }
@@ -95,17 +87,7 @@ pub fn problems(p: &Policy) -> Vec<String> {
 
 /// Things worth saying that do not make a policy invalid.
 pub fn warnings(p: &Policy, now: Instant) -> Vec<String> {
-    let mut out = Vec::new();
-    let shortest = p.schedule.shortest_interval(now);
-    if !shortest.is_zero() && shortest < p.publish_lead {
-        out.push(format!(
-            "the schedule fires every {} at its most frequent, more often than the publish lead ({}): rotations will wait for each pending key's lead, so keys rotate about every {} instead",
-            format_duration(shortest),
-            format_duration(p.publish_lead),
-            format_duration(p.publish_lead)
-        ));
-    }
-    out
+    lifecycle::pace_warning(p.schedule.shortest_interval(now), p.publish_lead).into_iter().collect()
 }
 
 /// The policy as the API shows it.

@@ -14,11 +14,12 @@ use zeroize::Zeroizing;
 
 use super::clients::AuthenticatedClient;
 use super::{random_id, secret_digest, Actor, Keyturn};
-use crate::clock::{self, to_unix, Instant};
+use crate::clock::{to_unix, Instant};
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::keys::signer::ACCESS_TOKEN_TYP;
 use crate::keys::{Algorithm, KeyId, KeyState};
+use crate::records::{TokenQuery, TokenRecord};
 use crate::revocation::Revocation;
 use crate::store::{self, refresh::RefreshRow, StoreError};
 
@@ -347,7 +348,7 @@ impl Keyturn {
             claims.insert("scope".into(), Value::from(s.as_str()));
         }
         let token = signer.sign(ACCESS_TOKEN_TYP, &claims).map_err(|e| Error::Sign(e.to_string()))?;
-        let record = store::tokens::TokenRecord {
+        let record = TokenRecord {
             jti: jti.clone(),
             sub: req.sub.clone(),
             kid: signer.kid().clone(),
@@ -387,7 +388,7 @@ impl Keyturn {
         match recorded {
             Ok(()) => {
                 let Minted { token, alg, record, new_refresh, scope, .. } = minted;
-                self.metrics.inc("keyturn_tokens_issued_total", &format!("kid=\"{}\",alg=\"{alg}\"", record.kid));
+                self.metrics.token_issued(&record.kid, alg);
                 Ok(Some(IssuedToken {
                     access_token: token,
                     token_type: "Bearer",
@@ -431,7 +432,7 @@ fn refresh_parts(plan: RefreshPlan) -> RefreshParts {
 struct Minted {
     token: String,
     alg: Algorithm,
-    record: store::tokens::TokenRecord,
+    record: TokenRecord,
     new_refresh: Option<(Zeroizing<String>, RefreshRow)>,
     spent: Option<Vec<u8>>,
     scope: Option<String>,
@@ -467,26 +468,6 @@ async fn on_blocking_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 's
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Store(StoreError::Task(format!("task failed: {e}"))))
 }
 
-/// Which tokens a listing shows, by lifetime.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lifetime {
-    /// Not yet expired (revoked ones included: revocation is shown per token).
-    Unexpired,
-    Expired,
-}
-
-/// A listing of issued-token records: the API's and the dashboard's filters.
-#[derive(Clone, Debug, Default)]
-pub struct TokenQuery {
-    pub sub: Option<String>,
-    pub client_id: Option<String>,
-    pub kid: Option<String>,
-    pub lifetime: Option<Lifetime>,
-    /// Page cursor: records before this one.
-    pub before: Option<i64>,
-    pub limit: u32,
-}
-
 /// Where an issued token stands now. Decided here once, for the API and the dashboard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -508,23 +489,15 @@ impl TokenStatus {
     }
 }
 
-/// An issued-token record as the API and the dashboard show it (never the token).
+/// An issued-token record as the API and the dashboard show it (never the token), with what
+/// it means now.
 #[derive(Clone, Debug, Serialize)]
 pub struct TokenView {
     /// The page cursor of this record.
     #[serde(skip)]
     pub cursor: i64,
-    pub jti: String,
-    pub sub: String,
-    pub kid: KeyId,
-    pub aud: Vec<String>,
-    pub client_id: Option<String>,
-    pub scope: Option<String>,
-    #[serde(serialize_with = "clock::serialize_rfc3339")]
-    pub iat: Instant,
-    #[serde(serialize_with = "clock::serialize_rfc3339")]
-    pub exp: Instant,
-    pub issued_by: String,
+    #[serde(flatten)]
+    pub record: TokenRecord,
     pub expired: bool,
     pub revoked: bool,
     pub status: TokenStatus,
@@ -534,16 +507,7 @@ impl Keyturn {
     /// Issued-token records matching `query`, newest first.
     pub fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenView>> {
         let now = self.clock.now();
-        let filter = store::tokens::TokenFilter {
-            sub: query.sub.clone(),
-            client_id: query.client_id.clone(),
-            kid: query.kid.clone(),
-            unexpired_at: (query.lifetime == Some(Lifetime::Unexpired)).then_some(now),
-            expired_at: (query.lifetime == Some(Lifetime::Expired)).then_some(now),
-            before: query.before,
-            limit: query.limit,
-        };
-        let rows = self.store.read_blocking(|c| store::tokens::list(c, &filter))?;
+        let rows = self.store.read_blocking(|c| store::tokens::list(c, query, now))?;
         let revocations = self.revocations_read();
         Ok(rows
             .into_iter()
@@ -562,21 +526,7 @@ impl Keyturn {
                     (false, true) => TokenStatus::Expired,
                     (false, false) => TokenStatus::Active,
                 };
-                TokenView {
-                    cursor,
-                    jti: t.jti,
-                    sub: t.sub,
-                    kid: t.kid,
-                    aud: t.aud,
-                    client_id: t.client_id,
-                    scope: t.scope,
-                    iat: t.iat,
-                    exp: t.exp,
-                    issued_by: t.issued_by,
-                    expired,
-                    revoked,
-                    status,
-                }
+                TokenView { cursor, record: t, expired, revoked, status }
             })
             .collect())
     }

@@ -5,18 +5,7 @@ use rusqlite::{params, Connection, Transaction};
 
 use super::Result;
 use crate::clock::{from_unix, to_unix, Instant};
-
-/// One audit record: who did what to which target, when, and from where.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditRow {
-    pub id: i64,
-    pub at: Instant,
-    pub actor: String,
-    pub action: String,
-    pub target: Option<String>,
-    pub source: Option<String>,
-    pub detail: Option<String>,
-}
+use crate::records::{AuditEntry, AuditQuery};
 
 /// Appends a record. The caller's transaction commits it together with the change.
 pub fn record(
@@ -35,21 +24,8 @@ pub fn record(
     Ok(())
 }
 
-/// Filters for the audit log.
-#[derive(Clone, Debug, Default)]
-pub struct AuditFilter {
-    /// Substring of the actor.
-    pub actor: Option<String>,
-    /// Prefix of the action (`key.` finds every key action).
-    pub action: Option<String>,
-    pub from: Option<Instant>,
-    pub to: Option<Instant>,
-    pub before: Option<i64>,
-    pub limit: u32,
-}
-
 /// Records matching `f`, newest first.
-pub fn search(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditRow>> {
+pub fn search(conn: &Connection, f: &AuditQuery) -> Result<Vec<AuditEntry>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, at, actor, action, target, source, detail FROM audit_log
          WHERE (?1 IS NULL OR instr(actor, ?1) > 0) AND (?2 IS NULL OR substr(action, 1, length(?2)) = ?2)
@@ -58,7 +34,7 @@ pub fn search(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditRow>> {
     )?;
     let rows =
         stmt.query_map(params![f.actor, f.action, f.from.map(to_unix), f.to.map(to_unix), f.before, f.limit], |r| {
-            Ok(AuditRow {
+            Ok(AuditEntry {
                 id: r.get(0)?,
                 at: from_unix(r.get(1)?),
                 actor: r.get(2)?,

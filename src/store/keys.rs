@@ -85,13 +85,6 @@ pub fn get(conn: &Connection, kid: &KeyId) -> Result<Option<KeyRow>> {
     row.map(|r| r.map_err(StoreError::Corrupt)).transpose()
 }
 
-/// Whether any key still holds sealed private material (so a key-encryption key exists
-/// somewhere that must not be replaced by a new one).
-pub fn any_sealed(conn: &Connection) -> Result<bool> {
-    Ok(conn
-        .query_row("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE sealed_private IS NOT NULL)", [], |r| r.get(0))?)
-}
-
 /// Inserts a new key.
 pub fn insert(tx: &Transaction<'_>, record: &KeyRecord, sealed_private: &[u8]) -> Result<()> {
     let t = |v: Option<Instant>| v.map(to_unix);
@@ -157,8 +150,15 @@ pub fn reseal(tx: &Transaction<'_>, kid: &KeyId, sealed: &[u8]) -> Result<()> {
 }
 
 /// How many keys there are per (algorithm, state).
-pub fn counts(conn: &Connection) -> Result<Vec<(String, String, i64)>> {
+pub fn counts(conn: &Connection) -> Result<Vec<(Algorithm, KeyState, u64)>> {
     let mut stmt = conn.prepare_cached("SELECT alg, state, count(*) FROM signing_keys GROUP BY alg, state")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (alg, state, n) = row?;
+        let alg = alg.parse().map_err(|e: crate::keys::UnknownAlgorithm| StoreError::Corrupt(e.to_string()))?;
+        let state = state.parse().map_err(|e: String| StoreError::Corrupt(e))?;
+        out.push((alg, state, n.max(0) as u64));
+    }
+    Ok(out)
 }

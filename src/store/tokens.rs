@@ -7,22 +7,7 @@ use rusqlite::{params, Connection};
 use super::Result;
 use crate::clock::{from_unix, to_unix, Instant};
 use crate::keys::KeyId;
-
-/// What is recorded about an issued token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenRecord {
-    pub jti: String,
-    pub sub: String,
-    pub kid: KeyId,
-    pub aud: Vec<String>,
-    pub client_id: Option<String>,
-    pub scope: Option<String>,
-    pub iat: Instant,
-    pub exp: Instant,
-    pub issued_by: String,
-    /// The refresh family the token came from, if any.
-    pub family: Option<String>,
-}
+use crate::records::{Lifetime, TokenQuery, TokenRecord};
 
 pub fn insert(tx: &Connection, t: &TokenRecord) -> Result<()> {
     let aud = serde_json::to_string(&t.aud).unwrap_or_else(|_| "[]".into());
@@ -102,33 +87,20 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-/// Filters for listing issued tokens.
-#[derive(Clone, Debug, Default)]
-pub struct TokenFilter {
-    pub sub: Option<String>,
-    pub client_id: Option<String>,
-    pub kid: Option<String>,
-    /// Only tokens unexpired at this instant.
-    pub unexpired_at: Option<Instant>,
-    /// Only tokens expired at this instant.
-    pub expired_at: Option<Instant>,
-    /// Page cursor: rows before this rowid.
-    pub before: Option<i64>,
-    pub limit: u32,
-}
-
-/// Issued tokens matching `f`, newest first, with each row's cursor.
-pub fn list(conn: &Connection, f: &TokenFilter) -> Result<Vec<(i64, TokenRecord)>> {
+/// Issued tokens matching `q` at `now`, newest first, with each row's cursor.
+pub fn list(conn: &Connection, q: &TokenQuery, now: Instant) -> Result<Vec<(i64, TokenRecord)>> {
+    let unexpired_at = (q.lifetime == Some(Lifetime::Unexpired)).then_some(to_unix(now));
+    let expired_at = (q.lifetime == Some(Lifetime::Expired)).then_some(to_unix(now));
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TOKEN_COLUMNS} FROM issued_tokens
          WHERE (?1 IS NULL OR sub = ?1) AND (?2 IS NULL OR client_id = ?2) AND (?3 IS NULL OR kid = ?3)
            AND (?4 IS NULL OR exp > ?4) AND (?5 IS NULL OR exp <= ?5) AND (?6 IS NULL OR rowid < ?6)
          ORDER BY rowid DESC LIMIT ?7"
     ))?;
-    let rows = stmt.query_map(
-        params![f.sub, f.client_id, f.kid, f.unexpired_at.map(to_unix), f.expired_at.map(to_unix), f.before, f.limit],
-        |r| Ok((r.get::<_, i64>(10)?, token_from_row(r)?)),
-    )?;
+    let rows = stmt
+        .query_map(params![q.sub, q.client_id, q.kid, unexpired_at, expired_at, q.before, q.limit], |r| {
+            Ok((r.get::<_, i64>(10)?, token_from_row(r)?))
+        })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -18,12 +18,13 @@ use crate::duration::parse_duration;
 use crate::error::Error;
 use crate::keys::jwks::Document;
 use crate::keys::{Algorithm, KeyId};
+use crate::records::{Lifetime, TokenQuery};
 use crate::service::apikeys::{ApiKeyIdentity, Role};
 use crate::service::clients::NewClient;
 use crate::service::policy::PolicyChange;
 use crate::service::revocations::RevokeTarget;
 use crate::service::rotation::RotateMode;
-use crate::service::tokens::{IssueRequest, IssuedToken, Lifetime, TokenQuery};
+use crate::service::tokens::{IssueRequest, IssuedToken};
 use crate::service::{Actor, Keyturn};
 
 pub fn routes() -> Vec<Route> {

@@ -72,6 +72,10 @@ impl<'r> Responder<'r, 'static> for Cached {
     }
 }
 
+fn openmetrics() -> ContentType {
+    ContentType::new("application", "openmetrics-text").with_params([("version", "1.0.0"), ("charset", "utf-8")])
+}
+
 fn jwk_set_json() -> ContentType {
     ContentType::new("application", "jwk-set+json")
 }
@@ -80,8 +84,7 @@ fn jwk_set_json() -> ContentType {
 fn jwks(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
     let published = service.published();
     let answer = Cached::new(published.jwks.clone(), jwk_set_json(), published.policy.jwks_max_age.as_secs(), &inm);
-    let status = if answer.not_modified { "status=\"304\"" } else { "status=\"200\"" };
-    service.metrics().inc("keyturn_jwks_responses_total", status);
+    service.metrics().jwks_answered(answer.not_modified);
     answer
 }
 
@@ -120,14 +123,14 @@ async fn readyz(service: &State<Arc<Keyturn>>) -> (Status, (ContentType, String)
     }
 }
 
-/// Prometheus metrics, text format.
+/// Prometheus metrics, in OpenMetrics text.
 #[get("/metrics")]
 async fn metrics(service: &State<Arc<Keyturn>>) -> Result<(ContentType, String), Status> {
     let s = service.inner().clone();
     tokio::task::spawn_blocking(move || s.metrics_text())
         .await
         .map_err(|_| Status::InternalServerError)?
-        .map(|text| (ContentType::new("text", "plain").with_params(("version", "0.0.4")), text))
+        .map(|text| (openmetrics(), text))
         .map_err(|e| {
             tracing::error!("rendering metrics failed: {e}");
             Status::InternalServerError

@@ -1,5 +1,5 @@
-//! `/metrics` in Prometheus text format: parsed line by line and checked against what the
-//! test did.
+//! `/metrics` in OpenMetrics text (what Prometheus scrapes): parsed line by line and checked
+//! against what the test did.
 
 use std::collections::HashMap;
 
@@ -39,7 +39,8 @@ async fn metrics_count_what_happened() {
     api.introspect("garbage").await;
 
     let res = http().get(api.url("/metrics")).send().await.expect("metrics");
-    assert!(res.headers()["content-type"].to_str().expect("ct").starts_with("text/plain"));
+    let content_type = res.headers()["content-type"].to_str().expect("ct").to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{content_type}");
     let text = res.text().await.expect("text");
     let m = parse(&text);
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("missing {k} in:\n{text}"));
@@ -58,6 +59,7 @@ async fn metrics_count_what_happened() {
     assert_eq!(get("keyturn_revocations"), 0.0);
     assert_eq!(get("keyturn_http_requests_total{route=\"/.well-known/jwks.json\",method=\"GET\",status=\"304\"}"), 3.0);
     assert_eq!(get("keyturn_http_request_duration_seconds_count{route=\"/api/v1/tokens\"}"), 2.0);
-    assert_eq!(get("keyturn_http_request_duration_seconds_bucket{route=\"/api/v1/tokens\",le=\"+Inf\"}"), 2.0);
+    assert_eq!(get("keyturn_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/api/v1/tokens\"}"), 2.0);
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
     api.stop().await;
 }

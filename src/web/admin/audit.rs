@@ -10,7 +10,7 @@ use rocket::{get, routes, Route, State};
 use super::format::when;
 use super::page::{frame, parse_time, render, Frame, Page};
 use super::AdminSession;
-use crate::service::audit;
+use crate::records::AuditQuery;
 use crate::service::Keyturn;
 use crate::web::api::blocking;
 
@@ -48,7 +48,7 @@ struct AuditParams {
 
 #[get("/admin/audit?<q..>")]
 async fn audit_page(service: &State<Arc<Keyturn>>, s: AdminSession, q: AuditParams) -> Page {
-    let filter = audit::AuditQuery {
+    let filter = AuditQuery {
         actor: q.actor.clone().filter(|v| !v.trim().is_empty()),
         action: q.action.clone().filter(|v| !v.trim().is_empty()),
         from: q.from.as_deref().and_then(parse_time),

@@ -14,8 +14,9 @@ use super::format::when;
 use super::page::{answer, bare, csrf_checked, frame, refused, render, Frame, Page, Refusable};
 use super::AdminSession;
 use crate::duration::parse_duration;
+use crate::records::{Lifetime, TokenQuery};
 use crate::service::revocations::RevokeTarget;
-use crate::service::tokens::{self, IssueRequest, Lifetime};
+use crate::service::tokens::IssueRequest;
 use crate::service::Keyturn;
 use crate::web::api::blocking;
 
@@ -57,7 +58,7 @@ async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -
         Some("expired") => Some(Lifetime::Expired),
         _ => None,
     };
-    let query = tokens::TokenQuery {
+    let query = TokenQuery {
         sub: q.sub.clone().filter(|v| !v.is_empty()),
         client_id: q.client_id.clone().filter(|v| !v.is_empty()),
         kid: q.kid.clone().filter(|v| !v.is_empty()),
@@ -70,14 +71,14 @@ async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -
     let rows = rows
         .into_iter()
         .map(|t| TokenRow {
-            jti: t.jti,
-            sub: t.sub,
-            aud: t.aud.join(" "),
-            client_id: t.client_id.unwrap_or_else(|| "—".into()),
-            kid: t.kid.to_string(),
-            issued: when(now, t.iat),
-            expires: when(now, t.exp),
             status: t.status.as_str(),
+            jti: t.record.jti,
+            sub: t.record.sub,
+            aud: t.record.aud.join(" "),
+            client_id: t.record.client_id.unwrap_or_else(|| "—".into()),
+            kid: t.record.kid.to_string(),
+            issued: when(now, t.record.iat),
+            expires: when(now, t.record.exp),
         })
         .collect();
     Ok(TokensPage {
