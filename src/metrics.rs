@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::keys::{Algorithm, KeyId, KeyState};
 
@@ -122,65 +122,67 @@ pub struct Metrics {
     jwks_not_modified_ratio: Gauge<f64, AtomicU64>,
 }
 
+/// Registers `metric` under `name` with its help text, and hands it back to be counted.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
-        let tokens_issued = Family::default();
-        registry.register("keyturn_tokens_issued", "Tokens issued and recorded, by signing key", tokens_issued.clone());
-        let introspections = Family::default();
-        registry.register(
-            "keyturn_introspections",
-            "Introspection answers, active or inactive",
-            introspections.clone(),
-        );
-        let jwks_responses = Family::default();
-        registry.register("keyturn_jwks_responses", "JWKS responses, by status (200 or 304)", jwks_responses.clone());
-        let http_requests = Family::default();
-        registry.register(
-            "keyturn_http_requests",
-            "Requests answered, by route, method and status",
-            http_requests.clone(),
-        );
-        let http_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
-            "keyturn_http_request_duration_seconds",
-            "Time to answer a request, by route",
-            http_duration.clone(),
-        );
-        let keys = Family::default();
-        registry.register("keyturn_keys", "Signing keys by algorithm and state", keys.clone());
-        let until_next_rotation = Optional::default();
-        registry.register(
-            "keyturn_seconds_until_next_rotation",
-            "Seconds until the rotation schedule next fires",
-            until_next_rotation.clone(),
-        );
-        let until_next_activation = Family::default();
-        registry.register(
-            "keyturn_seconds_until_next_activation",
-            "Seconds until the pending key of each algorithm starts signing",
-            until_next_activation.clone(),
-        );
-        let revocations = Gauge::default();
-        registry.register("keyturn_revocations", "Revocations in the in-memory index", revocations.clone());
-        let jwks_not_modified_ratio = Gauge::default();
-        registry.register(
-            "keyturn_jwks_not_modified_ratio",
-            "Share of JWKS requests answered 304 Not Modified",
-            jwks_not_modified_ratio.clone(),
-        );
+        let r = &mut Registry::default();
         Metrics {
-            registry,
-            tokens_issued,
-            introspections,
-            jwks_responses,
-            http_requests,
-            http_duration,
-            keys,
-            until_next_rotation,
-            until_next_activation,
-            revocations,
-            jwks_not_modified_ratio,
+            tokens_issued: register(
+                r,
+                "keyturn_tokens_issued",
+                "Tokens issued and recorded, by signing key",
+                Family::default(),
+            ),
+            introspections: register(
+                r,
+                "keyturn_introspections",
+                "Introspection answers, active or inactive",
+                Family::default(),
+            ),
+            jwks_responses: register(
+                r,
+                "keyturn_jwks_responses",
+                "JWKS responses, by status (200 or 304)",
+                Family::default(),
+            ),
+            http_requests: register(
+                r,
+                "keyturn_http_requests",
+                "Requests answered, by route, method and status",
+                Family::default(),
+            ),
+            http_duration: register(
+                r,
+                "keyturn_http_request_duration_seconds",
+                "Time to answer a request, by route",
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+            keys: register(r, "keyturn_keys", "Signing keys by algorithm and state", Family::default()),
+            until_next_rotation: register(
+                r,
+                "keyturn_seconds_until_next_rotation",
+                "Seconds until the rotation schedule next fires",
+                Optional::default(),
+            ),
+            until_next_activation: register(
+                r,
+                "keyturn_seconds_until_next_activation",
+                "Seconds until the pending key of each algorithm starts signing",
+                Family::default(),
+            ),
+            revocations: register(r, "keyturn_revocations", "Revocations in the in-memory index", Gauge::default()),
+            jwks_not_modified_ratio: register(
+                r,
+                "keyturn_jwks_not_modified_ratio",
+                "Share of JWKS requests answered 304 Not Modified",
+                Gauge::default(),
+            ),
+            registry: std::mem::take(r),
         }
     }
 }

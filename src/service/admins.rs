@@ -9,10 +9,10 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use zeroize::Zeroizing;
 
-use super::{random_id, secret_digest, secret_matches, Actor, Keyturn};
+use super::{audited, random_id, secret_digest, secret_matches, Actor, Keyturn};
 use crate::clock::Instant;
 use crate::error::{Error, Result};
-use crate::store::{self, audit};
+use crate::store::{self};
 
 /// How long a setup link stays usable.
 pub const SETUP_LINK_TTL: Duration = Duration::from_secs(15 * 60);
@@ -126,15 +126,7 @@ impl Keyturn {
         let by = actor.clone();
         self.store.write_blocking(|tx| {
             store::admins::insert_setup_link(tx, &hash, now, now + SETUP_LINK_TTL, &by.name)?;
-            audit::record(
-                tx,
-                now,
-                &by.name,
-                "admin.setup_link",
-                None,
-                by.source.as_deref(),
-                Some("one-time setup link created (15 minutes)"),
-            )
+            audited(tx, now, &by, "admin.setup_link", None, Some("one-time setup link created (15 minutes)"))
         })?;
         Ok(token)
     }
@@ -165,13 +157,12 @@ impl Keyturn {
                 return Err(store::StoreError::Conflict(format!("an administrator named {name} exists")));
             }
             store::admins::insert(tx, &name, &hash, now, "setup link")?;
-            audit::record(
+            audited(
                 tx,
                 now,
-                &format!("admin:{name}"),
+                &Actor::admin(&name, source),
                 "admin.create",
                 Some(&name),
-                source.as_deref(),
                 Some("created with a setup link"),
             )?;
             Ok(true)
@@ -208,13 +199,12 @@ impl Keyturn {
         if !ok {
             self.sign_in_limiter.fail(&keys, now);
             self.store.write_blocking(|tx| {
-                audit::record(
+                audited(
                     tx,
                     now,
-                    &format!("admin:{audit_name}"),
+                    &Actor::admin(&audit_name, Some(source_owned.clone())),
                     "admin.sign_in.failed",
                     None,
-                    Some(&source_owned),
                     None,
                 )
             })?;
@@ -226,7 +216,7 @@ impl Keyturn {
         let (id_hash, s) = (secret_digest(&id), session.clone());
         self.store.write_blocking(|tx| {
             store::admins::insert_session(tx, &id_hash, &s.admin, &s.csrf, now, Some(&source_owned))?;
-            audit::record(tx, now, &format!("admin:{}", s.admin), "admin.sign_in", None, Some(&source_owned), None)
+            audited(tx, now, &Actor::admin(&s.admin, Some(source_owned.clone())), "admin.sign_in", None, None)
         })?;
         Ok(SignIn::Ok(id, session))
     }
@@ -263,7 +253,7 @@ impl Keyturn {
         let (id_hash, by) = (secret_digest(id), actor.clone());
         self.store.write_blocking(|tx| {
             if store::admins::delete_session(tx, &id_hash)? > 0 {
-                audit::record(tx, now, &by.name, "admin.sign_out", None, by.source.as_deref(), None)?;
+                audited(tx, now, &by, "admin.sign_out", None, None)?;
             }
             Ok(())
         })?;
@@ -276,15 +266,7 @@ impl Keyturn {
         let (admin, by) = (admin.to_owned(), actor.clone());
         Ok(self.store.write_blocking(|tx| {
             let n = store::admins::delete_sessions_of(tx, &admin)?;
-            audit::record(
-                tx,
-                now,
-                &by.name,
-                "admin.sign_out_everywhere",
-                Some(&admin),
-                by.source.as_deref(),
-                Some(&format!("{n} sessions ended")),
-            )?;
+            audited(tx, now, &by, "admin.sign_out_everywhere", Some(&admin), Some(&format!("{n} sessions ended")))?;
             Ok(n)
         })?)
     }
@@ -302,7 +284,7 @@ impl Keyturn {
                     return Err(store::StoreError::Conflict(format!("an administrator named {name} exists")));
                 }
                 store::admins::insert(tx, &name, &hash, now, &by.name)?;
-                audit::record(tx, now, &by.name, "admin.create", Some(&name), by.source.as_deref(), None)
+                audited(tx, now, &by, "admin.create", Some(&name), None)
             })
             .map_err(|e| match e {
                 store::StoreError::Conflict(m) => Error::Conflict(m),
@@ -322,15 +304,7 @@ impl Keyturn {
             let found = store::admins::set_password(tx, &admin, &hash, now)?;
             if found {
                 store::admins::delete_sessions_of(tx, &admin)?;
-                audit::record(
-                    tx,
-                    now,
-                    &by.name,
-                    "admin.password",
-                    Some(&admin),
-                    by.source.as_deref(),
-                    Some("set from the host; sessions ended"),
-                )?;
+                audited(tx, now, &by, "admin.password", Some(&admin), Some("set from the host; sessions ended"))?;
             }
             Ok(found)
         })?;
@@ -358,7 +332,7 @@ impl Keyturn {
         let (admin, by) = (admin.to_owned(), actor.clone());
         self.store.write_blocking(|tx| {
             store::admins::set_password(tx, &admin, &hash, now)?;
-            audit::record(tx, now, &by.name, "admin.password", Some(&admin), by.source.as_deref(), None)
+            audited(tx, now, &by, "admin.password", Some(&admin), None)
         })?;
         Ok(())
     }

@@ -11,9 +11,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{random_id, secret_digest, secret_matches, Actor, Keyturn};
+use super::{audited, random_id, secret_digest, secret_matches, Actor, Keyturn};
 use crate::error::{Error, Result};
-use crate::store::{self, apikeys::ApiKeyRow, audit};
+use crate::store::{self, apikeys::ApiKeyRow};
 
 /// What an API key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -87,15 +87,7 @@ impl Keyturn {
         let by = actor.clone();
         self.store.write_blocking(|tx| {
             store::apikeys::insert(tx, &row)?;
-            audit::record(
-                tx,
-                now,
-                &by.name,
-                "apikey.create",
-                Some(&row.id),
-                by.source.as_deref(),
-                Some(&format!("{} key '{}'", row.role, row.name)),
-            )
+            audited(tx, now, &by, "apikey.create", Some(&row.id), Some(&format!("{} key '{}'", row.role, row.name)))
         })?;
         let full = Zeroizing::new(format!("{PREFIX}{id}.{}", secret.as_str()));
         Ok((ApiKeyIdentity { id, name: name.to_owned(), role }, full))
@@ -205,7 +197,7 @@ impl Keyturn {
         let done = self.store.write_blocking(|tx| {
             let done = store::apikeys::revoke(tx, &id, now)?;
             if done {
-                audit::record(tx, now, &by.name, "apikey.revoke", Some(&id), by.source.as_deref(), None)?;
+                audited(tx, now, &by, "apikey.revoke", Some(&id), None)?;
             }
             Ok(done)
         })?;

@@ -6,10 +6,10 @@ use std::time::Duration;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{random_id, secret_digest, secret_matches, Actor, Keyturn};
+use super::{audited, random_id, secret_digest, secret_matches, Actor, Keyturn};
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::store::{self, audit, clients::ClientRow};
+use crate::store::{self, clients::ClientRow};
 
 /// A client as the API and CLI show it (never its secret).
 #[derive(Clone, Debug, Serialize)]
@@ -109,15 +109,7 @@ impl Keyturn {
         let by = actor.clone();
         self.store.write_blocking(|tx| {
             store::clients::insert(tx, &row)?;
-            audit::record(
-                tx,
-                now,
-                &by.name,
-                "client.create",
-                Some(&row.client_id),
-                by.source.as_deref(),
-                Some(&format!("client '{}'", row.name)),
-            )
+            audited(tx, now, &by, "client.create", Some(&row.client_id), Some(&format!("client '{}'", row.name)))
         })?;
         Ok((ClientView::from(&row), secret))
     }
@@ -135,7 +127,7 @@ impl Keyturn {
         let changed = self.store.write_blocking(|tx| {
             let changed = store::clients::disable(tx, &id, now)?;
             if changed {
-                audit::record(tx, now, &by.name, "client.disable", Some(&id), by.source.as_deref(), None)?;
+                audited(tx, now, &by, "client.disable", Some(&id), None)?;
             }
             Ok(changed)
         })?;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Actor, Keyturn};
+use super::{audited, Actor, Keyturn};
 use crate::datadir;
 use crate::error::{Error, Result};
 use crate::keys::generate::{PrivateKey, PublicJwk};
@@ -94,15 +94,7 @@ impl Keyturn {
                 store::keys::reseal(tx, kid, sealed)?;
             }
             meta::set(tx, CHECK_LABEL, &check)?;
-            store::audit::record(
-                tx,
-                now,
-                &by.name,
-                "kek.rotate",
-                None,
-                by.source.as_deref(),
-                Some(&format!("{count} private keys re-sealed")),
-            )
+            audited(tx, now, &by, "kek.rotate", None, Some(&format!("{count} private keys re-sealed")))
         })?;
         std::fs::rename(&pending, &self.config.kek_file).map_err(|e| Error::Kek {
             path: self.config.kek_file.clone(),

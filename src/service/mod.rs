@@ -52,6 +52,11 @@ impl Actor {
         Actor { name: "system".into(), source: None }
     }
 
+    /// A dashboard administrator.
+    pub fn admin(name: &str, source: Option<String>) -> Self {
+        Actor { name: format!("admin:{name}"), source }
+    }
+
     /// A caller authenticated by an API key.
     pub fn api_key(name: &str, source: Option<String>) -> Self {
         Actor { name: format!("apikey:{name}"), source }
@@ -335,6 +340,19 @@ impl Keyturn {
     fn kek(&self) -> &Kek {
         &self.kek
     }
+}
+
+/// Appends the audit record of `actor` doing `action` (to `target`) inside the caller's
+/// transaction, so it commits with the change or not at all (DESIGN.md invariant 7).
+pub(crate) fn audited(
+    tx: &store::Tx<'_>,
+    now: Instant,
+    actor: &Actor,
+    action: &str,
+    target: Option<&str>,
+    detail: Option<&str>,
+) -> store::Result<()> {
+    store::audit::record(tx, now, &actor.name, action, target, actor.source.as_deref(), detail)
 }
 
 /// The stored form of a high-entropy secret (API key, client secret, refresh token): its

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Actor, Keyturn};
+use super::{audited, Actor, Keyturn};
 use crate::clock::{self, Instant};
 use crate::config::{self, Config};
 use crate::duration::{format_duration, parse_duration};
 use crate::error::{Error, Result};
 use crate::keys::lifecycle::{self, Policy};
 use crate::schedule::{Schedule, DEFAULT_SCHEDULE};
-use crate::store::{self, audit};
+use crate::store::{self};
 
 /// Names of the editable policy values, as the API and the settings table spell them.
 pub const CRON: &str = "cron";
@@ -219,15 +219,7 @@ impl Keyturn {
                 store::settings::set(tx, name, value)?;
             }
             let detail: Vec<String> = values.iter().map(|(n, v)| format!("{n}={v}")).collect();
-            audit::record(
-                tx,
-                now,
-                &by.name,
-                "policy.update",
-                Some("schedule"),
-                by.source.as_deref(),
-                Some(&detail.join(", ")),
-            )
+            audited(tx, now, &by, "policy.update", Some("schedule"), Some(&detail.join(", ")))
         })?;
         self.reload()?;
         Ok(self.policy_view())

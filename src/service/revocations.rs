@@ -3,11 +3,11 @@
 
 use serde::Serialize;
 
-use super::{Actor, Keyturn};
+use super::{audited, Actor, Keyturn};
 use crate::clock::{self, Instant};
 use crate::error::{Error, Result};
 use crate::revocation::{Revocation, RevocationIndex};
-use crate::store::{self, audit, revocations::RevocationRow, Store};
+use crate::store::{self, revocations::RevocationRow, Store};
 
 /// What to revoke.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,15 +102,7 @@ pub(super) fn insert(
         created_by: actor.name.clone(),
     };
     row.id = store::revocations::insert(tx, &row)?;
-    audit::record(
-        tx,
-        now,
-        &actor.name,
-        "revocation.create",
-        Some(&format!("{}:{}", row.kind, row.value)),
-        actor.source.as_deref(),
-        Some(reason),
-    )?;
+    audited(tx, now, actor, "revocation.create", Some(&format!("{}:{}", row.kind, row.value)), Some(reason))?;
     Ok(row)
 }
 
@@ -192,12 +184,11 @@ impl Keyturn {
             let n = store::revocations::prune(tx, before)?;
             store::refresh::prune(tx, before)?;
             if n > 0 {
-                audit::record(
+                audited(
                     tx,
                     now,
-                    "system",
+                    &Actor::system(),
                     "revocation.prune",
-                    None,
                     None,
                     Some(&format!("{n} revocations whose tokens have all expired")),
                 )?;

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Actor, Keyturn};
+use super::{audited, Actor, Keyturn};
 use crate::clock::{self, Instant};
 use crate::error::{Error, Result};
 use crate::keys::generate;
 use crate::keys::lifecycle::{self, Policy, RotationCause, Transition, World};
 use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
-use crate::store::{self, audit, lease, StoreError};
+use crate::store::{self, lease, StoreError};
 
 /// What one tick did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -289,7 +289,7 @@ impl Keyturn {
                 return Ok(false);
             }
             let note = |action: &str, kid: &KeyId, detail: &str| {
-                audit::record(tx, now, &sys.name, action, Some(kid.as_str()), sys.source.as_deref(), Some(detail))
+                audited(tx, now, &sys, action, Some(kid.as_str()), Some(detail))
             };
             match t {
                 Transition::Bootstrap { alg } => {
@@ -404,15 +404,7 @@ impl Keyturn {
                 let by = actor.clone();
                 self.store.write_blocking(|tx| {
                     lease::request(tx, alg, now, &by.name)?;
-                    audit::record(
-                        tx,
-                        now,
-                        &by.name,
-                        "key.rotate.requested",
-                        Some(alg.as_str()),
-                        by.source.as_deref(),
-                        Some("graceful"),
-                    )
+                    audited(tx, now, &by, "key.rotate.requested", Some(alg.as_str()), Some("graceful"))
                 })?;
                 let snap = self.snapshot()?;
                 let world = self.world(now, &snap, &policy);
@@ -443,10 +435,10 @@ impl Keyturn {
                     );
                     if let Some(a) = &active {
                         store::keys::transition(tx, &a.record.kid, KeyState::Active, KeyState::Retired, now, None)?;
-                        audit::record(tx, now, &by.name, "key.retire", Some(a.record.kid.as_str()), by.source.as_deref(), Some(&detail))?;
+                        audited(tx, now, &by, "key.retire", Some(a.record.kid.as_str()), Some(&detail))?;
                     }
                     store::keys::insert(tx, &record, &sealed)?;
-                    audit::record(tx, now, &by.name, "key.rotate.emergency", Some(record.kid.as_str()), by.source.as_deref(), Some(&detail))?;
+                    audited(tx, now, &by, "key.rotate.emergency", Some(record.kid.as_str()), Some(&detail))?;
                     Ok(active.map(|a| a.record.kid))
                 })?;
                 self.reload()?;
@@ -499,15 +491,7 @@ impl Keyturn {
             let last = store::tokens::last_exp(tx, kid)?.unwrap_or(now);
             let rev = crate::revocation::Revocation::Key(kid.to_string());
             let row = super::revocations::insert(tx, &rev, last, &format!("key revoked: {reason_owned}"), now, &by)?;
-            audit::record(
-                tx,
-                now,
-                &by.name,
-                "key.revoke",
-                Some(kid.as_str()),
-                by.source.as_deref(),
-                Some(&format!("{alg} {} key revoked: {reason_owned}; {live_tokens} unexpired tokens it signed now count as revoked", state.as_str())),
-            )?;
+            audited(tx, now, &by, "key.revoke", Some(kid.as_str()), Some(&format!("{alg} {} key revoked: {reason_owned}; {live_tokens} unexpired tokens it signed now count as revoked", state.as_str())))?;
             let mut replacement = None;
             let mut fresh = fresh;
             let needs_pending = configured && matches!(state, KeyState::Active | KeyState::Pending);
@@ -519,13 +503,13 @@ impl Keyturn {
                 match pending {
                     Some(p) => {
                         store::keys::transition(tx, &p.record.kid, KeyState::Pending, KeyState::Active, now, None)?;
-                        audit::record(tx, now, &by.name, "key.activate.emergency", Some(p.record.kid.as_str()), by.source.as_deref(), Some(&detail))?;
+                        audited(tx, now, &by, "key.activate.emergency", Some(p.record.kid.as_str()), Some(&detail))?;
                         replacement = Some(p.record.kid);
                     }
                     None => {
                         fresh.state = KeyState::Active;
                         fresh.activated_at = Some(now);
-                        audit::record(tx, now, &by.name, "key.activate.emergency", Some(fresh.kid.as_str()), by.source.as_deref(), Some(&detail))?;
+                        audited(tx, now, &by, "key.activate.emergency", Some(fresh.kid.as_str()), Some(&detail))?;
                         replacement = Some(fresh.kid.clone());
                     }
                 }
@@ -533,7 +517,7 @@ impl Keyturn {
             if needs_pending {
                 store::keys::insert(tx, &fresh, &sealed)?;
                 if fresh.state == KeyState::Pending {
-                    audit::record(tx, now, "system", "key.generate", Some(fresh.kid.as_str()), None, Some(&format!("{alg}: published as pending")))?;
+                    audited(tx, now, &Actor::system(), "key.generate", Some(fresh.kid.as_str()), Some(&format!("{alg}: published as pending")))?;
                 }
             }
             Ok((RevokeOutcome { kid: kid.to_string(), previous_state: state, replacement: replacement.map(|k| k.to_string()), live_tokens_invalidated: live_tokens, revocation_id: row.id }, row.id, rev))

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::clients::AuthenticatedClient;
-use super::{random_id, secret_digest, Actor, Keyturn};
+use super::{audited, random_id, secret_digest, Actor, Keyturn};
 use crate::clock::{to_unix, Instant};
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
@@ -265,7 +265,7 @@ impl Keyturn {
                 let r = super::revocations::insert(tx, &rev, exp, reason, now, &actor)?;
                 added.push((r.id, rev));
             }
-            store::audit::record(tx, now, "system", action, Some(&family), None, Some(reason))?;
+            audited(tx, now, &Actor::system(), action, Some(&family), Some(reason))?;
             Ok(added)
         })?;
         let mut idx = self.revocations_write();

@@ -72,7 +72,7 @@ pub struct AdminSession {
 
 impl AdminSession {
     pub fn actor(&self) -> Actor {
-        Actor { name: format!("admin:{}", self.session.admin), source: self.source.map(|ip| ip.to_string()) }
+        Actor::admin(&self.session.admin, self.source.map(|ip| ip.to_string()))
     }
 }
 
