@@ -28,12 +28,14 @@ pub struct RevocationView {
     pub kind: String,
     pub value: String,
     /// For `sub` and `client_id`: tokens issued at or before this time are revoked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub issued_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "clock::serialize_rfc3339_opt")]
+    pub issued_before: Option<Instant>,
     /// After this time (plus leeway) every token the entry covers has expired, and the
     /// entry leaves the feed.
-    pub until: String,
-    pub revoked_at: String,
+    #[serde(serialize_with = "clock::serialize_rfc3339")]
+    pub until: Instant,
+    #[serde(serialize_with = "clock::serialize_rfc3339")]
+    pub revoked_at: Instant,
     pub reason: String,
 }
 
@@ -43,9 +45,9 @@ impl From<&RevocationRow> for RevocationView {
             id: r.id,
             kind: r.kind.clone(),
             value: r.value.clone(),
-            issued_before: matches!(r.kind.as_str(), "sub" | "client_id").then(|| clock::rfc3339(r.cutoff)),
-            until: clock::rfc3339(r.covers_until),
-            revoked_at: clock::rfc3339(r.created_at),
+            issued_before: matches!(r.kind.as_str(), "sub" | "client_id").then_some(r.cutoff),
+            until: r.covers_until,
+            revoked_at: r.created_at,
             reason: r.reason.clone(),
         }
     }

@@ -46,11 +46,6 @@ async fn revocations_view(
     let (entries, _) =
         blocking(service, |svc| svc.revocation_feed(0, 100_000)).await.map_err(|_| Status::InternalServerError)?;
     let now = service.now();
-    let t = |x: &str| {
-        time::OffsetDateTime::parse(x, &time::format_description::well_known::Rfc3339)
-            .map(|v| when(now, v))
-            .unwrap_or_default()
-    };
     let needle = search.trim().to_owned();
     let rows = entries
         .iter()
@@ -60,8 +55,8 @@ async fn revocations_view(
         .map(|e| RevocationRow {
             kind: e.kind.clone(),
             value: e.value.clone(),
-            revoked: t(&e.revoked_at),
-            until: t(&e.until),
+            revoked: when(now, e.revoked_at),
+            until: when(now, e.until),
             reason: e.reason.clone(),
         })
         .collect();
