@@ -7,6 +7,7 @@ use std::time::Duration;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use keyturn::clock::{Clock, Instant};
+use keyturn::keys::lifecycle::Transition;
 use keyturn::keys::{Algorithm, KeyState};
 use keyturn::service::tokens::IssueRequest;
 use keyturn::service::{Actor, Keyturn};
@@ -191,4 +192,43 @@ fn catch_up_after_downtime_rotates_exactly_once() {
     let service = Keyturn::open(config(dir.path(), &[]), clock).expect("reopen");
     let count = service.audit(None, 1000).expect("audit").into_iter().filter(|e| e.action == "key.activate").count();
     assert_eq!(count, 1);
+}
+
+#[test]
+fn the_rotation_job_rotates_and_housekeeping_catches_up_only_what_it_missed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Opened on a Tuesday: the next fire time of the default weekly schedule is Monday 00:00.
+    let clock = Clock::fake(datetime!(2026-01-06 12:00:00 UTC));
+    let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).expect("open");
+    let active = |s: &Keyturn| s.published().signer(Algorithm::ES256).expect("active").kid().to_string();
+    // Other transitions (the retired key expiring) may come with any run; rotations are counted.
+    let rotations = |r: keyturn::service::rotation::TickReport| {
+        r.applied.iter().filter(|t| matches!(t, Transition::Rotate { .. })).count()
+    };
+    let first = active(&service);
+
+    // At the fire time, housekeeping (beside a running rotation job) leaves the rotation to
+    // the job; the job's tick applies it.
+    clock.set(datetime!(2026-01-12 00:00:00 UTC));
+    assert_eq!(rotations(service.housekeeping(true).expect("housekeeping")), 0, "the job's to apply");
+    assert_eq!(active(&service), first);
+    assert_eq!(rotations(service.tick().expect("the rotation job")), 1);
+    let second = active(&service);
+    assert_ne!(second, first);
+
+    // A fire time the job missed (this process did not hold the lease then, say) is applied
+    // by housekeeping once the grace has passed, and only then.
+    clock.set(datetime!(2026-01-19 00:00:05 UTC));
+    assert_eq!(rotations(service.housekeeping(true).expect("housekeeping")), 0, "within the grace");
+    assert_eq!(active(&service), second);
+    clock.set(datetime!(2026-01-19 00:00:00 UTC) + keyturn::service::rotation::ROTATION_JOB_GRACE);
+    assert_eq!(rotations(service.housekeeping(true).expect("housekeeping")), 1, "caught up");
+    assert_ne!(active(&service), second);
+
+    // Without a rotation job (a schedule the cron scheduler cannot run), housekeeping applies
+    // the scheduled rotation at its fire time.
+    let third = active(&service);
+    clock.set(datetime!(2026-01-26 00:00:00 UTC));
+    assert_eq!(rotations(service.housekeeping(false).expect("housekeeping")), 1);
+    assert_ne!(active(&service), third);
 }
