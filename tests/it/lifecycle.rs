@@ -106,8 +106,8 @@ fn simulate(
         let report = service.tick().expect("tick");
         for t in &report.applied {
             match t {
-                keyturn::keys::lifecycle::Transition::Rotate { .. } => rotations += 1,
-                keyturn::keys::lifecycle::Transition::Expire { .. } => expiries += 1,
+                Transition::Rotate { .. } => rotations += 1,
+                Transition::Expire { .. } => expiries += 1,
                 _ => {}
             }
         }
