@@ -183,6 +183,13 @@ settings! {
         show: |c| c.tls_key_file.as_deref().map(path_text).unwrap_or_else(|| "\"\"".into()),
         help: "PEM private key, with `tls_cert_file`",
     }
+    trusted_proxies: Vec<IpAddr> {
+        parse: parse_addresses,
+        default: (Vec::new()),
+        documented: "unset",
+        show: |c| format!("[{}]", c.trusted_proxies.iter().map(quoted).collect::<Vec<_>>().join(", ")),
+        help: "comma-separated IP addresses of reverse proxies whose `X-Forwarded-For` (or `X-Real-IP`) names the client; every other request is known by its peer address (audit records, sign-in limits)",
+    }
     issuer: String {
         parse: validate_issuer,
         default: (format!("{}://{}", if tls_cert_file.is_some() { "https" } else { "http" }, socket_text(address, port))),
@@ -582,6 +589,14 @@ fn validate_issuer(v: &str) -> Result<String, String> {
         return Err(format!("'{v}' must be a URL with a host and no query or fragment"));
     }
     Ok(v.trim_end_matches('/').to_owned())
+}
+
+fn parse_addresses(v: &str) -> Result<Vec<IpAddr>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| a.parse().map_err(|_| format!("'{a}' is not an IP address")))
+        .collect()
 }
 
 fn parse_algorithms(v: &str) -> Result<Vec<Algorithm>, String> {

@@ -127,6 +127,9 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
         log_level: rocket::config::LogLevel::Off,
         cli_colors: false,
         ident: rocket::config::Ident::none(),
+        // Rocket would take the client's address from `X-Real-IP`, which anyone can send;
+        // `web::source` decides instead, trusting only the configured proxies.
+        ip_header: None,
         ..rocket::Config::default()
     })
     .merge(("secret_key", secret.as_str()))

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::source::ClientAddress;
 use super::wellknown::{Cached, IfNoneMatch};
 use crate::duration::parse_duration;
 use crate::error::Error;
@@ -134,7 +135,7 @@ impl<'r> FromRequest<'r> for Caller {
             }
         };
         match found {
-            Ok(Some(key)) => Outcome::Success(Caller { key, source: req.client_ip() }),
+            Ok(Some(key)) => Outcome::Success(Caller { key, source: ClientAddress::of(req).0 }),
             Ok(None) => fail("unknown, wrong or revoked API key"),
             Err(_) => Outcome::Error((Status::InternalServerError, "authentication failed")),
         }

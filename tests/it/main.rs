@@ -23,6 +23,7 @@ mod logs;
 mod metrics;
 mod oauth;
 mod operate;
+mod proxies;
 mod shutdown;
 mod startup;
 mod tls;

@@ -26,6 +26,7 @@ use rocket::response::Redirect;
 use rocket::{Catcher, Request};
 
 use super::api::blocking;
+use super::source::ClientAddress;
 use crate::service::admins::Session;
 use crate::service::{Actor, Keyturn};
 
@@ -89,7 +90,7 @@ impl<'r> FromRequest<'r> for AdminSession {
         };
         let lookup = id.clone();
         match blocking(service, move |s| s.session(&lookup)).await {
-            Ok(Some(session)) => Outcome::Success(AdminSession { id, session, source: req.client_ip() }),
+            Ok(Some(session)) => Outcome::Success(AdminSession { id, session, source: ClientAddress::of(req).0 }),
             Ok(None) => {
                 req.cookies().remove_private(Cookie::from(cookie_name(req)));
                 Outcome::Error((Status::Unauthorized, ()))

@@ -14,6 +14,7 @@ use super::{set_session_cookie, AdminSession};
 use crate::service::admins::SignIn;
 use crate::service::Keyturn;
 use crate::web::api::blocking;
+use crate::web::source::ClientAddress;
 
 pub fn routes() -> Vec<Route> {
     routes![login_page, login, logout, setup_page, setup]
@@ -43,11 +44,11 @@ async fn login(
     service: &State<Arc<Keyturn>>,
     jar: &CookieJar<'_>,
     config: &rocket::Config,
-    ip: Option<std::net::IpAddr>,
+    from: ClientAddress,
     form: Form<LoginForm>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
     let form = form.into_inner();
-    let source = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+    let source = from.text();
     let (name, password) = (form.name.trim().to_owned(), form.password);
     let attempt = name.clone();
     let outcome = blocking(service, move |s| s.sign_in(&attempt, &password, &source)).await;
@@ -145,7 +146,7 @@ async fn setup(
     service: &State<Arc<Keyturn>>,
     jar: &CookieJar<'_>,
     config: &rocket::Config,
-    ip: Option<std::net::IpAddr>,
+    from: ClientAddress,
     form: Form<SetupForm>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
     let form = form.into_inner();
@@ -162,7 +163,7 @@ async fn setup(
     if form.password != form.confirm {
         return Err(again(Status::BadRequest, "The two passwords differ.".into()));
     }
-    let source = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+    let source = from.text();
     let (token, name, password, src) =
         (form.token.clone(), form.name.trim().to_owned(), form.password.clone(), source.clone());
     match blocking(service, move |s| s.complete_setup(&token, &name, &password, Some(&src))).await {
