@@ -265,7 +265,7 @@ impl Keyturn {
         let now = self.clock.now();
         let (admin, by) = (admin.to_owned(), actor.clone());
         Ok(self.store.write_blocking(|tx| {
-            let n = store::admins::delete_sessions_of(tx, &admin)?;
+            let n = store::admins::delete_sessions_of(tx, &admin, None)?;
             audited(tx, now, &by, "admin.sign_out_everywhere", Some(&admin), Some(&format!("{n} sessions ended")))?;
             Ok(n)
         })?)
@@ -301,9 +301,8 @@ impl Keyturn {
         let now = self.clock.now();
         let (admin, by) = (admin.to_owned(), actor.clone());
         let found = self.store.write_blocking(|tx| {
-            let found = store::admins::set_password(tx, &admin, &hash, now)?;
+            let found = replace_password(tx, &admin, &hash, now, None)?;
             if found {
-                store::admins::delete_sessions_of(tx, &admin)?;
                 audited(tx, now, &by, "admin.password", Some(&admin), Some("set from the host; sessions ended"))?;
             }
             Ok(found)
@@ -315,8 +314,16 @@ impl Keyturn {
         }
     }
 
-    /// Changes a password after checking the current one; ends the admin's other sessions.
-    pub fn change_password(&self, admin: &str, current: &str, new: &str, actor: &Actor) -> Result<()> {
+    /// Changes a password after checking the current one, and ends every other session of the
+    /// account (`keep_session`, the dashboard session that asked, stays signed in).
+    pub fn change_password(
+        &self,
+        admin: &str,
+        current: &str,
+        new: &str,
+        keep_session: Option<&str>,
+        actor: &Actor,
+    ) -> Result<()> {
         check_password(new)?;
         let stored = self
             .store
@@ -330,10 +337,28 @@ impl Keyturn {
         let hash = hash_password(new)?;
         let now = self.clock.now();
         let (admin, by) = (admin.to_owned(), actor.clone());
+        let keep = keep_session.map(secret_digest);
         self.store.write_blocking(|tx| {
-            store::admins::set_password(tx, &admin, &hash, now)?;
-            audited(tx, now, &by, "admin.password", Some(&admin), None)
+            replace_password(tx, &admin, &hash, now, keep.as_deref())?;
+            audited(tx, now, &by, "admin.password", Some(&admin), Some("the account's other sessions ended"))
         })?;
         Ok(())
     }
+}
+
+/// Stores `admin`'s new password hash and ends every session of the account but `keep` (the
+/// dashboard session that changed it), in the caller's transaction: a password never changes
+/// without the sessions opened with the old one ending. False when there is no such admin.
+fn replace_password(
+    tx: &store::Tx<'_>,
+    admin: &str,
+    hash: &str,
+    now: Instant,
+    keep: Option<&[u8]>,
+) -> store::Result<bool> {
+    let found = store::admins::set_password(tx, admin, hash, now)?;
+    if found {
+        store::admins::delete_sessions_of(tx, admin, keep)?;
+    }
+    Ok(found)
 }

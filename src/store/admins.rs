@@ -67,8 +67,12 @@ pub fn delete_session(tx: &Transaction<'_>, id_hash: &[u8]) -> Result<usize> {
     Ok(tx.execute("DELETE FROM admin_sessions WHERE id_hash = ?1", [id_hash])?)
 }
 
-pub fn delete_sessions_of(tx: &Transaction<'_>, admin: &str) -> Result<usize> {
-    Ok(tx.execute("DELETE FROM admin_sessions WHERE admin = ?1", [admin])?)
+/// Ends every session of `admin`, except the one whose id hashes to `except`.
+pub fn delete_sessions_of(tx: &Transaction<'_>, admin: &str, except: Option<&[u8]>) -> Result<usize> {
+    Ok(tx.execute(
+        "DELETE FROM admin_sessions WHERE admin = ?1 AND (?2 IS NULL OR id_hash != ?2)",
+        params![admin, except],
+    )?)
 }
 
 pub fn insert_setup_link(

@@ -97,12 +97,39 @@ fn password_change_needs_the_current_one() {
     let (s, _clock, _dir) = open();
     let link = s.create_setup_link(&Actor::cli()).expect("link");
     s.complete_setup(&link, "alice", PW, None).expect("setup");
-    assert!(s.change_password("alice", "not it at all", "another long password", &Actor::cli()).is_err());
-    s.change_password("alice", PW, "another long password", &Actor::cli()).expect("change");
+    assert!(s.change_password("alice", "not it at all", "another long password", None, &Actor::cli()).is_err());
+    s.change_password("alice", PW, "another long password", None, &Actor::cli()).expect("change");
     assert_eq!(sign_in(&s, "alice", PW, "10.0.0.1"), SignIn::Refused);
     assert!(matches!(sign_in(&s, "alice", "another long password", "10.0.0.1"), SignIn::Ok(..)));
     s.add_admin("bob", "bob's long password", &Actor::cli()).expect("add");
     assert!(s.add_admin("bob", "bob's long password", &Actor::cli()).is_err(), "names are unique");
     let names: Vec<String> = s.admins().expect("list").into_iter().map(|(n, _, _)| n).collect();
     assert_eq!(names, vec!["alice", "bob"]);
+}
+
+#[test]
+fn a_password_change_ends_every_other_session_of_the_account() {
+    let (s, _clock, _dir) = open();
+    let link = s.create_setup_link(&Actor::cli()).expect("link");
+    s.complete_setup(&link, "alice", PW, None).expect("setup");
+    s.add_admin("bob", "bob's long password", &Actor::cli()).expect("add");
+    let session = |name: &str, pw: &str, ip: &str| match sign_in(&s, name, pw, ip) {
+        SignIn::Ok(id, _) => id.to_string(),
+        other => panic!("sign-in refused: {other:?}"),
+    };
+    let (here, laptop, stolen) =
+        (session("alice", PW, "10.0.0.1"), session("alice", PW, "10.0.0.2"), session("alice", PW, "10.9.9.9"));
+    let bob = session("bob", "bob's long password", "10.0.0.3");
+
+    // On the dashboard: the session that changed it stays, the others end.
+    s.change_password("alice", PW, "another long password", Some(&here), &Actor::cli()).expect("change");
+    assert!(s.session(&here).expect("lookup").is_some(), "the session that changed the password stays");
+    assert!(s.session(&laptop).expect("lookup").is_none(), "another session of the account ends");
+    assert!(s.session(&stolen).expect("lookup").is_none(), "a stolen session ends");
+    assert!(s.session(&bob).expect("lookup").is_some(), "other accounts are not touched");
+
+    // From the host: every session of the account ends.
+    s.set_password("alice", "a third long password", &Actor::cli()).expect("set");
+    assert!(s.session(&here).expect("lookup").is_none());
+    assert!(s.session(&bob).expect("lookup").is_some());
 }

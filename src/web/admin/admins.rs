@@ -96,7 +96,8 @@ async fn password_change(
         Err("The two new passwords differ.".to_owned())
     } else {
         let (admin, current, new, actor) = (s.session.admin.clone(), form.current.clone(), form.new.clone(), s.actor());
-        blocking(service, move |svc| svc.change_password(&admin, &current, &new, &actor))
+        let session_id = s.id.clone();
+        blocking(service, move |svc| svc.change_password(&admin, &current, &new, Some(&session_id), &actor))
             .await
             .map_err(|e| e.description)
     };
