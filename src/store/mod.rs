@@ -156,6 +156,20 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Creates a new, empty database file readable by this user only (0600): the database and
+/// every copy of it hold sealed keys and the audit log. SQLite gives the -wal and -shm files
+/// the same mode.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| StoreError::Create { path: path.to_owned(), reason: e.to_string() })
+}
+
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -178,15 +192,8 @@ fn open_connection(path: &Path) -> Result<Connection> {
 impl Store {
     /// Opens (creating if absent) the database without migrating it.
     pub fn open(path: &Path) -> Result<Store> {
-        // Create the file 0600 ourselves; SQLite gives its -wal and -shm files the same mode.
         if !path.exists() {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| StoreError::Create { path: path.to_owned(), reason: e.to_string() })?;
+            create_private(path)?;
         }
         let writer = open_connection(path)?;
         let mut readers = Vec::with_capacity(READERS);
@@ -331,6 +338,7 @@ impl Store {
                 reason: "already exists; choose a new path".into(),
             });
         }
+        create_private(dest)?;
         let mut target = Connection::open(dest)?;
         self.read_pooled_blocking(|src| {
             let backup = rusqlite::backup::Backup::new(src, &mut target)?;

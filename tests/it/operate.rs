@@ -140,6 +140,11 @@ fn backup_under_load_starts_a_daemon_with_the_same_keys() {
     let out = run(&data, &["backup", copy_dir.join("keyturn.db").to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the backup"), "reminds about the KEK");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(copy_dir.join("keyturn.db")).expect("backup").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the backup is as private as the database ({mode:o})");
+    }
     stop.store(true, Ordering::Relaxed);
     let issued = load.join().expect("load");
     assert!(issued > 10, "the backup ran under load ({issued} tokens)");
