@@ -78,7 +78,9 @@ impl Keyturn {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        validation.required_spec_claims.clear();
+        // `iss` must be present and ours: jsonwebtoken checks an issuer only when the claim
+        // is there unless it is required. The other claims are checked below.
+        validation.set_required_spec_claims(&["iss"]);
         validation.set_issuer(&[self.config.issuer.as_str()]);
         let claims = match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
             Ok(data) => data.claims,

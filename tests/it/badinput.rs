@@ -325,6 +325,13 @@ async fn introspection_refuses_forged_expired_and_revoked_tokens() {
     let jwt_typ = b64(&json!({"alg": "ES256", "typ": "JWT", "kid": kid}));
     let mut tampered_claims = claims.clone();
     tampered_claims["sub"] = json!("mallory");
+    // Signed by keyturn's own active key, but not as keyturn issues tokens.
+    let signer = api.server.service.published().signer(keyturn::keys::Algorithm::ES256).expect("signer").clone();
+    let own_key = |claims: &Value| signer.sign("at+jwt", claims).expect("sign");
+    let mut without_iss = claims.clone();
+    without_iss.as_object_mut().expect("object").remove("iss");
+    let mut other_iss = claims.clone();
+    other_iss["iss"] = json!("https://elsewhere.example");
     let cases: Vec<(&str, String)> = vec![
         (
             "signed by an unknown key under a published kid",
@@ -336,6 +343,8 @@ async fn introspection_refuses_forged_expired_and_revoked_tokens() {
         ("unknown crit header", format!("{crit_header}.{payload}.{}", token.rsplit('.').next().expect("sig"))),
         ("typ JWT instead of at+jwt", format!("{jwt_typ}.{payload}.{}", token.rsplit('.').next().expect("sig"))),
         ("tampered claims", format!("{header}.{}.{}", b64(&tampered_claims), token.rsplit('.').next().expect("sig"))),
+        ("keyturn's key, no iss", own_key(&without_iss)),
+        ("keyturn's key, another iss", own_key(&other_iss)),
         ("garbage", "not.a.token".into()),
         ("empty", String::new()),
     ];
