@@ -47,7 +47,7 @@ impl Keyturn {
     }
 
     fn introspect_uncounted(&self, token: &str) -> Introspection {
-        if token.len() > 16 * 1024 {
+        if token.len() > super::tokens::MAX_TOKEN_BYTES {
             return Introspection::inactive("too long");
         }
         let mut parts = token.split('.');

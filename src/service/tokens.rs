@@ -35,6 +35,12 @@ pub const RESERVED_CLAIMS: [&str; 9] = ["iss", "sub", "aud", "exp", "nbf", "iat"
 /// The largest serialized custom-claims object accepted.
 pub const MAX_CLAIMS_BYTES: usize = 8 * 1024;
 
+/// The largest access token keyturn issues, and the largest introspection accepts: one budget,
+/// so a token keyturn answers is never one it would call inactive. Many gateways and header
+/// limits (nginx's 8 KiB buffers, Apache's 8 KiB fields) want far less; 16 KiB is a ceiling,
+/// not a target.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
 /// Refresh tokens start with this, so they are told apart from JWTs at a glance.
 pub const REFRESH_PREFIX: &str = "ktr_";
 
@@ -348,6 +354,12 @@ impl Keyturn {
             claims.insert("scope".into(), Value::from(s.as_str()));
         }
         let token = signer.sign(ACCESS_TOKEN_TYP, &claims).map_err(|e| Error::Sign(e.to_string()))?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::Invalid(vec![format!(
+                "the token would be {} bytes, more than the {MAX_TOKEN_BYTES} keyturn issues and introspects: ask for fewer audiences, a shorter scope or fewer claims",
+                token.len()
+            )]));
+        }
         let record = TokenRecord {
             jti: jti.clone(),
             sub: req.sub.clone(),

@@ -56,6 +56,11 @@ async fn bad_requests_get_clear_4xx_and_change_nothing() {
     let issuer = api.issuer.clone();
     let long = "x".repeat(10_000);
     let huge = "x".repeat(70 * 1024);
+    // 5,000 audiences fit the 64 KiB body limit but sign into a ~90 KB token, which
+    // introspection (and many gateways) would refuse: it must not be issued at all.
+    let many_audiences: Vec<String> = (0..5_000).map(|i| format!("aud-{i:05}")).collect();
+    let many: Vec<&str> = many_audiences.iter().map(String::as_str).collect();
+    let (wide_id, wide_secret) = api.client(&["read"], &many).await;
 
     let mut cases = vec![
         Req {
@@ -197,6 +202,14 @@ async fn bad_requests_get_clear_4xx_and_change_nothing() {
         },
         json_req("wrong role", "/api/v1/tokens", &api.verifier, json!({"sub": "a", "aud": "b"}), 403, "forbidden"),
         json_req(
+            "a token larger than introspection accepts",
+            "/api/v1/tokens",
+            &issuer,
+            json!({"sub": "a", "aud": many_audiences}),
+            400,
+            "invalid_request",
+        ),
+        json_req(
             "rotation of an unconfigured algorithm",
             "/api/v1/keys/rotate",
             &api.admin,
@@ -246,6 +259,13 @@ async fn bad_requests_get_clear_4xx_and_change_nothing() {
             "invalid_request",
         ),
         form("scope not allowed", good.clone(), "grant_type=client_credentials&scope=write", 400, "invalid_scope"),
+        form(
+            "client whose audiences make a token too large",
+            Some(basic(&wide_id, &wide_secret)),
+            "grant_type=client_credentials",
+            400,
+            "invalid_request",
+        ),
         form(
             "audience not allowed",
             good.clone(),
