@@ -11,6 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use super::revocations::RevokeTarget;
 use super::{audited, random_id, secret_digest, secret_matches, Actor, Keyturn};
 use crate::error::{Error, Result};
 use crate::store::{self, apikeys::ApiKeyRow};
@@ -202,10 +203,15 @@ impl Keyturn {
             Ok(done)
         })?;
         self.forget_api_keys();
-        if done {
-            Ok(())
-        } else {
-            Err(Error::NotFound("no such active API key".into()))
+        if !done {
+            return Err(Error::NotFound("no such active API key".into()));
         }
+        // What the key minted ends with it: its tokens carry `client_id` "apikey:<name>",
+        // and revoking that client covers their access tokens and their refresh families.
+        if let Some(row) = self.store.read_blocking(|c| store::apikeys::get(c, &id))? {
+            let minter = Actor::api_key(&row.name, None).name;
+            self.revoke(&RevokeTarget::Client(minter), "its API key was revoked", actor)?;
+        }
+        Ok(())
     }
 }

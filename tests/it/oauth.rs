@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use keyturn::service::apikeys::Role;
+use keyturn::service::Actor;
 use serde_json::{json, Value};
 
 use crate::api::{verifies, Api};
@@ -411,25 +413,18 @@ async fn revocations_survive_a_restart_and_tokens_are_listed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = crate::support::fake_clock();
     let server = crate::support::start(dir.path(), &[], clock.clone()).await;
-    let (_, key) = server
-        .service
-        .create_api_key(keyturn::service::apikeys::Role::Admin, "ops", &keyturn::service::Actor::cli())
-        .expect("key");
+    let (_, key) = server.service.create_api_key(Role::Admin, "ops", &Actor::cli()).expect("key");
     let issue = |sub: &str| {
         server.service.issue_token(
             &keyturn::service::tokens::IssueRequest { sub: sub.into(), aud: vec!["api".into()], ..Default::default() },
-            &keyturn::service::Actor::system(),
+            &Actor::system(),
         )
     };
     let t1 = issue("alice").expect("t1");
     let t2 = issue("bob").expect("t2");
     server
         .service
-        .revoke(
-            &keyturn::service::revocations::RevokeTarget::Jti(t1.jti.clone()),
-            "test",
-            &keyturn::service::Actor::cli(),
-        )
+        .revoke(&keyturn::service::revocations::RevokeTarget::Jti(t1.jti.clone()), "test", &Actor::cli())
         .expect("revoke");
     server.stop().await.expect("stop");
 
@@ -449,4 +444,42 @@ async fn revocations_survive_a_restart_and_tokens_are_listed() {
         get_with_key(&server.url(), &format!("/api/v1/tokens?limit=1&before={next}"), key.as_str()).await;
     assert_ne!(page2["tokens"][0]["jti"], page["tokens"][0]["jti"]);
     server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_an_issuer_key_ends_what_it_minted_refresh_tokens_included() {
+    let api = Api::start(&[]).await;
+    let svc = api.server.service.clone();
+    let (id, key) = tokio::task::spawn_blocking(move || {
+        let (identity, secret) = svc.create_api_key(Role::Issuer, "minter", &Actor::cli()).expect("key");
+        (identity.id, secret.to_string())
+    })
+    .await
+    .expect("join");
+    let (status, minted) = api
+        .call("POST", "/api/v1/tokens", Some(&key), Some(json!({"sub": "alice", "aud": "api", "refresh": true})))
+        .await;
+    assert_eq!(status, 200, "{minted}");
+    let refresh = minted["refresh_token"].as_str().expect("refresh").to_owned();
+    let access = minted["access_token"].as_str().expect("access").to_owned();
+    // Another issuer's tokens are not touched.
+    let other = api.mint(json!({"sub": "bob", "aud": "api", "refresh": true})).await;
+
+    let svc = api.server.service.clone();
+    tokio::task::spawn_blocking(move || svc.revoke_api_key(&id, &Actor::cli())).await.expect("join").expect("revoke");
+
+    let (status, _, body) =
+        api.form("/oauth/token", None, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "its refresh token ends: {body}");
+    assert_eq!(api.introspect(&access).await["active"], false, "its access token ends");
+    assert_eq!(api.introspect(other["access_token"].as_str().expect("t")).await["active"], true);
+    let (status, _, _) = api
+        .form(
+            "/oauth/token",
+            None,
+            &[("grant_type", "refresh_token"), ("refresh_token", other["refresh_token"].as_str().expect("r"))],
+        )
+        .await;
+    assert_eq!(status, 200, "another key's refresh token still works");
+    api.stop().await;
 }
