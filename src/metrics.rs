@@ -114,6 +114,7 @@ pub struct Metrics {
     introspections: Family<ResultLabels, Counter>,
     jwks_responses: Family<StatusLabels, Counter>,
     http_requests: Family<RequestLabels, Counter>,
+    password_hashing: Counter,
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     keys: Family<KeyLabels, Gauge>,
     until_next_rotation: Optional,
@@ -155,6 +156,12 @@ impl Default for Metrics {
                 "keyturn_http_requests",
                 "Requests answered, by route, method and status",
                 Family::default(),
+            ),
+            password_hashing: register(
+                r,
+                "keyturn_password_hashing",
+                "Argon2 password hashes computed or verified (setup, sign-in, password changes)",
+                Counter::default(),
             ),
             http_duration: register(
                 r,
@@ -206,6 +213,11 @@ impl Metrics {
     /// The JWKS was served in full, or answered 304.
     pub fn jwks_answered(&self, not_modified: bool) {
         self.jwks_responses.get_or_create(&StatusLabels { status: if not_modified { 304 } else { 200 } }).inc();
+    }
+
+    /// One argon2 computation was done.
+    pub fn password_hashed(&self) {
+        self.password_hashing.inc();
     }
 
     /// A request was answered: its route template, method, status and latency.

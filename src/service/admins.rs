@@ -82,6 +82,31 @@ impl SignInLimiter {
     }
 }
 
+/// Argon2 runs one at a time: each takes tens of milliseconds of a core on purpose, and
+/// unauthenticated requests can ask for it (sign-in, setup), so it must never take both cores
+/// from serving.
+static ARGON2: Mutex<()> = Mutex::new(());
+
+impl Keyturn {
+    /// An argon2id hash of `password` (counted, one at a time).
+    fn password_hash(&self, password: &str) -> Result<String> {
+        let _turn = ARGON2.lock().unwrap_or_else(PoisonError::into_inner);
+        self.metrics.password_hashed();
+        hash_password(password)
+    }
+
+    /// Whether `password` matches the argon2 hash `phc` (counted, one at a time).
+    fn password_matches(&self, phc: &str, password: &str) -> bool {
+        let _turn = ARGON2.lock().unwrap_or_else(PoisonError::into_inner);
+        self.metrics.password_hashed();
+        PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    }
+}
+
+fn setup_link_refused() -> Error {
+    Error::Unauthorized("this setup link is unknown, used or expired".into())
+}
+
 fn hash_password(password: &str) -> Result<String> {
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|_| Error::Sign("the random number generator failed".into()))?;
@@ -145,7 +170,12 @@ impl Keyturn {
     pub fn complete_setup(&self, token: &str, name: &str, password: &str, source: Option<&str>) -> Result<()> {
         check_name(name)?;
         check_password(password)?;
-        let hash = hash_password(password)?;
+        // The cheap check first: an unknown link costs a digest and an indexed read, never
+        // argon2. The transaction below spends the link, so a race cannot use it twice.
+        if !self.setup_link_usable(token)? {
+            return Err(setup_link_refused());
+        }
+        let hash = self.password_hash(password)?;
         let now = self.clock.now();
         let token_hash = secret_digest(token);
         let (name, source) = (name.to_owned(), source.map(str::to_owned));
@@ -169,7 +199,7 @@ impl Keyturn {
         });
         match done {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Error::Unauthorized("this setup link is unknown, used or expired".into())),
+            Ok(false) => Err(setup_link_refused()),
             Err(store::StoreError::Conflict(m)) => Err(Error::Conflict(m)),
             Err(e) => Err(e.into()),
         }
@@ -192,9 +222,7 @@ impl Keyturn {
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let dummy = DUMMY.get_or_init(|| hash_password(&random_id(16)).unwrap_or_default());
         let phc = stored.as_deref().unwrap_or(dummy);
-        let ok = password.len() <= 1024
-            && PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-            && stored.is_some();
+        let ok = password.len() <= 1024 && self.password_matches(phc, password) && stored.is_some();
         let (audit_name, source_owned) = (name.chars().take(64).collect::<String>(), source.to_owned());
         if !ok {
             self.sign_in_limiter.fail(&keys, now);
@@ -275,7 +303,7 @@ impl Keyturn {
     pub fn add_admin(&self, name: &str, password: &str, actor: &Actor) -> Result<()> {
         check_name(name)?;
         check_password(password)?;
-        let hash = hash_password(password)?;
+        let hash = self.password_hash(password)?;
         let now = self.clock.now();
         let (name, by) = (name.to_owned(), actor.clone());
         self.store
@@ -297,7 +325,7 @@ impl Keyturn {
     /// administrator's sessions.
     pub fn set_password(&self, admin: &str, new: &str, actor: &Actor) -> Result<()> {
         check_password(new)?;
-        let hash = hash_password(new)?;
+        let hash = self.password_hash(new)?;
         let now = self.clock.now();
         let (admin, by) = (admin.to_owned(), actor.clone());
         let found = self.store.write_blocking(|tx| {
@@ -329,12 +357,11 @@ impl Keyturn {
             .store
             .read_blocking(|c| store::admins::password_hash(c, admin))?
             .ok_or_else(|| Error::NotFound(admin.to_owned()))?;
-        let ok =
-            PasswordHash::new(&stored).is_ok_and(|h| Argon2::default().verify_password(current.as_bytes(), &h).is_ok());
+        let ok = self.password_matches(&stored, current);
         if !ok {
             return Err(Error::Unauthorized("the current password is wrong".into()));
         }
-        let hash = hash_password(new)?;
+        let hash = self.password_hash(new)?;
         let now = self.clock.now();
         let (admin, by) = (admin.to_owned(), actor.clone());
         let keep = keep_session.map(secret_digest);

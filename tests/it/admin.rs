@@ -133,3 +133,28 @@ fn a_password_change_ends_every_other_session_of_the_account() {
     assert!(s.session(&here).expect("lookup").is_none());
     assert!(s.session(&bob).expect("lookup").is_some());
 }
+
+/// How many argon2 computations the service has done, from its metrics.
+fn password_hashing(s: &Keyturn) -> u64 {
+    let text = s.metrics_text().expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("keyturn_password_hashing_total "))
+        .unwrap_or_else(|| panic!("no keyturn_password_hashing_total in:\n{text}"))
+        .parse()
+        .expect("a count")
+}
+
+#[test]
+fn bogus_setup_links_cost_no_password_hashing() {
+    let (s, _clock, _dir) = open();
+    let before = password_hashing(&s);
+    for i in 0..20 {
+        assert!(s.complete_setup(&format!("bogus-link-{i}"), "mallory", PW, None).is_err());
+    }
+    assert_eq!(password_hashing(&s), before, "refused before any argon2 work");
+    let link = s.create_setup_link(&Actor::cli()).expect("link");
+    s.complete_setup(&link, "alice", PW, None).expect("setup");
+    assert_eq!(password_hashing(&s), before + 1, "a real setup hashes once");
+    assert!(matches!(sign_in(&s, "alice", PW, "10.0.0.1"), SignIn::Ok(..)));
+    assert_eq!(password_hashing(&s), before + 2, "a sign-in verifies once");
+}
