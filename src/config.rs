@@ -613,7 +613,9 @@ fn parse_algorithms(v: &str) -> Result<Vec<Algorithm>, String> {
     Ok(out)
 }
 
-fn validate_secret_key(v: &str) -> Result<(), String> {
+/// A cookie secret is base64 of 32 or 64 bytes (Rocket's rule), from configuration or from
+/// the data dir's file.
+pub fn validate_secret_key(v: &str) -> Result<(), String> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD.decode(v.trim()).map_err(|_| "must be base64".to_owned())?;
     if bytes.len() != 32 && bytes.len() != 64 {

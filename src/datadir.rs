@@ -119,11 +119,28 @@ pub fn create_kek(path: &Path) -> Result<Kek, Error> {
 }
 
 /// Reads the cookie secret from the data dir, creating it (64 random bytes, base64) if absent.
+/// The cookie secret kept in `path`, if the file exists; an error naming the file and the fix
+/// when it cannot be read or is not a valid secret. Reads only, so start-up can check it
+/// before anything is written.
+pub fn existing_cookie_secret(path: &Path) -> Result<Option<Zeroizing<String>>, Error> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let err = |reason: String| Error::DataDir { path: path.to_owned(), reason };
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?);
+    let secret = Zeroizing::new(text.trim().to_owned());
+    crate::config::validate_secret_key(&secret).map_err(|why| {
+        err(format!(
+            "is not a valid cookie secret ({why}): delete it to have a new one generated at the next start (every dashboard session then ends), or restore the original"
+        ))
+    })?;
+    Ok(Some(secret))
+}
+
 pub fn cookie_secret(path: &Path) -> Result<Zeroizing<String>, Error> {
     let err = |reason: String| Error::DataDir { path: path.to_owned(), reason };
-    if path.exists() {
-        let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?);
-        return Ok(Zeroizing::new(text.trim().to_owned()));
+    if let Some(existing) = existing_cookie_secret(path)? {
+        return Ok(existing);
     }
     let mut bytes = Zeroizing::new([0u8; 64]);
     aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| err("the random number generator failed".into()))?;

@@ -112,6 +112,10 @@ async fn announce_setup_link(service: &Arc<Keyturn>) {
 /// Opens the service and starts serving it. Returns once the server listens.
 pub async fn start(config: Config, clock: Clock) -> Result<Server> {
     check_listen(&config)?;
+    // A cookie secret file that exists must be valid before anything is written.
+    if config.secret_key.is_none() {
+        datadir::existing_cookie_secret(&datadir::DataDir::new(&config.data_dir).secret_key)?;
+    }
     let service = tokio::task::spawn_blocking(move || Keyturn::open(config, clock))
         .await
         .map_err(|e| Error::Sign(format!("start-up task failed: {e}")))??;

@@ -183,3 +183,15 @@ fn example_config_in_deploy_is_valid() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("unknown setting"), "{stderr}");
 }
+
+#[test]
+fn a_bad_cookie_secret_file_is_refused_by_name_with_the_fix() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = populated_data_dir(root.path(), "ES256");
+    let path = data.join("cookie-secret");
+    for bad in ["not base64 at all!", "c2hvcnQ="] {
+        std::fs::write(&path, bad).expect("write");
+        assert_refused(&data, &[], 1, &format!("{}", path.display()));
+        assert_refused(&data, &[], 1, "delete it");
+    }
+}
