@@ -13,6 +13,7 @@ mod browser;
 mod cli;
 mod crash;
 mod daemon;
+mod dashboard;
 mod deploy;
 mod docs;
 mod interop;

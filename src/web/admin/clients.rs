@@ -9,7 +9,7 @@ use rocket::response::content::RawHtml;
 use rocket::response::Redirect;
 use rocket::{get, post, routes, Route, State};
 
-use super::page::{answer, bare, csrf_checked, frame, render, Frame, Page, Refusable};
+use super::page::{answer, bare, csrf_checked, frame, refused, render, Frame, Page, Refusable};
 use super::AdminSession;
 use crate::duration::parse_duration;
 use crate::service::apikeys::Role;
@@ -67,7 +67,14 @@ async fn client_create(
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let max_ttl = match form.max_ttl.trim() {
         "" => None,
-        t => parse_duration(t).ok(),
+        t => match parse_duration(t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let mut page = clients_view(service, &s).await.map_err(bare)?;
+                page.refuse(format!("maximum lifetime: {e}"));
+                return Err(refused(Status::BadRequest, page));
+            }
+        },
     };
     let new = NewClient {
         name: form.name.clone(),

@@ -154,7 +154,16 @@ async fn token_issue(
             }
         },
     };
-    let alg = form.alg.parse().ok();
+    let alg = match form.alg.trim() {
+        "" => None,
+        a => match a.parse() {
+            Ok(alg) => Some(alg),
+            Err(e) => {
+                problems.push(format!("algorithm: {e}"));
+                None
+            }
+        },
+    };
     if !problems.is_empty() {
         page.error = Some(problems.join("; "));
         return Err(refused(Status::BadRequest, page));
