@@ -21,6 +21,8 @@ pub enum Error {
     KekMismatch { path: PathBuf, what: String },
     #[error("key {kid} failed to load: {reason}; refusing to sign with it. Nothing was changed")]
     KeyDoesNotLoad { kid: KeyId, reason: String },
+    #[error("the key table cannot be read ({0}); refusing to start rather than drop the key from the key set. Restore the database from a backup; nothing was changed")]
+    KeyStoreUnreadable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

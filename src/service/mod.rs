@@ -151,6 +151,10 @@ impl Keyturn {
         let kek = kek::custody(&config.kek_file, stored_check.as_deref())?;
 
         store.migrate()?;
+        // Every key row must be readable, whatever its state: a row whose state cannot be
+        // read would silently leave the key set (and its tokens unverifiable) if only the
+        // live states were read.
+        store.read_blocking(store::keys::all).map_err(|e| Error::KeyStoreUnreadable(e.to_string()))?;
         for row in store.read_blocking(store::keys::live)? {
             if let Some(sealed) = &row.sealed_private {
                 kek::open_private(&kek, &row.record, sealed)?;

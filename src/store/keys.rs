@@ -17,17 +17,18 @@ const COLUMNS: &str = "kid, alg, state, public_jwk, sealed_private, created_at, 
                        retired_at, expired_at, revoked_at, revoke_reason, not_after";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<KeyRow, String>> {
+    let kid: String = row.get(0)?;
     let alg: String = row.get(1)?;
     let state: String = row.get(2)?;
     let opt_time = |i: usize| -> rusqlite::Result<Option<Instant>> { Ok(row.get::<_, Option<i64>>(i)?.map(from_unix)) };
     let (alg, state) = match (alg.parse::<Algorithm>(), state.parse::<KeyState>()) {
         (Ok(a), Ok(s)) => (a, s),
-        (Err(e), _) => return Ok(Err(e.to_string())),
-        (_, Err(e)) => return Ok(Err(e)),
+        (Err(e), _) => return Ok(Err(format!("key {kid}: {e}"))),
+        (_, Err(e)) => return Ok(Err(format!("key {kid}: {e}"))),
     };
     Ok(Ok(KeyRow {
         record: KeyRecord {
-            kid: KeyId::new(row.get::<_, String>(0)?),
+            kid: KeyId::new(kid),
             alg,
             state,
             public_jwk: row.get(3)?,

@@ -195,3 +195,20 @@ fn a_bad_cookie_secret_file_is_refused_by_name_with_the_fix() {
         assert_refused(&data, &[], 1, "delete it");
     }
 }
+
+#[test]
+fn a_key_in_a_state_keyturn_cannot_read_is_refused() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = populated_data_dir(root.path(), "ES256");
+    {
+        // One flipped byte in the active key's state, as disk corruption would leave it.
+        let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("db");
+        db.execute_batch("PRAGMA ignore_check_constraints = ON").expect("pragma");
+        let changed =
+            db.execute("UPDATE signing_keys SET state = 'activf' WHERE state = 'active'", []).expect("corrupt");
+        assert_eq!(changed, 1);
+    }
+    // Before: the unreadable key silently left the key set and the pending key was promoted
+    // without its publish lead.
+    assert_refused(&data, &[], 1, "activf");
+}
