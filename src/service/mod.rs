@@ -39,6 +39,10 @@ use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
 use crate::revocation::RevocationIndex;
 use crate::store::{self, meta, ChangeMark, Store};
 
+/// Below this much free space on the database's disk, keyturn reports itself not ready: a
+/// token is answered only once recorded, and the next group commit may not fit.
+const MIN_FREE_BYTES: u64 = 1024 * 1024;
+
 /// Who did something, and from where: every audit record names both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
@@ -332,6 +336,12 @@ impl Keyturn {
     /// has an active key. The error says what is missing.
     pub async fn readiness(&self) -> std::result::Result<(), String> {
         self.store.ping().await.map_err(|e| format!("database: {e}"))?;
+        if let Some(why) = self.store.write_failure() {
+            return Err(format!("the database cannot take writes: {why}"));
+        }
+        if let Some(free) = self.store.free_bytes().filter(|free| *free < MIN_FREE_BYTES) {
+            return Err(format!("the database cannot take writes: its disk has {free} bytes free"));
+        }
         let published = self.published();
         let missing: Vec<_> =
             self.config.algorithms.iter().filter(|a| published.signer(**a).is_none()).map(|a| a.as_str()).collect();

@@ -99,6 +99,9 @@ pub struct RevokeOutcome {
     pub revocation_id: i64,
 }
 
+/// The `meta` row housekeeping writes to learn whether the database takes writes.
+const WRITE_PROBE: &str = "write-probe";
+
 /// How long after a fire time housekeeping leaves the scheduled rotation to the rotation job.
 pub const ROTATION_JOB_GRACE: Duration = Duration::from_secs(10);
 
@@ -162,7 +165,21 @@ impl Keyturn {
     /// job (`rotation_job: true`); one it missed by more than [`ROTATION_JOB_GRACE`] (this
     /// process did not hold the lease then, or the job did not run) is applied, with a warning.
     pub fn housekeeping(&self, rotation_job: bool) -> Result<TickReport> {
+        self.retry_failed_writes();
         self.tick_for(if rotation_job { Wake::Housekeeping } else { Wake::Schedule })
+    }
+
+    /// After a write failed in the database itself (a full disk), one small durable write a
+    /// second until one succeeds: readiness then recovers by itself even when nothing else
+    /// writes (a node out of rotation gets no requests that would).
+    fn retry_failed_writes(&self) {
+        if self.store.write_failure().is_none() {
+            return;
+        }
+        let stamp = clock::to_unix(self.clock.now()).to_be_bytes();
+        if let Err(e) = self.store.write_blocking(|tx| store::meta::set(tx, WRITE_PROBE, &stamp)) {
+            tracing::warn!("the database still does not take writes: {e}");
+        }
     }
 
     fn tick_for(&self, wake: Wake) -> Result<TickReport> {

@@ -74,6 +74,23 @@ struct Inner {
     reader_permits: tokio::sync::Semaphore,
     /// Jobs for the group committer (see [`Store::write_grouped`]).
     grouped: mpsc::Sender<GroupedJob>,
+    /// Why the last write failed in the database itself (a full disk, an I/O error), until
+    /// a write succeeds again: readiness reports it.
+    write_failure: Mutex<Option<String>>,
+}
+
+impl Inner {
+    /// Notes how a write ended: a database failure makes the store unfit for writes until
+    /// the next write succeeds. Refusals (conflicts, a spent refresh token) say nothing about
+    /// the database.
+    fn note_write<T>(&self, result: &Result<T>) {
+        let failure = match result {
+            Ok(_) => None,
+            Err(e @ StoreError::Database(_)) => Some(e.to_string()),
+            Err(_) => return,
+        };
+        *self.write_failure.lock().unwrap_or_else(PoisonError::into_inner) = failure;
+    }
 }
 
 /// A small write that may share a transaction with others: it runs in its own savepoint,
@@ -133,6 +150,7 @@ fn group_committer(inner: Weak<Inner>, jobs: mpsc::Receiver<GroupedJob>) {
             Ok(())
         })();
         drop(conn);
+        inner.note_write(&outcome);
         match outcome {
             Ok(()) => {
                 // A caller that went away no longer needs its answer.
@@ -207,6 +225,7 @@ impl Store {
             readers: Mutex::new(readers),
             reader_permits: tokio::sync::Semaphore::new(READERS),
             grouped: sender,
+            write_failure: Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -292,10 +311,20 @@ impl Store {
     /// [`Store::write`] for callers outside the async runtime (start-up, the CLI).
     pub fn write_blocking<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        self.inner.note_write(&result);
+        result
+    }
+
+    /// Why the database cannot take writes, if the last write failed in the database
+    /// itself; `None` once a write succeeded.
+    pub fn write_failure(&self) -> Option<String> {
+        self.inner.write_failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Runs a small write that may share one transaction (and one fsync) with concurrent
@@ -364,6 +393,14 @@ impl Store {
     pub fn changed_since(&self, seen: ChangeMark) -> Result<Option<ChangeMark>> {
         let ((), now) = self.read_marked(|_| Ok(()))?;
         Ok((now != seen).then_some(now))
+    }
+
+    /// Bytes this process may still write on the filesystem holding the database, when the
+    /// filesystem says (`None` when it cannot be asked).
+    pub fn free_bytes(&self) -> Option<u64> {
+        let dir = self.inner.path.parent().unwrap_or(Path::new("."));
+        let stat = rustix::fs::statvfs(dir).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// A cheap round trip, for readiness checks.

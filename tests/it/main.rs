@@ -16,6 +16,7 @@ mod daemon;
 mod dashboard;
 mod deploy;
 mod docs;
+mod faults;
 mod interop;
 mod jwks;
 mod lease;
