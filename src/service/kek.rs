@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{audited, Actor, Keyturn};
-use crate::datadir;
+use crate::datadir::{self, DataDir};
 use crate::error::{Error, Result};
 use crate::keys::generate::{PrivateKey, PublicJwk};
 use crate::keys::sealed::Kek;
@@ -16,27 +16,61 @@ use crate::store::{self, meta};
 /// before any key has been opened.
 pub(super) const CHECK_LABEL: &str = "keyturn-kek-check";
 
-/// The KEK for a database whose check value is `stored_check`: an existing database must
-/// open with the existing key; a missing key file is created only when nothing was ever
-/// sealed. Finishes or discards an interrupted `kek rotate` first.
-pub(super) fn custody(kek_file: &Path, stored_check: Option<&[u8]>) -> Result<Kek> {
+/// Refuses to start when the data dir holds the key-encryption key keyturn made for it but no
+/// database (or an empty one): the database was lost or moved, and starting afresh would
+/// silently replace every key, client and API key. A key file that keyturn made exists only
+/// once its database recorded it (`adopt_new`), so this is never an interrupted first start.
+/// A key given from outside the data dir may start a new database: that is how deployments
+/// hand it over on the first start.
+pub(super) fn refuse_lost_database(kek_file: &Path, data_dir: &DataDir) -> Result<()> {
+    let in_data_dir = match (kek_file.parent().map(std::fs::canonicalize), std::fs::canonicalize(&data_dir.root)) {
+        (Some(Ok(parent)), Ok(root)) => parent == root,
+        _ => false,
+    };
+    let database_missing = std::fs::metadata(&data_dir.database).map(|m| m.len() == 0).unwrap_or(true);
+    if in_data_dir && database_missing && kek_file.exists() {
+        return Err(Error::DataDir {
+            path: data_dir.database.clone(),
+            reason: format!(
+                "is missing or empty beside the key-encryption key {kek}: the database was lost or moved. Restore it (from a backup, or `litestream restore`); to start over with new keys instead, delete {kek}. Nothing was changed",
+                kek = kek_file.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Gives a key made by `custody` its real name, once the database holds its check value.
+pub(super) fn adopt_new(kek_file: &Path) -> Result<()> {
+    std::fs::rename(pending_path(kek_file), kek_file)
+        .map_err(|e| Error::Kek { path: kek_file.to_owned(), reason: format!("naming the new key file: {e}") })
+}
+
+/// The KEK for a database whose check value is `stored_check`, and whether it is new (then it
+/// waits under its pending name until the database records it; see `adopt_new`): an existing
+/// database must open with the existing key; a key is created only when nothing was ever
+/// sealed. Finishes or discards an interrupted `kek rotate` or first start first.
+pub(super) fn custody(kek_file: &Path, stored_check: Option<&[u8]>) -> Result<(Kek, bool)> {
     finish_rotation(kek_file, stored_check)?;
     let kek = if kek_file.exists() {
         datadir::read_kek(kek_file)?
     } else if stored_check.is_some() {
         return Err(Error::Kek {
-                path: kek_file.to_owned(),
-                reason: "is missing, but the database holds keys sealed under a key-encryption key; restore the file or point KEYTURN_KEK_FILE at it. Nothing was changed".into(),
-            });
+            path: kek_file.to_owned(),
+            reason: "is missing, but the database holds keys sealed under a key-encryption key; restore the file or point KEYTURN_KEK_FILE at it. Nothing was changed".into(),
+        });
     } else {
-        datadir::create_kek(kek_file)?
+        // A pending file left by an interrupted first start never sealed anything.
+        let pending = pending_path(kek_file);
+        let _ = std::fs::remove_file(&pending);
+        return Ok((datadir::create_kek(&pending)?, true));
     };
     if let Some(check) = stored_check {
         if kek.open(CHECK_LABEL, check).is_err() {
             return Err(Error::KekMismatch { path: kek_file.to_owned(), what: "the database's check value".into() });
         }
     }
-    Ok(kek)
+    Ok((kek, false))
 }
 
 /// A new check value sealed under `kek`.

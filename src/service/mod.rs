@@ -149,10 +149,11 @@ impl Keyturn {
         crate::keys::install_crypto_provider();
         let data_dir = DataDir::new(&config.data_dir);
         data_dir.prepare()?;
+        kek::refuse_lost_database(&config.kek_file, &data_dir)?;
         let store = Store::open(&data_dir.database)?;
 
         let stored_check = store.read_blocking(|c| meta::get(c, kek::CHECK_LABEL))?;
-        let kek = kek::custody(&config.kek_file, stored_check.as_deref())?;
+        let (kek, new_kek) = kek::custody(&config.kek_file, stored_check.as_deref())?;
 
         store.migrate()?;
         // Every key row must be readable, whatever its state: a row whose state cannot be
@@ -167,6 +168,11 @@ impl Keyturn {
         if stored_check.is_none() {
             let check = kek::check_value(&kek, &config.kek_file)?;
             store.write_blocking(|tx| meta::set(tx, kek::CHECK_LABEL, &check))?;
+        }
+        if new_kek {
+            // The database now knows the new key: only now does it take its real name, so a
+            // key file beside a database always belongs to it (see `refuse_lost_database`).
+            kek::adopt_new(&config.kek_file)?;
         }
 
         let policy = policy::effective(&config, &store.read_blocking(store::settings::all)?, None);

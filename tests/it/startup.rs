@@ -212,3 +212,53 @@ fn a_key_in_a_state_keyturn_cannot_read_is_refused() {
     // without its publish lead.
     assert_refused(&data, &[], 1, "activf");
 }
+
+#[test]
+fn a_key_encryption_key_without_its_database_is_a_lost_database_not_a_first_start() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = populated_data_dir(root.path(), "ES256");
+    for file in ["keyturn.db", "keyturn.db-wal", "keyturn.db-shm"] {
+        let _ = std::fs::remove_file(data.join(file));
+    }
+    // Before: a fresh install started without a word (new keys; API keys and clients gone).
+    assert_refused(&data, &[], 1, "delete");
+    std::fs::write(data.join("keyturn.db"), b"").expect("an empty database file");
+    assert_refused(&data, &[], 1, "was lost or moved");
+    // Told it is a new install — the old key file deleted — it starts afresh.
+    std::fs::remove_file(data.join("kek")).expect("delete the old key");
+    let cfg = crate::support::config(&data, &[]);
+    drop(keyturn::service::Keyturn::open(cfg, crate::support::fake_clock()).expect("a new install"));
+}
+
+#[test]
+fn a_first_start_is_safe_to_interrupt_and_an_external_key_may_start_a_new_database() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // Interrupted after the new key was written but before the database said so: the new
+    // key file waits under its pending name, and the next start makes a fresh one.
+    let data = root.path().join("interrupted");
+    std::fs::create_dir(&data).expect("dir");
+    std::fs::write(data.join("kek.new"), [7u8; 32]).expect("pending key");
+    drop(
+        keyturn::service::Keyturn::open(crate::support::config(&data, &[]), crate::support::fake_clock())
+            .expect("start"),
+    );
+    assert!(data.join("kek").exists() && !data.join("kek.new").exists());
+    // Interrupted after the database recorded the new key but before the file was renamed:
+    // the next start finishes the rename.
+    std::fs::rename(data.join("kek"), data.join("kek.new")).expect("as if not yet renamed");
+    drop(
+        keyturn::service::Keyturn::open(crate::support::config(&data, &[]), crate::support::fake_clock())
+            .expect("restart"),
+    );
+    assert!(data.join("kek").exists() && !data.join("kek.new").exists());
+    // A key given from outside the data dir (a systemd credential, a container secret) on
+    // the very first start is a new install.
+    let external = root.path().join("provided-kek");
+    std::fs::write(&external, [9u8; 32]).expect("provided key");
+    let fresh = root.path().join("fresh");
+    let env = [("KEYTURN_KEK_FILE", external.to_str().expect("utf8"))];
+    drop(
+        keyturn::service::Keyturn::open(crate::support::config(&fresh, &env), crate::support::fake_clock())
+            .expect("first start"),
+    );
+}
