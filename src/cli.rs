@@ -105,6 +105,8 @@ pub enum KeysCommand {
     },
     /// Revoke a key: it leaves the JWKS at once and its tokens count as revoked.
     Revoke {
+        /// The kid (base64url, so it may start with '-').
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[arg(long)]
         reason: String,
@@ -175,6 +177,7 @@ pub enum ClientCommand {
     /// Disable a client: it can no longer authenticate and its tokens are revoked.
     Disable {
         /// The client_id.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
 }
@@ -183,8 +186,11 @@ pub enum ClientCommand {
 pub enum ApikeyCommand {
     /// List API keys (never their secrets).
     List,
-    /// Revoke an API key by id.
-    Revoke { id: String },
+    /// Revoke an API key by id (base64url, so it may start with '-').
+    Revoke {
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+    },
     /// Create an API key and print it once on stdout (only its hash is stored).
     Create {
         /// admin (everything), issuer (mint tokens) or verifier (introspect, revocation feed).
@@ -573,4 +579,24 @@ fn token(inputs: &Inputs, command: TokenCommand) -> ExitCode {
         }
     };
     exit_code(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn ids_may_start_with_a_hyphen() {
+        // Key ids, client ids and API-key ids are base64url: one in 64 starts with '-', and
+        // the command line must still take them (the operate test met one by chance).
+        for args in [
+            &["keyturn", "apikey", "revoke", "-k3yId"][..],
+            &["keyturn", "keys", "revoke", "-Uy1uvJ6Rfq", "--reason", "leaked"][..],
+            &["keyturn", "client", "disable", "-kc_x"][..],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
 }

@@ -263,6 +263,13 @@ settings! {
         show: |c| quoted(format_duration(c.refresh_ttl)),
         help: "lifetime of a refresh token (each use issues a new one)",
     }
+    refresh_grace: Duration {
+        parse: parse_duration,
+        default: doc,
+        documented: "10s",
+        show: |c| quoted(format_duration(c.refresh_grace)),
+        help: "how long after a refresh token was spent presenting it again (a retry whose answer was lost) gets the same new refresh token instead of revoking the family as reuse; `0s` turns it off",
+    }
     lease_ttl: Duration {
         parse: |v| parse_duration(v).and_then(|d| {
             if d < Duration::from_secs(2) {

@@ -11,12 +11,17 @@ use zeroize::Zeroizing;
 /// Sealed blobs start with this version byte so the format can change later.
 const FORMAT_V1: u8 = 1;
 
+/// What the keyed-digest key is derived with (see [`Kek::mac`]).
+const MAC_KEY_LABEL: &[u8] = b"keyturn keyed digests v1";
+
 /// Length of a key-encryption key in bytes.
 pub const KEK_LEN: usize = 32;
 
 /// The key-encryption key. Its bytes are never logged or shown; `Debug` prints nothing of them.
 pub struct Kek {
     key: LessSafeKey,
+    /// A key for keyed digests, derived from the KEK (never the KEK itself: one key, one use).
+    mac_key: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for Kek {
@@ -45,7 +50,10 @@ impl Kek {
             return Err(SealError::BadKekLength(bytes.len()));
         }
         let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SealError::BadKekLength(bytes.len()))?;
-        Ok(Kek { key: LessSafeKey::new(unbound) })
+        let derived =
+            aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes), MAC_KEY_LABEL);
+        let mac_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, derived.as_ref());
+        Ok(Kek { key: LessSafeKey::new(unbound), mac_key })
     }
 
     /// Fresh random KEK bytes, for a first start.
@@ -53,6 +61,18 @@ impl Kek {
         let mut bytes = Zeroizing::new([0u8; KEK_LEN]);
         SystemRandom::new().fill(bytes.as_mut()).map_err(|_| SealError::Random)?;
         Ok(bytes)
+    }
+
+    /// A keyed digest of `input` for `label`: the same on every process holding this KEK,
+    /// unguessable without it.
+    pub fn mac(&self, label: &str, input: &[u8]) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&self.mac_key);
+        ctx.update(label.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(input);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
     }
 
     /// Seals `plaintext`, binding it to `label` (the kid, for private keys).

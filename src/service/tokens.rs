@@ -78,10 +78,17 @@ enum RefreshPlan {
     None,
     /// Start a new family.
     NewFamily,
-    /// Continue a family, spending the presented refresh token.
+    /// Continue a family: spend the presented refresh token, and record its successor.
     Continue {
         family: String,
         spent: Vec<u8>,
+        successor: Zeroizing<String>,
+    },
+    /// A retry of a refresh whose answer was lost: the successor already exists and is
+    /// handed out again with a new access token; nothing is spent.
+    Retry {
+        family: String,
+        successor: Zeroizing<String>,
     },
 }
 
@@ -205,47 +212,80 @@ impl Keyturn {
     }
 
     /// OAuth `refresh_token`: spends the presented refresh token and issues a new access
-    /// token and refresh token in the same family. A spent token revokes the family.
+    /// token and refresh token in the same family. A spent token revokes the family — except
+    /// within `refresh_grace` of its spending while its successor is unused, when the client
+    /// is retrying a refresh whose answer it lost (or raced itself): it gets the same
+    /// successor again, with a new access token.
     pub fn redeem_refresh(&self, presented: &str, client: Option<&AuthenticatedClient>) -> Result<IssuedToken> {
         let grant = |why: &str| Error::InvalidGrant(why.to_owned());
         if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
             return Err(grant("the refresh token is not valid"));
         }
         let hash = secret_digest(presented);
-        let row = self
-            .store
-            .read_blocking(|c| store::refresh::get(c, &hash))?
-            .ok_or_else(|| grant("the refresh token is not valid"))?;
-        let now = self.clock.now();
-        if let Some(owner) = &row.client_id {
-            if client.map(|c| &c.client_id) != Some(owner) && owner.starts_with("kc_") {
-                return Err(grant("the refresh token was issued to another client"));
+        let successor = self.refresh_successor(presented);
+        // A second pass only after losing a race to spend it: then it is spent, and the
+        // winner's successor is what this request gets.
+        for _ in 0..2 {
+            let row = self
+                .store
+                .read_blocking(|c| store::refresh::get(c, &hash))?
+                .ok_or_else(|| grant("the refresh token is not valid"))?;
+            let now = self.clock.now();
+            if let Some(owner) = &row.client_id {
+                if client.map(|c| &c.client_id) != Some(owner) && owner.starts_with("kc_") {
+                    return Err(grant("the refresh token was issued to another client"));
+                }
+            }
+            let req = IssueRequest {
+                sub: row.sub.clone(),
+                aud: row.aud.clone(),
+                alg: row.alg.as_deref().and_then(|a| a.parse().ok()),
+                scope: row.scope.clone(),
+                client_id: row.client_id.clone(),
+                claims: row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default(),
+                refresh: true,
+                ttl: None,
+            };
+            let ttl = DEFAULT_TTL.min(self.policy().max_token_ttl);
+            let actor = Actor { name: format!("refresh:{}", row.client_id.as_deref().unwrap_or("-")), source: None };
+            if let Some(used) = row.used_at {
+                if now - used <= self.config.refresh_grace && self.successor_unused(&successor)? {
+                    let plan = RefreshPlan::Retry { family: row.family.clone(), successor: successor.clone() };
+                    return self.mint(&req, ttl, plan, &actor);
+                }
+                self.revoke_family(&row, now, "refresh token reuse detected", "refresh.reuse")?;
+                return Err(grant("the refresh token was already used; every token of its family is now revoked"));
+            }
+            if row.revoked_at.is_some() || row.expires_at <= now {
+                return Err(grant("the refresh token is revoked or expired"));
+            }
+            if self.revocations_read().grant_revoked(&row.sub, row.client_id.as_deref(), row.issued_at) {
+                return Err(grant("the subject's or client's tokens have been revoked"));
+            }
+            let plan =
+                RefreshPlan::Continue { family: row.family.clone(), spent: hash.clone(), successor: successor.clone() };
+            match self.mint(&req, ttl, plan, &actor) {
+                // Another request spent it first: look again.
+                Err(Error::InvalidGrant(_)) => continue,
+                other => return other,
             }
         }
-        if row.used_at.is_some() {
-            self.revoke_family(&row, now, "refresh token reuse detected", "refresh.reuse")?;
-            return Err(grant("the refresh token was already used; every token of its family is now revoked"));
-        }
-        if row.revoked_at.is_some() || row.expires_at <= now {
-            return Err(grant("the refresh token is revoked or expired"));
-        }
-        if self.revocations_read().grant_revoked(&row.sub, row.client_id.as_deref(), row.issued_at) {
-            return Err(grant("the subject's or client's tokens have been revoked"));
-        }
-        let claims = row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
-        let req = IssueRequest {
-            sub: row.sub.clone(),
-            aud: row.aud.clone(),
-            alg: row.alg.as_deref().and_then(|a| a.parse().ok()),
-            scope: row.scope.clone(),
-            client_id: row.client_id.clone(),
-            claims,
-            refresh: true,
-            ttl: None,
-        };
-        let ttl = DEFAULT_TTL.min(self.policy().max_token_ttl);
-        let actor = Actor { name: format!("refresh:{}", row.client_id.as_deref().unwrap_or("-")), source: None };
-        self.mint(&req, ttl, RefreshPlan::Continue { family: row.family.clone(), spent: hash }, &actor)
+        Err(grant("the refresh token was already used"))
+    }
+
+    /// The refresh token that succeeds `presented`: derived from it under a key from the KEK,
+    /// so every retry, on any node, names the same successor.
+    fn refresh_successor(&self, presented: &str) -> Zeroizing<String> {
+        use base64::Engine as _;
+        let mac = self.kek.mac("refresh-successor", presented.as_bytes());
+        Zeroizing::new(format!("{REFRESH_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac)))
+    }
+
+    /// Whether `successor` was recorded and is neither spent nor revoked.
+    fn successor_unused(&self, successor: &str) -> Result<bool> {
+        let hash = secret_digest(successor);
+        let row = self.store.read_blocking(|c| store::refresh::get(c, &hash))?;
+        Ok(row.is_some_and(|r| r.used_at.is_none() && r.revoked_at.is_none()))
     }
 
     /// Revokes a refresh token and its family, if it exists and (when `owner` is given)
@@ -324,7 +364,7 @@ impl Keyturn {
         req: &IssueRequest,
         ttl: Duration,
         alg: Algorithm,
-        refresh: &RefreshParts,
+        refresh: &Option<RefreshParts>,
         actor: &Actor,
     ) -> Result<Minted> {
         let policy = self.policy();
@@ -370,13 +410,14 @@ impl Keyturn {
             iat: now,
             exp,
             issued_by: actor.name.clone(),
-            family: refresh.as_ref().map(|(f, _)| f.clone()),
+            family: refresh.as_ref().map(|p| p.family.clone()),
         };
-        let new_refresh = refresh.as_ref().map(|(family, _)| {
-            let token = Zeroizing::new(format!("{REFRESH_PREFIX}{}", random_id(32)));
+        let new_refresh = refresh.as_ref().map(|parts| {
+            let token =
+                parts.token.clone().unwrap_or_else(|| Zeroizing::new(format!("{REFRESH_PREFIX}{}", random_id(32))));
             let row = RefreshRow {
                 token_hash: secret_digest(&token),
-                family: family.clone(),
+                family: parts.family.clone(),
                 sub: req.sub.clone(),
                 client_id: Some(client_id.clone()),
                 aud: req.aud.clone(),
@@ -388,9 +429,9 @@ impl Keyturn {
                 used_at: None,
                 revoked_at: None,
             };
-            (token, row)
+            (token, parts.record.then_some(row))
         });
-        let spent = refresh.as_ref().and_then(|(_, s)| s.clone());
+        let spent = refresh.as_ref().and_then(|p| p.spend.clone());
         Ok(Minted { token, alg, record, new_refresh, spent, scope: req.scope.clone() })
     }
 
@@ -429,14 +470,26 @@ fn new_jti(now: Instant) -> String {
     format!("{:09x}{seq:08x}{}", to_unix(now).max(0), random_id(9))
 }
 
-/// The refresh family a minted token joins, and the refresh token it spends, if any.
-type RefreshParts = Option<(String, Option<Vec<u8>>)>;
+/// What a minted token does with refresh tokens: the family it joins, the refresh token it
+/// spends, the refresh token it hands out (a successor, or a fresh random one), and whether
+/// that one is new and must be recorded.
+struct RefreshParts {
+    family: String,
+    spend: Option<Vec<u8>>,
+    token: Option<Zeroizing<String>>,
+    record: bool,
+}
 
-fn refresh_parts(plan: RefreshPlan) -> RefreshParts {
+fn refresh_parts(plan: RefreshPlan) -> Option<RefreshParts> {
     match plan {
         RefreshPlan::None => None,
-        RefreshPlan::NewFamily => Some((random_id(18), None)),
-        RefreshPlan::Continue { family, spent } => Some((family, Some(spent))),
+        RefreshPlan::NewFamily => Some(RefreshParts { family: random_id(18), spend: None, token: None, record: true }),
+        RefreshPlan::Continue { family, spent, successor } => {
+            Some(RefreshParts { family, spend: Some(spent), token: Some(successor), record: true })
+        }
+        RefreshPlan::Retry { family, successor } => {
+            Some(RefreshParts { family, spend: None, token: Some(successor), record: false })
+        }
     }
 }
 
@@ -445,7 +498,8 @@ struct Minted {
     token: String,
     alg: Algorithm,
     record: TokenRecord,
-    new_refresh: Option<(Zeroizing<String>, RefreshRow)>,
+    /// The refresh token handed out, and its row when it is new.
+    new_refresh: Option<(Zeroizing<String>, Option<RefreshRow>)>,
     spent: Option<Vec<u8>>,
     scope: Option<String>,
 }
@@ -455,7 +509,7 @@ impl Minted {
     /// Spends the presented refresh token, checks the key still signs, records the token.
     fn record_work(&self) -> impl FnOnce(&store::Conn) -> Result<(), StoreError> + Send + 'static {
         let (spent, record, refresh) =
-            (self.spent.clone(), self.record.clone(), self.new_refresh.as_ref().map(|(_, row)| row.clone()));
+            (self.spent.clone(), self.record.clone(), self.new_refresh.as_ref().and_then(|(_, row)| row.clone()));
         let now = record.iat;
         move |tx| {
             if let Some(hash) = &spent {

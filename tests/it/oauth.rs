@@ -184,7 +184,9 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         (json!(true), json!("alice"), json!("acme"))
     );
 
-    // Presenting the spent r1 again: refused, and the whole family is revoked.
+    // Presenting the spent r1 again once the retry grace has passed: refused, and the whole
+    // family is revoked.
+    api.advance(Duration::from_secs(11)).await;
     let (status, _, body) =
         api.form("/oauth/token", None, &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
@@ -481,5 +483,50 @@ async fn revoking_an_issuer_key_ends_what_it_minted_refresh_tokens_included() {
         )
         .await;
     assert_eq!(status, 200, "another key's refresh token still works");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_refresh_gets_the_same_successor_and_reuse_after_the_grace_revokes() {
+    let api = Api::start(&[]).await;
+    let first = api.mint(json!({"sub": "alice", "aud": "web", "refresh": true})).await;
+    let r1 = first["refresh_token"].as_str().expect("refresh").to_owned();
+
+    // A client retrying one refresh 20 times at once (its first answer lost in the network).
+    let mut tries = Vec::new();
+    for _ in 0..20 {
+        let (api_url, r1) = (api.url("/oauth/token"), r1.clone());
+        tries.push(tokio::spawn(async move {
+            let res = http()
+                .post(api_url)
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", r1.as_str())])
+                .send()
+                .await
+                .expect("refresh");
+            (res.status().as_u16(), res.json::<Value>().await.expect("json"))
+        }));
+    }
+    let mut successors = std::collections::BTreeSet::new();
+    let mut access = Vec::new();
+    for t in tries {
+        let (status, body) = t.await.expect("join");
+        assert_eq!(status, 200, "every retry is answered: {body}");
+        successors.insert(body["refresh_token"].as_str().expect("refresh").to_owned());
+        access.push(body["access_token"].as_str().expect("access").to_owned());
+    }
+    assert_eq!(successors.len(), 1, "every retry got the same new refresh token");
+    let r2 = successors.into_iter().next().expect("one");
+    for a in &access {
+        assert_eq!(api.introspect(a).await["active"], true, "no retry revoked the family");
+    }
+
+    // The successor works; once it is spent, a replay of r1 is reuse even within the grace.
+    let (status, _, third) =
+        api.form("/oauth/token", None, &[("grant_type", "refresh_token"), ("refresh_token", &r2)]).await;
+    assert_eq!(status, 200, "{third}");
+    let (status, _, body) =
+        api.form("/oauth/token", None, &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(api.introspect(third["access_token"].as_str().expect("t")).await["active"], false, "family revoked");
     api.stop().await;
 }
