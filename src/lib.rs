@@ -113,9 +113,10 @@ async fn announce_setup_link(service: &Arc<Keyturn>) {
 pub async fn start(config: Config, clock: Clock) -> Result<Server> {
     check_listen(&config)?;
     // A cookie secret file that exists must be valid before anything is written.
-    if config.secret_key.is_none() {
-        datadir::existing_cookie_secret(&datadir::DataDir::new(&config.data_dir).secret_key)?;
-    }
+    let kept_secret = match config.secret_key {
+        Some(_) => None,
+        None => datadir::existing_cookie_secret(&datadir::DataDir::new(&config.data_dir).secret_key)?,
+    };
     let service = tokio::task::spawn_blocking(move || Keyturn::open(config, clock))
         .await
         .map_err(|e| Error::Sign(format!("start-up task failed: {e}")))??;
@@ -123,7 +124,10 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
     let config = service.config();
     let secret: Zeroizing<String> = match &config.secret_key {
         Some(s) => Zeroizing::new(s.expose().to_owned()),
-        None => datadir::cookie_secret(&service.data_dir().secret_key)?,
+        None => match kept_secret {
+            Some(kept) => kept,
+            None => datadir::cookie_secret(&service.data_dir().secret_key)?,
+        },
     };
     let figment = Figment::from(rocket::Config {
         address: config.address,

@@ -47,11 +47,10 @@ fn with_seconds(expr: &str) -> String {
 async fn run(
     what: &'static str,
     service: &Arc<Keyturn>,
-    call: fn(&Keyturn, bool) -> crate::error::Result<TickReport>,
-    flag: bool,
+    call: impl FnOnce(&Keyturn) -> crate::error::Result<TickReport> + Send + 'static,
 ) {
     let service = service.clone();
-    match tokio::task::spawn_blocking(move || call(&service, flag)).await {
+    match tokio::task::spawn_blocking(move || call(&service)).await {
         Ok(Ok(report)) if !report.applied.is_empty() => {
             tracing::debug!(job = what, applied = report.applied.len(), "lifecycle transitions applied")
         }
@@ -64,7 +63,7 @@ async fn run(
 fn rotation_job(schedule: &str, service: Arc<Keyturn>) -> Result<Job, JobSchedulerError> {
     Job::new_async(schedule, move |_, _| {
         let service = service.clone();
-        Box::pin(async move { run("rotation", &service, |s, _| s.tick(), false).await })
+        Box::pin(async move { run("rotation", &service, Keyturn::tick).await })
     })
 }
 
@@ -101,7 +100,7 @@ impl Scheduler {
                     _ = stopped.changed() => break,
                 }
                 let job = installed.load(Ordering::Acquire);
-                run("housekeeping", &service, |s, job| s.housekeeping(job), job).await;
+                run("housekeeping", &service, move |s| s.housekeeping(job)).await;
             }
         });
         Ok(Scheduler { jobs, follower, housekeeping, stop })

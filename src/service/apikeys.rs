@@ -195,23 +195,19 @@ impl Keyturn {
     pub fn revoke_api_key(&self, id: &str, actor: &Actor) -> Result<()> {
         let now = self.clock.now();
         let (id, by) = (id.to_owned(), actor.clone());
-        let done = self.store.write_blocking(|tx| {
-            let done = store::apikeys::revoke(tx, &id, now)?;
-            if done {
-                audited(tx, now, &by, "apikey.revoke", Some(&id), None)?;
+        let revoked = self.store.write_blocking(|tx| {
+            if !store::apikeys::revoke(tx, &id, now)? {
+                return Ok(None);
             }
-            Ok(done)
+            audited(tx, now, &by, "apikey.revoke", Some(&id), None)?;
+            Ok(store::apikeys::get(tx, &id)?.map(|row| row.name))
         })?;
         self.forget_api_keys();
-        if !done {
-            return Err(Error::NotFound("no such active API key".into()));
-        }
+        let name = revoked.ok_or_else(|| Error::NotFound("no such active API key".into()))?;
         // What the key minted ends with it: its tokens carry `client_id` "apikey:<name>",
         // and revoking that client covers their access tokens and their refresh families.
-        if let Some(row) = self.store.read_blocking(|c| store::apikeys::get(c, &id))? {
-            let minter = Actor::api_key(&row.name, None).name;
-            self.revoke(&RevokeTarget::Client(minter), "its API key was revoked", actor)?;
-        }
+        let minter = Actor::api_key(&name, None).name;
+        self.revoke(&RevokeTarget::Client(minter), "its API key was revoked", actor)?;
         Ok(())
     }
 }

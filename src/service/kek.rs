@@ -1,6 +1,7 @@
-//! Custody of the key-encryption key: finding or creating the key file at start-up, the
-//! check value that detects a replaced key before any private key is opened, opening sealed
-//! private keys, and `kek rotate` with the recovery of an interrupted rotation.
+//! Custody of the key-encryption key: finding or creating the key file at start-up (and
+//! refusing a data dir whose key file has lost its database), the check value that detects a
+//! replaced key before any private key is opened, opening sealed private keys, and
+//! `kek rotate` with the recovery of an interrupted rotation or first start.
 
 use std::path::{Path, PathBuf};
 
@@ -40,10 +41,11 @@ pub(super) fn refuse_lost_database(kek_file: &Path, data_dir: &DataDir) -> Resul
     Ok(())
 }
 
-/// Gives a key made by `custody` its real name, once the database holds its check value.
+/// Gives a new key (made by `custody` or `rotate_kek`) its real name, once the database holds
+/// its check value.
 pub(super) fn adopt_new(kek_file: &Path) -> Result<()> {
     std::fs::rename(pending_path(kek_file), kek_file)
-        .map_err(|e| Error::Kek { path: kek_file.to_owned(), reason: format!("naming the new key file: {e}") })
+        .map_err(|e| Error::Kek { path: kek_file.to_owned(), reason: format!("replacing the key file: {e}") })
 }
 
 /// The KEK for a database whose check value is `stored_check`, and whether it is new (then it
@@ -112,7 +114,7 @@ impl Keyturn {
         let pending = pending_path(&self.config.kek_file);
         datadir::write_secret_file(&pending, bytes.as_ref())
             .map_err(|e| Error::Kek { path: pending.clone(), reason: format!("cannot be written: {e}") })?;
-        let check = new.seal(CHECK_LABEL, b"keyturn").map_err(kek_err)?;
+        let check = check_value(&new, &self.config.kek_file)?;
         let rows = self.store.read_blocking(store::keys::live)?;
         let mut resealed = Vec::new();
         for row in &rows {
@@ -130,11 +132,7 @@ impl Keyturn {
             meta::set(tx, CHECK_LABEL, &check)?;
             audited(tx, now, &by, "kek.rotate", None, Some(&format!("{count} private keys re-sealed")))
         })?;
-        std::fs::rename(&pending, &self.config.kek_file).map_err(|e| Error::Kek {
-            path: self.config.kek_file.clone(),
-            reason: format!("replacing the key file: {e}"),
-        })?;
-        Ok(())
+        adopt_new(&self.config.kek_file)
     }
 }
 

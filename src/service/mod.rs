@@ -159,8 +159,8 @@ impl Keyturn {
         // Every key row must be readable, whatever its state: a row whose state cannot be
         // read would silently leave the key set (and its tokens unverifiable) if only the
         // live states were read.
-        store.read_blocking(store::keys::all).map_err(|e| Error::KeyStoreUnreadable(e.to_string()))?;
-        for row in store.read_blocking(store::keys::live)? {
+        let keys = store.read_blocking(store::keys::all).map_err(|e| Error::KeyStoreUnreadable(e.to_string()))?;
+        for row in keys.iter().filter(|r| r.record.state.is_published()) {
             if let Some(sealed) = &row.sealed_private {
                 kek::open_private(&kek, &row.record, sealed)?;
             }
@@ -309,7 +309,7 @@ impl Keyturn {
     pub fn reload_if_changed(&self) -> Result<bool> {
         let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let changed = match seen {
-            Some(mark) => self.store.changed_since(mark)?.is_some(),
+            Some(mark) => self.store.changed_since(mark)?,
             None => true,
         };
         if changed {
@@ -355,10 +355,6 @@ impl Keyturn {
             return Err(format!("no active key for {}", missing.join(", ")));
         }
         Ok(())
-    }
-
-    fn kek(&self) -> &Kek {
-        &self.kek
     }
 }
 

@@ -263,7 +263,7 @@ impl Keyturn {
         let new =
             generate::generate(alg, self.config.rsa_bits, &self.config.issuer, now, policy.clock_skew, not_after)?;
         let sealed = self
-            .kek()
+            .kek
             .seal(new.kid.as_str(), new.private.der())
             .map_err(|e| Error::Kek { path: self.config.kek_file.clone(), reason: e.to_string() })?;
         let public_jwk = serde_json::to_string(&new.public).map_err(|e| Error::Sign(e.to_string()))?;

@@ -236,20 +236,10 @@ impl Keyturn {
                     return Err(grant("the refresh token was issued to another client"));
                 }
             }
-            let req = IssueRequest {
-                sub: row.sub.clone(),
-                aud: row.aud.clone(),
-                alg: row.alg.as_deref().and_then(|a| a.parse().ok()),
-                scope: row.scope.clone(),
-                client_id: row.client_id.clone(),
-                claims: row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default(),
-                refresh: true,
-                ttl: None,
-            };
             let ttl = DEFAULT_TTL.min(self.policy().max_token_ttl);
-            let actor = Actor { name: format!("refresh:{}", row.client_id.as_deref().unwrap_or("-")), source: None };
             if let Some(used) = row.used_at {
                 if now - used <= self.config.refresh_grace && self.successor_unused(&successor)? {
+                    let (req, actor) = refresh_grant(&row);
                     let plan = RefreshPlan::Retry { family: row.family.clone(), successor: successor.clone() };
                     return self.mint(&req, ttl, plan, &actor);
                 }
@@ -262,6 +252,7 @@ impl Keyturn {
             if self.revocations_read().grant_revoked(&row.sub, row.client_id.as_deref(), row.issued_at) {
                 return Err(grant("the subject's or client's tokens have been revoked"));
             }
+            let (req, actor) = refresh_grant(&row);
             let plan =
                 RefreshPlan::Continue { family: row.family.clone(), spent: hash.clone(), successor: successor.clone() };
             match self.mint(&req, ttl, plan, &actor) {
@@ -457,6 +448,23 @@ impl Keyturn {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// What redeeming the refresh token `row` issues (the grant its family was started with),
+/// and who issues it.
+fn refresh_grant(row: &RefreshRow) -> (IssueRequest, Actor) {
+    let req = IssueRequest {
+        sub: row.sub.clone(),
+        aud: row.aud.clone(),
+        alg: row.alg.as_deref().and_then(|a| a.parse().ok()),
+        scope: row.scope.clone(),
+        client_id: row.client_id.clone(),
+        claims: row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default(),
+        refresh: true,
+        ttl: None,
+    };
+    let actor = Actor { name: format!("refresh:{}", row.client_id.as_deref().unwrap_or("-")), source: None };
+    (req, actor)
 }
 
 /// A token id: the issuing second and a per-process sequence number in fixed-width hex,

@@ -86,7 +86,7 @@ impl Inner {
     fn note_write<T>(&self, result: &Result<T>) {
         let failure = match result {
             Ok(_) => None,
-            Err(e @ StoreError::Database(_)) => Some(e.to_string()),
+            Err(e) if is_storage_failure(e) => Some(e.to_string()),
             Err(_) => return,
         };
         *self.write_failure.lock().unwrap_or_else(PoisonError::into_inner) = failure;
@@ -98,6 +98,16 @@ impl Inner {
 struct GroupedJob {
     work: GroupedWork,
     done: Answer,
+}
+
+/// Whether `e` says the database's storage failed (full, unwritable, unreadable), as opposed
+/// to a statement refused (a constraint, a lost race), which says nothing about the disk.
+fn is_storage_failure(e: &StoreError) -> bool {
+    use rusqlite::ErrorCode::{CannotOpen, DatabaseCorrupt, DiskFull, NotADatabase, ReadOnly, SystemIoFailure};
+    let StoreError::Database(inner) = e else { return false };
+    inner.downcast_ref::<rusqlite::Error>().and_then(rusqlite::Error::sqlite_error_code).is_some_and(|code| {
+        matches!(code, DiskFull | SystemIoFailure | ReadOnly | CannotOpen | DatabaseCorrupt | NotADatabase)
+    })
 }
 
 /// Where a grouped job's result goes. A oneshot channel serves async tasks and blocked
@@ -389,10 +399,10 @@ impl Store {
         })
     }
 
-    /// Whether another process committed since `seen` was taken (then the new mark).
-    pub fn changed_since(&self, seen: ChangeMark) -> Result<Option<ChangeMark>> {
+    /// Whether another process committed since `seen` was taken.
+    pub fn changed_since(&self, seen: ChangeMark) -> Result<bool> {
         let ((), now) = self.read_marked(|_| Ok(()))?;
-        Ok((now != seen).then_some(now))
+        Ok(now != seen)
     }
 
     /// Bytes this process may still write on the filesystem holding the database, when the
