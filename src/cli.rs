@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::clock::Clock;
-use crate::config::{self, Config, Inputs, LogFormat};
+use crate::config::{self, Config, DatabaseUrl, Inputs, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +61,12 @@ pub enum Command {
     Backup {
         /// Where to write the copy (must not exist).
         path: PathBuf,
+    },
+    /// Move the database: `db copy --to postgresql://…` copies it into an empty PostgreSQL
+    /// database, for running a cluster.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
     },
     /// Manage the key-encryption key.
     Kek {
@@ -145,6 +151,18 @@ pub enum TokenCommand {
         client_id: Option<String>,
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy the configured SQLite database into an empty PostgreSQL database (stop the
+    /// daemon first, so nothing is written meanwhile). Keys stay sealed under the same
+    /// key-encryption key: give the cluster's nodes this kek_file.
+    Copy {
+        /// The PostgreSQL database to copy into, `postgresql://user:password@host:port/db`.
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -238,6 +256,19 @@ pub fn main() -> ExitCode {
             println!("backed up to {}", path.display());
             eprintln!(
                 "the key-encryption key ({}) is not in the backup: keep a copy of it apart",
+                s.config().kek_file.display()
+            );
+            Ok(())
+        }),
+        Command::Db { command: DbCommand::Copy { to } } => with_service(&inputs, |s, actor| {
+            let url = DatabaseUrl::parse(to.trim()).map_err(|e| crate::error::Error::Invalid(vec![e]))?;
+            let counts = s.copy_database_to(&url, &actor)?;
+            for (table, n) in counts {
+                println!("{table}\t{n}");
+            }
+            eprintln!(
+                "copied into {}; start every node with database_url set to it and kek_file set to {}",
+                url.shown,
                 s.config().kek_file.display()
             );
             Ok(())

@@ -25,6 +25,32 @@ enum Source {
     Fake(Arc<Mutex<OffsetDateTime>>),
 }
 
+/// How long since something last happened, by the monotonic clock: for watchdogs (how long
+/// a node has gone without hearing from its database), never for domain time, which comes
+/// from [`Clock`].
+#[derive(Debug)]
+pub struct Watchdog {
+    last: Mutex<std::time::Instant>,
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog { last: Mutex::new(std::time::Instant::now()) }
+    }
+}
+
+impl Watchdog {
+    /// It happened now.
+    pub fn reset(&self) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = std::time::Instant::now();
+    }
+
+    /// How long since it last happened.
+    pub fn elapsed(&self) -> Duration {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner).elapsed()
+    }
+}
+
 impl Clock {
     /// The real wall clock.
     pub fn system() -> Self {

@@ -162,6 +162,14 @@ settings! {
         show: |c| path_text(&c.data_dir),
         help: "database, cookie secret, default KEK location",
     }
+    database_url: Option<DatabaseUrl> {
+        parse: |v| DatabaseUrl::parse(v.trim()).map(Some),
+        default: (None),
+        documented: "unset",
+        show: |c| c.database_url.as_ref().map_or_else(|| quoted("<SQLite in data_dir>"), |t| quoted(&t.shown)),
+        secret: true,
+        help: "`postgres://…` or `postgresql://…`: keep all state in PostgreSQL, shared by a cluster of nodes (see Running a cluster); unset: SQLite in the data dir",
+    }
     kek_file: PathBuf {
         parse: |v| Ok(PathBuf::from(v)),
         default: (data_dir.join("kek")),
@@ -305,6 +313,61 @@ settings! {
         secret: true,
         help: "cookie secret, base64 of 32 or 64 bytes",
     }
+}
+
+/// A PostgreSQL URL (`database_url`): it may carry a password, so it is shown redacted and
+/// never printed whole.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    url: Secret,
+    /// The URL with its password replaced, for logs and `config check`.
+    pub shown: String,
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.shown)
+    }
+}
+
+impl DatabaseUrl {
+    /// Checks that `url` names PostgreSQL.
+    pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
+        let shown = redact_url(url);
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(format!(
+                "'{shown}' is not a PostgreSQL URL (postgres://user:password@host:port/database); leave it unset for SQLite in the data dir"
+            ));
+        }
+        Ok(DatabaseUrl { url: Secret(Zeroizing::new(url.to_owned())), shown })
+    }
+
+    /// The whole URL, password included: for the database driver only.
+    pub fn expose(&self) -> &str {
+        self.url.expose()
+    }
+}
+
+/// `url` with the password (if any) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let mut shown = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => format!("{scheme}://{userinfo}@{host}{tail}"),
+        },
+        None => format!("{scheme}://{rest}"),
+    };
+    // A password can also travel as a query parameter.
+    if let Some(q) = shown.find("password=") {
+        let end = shown[q..].find('&').map_or(shown.len(), |e| q + e);
+        shown.replace_range(q..end, "password=***");
+    }
+    shown
 }
 
 /// The default of a timing setting, from its declaration: the value in force when it is
@@ -657,6 +720,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://kt:s3cret@db:5432/keyturn"), "postgres://kt:***@db:5432/keyturn");
+        assert_eq!(redact_url("postgresql://kt@db/keyturn"), "postgresql://kt@db/keyturn");
+        assert_eq!(
+            redact_url("postgresql://db/keyturn?user=kt&password=s3cret&sslmode=disable"),
+            "postgresql://db/keyturn?user=kt&password=***&sslmode=disable"
+        );
+        assert_eq!(redact_url("postgres://kt:p@ss:w@rd@db/k"), "postgres://kt:***@db/k");
+        let url = DatabaseUrl::parse("postgres://kt:s3cret@db/k").expect("a PostgreSQL URL");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert!(DatabaseUrl::parse("mysql://db/k").is_err());
+    }
 
     fn inputs(env: &[(&str, &str)]) -> Inputs {
         Inputs {

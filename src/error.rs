@@ -19,6 +19,9 @@ pub enum Error {
     Kek { path: PathBuf, reason: String },
     #[error("the key-encryption key in {path} does not decrypt {what}: it is the wrong or a replaced key file, or the database was altered. Restore the original key file (or point KEYTURN_KEK_FILE at it); nothing was changed")]
     KekMismatch { path: PathBuf, what: String },
+    /// A cluster node lacks what every node must share.
+    #[error("{0}. Nothing was changed")]
+    ClusterSetup(String),
     #[error("key {kid} failed to load: {reason}; refusing to sign with it. Nothing was changed")]
     KeyDoesNotLoad { kid: KeyId, reason: String },
     #[error("the key table cannot be read ({0}); refusing to start rather than drop the key from the key set. Restore the database from a backup; nothing was changed")]
@@ -74,4 +77,11 @@ pub enum StoreError {
     KeyStoppedSigning(KeyId),
     #[error("the database task failed: {0}")]
     Task(String),
+    /// The database cannot be reached (PostgreSQL down, unreachable, out of connections):
+    /// the caller may retry shortly.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The operation does not apply to this backend.
+    #[error("{0}")]
+    Unsupported(String),
 }

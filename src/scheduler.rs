@@ -91,12 +91,25 @@ impl Scheduler {
         });
 
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        // Another node's change, announced (PostgreSQL): picked up at once instead of at the
+        // next housekeeping run.
+        let notices = service.change_notices();
         let housekeeping = tokio::spawn(async move {
             let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let heard = async {
+                    match &notices {
+                        Some(n) => n.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = every.tick() => {}
+                    () = heard => {
+                        run("reload", &service, |s| s.reload_if_changed().map(|_| TickReport::default())).await;
+                        continue;
+                    }
                     _ = stopped.changed() => break,
                 }
                 let job = installed.load(Ordering::Acquire);

@@ -1,7 +1,6 @@
 //! Dashboard administrators: argon2id passwords, one-time setup links, server-side sessions
 //! with idle and absolute time-outs, and sign-in rate limiting per address and per account.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -43,43 +42,6 @@ pub enum SignIn {
     Refused,
     /// Too many failures from this address or for this account; try again after this.
     Limited(Duration),
-}
-
-/// Failed sign-in attempts per key (`ip:…` or `account:…`), oldest first.
-#[derive(Default, Debug)]
-pub struct SignInLimiter {
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl SignInLimiter {
-    fn blocked_for(&self, keys: &[String], now: Instant) -> Option<Duration> {
-        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut wait = None;
-        for k in keys {
-            if let Some(q) = map.get_mut(k) {
-                while q.front().is_some_and(|t| now - *t >= SIGN_IN_WINDOW) {
-                    q.pop_front();
-                }
-                if q.len() >= SIGN_IN_FAILURES {
-                    let until = q.front().map(|t| *t + SIGN_IN_WINDOW).unwrap_or(now);
-                    let d: Duration = (until - now).try_into().unwrap_or_default();
-                    wait = Some(wait.map_or(d, |w: Duration| w.max(d)));
-                }
-            }
-        }
-        wait
-    }
-
-    fn fail(&self, keys: &[String], now: Instant) {
-        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        for k in keys {
-            map.entry(k.clone()).or_default().push_back(now);
-        }
-    }
-
-    fn clear(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
-    }
 }
 
 /// Argon2 runs one at a time: each takes tens of milliseconds of a core on purpose, and
@@ -209,8 +171,20 @@ impl Keyturn {
     /// for unknown names), and on success starts a fresh session.
     pub fn sign_in(&self, name: &str, password: &str, source: &str) -> Result<SignIn> {
         let now = self.clock.now();
-        let keys = [format!("ip:{source}"), format!("account:{name}")];
-        if let Some(wait) = self.sign_in_limiter.blocked_for(&keys, now) {
+        // Counted in the database, so every node of a cluster sees every failure.
+        let account: String = name.chars().take(64).collect();
+        let keys = [format!("ip:{source}"), format!("account:{account}")];
+        let window_start = now - SIGN_IN_WINDOW;
+        let k = keys.clone();
+        let failures = self.store.read_pooled_blocking(|c| {
+            store::signins::failures_since(c, &[k[0].as_str(), k[1].as_str()], window_start)
+        })?;
+        let wait = failures
+            .iter()
+            .filter(|(n, _)| *n >= SIGN_IN_FAILURES as u64)
+            .map(|(_, oldest)| (*oldest + SIGN_IN_WINDOW - now).try_into().unwrap_or_default())
+            .max();
+        if let Some(wait) = wait {
             return Ok(SignIn::Limited(wait));
         }
         let stored = if name.len() <= 64 {
@@ -225,8 +199,8 @@ impl Keyturn {
         let ok = password.len() <= 1024 && self.password_matches(phc, password) && stored.is_some();
         let (audit_name, source_owned) = (name.chars().take(64).collect::<String>(), source.to_owned());
         if !ok {
-            self.sign_in_limiter.fail(&keys, now);
             self.store.write_blocking(|tx| {
+                store::signins::record(tx, &[keys[0].as_str(), keys[1].as_str()], now, window_start)?;
                 audited(
                     tx,
                     now,
@@ -238,11 +212,11 @@ impl Keyturn {
             })?;
             return Ok(SignIn::Refused);
         }
-        self.sign_in_limiter.clear(&keys[1]);
         let id = Zeroizing::new(random_id(32));
         let session = Session { admin: name.to_owned(), csrf: random_id(24) };
         let (id_hash, s) = (secret_digest(&id), session.clone());
         self.store.write_blocking(|tx| {
+            store::signins::clear(tx, &keys[1])?;
             store::admins::insert_session(tx, &id_hash, &s.admin, &s.csrf, now, Some(&source_owned))?;
             audited(tx, now, &Actor::admin(&s.admin, Some(source_owned.clone())), "admin.sign_in", None, None)
         })?;

@@ -124,13 +124,26 @@ impl Keyturn {
         Some(cached.check(secret))
     }
 
-    /// Forgets every cached API key row: after this process changed one, and whenever
-    /// another process committed (so a key revoked by the CLI stops within the follow
-    /// interval, about a second).
+    /// Re-reads every API key row into memory: after this process changed one, and whenever
+    /// another process committed (so a key revoked by the CLI or another node stops within
+    /// the follow interval, about a second). Holding them all means a node keeps
+    /// authenticating its callers while the database is briefly away; if they cannot be
+    /// read, the cache is emptied instead, so nothing stale is trusted.
     pub(super) fn forget_api_keys(&self) {
+        let rows = self.store.read_blocking(store::apikeys::list);
         let mut cache = self.api_keys.write().unwrap_or_else(PoisonError::into_inner);
         cache.rows.clear();
         cache.generation += 1;
+        let Ok(rows) = rows else { return };
+        for row in rows {
+            let Ok(role) = row.role.parse() else { continue };
+            let cached = CachedKey {
+                identity: ApiKeyIdentity { id: row.id.clone(), name: row.name, role },
+                secret_hash: row.secret_hash,
+                revoked: row.revoked_at.is_some(),
+            };
+            cache.rows.insert(row.id, Arc::new(cached));
+        }
     }
 }
 

@@ -43,6 +43,14 @@ use crate::store::{self, meta, ChangeMark, Store};
 /// token is answered only once recorded, and the next group commit may not fit.
 const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
+/// How long a cluster node keeps answering introspection from memory without hearing from
+/// its database. Safe because a revocation exists only once the database recorded it: while
+/// the database is down for every node, none can be made anywhere, so what a node holds is
+/// complete. Only a node cut off alone could miss revocations made through other nodes, and
+/// for at most this long, the same staleness a verifier polling the feed accepts; after it,
+/// introspection answers 503 instead of guessing.
+pub const SYNC_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Who did something, and from where: every audit record names both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
@@ -124,12 +132,12 @@ pub struct Keyturn {
     revocations: RwLock<RevocationIndex>,
     /// When revocations were last pruned.
     last_prune: Mutex<Option<Instant>>,
-    /// Failed dashboard sign-ins, for rate limiting.
-    sign_in_limiter: admins::SignInLimiter,
     /// Counters for `/metrics`.
     metrics: crate::metrics::Metrics,
     /// API key rows, so authenticating a request needs no database read.
     api_keys: apikeys::ApiKeyCache,
+    /// Since this node last compared its state with the database.
+    synced: crate::clock::Watchdog,
 }
 
 impl std::fmt::Debug for Keyturn {
@@ -149,8 +157,12 @@ impl Keyturn {
         crate::keys::install_crypto_provider();
         let data_dir = DataDir::new(&config.data_dir);
         data_dir.prepare()?;
-        kek::refuse_lost_database(&config.kek_file, &data_dir)?;
-        let store = Store::open(&data_dir.database)?;
+        let location = database_location(&config)?;
+        match &location {
+            store::Location::File(_) => kek::refuse_lost_database(&config.kek_file, &data_dir)?,
+            store::Location::Postgres(_) => cluster_secrets_given(&config)?,
+        }
+        let store = Store::open_at(&location)?;
 
         let stored_check = store.read_blocking(|c| meta::get(c, kek::CHECK_LABEL))?;
         let (kek, new_kek) = kek::custody(&config.kek_file, stored_check.as_deref())?;
@@ -166,8 +178,19 @@ impl Keyturn {
             }
         }
         if stored_check.is_none() {
+            // Nodes starting together on a new database: the first check value written
+            // stands, and every other node's key must open it.
             let check = kek::check_value(&kek, &config.kek_file)?;
-            store.write_blocking(|tx| meta::set(tx, kek::CHECK_LABEL, &check))?;
+            let stored = store.write_blocking(|tx| {
+                meta::set_if_absent(tx, kek::CHECK_LABEL, &check)?;
+                meta::get(tx, kek::CHECK_LABEL)
+            })?;
+            if stored.as_deref().is_none_or(|c| kek.open(kek::CHECK_LABEL, c).is_err()) {
+                return Err(Error::KekMismatch {
+                    path: config.kek_file.clone(),
+                    what: "the check value another node wrote to this new database".into(),
+                });
+            }
         }
         if new_kek {
             // The database now knows the new key: only now does it take its real name, so a
@@ -198,11 +221,12 @@ impl Keyturn {
             policy_version: tokio::sync::watch::channel(0).0,
             revocations: RwLock::new(revocations),
             last_prune: Mutex::new(None),
-            sign_in_limiter: admins::SignInLimiter::default(),
             metrics: crate::metrics::Metrics::default(),
             api_keys: apikeys::ApiKeyCache::default(),
+            synced: crate::clock::Watchdog::default(),
         };
         service.reload()?;
+        service.forget_api_keys();
         service.tick()?;
         Ok(service)
     }
@@ -219,6 +243,21 @@ impl Keyturn {
     /// processes serve and rotate.
     pub fn backup_to(&self, dest: &std::path::Path) -> Result<()> {
         Ok(self.store.backup_to(dest)?)
+    }
+
+    /// Copies this (SQLite) database into the empty PostgreSQL database at `url`: keys stay
+    /// sealed under the same key-encryption key, with the same kids; revocations, clients,
+    /// API keys, administrators, settings and the audit log come along, and the copy is
+    /// audited in the new database. Returns each table's row count.
+    pub fn copy_database_to(&self, url: &crate::config::DatabaseUrl, by: &Actor) -> Result<Vec<(&'static str, u64)>> {
+        let target = store::Target::parse(url.expose()).map_err(|e| Error::Invalid(vec![e]))?;
+        let to = Store::open_at(&store::Location::Postgres(Box::new(target)))?;
+        to.migrate()?;
+        let (now, from) = (self.clock.now(), self.store.location());
+        let counts = store::copy::copy_into(&self.store, &to, |tx| {
+            audited(tx, now, by, "database.copy", None, Some(&format!("copied from {from}")))
+        })?;
+        Ok(counts)
     }
 
     pub fn data_dir(&self) -> &DataDir {
@@ -316,9 +355,28 @@ impl Keyturn {
             self.forget_api_keys();
             self.reload()?;
             self.load_new_revocations()?;
-            return Ok(true);
         }
-        Ok(false)
+        self.synced.reset();
+        Ok(changed)
+    }
+
+    /// Woken when another node announces a change (PostgreSQL); `None` on SQLite, where
+    /// housekeeping's check each second is how changes arrive.
+    pub fn change_notices(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.store.change_notices()
+    }
+
+    /// Refuses answers from memory once this cluster node has gone [`SYNC_STALE_AFTER`]
+    /// without hearing from its database. A single SQLite node's memory is always current.
+    pub fn require_fresh_state(&self) -> Result<()> {
+        let quiet = self.synced.elapsed();
+        if self.store.dialect() == store::Dialect::Postgres && quiet > SYNC_STALE_AFTER {
+            return Err(Error::Store(store::StoreError::Unavailable(format!(
+                "this node has not reached the database for {}s; it does not answer from state that old",
+                quiet.as_secs()
+            ))));
+        }
+        Ok(())
     }
 
     fn revocations_read(&self) -> RwLockReadGuard<'_, RevocationIndex> {
@@ -356,6 +414,30 @@ impl Keyturn {
         }
         Ok(())
     }
+}
+
+/// Where the configured database is: PostgreSQL when `database_url` is set, else the SQLite
+/// file in the data dir.
+pub fn database_location(config: &Config) -> Result<store::Location> {
+    match &config.database_url {
+        Some(url) => {
+            let target = store::Target::parse(url.expose()).map_err(|e| Error::Invalid(vec![e]))?;
+            Ok(store::Location::Postgres(Box::new(target)))
+        }
+        None => Ok(store::Location::File(DataDir::new(&config.data_dir).database)),
+    }
+}
+
+/// Refuses to join a cluster without the cookie secret every node must share, so a dashboard
+/// session works whichever node answers. (The key-encryption key is checked against the
+/// cluster's check value: a node with another key refuses to start.)
+fn cluster_secrets_given(config: &Config) -> Result<()> {
+    if config.secret_key.is_none() {
+        return Err(Error::ClusterSetup(
+            "with database_url set, every node needs the same cookie secret: set secret_key or secret_key_file (`head -c 32 /dev/urandom | base64`) to the same value on every node".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Appends the audit record of `actor` doing `action` (to `target`) inside the caller's

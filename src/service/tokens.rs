@@ -238,7 +238,10 @@ impl Keyturn {
             }
             let ttl = DEFAULT_TTL.min(self.policy().max_token_ttl);
             if let Some(used) = row.used_at {
-                if now - used <= self.config.refresh_grace && self.successor_unused(&successor)? {
+                if !self.config.refresh_grace.is_zero()
+                    && now - used <= self.config.refresh_grace
+                    && self.successor_unused(&successor)?
+                {
                     let (req, actor) = refresh_grant(&row);
                     let plan = RefreshPlan::Retry { family: row.family.clone(), successor: successor.clone() };
                     return self.mint(&req, ttl, plan, &actor);
@@ -515,7 +518,7 @@ struct Minted {
 impl Minted {
     /// The write that records it (a grouped write: one savepoint of a shared transaction).
     /// Spends the presented refresh token, checks the key still signs, records the token.
-    fn record_work(&self) -> impl FnOnce(&store::Conn) -> Result<(), StoreError> + Send + 'static {
+    fn record_work(&self) -> impl FnOnce(&store::Conn<'_>) -> Result<(), StoreError> + Send + 'static {
         let (spent, record, refresh) =
             (self.spent.clone(), self.record.clone(), self.new_refresh.as_ref().and_then(|(_, row)| row.clone()));
         let now = record.iat;

@@ -1,8 +1,6 @@
 //! SQL for the `signing_keys` table.
 
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
-
-use super::{Result, StoreError};
+use super::{args, Conn, Result, Row, StoreError, Tx};
 use crate::clock::{from_unix, to_unix, Instant};
 use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
 
@@ -16,17 +14,14 @@ pub struct KeyRow {
 const COLUMNS: &str = "kid, alg, state, public_jwk, sealed_private, created_at, published_at, activated_at, \
                        retired_at, expired_at, revoked_at, revoke_reason, not_after";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<KeyRow, String>> {
+fn from_row(row: &Row) -> Result<KeyRow> {
     let kid: String = row.get(0)?;
     let alg: String = row.get(1)?;
     let state: String = row.get(2)?;
-    let opt_time = |i: usize| -> rusqlite::Result<Option<Instant>> { Ok(row.get::<_, Option<i64>>(i)?.map(from_unix)) };
-    let (alg, state) = match (alg.parse::<Algorithm>(), state.parse::<KeyState>()) {
-        (Ok(a), Ok(s)) => (a, s),
-        (Err(e), _) => return Ok(Err(format!("key {kid}: {e}"))),
-        (_, Err(e)) => return Ok(Err(format!("key {kid}: {e}"))),
-    };
-    Ok(Ok(KeyRow {
+    let opt_time = |i: usize| -> Result<Option<Instant>> { Ok(row.get::<Option<i64>>(i)?.map(from_unix)) };
+    let alg = alg.parse::<Algorithm>().map_err(|e| StoreError::Corrupt(format!("key {kid}: {e}")))?;
+    let state = state.parse::<KeyState>().map_err(|e| StoreError::Corrupt(format!("key {kid}: {e}")))?;
+    Ok(KeyRow {
         record: KeyRecord {
             kid: KeyId::new(kid),
             alg,
@@ -42,58 +37,55 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<KeyRow, Strin
             not_after: from_unix(row.get(12)?),
         },
         sealed_private: row.get(4)?,
-    }))
+    })
 }
 
 /// Every key, oldest first.
-pub fn all(conn: &Connection) -> Result<Vec<KeyRow>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM signing_keys ORDER BY created_at, kid"))?;
-    let rows = stmt.query_map([], from_row)?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(row?.map_err(StoreError::Corrupt)?);
-    }
-    Ok(out)
+pub fn all(conn: &Conn<'_>) -> Result<Vec<KeyRow>> {
+    conn.query(&format!("SELECT {COLUMNS} FROM signing_keys ORDER BY created_at, kid"), args![])?
+        .iter()
+        .map(from_row)
+        .collect()
 }
 
 /// Every key still in play (pending, active, retired), oldest first.
-pub fn live(conn: &Connection) -> Result<Vec<KeyRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM signing_keys WHERE state IN ('pending', 'active', 'retired') ORDER BY created_at, kid"
-    ))?;
-    let rows = stmt.query_map([], from_row)?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(row?.map_err(StoreError::Corrupt)?);
-    }
-    Ok(out)
+pub fn live(conn: &Conn<'_>) -> Result<Vec<KeyRow>> {
+    conn.query(
+        &format!(
+            "SELECT {COLUMNS} FROM signing_keys WHERE state IN ('pending', 'active', 'retired') ORDER BY created_at, kid"
+        ),
+        args![],
+    )?
+    .iter()
+    .map(from_row)
+    .collect()
 }
 
 /// The state of one key, read inside a transaction to guard a decision.
-pub fn state(conn: &Connection, kid: &KeyId) -> Result<Option<KeyState>> {
-    // Cached: every issued token's record checks its key still signs.
+pub fn state(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<KeyState>> {
     let s: Option<String> = conn
-        .prepare_cached("SELECT state FROM signing_keys WHERE kid = ?1")?
-        .query_row([kid.as_str()], |r| r.get(0))
-        .optional()?;
+        .query_opt("SELECT state FROM signing_keys WHERE kid = ?1", args![kid.as_str()])?
+        .map(|r| r.get(0))
+        .transpose()?;
     s.map(|s| s.parse().map_err(StoreError::Corrupt)).transpose()
 }
 
 /// One key by kid.
-pub fn get(conn: &Connection, kid: &KeyId) -> Result<Option<KeyRow>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM signing_keys WHERE kid = ?1"))?;
-    let row = stmt.query_row([kid.as_str()], from_row).optional()?;
-    row.map(|r| r.map_err(StoreError::Corrupt)).transpose()
+pub fn get(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<KeyRow>> {
+    conn.query_opt(&format!("SELECT {COLUMNS} FROM signing_keys WHERE kid = ?1"), args![kid.as_str()])?
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }
 
 /// Inserts a new key.
-pub fn insert(tx: &Transaction<'_>, record: &KeyRecord, sealed_private: &[u8]) -> Result<()> {
+pub fn insert(tx: &Tx<'_>, record: &KeyRecord, sealed_private: &[u8]) -> Result<()> {
     let t = |v: Option<Instant>| v.map(to_unix);
     tx.execute(
         &format!(
             "INSERT INTO signing_keys ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         ),
-        params![
+        args![
             record.kid.as_str(),
             record.alg.as_str(),
             record.state.as_str(),
@@ -116,7 +108,7 @@ pub fn insert(tx: &Transaction<'_>, record: &KeyRecord, sealed_private: &[u8]) -
 /// private key when the new state holds none. Fails with `Conflict` if the key is not in
 /// `from` any more, so two writers can never apply the same transition twice.
 pub fn transition(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     kid: &KeyId,
     from: KeyState,
     to: KeyState,
@@ -136,7 +128,7 @@ pub fn transition(
             "UPDATE signing_keys SET state = ?1, {column} = ?2, revoke_reason = coalesce(?3, revoke_reason){erase}
              WHERE kid = ?4 AND state = ?5"
         ),
-        params![to.as_str(), to_unix(at), reason, kid.as_str(), from.as_str()],
+        args![to.as_str(), to_unix(at), reason, kid.as_str(), from.as_str()],
     )?;
     if changed != 1 {
         return Err(StoreError::Conflict(format!("key {kid} is no longer {}", from.as_str())));
@@ -145,18 +137,17 @@ pub fn transition(
 }
 
 /// Replaces a key's sealed private half (KEK rotation).
-pub fn reseal(tx: &Transaction<'_>, kid: &KeyId, sealed: &[u8]) -> Result<()> {
-    tx.execute("UPDATE signing_keys SET sealed_private = ?1 WHERE kid = ?2", params![sealed, kid.as_str()])?;
+pub fn reseal(tx: &Tx<'_>, kid: &KeyId, sealed: &[u8]) -> Result<()> {
+    tx.execute("UPDATE signing_keys SET sealed_private = ?1 WHERE kid = ?2", args![sealed, kid.as_str()])?;
     Ok(())
 }
 
 /// How many keys there are per (algorithm, state).
-pub fn counts(conn: &Connection) -> Result<Vec<(Algorithm, KeyState, u64)>> {
-    let mut stmt = conn.prepare_cached("SELECT alg, state, count(*) FROM signing_keys GROUP BY alg, state")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+pub fn counts(conn: &Conn<'_>) -> Result<Vec<(Algorithm, KeyState, u64)>> {
+    let rows = conn.query("SELECT alg, state, count(*) FROM signing_keys GROUP BY alg, state", args![])?;
     let mut out = Vec::new();
     for row in rows {
-        let (alg, state, n) = row?;
+        let (alg, state, n) = (row.get::<String>(0)?, row.get::<String>(1)?, row.get::<i64>(2)?);
         let alg = alg.parse().map_err(|e: crate::keys::UnknownAlgorithm| StoreError::Corrupt(e.to_string()))?;
         let state = state.parse().map_err(|e: String| StoreError::Corrupt(e))?;
         out.push((alg, state, n.max(0) as u64));

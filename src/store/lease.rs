@@ -2,9 +2,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
-
-use super::Result;
+use super::{args, Conn, Result, Tx};
 use crate::clock::{from_unix, to_unix, Instant};
 use crate::keys::Algorithm;
 
@@ -13,63 +11,57 @@ pub const ROTATOR: &str = "rotator";
 
 /// Takes or renews the lease for `holder` until `until`, if it is free, lapsed at `now`, or
 /// already held by `holder`. Returns whether `holder` holds it. Call inside the transaction
-/// whose changes the lease guards.
-pub fn acquire(tx: &Transaction<'_>, holder: &str, now: Instant, until: Instant) -> Result<bool> {
-    let current: Option<(String, i64)> = tx
-        .query_row("SELECT holder, expires_at FROM leases WHERE name = ?1", [ROTATOR], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let free = match &current {
+/// whose changes the lease guards: transactions commit one at a time, so the answer still
+/// holds when the changes commit.
+pub fn acquire(tx: &Tx<'_>, holder: &str, now: Instant, until: Instant) -> Result<bool> {
+    let current = tx.query_opt("SELECT holder, expires_at FROM leases WHERE name = ?1", args![ROTATOR])?;
+    let free = match current {
         None => true,
-        Some((h, expires)) => h == holder || *expires <= to_unix(now),
+        Some(row) => row.get::<String>(0)? == holder || row.get::<i64>(1)? <= to_unix(now),
     };
     if free {
         tx.execute(
             "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
-            params![ROTATOR, holder, to_unix(until)],
+            args![ROTATOR, holder, to_unix(until)],
         )?;
     }
     Ok(free)
 }
 
 /// The current holder and expiry, if any.
-pub fn current(conn: &Connection) -> Result<Option<(String, Instant)>> {
-    Ok(conn
-        .query_row("SELECT holder, expires_at FROM leases WHERE name = ?1", [ROTATOR], |r| {
-            Ok((r.get(0)?, from_unix(r.get(1)?)))
-        })
-        .optional()?)
+pub fn current(conn: &Conn<'_>) -> Result<Option<(String, Instant)>> {
+    conn.query_opt("SELECT holder, expires_at FROM leases WHERE name = ?1", args![ROTATOR])?
+        .map(|r| Ok((r.get(0)?, from_unix(r.get(1)?))))
+        .transpose()
 }
 
 /// Releases the lease if `holder` has it (on clean shutdown, so a stand-by takes over at once).
-pub fn release(tx: &Transaction<'_>, holder: &str) -> Result<()> {
-    tx.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", params![ROTATOR, holder])?;
+pub fn release(tx: &Tx<'_>, holder: &str) -> Result<()> {
+    tx.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", args![ROTATOR, holder])?;
     Ok(())
 }
 
-pub fn requests(conn: &Connection) -> Result<HashMap<Algorithm, Instant>> {
-    let mut stmt = conn.prepare_cached("SELECT alg, requested_at FROM rotation_requests")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, from_unix(r.get(1)?))))?;
+pub fn requests(conn: &Conn<'_>) -> Result<HashMap<Algorithm, Instant>> {
     let mut out = HashMap::new();
-    for row in rows {
-        let (alg, at) = row?;
-        if let Ok(alg) = alg.parse() {
-            out.insert(alg, at);
+    for row in conn.query("SELECT alg, requested_at FROM rotation_requests", args![])? {
+        if let Ok(alg) = row.get::<String>(0)?.parse() {
+            out.insert(alg, from_unix(row.get(1)?));
         }
     }
     Ok(out)
 }
 
-pub fn request(tx: &Transaction<'_>, alg: Algorithm, at: Instant, by: &str) -> Result<()> {
+pub fn request(tx: &Tx<'_>, alg: Algorithm, at: Instant, by: &str) -> Result<()> {
     tx.execute(
         "INSERT INTO rotation_requests (alg, requested_at, requested_by) VALUES (?1, ?2, ?3)
          ON CONFLICT (alg) DO UPDATE SET requested_at = excluded.requested_at, requested_by = excluded.requested_by",
-        params![alg.as_str(), to_unix(at), by],
+        args![alg.as_str(), to_unix(at), by],
     )?;
     Ok(())
 }
 
-pub fn clear_request(tx: &Transaction<'_>, alg: Algorithm) -> Result<()> {
-    tx.execute("DELETE FROM rotation_requests WHERE alg = ?1", [alg.as_str()])?;
+pub fn clear_request(tx: &Tx<'_>, alg: Algorithm) -> Result<()> {
+    tx.execute("DELETE FROM rotation_requests WHERE alg = ?1", args![alg.as_str()])?;
     Ok(())
 }

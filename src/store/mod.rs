@@ -1,42 +1,62 @@
-//! All SQL lives under this module: the connection pool, the migrations embedded in the
-//! binary, and one file per table family.
+//! All SQL lives under this module: the two backends (SQLite in a file, the embedded
+//! default; PostgreSQL for a cluster of nodes), the migrations embedded in the binary for
+//! each, and one file per table family, written once against [`sql::Conn`].
 //!
-//! SQLite work never runs on the async runtime's threads: [`Store::read`] and
-//! [`Store::write`] hand the closure to `spawn_blocking`. Every write is one
-//! `BEGIN IMMEDIATE` transaction (DESIGN.md invariant 5), so a state change and its audit
-//! record commit together or not at all.
+//! Database work never runs on the async runtime's threads: [`Store::read`] and
+//! [`Store::write`] hand the closure to `spawn_blocking`. Every write is one transaction
+//! that commits alone (SQLite's `BEGIN IMMEDIATE`; on PostgreSQL a cluster-wide advisory
+//! lock), so a state change and its audit record commit together or not at all, and a
+//! decision read inside the transaction still holds when it commits.
 
 pub mod admins;
 pub mod apikeys;
 pub mod audit;
 pub mod clients;
+pub mod copy;
 pub mod keys;
 pub mod lease;
 pub mod meta;
+pub mod postgres;
 pub mod refresh;
 pub mod revocations;
 pub mod settings;
+pub mod signins;
+pub mod sql;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-/// Versioned migrations, applied in order; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: &[&str] = &[
+pub use self::postgres::Target;
+pub use self::sql::{args, Conn, Dialect, Row, Value};
+
+/// Versioned migrations, applied in order. SQLite records the last applied in
+/// `PRAGMA user_version`, PostgreSQL in the `keyturn_schema` table. Both lists have the same
+/// length: a version means the same schema on either backend.
+const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_keys.sql"),
     include_str!("migrations/0002_rotation.sql"),
     include_str!("migrations/0003_tokens.sql"),
     include_str!("migrations/0004_admins.sql"),
+    include_str!("migrations/0005_signins.sql"),
 ];
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_keys.sql"),
+    include_str!("migrations/postgres/0002_rotation.sql"),
+    include_str!("migrations/postgres/0003_tokens.sql"),
+    include_str!("migrations/postgres/0004_admins.sql"),
+    include_str!("migrations/postgres/0005_signins.sql"),
+];
+const _: () = assert!(SQLITE_MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub const SCHEMA_VERSION: i64 = SQLITE_MIGRATIONS.len() as i64;
 
-/// How many read connections the pool keeps.
+/// How many read connections the SQLite pool keeps.
 const READERS: usize = 4;
 
 pub use crate::error::StoreError;
@@ -49,34 +69,64 @@ impl From<rusqlite::Error> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A connection, as the table-family functions take it: reads, and grouped writes.
-pub type Conn = Connection;
-
-/// A write transaction, as the table-family functions take it.
-pub type Tx<'a> = Transaction<'a>;
+/// A write transaction, as the table-family functions take it: a [`Conn`] inside the
+/// transaction.
+pub type Tx<'a> = Conn<'a>;
 
 /// Where the database stood, as far as other processes' commits go. Two marks differ when
-/// another process (the CLI, a second daemon) committed in between; this process's own
-/// commits do not move it, since it already knows about them.
+/// another process (the CLI, another node) committed a change in between.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChangeMark(i64);
 
-/// The SQLite database: one writer connection and a few readers.
+/// Where the database is: a SQLite file, or a PostgreSQL server.
+#[derive(Clone, Debug)]
+pub enum Location {
+    File(PathBuf),
+    Postgres(Box<Target>),
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Postgres(t) => f.write_str(&t.shown),
+        }
+    }
+}
+
+/// The database: a SQLite file (one writer connection and a few readers) or a pool of
+/// PostgreSQL sessions. Every caller sees the same operations.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    path: PathBuf,
-    writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    backend: Backend,
     reader_permits: tokio::sync::Semaphore,
     /// Jobs for the group committer (see [`Store::write_grouped`]).
     grouped: mpsc::Sender<GroupedJob>,
-    /// Why the last write failed in the database itself (a full disk, an I/O error), until
-    /// a write succeeds again: readiness reports it.
+    /// Why the last write failed in the database itself (a full disk, an I/O error, a
+    /// database that cannot be reached), until a write succeeds again: readiness reports it.
     write_failure: Mutex<Option<String>>,
+    /// Woken when another node announces a change (PostgreSQL), once listening started.
+    changes: OnceLock<Arc<tokio::sync::Notify>>,
+    /// Keeps the change listener running while the store lives.
+    alive: Arc<()>,
+}
+
+enum Backend {
+    Sqlite { path: PathBuf, writer: Mutex<Connection>, readers: Mutex<Vec<Connection>> },
+    Postgres(postgres::Pool),
+}
+
+/// How a write transaction excludes the others (PostgreSQL; SQLite has one writer anyway).
+#[derive(Clone, Copy)]
+enum Lock {
+    /// Alone: every state change.
+    Exclusive,
+    /// Beside other shared ones: the group committer's token records.
+    Shared,
 }
 
 impl Inner {
@@ -91,6 +141,87 @@ impl Inner {
         };
         *self.write_failure.lock().unwrap_or_else(PoisonError::into_inner) = failure;
     }
+
+    /// Runs `f` in one write transaction, committed when it returns `Ok`.
+    fn transact<T: Send>(&self, lock: Lock, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<T> {
+        let result = match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let mut conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                (|| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let out = f(&Conn::sqlite(&tx))?;
+                    tx.commit()?;
+                    Ok(out)
+                })()
+            }
+            Backend::Postgres(pool) => off_runtime(|| {
+                let mut session = pool.get()?;
+                let result = {
+                    let conn = Conn::postgres(&mut session);
+                    (|| {
+                        conn.batch("BEGIN")?;
+                        let take = match lock {
+                            Lock::Exclusive => "SELECT pg_advisory_xact_lock(?1)",
+                            Lock::Shared => "SELECT pg_advisory_xact_lock_shared(?1)",
+                        };
+                        conn.execute(take, args![postgres::WRITE_LOCK])?;
+                        let out = f(&conn)?;
+                        conn.batch("COMMIT")?;
+                        Ok(out)
+                    })()
+                };
+                if result.is_err() {
+                    // A broken connection is dropped by the pool; a live one is left clean.
+                    let _ = Conn::postgres(&mut session).batch("ROLLBACK");
+                }
+                result
+            }),
+        };
+        self.note_write(&result);
+        result
+    }
+
+    /// Runs `f` on a connection that sees one consistent state of the database.
+    fn read_now<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite { writer, readers, .. } => {
+                let pooled = readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                match pooled {
+                    Some(conn) => {
+                        let result = f(&Conn::sqlite(&conn));
+                        readers.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+                        result
+                    }
+                    None => f(&Conn::sqlite(&writer.lock().unwrap_or_else(PoisonError::into_inner))),
+                }
+            }
+            Backend::Postgres(pool) => off_runtime(|| {
+                let mut session = pool.get()?;
+                let conn = Conn::postgres(&mut session);
+                conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+                match f(&conn) {
+                    Ok(out) => {
+                        conn.batch("COMMIT")?;
+                        Ok(out)
+                    }
+                    Err(e) => {
+                        let _ = conn.batch("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            }),
+        }
+    }
+}
+
+/// Runs `work` off the async runtime: a synchronous PostgreSQL client drives a small runtime
+/// of its own, which cannot run on a thread already driving one (a caller that blocks on the
+/// store from async code: shutdown, in-process tests). Everywhere else it runs in place.
+fn off_runtime<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    std::thread::scope(|s| s.spawn(work).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
 }
 
 /// A small write that may share a transaction with others: it runs in its own savepoint,
@@ -100,14 +231,29 @@ struct GroupedJob {
     done: Answer,
 }
 
-/// Whether `e` says the database's storage failed (full, unwritable, unreadable), as opposed
-/// to a statement refused (a constraint, a lost race), which says nothing about the disk.
+/// Whether `e` says the database's storage failed (full, unwritable, unreadable,
+/// unreachable), as opposed to a statement refused (a constraint, a lost race), which says
+/// nothing about the database.
 fn is_storage_failure(e: &StoreError) -> bool {
     use rusqlite::ErrorCode::{CannotOpen, DatabaseCorrupt, DiskFull, NotADatabase, ReadOnly, SystemIoFailure};
-    let StoreError::Database(inner) = e else { return false };
-    inner.downcast_ref::<rusqlite::Error>().and_then(rusqlite::Error::sqlite_error_code).is_some_and(|code| {
-        matches!(code, DiskFull | SystemIoFailure | ReadOnly | CannotOpen | DatabaseCorrupt | NotADatabase)
-    })
+    match e {
+        StoreError::Unavailable(_) => true,
+        StoreError::Database(inner) => {
+            if let Some(code) = inner.downcast_ref::<rusqlite::Error>().and_then(rusqlite::Error::sqlite_error_code) {
+                return matches!(
+                    code,
+                    DiskFull | SystemIoFailure | ReadOnly | CannotOpen | DatabaseCorrupt | NotADatabase
+                );
+            }
+            // PostgreSQL: class 53 (insufficient resources: disk full, out of memory), 57
+            // (operator intervention: shutting down), 58 (system error: I/O).
+            inner.downcast_ref::<::postgres::Error>().and_then(::postgres::Error::code).is_some_and(|code| {
+                let class = &code.code()[..2];
+                matches!(class, "53" | "57" | "58")
+            })
+        }
+        _ => false,
+    }
 }
 
 /// Where a grouped job's result goes. A oneshot channel serves async tasks and blocked
@@ -115,7 +261,7 @@ fn is_storage_failure(e: &StoreError) -> bool {
 type Answer = tokio::sync::oneshot::Sender<Result<()>>;
 
 /// The write a grouped job does, inside its savepoint.
-type GroupedWork = Box<dyn FnOnce(&Connection) -> Result<()> + Send>;
+type GroupedWork = Box<dyn FnOnce(&Conn<'_>) -> Result<()> + Send>;
 
 /// The most jobs one group transaction takes.
 const GROUP_MAX: usize = 256;
@@ -132,35 +278,27 @@ fn group_committer(inner: Weak<Inner>, jobs: mpsc::Receiver<GroupedJob>) {
             }
         }
         let Some(inner) = inner.upgrade() else { break };
-        let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut results: Vec<Result<()>> = Vec::with_capacity(batch.len());
-        let outcome = (|| -> Result<()> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut works = Vec::with_capacity(batch.len());
-            for job in &mut batch {
-                works.push(std::mem::replace(&mut job.work, Box::new(|_| Ok(()))));
-            }
+        let mut works = Vec::with_capacity(batch.len());
+        for job in &mut batch {
+            works.push(std::mem::replace(&mut job.work, Box::new(|_| Ok(()))));
+        }
+        let outcome = inner.transact(Lock::Shared, |tx| {
             // Savepoints by cached statements: parsing SAVEPOINT and RELEASE for every token
             // showed in the profile of the issuance benchmark.
-            let run = |sql: &str| -> Result<()> {
-                tx.prepare_cached(sql)?.execute([])?;
-                Ok(())
-            };
             for work in works {
-                run("SAVEPOINT grouped_job")?;
-                let r = work(&tx);
+                tx.execute("SAVEPOINT grouped_job", args![])?;
+                let r = work(tx);
                 if r.is_err() {
                     // A failed job's writes are undone; the others stand.
-                    run("ROLLBACK TO grouped_job")?;
+                    tx.execute("ROLLBACK TO grouped_job", args![])?;
                 }
-                run("RELEASE grouped_job")?;
+                tx.execute("RELEASE grouped_job", args![])?;
                 results.push(r);
             }
-            tx.commit()?;
             Ok(())
-        })();
-        drop(conn);
-        inner.note_write(&outcome);
+        });
+        drop(inner);
         match outcome {
             Ok(()) => {
                 // A caller that went away no longer needs its answer.
@@ -170,8 +308,14 @@ fn group_committer(inner: Weak<Inner>, jobs: mpsc::Receiver<GroupedJob>) {
             }
             Err(e) => {
                 let text = e.to_string();
+                let unavailable = matches!(e, StoreError::Unavailable(_));
                 for job in batch {
-                    let _ = job.done.send(Err(StoreError::Task(format!("group commit failed: {text}"))));
+                    let e = if unavailable {
+                        StoreError::Unavailable(text.clone())
+                    } else {
+                        StoreError::Task(format!("group commit failed: {text}"))
+                    };
+                    let _ = job.done.send(Err(e));
                 }
             }
         }
@@ -180,7 +324,7 @@ fn group_committer(inner: Weak<Inner>, jobs: mpsc::Receiver<GroupedJob>) {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Store({})", self.inner.path.display())
+        write!(f, "Store({})", self.location())
     }
 }
 
@@ -218,7 +362,7 @@ fn open_connection(path: &Path) -> Result<Connection> {
 }
 
 impl Store {
-    /// Opens (creating if absent) the database without migrating it.
+    /// Opens (creating if absent) the SQLite database at `path` without migrating it.
     pub fn open(path: &Path) -> Result<Store> {
         if !path.exists() {
             create_private(path)?;
@@ -228,14 +372,29 @@ impl Store {
         for _ in 0..READERS {
             readers.push(open_connection(path)?);
         }
+        let backend =
+            Backend::Sqlite { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(readers) };
+        Store::start(backend, READERS)
+    }
+
+    /// Opens the database at `location` without migrating it. A PostgreSQL server need not
+    /// answer yet: every operation reports it unavailable until it does.
+    pub fn open_at(location: &Location) -> Result<Store> {
+        match location {
+            Location::File(path) => Store::open(path),
+            Location::Postgres(target) => Store::start(Backend::Postgres(postgres::Pool::open(target)?), 8),
+        }
+    }
+
+    fn start(backend: Backend, readers: usize) -> Result<Store> {
         let (sender, receiver) = mpsc::channel();
         let inner = Arc::new(Inner {
-            path: path.to_owned(),
-            writer: Mutex::new(writer),
-            readers: Mutex::new(readers),
-            reader_permits: tokio::sync::Semaphore::new(READERS),
+            backend,
+            reader_permits: tokio::sync::Semaphore::new(readers),
             grouped: sender,
             write_failure: Mutex::new(None),
+            changes: OnceLock::new(),
+            alive: Arc::new(()),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -245,66 +404,82 @@ impl Store {
         Ok(Store { inner })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// Where the database is, fit for logs (a password is never shown).
+    pub fn location(&self) -> String {
+        match &self.inner.backend {
+            Backend::Sqlite { path, .. } => path.display().to_string(),
+            Backend::Postgres(pool) => pool.target().shown.clone(),
+        }
     }
 
-    /// The schema version recorded in the file (0 for a new file).
+    /// Which backend this is.
+    pub fn dialect(&self) -> Dialect {
+        match self.inner.backend {
+            Backend::Sqlite { .. } => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// The schema version recorded in the database (0 for a new one).
     pub fn schema_version(&self) -> Result<i64> {
-        self.read_blocking(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+        self.inner.read_now(schema_version_of)
     }
 
-    /// Applies the migrations the file lacks, each in its own transaction.
+    /// Applies the migrations the database lacks, each in its own transaction, which also
+    /// re-reads the version: nodes starting together apply each migration once.
     pub fn migrate(&self) -> Result<()> {
-        let found = self.schema_version()?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                location: self.inner.path.display().to_string(),
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let version = i as i64 + 1;
-            self.write_blocking(|tx| {
-                tx.execute_batch(sql)?;
-                tx.pragma_update(None, "user_version", version)?;
-                Ok(())
+        let location = self.location();
+        loop {
+            let applied = self.write_blocking(|tx| {
+                let found = schema_version_of(tx)?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::TooNew { location: location.clone(), found, supported: SCHEMA_VERSION });
+                }
+                if found == SCHEMA_VERSION {
+                    return Ok(None);
+                }
+                let version = found + 1;
+                match tx.dialect() {
+                    Dialect::Sqlite => {
+                        tx.batch(SQLITE_MIGRATIONS[found as usize])?;
+                        tx.batch(&format!("PRAGMA user_version = {version}"))?;
+                    }
+                    Dialect::Postgres => {
+                        tx.batch(POSTGRES_MIGRATIONS[found as usize])?;
+                        tx.execute("UPDATE keyturn_schema SET version = ?1", args![version])?;
+                    }
+                }
+                Ok(Some(version))
             })?;
-            tracing::info!(version, "applied database migration");
+            match applied {
+                Some(version) => tracing::info!(version, "applied database migration"),
+                None => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     /// Runs `f` on a read connection, on the blocking pool.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T> + Send + 'static,
     {
         let permit = self.inner.reader_permits.acquire().await.map_err(|e| StoreError::Task(e.to_string()))?;
         let inner = self.inner.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            let Some(conn) = conn else {
-                return Err(StoreError::Task("no free reader".into()));
-            };
-            let result = f(&conn);
-            inner.readers.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?;
+        let out = tokio::task::spawn_blocking(move || inner.read_now(f))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
         drop(permit);
         out
     }
 
-    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction on the writer, on the blocking pool.
-    /// The transaction commits when `f` returns `Ok` and rolls back otherwise.
+    /// Runs `f` inside one write transaction, on the blocking pool. The transaction commits
+    /// when `f` returns `Ok` and rolls back otherwise. Writes commit one at a time (on
+    /// PostgreSQL, across every node), so what `f` reads still holds when it commits.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T> + Send + 'static,
     {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.write_blocking(f))
@@ -313,22 +488,17 @@ impl Store {
     }
 
     /// [`Store::read`] for callers outside the async runtime (start-up, the CLI).
-    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&conn)
+    pub fn read_blocking<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<T> {
+        match &self.inner.backend {
+            // The writer: it sees this process's latest commit, and marks are read on it.
+            Backend::Sqlite { writer, .. } => f(&Conn::sqlite(&writer.lock().unwrap_or_else(PoisonError::into_inner))),
+            Backend::Postgres(_) => self.inner.read_now(f),
+        }
     }
 
     /// [`Store::write`] for callers outside the async runtime (start-up, the CLI).
-    pub fn write_blocking<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })();
-        self.inner.note_write(&result);
-        result
+    pub fn write_blocking<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<T> {
+        self.inner.transact(Lock::Exclusive, f)
     }
 
     /// Why the database cannot take writes, if the last write failed in the database
@@ -341,7 +511,7 @@ impl Store {
     /// ones, each in its own savepoint. Resolves after the shared transaction committed, so
     /// the write is durable when this returns `Ok`. It waits without holding a thread (the
     /// committer thread wakes the waiting task directly).
-    pub async fn write_grouped(&self, work: impl FnOnce(&Connection) -> Result<()> + Send + 'static) -> Result<()> {
+    pub async fn write_grouped(&self, work: impl FnOnce(&Conn<'_>) -> Result<()> + Send + 'static) -> Result<()> {
         let (done, answer) = tokio::sync::oneshot::channel();
         self.submit_grouped(Box::new(work), done)?;
         answer.await.map_err(|_| StoreError::Task("the group committer stopped".into()))?
@@ -354,23 +524,19 @@ impl Store {
             .map_err(|_| StoreError::Task("the group committer stopped".into()))
     }
 
-    /// [`Store::read`] on a reader connection, for callers already on a blocking thread.
-    /// Falls back to the writer when every reader is busy.
-    pub fn read_pooled_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.inner.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        match conn {
-            Some(conn) => {
-                let result = f(&conn);
-                self.inner.readers.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
-                result
-            }
-            None => self.read_blocking(f),
-        }
+    /// [`Store::read`] on a pooled connection, for callers already on a blocking thread.
+    pub fn read_pooled_blocking<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<T> {
+        self.inner.read_now(f)
     }
 
-    /// Copies the database to `dest` with SQLite's online backup API: consistent while
+    /// Copies a SQLite database to `dest` with SQLite's online backup API: consistent while
     /// other connections read and write. `dest` must not exist.
     pub fn backup_to(&self, dest: &Path) -> Result<()> {
+        let Backend::Sqlite { readers, writer, .. } = &self.inner.backend else {
+            return Err(StoreError::Unsupported(
+                "keyturn backup copies a SQLite database; back PostgreSQL up with pg_dump or its own tools".into(),
+            ));
+        };
         if dest.exists() {
             return Err(StoreError::Create {
                 path: dest.to_owned(),
@@ -379,23 +545,39 @@ impl Store {
         }
         create_private(dest)?;
         let mut target = Connection::open(dest)?;
-        self.read_pooled_blocking(|src| {
-            let backup = rusqlite::backup::Backup::new(src, &mut target)?;
-            backup.run_to_completion(256, Duration::from_millis(5), None)?;
-            Ok(())
-        })?;
+        let pooled = readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let result = {
+            let guard;
+            let src: &Connection = match &pooled {
+                Some(c) => c,
+                None => {
+                    guard = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                    &guard
+                }
+            };
+            rusqlite::backup::Backup::new(src, &mut target)
+                .and_then(|b| b.run_to_completion(256, Duration::from_millis(5), None))
+        };
+        if let Some(c) = pooled {
+            readers.lock().unwrap_or_else(PoisonError::into_inner).push(c);
+        }
+        result?;
         target.execute_batch("PRAGMA journal_mode = WAL;")?;
         Ok(())
     }
 
     /// Runs `f` like [`Store::read_blocking`] and returns, with its result, the mark of
     /// other processes' commits that the read saw.
-    pub fn read_marked<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<(T, ChangeMark)> {
-        // `data_version` is per connection, so every mark is read on the writer connection,
-        // the one `read_blocking` uses.
+    pub fn read_marked<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<(T, ChangeMark)> {
+        // SQLite: `data_version` is per connection, so every mark is read on the writer
+        // connection, the one `read_blocking` uses. PostgreSQL: the generation the change
+        // triggers count, read in the same snapshot as `f`.
         self.read_blocking(|c| {
-            let mark = ChangeMark(c.query_row("PRAGMA data_version", [], |r| r.get(0))?);
-            Ok((f(c)?, mark))
+            let mark = match c.dialect() {
+                Dialect::Sqlite => c.query_one("PRAGMA data_version", args![])?.get(0)?,
+                Dialect::Postgres => c.query_one("SELECT generation FROM cluster_changes", args![])?.get(0)?,
+            };
+            Ok((f(c)?, ChangeMark(mark)))
         })
     }
 
@@ -405,17 +587,52 @@ impl Store {
         Ok(now != seen)
     }
 
+    /// Woken soon after another node commits a change to shared state (PostgreSQL, by
+    /// LISTEN/NOTIFY); `None` for SQLite, where the periodic [`Store::changed_since`] check
+    /// is all there is. Notifications can be lost (a dropped connection): they only make a
+    /// change arrive sooner than the periodic check would.
+    pub fn change_notices(&self) -> Option<Arc<tokio::sync::Notify>> {
+        let Backend::Postgres(pool) = &self.inner.backend else { return None };
+        let notify = self.inner.changes.get_or_init(|| {
+            let notify = Arc::new(tokio::sync::Notify::new());
+            let (target, wake, alive) = (pool.target().clone(), notify.clone(), Arc::downgrade(&self.inner.alive));
+            let started = std::thread::Builder::new()
+                .name("keyturn-listen".into())
+                .spawn(move || postgres::listen(target, wake, alive));
+            if let Err(e) = started {
+                tracing::warn!("cannot start the change listener ({e}); changes arrive by the periodic check");
+            }
+            notify
+        });
+        Some(notify.clone())
+    }
+
     /// Bytes this process may still write on the filesystem holding the database, when the
-    /// filesystem says (`None` when it cannot be asked).
+    /// filesystem says (`None` when it cannot be asked, or the database is a server).
     pub fn free_bytes(&self) -> Option<u64> {
-        let dir = self.inner.path.parent().unwrap_or(Path::new("."));
+        let Backend::Sqlite { path, .. } = &self.inner.backend else { return None };
+        let dir = path.parent().unwrap_or(Path::new("."));
         let stat = rustix::fs::statvfs(dir).ok()?;
         Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
+        self.read(|c| c.query_one("SELECT 1", args![]).map(drop)).await
+    }
+}
+
+/// The schema version of the database `c` is connected to.
+fn schema_version_of(c: &Conn<'_>) -> Result<i64> {
+    match c.dialect() {
+        Dialect::Sqlite => c.query_one("PRAGMA user_version", args![])?.get(0),
+        Dialect::Postgres => {
+            let exists: bool = c.query_one("SELECT to_regclass('keyturn_schema') IS NOT NULL", args![])?.get(0)?;
+            if !exists {
+                return Ok(0);
+            }
+            Ok(c.query_opt("SELECT version FROM keyturn_schema", args![])?.map(|r| r.get(0)).transpose()?.unwrap_or(0))
+        }
     }
 }
 
@@ -432,9 +649,9 @@ mod tests {
         store.migrate().expect("migrating again is a no-op");
         assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
         let journal: String =
-            store.read_blocking(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)).expect("pragma");
+            store.read_blocking(|c| c.query_one("PRAGMA journal_mode", args![])?.get(0)).expect("pragma");
         assert_eq!(journal, "wal");
-        store.write_blocking(|tx| Ok(tx.pragma_update(None, "user_version", SCHEMA_VERSION + 1)?)).expect("bump");
+        store.write_blocking(|tx| tx.batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))).expect("bump");
         assert!(matches!(store.migrate(), Err(StoreError::TooNew { .. })));
     }
 
@@ -445,13 +662,12 @@ mod tests {
         store.migrate().expect("migrate");
         let r: Result<()> = store
             .write(|tx| {
-                tx.execute("INSERT INTO meta (name, value) VALUES ('a', x'01')", [])?;
+                tx.execute("INSERT INTO meta (name, value) VALUES ('a', x'01')", args![])?;
                 Err(StoreError::Conflict("test".into()))
             })
             .await;
         assert!(r.is_err());
-        let n: i64 =
-            store.read(|c| Ok(c.query_row("SELECT count(*) FROM meta", [], |r| r.get(0))?)).await.expect("count");
+        let n: i64 = store.read(|c| c.query_one("SELECT count(*) FROM meta", args![])?.get(0)).await.expect("count");
         assert_eq!(n, 0);
     }
 }

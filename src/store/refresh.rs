@@ -1,8 +1,6 @@
 //! SQL for `refresh_tokens`: opaque refresh tokens, stored as hashes, grouped in families.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
-
-use super::Result;
+use super::{args, Conn, Result, Tx};
 use crate::clock::{from_unix, to_unix, Instant};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,11 +19,11 @@ pub struct RefreshRow {
     pub revoked_at: Option<Instant>,
 }
 
-pub fn insert(tx: &Connection, r: &RefreshRow) -> Result<()> {
+pub fn insert(tx: &Conn<'_>, r: &RefreshRow) -> Result<()> {
     tx.execute(
         "INSERT INTO refresh_tokens (token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
+        args![
             r.token_hash,
             r.family,
             r.sub,
@@ -43,57 +41,57 @@ pub fn insert(tx: &Connection, r: &RefreshRow) -> Result<()> {
     Ok(())
 }
 
-pub fn get(conn: &Connection, token_hash: &[u8]) -> Result<Option<RefreshRow>> {
-    let mut stmt = conn.prepare_cached(
+pub fn get(conn: &Conn<'_>, token_hash: &[u8]) -> Result<Option<RefreshRow>> {
+    let row = conn.query_opt(
         "SELECT token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at
          FROM refresh_tokens WHERE token_hash = ?1",
+        args![token_hash],
     )?;
-    Ok(stmt
-        .query_row([token_hash], |r| {
-            Ok(RefreshRow {
-                token_hash: r.get(0)?,
-                family: r.get(1)?,
-                sub: r.get(2)?,
-                client_id: r.get(3)?,
-                aud: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
-                scope: r.get(5)?,
-                claims: r.get(6)?,
-                alg: r.get(7)?,
-                issued_at: from_unix(r.get(8)?),
-                expires_at: from_unix(r.get(9)?),
-                used_at: r.get::<_, Option<i64>>(10)?.map(from_unix),
-                revoked_at: r.get::<_, Option<i64>>(11)?.map(from_unix),
-            })
+    row.map(|r| {
+        Ok(RefreshRow {
+            token_hash: r.get(0)?,
+            family: r.get(1)?,
+            sub: r.get(2)?,
+            client_id: r.get(3)?,
+            aud: serde_json::from_str(&r.get::<String>(4)?).unwrap_or_default(),
+            scope: r.get(5)?,
+            claims: r.get(6)?,
+            alg: r.get(7)?,
+            issued_at: from_unix(r.get(8)?),
+            expires_at: from_unix(r.get(9)?),
+            used_at: r.get::<Option<i64>>(10)?.map(from_unix),
+            revoked_at: r.get::<Option<i64>>(11)?.map(from_unix),
         })
-        .optional()?)
+    })
+    .transpose()
 }
 
 /// Marks a refresh token spent; false if it was already spent or revoked (a race lost).
-pub fn spend(tx: &Connection, token_hash: &[u8], at: Instant) -> Result<bool> {
+pub fn spend(tx: &Conn<'_>, token_hash: &[u8], at: Instant) -> Result<bool> {
     Ok(tx.execute(
         "UPDATE refresh_tokens SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND revoked_at IS NULL",
-        params![to_unix(at), token_hash],
+        args![to_unix(at), token_hash],
     )? == 1)
 }
 
 /// Revokes every refresh token of a family; returns how many were still usable.
-pub fn revoke_family(tx: &Transaction<'_>, family: &str, at: Instant) -> Result<usize> {
+pub fn revoke_family(tx: &Tx<'_>, family: &str, at: Instant) -> Result<usize> {
     Ok(tx.execute(
         "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family = ?2 AND revoked_at IS NULL",
-        params![to_unix(at), family],
-    )?)
+        args![to_unix(at), family],
+    )? as usize)
 }
 
 /// Revokes every refresh token of a subject (`column` = "sub") or client ("client_id").
-pub fn revoke_all_of(tx: &Transaction<'_>, column: &str, value: &str, at: Instant) -> Result<usize> {
+pub fn revoke_all_of(tx: &Tx<'_>, column: &str, value: &str, at: Instant) -> Result<usize> {
     let column = if column == "sub" { "sub" } else { "client_id" };
     Ok(tx.execute(
         &format!("UPDATE refresh_tokens SET revoked_at = ?1 WHERE {column} = ?2 AND revoked_at IS NULL"),
-        params![to_unix(at), value],
-    )?)
+        args![to_unix(at), value],
+    )? as usize)
 }
 
 /// Deletes refresh tokens that expired before `before`.
-pub fn prune(tx: &Transaction<'_>, before: Instant) -> Result<usize> {
-    Ok(tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [to_unix(before)])?)
+pub fn prune(tx: &Tx<'_>, before: Instant) -> Result<usize> {
+    Ok(tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", args![to_unix(before)])? as usize)
 }

@@ -1,8 +1,6 @@
 //! SQL for `revocations`. The row id is the revocation feed's cursor.
 
-use rusqlite::{params, Connection, Transaction};
-
-use super::Result;
+use super::{args, Conn, Result, Tx};
 use crate::clock::{from_unix, to_unix, Instant};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,30 +16,32 @@ pub struct RevocationRow {
     pub created_by: String,
 }
 
-pub fn insert(tx: &Transaction<'_>, r: &RevocationRow) -> Result<i64> {
-    tx.prepare_cached(
+pub fn insert(tx: &Tx<'_>, r: &RevocationRow) -> Result<i64> {
+    tx.query_one(
         "INSERT INTO revocations (kind, value, cutoff, covers_until, reason, created_at, created_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        args![
+            r.kind,
+            r.value,
+            to_unix(r.cutoff),
+            to_unix(r.covers_until),
+            r.reason,
+            to_unix(r.created_at),
+            r.created_by
+        ],
     )?
-    .execute(params![
-        r.kind,
-        r.value,
-        to_unix(r.cutoff),
-        to_unix(r.covers_until),
-        r.reason,
-        to_unix(r.created_at),
-        r.created_by
-    ])?;
-    Ok(tx.last_insert_rowid())
+    .get(0)
 }
 
 /// Entries after the cursor `after`, oldest first, at most `limit`.
-pub fn after(conn: &Connection, after: i64, limit: u32) -> Result<Vec<RevocationRow>> {
-    let mut stmt = conn.prepare_cached(
+pub fn after(conn: &Conn<'_>, after: i64, limit: u32) -> Result<Vec<RevocationRow>> {
+    conn.query(
         "SELECT id, kind, value, cutoff, covers_until, reason, created_at, created_by FROM revocations
          WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![after, limit], |r| {
+        args![after, limit],
+    )?
+    .iter()
+    .map(|r| {
         Ok(RevocationRow {
             id: r.get(0)?,
             kind: r.get(1)?,
@@ -52,16 +52,16 @@ pub fn after(conn: &Connection, after: i64, limit: u32) -> Result<Vec<Revocation
             created_at: from_unix(r.get(6)?),
             created_by: r.get(7)?,
         })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+    .collect()
 }
 
 /// Deletes entries whose every covered token expired before `before`.
-pub fn prune(tx: &Transaction<'_>, before: Instant) -> Result<usize> {
-    Ok(tx.execute("DELETE FROM revocations WHERE covers_until < ?1", [to_unix(before)])?)
+pub fn prune(tx: &Tx<'_>, before: Instant) -> Result<usize> {
+    Ok(tx.execute("DELETE FROM revocations WHERE covers_until < ?1", args![to_unix(before)])? as usize)
 }
 
 /// How many entries there are.
-pub fn count(conn: &Connection) -> Result<u64> {
-    Ok(conn.query_row("SELECT count(*) FROM revocations", [], |r| r.get::<_, i64>(0))? as u64)
+pub fn count(conn: &Conn<'_>) -> Result<u64> {
+    Ok(conn.query_one("SELECT count(*) FROM revocations", args![])?.get::<i64>(0)? as u64)
 }

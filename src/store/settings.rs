@@ -2,20 +2,16 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection, Transaction};
+use super::{args, Conn, Result, Tx};
 
-use super::Result;
-
-pub fn all(conn: &Connection) -> Result<HashMap<String, String>> {
-    let mut stmt = conn.prepare_cached("SELECT name, value FROM settings")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn all(conn: &Conn<'_>) -> Result<HashMap<String, String>> {
+    conn.query("SELECT name, value FROM settings", args![])?.iter().map(|r| Ok((r.get(0)?, r.get(1)?))).collect()
 }
 
-pub fn set(tx: &Transaction<'_>, name: &str, value: &str) -> Result<()> {
+pub fn set(tx: &Tx<'_>, name: &str, value: &str) -> Result<()> {
     tx.execute(
         "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        params![name, value],
+        args![name, value],
     )?;
     Ok(())
 }

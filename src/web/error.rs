@@ -14,11 +14,19 @@ pub struct ApiError {
     pub description: String,
     /// The `WWW-Authenticate` challenge sent with a 401.
     pub challenge: &'static str,
+    /// Seconds after which a retry may succeed (`Retry-After`, with a 503 or 429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: Status, error: &'static str, description: impl Into<String>) -> Self {
-        ApiError { status, error, description: description.into(), challenge: "Bearer realm=\"keyturn\"" }
+        ApiError {
+            status,
+            error,
+            description: description.into(),
+            challenge: "Bearer realm=\"keyturn\"",
+            retry_after: None,
+        }
     }
 
     /// RFC 6749 §5.2 `invalid_client`: 401 with a Basic challenge.
@@ -49,6 +57,18 @@ impl From<crate::error::Error> for ApiError {
             E::InvalidGrant(_) => ApiError::new(Status::BadRequest, "invalid_grant", text),
             E::InvalidScope(_) => ApiError::new(Status::BadRequest, "invalid_scope", text),
             E::NoActiveKey(_) => ApiError::new(Status::ServiceUnavailable, "temporarily_unavailable", text),
+            E::Store(crate::error::StoreError::Unavailable(why)) => {
+                // Nothing was recorded, so nothing was answered: the caller retries.
+                tracing::warn!("request refused, the database is unavailable: {why}");
+                ApiError {
+                    retry_after: Some(2),
+                    ..ApiError::new(
+                        Status::ServiceUnavailable,
+                        "temporarily_unavailable",
+                        "the database is unavailable; nothing was changed, retry shortly",
+                    )
+                }
+            }
             other => {
                 tracing::error!("request failed: {other}");
                 ApiError::new(Status::InternalServerError, "server_error", "internal error; see the server log")
@@ -63,6 +83,9 @@ impl<'r> Responder<'r, 'static> for ApiError {
         let mut res = Response::build();
         if self.status == Status::Unauthorized {
             res.header(Header::new("WWW-Authenticate", self.challenge));
+        }
+        if let Some(secs) = self.retry_after {
+            res.header(Header::new("Retry-After", secs.to_string()));
         }
         res.status(self.status)
             .header(ContentType::JSON)

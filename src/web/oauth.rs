@@ -219,6 +219,7 @@ async fn introspect(
         }
     }
     let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
+    service.require_fresh_state()?;
     // Verification is microseconds of CPU and touches only memory: no blocking thread.
     let answer = service.introspect(&token);
     Ok(NoStore(answer.to_json()))

@@ -7,6 +7,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use keyturn::service::apikeys::Role;
 use keyturn::service::Actor;
+use keyturn::store::{args, Dialect};
 use keyturn::Server;
 use serde_json::{json, Value};
 
@@ -256,9 +257,9 @@ async fn revoking_the_active_key_removes_it_and_activates_a_replacement() {
         .clone();
     assert_eq!(revoked["state"], "revoked");
     assert_eq!(revoked["revoke_reason"], "leaked in a log");
-    let db = rusqlite::Connection::open(api.server.service.data_dir().database.clone()).expect("open");
-    let sealed: Option<Vec<u8>> =
-        db.query_row("SELECT sealed_private FROM signing_keys WHERE kid = ?1", [&kid], |r| r.get(0)).expect("row");
+    let db = support::database_of(api.server.service.config());
+    let rows = support::rows(&db, "SELECT sealed_private FROM signing_keys WHERE kid = ?1", args![kid]);
+    let sealed: Option<Vec<u8>> = rows[0].get(0).expect("row");
     assert!(sealed.is_none(), "its private key is erased");
     api.stop().await;
 }
@@ -354,20 +355,22 @@ async fn tokens_are_signed_recorded_and_bounded() {
     }
     assert!(verifies(token, &api.jwks().await));
 
-    let db = rusqlite::Connection::open(api.server.service.data_dir().database.clone()).expect("open");
-    let (sub, kid): (String, String) = db
-        .query_row("SELECT sub, kid FROM issued_tokens WHERE jti = ?1", [body["jti"].as_str().expect("jti")], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .expect("recorded");
+    let db = support::database_of(api.server.service.config());
+    let rows = support::rows(
+        &db,
+        "SELECT sub, kid FROM issued_tokens WHERE jti = ?1",
+        args![body["jti"].as_str().expect("jti")],
+    );
+    let (sub, kid): (String, String) = (rows[0].get(0).expect("sub"), rows[0].get(1).expect("kid"));
     assert_eq!((sub.as_str(), Some(kid.as_str())), ("alice", body["kid"].as_str()));
-    let columns: Vec<String> = db
-        .prepare("SELECT name FROM pragma_table_info('issued_tokens')")
-        .expect("prep")
-        .query_map([], |r| r.get(0))
-        .expect("q")
-        .collect::<Result<_, _>>()
-        .expect("cols");
+    let columns_sql = match db.dialect() {
+        Dialect::Sqlite => "SELECT name FROM pragma_table_info('issued_tokens')",
+        Dialect::Postgres => {
+            "SELECT CAST(column_name AS TEXT) FROM information_schema.columns WHERE table_name = 'issued_tokens'"
+        }
+    };
+    let columns: Vec<String> =
+        support::rows(&db, columns_sql, args![]).iter().map(|r| r.get(0).expect("column name")).collect();
     assert!(
         !columns.iter().any(|c| c.contains("token") && c != "jti"),
         "the token itself is never stored: {columns:?}"
@@ -384,7 +387,7 @@ async fn tokens_are_signed_recorded_and_bounded() {
         let (got, body) = api.call("POST", "/api/v1/tokens", Some(&api.issuer), Some(bad.clone())).await;
         assert_eq!(got, status, "{bad}: {body}");
     }
-    let count: i64 = db.query_row("SELECT count(*) FROM issued_tokens", [], |r| r.get(0)).expect("count");
+    let count = support::scalar(&db, "SELECT count(*) FROM issued_tokens", args![]);
     assert_eq!(count, 1, "refused requests record nothing");
     api.stop().await;
 }

@@ -12,10 +12,12 @@ use crate::support::http;
 
 /// Row counts of every table a request could write.
 fn counts(api: &Api) -> Vec<(String, i64)> {
-    let db = rusqlite::Connection::open(api.server.service.data_dir().database.clone()).expect("db");
+    let db = crate::support::database_of(api.server.service.config());
     ["issued_tokens", "revocations", "clients", "refresh_tokens", "audit_log", "signing_keys", "settings", "api_keys"]
         .iter()
-        .map(|t| (t.to_string(), db.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).expect("count")))
+        .map(|t| {
+            (t.to_string(), crate::support::scalar(&db, &format!("SELECT count(*) FROM {t}"), keyturn::store::args![]))
+        })
         .collect()
 }
 

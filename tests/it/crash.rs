@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use keyturn::store::{args, Dialect, Store};
+
 use crate::daemon::{client, fast_env, keyturn_once, Daemon};
+use crate::support::{rows, scalar};
 
 fn env() -> Vec<(&'static str, &'static str)> {
     fast_env(&[("KEYTURN_ALGORITHMS", "ES256,RS256")])
@@ -31,16 +34,31 @@ fn emergency_kids(audit: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
-fn check(d: &Daemon, key: &str, db: &std::path::Path, known: &mut BTreeSet<String>, acked: &[Acked], round: usize) {
-    let keys = d.get("/api/v1/keys", Some(key));
-    let keys = keys["keys"].as_array().expect("keys");
-    let jwks = d.get("/.well-known/jwks.json", None);
-    let published: BTreeSet<String> =
-        jwks["keys"].as_array().expect("keys").iter().map(|k| k["kid"].as_str().expect("kid").to_owned()).collect();
-    let state: HashMap<String, String> = keys
-        .iter()
-        .map(|k| (k["kid"].as_str().expect("kid").to_owned(), k["state"].as_str().expect("state").to_owned()))
-        .collect();
+fn check(d: &Daemon, key: &str, db: &Store, known: &mut BTreeSet<String>, acked: &[Acked], round: usize) {
+    // The key list is read from the database and the JWKS from memory, rebuilt just after
+    // each transition commits: read both until they describe the same moment.
+    let (keys, published, state) =
+        crate::support::eventually("the JWKS and the key states to agree", Duration::from_secs(5), || {
+            let keys = d.get("/api/v1/keys", Some(key))["keys"].as_array().expect("keys").clone();
+            let jwks = d.get("/.well-known/jwks.json", None);
+            let published: BTreeSet<String> = jwks["keys"]
+                .as_array()
+                .expect("keys")
+                .iter()
+                .map(|k| k["kid"].as_str().expect("kid").to_owned())
+                .collect();
+            let state: HashMap<String, String> = keys
+                .iter()
+                .map(|k| (k["kid"].as_str().expect("kid").to_owned(), k["state"].as_str().expect("state").to_owned()))
+                .collect();
+            // The JWKS is exactly the pending, active and retired keys.
+            let live: BTreeSet<String> = state
+                .iter()
+                .filter(|(_, s)| matches!(s.as_str(), "pending" | "active" | "retired"))
+                .map(|(k, _)| k.clone())
+                .collect();
+            (published == live).then_some((keys, published, state))
+        });
 
     // No key lost.
     for kid in known.iter() {
@@ -52,25 +70,26 @@ fn check(d: &Daemon, key: &str, db: &std::path::Path, known: &mut BTreeSet<Strin
         let n = keys.iter().filter(|k| k["alg"] == alg && k["state"] == "active").count();
         assert_eq!(n, 1, "round {round}: {alg} has {n} active keys");
     }
-    // The JWKS is exactly the pending, active and retired keys.
-    let live: BTreeSet<String> = state
-        .iter()
-        .filter(|(_, s)| matches!(s.as_str(), "pending" | "active" | "retired"))
-        .map(|(k, _)| k.clone())
-        .collect();
-    assert_eq!(published, live, "round {round}: JWKS and key states disagree");
 
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open db");
-    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity");
-    assert_eq!(integrity, "ok", "round {round}");
+    if db.dialect() == Dialect::Sqlite {
+        let integrity: String = rows(db, "PRAGMA integrity_check", args![])[0].get(0).expect("integrity");
+        assert_eq!(integrity, "ok", "round {round}");
+    }
     let audit = d.audit(key);
     let emergency = emergency_kids(&audit);
-    let now = conn.query_row("SELECT unixepoch()", [], |r| r.get::<_, i64>(0)).expect("now");
+    let now = scalar(
+        db,
+        match db.dialect() {
+            Dialect::Sqlite => "SELECT unixepoch()",
+            Dialect::Postgres => "SELECT CAST(extract(epoch FROM now()) AS BIGINT)",
+        },
+        args![],
+    );
     for t in acked {
         // Every acknowledged token was durably recorded...
-        let row: Option<(i64, i64)> = conn
-            .query_row("SELECT iat, exp FROM issued_tokens WHERE jti = ?1", [&t.jti], |r| Ok((r.get(0)?, r.get(1)?)))
-            .ok();
+        let row: Option<(i64, i64)> = rows(db, "SELECT iat, exp FROM issued_tokens WHERE jti = ?1", args![t.jti])
+            .first()
+            .map(|r| (r.get(0).expect("iat"), r.get(1).expect("exp")));
         let (iat, exp) = row.unwrap_or_else(|| panic!("round {round}: acknowledged token {} was not recorded", t.jti));
         // ...its key stays published while it lives (invariant 2)...
         if exp + 1 > now && state.get(&t.kid).map(String::as_str) != Some("revoked") {
@@ -79,9 +98,7 @@ fn check(d: &Daemon, key: &str, db: &std::path::Path, known: &mut BTreeSet<Strin
         // ...and it was signed by a key published for the lead, unless that key was an
         // audited emergency or bootstrap activation (invariant 1).
         if !emergency.contains(&t.kid) {
-            let published_at: i64 = conn
-                .query_row("SELECT published_at FROM signing_keys WHERE kid = ?1", [&t.kid], |r| r.get(0))
-                .expect("key row");
+            let published_at = scalar(db, "SELECT published_at FROM signing_keys WHERE kid = ?1", args![t.kid]);
             assert!(
                 iat - published_at >= 2,
                 "round {round}: token {} signed {}s after its key was published",
@@ -98,7 +115,7 @@ fn sigkill_at_random_moments_keeps_invariants_and_loses_nothing() {
     let data = root.path().join("data");
     let admin =
         keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "crash"], &env()).trim().to_owned();
-    let db = data.join("keyturn.db");
+    let db = crate::support::database(&data, &env());
     let mut known = BTreeSet::new();
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::new(Mutex::new(Vec::new()));
     let mut seed: u64 = 0x00c0_ffee;

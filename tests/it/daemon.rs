@@ -52,6 +52,13 @@ pub fn keyturn_once(data: &Path, args: &[&str], env: &[(&str, &str)]) -> String 
 impl Daemon {
     /// Starts `keyturn serve` on `data` and waits until `/readyz` answers 200.
     pub fn start(data: &Path, env: &[(&str, &str)], name: &str) -> Daemon {
+        let mut d = Daemon::spawn(data, env, name);
+        d.wait_ready(Duration::from_secs(30));
+        d
+    }
+
+    /// Starts `keyturn serve` without waiting for it to be ready (nodes started together).
+    pub fn spawn(data: &Path, env: &[(&str, &str)], name: &str) -> Daemon {
         let port = free_port();
         let log = data.parent().unwrap_or(data).join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
@@ -65,12 +72,10 @@ impl Daemon {
             .stderr(log_file)
             .spawn()
             .expect("spawn keyturn serve");
-        let mut d = Daemon { child, url: format!("http://127.0.0.1:{port}"), log };
-        d.wait_ready(Duration::from_secs(30));
-        d
+        Daemon { child, url: format!("http://127.0.0.1:{port}"), log }
     }
 
-    fn wait_ready(&mut self, limit: Duration) {
+    pub fn wait_ready(&mut self, limit: Duration) {
         let c = client();
         let what = format!("keyturn serve ({}) to be ready", self.log.display());
         let (child, url, log) = (&mut self.child, &self.url, &self.log);

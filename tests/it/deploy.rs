@@ -11,6 +11,7 @@ use crate::support::{eventually, run_keyturn};
 use serde_json::{json, Value};
 
 use crate::daemon::{client, free_port, keyturn_once, Daemon};
+use crate::support::SQLITE;
 
 fn deploy(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file)
@@ -110,7 +111,8 @@ fn litestream_replica_restores_into_a_daemon_with_the_same_kids_and_revocations(
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     let replica = root.path().join("replica");
-    let env = [("KEYTURN_ISSUER", "https://dr.test")];
+    // Litestream replicates the SQLite file: the single-machine disaster recovery.
+    let env = [("KEYTURN_ISSUER", "https://dr.test"), SQLITE];
     let admin = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "dr"], &env).trim().to_owned();
     let d = Daemon::start(&data, &env, "dr-source");
     let replicate = Killed(

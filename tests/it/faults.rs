@@ -65,15 +65,16 @@ async fn issue(url: &str, key: &str) -> u16 {
 }
 
 fn recorded(data: &Path) -> i64 {
-    let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("db");
-    db.query_row("SELECT count(*) FROM issued_tokens", [], |r| r.get(0)).expect("count")
+    let db = support::database(data, &[support::SQLITE]);
+    support::scalar(&db, "SELECT count(*) FROM issued_tokens", keyturn::store::args![])
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_is_reported_and_refused_then_recovered_without_a_restart() {
     let disk = SmallDisk::mount();
     let data = disk.path.join("data");
-    let server = support::start(&data, &[], fake_clock()).await;
+    // A full disk under the SQLite file; PostgreSQL's faults are in tests/it/cluster.rs.
+    let server = support::start(&data, &[support::SQLITE], fake_clock()).await;
     let svc = server.service.clone();
     let key = tokio::task::spawn_blocking(move || {
         svc.create_api_key(keyturn::service::apikeys::Role::Issuer, "i", &keyturn::service::Actor::cli())

@@ -31,9 +31,12 @@ fn two_daemons_never_both_rotate_and_the_standby_takes_over() {
     let admin = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "lease"], ENV).trim().to_owned();
     // The command above bootstrapped the data dir (as its own, short-lived rotator).
     let before: usize = {
-        let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("db");
-        db.query_row("SELECT count(*) FROM audit_log WHERE source LIKE 'rotator %'", [], |r| r.get::<_, i64>(0))
-            .expect("count") as usize
+        let db = crate::support::database(&data, ENV);
+        crate::support::scalar(
+            &db,
+            "SELECT count(*) FROM audit_log WHERE source LIKE 'rotator %'",
+            keyturn::store::args![],
+        ) as usize
     };
     let a = Daemon::start(&data, ENV, "a");
     let b = Daemon::start(&data, ENV, "b");

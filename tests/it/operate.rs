@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::daemon::{client, keyturn_once, Daemon};
+use crate::support::SQLITE;
 
 fn kids(d: &Daemon) -> Vec<String> {
     d.get("/.well-known/jwks.json", None)["keys"]
@@ -45,8 +46,14 @@ fn time_until(mut f: impl FnMut() -> bool) -> Duration {
 const ISSUER: (&str, &str) = ("KEYTURN_ISSUER", "https://keyturn.operate.test");
 
 fn run(data: &Path, args: &[&str]) -> std::process::Output {
+    run_with(data, &[], args)
+}
+
+fn run_with(data: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let data_dir = data.display().to_string();
-    crate::support::run_keyturn(args, &[("KEYTURN_DATA_DIR", &data_dir), ISSUER], data.parent().unwrap_or(data))
+    let mut all = vec![("KEYTURN_DATA_DIR", data_dir.as_str()), ISSUER];
+    all.extend_from_slice(env);
+    crate::support::run_keyturn(args, &all, data.parent().unwrap_or(data))
 }
 
 #[test]
@@ -109,10 +116,12 @@ fn cli_changes_reach_the_running_daemon_within_a_second() {
 
 #[test]
 fn backup_under_load_starts_a_daemon_with_the_same_keys() {
+    // `keyturn backup` copies the SQLite file; PostgreSQL is backed up with its own tools.
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
-    let issuer = keyturn_once(&data, &["apikey", "create", "--role", "issuer", "--name", "i"], &[]).trim().to_owned();
-    let d = Daemon::start(&data, &[], "backup-src");
+    let issuer =
+        keyturn_once(&data, &["apikey", "create", "--role", "issuer", "--name", "i"], &[SQLITE]).trim().to_owned();
+    let d = Daemon::start(&data, &[SQLITE], "backup-src");
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load = {
@@ -137,7 +146,7 @@ fn backup_under_load_starts_a_daemon_with_the_same_keys() {
     });
     let copy_dir = root.path().join("restored");
     std::fs::create_dir_all(&copy_dir).expect("dir");
-    let out = run(&data, &["backup", copy_dir.join("keyturn.db").to_str().expect("utf8")]);
+    let out = run_with(&data, &[SQLITE], &["backup", copy_dir.join("keyturn.db").to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the backup"), "reminds about the KEK");
     {
@@ -152,12 +161,12 @@ fn backup_under_load_starts_a_daemon_with_the_same_keys() {
 
     // Restore: the copy plus the key-encryption key, in a fresh data dir.
     std::fs::copy(data.join("kek"), copy_dir.join("kek")).expect("kek");
-    let restored = Daemon::start(&copy_dir, &[], "backup-copy");
+    let restored = Daemon::start(&copy_dir, &[SQLITE], "backup-copy");
     assert_eq!(kids(&restored), source_kids, "the restored daemon publishes the same keys");
     let db = rusqlite::Connection::open(copy_dir.join("keyturn.db")).expect("db");
     let integrity: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
     assert_eq!(integrity, "ok");
-    let out = run(&data, &["backup", copy_dir.join("keyturn.db").to_str().expect("utf8")]);
+    let out = run_with(&data, &[SQLITE], &["backup", copy_dir.join("keyturn.db").to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(1), "an existing file is not overwritten");
 }
 

@@ -26,11 +26,13 @@ fn sigterm_and_sigint_exit_zero_promptly_and_checkpoint() {
         let status = d.signal_and_wait(signal, Duration::from_secs(15));
         assert!(status.success(), "SIG{signal}: exit {status}");
         eprintln!("SIG{signal}: exited 0 after {:?}", started.elapsed());
-        let wal = data.join("keyturn.db-wal");
-        let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        assert_eq!(wal_len, 0, "the WAL was checkpointed into the database");
-        let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("db");
-        let lease: i64 = db.query_row("SELECT count(*) FROM leases", [], |r| r.get(0)).expect("lease");
+        let db = crate::support::database(&data, &[]);
+        if db.dialect() == keyturn::store::Dialect::Sqlite {
+            let wal = data.join("keyturn.db-wal");
+            let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            assert_eq!(wal_len, 0, "the WAL was checkpointed into the database");
+        }
+        let lease = crate::support::scalar(&db, "SELECT count(*) FROM leases", keyturn::store::args![]);
         assert_eq!(lease, 0, "the rotator lease was handed over");
     }
 }

@@ -4,7 +4,9 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use crate::support::{populated_data_dir, run_keyturn, snapshot};
+use keyturn::store::args;
+
+use crate::support::{populated_data_dir, run_keyturn, snapshot, SQLITE};
 
 /// Runs `keyturn serve` on `data` with `env`, expecting a refusal whose stderr contains
 /// `needle`, and checks the data dir is unchanged.
@@ -88,16 +90,14 @@ fn flipped_byte_in_a_private_key_is_refused() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = populated_data_dir(root.path(), "ES256");
     {
-        let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("open");
-        let (kid, mut sealed): (String, Vec<u8>) = db
-            .query_row("SELECT kid, sealed_private FROM signing_keys WHERE state = 'active'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .expect("active key");
+        let db = crate::support::database(&data, &[]);
+        let row =
+            &crate::support::rows(&db, "SELECT kid, sealed_private FROM signing_keys WHERE state = 'active'", args![])
+                [0];
+        let (kid, mut sealed): (String, Vec<u8>) = (row.get(0).expect("kid"), row.get(1).expect("sealed"));
         let middle = sealed.len() / 2;
         sealed[middle] ^= 0x01;
-        db.execute("UPDATE signing_keys SET sealed_private = ?1 WHERE kid = ?2", rusqlite::params![sealed, kid])
-            .expect("update");
+        crate::support::execute(&db, "UPDATE signing_keys SET sealed_private = ?1 WHERE kid = ?2", args![sealed, kid]);
     }
     assert_refused(&data, &[], 1, "does not open under the key-encryption key");
 }
@@ -107,11 +107,15 @@ fn ciphertext_moved_between_keys_is_refused() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = populated_data_dir(root.path(), "ES256");
     {
-        let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("open");
-        let pending: Vec<u8> = db
-            .query_row("SELECT sealed_private FROM signing_keys WHERE state = 'pending'", [], |r| r.get(0))
-            .expect("pending key");
-        db.execute("UPDATE signing_keys SET sealed_private = ?1 WHERE state = 'active'", [pending]).expect("update");
+        let db = crate::support::database(&data, &[]);
+        let rows =
+            crate::support::rows(&db, "SELECT sealed_private FROM signing_keys WHERE state = 'pending'", args![]);
+        let pending: Vec<u8> = rows[0].get(0).expect("pending key");
+        crate::support::execute(
+            &db,
+            "UPDATE signing_keys SET sealed_private = ?1 WHERE state = 'active'",
+            args![pending],
+        );
     }
     assert_refused(&data, &[], 1, "holds another key's ciphertext");
 }
@@ -186,20 +190,22 @@ fn example_config_in_deploy_is_valid() {
 
 #[test]
 fn a_bad_cookie_secret_file_is_refused_by_name_with_the_fix() {
+    // The cookie secret generated into the data dir: a single node's (a cluster is given one).
     let root = tempfile::tempdir().expect("tempdir");
-    let data = populated_data_dir(root.path(), "ES256");
+    let data = crate::support::populated_data_dir_with(root.path(), &[SQLITE]);
     let path = data.join("cookie-secret");
     for bad in ["not base64 at all!", "c2hvcnQ="] {
         std::fs::write(&path, bad).expect("write");
-        assert_refused(&data, &[], 1, &format!("{}", path.display()));
-        assert_refused(&data, &[], 1, "delete it");
+        assert_refused(&data, &[SQLITE], 1, &format!("{}", path.display()));
+        assert_refused(&data, &[SQLITE], 1, "delete it");
     }
 }
 
 #[test]
 fn a_key_in_a_state_keyturn_cannot_read_is_refused() {
+    // Corruption of the SQLite file; PostgreSQL's CHECK constraints cannot be bypassed.
     let root = tempfile::tempdir().expect("tempdir");
-    let data = populated_data_dir(root.path(), "ES256");
+    let data = crate::support::populated_data_dir_with(root.path(), &[SQLITE]);
     {
         // One flipped byte in the active key's state, as disk corruption would leave it.
         let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("db");
@@ -210,23 +216,24 @@ fn a_key_in_a_state_keyturn_cannot_read_is_refused() {
     }
     // Before: the unreadable key silently left the key set and the pending key was promoted
     // without its publish lead.
-    assert_refused(&data, &[], 1, "activf");
+    assert_refused(&data, &[SQLITE], 1, "activf");
 }
 
 #[test]
 fn a_key_encryption_key_without_its_database_is_a_lost_database_not_a_first_start() {
+    // The SQLite file beside the key file is what can be lost here.
     let root = tempfile::tempdir().expect("tempdir");
-    let data = populated_data_dir(root.path(), "ES256");
+    let data = crate::support::populated_data_dir_with(root.path(), &[SQLITE]);
     for file in ["keyturn.db", "keyturn.db-wal", "keyturn.db-shm"] {
         let _ = std::fs::remove_file(data.join(file));
     }
     // Before: a fresh install started without a word (new keys; API keys and clients gone).
-    assert_refused(&data, &[], 1, "delete");
+    assert_refused(&data, &[SQLITE], 1, "delete");
     std::fs::write(data.join("keyturn.db"), b"").expect("an empty database file");
-    assert_refused(&data, &[], 1, "was lost or moved");
+    assert_refused(&data, &[SQLITE], 1, "was lost or moved");
     // Told it is a new install — the old key file deleted — it starts afresh.
     std::fs::remove_file(data.join("kek")).expect("delete the old key");
-    let cfg = crate::support::config(&data, &[]);
+    let cfg = crate::support::config(&data, &[SQLITE]);
     drop(keyturn::service::Keyturn::open(cfg, crate::support::fake_clock()).expect("a new install"));
 }
 

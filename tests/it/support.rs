@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use keyturn::clock::Clock;
 use keyturn::config::{self, Config, Inputs};
+use keyturn::store::sql::ToValue;
 use keyturn::Server;
 use time::macros::datetime;
 
@@ -15,13 +16,79 @@ pub fn fake_clock() -> Clock {
     Clock::fake(datetime!(2026-06-01 12:00:00 UTC))
 }
 
+/// The PostgreSQL server the suite runs against when it runs on that backend: scripts/test
+/// runs the whole suite twice, the second time with `KEYTURN_TEST_POSTGRES` naming a server
+/// (`postgresql://user@host:port`) whose user may create databases.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("KEYTURN_TEST_POSTGRES").ok().filter(|s| !s.is_empty())
+}
+
+/// Put in a test's environment, keeps it on SQLite on either run: the few tests that are
+/// about the SQLite file itself (its backups, WAL, a full disk under it, a lost file).
+pub const SQLITE: (&str, &str) = ("KEYTURN_DATABASE_URL", "");
+
+/// The cookie secret every test node shares on PostgreSQL, where one is required.
+const CLUSTER_SECRET: &str = "a2V5dHVybi10ZXN0LWNvb2tpZS1zZWNyZXQtMzItYnk=";
+
+/// The URL of a fresh PostgreSQL database on the test server, one per `data_dir` (so a
+/// restarted daemon on the same data dir finds its state, as with SQLite), created when
+/// first asked for.
+pub fn postgres_database(server: &str, data_dir: &Path) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data_dir.display().to_string().as_bytes());
+    let name: String = format!("kt_{}", digest.as_ref()[..10].iter().map(|b| format!("{b:02x}")).collect::<String>());
+    postgres_database_named(server, &name)
+}
+
+/// The URL of database `name` on `server`, created when first asked for.
+pub fn postgres_database_named(server: &str, name: &str) -> String {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static CREATED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let name = name.to_owned();
+    let mut created = CREATED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if created.get_or_insert_with(HashSet::new).insert(format!("{server}/{name}")) {
+        let admin = format!("{server}/postgres");
+        // The synchronous client runs its own runtime: keep it off the test's async threads.
+        let ddl = format!("CREATE DATABASE {name}");
+        std::thread::spawn(move || {
+            let mut client =
+                postgres::Client::connect(&admin, postgres::NoTls).expect("connect to the test PostgreSQL");
+            if let Err(e) = client.batch_execute(&ddl) {
+                let duplicate = e.code() == Some(&postgres::error::SqlState::DUPLICATE_DATABASE);
+                assert!(duplicate, "{ddl}: {e}");
+            }
+        })
+        .join()
+        .expect("create the test database");
+    }
+    format!("{server}/{name}")
+}
+
+/// `env` with the backend the suite runs on: on the PostgreSQL run, a database for the data
+/// dir and the shared cookie secret, unless the test chose its own (or pinned [`SQLITE`]).
+pub fn with_backend(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let given = |vars: &[(String, String)], key: &str| vars.iter().any(|(k, _)| k == key);
+    if let Some(server) = postgres_server() {
+        let data_dir = vars.iter().rev().find(|(k, _)| k == "KEYTURN_DATA_DIR").map(|(_, v)| v.clone());
+        if let (Some(data_dir), false) = (data_dir, given(&vars, SQLITE.0)) {
+            let url = postgres_database(&server, Path::new(&data_dir));
+            vars.push(("KEYTURN_DATABASE_URL".into(), url));
+            if !given(&vars, "KEYTURN_SECRET_KEY") && !given(&vars, "KEYTURN_SECRET_KEY_FILE") {
+                vars.push(("KEYTURN_SECRET_KEY".into(), CLUSTER_SECRET.into()));
+            }
+        }
+    }
+    vars.retain(|(k, v)| !(k == SQLITE.0 && v.is_empty()));
+    vars
+}
+
 /// Loads a configuration from `KEYTURN_*` pairs, as the daemon would from its environment.
 pub fn config(data_dir: &Path, env: &[(&str, &str)]) -> Config {
-    let mut vars = vec![
-        ("KEYTURN_DATA_DIR".to_owned(), data_dir.display().to_string()),
-        ("KEYTURN_PORT".to_owned(), "0".to_owned()),
-    ];
-    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let data_dir_text = data_dir.display().to_string();
+    let mut all = vec![("KEYTURN_DATA_DIR", data_dir_text.as_str()), ("KEYTURN_PORT", "0")];
+    all.extend_from_slice(env);
+    let vars = with_backend(&all);
     config::load(&Inputs { config_path: None, cwd: data_dir.to_owned(), env: vars }).expect("valid test configuration")
 }
 
@@ -61,8 +128,36 @@ pub fn keyturn(args: &[&str], env: &[(&str, &str)]) -> Command {
             cmd.env_remove(k);
         }
     }
-    cmd.envs(env.iter().copied());
+    cmd.envs(with_backend(env));
     cmd
+}
+
+/// The database of the daemon whose data dir is `data`, whichever backend the suite runs on,
+/// for tests that look at what was stored (or tamper with it).
+pub fn database(data: &Path, env: &[(&str, &str)]) -> keyturn::store::Store {
+    database_of(&config(data, env))
+}
+
+/// The database a configuration names.
+pub fn database_of(config: &Config) -> keyturn::store::Store {
+    let location = keyturn::service::database_location(config).expect("a database location");
+    keyturn::store::Store::open_at(&location).expect("open the database")
+}
+
+/// The rows `sql` returns.
+pub fn rows(store: &keyturn::store::Store, sql: &str, args: &[&dyn ToValue]) -> Vec<keyturn::store::Row> {
+    store.read_blocking(|c| c.query(sql, args)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The one integer `sql` returns.
+pub fn scalar(store: &keyturn::store::Store, sql: &str, args: &[&dyn ToValue]) -> i64 {
+    let rows = rows(store, sql, args);
+    rows.first().and_then(|r| r.get::<i64>(0).ok()).unwrap_or_else(|| panic!("{sql}: no integer"))
+}
+
+/// Runs a statement that changes the database (tests that tamper with it).
+pub fn execute(store: &keyturn::store::Store, sql: &str, args: &[&dyn ToValue]) -> u64 {
+    store.write_blocking(|tx| tx.execute(sql, args)).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Runs `cmd` to its end, at most [`COMMAND_LIMIT`] (then it is killed and the test fails),
@@ -160,9 +255,13 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
 
 /// Creates a data dir with keys for `algorithms` by opening the service once, then closing it.
 pub fn populated_data_dir(root: &Path, algorithms: &str) -> PathBuf {
+    populated_data_dir_with(root, &[("KEYTURN_ALGORITHMS", algorithms)])
+}
+
+/// [`populated_data_dir`] with more settings (such as [`SQLITE`]).
+pub fn populated_data_dir_with(root: &Path, env: &[(&str, &str)]) -> PathBuf {
     let data = root.join("data");
-    let service = keyturn::service::Keyturn::open(config(&data, &[("KEYTURN_ALGORITHMS", algorithms)]), fake_clock())
-        .expect("first start");
+    let service = keyturn::service::Keyturn::open(config(&data, env), fake_clock()).expect("first start");
     drop(service);
     data
 }

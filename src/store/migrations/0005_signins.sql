@@ -1,0 +1,8 @@
+-- Failed dashboard sign-ins per source address and per account, for the sign-in limiter.
+
+CREATE TABLE sign_in_failures (
+    key  TEXT NOT NULL,
+    at   INTEGER NOT NULL
+);
+CREATE INDEX sign_in_failures_key_at ON sign_in_failures (key, at);
+CREATE INDEX sign_in_failures_at ON sign_in_failures (at);

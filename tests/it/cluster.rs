@@ -1,0 +1,399 @@
+//! Several `keyturn serve` nodes on one PostgreSQL server of the test's own: one key set,
+//! changes on every node within a second, nothing lost when the database goes away.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::daemon::{client, keyturn_once, Daemon};
+use crate::pg::PgServer;
+use crate::support::eventually;
+
+const ISSUER: &str = "https://keyturn.cluster.test";
+const SECRET: &str = "Y2x1c3Rlci1jb29raWUtc2VjcmV0LTMyLWJ5dGVzISE=";
+
+/// A cluster's shared settings: one database, one key-encryption key, one cookie secret,
+/// one issuer; each node has its own data dir.
+struct Cluster {
+    root: tempfile::TempDir,
+    url: String,
+    kek: PathBuf,
+}
+
+impl Cluster {
+    fn new(server: &PgServer, database: &str) -> Cluster {
+        let root = tempfile::tempdir().expect("tempdir");
+        let kek = root.path().join("kek");
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).expect("random");
+        std::fs::write(&kek, bytes).expect("kek");
+        std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+        Cluster { url: server.database(database), kek, root }
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("KEYTURN_DATABASE_URL", self.url.as_str()),
+            ("KEYTURN_KEK_FILE", self.kek.to_str().expect("utf8")),
+            ("KEYTURN_SECRET_KEY", SECRET),
+            ("KEYTURN_ISSUER", ISSUER),
+        ]
+    }
+
+    fn data(&self, node: &str) -> PathBuf {
+        self.root.path().join(node)
+    }
+
+    fn node(&self, name: &str, extra: &[(&str, &str)]) -> Daemon {
+        let mut env = self.env();
+        env.extend_from_slice(extra);
+        Daemon::start(&self.data(name), &env, name)
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        keyturn_once(&self.data("cli"), args, &self.env()).trim().to_owned()
+    }
+}
+
+fn etag(d: &Daemon, path: &str) -> (String, Vec<u8>) {
+    let res = client().get(format!("{}{path}", d.url)).send().expect("get");
+    assert!(res.status().is_success(), "{path}: {}", res.status());
+    let tag = res.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (tag, res.bytes().expect("body").to_vec())
+}
+
+fn post(d: &Daemon, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let res = client().post(format!("{}{path}", d.url)).bearer_auth(key).json(&body).send().expect("post");
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or(Value::Null))
+}
+
+fn introspect(d: &Daemon, verifier: &str, token: &str) -> Option<bool> {
+    let res = client()
+        .post(format!("{}/oauth/introspect", d.url))
+        .bearer_auth(verifier)
+        .form(&[("token", token)])
+        .send()
+        .ok()?;
+    if !res.status().is_success() {
+        return None;
+    }
+    res.json::<Value>().ok()?["active"].as_bool()
+}
+
+/// Every node serves the same bytes for `path`, with the same ETag.
+fn same_everywhere(nodes: &[&Daemon], path: &str) -> Option<String> {
+    let first = etag(nodes[0], path);
+    nodes[1..].iter().all(|n| etag(n, path) == first).then_some(first.0)
+}
+
+#[test]
+fn changes_on_one_node_reach_every_node_within_a_second() {
+    let server = PgServer::start();
+    let cluster = Cluster::new(&server, "propagation");
+    let admin = cluster.cli(&["apikey", "create", "--role", "admin", "--name", "ops"]);
+    let issuer = cluster.cli(&["apikey", "create", "--role", "issuer", "--name", "svc"]);
+    let verifier = cluster.cli(&["apikey", "create", "--role", "verifier", "--name", "gw"]);
+    let (a, b, c) = (cluster.node("a", &[]), cluster.node("b", &[]), cluster.node("c", &[]));
+    let nodes = [&a, &b, &c];
+    let second = Duration::from_secs(1);
+
+    // One key set and one discovery document, byte for byte, on every node.
+    let before =
+        eventually("the same JWKS on every node", second, || same_everywhere(&nodes, "/.well-known/jwks.json"));
+    for doc in ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"] {
+        assert!(same_everywhere(&nodes, doc).is_some(), "{doc} differs between nodes");
+    }
+
+    // A key-set change on A is served by B and C within a second, with A's ETag.
+    let (status, _) = post(&a, "/api/v1/keys/rotate", &admin, json!({"mode": "emergency"}));
+    assert_eq!(status, 200);
+    let after = etag(&a, "/.well-known/jwks.json").0;
+    assert_ne!(after, before, "the emergency rotation changed the key set");
+    eventually("B and C to serve A's new key set", second, || {
+        (same_everywhere(&nodes, "/.well-known/jwks.json") == Some(after.clone())).then_some(())
+    });
+
+    // A revocation made on A blocks introspection on B and C within a second.
+    let (status, token) = post(&a, "/api/v1/tokens", &issuer, json!({"sub": "alice", "aud": "orders"}));
+    assert_eq!(status, 200, "{token}");
+    let token = token["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(introspect(&b, &verifier, &token), Some(true), "a token issued on A is active on B");
+    let (status, _) = post(&a, "/api/v1/revocations", &admin, json!({"sub": "alice", "reason": "test"}));
+    assert_eq!(status, 201);
+    eventually("B and C to refuse the revoked token", second, || {
+        (introspect(&b, &verifier, &token) == Some(false) && introspect(&c, &verifier, &token) == Some(false))
+            .then_some(())
+    });
+
+    // An API key revoked from the command line (on no node at all) stops working on C
+    // within a second.
+    let listing = cluster.cli(&["apikey", "list"]);
+    let id = listing.lines().find(|l| l.contains("\tgw\tverifier\t")).and_then(|l| l.split('\t').next()).expect("id");
+    cluster.cli(&["apikey", "revoke", id]);
+    eventually("C to refuse the revoked API key", second, || introspect(&c, &verifier, &token).is_none().then_some(()));
+
+    // Refresh-token reuse is seen across nodes: used on A, replayed on B, the family dies.
+    let (status, pair) = post(&a, "/api/v1/tokens", &issuer, json!({"sub": "bob", "aud": "orders", "refresh": true}));
+    assert_eq!(status, 200, "{pair}");
+    let refresh = pair["refresh_token"].as_str().expect("refresh token").to_owned();
+    let redeem = |d: &Daemon, token: &str| {
+        let res = client()
+            .post(format!("{}/oauth/token", d.url))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
+            .send()
+            .expect("refresh");
+        (res.status().as_u16(), res.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (status, next) = redeem(&a, &refresh);
+    assert_eq!(status, 200, "{next}");
+    let successor = next["refresh_token"].as_str().expect("successor").to_owned();
+    // Past the grace window (10 s by default) a replay is reuse; with the grace, a replay
+    // gets the same successor, on any node.
+    let (status, again) = redeem(&b, &refresh);
+    assert_eq!(status, 200, "within the grace window a retry on another node is answered: {again}");
+    assert_eq!(again["refresh_token"].as_str(), Some(successor.as_str()), "the same successor on every node");
+}
+
+#[test]
+fn refresh_reuse_on_another_node_revokes_the_family() {
+    let server = PgServer::start();
+    let cluster = Cluster::new(&server, "reuse");
+    let issuer = cluster.cli(&["apikey", "create", "--role", "issuer", "--name", "svc"]);
+    let no_grace = [("KEYTURN_REFRESH_GRACE", "0s")];
+    let (a, b) = (cluster.node("a", &no_grace), cluster.node("b", &no_grace));
+    let (status, pair) = post(&a, "/api/v1/tokens", &issuer, json!({"sub": "bob", "aud": "orders", "refresh": true}));
+    assert_eq!(status, 200, "{pair}");
+    let refresh = pair["refresh_token"].as_str().expect("refresh token").to_owned();
+    let redeem = |d: &Daemon, token: &str| {
+        client()
+            .post(format!("{}/oauth/token", d.url))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
+            .send()
+            .expect("refresh")
+    };
+    let first = redeem(&a, &refresh);
+    assert_eq!(first.status().as_u16(), 200);
+    let successor = first.json::<Value>().expect("json")["refresh_token"].as_str().expect("successor").to_owned();
+    assert_eq!(redeem(&b, &refresh).status().as_u16(), 400, "a replay on B is reuse");
+    assert_eq!(redeem(&a, &successor).status().as_u16(), 400, "and the family is revoked everywhere");
+}
+
+#[test]
+fn ten_nodes_started_at_once_on_an_empty_database_make_one_key_set() {
+    let server = PgServer::start();
+    let cluster = Cluster::new(&server, "stampede");
+    let algs = [("KEYTURN_ALGORITHMS", "ES256,EdDSA")];
+    let mut env = cluster.env();
+    env.extend_from_slice(&algs);
+    let mut nodes: Vec<Daemon> =
+        (0..10).map(|i| Daemon::spawn(&cluster.data(&format!("n{i}")), &env, &format!("n{i}"))).collect();
+    for n in &mut nodes {
+        n.wait_ready(Duration::from_secs(60));
+    }
+    let refs: Vec<&Daemon> = nodes.iter().collect();
+    eventually("one JWKS on every node", Duration::from_secs(5), || same_everywhere(&refs, "/.well-known/jwks.json"));
+    let db = keyturn::store::Store::open_at(&keyturn::store::Location::Postgres(Box::new(
+        keyturn::store::Target::parse(&cluster.url).expect("url"),
+    )))
+    .expect("open");
+    let counts = crate::support::rows(
+        &db,
+        "SELECT alg, state, count(*) FROM signing_keys GROUP BY alg, state ORDER BY alg, state",
+        keyturn::store::args![],
+    );
+    let counts: Vec<(String, String, i64)> =
+        counts.iter().map(|r| (r.get(0).expect("alg"), r.get(1).expect("state"), r.get(2).expect("n"))).collect();
+    let want: Vec<(String, String, i64)> = ["ES256", "EdDSA"]
+        .iter()
+        .flat_map(|a| [(a.to_string(), "active".to_string(), 1), (a.to_string(), "pending".to_string(), 1)])
+        .collect();
+    assert_eq!(counts, want, "exactly one active and one pending key per algorithm");
+    let migrations = crate::support::scalar(&db, "SELECT version FROM keyturn_schema", keyturn::store::args![]);
+    assert_eq!(migrations, keyturn::store::SCHEMA_VERSION);
+    // Dropped off the async runtime: PostgreSQL clients own a runtime of their own.
+    drop(db);
+}
+
+#[test]
+fn a_node_with_another_key_encryption_key_refuses_to_join() {
+    let server = PgServer::start();
+    let cluster = Cluster::new(&server, "wrong_kek");
+    let _a = cluster.node("a", &[]);
+    let other = cluster.root.path().join("other-kek");
+    std::fs::write(&other, [7u8; 32]).expect("kek");
+    let mut env = cluster.env();
+    env.retain(|(k, _)| *k != "KEYTURN_KEK_FILE");
+    env.push(("KEYTURN_KEK_FILE", other.to_str().expect("utf8")));
+    let data_b = cluster.data("b");
+    env.push(("KEYTURN_DATA_DIR", data_b.to_str().expect("utf8")));
+    let out = crate::support::run_keyturn(&["serve"], &env, cluster.root.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not decrypt"), "{stderr}");
+    let no_secret: Vec<(&str, &str)> = cluster.env().into_iter().filter(|(k, _)| *k != "KEYTURN_SECRET_KEY").collect();
+    let out = crate::support::run_keyturn(&["apikey", "list"], &no_secret, cluster.root.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("same cookie secret"), "a node without the cookie secret");
+}
+
+/// Issues tokens on `nodes` until `stop`, recording every answered token's jti and every
+/// refusal's status.
+fn load(
+    nodes: Vec<String>,
+    key: String,
+    stop: Arc<AtomicBool>,
+    answered: Arc<Mutex<Vec<String>>>,
+    refused: Arc<Mutex<Vec<(u16, bool)>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let c = client();
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let url = &nodes[i % nodes.len()];
+            i += 1;
+            let Ok(res) = c
+                .post(format!("{url}/api/v1/tokens"))
+                .bearer_auth(&key)
+                .json(&json!({"sub": "load", "aud": "api"}))
+                .send()
+            else {
+                continue;
+            };
+            let status = res.status().as_u16();
+            let retry_after = res.headers().contains_key("retry-after");
+            if status == 200 {
+                let body: Value = res.json().expect("json");
+                answered.lock().expect("lock").push(body["jti"].as_str().expect("jti").to_owned());
+            } else {
+                refused.lock().expect("lock").push((status, retry_after));
+            }
+        }
+    })
+}
+
+#[test]
+fn postgresql_stopped_under_load_answers_503_loses_nothing_and_recovers_by_itself() {
+    let server = PgServer::start();
+    let cluster = Cluster::new(&server, "outage");
+    let issuer = cluster.cli(&["apikey", "create", "--role", "issuer", "--name", "svc"]);
+    let verifier = cluster.cli(&["apikey", "create", "--role", "verifier", "--name", "gw"]);
+    let (a, b) = (cluster.node("a", &[]), cluster.node("b", &[]));
+    let (status, token) = post(&a, "/api/v1/tokens", &issuer, json!({"sub": "before", "aud": "api"}));
+    assert_eq!(status, 200);
+    let token = token["access_token"].as_str().expect("token").to_owned();
+    let jwks_before = etag(&a, "/.well-known/jwks.json");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            load(vec![a.url.clone(), b.url.clone()], issuer.clone(), stop.clone(), answered.clone(), refused.clone())
+        })
+        .collect();
+    eventually("tokens issued under load", Duration::from_secs(10), || {
+        (answered.lock().expect("lock").len() > 50).then_some(())
+    });
+
+    server.halt();
+    for d in [&a, &b] {
+        eventually("/readyz to say the database is unavailable", Duration::from_secs(10), || {
+            let res = client().get(format!("{}/readyz", d.url)).send().ok()?;
+            (res.status().as_u16() == 503).then(|| res.text().unwrap_or_default())
+        });
+    }
+    eventually("issuance refused with 503 while the database is down", Duration::from_secs(10), || {
+        (refused.lock().expect("lock").iter().filter(|(s, retry)| *s == 503 && *retry).count() > 20).then_some(())
+    });
+    let refusals = refused.lock().expect("lock").clone();
+    assert!(refusals.iter().all(|(s, retry)| *s == 503 && *retry), "only 503 with Retry-After: {refusals:?}");
+    // Served from memory meanwhile: the key set, discovery, and introspection.
+    assert_eq!(etag(&b, "/.well-known/jwks.json"), jwks_before, "the same key set while the database is down");
+    assert_eq!(introspect(&b, &verifier, &token), Some(true), "introspection answers from memory");
+
+    server.resume();
+    for d in [&a, &b] {
+        eventually("/readyz to recover without a restart", Duration::from_secs(20), || {
+            client().get(format!("{}/readyz", d.url)).send().ok()?.status().is_success().then_some(())
+        });
+    }
+    let count_before = answered.lock().expect("lock").len();
+    eventually("issuance to resume on both nodes", Duration::from_secs(20), || {
+        (answered.lock().expect("lock").len() > count_before + 50).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("worker");
+    }
+
+    // Every answered token is in the database.
+    let db = crate::support::database(&cluster.data("a"), &cluster.env());
+    let stored: BTreeSet<String> = crate::support::rows(&db, "SELECT jti FROM issued_tokens", keyturn::store::args![])
+        .iter()
+        .map(|r| r.get(0).expect("jti"))
+        .collect();
+    let answered = answered.lock().expect("lock").clone();
+    let missing: Vec<&String> = answered.iter().filter(|j| !stored.contains(*j)).collect();
+    assert!(missing.is_empty(), "{} of {} answered tokens were not recorded", missing.len(), answered.len());
+    drop(db);
+}
+
+#[test]
+fn db_copy_moves_one_sqlite_node_into_a_cluster_without_reissuing_anything() {
+    let server = PgServer::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("single");
+    let single = [crate::support::SQLITE, ("KEYTURN_ISSUER", ISSUER)];
+    let issuer =
+        keyturn_once(&data, &["apikey", "create", "--role", "issuer", "--name", "svc"], &single).trim().to_owned();
+    let verifier =
+        keyturn_once(&data, &["apikey", "create", "--role", "verifier", "--name", "gw"], &single).trim().to_owned();
+    let admin =
+        keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "ops"], &single).trim().to_owned();
+    let d = Daemon::start(&data, &single, "single");
+    let (_, kept) = post(&d, "/api/v1/tokens", &issuer, json!({"sub": "alice", "aud": "orders"}));
+    let (_, revoked) = post(&d, "/api/v1/tokens", &issuer, json!({"sub": "mallory", "aud": "orders"}));
+    let (status, _) = post(&d, "/api/v1/revocations", &admin, json!({"sub": "mallory", "reason": "left"}));
+    assert_eq!(status, 201);
+    let (kept, revoked) =
+        (kept["access_token"].as_str().expect("token"), revoked["access_token"].as_str().expect("token"));
+    let kids = crate::support::kids(&d.get("/.well-known/jwks.json", None));
+    let audit_before = d.audit(&admin).len();
+    assert!(d.signal_and_wait("TERM", Duration::from_secs(15)).success());
+
+    // Copy, then run a cluster node on the copy with the single node's key file.
+    let url = server.database("moved");
+    let out = keyturn_once(&data, &["db", "copy", "--to", &url], &single);
+    assert!(out.contains("signing_keys\t2"), "{out}");
+    let again = crate::support::run_keyturn(
+        &["db", "copy", "--to", &url],
+        &[("KEYTURN_DATA_DIR", data.to_str().expect("utf8")), crate::support::SQLITE],
+        root.path(),
+    );
+    assert_eq!(again.status.code(), Some(1), "a second copy into the same database is refused");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let kek = data.join("kek");
+    let env = [
+        ("KEYTURN_DATABASE_URL", url.as_str()),
+        ("KEYTURN_KEK_FILE", kek.to_str().expect("utf8")),
+        ("KEYTURN_SECRET_KEY", SECRET),
+        ("KEYTURN_ISSUER", ISSUER),
+    ];
+    let node = Daemon::start(&root.path().join("node"), &env, "node");
+    assert_eq!(crate::support::kids(&node.get("/.well-known/jwks.json", None)), kids, "the same kids");
+    assert_eq!(introspect(&node, &verifier, kept), Some(true), "a token issued before the copy is active");
+    assert_eq!(introspect(&node, &verifier, revoked), Some(false), "a revocation made before the copy holds");
+    let audit = node.audit(&admin);
+    assert!(audit.len() > audit_before, "the audit log came along, with the copy recorded");
+    assert!(audit.iter().any(|e| e["action"] == "database.copy"));
+    let (status, _) = post(&node, "/api/v1/tokens", &issuer, json!({"sub": "bob", "aud": "orders"}));
+    assert_eq!(status, 200, "the cluster issues with the copied keys");
+}
