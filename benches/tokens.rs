@@ -11,10 +11,13 @@
 //! (C, so the load generator costs little of the 2 cores it shares with the daemon). Bounded
 //! in time (about two minutes). Run through `./scripts/bench tokens`, which installs wrk.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{introspect_script, issue_script, wrk};
 use keyturn::keys::{self, Algorithm};
 use serde_json::{json, Value};
 
@@ -83,63 +86,6 @@ impl Daemon {
     }
 }
 
-/// What wrk measured.
-#[derive(Debug, Default)]
-struct Wrk {
-    rps: f64,
-    requests: u64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    /// Non-2xx/3xx answers plus socket errors (connect, read, write, timeout).
-    errors: u64,
-    /// Lines the Lua script printed (`key value`).
-    script: Vec<(String, f64)>,
-}
-
-fn millis(v: &str) -> f64 {
-    let num = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
-    if let Some(x) = v.strip_suffix("us") {
-        num(x) / 1000.0
-    } else if let Some(x) = v.strip_suffix("ms") {
-        num(x)
-    } else if let Some(x) = v.strip_suffix('s') {
-        num(x) * 1000.0
-    } else {
-        num(v)
-    }
-}
-
-/// Runs wrk (2 threads) against `url` and parses its report.
-fn wrk(url: &str, connections: u32, secs: u64, script: Option<&Path>) -> Wrk {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency"]);
-    if let Some(s) = script {
-        cmd.arg("-s").arg(s);
-    }
-    let out = cmd.arg(url).output().expect("wrk (./scripts/bench installs it)");
-    assert!(out.status.success(), "wrk: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut w = Wrk::default();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            ["Latency", _avg, _stdev, max, ..] => w.max_ms = millis(max),
-            ["50%", v] => w.p50_ms = millis(v),
-            ["99%", v] => w.p99_ms = millis(v),
-            ["Requests/sec:", v] => w.rps = v.parse().unwrap_or(0.0),
-            [n, "requests", "in", ..] => w.requests = n.parse().unwrap_or(0),
-            ["Non-2xx", "or", "3xx", "responses:", n] => w.errors += n.parse::<u64>().unwrap_or(0),
-            ["Socket", "errors:", rest @ ..] => {
-                w.errors += rest.iter().filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>()
-            }
-            ["script:", key, v] => w.script.push(((*key).to_owned(), v.parse().unwrap_or(f64::NAN))),
-            _ => {}
-        }
-    }
-    w
-}
-
 fn raw_rate(secs: f64, mut f: impl FnMut()) -> f64 {
     let started = Instant::now();
     let mut n = 0u64;
@@ -150,59 +96,6 @@ fn raw_rate(secs: f64, mut f: impl FnMut()) -> f64 {
         n += 100;
     }
     n as f64 / started.elapsed().as_secs_f64()
-}
-
-fn lua_string(s: &str) -> String {
-    format!("{s:?}")
-}
-
-/// A wrk script that POSTs `body` as JSON with `key` as the bearer.
-fn issue_script(dir: &Path, alg: &str, key: &str) -> PathBuf {
-    let path = dir.join(format!("issue-{alg}.lua"));
-    let body = json!({"sub": "bench-user", "aud": "api", "alg": alg}).to_string();
-    std::fs::write(
-        &path,
-        format!(
-            "wrk.method = \"POST\"\nwrk.body = {}\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = {}\n",
-            lua_string(&body),
-            lua_string(&format!("Bearer {key}"))
-        ),
-    )
-    .expect("script");
-    path
-}
-
-/// A wrk script that introspects `tokens` round-robin and counts answers that are not
-/// `{"active": true}`.
-fn introspect_script(dir: &Path, key: &str, tokens: &[String]) -> PathBuf {
-    let path = dir.join("introspect.lua");
-    let list: Vec<String> = tokens.iter().map(|t| lua_string(t)).collect();
-    let script = format!(
-        r#"local tokens = {{ {list} }}
-local i = 0
-inactive = 0
-local headers = {{ ["Authorization"] = {auth}, ["Content-Type"] = "application/x-www-form-urlencoded" }}
-local threads = {{}}
-function setup(thread) table.insert(threads, thread) end
-function init(args) i = math.random(#tokens) end
-function request()
-  i = i % #tokens + 1
-  return wrk.format("POST", "/oauth/introspect", headers, "token=" .. tokens[i])
-end
-function response(status, headers, body)
-  if status ~= 200 or not string.find(body, '"active":true', 1, true) then inactive = inactive + 1 end
-end
-function done(summary, latency, requests)
-  local n = 0
-  for _, t in ipairs(threads) do n = n + t:get("inactive") end
-  io.write("script: not_active " .. n .. "\n")
-end
-"#,
-        list = list.join(", "),
-        auth = lua_string(&format!("Bearer {key}"))
-    );
-    std::fs::write(&path, script).expect("script");
-    path
 }
 
 fn count(db: &Path, table: &str) -> u64 {

@@ -159,12 +159,12 @@ impl Inner {
                 let result = {
                     let conn = Conn::postgres(&mut session);
                     (|| {
-                        conn.batch("BEGIN")?;
+                        // One round trip: the transaction and its lock.
                         let take = match lock {
-                            Lock::Exclusive => "SELECT pg_advisory_xact_lock(?1)",
-                            Lock::Shared => "SELECT pg_advisory_xact_lock_shared(?1)",
+                            Lock::Exclusive => "pg_advisory_xact_lock",
+                            Lock::Shared => "pg_advisory_xact_lock_shared",
                         };
-                        conn.execute(take, args![postgres::WRITE_LOCK])?;
+                        conn.batch(&format!("BEGIN; SELECT {take}({})", postgres::WRITE_LOCK))?;
                         let out = f(&conn)?;
                         conn.batch("COMMIT")?;
                         Ok(out)
@@ -195,20 +195,13 @@ impl Inner {
                     None => f(&Conn::sqlite(&writer.lock().unwrap_or_else(PoisonError::into_inner))),
                 }
             }
+            // Reads run statement by statement (one round trip each, no transaction): every
+            // caller reads what it needs in one statement, or tolerates a change committed
+            // between two (a change mark is read first, so a reload that saw newer rows than
+            // its mark only reloads once more).
             Backend::Postgres(pool) => off_runtime(|| {
                 let mut session = pool.get()?;
-                let conn = Conn::postgres(&mut session);
-                conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-                match f(&conn) {
-                    Ok(out) => {
-                        conn.batch("COMMIT")?;
-                        Ok(out)
-                    }
-                    Err(e) => {
-                        let _ = conn.batch("ROLLBACK");
-                        Err(e)
-                    }
-                }
+                f(&Conn::postgres(&mut session))
             }),
         }
     }

@@ -232,9 +232,9 @@ impl Pool {
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(CHECKOUT_TIMEOUT)
-            // Checked on checkout, so a connection the server dropped (a restart) is
-            // replaced instead of failing the request that drew it.
-            .test_on_check_out(true)
+            // Not tested on checkout (a round trip per operation): a connection the server
+            // dropped fails its next statement, is discarded as broken, and replaced.
+            .test_on_check_out(false)
             .error_handler(Box::new(QuietErrors))
             .build_unchecked(Manager { config: target.config.clone() });
         Ok(Pool {

@@ -397,3 +397,175 @@ fn db_copy_moves_one_sqlite_node_into_a_cluster_without_reissuing_anything() {
     let (status, _) = post(&node, "/api/v1/tokens", &issuer, json!({"sub": "bob", "aud": "orders"}));
     assert_eq!(status, 200, "the cluster issues with the copied keys");
 }
+
+/// A strict verifier, as a gateway caches keys: it fetches the JWKS only when the last copy's
+/// `max-age` has run out (by the cluster's clock), from whichever node, and never refetches
+/// on an unknown kid.
+struct StrictVerifier {
+    jwks: jsonwebtoken::jwk::JwkSet,
+    fresh_until: time::OffsetDateTime,
+    fetches: usize,
+}
+
+impl StrictVerifier {
+    async fn fetch(url: &str, now: time::OffsetDateTime) -> StrictVerifier {
+        let mut v =
+            StrictVerifier { jwks: jsonwebtoken::jwk::JwkSet { keys: Vec::new() }, fresh_until: now, fetches: 0 };
+        v.refetch(url, now).await;
+        v
+    }
+
+    async fn refetch(&mut self, url: &str, now: time::OffsetDateTime) {
+        let res = crate::support::http().get(format!("{url}/.well-known/jwks.json")).send().await.expect("jwks");
+        let max_age: i64 = res
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split("max-age=").nth(1))
+            .and_then(|v| v.split(',').next()?.trim().parse().ok())
+            .expect("a max-age");
+        self.jwks = res.json().await.expect("jwks json");
+        self.fresh_until = now + time::Duration::seconds(max_age);
+        self.fetches += 1;
+    }
+
+    async fn verify(&mut self, token: &str, url: &str, now: time::OffsetDateTime) -> Result<(), String> {
+        if now >= self.fresh_until {
+            self.refetch(url, now).await;
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+        let kid = header.kid.ok_or("no kid")?;
+        let jwk = self.jwks.find(&kid).ok_or_else(|| format!("no applicable key {kid} in the cached JWKS"))?;
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        // Times are the cluster's fake clock's, checked below.
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        validation.set_audience(&["orders"]);
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| e.to_string())?.claims;
+        let exp = claims["exp"].as_i64().ok_or("no exp")?;
+        (exp > now.unix_timestamp()).then_some(()).ok_or_else(|| "expired".to_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_and_a_strict_verifier_through_two_hundred_rotations() {
+    let server = tokio::task::spawn_blocking(PgServer::start).await.expect("pg");
+    let cluster = Cluster::new(&server, "rotations");
+    let clock = crate::support::fake_clock();
+    let mut env = cluster.env();
+    env.extend_from_slice(&[
+        ("KEYTURN_ALGORITHMS", "ES256,EdDSA"),
+        ("KEYTURN_ROTATION_SCHEDULE", "* * * * *"),
+        ("KEYTURN_PUBLISH_LEAD", "30s"),
+        ("KEYTURN_JWKS_MAX_AGE", "20s"),
+        ("KEYTURN_CLOCK_SKEW", "5s"),
+        ("KEYTURN_MAX_TOKEN_TTL", "30s"),
+        ("KEYTURN_LEEWAY", "5s"),
+    ]);
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        nodes.push(crate::support::start(&cluster.data(name), &env, clock.clone()).await);
+    }
+    let svc = nodes[0].service.clone();
+    let issuer = tokio::task::spawn_blocking(move || {
+        svc.create_api_key(keyturn::service::apikeys::Role::Issuer, "svc", &keyturn::service::Actor::cli())
+            .expect("key")
+            .1
+            .to_string()
+    })
+    .await
+    .expect("join");
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let db = crate::support::database_of(nodes[0].service.config());
+    let activations = |db: &keyturn::store::Store| {
+        crate::support::scalar(
+            db,
+            "SELECT count(*) FROM signing_keys WHERE activated_at IS NOT NULL",
+            keyturn::store::args![],
+        )
+    };
+    let bootstrapped = activations(&db);
+    let mut verifier = StrictVerifier::fetch(&urls[0], clock.now()).await;
+    let (mut live, mut verified, mut failures, mut step) = (Vec::<String>::new(), 0usize, Vec::<String>::new(), 0usize);
+    let mut last_tag = String::new();
+    // 200 rotations of each algorithm.
+    while activations(&db) - bootstrapped < 400 {
+        step += 1;
+        assert!(step < 5_000, "400 rotations did not happen in 5000 steps");
+        clock.advance(Duration::from_secs(10));
+        // Every node's housekeeping runs; the lease holder applies what fell due.
+        for n in &nodes {
+            let s = n.service.clone();
+            tokio::task::spawn_blocking(move || s.tick().expect("tick")).await.expect("join");
+        }
+        // Every node serves the same key set (same ETag) within a second of a change.
+        let mut tags = Vec::new();
+        let started = std::time::Instant::now();
+        loop {
+            tags.clear();
+            for u in &urls {
+                let res = crate::support::http().get(format!("{u}/.well-known/jwks.json")).send().await.expect("jwks");
+                tags.push(res.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned());
+            }
+            if tags.iter().all(|t| *t == tags[0]) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "step {step}: nodes disagree for over a second: {tags:?}"
+            );
+        }
+        if tags[0] != last_tag {
+            last_tag = tags[0].clone();
+        }
+        let active: i64 = crate::support::scalar(
+            &db,
+            "SELECT count(*) FROM signing_keys WHERE state = 'active' GROUP BY alg ORDER BY count(*) DESC LIMIT 1",
+            keyturn::store::args![],
+        );
+        assert_eq!(active, 1, "step {step}: never two active keys per algorithm");
+        // A token from a node in turn, for each algorithm; every live token still verifies.
+        for alg in ["ES256", "EdDSA"] {
+            let url = &urls[step % urls.len()];
+            let res = crate::support::http()
+                .post(format!("{url}/api/v1/tokens"))
+                .bearer_auth(&issuer)
+                .json(&json!({"sub": "alice", "aud": "orders", "alg": alg}))
+                .send()
+                .await
+                .expect("issue");
+            assert_eq!(res.status().as_u16(), 200, "step {step}: issuance on {url}");
+            live.push(res.json::<Value>().await.expect("json")["access_token"].as_str().expect("token").to_owned());
+        }
+        let now = clock.now();
+        let mut still = Vec::new();
+        for token in live.drain(..) {
+            let from = &urls[(step + 1) % urls.len()];
+            match verifier.verify(&token, from, now).await {
+                Ok(()) => {
+                    verified += 1;
+                    still.push(token);
+                }
+                Err(e) if e == "expired" => {}
+                Err(e) => failures.push(format!("step {step}: {e}")),
+            }
+        }
+        live = still;
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed verifications of {verified}: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    eprintln!(
+        "{} rotations in {step} steps; {verified} verifications, {} JWKS fetches",
+        activations(&db) - bootstrapped,
+        verifier.fetches
+    );
+    for n in nodes {
+        n.stop().await.expect("stop");
+    }
+    tokio::task::spawn_blocking(move || drop((db, server))).await.expect("join");
+}

@@ -28,7 +28,7 @@ pub fn postgres_server() -> Option<String> {
 pub const SQLITE: (&str, &str) = ("KEYTURN_DATABASE_URL", "");
 
 /// The cookie secret every test node shares on PostgreSQL, where one is required.
-const CLUSTER_SECRET: &str = "a2V5dHVybi10ZXN0LWNvb2tpZS1zZWNyZXQtMzItYnk=";
+pub const CLUSTER_SECRET: &str = "a2V5dHVybi10ZXN0LWNvb2tpZS1zZWNyZXQtMzItYnk=";
 
 /// The URL of a fresh PostgreSQL database on the test server, one per `data_dir` (so a
 /// restarted daemon on the same data dir finds its state, as with SQLite), created when

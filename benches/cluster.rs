@@ -1,0 +1,307 @@
+//! Cluster benchmark, one SQLite node as the reference measured in the same run:
+//!
+//! - issuance (ES256, every answered token checked to be recorded), introspection and JWKS on
+//!   one SQLite node, one PostgreSQL node and three PostgreSQL nodes on one database, with
+//!   the same load generator (wrk; for three nodes one wrk per node at the same time, the
+//!   same 32 connections in all);
+//! - revocation propagation: a revocation made on one node, until another node's
+//!   introspection calls the token inactive (p50 / p99).
+//!
+//! Needs a PostgreSQL server: `./scripts/bench cluster` starts one of its own and passes it as
+//! `KEYTURN_BENCH_POSTGRES`. Talks only to 127.0.0.1, bounded in time (about a minute).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{introspect_script, issue_script, wrk, Wrk};
+use serde_json::{json, Value};
+
+const LOAD_SECS: u64 = 5;
+const ISSUER: &str = "http://keyturn.bench";
+const SECRET: &str = "YmVuY2gtY29va2llLXNlY3JldC0zMi1ieXRlcyEhISE=";
+
+/// Where a setup keeps its state: the SQLite file in the data dir, or a PostgreSQL database.
+struct Setup {
+    name: &'static str,
+    database_url: Option<String>,
+    kek: PathBuf,
+    root: PathBuf,
+}
+
+impl Setup {
+    fn env(&self, data: &Path) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("KEYTURN_DATA_DIR".into(), data.display().to_string()),
+            ("KEYTURN_KEK_FILE".into(), self.kek.display().to_string()),
+            ("KEYTURN_SECRET_KEY".into(), SECRET.into()),
+            ("KEYTURN_ISSUER".into(), ISSUER.into()),
+            ("KEYTURN_LOG_LEVEL".into(), "warn".into()),
+        ];
+        if let Some(url) = &self.database_url {
+            env.push(("KEYTURN_DATABASE_URL".into(), url.clone()));
+        }
+        env
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyturn"))
+            .args(args)
+            .envs(self.env(&self.root.join("cli")))
+            .output()
+            .expect("keyturn");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    }
+
+    fn node(&self, i: usize) -> Node {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        // One SQLite node uses the CLI's data dir: that is where its database is.
+        let data = if self.database_url.is_some() { self.root.join(format!("node{i}")) } else { self.root.join("cli") };
+        let child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
+            .arg("serve")
+            .envs(self.env(&data))
+            .env("KEYTURN_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::blocking::Client::new();
+        let started = Instant::now();
+        while !client.get(format!("{url}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
+            assert!(started.elapsed() < Duration::from_secs(60), "node did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Node { child, url }
+    }
+
+    fn recorded(&self) -> u64 {
+        let store = keyturn::store::Store::open_at(&self.location()).expect("open");
+        let n = store
+            .read_blocking(|c| {
+                c.query_one("SELECT count(*) FROM issued_tokens", keyturn::store::args![])?.get::<i64>(0)
+            })
+            .expect("count");
+        n as u64
+    }
+
+    fn location(&self) -> keyturn::store::Location {
+        match &self.database_url {
+            Some(url) => keyturn::store::Location::Postgres(Box::new(keyturn::store::Target::parse(url).expect("url"))),
+            None => keyturn::store::Location::File(self.root.join("cli").join("keyturn.db")),
+        }
+    }
+}
+
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// wrk against every node at once, the connections shared out; the totals.
+fn load(nodes: &[Node], path: &str, script: Option<&Path>) -> Wrk {
+    let per = 32 / nodes.len() as u32;
+    let runs: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let (url, script) = (format!("{}{path}", n.url), script.map(Path::to_owned));
+            std::thread::spawn(move || wrk(&url, per, LOAD_SECS, script.as_deref()))
+        })
+        .collect();
+    let results: Vec<Wrk> = runs.into_iter().map(|r| r.join().expect("wrk")).collect();
+    let mut total = Wrk::default();
+    for w in &results {
+        total.rps += w.rps;
+        total.requests += w.requests;
+        total.errors += w.errors;
+        total.p50_ms = total.p50_ms.max(w.p50_ms);
+        total.p99_ms = total.p99_ms.max(w.p99_ms);
+    }
+    total
+}
+
+struct Measured {
+    issue: Wrk,
+    answered: u64,
+    recorded: u64,
+    introspect: Wrk,
+    jwks: Wrk,
+}
+
+fn measure(setup: &Setup, nodes: &[Node], dir: &Path) -> Measured {
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let issuer = setup.cli(&["apikey", "create", "--role", "issuer", "--name", "bench-i"]);
+    let verifier = setup.cli(&["apikey", "create", "--role", "verifier", "--name", "bench-v"]);
+    keys_known(&refs, &issuer, &verifier);
+    let script = issue_script(dir, "ES256", &issuer);
+    let before = setup.recorded();
+    let issue = load(nodes, "/api/v1/tokens", Some(&script));
+    let recorded = setup.recorded() - before;
+    let answered = issue.requests - issue.errors;
+    assert!(recorded >= answered, "{}: {answered} tokens answered but only {recorded} recorded", setup.name);
+    let http = reqwest::blocking::Client::new();
+    let tokens: Vec<String> = (0..300)
+        .map(|i| {
+            let res: Value = http
+                .post(format!("{}/api/v1/tokens", nodes[i % nodes.len()].url))
+                .bearer_auth(&issuer)
+                .json(&json!({"sub": format!("intro-{i}"), "aud": "api", "ttl": "1h"}))
+                .send()
+                .expect("issue")
+                .json()
+                .expect("json");
+            res["access_token"].as_str().expect("token").to_owned()
+        })
+        .collect();
+    let script = introspect_script(dir, &verifier, &tokens);
+    let introspect = load(nodes, "/", Some(&script));
+    let jwks = load(nodes, "/.well-known/jwks.json", None);
+    Measured { issue, answered, recorded, introspect, jwks }
+}
+
+/// Waits until every node knows the API keys the CLI just created (within a second).
+fn keys_known(nodes: &[&Node], issuer: &str, verifier: &str) {
+    let http = reqwest::blocking::Client::new();
+    let started = Instant::now();
+    for n in nodes {
+        loop {
+            let issue = http
+                .post(format!("{}/api/v1/tokens", n.url))
+                .bearer_auth(issuer)
+                .json(&json!({"sub": "probe", "aud": "api"}))
+                .send()
+                .is_ok_and(|r| r.status().is_success());
+            let verify = http
+                .post(format!("{}/oauth/introspect", n.url))
+                .bearer_auth(verifier)
+                .form(&[("token", "x")])
+                .send()
+                .is_ok_and(|r| r.status().is_success());
+            if issue && verify {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the nodes never knew the new API keys");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Revocations made on one node, each timed until another node calls the token inactive.
+fn propagation(setup: &Setup, a: &Node, b: &Node, rounds: usize) -> (f64, f64) {
+    let issuer = setup.cli(&["apikey", "create", "--role", "issuer", "--name", "prop-i"]);
+    let verifier = setup.cli(&["apikey", "create", "--role", "verifier", "--name", "prop-v"]);
+    let admin = setup.cli(&["apikey", "create", "--role", "admin", "--name", "prop-a"]);
+    keys_known(&[a, b], &issuer, &verifier);
+    let http = reqwest::blocking::Client::new();
+    let active = |token: &str| -> bool {
+        let res: Value = http
+            .post(format!("{}/oauth/introspect", b.url))
+            .bearer_auth(&verifier)
+            .form(&[("token", token)])
+            .send()
+            .expect("introspect")
+            .json()
+            .expect("json");
+        res["active"] == true
+    };
+    let mut took = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let res: Value = http
+            .post(format!("{}/api/v1/tokens", a.url))
+            .bearer_auth(&issuer)
+            .json(&json!({"sub": format!("prop-{i}"), "aud": "api"}))
+            .send()
+            .expect("issue")
+            .json()
+            .expect("json");
+        let (token, jti) = (res["access_token"].as_str().expect("token"), res["jti"].as_str().expect("jti"));
+        assert!(active(token), "the token is active on the other node");
+        let started = Instant::now();
+        let status = http
+            .post(format!("{}/api/v1/revocations", a.url))
+            .bearer_auth(&admin)
+            .json(&json!({"jti": jti, "reason": "bench"}))
+            .send()
+            .expect("revoke")
+            .status();
+        assert!(status.is_success(), "revoke: {status}");
+        while active(token) {
+            assert!(started.elapsed() < Duration::from_secs(10), "the revocation never reached the other node");
+        }
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    took.sort_by(f64::total_cmp);
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+    (at(0.5), at(0.99))
+}
+
+fn main() {
+    let Some(server) = std::env::var("KEYTURN_BENCH_POSTGRES").ok().filter(|s| !s.is_empty()) else {
+        eprintln!("KEYTURN_BENCH_POSTGRES is not set: run ./scripts/bench cluster, which starts a PostgreSQL server");
+        std::process::exit(1);
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kek = dir.path().join("kek");
+    std::fs::write(&kek, [0x5au8; 32]).expect("kek");
+    let database = |name: &str| {
+        let mut admin = postgres::Client::connect(&format!("{server}/postgres"), postgres::NoTls).expect("connect");
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+        format!("{server}/{name}")
+    };
+    let setups = [
+        ("one SQLite node", None, 1usize),
+        ("one PostgreSQL node", Some(database("bench_one")), 1),
+        ("three PostgreSQL nodes", Some(database("bench_three")), 3),
+    ];
+    let mut rows = Vec::new();
+    let mut reference: Option<f64> = None;
+    let mut prop = None;
+    for (name, url, n) in setups {
+        let root = dir.path().join(name.replace(' ', "-"));
+        let setup = Setup { name, database_url: url, kek: kek.clone(), root };
+        setup.cli(&["keys", "list"]);
+        let nodes: Vec<Node> = (0..n).map(|i| setup.node(i)).collect();
+        let m = measure(&setup, &nodes, dir.path());
+        let per_sec = m.recorded as f64 / LOAD_SECS as f64;
+        let ratio = reference.map_or(1.0, |r| per_sec / r);
+        reference.get_or_insert(per_sec);
+        rows.push(format!(
+            "| {name} | {:.0}/s (p99 {:.1} ms; {} answered, {} recorded, {} errors) | {ratio:.2} | {:.0}/s (p99 {:.1} ms, {} not active) | {:.0}/s (p99 {:.1} ms) |",
+            m.issue.rps,
+            m.issue.p99_ms,
+            m.answered,
+            m.recorded,
+            m.issue.errors,
+            m.introspect.rps,
+            m.introspect.p99_ms,
+            m.introspect.script.iter().map(|(_, v)| *v).sum::<f64>(),
+            m.jwks.rps,
+            m.jwks.p99_ms,
+        ));
+        if n == 3 {
+            prop = Some(propagation(&setup, &nodes[0], &nodes[1], 100));
+        }
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("Cluster — {cores} cores, PostgreSQL on the same machine, wrk with 32 connections in all, {LOAD_SECS} s per run");
+    println!();
+    println!("| setup | issuance ES256 (every answered token recorded) | recorded/s vs one SQLite node | introspection | JWKS |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    if let Some((p50, p99)) = prop {
+        println!();
+        println!("Revocation propagation, made on node 1 until node 2's introspection says inactive, 100 rounds: p50 {p50:.1} ms, p99 {p99:.1} ms (goal p99 < 1000 ms)");
+    }
+}
