@@ -243,10 +243,10 @@ impl Keyturn {
         }
         let holder = self.holder.clone();
         let took = self.store.write_blocking(|tx| lease::acquire(tx, &holder, now, now + self.config.lease_ttl))?;
-        if took && current.as_ref().map(|(h, _)| h != &self.holder).unwrap_or(true) {
+        if took == lease::Acquired::Taken {
             tracing::info!(holder = %self.holder, "took the rotator lease");
         }
-        Ok(took)
+        Ok(took.holds())
     }
 
     /// Gives the lease up (clean shutdown), so a stand-by can take over at once.
@@ -302,8 +302,12 @@ impl Keyturn {
         };
         let leeway = policy.leeway;
         let applied = self.store.write_blocking(|tx| {
-            if !lease::acquire(tx, &holder, now, now + lease_ttl)? {
-                return Ok(false);
+            match lease::acquire(tx, &holder, now, now + lease_ttl)? {
+                lease::Acquired::Refused => return Ok(false),
+                // Lapsed since this process last held it (paused, cut off): taken anew in
+                // the transaction it guards.
+                lease::Acquired::Taken => tracing::info!(holder = %holder, "took the rotator lease"),
+                lease::Acquired::Renewed => {}
             }
             let note = |action: &str, kid: &KeyId, detail: &str| {
                 audited(tx, now, &sys, action, Some(kid.as_str()), Some(detail))

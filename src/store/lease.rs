@@ -9,24 +9,42 @@ use crate::keys::Algorithm;
 /// The name of the one lease keyturn uses.
 pub const ROTATOR: &str = "rotator";
 
+/// What [`acquire`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acquired {
+    /// Another holder's lease is in force.
+    Refused,
+    /// `holder` had it and renewed it.
+    Renewed,
+    /// It was free or had lapsed: `holder` has it now.
+    Taken,
+}
+
+impl Acquired {
+    pub fn holds(self) -> bool {
+        self != Acquired::Refused
+    }
+}
+
 /// Takes or renews the lease for `holder` until `until`, if it is free, lapsed at `now`, or
-/// already held by `holder`. Returns whether `holder` holds it. Call inside the transaction
-/// whose changes the lease guards: transactions commit one at a time, so the answer still
-/// holds when the changes commit.
-pub fn acquire(tx: &Tx<'_>, holder: &str, now: Instant, until: Instant) -> Result<bool> {
+/// already held by `holder`. Call inside the transaction whose changes the lease guards:
+/// transactions commit one at a time, so the answer still holds when the changes commit.
+pub fn acquire(tx: &Tx<'_>, holder: &str, now: Instant, until: Instant) -> Result<Acquired> {
     let current = tx.query_opt("SELECT holder, expires_at FROM leases WHERE name = ?1", args![ROTATOR])?;
-    let free = match current {
-        None => true,
-        Some(row) => row.get::<String>(0)? == holder || row.get::<i64>(1)? <= to_unix(now),
+    let outcome = match current {
+        None => Acquired::Taken,
+        Some(row) if row.get::<String>(0)? == holder && row.get::<i64>(1)? > to_unix(now) => Acquired::Renewed,
+        Some(row) if row.get::<i64>(1)? <= to_unix(now) => Acquired::Taken,
+        Some(_) => Acquired::Refused,
     };
-    if free {
+    if outcome.holds() {
         tx.execute(
             "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
             args![ROTATOR, holder, to_unix(until)],
         )?;
     }
-    Ok(free)
+    Ok(outcome)
 }
 
 /// The current holder and expiry, if any.

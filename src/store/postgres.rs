@@ -36,8 +36,15 @@ const POOL_SIZE: u32 = 8;
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        if e.code().is_none() {
-            // No SQLSTATE: the connection itself failed (refused, closed, timed out).
+        // No SQLSTATE: the connection itself failed (refused, closed, timed out). And the
+        // server's own "try again": lost connection (08), shutting down (57), out of
+        // resources (53), a lock not had in time (55P03), a serialization failure or
+        // deadlock (40001, 40P01).
+        let transient = match e.code().map(postgres::error::SqlState::code) {
+            None => true,
+            Some(code) => matches!(&code[..2], "08" | "57" | "53") || matches!(code, "55P03" | "40001" | "40P01"),
+        };
+        if transient {
             let why = e.source().map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
             return StoreError::Unavailable(why);
         }
@@ -209,6 +216,16 @@ impl Target {
         if config.get_application_name().is_none() {
             config.application_name("keyturn");
         }
+        // A node paused (or cut off) inside a transaction must not hold the cluster's write
+        // lock for long: the server ends such a transaction after 5 s, and a writer waits at
+        // most 5 s for the lock (then answers "unavailable") instead of hanging.
+        let mut options = config.get_options().unwrap_or_default().to_owned();
+        for (name, value) in [("idle_in_transaction_session_timeout", "5s"), ("lock_timeout", "5s")] {
+            if !options.contains(name) {
+                options.push_str(&format!(" -c {name}={value}"));
+            }
+        }
+        config.options(options.trim());
         Ok(Target { config, shown: redact_url(url) })
     }
 }

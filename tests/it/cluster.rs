@@ -569,3 +569,71 @@ async fn three_nodes_and_a_strict_verifier_through_two_hundred_rotations() {
     }
     tokio::task::spawn_blocking(move || drop((db, server))).await.expect("join");
 }
+
+/// The rotator (audit source) of each scheduled lifecycle change, oldest first.
+fn rotators(audit: &[Value]) -> Vec<String> {
+    audit
+        .iter()
+        .filter(|e| e["actor"] == "system" && e["source"].as_str().is_some_and(|s| s.starts_with("rotator ")))
+        .map(|e| e["source"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_paused_rotator_never_applies_a_transition_after_its_lease_lapsed() {
+    let server = PgServer::start();
+    let cluster = Cluster::new(&server, "paused");
+    let admin = cluster.cli(&["apikey", "create", "--role", "admin", "--name", "ops"]);
+    let fast = crate::daemon::FAST_LIFECYCLE;
+    let (a, b) = (cluster.node("a", fast), cluster.node("b", fast));
+    let activations = |d: &Daemon| d.audit(&admin).iter().filter(|e| e["action"] == "key.activate").count();
+    eventually("two scheduled rotations", Duration::from_secs(30), || (activations(&a) >= 2).then_some(()));
+    let holder = rotators(&a.audit(&admin)).last().expect("a rotator").clone();
+    let a_holds = a.log_text().contains(&holder.replace("rotator ", "holder="));
+    let (paused, other) = if a_holds { (a, b) } else { (b, a) };
+
+    // Paused (as a stopped VM or a long GC would leave it): the other node takes over once
+    // the lease lapses, even if the paused one was inside a transaction.
+    paused.signal("STOP");
+    let before = rotators(&other.audit(&admin)).len();
+    eventually("the other node to rotate", Duration::from_secs(30), || {
+        rotators(&other.audit(&admin))[before..].iter().any(|r| *r != holder).then_some(())
+    });
+    paused.signal("CONT");
+    let now = activations(&other);
+    eventually("two more rotations with both nodes running", Duration::from_secs(30), || {
+        (activations(&other) >= now + 2).then_some(())
+    });
+    // Whatever the paused node had planned, it applied nothing on its old lease: every
+    // transition it applied after the other node took the lease over comes after it took
+    // the lease anew (leases can change hands between running nodes; they never overlap).
+    // Log lines start with their UTC time, so they compare as text.
+    let other_log = other.log_text();
+    let lease_lines = |log: &str| -> String {
+        log.lines()
+            .filter(|l| l.contains("rotator lease") || l.contains("applied lifecycle"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let takeover = other_log.lines().filter(|l| l.contains("took the rotator lease")).last().unwrap_or_else(|| {
+        panic!(
+            "no takeover in {holder}'s peer:\n{}\n-- paused:\n{}",
+            lease_lines(&other_log),
+            lease_lines(&paused.log_text())
+        )
+    });
+    let since = &takeover[..27];
+    let paused_log = paused.log_text();
+    let later: Vec<&str> = paused_log.lines().filter(|l| l.len() > 27 && &l[..27] > since).collect();
+    if let Some(applied) = later.iter().position(|l| l.contains("applied lifecycle transition")) {
+        let retaken = later.iter().position(|l| l.contains("took the rotator lease"));
+        assert!(
+            retaken.is_some_and(|t| t < applied),
+            "the paused node applied a transition on its lapsed lease:\n{}",
+            later.join("\n")
+        );
+    }
+    let keys = other.get("/api/v1/keys", Some(&admin));
+    let active = keys["keys"].as_array().expect("keys").iter().filter(|k| k["state"] == "active").count();
+    assert_eq!(active, 1, "one active key");
+}
