@@ -259,17 +259,30 @@ type GroupedWork = Box<dyn FnOnce(&Conn<'_>) -> Result<()> + Send>;
 /// The most jobs one group transaction takes.
 const GROUP_MAX: usize = 256;
 
-/// The group committer: takes every waiting job, runs each in a savepoint of one
+/// Group committers per backend: SQLite has one writer; a PostgreSQL node runs several, each
+/// on its own connection, so one batch commits while the next is gathered and written (their
+/// token records take the write lock shared).
+const SQLITE_COMMITTERS: usize = 1;
+const POSTGRES_COMMITTERS: usize = 4;
+
+/// A group committer: takes every waiting job, runs each in a savepoint of one
 /// transaction, commits once, then answers each job. Stops when the store is dropped.
-fn group_committer(inner: Weak<Inner>, jobs: mpsc::Receiver<GroupedJob>) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < GROUP_MAX {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+/// Committers take turns gathering a batch from the one queue.
+fn group_committer(inner: Weak<Inner>, jobs: Arc<Mutex<mpsc::Receiver<GroupedJob>>>) {
+    loop {
+        let batch = {
+            let queue = jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            let Ok(first) = queue.recv() else { break };
+            let mut batch = vec![first];
+            while batch.len() < GROUP_MAX {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
-        }
+            batch
+        };
+        let mut batch = batch;
         let Some(inner) = inner.upgrade() else { break };
         let mut results: Vec<Result<()>> = Vec::with_capacity(batch.len());
         let mut works = Vec::with_capacity(batch.len());
@@ -367,7 +380,7 @@ impl Store {
         }
         let backend =
             Backend::Sqlite { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(readers) };
-        Store::start(backend, READERS)
+        Store::start(backend, READERS, SQLITE_COMMITTERS)
     }
 
     /// Opens the database at `location` without migrating it. A PostgreSQL server need not
@@ -375,12 +388,15 @@ impl Store {
     pub fn open_at(location: &Location) -> Result<Store> {
         match location {
             Location::File(path) => Store::open(path),
-            Location::Postgres(target) => Store::start(Backend::Postgres(postgres::Pool::open(target)?), 8),
+            Location::Postgres(target) => {
+                Store::start(Backend::Postgres(postgres::Pool::open(target)?), 8, POSTGRES_COMMITTERS)
+            }
         }
     }
 
-    fn start(backend: Backend, readers: usize) -> Result<Store> {
+    fn start(backend: Backend, readers: usize, committers: usize) -> Result<Store> {
         let (sender, receiver) = mpsc::channel();
+        let receiver = Arc::new(Mutex::new(receiver));
         let inner = Arc::new(Inner {
             backend,
             reader_permits: tokio::sync::Semaphore::new(readers),
@@ -389,11 +405,13 @@ impl Store {
             changes: OnceLock::new(),
             alive: Arc::new(()),
         });
-        let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("keyturn-commit".into())
-            .spawn(move || group_committer(weak, receiver))
-            .map_err(|e| StoreError::Task(format!("cannot start the group committer: {e}")))?;
+        for _ in 0..committers {
+            let (weak, receiver) = (Arc::downgrade(&inner), receiver.clone());
+            std::thread::Builder::new()
+                .name("keyturn-commit".into())
+                .spawn(move || group_committer(weak, receiver))
+                .map_err(|e| StoreError::Task(format!("cannot start the group committer: {e}")))?;
+        }
         Ok(Store { inner })
     }
 

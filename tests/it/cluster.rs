@@ -615,7 +615,7 @@ fn a_paused_rotator_never_applies_a_transition_after_its_lease_lapsed() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let takeover = other_log.lines().filter(|l| l.contains("took the rotator lease")).last().unwrap_or_else(|| {
+    let takeover = other_log.lines().rfind(|l| l.contains("took the rotator lease")).unwrap_or_else(|| {
         panic!(
             "no takeover in {holder}'s peer:\n{}\n-- paused:\n{}",
             lease_lines(&other_log),
@@ -636,4 +636,42 @@ fn a_paused_rotator_never_applies_a_transition_after_its_lease_lapsed() {
     let keys = other.get("/api/v1/keys", Some(&admin));
     let active = keys["keys"].as_array().expect("keys").iter().filter(|k| k["state"] == "active").count();
     assert_eq!(active, 1, "one active key");
+}
+
+#[test]
+fn policy_changes_and_failed_sign_ins_count_across_the_cluster() {
+    let server = PgServer::start();
+    let cluster = Cluster::new(&server, "shared_state");
+    let admin = cluster.cli(&["apikey", "create", "--role", "admin", "--name", "ops"]);
+    let (a, b) = (cluster.node("a", &[]), cluster.node("b", &[]));
+    let second = Duration::from_secs(1);
+
+    // A policy change through A is in force on B within a second.
+    let res = client()
+        .put(format!("{}/api/v1/schedule", a.url))
+        .bearer_auth(&admin)
+        .json(&json!({"jwks_max_age": "2m"}))
+        .send()
+        .expect("put schedule");
+    assert_eq!(res.status().as_u16(), 200, "{}", res.text().unwrap_or_default());
+    eventually("B to serve the new JWKS max-age", second, || {
+        let res = client().get(format!("{}/.well-known/jwks.json", b.url)).send().ok()?;
+        let cc = res.headers().get("cache-control")?.to_str().ok()?.to_owned();
+        cc.contains("max-age=120").then_some(())
+    });
+
+    // Failed sign-ins for one account, spread over both nodes, are limited as one count.
+    let sign_in = |d: &Daemon| {
+        client()
+            .post(format!("{}/admin/login", d.url))
+            .form(&[("name", "root"), ("password", "not the password at all")])
+            .send()
+            .expect("sign in")
+            .status()
+            .as_u16()
+    };
+    let answers: Vec<u16> = (0..6).map(|i| sign_in(if i % 2 == 0 { &a } else { &b })).collect();
+    assert!(answers[..5].iter().all(|s| *s == 401), "five refusals: {answers:?}");
+    assert_eq!(answers[5], 429, "the sixth failure, on either node, is limited: {answers:?}");
+    assert_eq!(sign_in(&a), 429, "and limited on the other node too");
 }
