@@ -127,6 +127,7 @@ fn load(nodes: &[Node], path: &str, script: Option<&Path>) -> Wrk {
         total.p50_ms = total.p50_ms.max(w.p50_ms);
         total.p99_ms = total.p99_ms.max(w.p99_ms);
     }
+    total.script = results.into_iter().flat_map(|w| w.script).collect();
     total
 }
 
@@ -284,7 +285,7 @@ fn main() {
             m.issue.errors,
             m.introspect.rps,
             m.introspect.p99_ms,
-            m.introspect.script.iter().map(|(_, v)| *v).sum::<f64>(),
+            m.introspect.script.iter().fold(0.0, |n, (_, v)| n + v),
             m.jwks.rps,
             m.jwks.p99_ms,
         ));

@@ -198,3 +198,52 @@ fn restored_matches(db: &Path, kids: &[Value]) -> bool {
     live.map(|l| l.len() == kids.len() && kids.iter().all(|k| l.iter().any(|x| Some(x.as_str()) == k.as_str())))
         .unwrap_or(false)
 }
+
+/// A YAML file of deploy/ as JSON, read by Python's PyYAML (scripts/test installs
+/// Debian's python3-yaml), one document per element.
+fn yaml_documents(file: &str) -> Vec<Value> {
+    let script = "import json, sys, yaml\nprint(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
+    let out = Command::new("python3").args(["-c", script]).arg(deploy(file)).output().expect("python3");
+    assert!(out.status.success(), "{file} is not valid YAML: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn the_cluster_manifests_give_every_node_the_same_database_and_secrets() {
+    // Compose: PostgreSQL, three keyturn nodes with the same three secrets, nginx in front.
+    let compose = &yaml_documents("docker-compose.cluster.yml")[0];
+    let services = compose["services"].as_object().expect("services");
+    for name in ["postgres", "keyturn-1", "keyturn-2", "keyturn-3", "nginx"] {
+        assert!(services.contains_key(name), "compose lacks {name}");
+    }
+    for node in ["keyturn-1", "keyturn-2", "keyturn-3"] {
+        let env = &services[node]["environment"];
+        for key in ["KEYTURN_DATABASE_URL_FILE", "KEYTURN_KEK_FILE", "KEYTURN_SECRET_KEY_FILE", "KEYTURN_ISSUER"] {
+            assert!(env[key].is_string(), "{node} lacks {key}");
+        }
+        assert_eq!(env, &services["keyturn-1"]["environment"], "{node} is configured as the others");
+    }
+    let proxy = services["nginx"]["networks"]["keyturn"]["ipv4_address"].as_str().expect("nginx's address");
+    assert_eq!(services["keyturn-1"]["environment"]["KEYTURN_TRUSTED_PROXIES"], proxy, "nginx is the trusted proxy");
+    let nginx = std::fs::read_to_string(deploy("nginx-cluster.conf")).expect("nginx-cluster.conf");
+    for node in ["keyturn-1:8080", "keyturn-2:8080", "keyturn-3:8080"] {
+        assert!(nginx.contains(node), "nginx-cluster.conf does not balance over {node}");
+    }
+
+    // Kubernetes: three replicas on PostgreSQL, ready on /readyz, secrets from one Secret,
+    // a disruption budget that keeps two.
+    let docs = yaml_documents("kubernetes/keyturn-cluster.yaml");
+    let kind = |k: &str| docs.iter().find(|d| d["kind"] == k).unwrap_or_else(|| panic!("no {k}"));
+    let deployment = kind("Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env: Vec<&str> = container["env"].as_array().expect("env").iter().filter_map(|e| e["name"].as_str()).collect();
+    for key in ["KEYTURN_DATABASE_URL_FILE", "KEYTURN_KEK_FILE", "KEYTURN_SECRET_KEY_FILE"] {
+        assert!(env.contains(&key), "the Deployment lacks {key}");
+    }
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes");
+    assert!(volumes.iter().any(|v| v["secret"]["secretName"] == "keyturn"), "secrets from the keyturn Secret");
+    assert_eq!(kind("PodDisruptionBudget")["spec"]["minAvailable"], 2);
+    assert_eq!(kind("Service")["spec"]["selector"]["app"], "keyturn");
+}
