@@ -518,7 +518,7 @@ struct Minted {
 impl Minted {
     /// The write that records it (a grouped write: one savepoint of a shared transaction).
     /// Spends the presented refresh token, checks the key still signs, records the token.
-    fn record_work(&self) -> impl FnOnce(&store::Conn<'_>) -> Result<(), StoreError> + Send + 'static {
+    fn record_work(&self) -> impl Fn(&store::Conn<'_>) -> Result<(), StoreError> + Send + Sync + 'static {
         let (spent, record, refresh) =
             (self.spent.clone(), self.record.clone(), self.new_refresh.as_ref().and_then(|(_, row)| row.clone()));
         let now = record.iat;
