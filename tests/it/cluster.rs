@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::daemon::{client, keyturn_once, Daemon};
+use crate::daemon::{client, keyturn_once, rotators, Daemon};
 use crate::pg::PgServer;
 use crate::support::eventually;
 
@@ -568,15 +568,6 @@ async fn three_nodes_and_a_strict_verifier_through_two_hundred_rotations() {
         n.stop().await.expect("stop");
     }
     tokio::task::spawn_blocking(move || drop((db, server))).await.expect("join");
-}
-
-/// The rotator (audit source) of each scheduled lifecycle change, oldest first.
-fn rotators(audit: &[Value]) -> Vec<String> {
-    audit
-        .iter()
-        .filter(|e| e["actor"] == "system" && e["source"].as_str().is_some_and(|s| s.starts_with("rotator ")))
-        .map(|e| e["source"].as_str().unwrap_or_default().to_owned())
-        .collect()
 }
 
 #[test]

@@ -29,6 +29,15 @@ pub fn fast_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'
 }
 
 /// A running daemon process.
+/// The rotator (audit source) of each scheduled lifecycle change, oldest first.
+pub fn rotators(audit: &[Value]) -> Vec<String> {
+    audit
+        .iter()
+        .filter(|e| e["actor"] == "system" && e["source"].as_str().is_some_and(|s| s.starts_with("rotator ")))
+        .map(|e| e["source"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 pub struct Daemon {
     pub child: Child,
     pub url: String,

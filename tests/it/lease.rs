@@ -5,20 +5,9 @@ use std::time::Duration;
 
 use crate::support::eventually;
 
-use serde_json::Value;
-
-use crate::daemon::{keyturn_once, Daemon, FAST_LIFECYCLE};
+use crate::daemon::{keyturn_once, rotators, Daemon, FAST_LIFECYCLE};
 
 const ENV: &[(&str, &str)] = FAST_LIFECYCLE;
-
-/// The rotator (audit source) of each scheduled lifecycle change, oldest first.
-fn rotators(audit: &[Value]) -> Vec<String> {
-    audit
-        .iter()
-        .filter(|e| e["actor"] == "system" && e["source"].as_str().is_some_and(|s| s.starts_with("rotator ")))
-        .map(|e| e["source"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
 
 fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     eventually(what, limit, || f().then_some(()));
