@@ -18,7 +18,7 @@ use crate::clock::{to_unix, Instant};
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::keys::signer::ACCESS_TOKEN_TYP;
-use crate::keys::{Algorithm, KeyId, KeyState};
+use crate::keys::{Algorithm, KeyId};
 use crate::records::{TokenQuery, TokenRecord};
 use crate::revocation::Revocation;
 use crate::store::{self, refresh::RefreshRow, StoreError};
@@ -343,7 +343,7 @@ impl Keyturn {
         let refresh = refresh_parts(plan);
         for _ in 0..3 {
             let minted = self.mint_one(req, ttl, alg, &refresh, actor)?;
-            let recorded = self.store.write_grouped(minted.record_work()).await;
+            let recorded = self.store.record_token(minted.recording()).await;
             match self.settle(minted, recorded)? {
                 Some(issued) => return Ok(issued),
                 None => reload().await?,
@@ -516,26 +516,13 @@ struct Minted {
 }
 
 impl Minted {
-    /// The write that records it (a grouped write: one savepoint of a shared transaction).
-    /// Spends the presented refresh token, checks the key still signs, records the token.
-    fn record_work(&self) -> impl Fn(&store::Conn<'_>) -> Result<(), StoreError> + Send + Sync + 'static {
-        let (spent, record, refresh) =
-            (self.spent.clone(), self.record.clone(), self.new_refresh.as_ref().and_then(|(_, row)| row.clone()));
-        let now = record.iat;
-        move |tx| {
-            if let Some(hash) = &spent {
-                if !store::refresh::spend(tx, hash, now)? {
-                    return Err(StoreError::RefreshSpent);
-                }
-            }
-            if store::keys::state(tx, &record.kid)? != Some(KeyState::Active) {
-                return Err(StoreError::KeyStoppedSigning(record.kid.clone()));
-            }
-            store::tokens::insert(tx, &record)?;
-            if let Some(row) = &refresh {
-                store::refresh::insert(tx, row)?;
-            }
-            Ok(())
+    /// What recording it writes (grouped with other answers' recordings): the presented
+    /// refresh token spent, the token's record if its key still signs, the new refresh token.
+    fn recording(&self) -> store::tokens::Recording {
+        store::tokens::Recording {
+            spends: self.spent.clone(),
+            token: self.record.clone(),
+            refresh: self.new_refresh.as_ref().and_then(|(_, row)| row.clone()),
         }
     }
 }

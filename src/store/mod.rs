@@ -104,7 +104,7 @@ pub struct Store {
 struct Inner {
     backend: Backend,
     reader_permits: tokio::sync::Semaphore,
-    /// Jobs for the group committer (see [`Store::write_grouped`]).
+    /// Jobs for the group committer (see [`Store::record_token`]).
     grouped: mpsc::Sender<GroupedJob>,
     /// Why the last write failed in the database itself (a full disk, an I/O error, a
     /// database that cannot be reached), until a write succeeds again: readiness reports it.
@@ -217,10 +217,10 @@ fn off_runtime<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     std::thread::scope(|s| s.spawn(work).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
 }
 
-/// A small write that may share a transaction with others: it runs in its own savepoint,
-/// and its caller hears back only after the shared transaction committed.
+/// An answered token's recording, waiting for the group committer; its caller hears back
+/// only after the shared transaction committed.
 struct GroupedJob {
-    work: GroupedWork,
+    recording: tokens::Recording,
     done: Answer,
 }
 
@@ -253,61 +253,35 @@ fn is_storage_failure(e: &StoreError) -> bool {
 /// threads alike (a blocking caller drives the receiving future on its own thread).
 type Answer = tokio::sync::oneshot::Sender<Result<()>>;
 
-/// The write a grouped job does, inside its savepoint.
-type GroupedWork = Box<dyn Fn(&Conn<'_>) -> Result<()> + Send + Sync>;
-
 /// The most jobs one group transaction takes.
 const GROUP_MAX: usize = 256;
 
-/// Group committers per backend: SQLite has one writer; a PostgreSQL node runs several, each
-/// on its own connection, so one batch commits while the next is gathered and written (their
-/// token records take the write lock shared).
-const SQLITE_COMMITTERS: usize = 1;
-const POSTGRES_COMMITTERS: usize = 4;
-
-/// A group committer: takes every waiting job, runs each in a savepoint of one
-/// transaction, commits once, then answers each job. Stops when the store is dropped.
-/// Committers take turns gathering a batch from the one queue.
-fn group_committer(inner: Weak<Inner>, jobs: Arc<Mutex<mpsc::Receiver<GroupedJob>>>) {
+/// A group committer: takes every waiting job, writes the batch in one transaction
+/// ([`tokens::record_batch`]: a few statements for the whole batch), commits once, then
+/// answers each job. When the batch's transaction fails, it is rolled back and, if it held
+/// several jobs, run again job by job, each in a savepoint, so one job's failure does not
+/// fail the others. Stops when the store is dropped.
+fn group_committer(inner: Weak<Inner>, queue: mpsc::Receiver<GroupedJob>) {
     loop {
-        let batch = {
-            let queue = jobs.lock().unwrap_or_else(PoisonError::into_inner);
-            let Ok(first) = queue.recv() else { break };
-            let mut batch = vec![first];
-            while batch.len() < GROUP_MAX {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
+        let Ok(first) = queue.recv() else { break };
+        let mut batch = vec![first];
+        while batch.len() < GROUP_MAX {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
-            batch
-        };
+        }
         let Some(inner) = inner.upgrade() else { break };
-        let works: Vec<&GroupedWork> = batch.iter().map(|job| &job.work).collect();
-        // PostgreSQL: every savepoint costs two round trips, so a batch is first tried
-        // without them; when a job fails, the whole attempt is rolled back and the batch runs
-        // again job by job in savepoints (jobs only read what they capture, so they can run
-        // twice). SQLite's savepoints are cached statements in memory: always used there.
-        let optimistic = matches!(inner.backend, Backend::Postgres(_))
-            && inner
-                .transact(Lock::Shared, |tx| {
-                    for work in &works {
-                        work(tx)?;
-                    }
-                    Ok(())
-                })
-                .is_ok();
-        let mut results: Vec<Result<()>> = Vec::with_capacity(batch.len());
-        let outcome = if optimistic {
-            results.extend(works.iter().map(|_| Ok(())));
-            Ok(())
-        } else {
-            inner.transact(Lock::Shared, |tx| {
+        let recordings: Vec<&tokens::Recording> = batch.iter().map(|job| &job.recording).collect();
+        let mut outcome = inner.transact(Lock::Shared, |tx| tokens::record_batch(tx, &recordings));
+        if recordings.len() > 1 && matches!(&outcome, Err(e) if !matches!(e, StoreError::Unavailable(_))) {
+            outcome = inner.transact(Lock::Shared, |tx| {
                 // Savepoints by cached statements: parsing SAVEPOINT and RELEASE for every
                 // token showed in the profile of the issuance benchmark.
-                for work in &works {
+                let mut results = Vec::with_capacity(recordings.len());
+                for recording in &recordings {
                     tx.execute("SAVEPOINT grouped_job", args![])?;
-                    let r = work(tx);
+                    let r = tokens::record_batch(tx, &[recording]).and_then(|mut one| one.remove(0));
                     if r.is_err() {
                         // A failed job's writes are undone; the others stand.
                         tx.execute("ROLLBACK TO grouped_job", args![])?;
@@ -315,12 +289,12 @@ fn group_committer(inner: Weak<Inner>, jobs: Arc<Mutex<mpsc::Receiver<GroupedJob
                     tx.execute("RELEASE grouped_job", args![])?;
                     results.push(r);
                 }
-                Ok(())
-            })
-        };
+                Ok(results)
+            });
+        }
         drop(inner);
         match outcome {
-            Ok(()) => {
+            Ok(results) => {
                 // A caller that went away no longer needs its answer.
                 for (job, r) in batch.into_iter().zip(results) {
                     let _ = job.done.send(r);
@@ -394,7 +368,7 @@ impl Store {
         }
         let backend =
             Backend::Sqlite { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(readers) };
-        Store::start(backend, READERS, SQLITE_COMMITTERS)
+        Store::start(backend, READERS)
     }
 
     /// Opens the database at `location` without migrating it. A PostgreSQL server need not
@@ -402,15 +376,12 @@ impl Store {
     pub fn open_at(location: &Location) -> Result<Store> {
         match location {
             Location::File(path) => Store::open(path),
-            Location::Postgres(target) => {
-                Store::start(Backend::Postgres(postgres::Pool::open(target)?), 8, POSTGRES_COMMITTERS)
-            }
+            Location::Postgres(target) => Store::start(Backend::Postgres(postgres::Pool::open(target)?), 8),
         }
     }
 
-    fn start(backend: Backend, readers: usize, committers: usize) -> Result<Store> {
+    fn start(backend: Backend, readers: usize) -> Result<Store> {
         let (sender, receiver) = mpsc::channel();
-        let receiver = Arc::new(Mutex::new(receiver));
         let inner = Arc::new(Inner {
             backend,
             reader_permits: tokio::sync::Semaphore::new(readers),
@@ -419,13 +390,14 @@ impl Store {
             changes: OnceLock::new(),
             alive: Arc::new(()),
         });
-        for _ in 0..committers {
-            let (weak, receiver) = (Arc::downgrade(&inner), receiver.clone());
-            std::thread::Builder::new()
-                .name("keyturn-commit".into())
-                .spawn(move || group_committer(weak, receiver))
-                .map_err(|e| StoreError::Task(format!("cannot start the group committer: {e}")))?;
-        }
+        // One committer on either backend: while its batch commits, the next one gathers, and
+        // a batch costs the same few statements whatever its size (several committers on
+        // PostgreSQL made smaller batches and less throughput: see docs/BENCHMARKS.md).
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("keyturn-commit".into())
+            .spawn(move || group_committer(weak, receiver))
+            .map_err(|e| StoreError::Task(format!("cannot start the group committer: {e}")))?;
         Ok(Store { inner })
     }
 
@@ -532,21 +504,17 @@ impl Store {
         self.inner.write_failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Runs a small write that may share one transaction (and one fsync) with concurrent
-    /// ones, each in its own savepoint. Resolves after the shared transaction committed, so
-    /// the write is durable when this returns `Ok`. It waits without holding a thread (the
-    /// committer thread wakes the waiting task directly).
-    pub async fn write_grouped(&self, work: impl Fn(&Conn<'_>) -> Result<()> + Send + Sync + 'static) -> Result<()> {
+    /// Records an answered token: the write may share one transaction (and one fsync) with
+    /// concurrent ones (see [`tokens::record_batch`]). Resolves after the shared transaction
+    /// committed, so the record is durable when this returns `Ok`. It waits without holding a
+    /// thread (the committer thread wakes the waiting task directly).
+    pub async fn record_token(&self, recording: tokens::Recording) -> Result<()> {
         let (done, answer) = tokio::sync::oneshot::channel();
-        self.submit_grouped(Box::new(work), done)?;
-        answer.await.map_err(|_| StoreError::Task("the group committer stopped".into()))?
-    }
-
-    fn submit_grouped(&self, work: GroupedWork, done: Answer) -> Result<()> {
         self.inner
             .grouped
-            .send(GroupedJob { work, done })
-            .map_err(|_| StoreError::Task("the group committer stopped".into()))
+            .send(GroupedJob { recording, done })
+            .map_err(|_| StoreError::Task("the group committer stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Task("the group committer stopped".into()))?
     }
 
     /// [`Store::read`] on a pooled connection, for callers already on a blocking thread.
@@ -694,5 +662,64 @@ mod tests {
         assert!(r.is_err());
         let n: i64 = store.read(|c| c.query_one("SELECT count(*) FROM meta", args![])?.get(0)).await.expect("count");
         assert_eq!(n, 0);
+    }
+
+    /// A batch's recordings stand or fall one by one: a job whose key stopped signing, or
+    /// whose refresh token an earlier job of the same batch spent, writes nothing; the
+    /// others are recorded.
+    #[tokio::test]
+    async fn a_batch_refuses_only_its_bad_recordings() {
+        use crate::clock::from_unix;
+        use crate::keys::KeyId;
+        use crate::records::TokenRecord;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).expect("open");
+        store.migrate().expect("migrate");
+        store
+            .write(|tx| {
+                tx.batch(
+                    "INSERT INTO signing_keys (kid, alg, state, public_jwk, sealed_private, created_at, published_at, not_after)
+                     VALUES ('signs', 'ES256', 'active', '{}', x'00', 0, 0, 9999999999),
+                            ('stopped', 'ES256', 'retired', '{}', x'00', 0, 0, 9999999999);
+                     INSERT INTO refresh_tokens (token_hash, family, sub, aud, issued_at, expires_at)
+                     VALUES (x'0102', 'f', 's', '[]', 0, 9999999999)",
+                )
+            })
+            .await
+            .expect("keys");
+        let recording = |jti: &str, kid: &str, spends: Option<Vec<u8>>| tokens::Recording {
+            spends,
+            token: TokenRecord {
+                jti: jti.into(),
+                sub: "s".into(),
+                kid: KeyId::new(kid),
+                aud: vec!["api".into()],
+                client_id: None,
+                scope: None,
+                iat: from_unix(10),
+                exp: from_unix(100),
+                issued_by: "test".into(),
+                family: None,
+            },
+            refresh: None,
+        };
+        let batch = [
+            recording("a", "signs", None),
+            recording("b", "stopped", None),
+            recording("c", "signs", Some(vec![1, 2])),
+            recording("d", "signs", Some(vec![1, 2])),
+        ];
+        let outcomes =
+            store.write(move |tx| tokens::record_batch(tx, &batch.iter().collect::<Vec<_>>())).await.expect("batch");
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        assert!(matches!(outcomes[1], Err(StoreError::KeyStoppedSigning(_))), "{outcomes:?}");
+        assert!(matches!(outcomes[3], Err(StoreError::RefreshSpent)), "{outcomes:?}");
+        let recorded: Vec<String> = store
+            .read(|c| {
+                c.query("SELECT jti FROM issued_tokens ORDER BY jti", args![])?.iter().map(|r| r.get(0)).collect()
+            })
+            .await
+            .expect("records");
+        assert_eq!(recorded, ["a", "c"]);
     }
 }

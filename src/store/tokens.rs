@@ -2,10 +2,100 @@
 
 use std::collections::HashMap;
 
-use super::{args, Conn, Result, Row};
+use super::refresh::RefreshRow;
+use super::{args, Conn, Dialect, Result, Row, StoreError};
 use crate::clock::{from_unix, to_unix, Instant};
-use crate::keys::KeyId;
+use crate::keys::{KeyId, KeyState};
 use crate::records::{Lifetime, TokenQuery, TokenRecord};
+
+/// What recording one answered token writes, as data, so that a batch of them is written in
+/// a few statements: the refresh token it spends, its record, the refresh token it hands out.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    /// The hash of the refresh token this answer spends (a refresh grant).
+    pub spends: Option<Vec<u8>>,
+    pub token: TokenRecord,
+    /// The refresh token it hands out, when that is new.
+    pub refresh: Option<RefreshRow>,
+}
+
+/// Writes a batch of recordings in one transaction and says, for each, whether it stands:
+/// one refused because its key no longer signs (`KeyStoppedSigning`) or its refresh token
+/// was already spent (`RefreshSpent`, also when an earlier recording of the batch spent it)
+/// writes nothing, and the others stand. The key states are read once per key, before any
+/// write, and the token records go in one statement on PostgreSQL. An `Err` of the whole is
+/// a failed statement: the caller rolls the transaction back.
+pub fn record_batch(tx: &Conn<'_>, batch: &[&Recording]) -> Result<Vec<Result<()>>> {
+    let mut signing: HashMap<&KeyId, bool> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for r in batch {
+        let kid = &r.token.kid;
+        let signs = match signing.get(kid) {
+            Some(signs) => *signs,
+            None => {
+                let signs = super::keys::state(tx, kid)? == Some(KeyState::Active);
+                signing.insert(kid, signs);
+                signs
+            }
+        };
+        outcomes.push(if !signs {
+            Err(StoreError::KeyStoppedSigning(kid.clone()))
+        } else if let Some(hash) = &r.spends {
+            if super::refresh::spend(tx, hash, r.token.iat)? {
+                Ok(())
+            } else {
+                Err(StoreError::RefreshSpent)
+            }
+        } else {
+            Ok(())
+        });
+    }
+    let standing: Vec<&Recording> =
+        batch.iter().zip(&outcomes).filter(|(_, outcome)| outcome.is_ok()).map(|(r, _)| *r).collect();
+    insert_many(tx, &standing)?;
+    for row in standing.iter().filter_map(|r| r.refresh.as_ref()) {
+        super::refresh::insert(tx, row)?;
+    }
+    Ok(outcomes)
+}
+
+/// Inserts the token records of `batch`: on PostgreSQL in one statement (a JSON array of
+/// rows, so the statement is the same whatever the batch's size and stays prepared); on
+/// SQLite row by row, since its statements run in this process anyway.
+fn insert_many(tx: &Conn<'_>, batch: &[&Recording]) -> Result<()> {
+    match tx.dialect() {
+        Dialect::Sqlite => batch.iter().try_for_each(|r| insert(tx, &r.token)),
+        Dialect::Postgres if batch.is_empty() => Ok(()),
+        Dialect::Postgres => {
+            let rows: Vec<serde_json::Value> = batch
+                .iter()
+                .map(|r| {
+                    let t = &r.token;
+                    serde_json::json!({
+                        "jti": t.jti,
+                        "sub": t.sub,
+                        "kid": t.kid.as_str(),
+                        "aud": serde_json::to_string(&t.aud).unwrap_or_else(|_| "[]".into()),
+                        "client_id": t.client_id,
+                        "scope": t.scope,
+                        "iat": to_unix(t.iat),
+                        "exp": to_unix(t.exp),
+                        "issued_by": t.issued_by,
+                        "family": t.family,
+                    })
+                })
+                .collect();
+            let rows = serde_json::Value::Array(rows).to_string();
+            tx.execute(
+                "INSERT INTO issued_tokens (jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family)
+                 SELECT jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family
+                 FROM json_populate_recordset(NULL::issued_tokens, ?1::text::json)",
+                args![rows],
+            )?;
+            Ok(())
+        }
+    }
+}
 
 pub fn insert(tx: &Conn<'_>, t: &TokenRecord) -> Result<()> {
     let aud = serde_json::to_string(&t.aud).unwrap_or_else(|_| "[]".into());
