@@ -395,7 +395,7 @@ fn serve(inputs: &Inputs, tls_self_signed: bool) -> ExitCode {
 fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::new(format!(
-        "{level},rocket=error,_=error,hyper=warn,tokio_cron_scheduler=warn",
+        "{level},rocket=off,_=off,hyper=warn,tokio_cron_scheduler=warn",
         level = config.log_level.as_str()
     ));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -198,6 +198,34 @@ settings! {
         show: |c| format!("[{}]", c.trusted_proxies.iter().map(quoted).collect::<Vec<_>>().join(", ")),
         help: "comma-separated IP addresses of reverse proxies whose `X-Forwarded-For` (or `X-Real-IP`) names the client; every other request is known by its peer address (audit records, sign-in limits)",
     }
+    max_connections: usize {
+        parse: |v| positive_count(v, 1_000_000),
+        default: doc,
+        documented: "4096",
+        show: |c| c.max_connections.to_string(),
+        help: "open connections at most; a connection over it is closed as it arrives (keep it below the process's file-descriptor limit, `LimitNOFILE` in deploy/keyturn.service)",
+    }
+    max_connections_per_address: usize {
+        parse: |v| positive_count(v, 1_000_000),
+        default: doc,
+        documented: "256",
+        show: |c| c.max_connections_per_address.to_string(),
+        help: "open connections at most from one client address (the peer; `trusted_proxies` are exempt), so one client cannot take them all",
+    }
+    client_header_timeout: Duration {
+        parse: timeout,
+        default: doc,
+        documented: "10s",
+        show: |c| quoted(format_duration(c.client_header_timeout)),
+        help: "time for a request's headers to arrive, from the connection's start or its previous answer: also how long an idle keep-alive connection stays open",
+    }
+    client_body_timeout: Duration {
+        parse: timeout,
+        default: doc,
+        documented: "10s",
+        show: |c| quoted(format_duration(c.client_body_timeout)),
+        help: "time for a request's body to arrive once its headers have; then 408 and the connection closes",
+    }
     issuer: String {
         parse: validate_issuer,
         default: (format!("{}://{}", if tls_cert_file.is_some() { "https" } else { "http" }, socket_text(address, port))),
@@ -659,6 +687,25 @@ fn validate_issuer(v: &str) -> Result<String, String> {
         return Err(format!("'{v}' must be a URL with a host and no query or fragment"));
     }
     Ok(v.trim_end_matches('/').to_owned())
+}
+
+/// A whole number from 1 to `max`.
+fn positive_count(v: &str, max: usize) -> Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("'{v}' is not a whole number from 1 to {max}")),
+    }
+}
+
+/// A network time-out: from 1 s to 1 h.
+fn timeout(v: &str) -> Result<Duration, String> {
+    parse_duration(v).and_then(|d| {
+        if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+            Ok(d)
+        } else {
+            Err("must be from 1s to 1h".into())
+        }
+    })
 }
 
 fn parse_addresses(v: &str) -> Result<Vec<IpAddr>, String> {

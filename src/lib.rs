@@ -20,10 +20,9 @@ pub mod service;
 pub mod store;
 pub mod web;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
 use zeroize::Zeroizing;
 
@@ -39,7 +38,7 @@ pub struct Server {
     pub service: Arc<Keyturn>,
     shutdown: rocket::Shutdown,
     scheduler: Option<scheduler::Scheduler>,
-    task: tokio::task::JoinHandle<std::result::Result<(), String>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -64,21 +63,14 @@ impl Server {
         }
         let service = self.service.clone();
         let _ = tokio::task::spawn_blocking(move || service.release_lease()).await;
-        match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(Error::Listen { address: self.address.to_string(), reason }),
-            Err(e) => Err(Error::Listen { address: self.address.to_string(), reason: e.to_string() }),
-        }
+        served.map_err(|e| Error::Listen { address: self.address.to_string(), reason: e.to_string() })
     }
 }
 
-/// Checks the configured address can be bound before anything in the data dir is touched,
-/// so a taken port refuses start-up without changing anything.
-fn check_listen(config: &Config) -> Result<()> {
-    if config.port == 0 {
-        return Ok(());
-    }
-    TcpListener::bind((config.address, config.port)).map(drop).map_err(|e| Error::Listen {
+/// Binds the configured address before anything in the data dir is touched, so a taken
+/// port or an unreadable certificate refuses start-up without changing anything.
+async fn bind(config: &Config) -> Result<web::serve::Bound> {
+    web::serve::Bound::bind(config).await.map_err(|e| Error::Listen {
         address: config.socket_text(),
         reason: if e.kind() == std::io::ErrorKind::AddrInUse {
             "the port is already in use by another process".into()
@@ -111,7 +103,7 @@ async fn announce_setup_link(service: &Arc<Keyturn>) {
 
 /// Opens the service and starts serving it. Returns once the server listens.
 pub async fn start(config: Config, clock: Clock) -> Result<Server> {
-    check_listen(&config)?;
+    let bound = bind(&config).await?;
     // A cookie secret file that exists must be valid before anything is written.
     let kept_secret = match config.secret_key {
         Some(_) => None,
@@ -148,52 +140,29 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
             .limit("form", web::BODY_LIMIT.parse().unwrap_or_default()),
     ));
 
-    // On SIGTERM or SIGINT: stop accepting, give in-flight requests 5 s to finish and 5 s
-    // more to close, then stop.
-    let figment = figment.merge(("shutdown.grace", 5)).merge(("shutdown.mercy", 5)).merge(("shutdown.ctrlc", true));
     let figment = match config.tls() {
         Some((cert, key)) => figment.merge(("tls.certs", cert)).merge(("tls.key", key)),
         None => figment,
     };
     let scheme = if config.tls().is_some() { "https" } else { "http" };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let tx = std::sync::Mutex::new(Some(tx));
+    let socket_text = config.socket_text();
     let rocket = web::build(service.clone(), figment)
-        .attach(AdHoc::on_liftoff("report address", move |rocket| {
-            let addr = SocketAddr::new(rocket.config().address, rocket.config().port);
-            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
-                let _ = tx.send(addr);
-            }
-            Box::pin(async {})
-        }))
-        .attach(AdHoc::on_shutdown("report shutdown", |_| {
-            Box::pin(async {
-                tracing::info!("shutting down: no new connections; requests in flight have 5 s to finish");
-            })
-        }))
         .ignite()
         .await
-        .map_err(|e| Error::Listen { address: config.socket_text(), reason: e.to_string() })?;
-    let shutdown = rocket.shutdown();
-    let socket_text = config.socket_text();
+        .map_err(|e| Error::Listen { address: socket_text.clone(), reason: e.to_string() })?;
+    // The application answers requests the server (`web::serve`) has read.
+    let app = rocket::local::asynchronous::Client::untracked(rocket)
+        .await
+        .map_err(|e| Error::Listen { address: socket_text.clone(), reason: e.to_string() })?;
+    let shutdown = app.rocket().shutdown();
+    let address = bound.local_addr().unwrap_or_else(|| SocketAddr::new(config.address, config.port));
     let scheduler = scheduler::Scheduler::start(service.clone()).await.map_err(|e| Error::Listen {
         address: socket_text.clone(),
         reason: format!("the scheduler did not start: {e}"),
     })?;
-    let task = tokio::spawn(async move { rocket.launch().await.map(drop).map_err(|e| e.to_string()) });
-    match rx.await {
-        Ok(address) => {
-            tracing::info!(url = %format!("{scheme}://{address}"), "keyturn is listening");
-            announce_setup_link(&service).await;
-            Ok(Server { address, service, shutdown, scheduler: Some(scheduler), task })
-        }
-        Err(_) => {
-            scheduler.shutdown().await;
-            let reason = match task.await {
-                Ok(Err(reason)) => reason,
-                _ => "the server stopped before it listened".into(),
-            };
-            Err(Error::Listen { address: socket_text, reason })
-        }
-    }
+    let limits = web::serve::Limits::of(config);
+    let task = tokio::spawn(web::serve::serve(bound, app, limits, service.clone()));
+    tracing::info!(url = %format!("{scheme}://{address}"), "keyturn is listening");
+    announce_setup_link(&service).await;
+    Ok(Server { address, service, shutdown, scheduler: Some(scheduler), task })
 }

@@ -58,6 +58,11 @@ struct KeyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlgLabels {
     alg: &'static str,
 }
@@ -115,6 +120,8 @@ pub struct Metrics {
     jwks_responses: Family<StatusLabels, Counter>,
     http_requests: Family<RequestLabels, Counter>,
     password_hashing: Counter,
+    connections_open: Gauge,
+    connections_refused: Family<LimitLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     keys: Family<KeyLabels, Gauge>,
     until_next_rotation: Optional,
@@ -162,6 +169,13 @@ impl Default for Metrics {
                 "keyturn_password_hashing",
                 "Argon2 password hashes computed or verified (setup, sign-in, password changes)",
                 Counter::default(),
+            ),
+            connections_open: register(r, "keyturn_connections_open", "Open client connections", Gauge::default()),
+            connections_refused: register(
+                r,
+                "keyturn_connections_refused",
+                "Connections closed on arrival, by the limit they were over",
+                Family::default(),
             ),
             http_duration: register(
                 r,
@@ -218,6 +232,16 @@ impl Metrics {
     /// One argon2 computation was done.
     pub fn password_hashed(&self) {
         self.password_hashing.inc();
+    }
+
+    /// `open` client connections are open now.
+    pub fn connections_open(&self, open: usize) {
+        self.connections_open.set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// A connection was closed on arrival, over `limit` (the setting's name).
+    pub fn connection_refused(&self, limit: &'static str) {
+        self.connections_refused.get_or_create(&LimitLabels { limit }).inc();
     }
 
     /// A request was answered: its route template, method, status and latency.

@@ -6,6 +6,7 @@ pub mod api;
 pub mod error;
 pub mod oauth;
 pub mod pages;
+pub mod serve;
 pub mod source;
 pub mod wellknown;
 

@@ -12,6 +12,7 @@ mod badinput;
 mod browser;
 mod cli;
 mod cluster;
+mod connections;
 mod crash;
 mod daemon;
 mod dashboard;

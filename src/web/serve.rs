@@ -1,0 +1,427 @@
+//! The HTTP server: it owns the listening socket, so it decides how many connections stay
+//! open and for how long. (Rocket 0.5's own server sets no header-read, body-read or idle
+//! time-out and no connection limit: idle connections could take every file descriptor.)
+//!
+//! - At most `max_connections` open connections, and at most `max_connections_per_address`
+//!   from one client address (trusted proxies are exempt: every client behind them shares
+//!   their address). A connection over a limit is closed as soon as it is accepted.
+//! - A request's headers must arrive within `client_header_timeout`, counted from the
+//!   connection's start or its previous answer, so the same time-out closes idle keep-alive
+//!   connections; its body within `client_body_timeout` (else 408 and the connection closes).
+//! - A body is read up to [`BODY_BYTES`] and one byte more: a longer one is refused by the
+//!   application's own limits, and the connection closes after the answer.
+//!
+//! Each request, read whole, is dispatched in process to the Rocket application (its
+//! routes, fairings and catchers), through Rocket's local client, which runs the same
+//! dispatch as Rocket's own server. TLS uses Rocket's TLS listener, configured as Rocket
+//! would configure it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::io::BufReader;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, HOST};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rocket::http::private::{Connection, Listener, TcpListener};
+use rocket::http::tls::TlsListener;
+use rocket::http::{Cookie, Header, Method};
+use rocket::local::asynchronous::Client;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::service::Keyturn;
+
+/// The most request-body bytes read (the application's largest limit, [`super::BODY_LIMIT`]).
+pub const BODY_BYTES: usize = 64 * 1024;
+
+/// How long requests in flight have to finish after a shutdown begins, then how long more
+/// their connections have to close.
+const GRACE: Duration = Duration::from_secs(5);
+const MERCY: Duration = Duration::from_secs(5);
+
+/// The bound listening socket, plain or TLS.
+pub enum Bound {
+    Plain(TcpListener),
+    Tls(TlsListener),
+}
+
+impl Bound {
+    /// Binds the configured address (before anything else starts, so a taken port or a bad
+    /// certificate refuses start-up without a change).
+    pub async fn bind(config: &Config) -> std::io::Result<Bound> {
+        let addr = SocketAddr::new(config.address, config.port);
+        match config.tls() {
+            None => Ok(Bound::Plain(TcpListener::bind(addr).await?)),
+            Some((cert, key)) => {
+                let tls = rocket::http::tls::Config {
+                    cert_chain: BufReader::new(std::fs::File::open(cert)?),
+                    private_key: BufReader::new(std::fs::File::open(key)?),
+                    ciphersuites: rocket::http::tls::rustls::crypto::ring::DEFAULT_CIPHER_SUITES.to_vec(),
+                    prefer_server_order: true,
+                    ca_certs: None,
+                    mandatory_mtls: false,
+                    http2: true,
+                };
+                Ok(Bound::Tls(TlsListener::bind(addr, tls).await?))
+            }
+        }
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Bound::Plain(l) => l.local_addr().ok(),
+            Bound::Tls(l) => Listener::local_addr(l),
+        }
+    }
+}
+
+/// The limits on connections, from the configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub per_address: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// Addresses exempt from the per-address limit: the trusted proxies.
+    pub proxies: Vec<IpAddr>,
+}
+
+impl Limits {
+    pub fn of(config: &Config) -> Limits {
+        Limits {
+            max_connections: config.max_connections,
+            per_address: config.max_connections_per_address,
+            header_timeout: config.client_header_timeout,
+            body_timeout: config.client_body_timeout,
+            proxies: config.trusted_proxies.clone(),
+        }
+    }
+}
+
+/// The open connections, in all and per client address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+    /// Whether the last connection was refused for the total limit (logged once per episode).
+    refusing: bool,
+}
+
+/// Counts open connections; hands out a [`Slot`] while a connection may open.
+struct Slots {
+    limits: Limits,
+    open: Mutex<Open>,
+    /// Woken when a connection closes.
+    freed: Notify,
+    service: Arc<Keyturn>,
+}
+
+/// One open connection's place: given back when the connection ends.
+struct Slot {
+    slots: Arc<Slots>,
+    ip: IpAddr,
+}
+
+impl Slots {
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.total >= self.limits.max_connections {
+            if !open.refusing {
+                open.refusing = true;
+                tracing::warn!(
+                    limit = self.limits.max_connections,
+                    "connection limit reached: new connections are closed until some end (max_connections)"
+                );
+            }
+            self.service.metrics().connection_refused("max_connections");
+            return None;
+        }
+        let from_here = open.by_address.get(&ip).copied().unwrap_or(0);
+        if from_here >= self.limits.per_address && !self.limits.proxies.contains(&ip) {
+            self.service.metrics().connection_refused("max_connections_per_address");
+            return None;
+        }
+        if open.refusing {
+            open.refusing = false;
+            tracing::info!("accepting connections again: below the connection limit");
+        }
+        open.total += 1;
+        *open.by_address.entry(ip).or_insert(0) += 1;
+        self.service.metrics().connections_open(open.total);
+        Some(Slot { slots: self.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.total -= 1;
+        if let Some(n) = open.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_address.remove(&self.ip);
+            }
+        }
+        self.slots.service.metrics().connections_open(open.total);
+        drop(open);
+        self.slots.freed.notify_one();
+    }
+}
+
+/// Serves `app` on `bound` until the application's shutdown handle is notified or the
+/// process gets SIGTERM or SIGINT; then stops accepting, gives requests in flight
+/// [`GRACE`] to finish and [`MERCY`] more to close, and runs the shutdown fairings.
+pub async fn serve(bound: Bound, app: Client, limits: Limits, service: Arc<Keyturn>) {
+    let app = Arc::new(app);
+    let slots = Arc::new(Slots { limits, open: Mutex::default(), freed: Notify::new(), service });
+    let graceful = GracefulShutdown::new();
+    let stop = stop_requested(app.rocket().shutdown());
+    tokio::pin!(stop);
+    match bound {
+        Bound::Plain(l) => accept_until(l, &app, &slots, &graceful, stop.as_mut()).await,
+        Bound::Tls(l) => accept_until(l, &app, &slots, &graceful, stop.as_mut()).await,
+    }
+    tracing::info!("shutting down: no new connections; requests in flight have 5 s to finish");
+    // The application is told too: anything waiting on its shutdown handle ends.
+    app.rocket().shutdown().notify();
+    if tokio::time::timeout(GRACE + MERCY, graceful.shutdown()).await.is_err() {
+        tracing::warn!("shutdown: connections still open after 10 s are dropped");
+    }
+    if let Ok(app) = Arc::try_unwrap(app) {
+        app.terminate().await;
+    }
+}
+
+/// Resolves when the application's shutdown handle is notified, or on SIGTERM or SIGINT.
+async fn stop_requested(shutdown: rocket::Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let term = async move {
+        match term.as_mut() {
+            Some(s) => drop(s.recv().await),
+            None => std::future::pending().await,
+        }
+    };
+    let int = async move {
+        match int.as_mut() {
+            Some(s) => drop(s.recv().await),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = term => {}
+        _ = int => {}
+    }
+}
+
+async fn accept_until<L>(
+    mut listener: L,
+    app: &Arc<Client>,
+    slots: &Arc<Slots>,
+    graceful: &GracefulShutdown,
+    mut stop: Pin<&mut impl Future<Output = ()>>,
+) where
+    L: Listener + Unpin,
+    L::Connection: Send + Unpin + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(slots.limits.header_timeout).keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100)
+        .keep_alive_interval(Some(slots.limits.header_timeout))
+        .keep_alive_timeout(slots.limits.header_timeout);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.as_mut() => return,
+            accepted = poll_fn(|cx| Pin::new(&mut listener).poll_accept(cx)) => accepted,
+        };
+        let conn = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait until a connection ends (or a
+                // moment passes) rather than spin on accept.
+                tracing::warn!("cannot accept a connection: {e}");
+                let _ = tokio::time::timeout(Duration::from_millis(100), slots.freed.notified()).await;
+                continue;
+            }
+        };
+        let Some(peer) = conn.peer_address() else { continue };
+        let Some(slot) = slots.take(peer.ip()) else {
+            drop(conn);
+            continue;
+        };
+        let _ = conn.enable_nodelay();
+        let (app, body_timeout) = (app.clone(), slots.limits.body_timeout);
+        let service = hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(answer(&app, peer, req, body_timeout).await) }
+        });
+        let io = TokioIo::new(FirstByteDeadline::new(conn, slots.limits.header_timeout));
+        let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Reads the request's body within the time-out and the size limit, then has the
+/// application answer it.
+async fn answer(
+    app: &Client,
+    peer: SocketAddr,
+    req: hyper::Request<Incoming>,
+    body_timeout: Duration,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, mut body) = req.into_parts();
+    let read = async {
+        let mut data = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(chunk) = frame?.into_data() {
+                data.extend_from_slice(&chunk);
+                if data.len() > BODY_BYTES {
+                    return Ok::<_, hyper::Error>((data, true));
+                }
+            }
+        }
+        Ok((data, false))
+    };
+    let (data, cut) = match tokio::time::timeout(body_timeout, read).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, "request body could not be read: {e}");
+            return refusal(400, "invalid_request", "the request body could not be read".into());
+        }
+        Err(_) => {
+            tracing::info!(%peer, "request body not received within {}s: answered 408", body_timeout.as_secs());
+            let text = format!("the request body did not arrive within {} s", body_timeout.as_secs());
+            return refusal(408, "request_timeout", text);
+        }
+    };
+    let Ok(method) = parts.method.as_str().parse::<Method>() else {
+        return refusal(405, "method_not_allowed", "this method is not served".into());
+    };
+    let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let mut request = app.req(method, uri).remote(peer).body(data);
+    for (name, value) in &parts.headers {
+        // Rocket's server skips header values that are not UTF-8 too.
+        let Ok(value) = std::str::from_utf8(value.as_bytes()) else { continue };
+        if name == COOKIE {
+            for cookie in value.split(';').map(str::trim) {
+                if let Ok(cookie) = Cookie::parse_encoded(cookie.to_owned()) {
+                    request = request.cookie(cookie);
+                }
+            }
+        }
+        request.add_header(Header::new(name.as_str().to_owned(), value.to_owned()));
+    }
+    // HTTP/2 carries the host in the URI (`:authority`), not in a header.
+    if !parts.headers.contains_key(HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            request.add_header(Header::new("Host", authority.as_str().to_owned()));
+        }
+    }
+    let response = request.dispatch().await;
+    let mut out = hyper::Response::builder().status(response.status().code);
+    for header in response.headers().iter() {
+        if header.name() != CONTENT_LENGTH.as_str() {
+            out = out.header(header.name.as_str(), header.value.as_bytes());
+        }
+    }
+    if cut {
+        // The rest of the body was never read: the connection cannot carry another request.
+        out = out.header(CONNECTION, HeaderValue::from_static("close"));
+    }
+    let body = response.into_bytes().await.unwrap_or_default();
+    out.body(Full::new(Bytes::from(body))).unwrap_or_else(|e| {
+        tracing::error!("the application's answer is not a valid HTTP response: {e}");
+        refusal(500, "server_error", "the answer could not be sent".into())
+    })
+}
+
+/// An answer the server gives itself (the request never reached the application), in the
+/// API's JSON error shape; the connection closes after it.
+fn refusal(status: u16, error: &str, description: String) -> hyper::Response<Full<Bytes>> {
+    let body = serde_json::json!({"error": error, "error_description": description}).to_string();
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+    let headers = response.headers_mut();
+    headers.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A connection that fails its reads when no byte arrived within the deadline from its
+/// start: hyper's header time-out starts only once it parses HTTP/1, so a connection that
+/// never sends a byte (not even a TLS handshake or a protocol preface) would otherwise wait
+/// forever for its version to be known.
+struct FirstByteDeadline<C> {
+    inner: C,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<C> FirstByteDeadline<C> {
+    fn new(inner: C, limit: Duration) -> Self {
+        FirstByteDeadline { inner, deadline: Some(Box::pin(tokio::time::sleep(limit))) }
+    }
+}
+
+impl<C: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstByteDeadline<C> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no request within the header time-out",
+                ))),
+                _ => Poll::Pending,
+            },
+            other => other,
+        }
+    }
+}
+
+impl<C: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstByteDeadline<C> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
