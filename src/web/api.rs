@@ -219,14 +219,29 @@ async fn put_schedule(
     Ok(Json(json!(view)))
 }
 
+/// A query parameter as Rocket reads it, errors kept (`Option<T>` would turn a bad value into
+/// "absent", so `?limit=-1` would silently mean the default).
+type Query<'v, T> = rocket::form::Result<'v, T>;
+
+/// A query parameter read strictly: absent is `None`; present but not a valid value is a 400
+/// that names it.
+fn strict<T>(name: &str, value: Query<'_, T>) -> Result<Option<T>, ApiError> {
+    match value {
+        Ok(v) => Ok(Some(v)),
+        Err(errors) if errors.iter().all(|e| matches!(e.kind, rocket::form::error::ErrorKind::Missing)) => Ok(None),
+        Err(_) => Err(ApiError::invalid_request(format!("`{name}` is not a valid value"))),
+    }
+}
+
 #[get("/api/v1/audit?<before>&<limit>")]
 async fn audit(
     service: &State<Arc<Keyturn>>,
     caller: Caller,
-    before: Option<i64>,
-    limit: Option<u32>,
+    before: Query<'_, i64>,
+    limit: Query<'_, u32>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
+    let (before, limit) = (strict("before", before)?, strict("limit", limit)?);
     let limit = limit.unwrap_or(100).clamp(1, 1000);
     let entries = blocking(service, move |s| s.audit(before, limit)).await?;
     let next = if entries.len() as u32 == limit { entries.last().map(|e| e.id) } else { None };
@@ -295,11 +310,12 @@ async fn list_tokens(
     sub: Option<String>,
     client_id: Option<String>,
     kid: Option<String>,
-    active: Option<bool>,
-    before: Option<i64>,
-    limit: Option<u32>,
+    active: Query<'_, bool>,
+    before: Query<'_, i64>,
+    limit: Query<'_, u32>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
+    let (active, before, limit) = (strict("active", active)?, strict("before", before)?, strict("limit", limit)?);
     let limit = limit.unwrap_or(100).clamp(1, 1000);
     let query = TokenQuery {
         sub,
@@ -410,11 +426,12 @@ async fn create_revocation(
 async fn revocation_feed(
     service: &State<Arc<Keyturn>>,
     caller: Caller,
-    since: Option<i64>,
-    limit: Option<u32>,
+    since: Query<'_, i64>,
+    limit: Query<'_, u32>,
     inm: IfNoneMatch,
 ) -> Result<Cached, ApiError> {
     caller.require(&[Role::Verifier])?;
+    let (since, limit) = (strict("since", since)?, strict("limit", limit)?);
     let since = since.unwrap_or(0).max(0);
     let limit = limit.unwrap_or(1000).clamp(1, 10_000);
     let (entries, next) = blocking(service, move |s| s.revocation_feed(since, limit)).await?;

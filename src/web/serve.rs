@@ -44,6 +44,9 @@ use crate::service::Keyturn;
 /// The most request-body bytes read (the application's largest limit, [`super::BODY_LIMIT`]).
 pub const BODY_BYTES: usize = 64 * 1024;
 
+/// The most bytes of a request's line and headers.
+const HEAD_BYTES: usize = 64 * 1024;
+
 /// How long requests in flight have to finish after a shutdown begins, then how long more
 /// their connections have to close.
 const GRACE: Duration = Duration::from_secs(5);
@@ -238,7 +241,14 @@ async fn accept_until<L>(
     L::Connection: Send + Unpin + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(slots.limits.header_timeout).keep_alive(true);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(slots.limits.header_timeout)
+        // A request's line and headers in at most 64 KiB, else 431: hyper's default (about
+        // 400 KiB) times 4096 connections would be over 1.5 GiB of buffers.
+        .max_buf_size(HEAD_BYTES)
+        .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -11,7 +11,7 @@ use crate::api::Api;
 use crate::support::http;
 
 /// Row counts of every table a request could write.
-fn counts(api: &Api) -> Vec<(String, i64)> {
+pub fn counts(api: &Api) -> Vec<(String, i64)> {
     let db = crate::support::database_of(api.server.service.config());
     ["issued_tokens", "revocations", "clients", "refresh_tokens", "audit_log", "signing_keys", "settings", "api_keys"]
         .iter()

@@ -8,6 +8,7 @@ mod admin;
 
 mod api;
 mod architecture;
+mod attacks;
 mod badinput;
 mod browser;
 mod cli;

@@ -1,0 +1,287 @@
+//! Attacks as a table, beside `badinput`'s: what an attacker sends at every layer (HTTP
+//! framing, authentication, roles, the OAuth endpoints, the dashboard, the admin API), raw
+//! bytes on a real connection. Each row says the answer it must get; after every row no
+//! table has gained or lost a row, a live token is still active and a revoked one still
+//! revoked.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::json;
+
+use keyturn::service::apikeys::Role;
+use keyturn::service::Actor;
+
+use crate::api::Api;
+use crate::support::http;
+
+/// One attack: the raw request and the status it must be answered with.
+struct Row {
+    name: &'static str,
+    request: Vec<u8>,
+    status: u16,
+    /// Text the answer must contain (an error code), if any.
+    contains: Option<&'static str>,
+}
+
+/// An HTTP/1.1 request with `headers`, a `Content-Length` when there is a body, and
+/// `Connection: close`.
+fn raw(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: keyturn.test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn row(name: &'static str, request: Vec<u8>, status: u16, contains: Option<&'static str>) -> Row {
+    Row { name, request, status, contains }
+}
+
+/// Sends `request` and returns the status and the whole answer.
+fn send(addr: &str, request: &[u8]) -> (u16, String) {
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    // The server may answer and close before reading everything (an oversized request).
+    let _ = conn.write_all(request);
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+async fn active(api: &Api, token: &str) -> bool {
+    let res = http()
+        .post(api.url("/oauth/introspect"))
+        .bearer_auth(&api.verifier)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("introspect");
+    res.json::<serde_json::Value>().await.expect("json")["active"] == true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attacks_are_refused_and_change_nothing() {
+    let api = Api::start(&[("KEYTURN_CLIENT_BODY_TIMEOUT", "2s")]).await;
+    let (client_id, secret) = api.client(&["read"], &["api"]).await;
+    let (other_id, _) = api.client(&["write"], &["other"]).await;
+    let basic = |id: &str, s: &str| format!("Basic {}", STANDARD.encode(format!("{id}:{s}")));
+    let bearer = |k: &str| format!("Bearer {k}");
+    let (admin, issuer, verifier) = (bearer(&api.admin), bearer(&api.issuer), bearer(&api.verifier));
+    // A revoked API key and a disabled client, made before the snapshot.
+    let revoked_key = {
+        let s = api.server.service.clone();
+        let key = tokio::task::spawn_blocking(move || {
+            let (identity, key) = s.create_api_key(Role::Issuer, "gone", &Actor::cli()).expect("api key");
+            s.revoke_api_key(&identity.id, &Actor::cli()).expect("revoke");
+            key.to_string()
+        })
+        .await
+        .expect("join");
+        bearer(&key)
+    };
+    let wrong_secret = {
+        let id = api.issuer.split('.').next().expect("id");
+        bearer(&format!("{id}.{}", "A".repeat(43)))
+    };
+    // Sentinels: a live token and a revoked one.
+    let (status, live) =
+        api.call("POST", "/api/v1/tokens", Some(&api.issuer), Some(json!({"sub": "alice", "aud": "api"}))).await;
+    assert_eq!(status, 200, "{live}");
+    let live = live["access_token"].as_str().expect("token").to_owned();
+    let (_, dead) =
+        api.call("POST", "/api/v1/tokens", Some(&api.issuer), Some(json!({"sub": "bob", "aud": "api"}))).await;
+    let dead_jti = dead["jti"].as_str().map(str::to_owned).unwrap_or_default();
+    let dead = dead["access_token"].as_str().expect("token").to_owned();
+    let (status, _) = api
+        .call("POST", "/api/v1/revocations", Some(&api.admin), Some(json!({"jti": dead_jti, "reason": "test"})))
+        .await;
+    assert!(status < 300, "revoke sentinel: {status}");
+    assert!(active(&api, &live).await && !active(&api, &dead).await);
+
+    let json_type = ("Content-Type", "application/json");
+    let form_type = ("Content-Type", "application/x-www-form-urlencoded");
+    let cc = b"grant_type=client_credentials".as_slice();
+    let token_body = br#"{"sub": "mallory", "aud": "api"}"#.as_slice();
+    let many_headers: Vec<(String, String)> = (0..200).map(|i| (format!("X-H{i}"), "v".into())).collect();
+    let many_headers: Vec<(&str, &str)> = many_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let long_header = "x".repeat(100 * 1024);
+    let long_path = format!("/healthz?{}", "a".repeat(70 * 1024));
+
+    let rows = vec![
+        // HTTP framing.
+        row("unknown method", raw("BREW", "/healthz", &[], b""), 405, None),
+        row("TRACE", raw("TRACE", "/", &[], b""), 404, None),
+        row("200 headers", raw("GET", "/healthz", &many_headers, b""), 431, None),
+        row("a 100 KiB header", raw("GET", "/healthz", &[("X-Big", &long_header)], b""), 431, None),
+        row("a 70 KiB URI (the request head is over 64 KiB)", raw("GET", &long_path, &[], b""), 431, None),
+        // RFC 9112 6.3: Transfer-Encoding wins over Content-Length, and the connection closes
+        // after the answer, so the bytes after the chunked body are never a second request.
+        row(
+            "Content-Length and Transfer-Encoding together (smuggling)",
+            b"POST /api/v1/tokens HTTP/1.1\r\nHost: k\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: k\r\n\r\n".to_vec(),
+            401,
+            None,
+        ),
+        row(
+            "two different Content-Lengths",
+            b"POST /api/v1/tokens HTTP/1.1\r\nHost: k\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde".to_vec(),
+            400,
+            None,
+        ),
+        row(
+            "malformed chunked body",
+            b"POST /api/v1/tokens HTTP/1.1\r\nHost: k\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n".to_vec(),
+            400,
+            None,
+        ),
+        row(
+            "a chunked body that never ends",
+            format!(
+                "POST /api/v1/tokens HTTP/1.1\r\nHost: k\r\nAuthorization: {issuer}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{{\"sub\r\n"
+            )
+            .into_bytes(),
+            408,
+            Some("request_timeout"),
+        ),
+        row("a NUL in the path", raw("GET", "/admin%00/keys", &[], b""), 404, None),
+        row("path traversal to the source", raw("GET", "/static/../Cargo.toml", &[], b""), 404, None),
+        row("encoded path traversal", raw("GET", "/static/..%2f..%2fCargo.toml", &[], b""), 404, None),
+        // API keys and roles.
+        row("API key with the wrong secret", raw("GET", "/api/v1/keys", &[("Authorization", &wrong_secret)], b""), 401, Some("unauthorized")),
+        row("API key prefix only", raw("GET", "/api/v1/keys", &[("Authorization", "Bearer kt_")], b""), 401, None),
+        row("an access token as an API key", raw("GET", "/api/v1/keys", &[("Authorization", &bearer(&live))], b""), 401, None),
+        row("a revoked API key", raw("POST", "/api/v1/tokens", &[("Authorization", &revoked_key), json_type], token_body), 401, None),
+        row("API key as Basic credentials", raw("GET", "/api/v1/keys", &[("Authorization", &basic(&api.admin, ""))], b""), 401, None),
+        row("API key in the query", raw("GET", &format!("/api/v1/keys?api_key={}", api.admin), &[], b""), 401, None),
+        row("verifier issuing a token", raw("POST", "/api/v1/tokens", &[("Authorization", &verifier), json_type], token_body), 403, None),
+        row(
+            "issuer rotating keys",
+            raw("POST", "/api/v1/keys/rotate", &[("Authorization", &issuer), json_type], br#"{"mode": "emergency"}"#),
+            403,
+            None,
+        ),
+        row("verifier reading the audit log", raw("GET", "/api/v1/audit", &[("Authorization", &verifier)], b""), 403, None),
+        row(
+            "issuer revoking a subject",
+            raw("POST", "/api/v1/revocations", &[("Authorization", &issuer), json_type], br#"{"sub": "alice", "reason": "x"}"#),
+            403,
+            None,
+        ),
+        // API keys are made on the host only (`keyturn apikey create`): no route makes one.
+        row(
+            "an admin API key asked for over HTTP",
+            raw("POST", "/api/v1/apikeys", &[("Authorization", &admin), json_type], br#"{"name": "x", "role": "admin"}"#),
+            404,
+            None,
+        ),
+        row(
+            "issuer disabling a client",
+            raw("POST", &format!("/api/v1/clients/{client_id}/disable"), &[("Authorization", &issuer)], b""),
+            403,
+            None,
+        ),
+        row("token listing with a negative limit", raw("GET", "/api/v1/tokens?limit=-1", &[("Authorization", &admin)], b""), 400, Some("limit")),
+        row("audit listing from a cursor that is not a number", raw("GET", "/api/v1/audit?before=yesterday", &[("Authorization", &admin)], b""), 400, Some("before")),
+        row("feed with a cursor that is not a number", raw("GET", "/api/v1/revocations?since=abc", &[("Authorization", &verifier)], b""), 400, Some("since")),
+        row(
+            "revoking an unknown key",
+            raw("POST", "/api/v1/keys/nosuchkid/revoke", &[("Authorization", &admin), json_type], br#"{"reason": "x"}"#),
+            404,
+            None,
+        ),
+        // The OAuth endpoints.
+        row("token request by GET", raw("GET", "/oauth/token?grant_type=client_credentials", &[], b""), 404, None),
+        row("token request without credentials", raw("POST", "/oauth/token", &[form_type], cc), 401, Some("invalid_client")),
+        row(
+            "a client id with another client's secret",
+            raw("POST", "/oauth/token", &[form_type, ("Authorization", &basic(&other_id, &secret))], cc),
+            401,
+            Some("invalid_client"),
+        ),
+        row("Basic credentials that are not base64", raw("POST", "/oauth/token", &[form_type, ("Authorization", "Basic !!!")], cc), 401, None),
+        row(
+            "a scope the client may not have",
+            raw("POST", "/oauth/token", &[form_type, ("Authorization", &basic(&client_id, &secret))], b"grant_type=client_credentials&scope=admin"),
+            400,
+            Some("invalid_scope"),
+        ),
+        row(
+            "a garbage refresh token",
+            raw("POST", "/oauth/token", &[form_type, ("Authorization", &basic(&client_id, &secret))], b"grant_type=refresh_token&refresh_token=ktr_nope"),
+            400,
+            Some("invalid_grant"),
+        ),
+        row(
+            "an access token as a refresh token",
+            raw(
+                "POST",
+                "/oauth/token",
+                &[form_type, ("Authorization", &basic(&client_id, &secret))],
+                format!("grant_type=refresh_token&refresh_token={live}").as_bytes(),
+            ),
+            400,
+            Some("invalid_grant"),
+        ),
+        row(
+            "a token request in JSON",
+            raw("POST", "/oauth/token", &[json_type, ("Authorization", &basic(&client_id, &secret))], br#"{"grant_type": "client_credentials"}"#),
+            415,
+            Some("invalid_request"),
+        ),
+        row("introspection without credentials", raw("POST", "/oauth/introspect", &[form_type], format!("token={live}").as_bytes()), 401, None),
+        row(
+            "introspection by an issuer key",
+            raw("POST", "/oauth/introspect", &[form_type, ("Authorization", &issuer)], format!("token={live}").as_bytes()),
+            403,
+            None,
+        ),
+        row("introspection without a token", raw("POST", "/oauth/introspect", &[form_type, ("Authorization", &verifier)], b"x=1"), 400, None),
+        row("revocation without credentials", raw("POST", "/oauth/revoke", &[form_type], format!("token={live}").as_bytes()), 401, None),
+        // The dashboard.
+        row("dashboard action without a session", raw("POST", "/admin/keys/rotate", &[form_type], b"alg=ES256&mode=emergency"), 303, None),
+        row(
+            "a forged session cookie",
+            raw("GET", "/admin/keys", &[("Cookie", "keyturn_session=Zm9yZ2Vk")], b""),
+            303,
+            None,
+        ),
+        row("a sign-in form without its fields", raw("POST", "/admin/login", &[form_type], b"user=a&pass=b"), 422, None),
+        row("setup with a bogus link", raw("POST", "/admin/setup", &[form_type], b"token=bogus&name=eve&password=correct-horse-battery&confirm=correct-horse-battery"), 401, None),
+    ];
+    assert!(rows.len() >= 40, "{} rows", rows.len());
+
+    let before = crate::badinput::counts(&api);
+    let addr = api.server.address.to_string();
+    let mut wrong = Vec::new();
+    for r in &rows {
+        let (status, answer) = send(&addr, &r.request);
+        if status != r.status || r.contains.is_some_and(|c| !answer.contains(c)) {
+            wrong.push(format!(
+                "{}: expected {} {:?}, got:\n{}",
+                r.name,
+                r.status,
+                r.contains,
+                &answer[..answer.len().min(600)]
+            ));
+        }
+        let after = crate::badinput::counts(&api);
+        if after != before {
+            wrong.push(format!("{}: changed the database: {before:?} -> {after:?}", r.name));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} rows wrong:\n{}", wrong.len(), rows.len(), wrong.join("\n\n"));
+    assert!(active(&api, &live).await, "the live token is still active");
+    assert!(!active(&api, &dead).await, "the revoked token is still revoked");
+}
