@@ -310,12 +310,19 @@ async fn list_tokens(
     sub: Option<String>,
     client_id: Option<String>,
     kid: Option<String>,
-    active: Query<'_, bool>,
+    active: Option<&str>,
     before: Query<'_, i64>,
     limit: Query<'_, u32>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let (active, before, limit) = (strict("active", active)?, strict("before", before)?, strict("limit", limit)?);
+    // Read by hand: Rocket takes a missing `bool` for `false`.
+    let active = match active {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::invalid_request("`active` is `true` or `false`")),
+    };
+    let (before, limit) = (strict("before", before)?, strict("limit", limit)?);
     let limit = limit.unwrap_or(100).clamp(1, 1000);
     let query = TokenQuery {
         sub,

@@ -193,6 +193,7 @@ async fn attacks_are_refused_and_change_nothing() {
             None,
         ),
         row("token listing with a negative limit", raw("GET", "/api/v1/tokens?limit=-1", &[("Authorization", &admin)], b""), 400, Some("limit")),
+        row("token listing with active=maybe", raw("GET", "/api/v1/tokens?active=maybe", &[("Authorization", &admin)], b""), 400, Some("active")),
         row("audit listing from a cursor that is not a number", raw("GET", "/api/v1/audit?before=yesterday", &[("Authorization", &admin)], b""), 400, Some("before")),
         row("feed with a cursor that is not a number", raw("GET", "/api/v1/revocations?since=abc", &[("Authorization", &verifier)], b""), 400, Some("since")),
         row(
