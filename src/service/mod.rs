@@ -126,6 +126,10 @@ pub struct Keyturn {
     /// The store's mark of other processes' commits when the snapshot was last rebuilt: when
     /// another process (the CLI, a second daemon) commits, the snapshot is rebuilt too.
     seen: Mutex<Option<ChangeMark>>,
+    /// Held through a reload, from its read to its install: two reloads at once (a local
+    /// change and another node's notice) could otherwise finish out of order and leave the
+    /// older state published.
+    reloading: Mutex<()>,
     /// Bumped whenever the policy changes, so the scheduler can follow a new cron expression.
     policy_version: tokio::sync::watch::Sender<u64>,
     /// Every revocation in force, for O(1) checks.
@@ -218,6 +222,7 @@ impl Keyturn {
             published: RwLock::new(empty),
             holder: random_id(12),
             seen: Mutex::new(None),
+            reloading: Mutex::new(()),
             policy_version: tokio::sync::watch::channel(0).0,
             revocations: RwLock::new(revocations),
             last_prune: Mutex::new(None),
@@ -291,6 +296,7 @@ impl Keyturn {
 
     /// Rebuilds the published snapshot from the database.
     pub fn reload(&self) -> Result<()> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
         let ((rows, stored), mark) =
             self.store.read_marked(|c| Ok((store::keys::live(c)?, store::settings::all(c)?)))?;
         let current = self.published();
