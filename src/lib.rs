@@ -160,8 +160,7 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
         address: socket_text.clone(),
         reason: format!("the scheduler did not start: {e}"),
     })?;
-    let limits = web::serve::Limits::of(config);
-    let task = tokio::spawn(web::serve::serve(bound, app, limits, service.clone()));
+    let task = tokio::spawn(web::serve::serve(bound, app, service.clone()));
     tracing::info!(url = %format!("{scheme}://{address}"), "keyturn is listening");
     announce_setup_link(&service).await;
     Ok(Server { address, service, shutdown, scheduler: Some(scheduler), task })

@@ -89,29 +89,6 @@ impl Bound {
     }
 }
 
-/// The limits on connections, from the configuration.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub per_address: usize,
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-    /// Addresses exempt from the per-address limit: the trusted proxies.
-    pub proxies: Vec<IpAddr>,
-}
-
-impl Limits {
-    pub fn of(config: &Config) -> Limits {
-        Limits {
-            max_connections: config.max_connections,
-            per_address: config.max_connections_per_address,
-            header_timeout: config.client_header_timeout,
-            body_timeout: config.client_body_timeout,
-            proxies: config.trusted_proxies.clone(),
-        }
-    }
-}
-
 /// The open connections, in all and per client address.
 #[derive(Default)]
 struct Open {
@@ -123,7 +100,6 @@ struct Open {
 
 /// Counts open connections; hands out a [`Slot`] while a connection may open.
 struct Slots {
-    limits: Limits,
     open: Mutex<Open>,
     /// Woken when a connection closes.
     freed: Notify,
@@ -138,12 +114,13 @@ struct Slot {
 
 impl Slots {
     fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let config = self.service.config();
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.total >= self.limits.max_connections {
+        if open.total >= config.max_connections {
             if !open.refusing {
                 open.refusing = true;
                 tracing::warn!(
-                    limit = self.limits.max_connections,
+                    limit = config.max_connections,
                     "connection limit reached: new connections are closed until some end (max_connections)"
                 );
             }
@@ -151,7 +128,7 @@ impl Slots {
             return None;
         }
         let from_here = open.by_address.get(&ip).copied().unwrap_or(0);
-        if from_here >= self.limits.per_address && !self.limits.proxies.contains(&ip) {
+        if from_here >= config.max_connections_per_address && !config.trusted_proxies.contains(&ip) {
             self.service.metrics().connection_refused("max_connections_per_address");
             return None;
         }
@@ -185,9 +162,9 @@ impl Drop for Slot {
 /// Serves `app` on `bound` until the application's shutdown handle is notified or the
 /// process gets SIGTERM or SIGINT; then stops accepting, gives requests in flight
 /// [`GRACE`] to finish and [`MERCY`] more to close, and runs the shutdown fairings.
-pub async fn serve(bound: Bound, app: Client, limits: Limits, service: Arc<Keyturn>) {
+pub async fn serve(bound: Bound, app: Client, service: Arc<Keyturn>) {
     let app = Arc::new(app);
-    let slots = Arc::new(Slots { limits, open: Mutex::default(), freed: Notify::new(), service });
+    let slots = Arc::new(Slots { open: Mutex::default(), freed: Notify::new(), service });
     let graceful = GracefulShutdown::new();
     let stop = stop_requested(app.rocket().shutdown());
     tokio::pin!(stop);
@@ -208,25 +185,19 @@ pub async fn serve(bound: Bound, app: Client, limits: Limits, service: Arc<Keytu
 
 /// Resolves when the application's shutdown handle is notified, or on SIGTERM or SIGINT.
 async fn stop_requested(shutdown: rocket::Shutdown) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
-    let term = async move {
-        match term.as_mut() {
-            Some(s) => drop(s.recv().await),
-            None => std::future::pending().await,
-        }
-    };
-    let int = async move {
-        match int.as_mut() {
-            Some(s) => drop(s.recv().await),
-            None => std::future::pending().await,
-        }
-    };
+    use tokio::signal::unix::SignalKind;
     tokio::select! {
         _ = shutdown => {}
-        _ = term => {}
-        _ = int => {}
+        _ = signalled(SignalKind::terminate()) => {}
+        _ = signalled(SignalKind::interrupt()) => {}
+    }
+}
+
+/// Resolves when the process gets `kind` (never, if it cannot listen for it).
+async fn signalled(kind: tokio::signal::unix::SignalKind) {
+    match tokio::signal::unix::signal(kind) {
+        Ok(mut signal) => drop(signal.recv().await),
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -240,11 +211,13 @@ async fn accept_until<L>(
     L: Listener + Unpin,
     L::Connection: Send + Unpin + 'static,
 {
+    let (header_timeout, body_timeout) =
+        (slots.service.config().client_header_timeout, slots.service.config().client_body_timeout);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(slots.limits.header_timeout)
+        .header_read_timeout(header_timeout)
         // A request's line and headers in at most 64 KiB, else 431: hyper's default (about
         // 400 KiB) times 4096 connections would be over 1.5 GiB of buffers.
         .max_buf_size(HEAD_BYTES)
@@ -253,8 +226,8 @@ async fn accept_until<L>(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(100)
-        .keep_alive_interval(Some(slots.limits.header_timeout))
-        .keep_alive_timeout(slots.limits.header_timeout);
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -277,12 +250,12 @@ async fn accept_until<L>(
             continue;
         };
         let _ = conn.enable_nodelay();
-        let (app, body_timeout) = (app.clone(), slots.limits.body_timeout);
+        let app = app.clone();
         let service = hyper::service::service_fn(move |req| {
             let app = app.clone();
             async move { Ok::<_, Infallible>(answer(&app, peer, req, body_timeout).await) }
         });
-        let io = TokioIo::new(FirstByteDeadline::new(conn, slots.limits.header_timeout));
+        let io = TokioIo::new(FirstByteDeadline::new(conn, header_timeout));
         let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
         tokio::spawn(async move {
             let _slot = slot;
