@@ -254,6 +254,13 @@ settings! {
         show: |c| pinned_duration(c.jwks_max_age, "jwks_max_age"),
         help: "`Cache-Control: max-age` of the JWKS and discovery; setting it pins it",
     }
+    jwks_x5c: bool {
+        parse: parse_bool,
+        default: doc,
+        documented: "true",
+        show: |c| c.jwks_x5c.to_string(),
+        help: "publish each key's self-signed certificate (`x5c`, `x5t#S256`) in the JWKS; `false` drops them and keeps the JWKS small (about 0.2 KB a key instead of 0.7–2 KB) for gateways that cache only small documents",
+    }
     rotation_schedule: Option<Schedule> {
         parse: |v| Schedule::parse(v).map(Some),
         default: (None),
@@ -318,6 +325,20 @@ settings! {
         documented: "15s",
         show: |c| quoted(format_duration(c.lease_ttl)),
         help: "how long the rotator lease lasts unrenewed; a stand-by daemon takes over rotation this long after the rotator stops",
+    }
+    auth_failure_limit: u32 {
+        parse: |v| positive_count(v, 100_000).map(|n| n as u32),
+        default: doc,
+        documented: "10",
+        show: |c| c.auth_failure_limit.to_string(),
+        help: "failed client or API-key authentications one address (the peer, or the client behind `trusted_proxies`) may make in a burst; past it that address gets 429 with `Retry-After`, while the same credentials keep working from every other address",
+    }
+    auth_failure_window: Duration {
+        parse: timeout,
+        default: doc,
+        documented: "1m",
+        show: |c| quoted(format_duration(c.auth_failure_window)),
+        help: "how fast the burst of failed authentications refills: `auth_failure_limit` failures per this long",
     }
     log_level: LogLevel {
         parse: LogLevel::parse,
@@ -690,6 +711,14 @@ fn validate_issuer(v: &str) -> Result<String, String> {
 }
 
 /// A whole number from 1 to `max`.
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("'{v}' is not true or false")),
+    }
+}
+
 fn positive_count(v: &str, max: usize) -> Result<usize, String> {
     match v.trim().parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),

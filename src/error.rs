@@ -50,6 +50,9 @@ pub enum Error {
     /// RFC 6749 §5.2 `invalid_scope`.
     #[error("{0}")]
     InvalidScope(String),
+    /// RFC 8707 §2 `invalid_target`: a `resource` (or `audience`) the client may not get.
+    #[error("{0}")]
+    InvalidTarget(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -63,6 +63,11 @@ struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    credential: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlgLabels {
     alg: &'static str,
 }
@@ -109,6 +114,8 @@ pub struct State {
     /// Per algorithm: how long until its pending key starts signing.
     pub until_next_activation: Vec<(Algorithm, Duration)>,
     pub revocations: u64,
+    /// The size of the JWKS served now.
+    pub jwks_bytes: u64,
 }
 
 /// Every metric keyturn exports, counted from the start of the process.
@@ -128,6 +135,9 @@ pub struct Metrics {
     until_next_activation: Family<AlgLabels, Gauge>,
     revocations: Gauge,
     jwks_not_modified_ratio: Gauge<f64, AtomicU64>,
+    jwks_bytes: Gauge,
+    auth_throttled: Family<CredentialLabels, Counter>,
+    forward_auth: Family<ResultLabels, Counter>,
 }
 
 /// Registers `metric` under `name` with its help text, and hands it back to be counted.
@@ -203,6 +213,19 @@ impl Default for Metrics {
                 "Share of JWKS requests answered 304 Not Modified",
                 Gauge::default(),
             ),
+            jwks_bytes: register(r, "keyturn_jwks_bytes", "Size of the JWKS served now, in bytes", Gauge::default()),
+            auth_throttled: register(
+                r,
+                "keyturn_auth_throttled",
+                "Requests refused with 429 because their address failed authentication too often, by credential (client or api_key)",
+                Family::default(),
+            ),
+            forward_auth: register(
+                r,
+                "keyturn_forward_auth",
+                "Forward-auth answers (/auth/verify): allowed (200), invalid_token (401), insufficient_scope (403)",
+                Family::default(),
+            ),
             registry: std::mem::take(r),
         }
     }
@@ -227,6 +250,16 @@ impl Metrics {
     /// The JWKS was served in full, or answered 304.
     pub fn jwks_answered(&self, not_modified: bool) {
         self.jwks_responses.get_or_create(&StatusLabels { status: if not_modified { 304 } else { 200 } }).inc();
+    }
+
+    /// A request was refused with 429 after too many failed authentications from its address.
+    pub fn auth_throttled(&self, credential: &'static str) {
+        self.auth_throttled.get_or_create(&CredentialLabels { credential }).inc();
+    }
+
+    /// A forward-auth request was answered.
+    pub fn forward_auth(&self, result: &'static str) {
+        self.forward_auth.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// One argon2 computation was done.
@@ -264,6 +297,7 @@ impl Metrics {
             self.until_next_activation.get_or_create(&AlgLabels { alg: alg.as_str() }).set(whole_seconds(*d));
         }
         self.revocations.set(i64::try_from(state.revocations).unwrap_or(i64::MAX));
+        self.jwks_bytes.set(i64::try_from(state.jwks_bytes).unwrap_or(i64::MAX));
         let count = |status| self.jwks_responses.get_or_create(&StatusLabels { status }).get();
         let (ok, not_modified) = (count(200), count(304));
         let answered = ok + not_modified;
@@ -298,6 +332,7 @@ mod tests {
             until_next_rotation: Some(Duration::from_secs(90)),
             until_next_activation: vec![(Algorithm::ES256, Duration::from_secs(30))],
             revocations: 2,
+            jwks_bytes: 2048,
         };
         let out = m.render(&state);
         for want in [

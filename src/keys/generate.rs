@@ -143,8 +143,10 @@ pub struct PublicJwk {
     pub n: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub e: Option<String>,
+    /// The key's self-signed certificate; empty when the JWKS is served without (`jwks_x5c`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub x5c: Vec<String>,
-    #[serde(rename = "x5t#S256")]
+    #[serde(rename = "x5t#S256", skip_serializing_if = "String::is_empty", default)]
     pub x5t_s256: String,
 }
 

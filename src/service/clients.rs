@@ -1,6 +1,8 @@
 //! OAuth clients: registered with allowed scopes, audiences and a maximum token lifetime;
 //! their secret is shown once and stored as a hash.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -111,6 +113,7 @@ impl Keyturn {
             store::clients::insert(tx, &row)?;
             audited(tx, now, &by, "client.create", Some(&row.client_id), Some(&format!("client '{}'", row.name)))
         })?;
+        self.refresh_clients();
         Ok((ClientView::from(&row), secret))
     }
 
@@ -131,6 +134,7 @@ impl Keyturn {
             }
             Ok(changed)
         })?;
+        self.refresh_clients();
         let row = self
             .store
             .read_blocking(|c| store::clients::get(c, client_id))?
@@ -143,17 +147,66 @@ impl Keyturn {
     }
 
     /// The enabled client with this id and secret, or `None` (one answer for every failure).
+    /// Reads the row from the database and remembers it; [`Self::authenticate_client_cached`]
+    /// answers from memory.
     pub fn authenticate_client(&self, client_id: &str, secret: &str) -> Result<Option<AuthenticatedClient>> {
         if client_id.len() > 128 || secret.len() > 256 {
             return Ok(None);
         }
+        // A row read before a concurrent refresh must not be remembered after it.
+        let generation = self.clients.read().unwrap_or_else(PoisonError::into_inner).generation;
         let Some(row) = self.store.read_blocking(|c| store::clients::get(c, client_id))? else { return Ok(None) };
-        let ok = secret_matches(&row.secret_hash, secret);
-        Ok((ok && row.disabled_at.is_none()).then(|| AuthenticatedClient {
-            client_id: row.client_id,
-            scopes: row.scopes,
-            audiences: row.audiences,
-            max_ttl: Duration::from_secs(row.max_ttl_secs),
-        }))
+        let row = Arc::new(row);
+        let mut cache = self.clients.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.generation == generation {
+            cache.rows.insert(row.client_id.clone(), row.clone());
+        }
+        Ok(check_client(&row, secret))
     }
+
+    /// [`Self::authenticate_client`] from memory: `None` when the client is not in memory
+    /// (then read it from the database), else the answer.
+    pub fn authenticate_client_cached(&self, client_id: &str, secret: &str) -> Option<Option<AuthenticatedClient>> {
+        if client_id.len() > 128 || secret.len() > 256 {
+            return Some(None);
+        }
+        let cache = self.clients.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(row) = cache.rows.get(client_id) {
+            return Some(check_client(row, secret));
+        }
+        // Every client was loaded at the last refresh: an unknown id costs no database read
+        // unless one was registered since (by another process, before its notice arrived).
+        None
+    }
+
+    /// Reloads every client into memory: at start, after a local change, and when another
+    /// process changed the database.
+    pub(super) fn refresh_clients(&self) {
+        let rows = self.store.read_blocking(store::clients::list);
+        let mut cache = self.clients.write().unwrap_or_else(PoisonError::into_inner);
+        cache.rows.clear();
+        cache.generation += 1;
+        let Ok(rows) = rows else { return };
+        for row in rows {
+            cache.rows.insert(row.client_id.clone(), Arc::new(row));
+        }
+    }
+}
+
+fn check_client(row: &ClientRow, secret: &str) -> Option<AuthenticatedClient> {
+    (secret_matches(&row.secret_hash, secret) && row.disabled_at.is_none()).then(|| AuthenticatedClient {
+        client_id: row.client_id.clone(),
+        scopes: row.scopes.clone(),
+        audiences: row.audiences.clone(),
+        max_ttl: Duration::from_secs(row.max_ttl_secs),
+    })
+}
+
+/// Client rows held in memory, so authenticating a client reads no database.
+pub(super) type ClientCache = RwLock<CachedClients>;
+
+#[derive(Default)]
+pub(super) struct CachedClients {
+    rows: HashMap<String, Arc<ClientRow>>,
+    generation: u64,
 }

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use super::clients::AuthenticatedClient;
 use super::Keyturn;
 use crate::clock::from_unix;
 use crate::keys::signer::ACCESS_TOKEN_TYP;
@@ -43,6 +44,51 @@ impl Keyturn {
     pub fn introspect(&self, token: &str) -> Introspection {
         let answer = self.introspect_uncounted(token);
         self.metrics.introspected(answer.active);
+        answer
+    }
+
+    /// Introspects for an OAuth client: it is told only about tokens issued to it
+    /// (`client_id`) or addressed to one of its audiences; any other token is inactive to it,
+    /// so one client cannot read another's tokens and claims.
+    pub fn introspect_for_client(&self, token: &str, client: &AuthenticatedClient) -> Introspection {
+        let mut answer = self.introspect_uncounted(token);
+        if answer.active {
+            let own = answer.claims.get("client_id").and_then(Value::as_str) == Some(client.client_id.as_str());
+            if !own && !audiences(&answer.claims).any(|a| client.audiences.iter().any(|c| c == a)) {
+                answer = Introspection::inactive("neither issued to nor addressed to this client");
+            }
+        }
+        self.metrics.introspected(answer.active);
+        answer
+    }
+
+    /// Forward auth (`/auth/verify`): the same checks as introspection, from memory, on the
+    /// bearer token of an `Authorization` header, then the audience and scopes the gateway
+    /// requires.
+    pub fn forward_auth(&self, authorization: Option<&str>, required: &Requirements) -> ForwardAuth {
+        let answer = match bearer_token(authorization) {
+            None => ForwardAuth::Invalid("no bearer token"),
+            Some(token) => {
+                let i = self.introspect_uncounted(token);
+                if !i.active {
+                    ForwardAuth::Invalid(i.reason)
+                } else if !required.audiences.is_empty()
+                    && !audiences(&i.claims).any(|a| required.audiences.iter().any(|r| r == a))
+                {
+                    ForwardAuth::Insufficient { claims: i.claims, scope: None }
+                } else {
+                    let granted: Vec<&str> =
+                        i.claims.get("scope").and_then(Value::as_str).unwrap_or("").split(' ').collect();
+                    if required.scopes.iter().all(|s| granted.contains(&s.as_str())) {
+                        ForwardAuth::Allowed(i.claims)
+                    } else {
+                        let scope = Some(required.scopes.join(" "));
+                        ForwardAuth::Insufficient { claims: i.claims, scope }
+                    }
+                }
+            }
+        };
+        self.metrics.forward_auth(answer.result());
         answer
     }
 
@@ -109,4 +155,53 @@ impl Keyturn {
         out.insert("kid".into(), Value::from(kid));
         Introspection { active: true, claims: out, reason: "" }
     }
+}
+
+/// What a gateway requires of a token at `/auth/verify`, from its query: any one of
+/// `audiences` (when some are given) and every one of `scopes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requirements {
+    pub audiences: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+/// The answer to a forward-auth request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ForwardAuth {
+    /// 200: the token is active and meets the requirements; its claims.
+    Allowed(Map<String, Value>),
+    /// 401 `invalid_token`: missing, malformed, unverifiable, expired or revoked (why, for
+    /// logs and tests only).
+    Invalid(&'static str),
+    /// 403 `insufficient_scope`: active, but not for the required audience or scopes.
+    Insufficient { claims: Map<String, Value>, scope: Option<String> },
+}
+
+impl ForwardAuth {
+    /// The label of `keyturn_forward_auth_total`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            ForwardAuth::Allowed(_) => "allowed",
+            ForwardAuth::Invalid(_) => "invalid_token",
+            ForwardAuth::Insufficient { .. } => "insufficient_scope",
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive).
+fn bearer_token(header: Option<&str>) -> Option<&str> {
+    let h = header?.trim();
+    let (scheme, token) = h.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A token's audiences: `aud` as a string or an array of strings.
+fn audiences(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
+    let (one, many) = match claims.get("aud") {
+        Some(Value::String(a)) => (Some(a.as_str()), None),
+        Some(Value::Array(list)) => (None, Some(list.iter().filter_map(Value::as_str))),
+        _ => (None, None),
+    };
+    one.into_iter().chain(many.into_iter().flatten())
 }

@@ -19,6 +19,7 @@ pub mod overview;
 pub mod policy;
 pub mod revocations;
 pub mod rotation;
+pub mod throttle;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
@@ -140,6 +141,10 @@ pub struct Keyturn {
     metrics: crate::metrics::Metrics,
     /// API key rows, so authenticating a request needs no database read.
     api_keys: apikeys::ApiKeyCache,
+    /// OAuth client rows, for the same reason.
+    clients: clients::ClientCache,
+    /// Failed authentications per client address.
+    throttle: throttle::Throttle,
     /// Since this node last compared its state with the database.
     synced: crate::clock::Watchdog,
 }
@@ -213,6 +218,7 @@ impl Keyturn {
             verifiers: HashMap::new(),
         });
         let revocations = revocations::load_index(&store)?;
+        let throttle = throttle::Throttle::new(config.auth_failure_limit, config.auth_failure_window, clock.clone());
         let service = Keyturn {
             config: Arc::new(config),
             clock,
@@ -228,10 +234,13 @@ impl Keyturn {
             last_prune: Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
             api_keys: apikeys::ApiKeyCache::default(),
+            clients: clients::ClientCache::default(),
+            throttle,
             synced: crate::clock::Watchdog::default(),
         };
         service.reload()?;
         service.forget_api_keys();
+        service.refresh_clients();
         service.tick()?;
         Ok(service)
     }
@@ -334,9 +343,9 @@ impl Keyturn {
         let policy = policy::effective(&self.config, &stored, Some(&current.policy));
         let policy_changed = policy != current.policy;
         let published = Published {
-            jwks: serialize_jwks(&keys)?,
-            openid_configuration: discovery(&self.config, true),
-            oauth_metadata: discovery(&self.config, false),
+            jwks: serialize_jwks(&keys, self.config.jwks_x5c)?,
+            openid_configuration: discovery(&self.config, &keys, true),
+            oauth_metadata: discovery(&self.config, &keys, false),
             keys,
             policy,
             signers,
@@ -359,6 +368,7 @@ impl Keyturn {
         };
         if changed {
             self.forget_api_keys();
+            self.refresh_clients();
             self.reload()?;
             self.load_new_revocations()?;
         }
@@ -383,6 +393,37 @@ impl Keyturn {
             ))));
         }
         Ok(())
+    }
+
+    /// How long `addr` must wait before it may authenticate again, when it failed too often.
+    pub fn auth_refused(
+        &self,
+        addr: Option<std::net::IpAddr>,
+        credential: throttle::Credential,
+    ) -> Option<std::time::Duration> {
+        let wait = self.auth_blocked(addr)?;
+        self.metrics.auth_throttled(credential.as_str());
+        Some(wait)
+    }
+
+    /// [`Self::auth_refused`] without counting a refusal (the caller already did).
+    pub fn auth_blocked(&self, addr: Option<std::net::IpAddr>) -> Option<std::time::Duration> {
+        self.throttle.refused(addr)
+    }
+
+    /// Counts a failed authentication from `addr`; returns how long it must now wait when
+    /// this failure took it over `auth_failure_limit`.
+    pub fn auth_failed(
+        &self,
+        addr: Option<std::net::IpAddr>,
+        credential: throttle::Credential,
+    ) -> Option<std::time::Duration> {
+        let wait = self.throttle.failed(addr)?;
+        self.metrics.auth_throttled(credential.as_str());
+        if let Some(a) = addr {
+            tracing::warn!(address = %a, credential = credential.as_str(), wait_secs = wait.as_secs(), "too many failed authentications from one address: refused with 429 until it waits");
+        }
+        Some(wait)
     }
 
     fn revocations_read(&self) -> RwLockReadGuard<'_, RevocationIndex> {
@@ -479,42 +520,63 @@ pub fn random_id(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// The JWKS of every published key, grouped by algorithm, oldest first within each.
-fn serialize_jwks(keys: &[KeyRecord]) -> Result<Document> {
+/// The JWKS of every published key, grouped by algorithm, oldest first within each; with
+/// each key's certificate (`x5c`, `x5t#S256`) unless `x5c` is off.
+fn serialize_jwks(keys: &[KeyRecord], x5c: bool) -> Result<Document> {
     let mut published: Vec<&KeyRecord> = keys.iter().filter(|k| k.state.is_published()).collect();
     published.sort_by(|a, b| (a.alg, a.published_at, &a.kid).cmp(&(b.alg, b.published_at, &b.kid)));
     let jwks: Vec<PublicJwk> = published
         .iter()
         .map(|k| {
-            PublicJwk::parse(&k.public_jwk).map_err(|reason| Error::KeyDoesNotLoad {
+            let mut jwk = PublicJwk::parse(&k.public_jwk).map_err(|reason| Error::KeyDoesNotLoad {
                 kid: k.kid.clone(),
                 reason: format!("stored public key: {reason}"),
-            })
+            })?;
+            if !x5c {
+                jwk.x5c.clear();
+                jwk.x5t_s256.clear();
+            }
+            Ok(jwk)
         })
         .collect::<Result<_>>()?;
     Ok(jwks::serialize(&jwks.iter().collect::<Vec<_>>()))
 }
 
-/// The discovery document: OpenID Connect (`openid`) or RFC 8414 metadata.
-fn discovery(config: &Config, openid: bool) -> Document {
-    let algs: Vec<&str> = config.algorithms.iter().map(|a| a.as_str()).collect();
+/// The discovery documents: RFC 8414 authorization-server metadata, and the same metadata
+/// at the OpenID Connect path for resource-server libraries that only look there.
+///
+/// Everything in them is true. keyturn has no authorization endpoint, so no grant type it
+/// lists uses one and the only response type is `none` (RFC 8414 and strict validators
+/// require a non-empty list). Introspection lists the registered client authentication
+/// methods only (an API key as Bearer works too, but is no registered method). keyturn issues
+/// no ID tokens, so the document at the OpenID path is not OpenID Provider metadata (no
+/// `subject_types_supported`, no authorization endpoint): it only adds
+/// `id_token_signing_alg_values_supported`, which resource-server libraries
+/// (express-oauth2-jwt-bearer) read as the issuer's signing algorithms, and which is
+/// therefore the algorithms of the keys in the published JWKS, not the configuration: a
+/// retired key of an algorithm no longer configured still verifies its tokens.
+fn discovery(config: &Config, keys: &[KeyRecord], openid: bool) -> Document {
+    let client_auth = ["client_secret_basic", "client_secret_post"];
     let mut doc = serde_json::json!({
         "issuer": config.issuer,
         "jwks_uri": format!("{}/.well-known/jwks.json", config.issuer),
-        // keyturn has no authorization endpoint, so no response types: tokens come from
-        // the token endpoint only.
-        "response_types_supported": [],
+        "response_types_supported": ["none"],
         "token_endpoint": format!("{}/oauth/token", config.issuer),
         "introspection_endpoint": format!("{}/oauth/introspect", config.issuer),
         "revocation_endpoint": format!("{}/oauth/revoke", config.issuer),
         "grant_types_supported": ["client_credentials", "refresh_token"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "bearer"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": client_auth,
+        "introspection_endpoint_auth_methods_supported": client_auth,
+        "revocation_endpoint_auth_methods_supported": client_auth,
     });
     if openid {
-        doc["subject_types_supported"] = serde_json::json!(["public"]);
-        doc["id_token_signing_alg_values_supported"] = serde_json::json!(algs);
+        // The configured ones first, in their order, then any other still published.
+        let published: std::collections::BTreeSet<Algorithm> =
+            keys.iter().filter(|k| k.state.is_published()).map(|k| k.alg).collect();
+        let mut algs: Vec<Algorithm> = config.algorithms.iter().copied().filter(|a| published.contains(a)).collect();
+        algs.extend(published.iter().filter(|a| !config.algorithms.contains(a)));
+        doc["id_token_signing_alg_values_supported"] =
+            serde_json::json!(algs.iter().map(|a| a.as_str()).collect::<Vec<_>>());
     }
     Document::new(serde_json::to_vec(&doc).unwrap_or_default())
 }

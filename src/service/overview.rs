@@ -26,8 +26,14 @@ pub struct Overview {
     pub next_fire: Option<Instant>,
     pub tokens_24h: u64,
     pub revocations: usize,
+    /// The size of the JWKS served now, in bytes.
+    pub jwks_bytes: usize,
     pub warnings: Vec<String>,
 }
+
+/// Above this JWKS size the overview warns: Apache's mod_oauth2 caches no entry over 8 KB by
+/// default (mod_auth_openidc 16 KB), and refetches the JWKS for every request instead.
+pub const JWKS_WARN_BYTES: usize = 8 * 1024;
 
 impl Keyturn {
     pub fn overview(&self) -> Result<Overview> {
@@ -86,6 +92,14 @@ impl Keyturn {
                 ));
             }
         }
+        let jwks_bytes = published.jwks.body.len();
+        if jwks_bytes > JWKS_WARN_BYTES {
+            warnings.push(format!(
+                "the JWKS is {:.1} KB: gateways that cache only small documents (Apache's mod_oauth2: 8 KB by default) refetch it for every request; set jwks_x5c = false to drop the certificates{}",
+                jwks_bytes as f64 / 1024.0,
+                if self.config.jwks_x5c { "" } else { " (already off: fewer algorithms or smaller RSA keys would help)" }
+            ));
+        }
         let tokens_24h = self.store.read_blocking(|c| store::tokens::issued_since(c, now - time::Duration::days(1)))?;
         Ok(Overview {
             now,
@@ -93,6 +107,7 @@ impl Keyturn {
             next_fire: policy.schedule.next_after(now),
             tokens_24h,
             revocations: self.revocation_count(),
+            jwks_bytes,
             warnings,
         })
     }
@@ -108,6 +123,7 @@ impl Keyturn {
             until_next_rotation: o.next_fire.map(until),
             until_next_activation: o.algorithms.iter().filter_map(|a| Some((a.alg, until(a.next_rotation?)))).collect(),
             revocations: o.revocations as u64,
+            jwks_bytes: self.published().jwks.body.len() as u64,
         };
         Ok(self.metrics.render(&state))
     }

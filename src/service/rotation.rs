@@ -67,7 +67,9 @@ pub struct NextView {
 pub enum RotateMode {
     /// Promote the pending key as soon as it has been published for the lead.
     Graceful,
-    /// Activate a fresh key at once; verifiers with a cached JWKS may fail until they refetch.
+    /// Sign with another key at once: the published pending key when there is one (every
+    /// verifier holding the current JWKS has it), else a fresh key, which verifiers with a
+    /// cached JWKS do not know until they refetch.
     Emergency,
 }
 
@@ -84,6 +86,12 @@ pub struct RotateOutcome {
     pub at: String,
     /// Whether it has already happened.
     pub done: bool,
+    /// Whether the key that signs was never published before (an emergency rotation with no
+    /// published pending key): verifiers that cached the JWKS fail until they refetch it.
+    pub fresh_key: bool,
+    /// The new pending key an emergency rotation published, when it promoted the old one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 /// What revoking a key did.
@@ -166,6 +174,7 @@ impl Keyturn {
     /// process did not hold the lease then, or the job did not run) is applied, with a warning.
     pub fn housekeeping(&self, rotation_job: bool) -> Result<TickReport> {
         self.retry_failed_writes();
+        self.throttle.prune();
         self.tick_for(if rotation_job { Wake::Housekeeping } else { Wake::Schedule })
     }
 
@@ -444,36 +453,96 @@ impl Keyturn {
                     retire: active.map(|k| k.kid.to_string()),
                     at: clock::rfc3339(at.max(now)),
                     done,
+                    fresh_key: false,
+                    pending: None,
                 })
             }
             RotateMode::Emergency => {
-                let (record, sealed) = self.make_key(alg, KeyState::Active, now, &policy)?;
+                // The replacement pending key (or, when no pending key is published, the
+                // fresh key that signs), made ahead of the transaction.
+                let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy)?;
                 let by = actor.clone();
-                let retired = self.store.write_blocking(|tx| {
-                    let active = store::keys::live(tx)?.into_iter().find(|r| r.record.alg == alg && r.record.state == KeyState::Active);
-                    let detail = format!(
-                        "{alg}: emergency rotation, a fresh key signs at once; verifiers that cached the JWKS may fail until they refetch it"
-                    );
-                    if let Some(a) = &active {
+                let (retired, promoted, fresh) = self.store.write_blocking(move |tx| {
+                    let live = store::keys::live(tx)?;
+                    let find = |state| live.iter().find(|r| r.record.alg == alg && r.record.state == state);
+                    let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
+                    let detail = match pending {
+                        Some(p) => format!(
+                            "{alg}: emergency rotation, the pending key {} (published since {}) signs at once; verifiers holding the current JWKS already have it",
+                            p.record.kid,
+                            clock::rfc3339(p.record.published_at)
+                        ),
+                        None => format!(
+                            "{alg}: emergency rotation, no pending key was published, so a fresh key signs at once; verifiers that cached the JWKS may fail until they refetch it"
+                        ),
+                    };
+                    if let Some(a) = active {
                         store::keys::transition(tx, &a.record.kid, KeyState::Active, KeyState::Retired, now, None)?;
                         audited(tx, now, &by, "key.retire", Some(a.record.kid.as_str()), Some(&detail))?;
                     }
-                    store::keys::insert(tx, &record, &sealed)?;
-                    audited(tx, now, &by, "key.rotate.emergency", Some(record.kid.as_str()), Some(&detail))?;
-                    Ok(active.map(|a| a.record.kid))
+                    let mut fresh = fresh;
+                    let promoted = match pending {
+                        Some(p) => {
+                            store::keys::transition(tx, &p.record.kid, KeyState::Pending, KeyState::Active, now, None)?;
+                            audited(tx, now, &by, "key.rotate.emergency", Some(p.record.kid.as_str()), Some(&detail))?;
+                            Some(p.record.kid.clone())
+                        }
+                        None => {
+                            fresh.state = KeyState::Active;
+                            fresh.activated_at = Some(now);
+                            None
+                        }
+                    };
+                    store::keys::insert(tx, &fresh, &sealed)?;
+                    if promoted.is_none() {
+                        audited(tx, now, &by, "key.rotate.emergency", Some(fresh.kid.as_str()), Some(&detail))?;
+                    } else {
+                        audited(tx, now, &Actor::system(), "key.generate", Some(fresh.kid.as_str()), Some(&format!("{alg}: published as pending")))?;
+                    }
+                    Ok((active.map(|a| a.record.kid.clone()), promoted, fresh.kid))
                 })?;
                 self.reload()?;
-                tracing::warn!(%alg, kid = %record.kid, actor = %actor.name, "emergency rotation");
+                let activate = promoted.clone().unwrap_or_else(|| fresh.clone());
+                tracing::warn!(%alg, kid = %activate, fresh_key = promoted.is_none(), actor = %actor.name, "emergency rotation");
                 Ok(RotateOutcome {
                     mode,
                     alg,
-                    activate: Some(record.kid.to_string()),
+                    activate: Some(activate.to_string()),
                     retire: retired.map(|k| k.to_string()),
                     at: clock::rfc3339(now),
                     done: true,
+                    fresh_key: promoted.is_none(),
+                    pending: promoted.map(|_| fresh.to_string()),
                 })
             }
         }
+    }
+
+    /// What a rotation of `alg` would do now, changing nothing: the confirmation the
+    /// dashboard and the API's `dry_run` show before an administrator commits to it.
+    pub fn rotate_preview(&self, alg: Option<Algorithm>, mode: RotateMode) -> Result<RotateOutcome> {
+        let alg = self.resolve_alg(alg)?;
+        let now = self.clock.now();
+        let policy = self.policy();
+        let snap = self.snapshot()?;
+        let find = |state| snap.keys.iter().find(|k| k.alg == alg && k.state == state);
+        let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
+        let at = match (mode, active, pending) {
+            (RotateMode::Graceful, Some(a), Some(p)) => {
+                lifecycle::promotion_time(&self.world(now, &snap, &policy), a, p).0.max(now)
+            }
+            _ => now,
+        };
+        Ok(RotateOutcome {
+            mode,
+            alg,
+            activate: pending.map(|p| p.kid.to_string()),
+            retire: active.map(|a| a.kid.to_string()),
+            at: clock::rfc3339(at),
+            done: false,
+            fresh_key: mode == RotateMode::Emergency && pending.is_none(),
+            pending: None,
+        })
     }
 
     /// Revokes a key: it leaves the JWKS at once, its private key is erased, and if it was

@@ -44,6 +44,15 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Refresh tokens start with this, so they are told apart from JWTs at a glance.
 pub const REFRESH_PREFIX: &str = "ktr_";
 
+/// Where a client asks its token to be valid: the `audience` parameter, or RFC 8707's
+/// `resource`. Either must be one of the client's registered audiences, else
+/// `invalid_target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Audience(String),
+    Resource(String),
+}
+
 /// A request for an access token.
 #[derive(Clone, Debug, Default)]
 pub struct IssueRequest {
@@ -179,7 +188,7 @@ impl Keyturn {
         &self,
         client: &AuthenticatedClient,
         scope: Option<&str>,
-        audience: Option<&str>,
+        target: Option<&Target>,
     ) -> Result<IssuedToken> {
         let scope = match scope.map(str::trim).filter(|s| !s.is_empty()) {
             Some(requested) => {
@@ -195,9 +204,18 @@ impl Keyturn {
             }
             None => (!client.scopes.is_empty()).then(|| client.scopes.join(" ")),
         };
-        let aud = match audience.map(str::trim).filter(|a| !a.is_empty()) {
-            Some(a) if client.audiences.iter().any(|x| x == a) => vec![a.to_owned()],
-            Some(a) => return Err(Error::Invalid(vec![format!("audience '{a}' is not allowed for this client")])),
+        let requested = target.map(|t| match t {
+            Target::Audience(a) => ("audience", a.trim()),
+            Target::Resource(r) => ("resource", r.trim()),
+        });
+        let aud = match requested {
+            Some((_, a)) if client.audiences.iter().any(|x| x == a) => vec![a.to_owned()],
+            Some((what, a)) => {
+                let shown: String = a.chars().take(100).collect();
+                return Err(Error::InvalidTarget(format!(
+                    "{what} '{shown}' is not one this client may get tokens for"
+                )));
+            }
             None => client.audiences.clone(),
         };
         let ttl = client.max_ttl.min(self.policy().max_token_ttl);
@@ -231,10 +249,21 @@ impl Keyturn {
                 .read_blocking(|c| store::refresh::get(c, &hash))?
                 .ok_or_else(|| grant("the refresh token is not valid"))?;
             let now = self.clock.now();
-            if let Some(owner) = &row.client_id {
-                if client.map(|c| &c.client_id) != Some(owner) && owner.starts_with("kc_") {
-                    return Err(grant("the refresh token was issued to another client"));
+            // A client's refresh token is redeemed with that client's authentication only; one
+            // minted through the Admin API belongs to no client and is redeemed without any.
+            // Checked before anything is spent, so a refusal changes nothing.
+            match (row.client_id.as_deref().filter(|o| o.starts_with("kc_")), client) {
+                (Some(owner), Some(c)) if c.client_id == owner => {}
+                (Some(_), Some(_)) => return Err(grant("the refresh token was issued to another client")),
+                (Some(_), None) => {
+                    return Err(grant("the refresh token was issued to a client: authenticate as that client"))
                 }
+                (None, Some(_)) => {
+                    return Err(grant(
+                        "the refresh token was minted through the Admin API and belongs to no client: redeem it without client authentication",
+                    ))
+                }
+                (None, None) => {}
             }
             let ttl = DEFAULT_TTL.min(self.policy().max_token_ttl);
             if let Some(used) = row.used_at {

@@ -25,6 +25,7 @@ use crate::service::clients::NewClient;
 use crate::service::policy::PolicyChange;
 use crate::service::revocations::RevokeTarget;
 use crate::service::rotation::RotateMode;
+use crate::service::throttle::Credential;
 use crate::service::tokens::{IssueRequest, IssuedToken};
 use crate::service::{Actor, Keyturn};
 
@@ -106,6 +107,13 @@ impl<'r> FromRequest<'r> for JsonContent {
     }
 }
 
+/// Refuses a request whose address failed authentication too often: 429, with how long it
+/// must wait kept for the catcher's `Retry-After`.
+pub fn throttled<T>(req: &Request<'_>, wait: std::time::Duration) -> Outcome<T, &'static str> {
+    req.local_cache(|| super::error::Throttled(wait.as_secs().max(1)));
+    Outcome::Error((Status::TooManyRequests, "too many failed authentications from this address"))
+}
+
 /// Why authentication failed, kept for the 401 catcher's description.
 pub struct AuthFailure(pub &'static str);
 
@@ -127,6 +135,11 @@ impl<'r> FromRequest<'r> for Caller {
         let Some(service) = req.rocket().state::<Arc<Keyturn>>() else {
             return Outcome::Error((Status::InternalServerError, "service missing"));
         };
+        let source = ClientAddress::of(req).0;
+        // An address that failed too often is refused before its key is looked at.
+        if let Some(wait) = service.auth_refused(source, Credential::ApiKey) {
+            return throttled(req, wait);
+        }
         let found = match service.authenticate_api_key_cached(presented) {
             Some(answer) => Ok(answer),
             None => {
@@ -135,8 +148,11 @@ impl<'r> FromRequest<'r> for Caller {
             }
         };
         match found {
-            Ok(Some(key)) => Outcome::Success(Caller { key, source: ClientAddress::of(req).0 }),
-            Ok(None) => fail("unknown, wrong or revoked API key"),
+            Ok(Some(key)) => Outcome::Success(Caller { key, source }),
+            Ok(None) => match service.auth_failed(source, Credential::ApiKey) {
+                Some(wait) => throttled(req, wait),
+                None => fail("unknown, wrong or revoked API key"),
+            },
             Err(_) => Outcome::Error((Status::InternalServerError, "authentication failed")),
         }
     }
@@ -159,6 +175,10 @@ async fn list_keys(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json
 struct RotateBody {
     mode: RotateMode,
     alg: Option<String>,
+    /// Say what the rotation would do (which key would sign, whether it was ever published)
+    /// and change nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[post("/api/v1/keys/rotate", data = "<body>")]
@@ -170,8 +190,12 @@ async fn rotate(
 ) -> Result<(Status, Json<Value>), ApiError> {
     caller.require_admin()?;
     let alg = parse_alg(body.alg.as_deref())?;
-    let mode = body.mode;
+    let (mode, dry_run) = (body.mode, body.dry_run);
     let actor = caller.actor();
+    if dry_run {
+        let preview = blocking(service, move |s| s.rotate_preview(alg, mode)).await?;
+        return Ok((Status::Ok, Json(json!(preview))));
+    }
     let outcome = blocking(service, move |s| s.rotate(alg, mode, &actor)).await?;
     let status = if outcome.done { Status::Ok } else { Status::Accepted };
     Ok((status, Json(json!(outcome))))

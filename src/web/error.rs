@@ -37,6 +37,18 @@ impl ApiError {
         }
     }
 
+    /// 429: this address failed authentication too often; it may try again in `secs`.
+    pub fn throttled(secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(secs),
+            ..ApiError::new(
+                Status::TooManyRequests,
+                "too_many_requests",
+                format!("too many failed authentications from this address; retry in {secs} s"),
+            )
+        }
+    }
+
     /// RFC 6749 §5.2 `invalid_request`.
     pub fn invalid_request(description: impl Into<String>) -> Self {
         ApiError::new(Status::BadRequest, "invalid_request", description)
@@ -56,6 +68,7 @@ impl From<crate::error::Error> for ApiError {
             E::Unauthorized(_) => ApiError::new(Status::Unauthorized, "unauthorized", text),
             E::InvalidGrant(_) => ApiError::new(Status::BadRequest, "invalid_grant", text),
             E::InvalidScope(_) => ApiError::new(Status::BadRequest, "invalid_scope", text),
+            E::InvalidTarget(_) => ApiError::new(Status::BadRequest, "invalid_target", text),
             E::NoActiveKey(_) => ApiError::new(Status::ServiceUnavailable, "temporarily_unavailable", text),
             E::Store(crate::error::StoreError::Unavailable(why)) => {
                 // Nothing was recorded, so nothing was answered: the caller retries.
@@ -96,8 +109,14 @@ impl<'r> Responder<'r, 'static> for ApiError {
     }
 }
 
+/// Set by a guard that refused a request with 429: seconds until its address may retry.
+pub struct Throttled(pub u64);
+
 #[rocket::catch(default)]
 fn default_catcher(status: Status, req: &Request<'_>) -> ApiError {
+    if status == Status::TooManyRequests {
+        return ApiError::throttled(req.local_cache(|| Throttled(1)).0);
+    }
     let error = match status.code {
         400 | 422 => "invalid_request",
         401 => "unauthorized",

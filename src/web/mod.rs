@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api;
 pub mod error;
+pub mod forward;
 pub mod oauth;
 pub mod pages;
 pub mod serve;
@@ -37,6 +38,7 @@ pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
         .mount("/", pages::routes())
         .mount("/", api::routes())
         .mount("/", oauth::routes())
+        .mount("/", forward::routes())
         .mount("/", admin::routes())
         .register("/", error::catchers())
         .register("/admin", admin::catchers())

@@ -18,8 +18,11 @@ use serde_json::Value;
 
 use super::api::{blocking, Caller};
 use super::error::ApiError;
+use super::source::ClientAddress;
 use crate::service::apikeys::Role;
 use crate::service::clients::AuthenticatedClient;
+use crate::service::throttle::Credential;
+use crate::service::tokens::Target;
 use crate::service::Keyturn;
 
 pub fn routes() -> Vec<Route> {
@@ -103,15 +106,28 @@ fn client_credentials(auth: &AuthHeader, form: &HashMap<String, String>) -> Resu
     }
 }
 
-/// Authenticates the client, or answers `invalid_client`.
+/// Authenticates the client from memory, or answers `invalid_client` — or 429 when its
+/// address failed too often (checked before the secret is, so a refusal reveals nothing).
 async fn authenticate(
     service: &Arc<Keyturn>,
     creds: Option<(String, String)>,
+    from: ClientAddress,
 ) -> Result<AuthenticatedClient, ApiError> {
+    if let Some(wait) = service.auth_refused(from.0, Credential::Client) {
+        return Err(ApiError::throttled(wait.as_secs()));
+    }
     let Some((id, secret)) = creds else { return Err(ApiError::invalid_client("client authentication is required")) };
-    blocking(service, move |s| s.authenticate_client(&id, &secret))
-        .await?
-        .ok_or_else(|| ApiError::invalid_client("client authentication failed"))
+    let found = match service.authenticate_client_cached(&id, &secret) {
+        Some(answer) => answer,
+        None => blocking(service, move |s| s.authenticate_client(&id, &secret)).await?,
+    };
+    match found {
+        Some(client) => Ok(client),
+        None => match service.auth_failed(from.0, Credential::Client) {
+            Some(wait) => Err(ApiError::throttled(wait.as_secs())),
+            None => Err(ApiError::invalid_client("client authentication failed")),
+        },
+    }
 }
 
 /// A token or introspection response: JSON, never cached.
@@ -130,6 +146,7 @@ impl<'r> Responder<'r, 'static> for NoStore {
 async fn token(
     service: &State<Arc<Keyturn>>,
     auth: AuthHeader,
+    from: ClientAddress,
     ct: Option<&ContentType>,
     data: Data<'_>,
 ) -> Result<NoStore, ApiError> {
@@ -139,14 +156,21 @@ async fn token(
     let service = service.inner().clone();
     let issued = match grant.as_str() {
         "client_credentials" => {
-            let client = authenticate(&service, creds).await?;
+            let client = authenticate(&service, creds, from).await?;
             let scope = form.get("scope").cloned();
-            let audience = form.get("audience").or_else(|| form.get("resource")).cloned();
-            blocking(&service, move |s| s.client_credentials(&client, scope.as_deref(), audience.as_deref())).await?
+            let target = match (form.get("audience"), form.get("resource")) {
+                (Some(a), Some(r)) if a != r => {
+                    return Err(ApiError::invalid_request("audience and resource name different targets: give one"))
+                }
+                (_, Some(r)) => Some(Target::Resource(r.clone())),
+                (Some(a), None) => Some(Target::Audience(a.clone())),
+                (None, None) => None,
+            };
+            blocking(&service, move |s| s.client_credentials(&client, scope.as_deref(), target.as_ref())).await?
         }
         "refresh_token" => {
             let client = match creds {
-                Some(c) => Some(authenticate(&service, Some(c)).await?),
+                Some(c) => Some(authenticate(&service, Some(c), from).await?),
                 None => None,
             };
             let presented = form
@@ -184,24 +208,27 @@ async fn token(
 async fn revoke(
     service: &State<Arc<Keyturn>>,
     auth: AuthHeader,
+    from: ClientAddress,
     ct: Option<&ContentType>,
     data: Data<'_>,
 ) -> Result<Status, ApiError> {
     let form = read_form(ct, data).await?;
     let creds = client_credentials(&auth, &form)?;
     let service = service.inner().clone();
-    let client = authenticate(&service, creds).await?;
+    let client = authenticate(&service, creds, from).await?;
     let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
     blocking(&service, move |s| s.revoke_for_client(&token, &client)).await?;
     Ok(Status::Ok)
 }
 
 /// RFC 7662: a verifier (API key of role verifier or admin) or a client asks whether a
-/// token is active.
+/// token is active. A client is told only about tokens issued to it or addressed to one of
+/// its audiences; any other token is `{"active": false}` to it.
 #[post("/oauth/introspect", data = "<data>")]
 async fn introspect(
     service: &State<Arc<Keyturn>>,
     auth: AuthHeader,
+    from: ClientAddress,
     caller: Option<Caller>,
     ct: Option<&ContentType>,
     data: Data<'_>,
@@ -209,18 +236,26 @@ async fn introspect(
     let form = read_form(ct, data).await?;
     let service = service.inner().clone();
     let bearer = auth.0.as_deref().is_some_and(|h| h.starts_with("Bearer "));
-    match (bearer, caller) {
-        (true, Some(c)) => c.require(&[Role::Verifier])?,
+    let client = match (bearer, caller) {
+        (true, Some(c)) => {
+            c.require(&[Role::Verifier])?;
+            None
+        }
         (true, None) => {
-            return Err(ApiError::new(Status::Unauthorized, "invalid_token", "unknown, wrong or revoked API key"))
+            // The guard refused the key: over the failure limit (429), or unknown (401).
+            if let Some(wait) = service.auth_blocked(from.0) {
+                return Err(ApiError::throttled(wait.as_secs()));
+            }
+            return Err(ApiError::new(Status::Unauthorized, "invalid_token", "unknown, wrong or revoked API key"));
         }
-        (false, _) => {
-            authenticate(&service, client_credentials(&auth, &form)?).await?;
-        }
-    }
+        (false, _) => Some(authenticate(&service, client_credentials(&auth, &form)?, from).await?),
+    };
     let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
     service.require_fresh_state()?;
     // Verification is microseconds of CPU and touches only memory: no blocking thread.
-    let answer = service.introspect(&token);
+    let answer = match client {
+        Some(c) => service.introspect_for_client(&token, &c),
+        None => service.introspect(&token),
+    };
     Ok(NoStore(answer.to_json()))
 }

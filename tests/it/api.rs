@@ -173,19 +173,45 @@ async fn graceful_rotation_waits_for_the_lead_then_happens() {
     api.stop().await;
 }
 
+/// The pending key of `alg` in the key list, if any.
+fn pending_kid(keys: &Value) -> Option<String> {
+    keys["keys"].as_array()?.iter().find(|k| k["state"] == "pending").and_then(|k| k["kid"].as_str()).map(str::to_owned)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn emergency_rotation_activates_a_fresh_key_at_once() {
+async fn emergency_rotation_promotes_the_published_pending_key_at_once() {
     let api = Api::start(&[]).await;
+    let (_, keys) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
+    let pending = pending_kid(&keys).expect("a pending key is published ahead");
+    let before = api.jwks().await;
+    assert!(before.find(&pending).is_some(), "verifiers already hold the pending key");
+
+    // The API says what will happen before anything changes.
+    let (status, preview) = api
+        .call("POST", "/api/v1/keys/rotate", Some(&api.admin), Some(json!({"mode": "emergency", "dry_run": true})))
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["done"], false);
+    assert_eq!(preview["activate"], pending.as_str());
+    assert_eq!(preview["fresh_key"], false);
+    let (_, unchanged) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
+    assert_eq!(unchanged, keys, "a dry run changes nothing");
+
     let (status, body) =
         api.call("POST", "/api/v1/keys/rotate", Some(&api.admin), Some(json!({"mode": "emergency"}))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["done"], true);
-    let fresh = body["activate"].as_str().expect("kid").to_owned();
-    let jwks = api.jwks().await;
-    assert!(jwks.find(&fresh).is_some(), "the fresh key is published");
+    assert_eq!(body["activate"], pending.as_str(), "the published pending key signs, not a fresh one");
+    assert_eq!(body["fresh_key"], false);
+    let next = body["pending"].as_str().expect("a new pending key").to_owned();
     let (_, token) =
         api.call("POST", "/api/v1/tokens", Some(&api.issuer), Some(json!({"sub": "alice", "aud": "api"}))).await;
-    assert_eq!(token["kid"], fresh, "it signs at once");
+    assert_eq!(token["kid"], pending.as_str(), "it signs at once");
+    assert!(
+        verifies(token["access_token"].as_str().expect("token"), &before),
+        "a verifier holding the JWKS from before the rotation verifies the next token"
+    );
+    assert!(api.jwks().await.find(&next).is_some(), "the new pending key is published");
     let (_, audit) = api.call("GET", "/api/v1/audit", Some(&api.admin), None).await;
     let entry = audit["entries"]
         .as_array()
@@ -196,8 +222,40 @@ async fn emergency_rotation_activates_a_fresh_key_at_once() {
         .clone();
     assert_eq!(entry["actor"], "apikey:ops");
     assert_eq!(entry["source"], "127.0.0.1");
-    assert!(entry["detail"].as_str().expect("detail").contains("may fail until they refetch"));
+    assert_eq!(entry["target"], pending.as_str());
+    assert!(entry["detail"].as_str().expect("detail").contains("already have it"), "{entry}");
     api.stop().await;
+}
+
+/// Without a published pending key (no scheduler here to generate one in between), the
+/// preview warns and a fresh key signs.
+#[test]
+fn emergency_rotation_without_a_published_pending_key_says_so_and_signs_with_a_fresh_one() {
+    use keyturn::keys::KeyState;
+    use keyturn::service::rotation::RotateMode;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = keyturn::service::Keyturn::open(support::config(dir.path(), &[]), fake_clock()).expect("open");
+    let pending = service.published().keys.iter().find(|k| k.state == KeyState::Pending).expect("pending").kid.clone();
+    let db = support::database_of(service.config());
+    support::execute(
+        &db,
+        "UPDATE signing_keys SET state = 'expired', sealed_private = NULL WHERE kid = ?1",
+        args![pending.as_str()],
+    );
+    service.reload().expect("reload");
+    let preview = service.rotate_preview(None, RotateMode::Emergency).expect("preview");
+    assert!(preview.fresh_key, "the preview warns before the administrator confirms: {preview:?}");
+    assert_eq!(preview.activate, None);
+    let done = service.rotate(None, RotateMode::Emergency, &Actor::cli()).expect("rotate");
+    assert!(done.fresh_key && done.done);
+    let fresh = done.activate.expect("kid");
+    assert_ne!(fresh, pending.to_string());
+    let published = service.published();
+    assert!(published.verifier(&fresh).is_some(), "the fresh key is published");
+    assert_eq!(published.signer(service.resolve_alg(None).expect("alg")).expect("signer").kid().to_string(), fresh);
+    let audit = service.audit(None, 50).expect("audit");
+    let entry = audit.iter().find(|e| e.action == "key.rotate.emergency").expect("audited");
+    assert!(entry.detail.as_deref().unwrap_or("").contains("may fail until they refetch"), "{entry:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -75,24 +75,28 @@ struct RotateConfirm {
     active: String,
     pending: String,
     when: String,
+    /// An emergency rotation with no published pending key: a never-published key signs.
+    fresh_key: bool,
 }
 
 #[get("/admin/keys/rotate?<alg>&<mode>")]
 async fn rotate_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, alg: String, mode: String) -> Page {
     let alg_v: crate::keys::Algorithm = alg.parse().map_err(|_| Status::BadRequest)?;
+    let emergency = mode == "emergency";
     let published = service.published();
     let find = |state| published.keys.iter().find(|k| k.alg == alg_v && k.state == state);
     let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
     let policy = service.policy();
     let now = service.now();
-    let at = pending.map(|p| policy.earliest_activation(p).max(now));
+    let at = pending.filter(|_| !emergency).map(|p| policy.earliest_activation(p).max(now));
     render(&RotateConfirm {
         f: frame(service, "Rotate now", Some(&s)),
         alg: alg_v.to_string(),
-        emergency: mode == "emergency",
+        emergency,
         active: active.map(|k| k.kid.to_string()).unwrap_or_else(|| "—".into()),
         pending: pending.map(|k| k.kid.to_string()).unwrap_or_else(|| "—".into()),
         when: at.map(|t| when(now, t)).unwrap_or_else(|| "now".into()),
+        fresh_key: emergency && pending.is_none(),
     })
 }
 

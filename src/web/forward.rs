@@ -1,0 +1,156 @@
+//! Forward auth for gateways: nginx `auth_request`, Traefik `ForwardAuth`, Caddy
+//! `forward_auth`, Envoy `ext_authz` (HTTP). The gateway hands keyturn the original request's
+//! headers at `/auth/verify` (any method, any path below it: Envoy appends the original path);
+//! keyturn reads its `Authorization: Bearer` token and answers
+//!
+//! - `200` when introspection would call it active (and it meets the audience and scopes the
+//!   query asks for), with the identity in [`IDENTITY_HEADERS`] for the gateway to forward;
+//! - `401` with `WWW-Authenticate: Bearer error="invalid_token"` otherwise;
+//! - `403` with `WWW-Authenticate: Bearer error="insufficient_scope"` when it is active but
+//!   lacks a required audience (`?aud=a,b`: any one of them) or scope (`?scope=read write`:
+//!   every one of them; `aud` and `scope` may also repeat).
+//!
+//! Every answer carries `Cache-Control: no-store`, so no gateway caches a revoked token's
+//! answer. The check touches only memory; failed tokens are not throttled (the gateway's one
+//! address would lock out every client behind it).
+
+use std::sync::Arc;
+
+use rocket::http::{ContentType, Header, Method, Status};
+use rocket::route::{Handler, Outcome};
+use rocket::serde::json::serde_json::json;
+use rocket::{Data, Request, Response, Route};
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use crate::service::introspect::{ForwardAuth, Requirements};
+use crate::service::Keyturn;
+
+/// The response headers of an allowed request, and the claim each carries. Values outside
+/// printable ASCII are percent-encoded; a claim the token lacks sends no header.
+pub const IDENTITY_HEADERS: [(&str, &str); 6] = [
+    ("X-Auth-Subject", "sub"),
+    ("X-Auth-Client-Id", "client_id"),
+    ("X-Auth-Scope", "scope"),
+    ("X-Auth-Audience", "aud"),
+    ("X-Auth-Token-Id", "jti"),
+    ("X-Auth-Expires", "exp"),
+];
+
+const METHODS: [Method; 7] =
+    [Method::Get, Method::Head, Method::Post, Method::Put, Method::Delete, Method::Patch, Method::Options];
+
+pub fn routes() -> Vec<Route> {
+    METHODS
+        .iter()
+        .flat_map(|m| [Route::new(*m, "/auth/verify", Verify), Route::new(*m, "/auth/verify/<_..>", Verify)])
+        .collect()
+}
+
+#[derive(Clone)]
+struct Verify;
+
+#[rocket::async_trait]
+impl Handler for Verify {
+    async fn handle<'r>(&self, req: &'r Request<'_>, _data: Data<'r>) -> Outcome<'r> {
+        let Some(service) = req.rocket().state::<Arc<Keyturn>>() else {
+            return Outcome::Error(Status::InternalServerError);
+        };
+        if let Err(e) = service.require_fresh_state() {
+            return Outcome::from(req, ApiError::from(e));
+        }
+        let required = requirements(req.uri().query().map(|q| q.as_str()).unwrap_or(""));
+        let answer = service.forward_auth(req.headers().get_one("Authorization"), &required);
+        Outcome::Success(respond(answer))
+    }
+}
+
+/// The gateway's requirements from the query string.
+fn requirements(query: &str) -> Requirements {
+    let mut out = Requirements::default();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let list = match &*k {
+            "aud" => &mut out.audiences,
+            "scope" => &mut out.scopes,
+            _ => continue,
+        };
+        list.extend(v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned));
+    }
+    out
+}
+
+fn respond(answer: ForwardAuth) -> Response<'static> {
+    let mut res = Response::build();
+    res.header(Header::new("Cache-Control", "no-store")).header(Header::new("Pragma", "no-cache"));
+    let body = match answer {
+        ForwardAuth::Allowed(claims) => {
+            for (name, claim) in IDENTITY_HEADERS {
+                if let Some(value) = header_value(&claims, claim) {
+                    res.header(Header::new(name, value));
+                }
+            }
+            res.status(Status::Ok);
+            return res.sized_body(0, std::io::Cursor::new(Vec::new())).finalize();
+        }
+        ForwardAuth::Invalid(_) => {
+            res.status(Status::Unauthorized).header(Header::new("WWW-Authenticate", "Bearer error=\"invalid_token\""));
+            json!({"error": "invalid_token", "error_description": "the bearer token is missing, malformed, expired, revoked or not issued here"})
+        }
+        ForwardAuth::Insufficient { scope, .. } => {
+            let challenge = match &scope {
+                Some(s) => format!("Bearer error=\"insufficient_scope\", scope=\"{}\"", s.replace(['"', '\\'], "")),
+                None => "Bearer error=\"insufficient_scope\"".to_owned(),
+            };
+            res.status(Status::Forbidden).header(Header::new("WWW-Authenticate", challenge));
+            json!({"error": "insufficient_scope", "error_description": "the token is not for the required audience or lacks a required scope"})
+        }
+    };
+    let text = body.to_string();
+    res.header(ContentType::JSON).sized_body(text.len(), std::io::Cursor::new(text.into_bytes())).finalize()
+}
+
+/// A claim as a header value: strings as they are, arrays joined by spaces, numbers as
+/// digits; anything outside printable ASCII percent-encoded.
+fn header_value(claims: &Map<String, Value>, claim: &str) -> Option<String> {
+    let text = match claims.get(claim)? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(items) => items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "),
+        _ => return None,
+    };
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_come_from_repeated_or_listed_parameters() {
+        let r = requirements("aud=orders-api,billing&scope=read%20write&scope=admin&other=x");
+        assert_eq!(r.audiences, ["orders-api", "billing"]);
+        assert_eq!(r.scopes, ["read", "write", "admin"]);
+        assert_eq!(requirements(""), Requirements::default());
+    }
+
+    #[test]
+    fn header_values_are_printable_ascii() {
+        let claims: Map<String, Value> = serde_json::from_value(
+            json!({"sub": "zoë\r\nX-Evil: 1", "aud": ["a", "b"], "exp": 1700000000, "scope": "read 100%"}),
+        )
+        .expect("claims");
+        assert_eq!(header_value(&claims, "sub").as_deref(), Some("zo%C3%AB%0D%0AX-Evil: 1"));
+        assert_eq!(header_value(&claims, "aud").as_deref(), Some("a b"));
+        assert_eq!(header_value(&claims, "exp").as_deref(), Some("1700000000"));
+        assert_eq!(header_value(&claims, "scope").as_deref(), Some("read 100%25"));
+        assert_eq!(header_value(&claims, "client_id"), None);
+    }
+}
