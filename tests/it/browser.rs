@@ -172,14 +172,17 @@ async fn setup_sign_in_rotate_and_revoke_in_the_browser() {
     b.screenshot("keys").await;
     b.wait_text("Timeline").await;
     b.submit("a.button.danger").await;
-    let confirm = b.wait_text("fresh key signs at once").await;
-    assert!(confirm.contains("fetch it again"), "the confirmation says what an emergency does: {confirm}");
+    let confirm = b.wait_text("already published").await;
+    assert!(
+        confirm.contains("signs at once") && confirm.contains("new pending key"),
+        "the confirmation says what an emergency does: {confirm}"
+    );
     b.screenshot("rotate-confirm").await;
     b.submit("button[type=submit].danger").await;
     b.wait_text("Timeline").await;
     let after: Vec<String> = api.jwks().await.keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
     let new: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
-    assert_eq!(new.len(), 1, "one new key published: {before:?} -> {after:?}");
+    assert_eq!(new.len(), 1, "one new key published (the next pending one): {before:?} -> {after:?}");
 
     // Revoke that key: it leaves the JWKS.
     let kid = new[0].clone();

@@ -20,6 +20,8 @@ mod dashboard;
 mod deploy;
 mod docs;
 mod faults;
+mod forward;
+mod gateways;
 mod interop;
 mod jwks;
 mod lease;

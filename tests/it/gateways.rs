@@ -1,0 +1,182 @@
+//! Real gateways in front of a real daemon, each configured from deploy/ as its own docs say:
+//! Debian's nginx with `auth_request` asking `/auth/verify`, and Apache httpd with Debian's
+//! mod_oauth2 verifying by JWKS and by introspection. `./scripts/test` installs both.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::daemon::{client, free_port, keyturn_once, Daemon};
+use crate::support::eventually;
+
+pub fn deploy(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file)
+}
+
+pub fn tool(candidates: &[&str], install: &str) -> PathBuf {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{} is not installed: run ./scripts/test, which installs {install}", candidates[0]))
+}
+
+/// A child process killed when the test ends.
+pub struct Killed(pub Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The API behind the gateway: answers every request 200 with the identity headers the
+/// gateway forwarded, as JSON.
+pub fn backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut seen = serde_json::Map::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                if let Some((name, value)) = line.trim_end().split_once(':') {
+                    let name = name.to_ascii_lowercase();
+                    if name.starts_with("x-auth-") || name == "authorization" {
+                        seen.insert(name, Value::from(value.trim()));
+                    }
+                }
+                line.clear();
+            }
+            let body = Value::Object(seen).to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// Mints an access token through the Admin API.
+pub fn mint(d: &Daemon, key: &str, body: Value) -> Value {
+    let res = client().post(format!("{}/api/v1/tokens", d.url)).bearer_auth(key).json(&body).send().expect("mint");
+    assert!(res.status().is_success(), "mint: {}", res.status());
+    res.json().expect("json")
+}
+
+/// The same token with its payload changed and the signature kept.
+pub fn tampered(token: &str) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("claims");
+    claims["sub"] = json!("mallory");
+    format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2])
+}
+
+/// The same claims under `alg: none`, unsigned.
+pub fn unsigned(token: &str) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("header");
+    header["alg"] = json!("none");
+    format!("{}.{}.", URL_SAFE_NO_PAD.encode(header.to_string()), parts[1])
+}
+
+fn nginx_config(template: &Path, keyturn: &str, gateway: u16, backend: u16, root: &Path) -> PathBuf {
+    let conf = std::fs::read_to_string(template)
+        .expect("conf")
+        .replace("127.0.0.1:8080", keyturn)
+        .replace("127.0.0.1:8082", &format!("127.0.0.1:{gateway}"))
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{backend}"))
+        .replace("/tmp/keyturn-gateway", &root.join("nginx").display().to_string());
+    let path = root.join("nginx-gateway.conf");
+    std::fs::write(&path, conf).expect("write");
+    path
+}
+
+#[test]
+fn nginx_auth_request_lets_only_active_tokens_through() {
+    let nginx = tool(&["/usr/sbin/nginx", "/usr/bin/nginx"], "Debian's nginx");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "gateway"], &[]).trim().to_owned();
+    let d = Daemon::start(&data, &[], "behind-gateway");
+    let (gateway, api) = (free_port(), backend());
+    let conf = nginx_config(
+        &deploy("forward-auth/nginx.conf"),
+        d.url.trim_start_matches("http://"),
+        gateway,
+        api,
+        root.path(),
+    );
+    let check = Command::new(&nginx).arg("-t").arg("-c").arg(&conf).output().expect("nginx -t");
+    assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
+    let _nginx = Killed(
+        Command::new(&nginx)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-g")
+            .arg("daemon off;")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx"),
+    );
+    let url = format!("http://127.0.0.1:{gateway}/orders/42");
+    let get = |token: Option<&str>| {
+        let mut req = client().get(&url).header("X-Auth-Subject", "forged-by-client");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().expect("through nginx");
+        let status = res.status().as_u16();
+        let challenge = res.headers().get("www-authenticate").map(|v| v.to_str().unwrap_or("").to_owned());
+        (status, challenge, res.text().unwrap_or_default())
+    };
+    eventually("nginx to answer", Duration::from_secs(10), || client().get(&url).send().ok());
+
+    let good = mint(&d, &key, json!({"sub": "alice", "aud": "orders-api", "scope": "orders:read", "ttl": "10m"}));
+    let token = good["access_token"].as_str().expect("token").to_owned();
+    let (status, _, body) = get(Some(&token));
+    assert_eq!(status, 200, "a valid token passes: {body}");
+    let seen: Value = serde_json::from_str(&body).expect("backend's JSON");
+    assert_eq!(seen["x-auth-subject"], "alice", "the API gets keyturn's subject, not the client's: {seen}");
+    assert_eq!(seen["x-auth-scope"], "orders:read");
+    assert_eq!(seen["x-auth-token-id"], good["jti"]);
+
+    let (status, challenge, _) = get(None);
+    assert_eq!(status, 401, "no token");
+    assert_eq!(challenge.as_deref(), Some("Bearer error=\"invalid_token\""), "keyturn's challenge reaches the client");
+    for (what, bad) in [("tampered", tampered(&token)), ("alg none", unsigned(&token)), ("garbage", "abc.def".into())] {
+        assert_eq!(get(Some(&bad)).0, 401, "{what}");
+    }
+    let other_aud = mint(&d, &key, json!({"sub": "alice", "aud": "billing", "scope": "orders:read"}));
+    assert_eq!(get(other_aud["access_token"].as_str()).0, 403, "a token for another audience");
+    let no_scope = mint(&d, &key, json!({"sub": "alice", "aud": "orders-api", "scope": "orders:write"}));
+    assert_eq!(get(no_scope["access_token"].as_str()).0, 403, "a token without the required scope");
+
+    // Revoked: refused on the very next request.
+    let res = client()
+        .post(format!("{}/api/v1/revocations", d.url))
+        .bearer_auth(&key)
+        .json(&json!({"jti": good["jti"], "reason": "gateway test"}))
+        .send()
+        .expect("revoke");
+    assert!(res.status().is_success(), "revoke: {}", res.status());
+    assert_eq!(get(Some(&token)).0, 401, "revoked: refused at once");
+
+    // Expired: refused once its second has passed (waited for as a condition, not slept).
+    let short = mint(&d, &key, json!({"sub": "bob", "aud": "orders-api", "scope": "orders:read", "ttl": "1s"}));
+    let short = short["access_token"].as_str().expect("token").to_owned();
+    eventually("the 1 s token to be refused as expired", Duration::from_secs(10), || {
+        (get(Some(&short)).0 == 401).then_some(())
+    });
+}
