@@ -82,3 +82,38 @@ async fn bad_form_input_is_refused_with_the_form_and_changes_nothing() {
     assert_eq!(tokens(), 0, "no token was issued with another algorithm");
     api.stop().await;
 }
+
+/// The JWKS size: on /metrics, on the overview, with a warning past 8 KB; `jwks_x5c = false`
+/// drops the certificates and brings five algorithms back under it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_jwks_size_is_shown_and_warned_about_and_x5c_can_be_dropped() {
+    const FIVE: (&str, &str) = ("KEYTURN_ALGORITHMS", "ES256,ES384,EdDSA,RS256,PS256");
+    let mut sizes = Vec::new();
+    for x5c in ["true", "false"] {
+        let api = Api::start(&[FIVE, ("KEYTURN_JWKS_X5C", x5c)]).await;
+        let body = reqwest::get(api.url("/.well-known/jwks.json")).await.expect("jwks").text().await.expect("text");
+        let jwks: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let keys = jwks["keys"].as_array().expect("keys");
+        assert_eq!(keys.len(), 10, "an active and a pending key per algorithm");
+        let with_certs = keys.iter().filter(|k| k.get("x5c").is_some() && k.get("x5t#S256").is_some()).count();
+        assert_eq!(with_certs, if x5c == "true" { 10 } else { 0 }, "jwks_x5c = {x5c}");
+        let metrics = reqwest::get(api.url("/metrics")).await.expect("metrics").text().await.expect("text");
+        assert!(metrics.contains(&format!("\nkeyturn_jwks_bytes {}\n", body.len())), "the size on /metrics");
+        let s = sign_in(&api).await;
+        let page = reqwest::Client::new()
+            .get(api.url("/admin"))
+            .header("Cookie", &s.cookie)
+            .send()
+            .await
+            .expect("overview")
+            .text()
+            .await
+            .expect("html");
+        assert!(page.contains("JWKS size") && page.contains(&format!("{:.1} KB", body.len() as f64 / 1024.0)));
+        let warned = page.contains("refetch it for every request");
+        assert_eq!(warned, body.len() > 8 * 1024, "the warning past 8 KB ({} bytes, x5c {x5c})", body.len());
+        sizes.push(body.len());
+        api.stop().await;
+    }
+    assert!(sizes[0] > 8 * 1024 && sizes[1] < 8 * 1024, "five algorithms: {sizes:?} bytes with and without x5c");
+}

@@ -180,3 +180,101 @@ fn nginx_auth_request_lets_only_active_tokens_through() {
         (get(Some(&short)).0 == 401).then_some(())
     });
 }
+
+/// Registers an OAuth client through the Admin API: (client_id, secret).
+pub fn register_client(d: &Daemon, key: &str, scopes: &[&str], audiences: &[&str]) -> (String, String) {
+    let res = client()
+        .post(format!("{}/api/v1/clients", d.url))
+        .bearer_auth(key)
+        .json(&json!({"name": "gateway", "scopes": scopes, "audiences": audiences}))
+        .send()
+        .expect("create client");
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().expect("json");
+    (body["client_id"].as_str().expect("id").to_owned(), body["client_secret"].as_str().expect("secret").to_owned())
+}
+
+#[test]
+fn apache_mod_oauth2_verifies_by_jwks_and_by_introspection() {
+    let apache = tool(&["/usr/sbin/apache2"], "Debian's apache2 and libapache2-mod-oauth2");
+    assert!(
+        Path::new("/usr/lib/apache2/modules/mod_oauth2.so").exists(),
+        "mod_oauth2 is not installed: run ./scripts/test, which installs libapache2-mod-oauth2"
+    );
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "apache"], &[]).trim().to_owned();
+    let d = Daemon::start(&data, &[], "behind-apache");
+    let (client_id, secret) = register_client(&d, &key, &[], &["payments-api"]);
+    // Apache's workers run as www-data: its directory must be theirs to enter.
+    let dir = root.path().join("apache");
+    std::fs::create_dir_all(dir.join("www/orders")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("www/payments")).expect("mkdir");
+    std::fs::write(dir.join("www/orders/index.html"), "orders\n").expect("write");
+    std::fs::write(dir.join("www/payments/index.html"), "payments\n").expect("write");
+    use std::os::unix::fs::PermissionsExt as _;
+    for p in [root.path(), &dir] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let port = free_port();
+    let env = [
+        ("KEYTURN_URL", d.url.clone()),
+        ("KEYTURN_CLIENT_ID", client_id),
+        ("KEYTURN_CLIENT_SECRET", secret),
+        ("GATEWAY_LISTEN", format!("127.0.0.1:{port}")),
+        ("GATEWAY_DIR", dir.display().to_string()),
+    ];
+    let conf = deploy("forward-auth/apache-mod_oauth2.conf");
+    let check = Command::new(&apache).arg("-t").arg("-f").arg(&conf).envs(env.clone()).output().expect("apache2 -t");
+    assert!(check.status.success(), "apache2 -t: {}", String::from_utf8_lossy(&check.stderr));
+    let log = root.path().join("apache.log");
+    let _apache = Killed(
+        Command::new(&apache)
+            .arg("-f")
+            .arg(&conf)
+            .arg("-DFOREGROUND")
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("apache2"),
+    );
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = client().get(format!("http://127.0.0.1:{port}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().expect("through apache");
+        let subject = res.headers().get("x-subject").map(|v| v.to_str().unwrap_or("").to_owned());
+        (res.status().as_u16(), subject)
+    };
+    eventually("apache to answer", Duration::from_secs(20), || {
+        client().get(format!("http://127.0.0.1:{port}/orders/")).send().ok()
+    });
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let good = mint(&d, &key, json!({"sub": "alice", "aud": "payments-api", "ttl": "10m"}));
+    let token = good["access_token"].as_str().expect("token").to_owned();
+    for path in ["/orders/", "/payments/"] {
+        assert_eq!(get(path, Some(&token)), (200, Some("alice".to_owned())), "{path}: {}", log_text());
+        assert_eq!(get(path, None).0, 401, "{path}: no token");
+        assert_eq!(get(path, Some(&tampered(&token))).0, 401, "{path}: tampered");
+        assert_eq!(get(path, Some(&unsigned(&token))).0, 401, "{path}: alg none");
+    }
+    // Introspection knows about revocation (after mod_oauth2's cache entry of 1 s ends); the
+    // JWKS verifier cannot, by design.
+    let res = client()
+        .post(format!("{}/api/v1/revocations", d.url))
+        .bearer_auth(&key)
+        .json(&json!({"jti": good["jti"], "reason": "apache test"}))
+        .send()
+        .expect("revoke");
+    assert!(res.status().is_success());
+    eventually("introspection through mod_oauth2 to refuse the revoked token", Duration::from_secs(10), || {
+        (get("/payments/", Some(&token)).0 == 401).then_some(())
+    });
+    assert_eq!(get("/orders/", Some(&token)).0, 200, "a signature check alone still accepts it");
+    // A token for another audience is not this client's to introspect: inactive.
+    let other = mint(&d, &key, json!({"sub": "alice", "aud": "billing"}));
+    assert_eq!(get("/payments/", other["access_token"].as_str()).0, 401, "not addressed to payments-api");
+}
