@@ -68,7 +68,9 @@ impl Daemon {
 
     /// Starts `keyturn serve` without waiting for it to be ready (nodes started together).
     pub fn spawn(data: &Path, env: &[(&str, &str)], name: &str) -> Daemon {
-        let port = free_port();
+        // A port given in `env` (to keep one issuer URL across restarts), else a free one.
+        let given = env.iter().rev().find(|(k, _)| *k == "KEYTURN_PORT").and_then(|(_, v)| v.parse().ok());
+        let port = given.unwrap_or_else(free_port);
         let log = data.parent().unwrap_or(data).join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let (data_dir, port_text) = (data.display().to_string(), port.to_string());

@@ -25,6 +25,7 @@ mod gateways;
 mod interop;
 mod jwks;
 mod lease;
+mod libraries;
 mod lifecycle;
 mod logs;
 mod metrics;
