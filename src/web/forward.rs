@@ -27,7 +27,8 @@ use crate::service::introspect::{ForwardAuth, Requirements};
 use crate::service::Keyturn;
 
 /// The response headers of an allowed request, and the claim each carries. Values outside
-/// printable ASCII are percent-encoded; a claim the token lacks sends no header.
+/// printable ASCII are percent-encoded. Every one is sent, empty when the token lacks the
+/// claim, so a gateway that copies them replaces whatever the client sent under that name.
 pub const IDENTITY_HEADERS: [(&str, &str); 6] = [
     ("X-Auth-Subject", "sub"),
     ("X-Auth-Client-Id", "client_id"),
@@ -85,9 +86,7 @@ fn respond(answer: ForwardAuth) -> Response<'static> {
     let body = match answer {
         ForwardAuth::Allowed(claims) => {
             for (name, claim) in IDENTITY_HEADERS {
-                if let Some(value) = header_value(&claims, claim) {
-                    res.header(Header::new(name, value));
-                }
+                res.header(Header::new(name, header_value(&claims, claim).unwrap_or_default()));
             }
             res.status(Status::Ok);
             return res.sized_body(0, std::io::Cursor::new(Vec::new())).finalize();

@@ -105,7 +105,9 @@ async fn forward_auth_answers_from_memory_with_the_identity_in_headers() {
     // Revoked: refused on the next request; expired: refused once the clock passes exp.
     let second = api.mint(json!({"sub": "bob", "aud": "orders-api", "ttl": "2m"})).await;
     let second_bearer = format!("Bearer {}", second["access_token"].as_str().expect("token"));
-    assert_eq!(verify(&api, "GET", "/auth/verify", Some(&second_bearer)).await.0, 200);
+    let (status, h) = verify(&api, "GET", "/auth/verify", Some(&second_bearer)).await;
+    assert_eq!(status, 200);
+    assert_eq!(h["x-auth-scope"], "", "sent empty, so a gateway replaces a scope the client forged");
     let (status, _) = api
         .call("POST", "/api/v1/revocations", Some(&api.admin), Some(json!({"jti": issued["jti"], "reason": "test"})))
         .await;

@@ -278,3 +278,38 @@ fn apache_mod_oauth2_verifies_by_jwks_and_by_introspection() {
     let other = mint(&d, &key, json!({"sub": "alice", "aud": "billing"}));
     assert_eq!(get("/payments/", other["access_token"].as_str()).0, 401, "not addressed to payments-api");
 }
+
+/// The Traefik, Caddy and Envoy snippets in deploy/forward-auth parse, point at
+/// `/auth/verify` and forward exactly the identity headers keyturn sends.
+#[test]
+fn the_other_gateways_snippets_name_keyturns_endpoint_and_headers() {
+    let names: Vec<String> =
+        keyturn::web::forward::IDENTITY_HEADERS.iter().map(|(h, _)| h.to_ascii_lowercase()).collect();
+    let yaml = |file: &str| -> Value {
+        let out = Command::new("python3")
+            .args(["-c", "import json,sys,yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"])
+            .arg(deploy(file))
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let traefik = yaml("forward-auth/traefik.yml");
+    let fa = &traefik["http"]["middlewares"]["keyturn-auth"]["forwardAuth"];
+    assert!(fa["address"].as_str().expect("address").contains("/auth/verify?"), "{fa}");
+    let copied: Vec<String> = fa["authResponseHeaders"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .map(|h| h.as_str().expect("name").to_ascii_lowercase())
+        .collect();
+    assert_eq!(copied, names, "traefik copies every identity header");
+    let envoy = yaml("forward-auth/envoy.yaml");
+    let text = envoy.to_string();
+    assert!(text.contains("\"path_prefix\":\"/auth/verify\"") && text.contains("\"prefix\":\"x-auth-\""), "{text}");
+    let caddy = std::fs::read_to_string(deploy("forward-auth/Caddyfile")).expect("Caddyfile");
+    let line = caddy.lines().find(|l| l.trim().starts_with("copy_headers")).expect("copy_headers");
+    let copied: Vec<String> = line.split_whitespace().skip(1).map(str::to_ascii_lowercase).collect();
+    assert_eq!(copied, names, "caddy copies every identity header");
+    assert!(caddy.contains("uri /auth/verify?"));
+}
