@@ -37,8 +37,18 @@ fn millis(v: &str) -> f64 {
 
 /// Runs wrk (2 threads) against `url` and parses its report.
 pub fn wrk(url: &str, connections: u32, secs: u64, script: Option<&Path>) -> Wrk {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency"]);
+    run_wrk(Command::new("wrk"), "-t2", url, connections, secs, script)
+}
+
+/// Runs wrk with one thread pinned to core 0 (`taskset`), for a server pinned to core 1.
+pub fn wrk_on(url: &str, connections: u32, secs: u64, script: Option<&Path>) -> Wrk {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0", "wrk"]);
+    run_wrk(cmd, "-t1", url, connections, secs, script)
+}
+
+fn run_wrk(mut cmd: Command, threads: &str, url: &str, connections: u32, secs: u64, script: Option<&Path>) -> Wrk {
+    cmd.args([threads, &format!("-c{connections}"), &format!("-d{secs}s"), "--latency"]);
     if let Some(s) = script {
         cmd.arg("-s").arg(s);
     }
@@ -83,6 +93,74 @@ pub fn issue_script(dir: &Path, alg: &str, key: &str) -> PathBuf {
     )
     .expect("script");
     path
+}
+
+/// A wrk script that POSTs `body` of `content_type` to `path` with an `Authorization` header.
+pub fn post_script(dir: &Path, name: &str, path: &str, auth: &str, content_type: &str, body: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.lua"));
+    std::fs::write(
+        &file,
+        format!(
+            "wrk.method = \"POST\"\nwrk.path = {}\nwrk.body = {}\nwrk.headers[\"Content-Type\"] = {}\nwrk.headers[\"Authorization\"] = {}\n",
+            lua_string(path),
+            lua_string(body),
+            lua_string(content_type),
+            lua_string(auth)
+        ),
+    )
+    .expect("script");
+    file
+}
+
+/// A wrk script that sends `tokens` round-robin: `POST path` with `token=…` and `auth` as the
+/// `Authorization` header (introspection), or, when `method` is GET, `GET path` with the
+/// token as the bearer (forward auth). Counts answers that are not 200 (and, for POST, not
+/// `"active":true`) as `not_ok`.
+pub fn rotating_script(dir: &Path, name: &str, method: &str, path: &str, auth: &str, tokens: &[String]) -> PathBuf {
+    let file = dir.join(format!("{name}.lua"));
+    let list: Vec<String> = tokens.iter().map(|t| lua_string(t)).collect();
+    let request = if method == "GET" {
+        format!(
+            r#"return wrk.format("GET", {path}, {{ ["Authorization"] = "Bearer " .. tokens[i] }})"#,
+            path = lua_string(path)
+        )
+    } else {
+        format!(
+            r#"return wrk.format("POST", {path}, {{ ["Authorization"] = {auth}, ["Content-Type"] = "application/x-www-form-urlencoded" }}, "token=" .. tokens[i])"#,
+            path = lua_string(path),
+            auth = lua_string(auth)
+        )
+    };
+    let check = if method == "GET" {
+        "status ~= 200"
+    } else {
+        r#"status ~= 200 or not string.find(body, '"active":true', 1, true)"#
+    };
+    let script = format!(
+        r#"local tokens = {{ {list} }}
+local i = 0
+not_ok = 0
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function init(args) i = math.random(#tokens) end
+function request()
+  i = i % #tokens + 1
+  {request}
+end
+function response(status, headers, body)
+  if {check} then not_ok = not_ok + 1 end
+end
+function done(summary, latency, requests)
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("not_ok") end
+  io.write("script: not_ok " .. n .. "
+")
+end
+"#,
+        list = list.join(", ")
+    );
+    std::fs::write(&file, script).expect("script");
+    file
 }
 
 /// A wrk script that introspects `tokens` round-robin and counts answers that are not
