@@ -27,8 +27,9 @@ struct Pinned {
 }
 
 impl Pinned {
-    fn spawn(mut cmd: Command, port: u16, ready: &str) -> Pinned {
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn (taskset, from util-linux)");
+    fn spawn(mut cmd: Command, port: u16, ready: &str, log: &Path) -> Pinned {
+        let log = std::fs::File::create(log).expect("log");
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn (taskset, from util-linux)");
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::blocking::Client::new();
         let started = Instant::now();
@@ -126,7 +127,7 @@ fn main() {
         .env("KEYTURN_DATA_DIR", &data)
         .env("KEYTURN_PORT", port.to_string())
         .env("KEYTURN_LOG_LEVEL", "warn");
-    let keyturn = Pinned::spawn(cmd, port, "/readyz");
+    let keyturn = Pinned::spawn(cmd, port, "/readyz", &dir.path().join("keyturn.log"));
     let client = reqwest::blocking::Client::new()
         .post(format!("{}/api/v1/clients", keyturn.url))
         .bearer_auth(&admin_key)
@@ -183,7 +184,8 @@ fn main() {
     let kt_verify = wrk_on(&k("/auth/verify"), CONNS, SECS, Some(&script));
     for (name, w) in [("keyturn /auth/verify", &kt_verify), ("keyturn introspection", &kt_intro)] {
         let inactive = w.script.iter().find(|(k, _)| k == "not_ok").map_or(f64::NAN, |(_, v)| *v);
-        assert_eq!(inactive, 0.0, "{name}: every answer is active / 200");
+        let log = std::fs::read_to_string(dir.path().join("keyturn.log")).unwrap_or_default();
+        assert_eq!(inactive, 0.0, "{name}: every answer is active / 200 ({w:?}); keyturn's log:\n{log}");
     }
     let kt_rss = keyturn.rss_mb();
     drop(keyturn);
@@ -193,7 +195,7 @@ fn main() {
     let (pid, psecret) = ("bench-client", "bench-secret-for-the-peer-0123456789");
     let mut cmd = pinned("node");
     cmd.current_dir(&peer_dir).arg("oidc-provider.mjs").arg(pport.to_string()).arg(pid).arg(psecret);
-    let peer = Pinned::spawn(cmd, pport, "/jwks");
+    let peer = Pinned::spawn(cmd, pport, "/jwks", &dir.path().join("peer.log"));
     let p = |path: &str| format!("{}{path}", peer.url);
     let pauth = basic(pid, psecret);
     let peer_jwks = wrk_on(&p("/jwks"), CONNS, SECS, None);

@@ -153,8 +153,7 @@ end
 function done(summary, latency, requests)
   local n = 0
   for _, t in ipairs(threads) do n = n + t:get("not_ok") end
-  io.write("script: not_ok " .. n .. "
-")
+  io.write("script: not_ok " .. n .. "\n")
 end
 "#,
         list = list.join(", ")

@@ -124,6 +124,18 @@ impl Keyturn {
     /// the blocking pool.
     pub async fn issue_token_async(self: &Arc<Self>, req: IssueRequest, actor: Actor) -> Result<IssuedToken> {
         let (ttl, plan) = self.check_issue_request(&req)?;
+        self.mint_async(req, ttl, plan, actor).await
+    }
+
+    /// The issuance loop for async callers: on the calling task for EC and EdDSA keys, on
+    /// the blocking pool for RSA keys.
+    async fn mint_async(
+        self: &Arc<Self>,
+        req: IssueRequest,
+        ttl: Duration,
+        plan: RefreshPlan,
+        actor: Actor,
+    ) -> Result<IssuedToken> {
         if self.resolve_alg(req.alg)?.is_rsa() {
             let s = self.clone();
             return on_blocking_thread(move || s.mint(&req, ttl, plan, &actor)).await?;
@@ -183,9 +195,10 @@ impl Keyturn {
     }
 
     /// OAuth `client_credentials`: a token for the client itself, within its allowed scopes
-    /// and audiences.
-    pub fn client_credentials(
-        &self,
+    /// and audiences, issued like [`Keyturn::issue_token_async`] (signed on the calling task,
+    /// the group commit awaited without holding a thread).
+    pub async fn client_credentials(
+        self: &Arc<Self>,
         client: &AuthenticatedClient,
         scope: Option<&str>,
         target: Option<&Target>,
@@ -226,7 +239,8 @@ impl Keyturn {
             client_id: Some(client.client_id.clone()),
             ..IssueRequest::default()
         };
-        self.mint(&req, ttl, RefreshPlan::None, &Actor { name: format!("client:{}", client.client_id), source: None })
+        let actor = Actor { name: format!("client:{}", client.client_id), source: None };
+        self.mint_async(req, ttl, RefreshPlan::None, actor).await
     }
 
     /// OAuth `refresh_token`: spends the presented refresh token and issues a new access

@@ -44,13 +44,34 @@ pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
         .register("/admin", admin::catchers())
 }
 
+/// The headers every response carries (besides `X-Request-Id`).
+pub(crate) const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+    ("X-Frame-Options", "DENY"),
+];
+
+/// The one log line of an answered request.
+pub(crate) fn log_request(id: &str, method: &str, path: &str, status: u16, took: std::time::Duration) {
+    tracing::info!(
+        target: "keyturn::http",
+        request_id = %id,
+        method = %method,
+        path = %path,
+        status = status,
+        micros = took.as_micros() as u64,
+        "request"
+    );
+}
+
 /// A request's id: in its log line and its `X-Request-Id` response header. A random prefix
 /// made once per process and a counter: unique across restarts and replicas, and cheap
 /// enough for the JWKS path (ids correlate log lines; they are not secrets).
-struct RequestId(String);
+pub(crate) struct RequestId(pub(crate) String);
 
 impl RequestId {
-    fn next() -> RequestId {
+    pub(crate) fn next() -> RequestId {
         static PREFIX: OnceLock<String> = OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let prefix = PREFIX.get_or_init(|| crate::service::random_id(6));
@@ -84,21 +105,9 @@ impl Fairing for RequestLog {
         }
         let id = &req.local_cache(RequestId::next).0;
         res.set_header(Header::new("X-Request-Id", id.clone()));
-        res.set_header(Header::new("X-Content-Type-Options", "nosniff"));
-        res.set_header(Header::new("Referrer-Policy", "no-referrer"));
-        res.set_header(Header::new(
-            "Content-Security-Policy",
-            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        ));
-        res.set_header(Header::new("X-Frame-Options", "DENY"));
-        tracing::info!(
-            target: "keyturn::http",
-            request_id = %id,
-            method = %req.method(),
-            path = %req.uri().path(),
-            status = res.status().code,
-            micros = took.as_micros() as u64,
-            "request"
-        );
+        for (name, value) in SECURITY_HEADERS {
+            res.set_header(Header::new(name, value));
+        }
+        log_request(id, req.method().as_str(), req.uri().path().as_str(), res.status().code, took);
     }
 }

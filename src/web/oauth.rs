@@ -166,7 +166,7 @@ async fn token(
                 (Some(a), None) => Some(Target::Audience(a.clone())),
                 (None, None) => None,
             };
-            blocking(&service, move |s| s.client_credentials(&client, scope.as_deref(), target.as_ref())).await?
+            service.client_credentials(&client, scope.as_deref(), target.as_ref()).await?
         }
         "refresh_token" => {
             let client = match creds {

@@ -13,7 +13,9 @@
 //!
 //! Each request, read whole, is dispatched in process to the Rocket application (its
 //! routes, fairings and catchers), through Rocket's local client, which runs the same
-//! dispatch as Rocket's own server. TLS uses Rocket's TLS listener, configured as Rocket
+//! dispatch as Rocket's own server — except a plain GET or HEAD of the JWKS, the request a
+//! whole fleet of verifiers makes, which is answered here from the published snapshot
+//! ([`jwks_answer`]). TLS uses Rocket's TLS listener, configured as Rocket
 //! would configure it.
 
 use std::collections::HashMap;
@@ -28,7 +30,10 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, HOST};
+use hyper::header::{
+    HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ETAG, HOST, IF_NONE_MATCH,
+    TRANSFER_ENCODING,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -250,10 +255,15 @@ async fn accept_until<L>(
             continue;
         };
         let _ = conn.enable_nodelay();
-        let app = app.clone();
+        let (app, keyturn) = (app.clone(), slots.service.clone());
         let service = hyper::service::service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(answer(&app, peer, req, body_timeout).await) }
+            let (app, keyturn) = (app.clone(), keyturn.clone());
+            async move {
+                if let Some(res) = jwks_answer(&keyturn, &req) {
+                    return Ok::<_, Infallible>(res);
+                }
+                Ok::<_, Infallible>(answer(&app, peer, req, body_timeout).await)
+            }
         });
         let io = TokioIo::new(FirstByteDeadline::new(conn, header_timeout));
         let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
@@ -264,6 +274,51 @@ async fn accept_until<L>(
             }
         });
     }
+}
+
+/// The JWKS, answered here from the published snapshot without the dispatch through Rocket:
+/// it is what every verifier of a fleet fetches, so its path is kept short. The same bytes,
+/// headers (`ETag`, `Cache-Control`, 304 on a matching `If-None-Match`, the security headers,
+/// `X-Request-Id`), counts and log line as every other answer. Only a bodiless GET or HEAD
+/// of exactly the JWKS path takes it; anything else goes to the application.
+fn jwks_answer(service: &Keyturn, req: &hyper::Request<Incoming>) -> Option<hyper::Response<Full<Bytes>>> {
+    const PATH: &str = "/.well-known/jwks.json";
+    let head = req.method() == hyper::Method::HEAD;
+    if req.uri().path() != PATH
+        || !(req.method() == hyper::Method::GET || head)
+        || req.headers().contains_key(CONTENT_LENGTH)
+        || req.headers().contains_key(TRANSFER_ENCODING)
+    {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    let published = service.published();
+    let doc = &published.jwks;
+    let not_modified =
+        req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|h| doc.matches_if_none_match(h));
+    let id = super::RequestId::next();
+    let mut out = hyper::Response::builder()
+        .status(if not_modified { 304 } else { 200 })
+        .header(ETAG, &*doc.etag)
+        .header(CACHE_CONTROL, format!("public, max-age={}", published.policy.jwks_max_age.as_secs()))
+        .header("X-Request-Id", &id.0);
+    for (name, value) in super::SECURITY_HEADERS {
+        out = out.header(name, value);
+    }
+    let body = if not_modified {
+        Bytes::new()
+    } else {
+        out = out.header(CONTENT_TYPE, "application/jwk-set+json");
+        // HEAD: hyper sends the length of this body and not the body itself.
+        Bytes::from_owner(doc.body.clone())
+    };
+    let status = if not_modified { 304 } else { 200 };
+    let method = if head { "HEAD" } else { "GET" };
+    let took = started.elapsed();
+    service.metrics().jwks_answered(not_modified);
+    service.metrics().http(PATH, method, status, took);
+    super::log_request(&id.0, method, PATH, status, took);
+    out.body(Full::new(body)).ok()
 }
 
 /// Reads the request's body within the time-out and the size limit, then has the
@@ -347,8 +402,8 @@ fn refusal(status: u16, error: &str, description: String) -> hyper::Response<Ful
     let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
     let headers = response.headers_mut();
-    headers.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
     response
 }
