@@ -3,6 +3,9 @@
 //! never from the header; `none`, HMAC and any `crit` header are refused; `jku`, `x5u` and
 //! embedded `jwk` headers are ignored. Times are checked against the service's clock.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -93,34 +96,84 @@ impl Keyturn {
     }
 
     fn introspect_uncounted(&self, token: &str) -> Introspection {
-        if token.len() > super::tokens::MAX_TOKEN_BYTES {
-            return Introspection::inactive("too long");
+        let published = self.published();
+        let v = match self.verified(token, &published) {
+            Ok(v) => v,
+            Err(reason) => return Introspection::inactive(reason),
+        };
+        let now = crate::clock::to_unix(self.clock.now());
+        if now >= v.exp {
+            return Introspection::inactive("expired");
         }
+        if v.nbf.is_some_and(|nbf| now < nbf) {
+            return Introspection::inactive("not yet valid");
+        }
+        let facts = TokenFacts {
+            jti: &v.jti,
+            sub: &v.sub,
+            client_id: v.client_id.as_deref(),
+            kid: &v.kid,
+            iat: from_unix(v.iat),
+        };
+        if self.revocations_read().check(&facts).is_some() {
+            return Introspection::inactive("revoked");
+        }
+        Introspection { active: true, claims: v.claims.clone(), reason: "" }
+    }
+
+    /// The token's verified claims: from the cache of verified signatures when this very
+    /// token was verified before under a key still published (a kid is its key's thumbprint,
+    /// so the same kid is the same key), else verified now and remembered. Time and
+    /// revocation are the caller's to check, every time.
+    fn verified(&self, token: &str, published: &super::Published) -> Result<Arc<Verified>, &'static str> {
+        if token.len() > super::tokens::MAX_TOKEN_BYTES {
+            return Err("too long");
+        }
+        let digest: [u8; 32] = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .map_err(|_| "digest")?;
+        let cached = self.verified.map.read().unwrap_or_else(PoisonError::into_inner).get(&digest).cloned();
+        if let Some(v) = cached {
+            return if published.verifier(&v.kid).is_some() { Ok(v) } else { Err("unknown or unpublished key") };
+        }
+        let v = Arc::new(self.verify_signature(token, published)?);
+        let mut map = self.verified.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= VERIFIED_CACHE_MAX {
+            // Bounded: start over rather than grow (housekeeping also drops expired ones).
+            map.clear();
+        }
+        map.insert(digest, v.clone());
+        Ok(v)
+    }
+
+    /// Checks the token's form, header and signature (with the key named by `kid`, in that
+    /// key's algorithm) and its issuer, and reads the claims every answer needs.
+    fn verify_signature(&self, token: &str, published: &super::Published) -> Result<Verified, &'static str> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             // Refresh tokens and anything else that is not a compact JWS.
-            return Introspection::inactive("not a JWS");
+            return Err("not a JWS");
         };
         let Some(header) =
             URL_SAFE_NO_PAD.decode(header_b64).ok().and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
         else {
-            return Introspection::inactive("malformed header");
+            return Err("malformed header");
         };
         if header.contains_key("crit") {
-            return Introspection::inactive("crit header");
+            return Err("crit header");
         }
         let typ = header.get("typ").and_then(Value::as_str).unwrap_or("");
         if !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) && !typ.eq_ignore_ascii_case("application/at+jwt") {
-            return Introspection::inactive("not an access token (typ)");
+            return Err("not an access token (typ)");
         }
-        let Some(kid) = header.get("kid").and_then(Value::as_str) else { return Introspection::inactive("no kid") };
-        let published = self.published();
+        let Some(kid) = header.get("kid").and_then(Value::as_str) else { return Err("no kid") };
         let Some((alg, key)) = published.verifier(kid) else {
-            return Introspection::inactive("unknown or unpublished key");
+            return Err("unknown or unpublished key");
         };
         let mut validation = jsonwebtoken::Validation::new(alg.jwt());
-        // exp and nbf are checked below against the service's clock, not the system's.
+        // exp and nbf are checked against the service's clock, not the system's.
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
@@ -128,33 +181,52 @@ impl Keyturn {
         // is there unless it is required. The other claims are checked below.
         validation.set_required_spec_claims(&["iss"]);
         validation.set_issuer(&[self.config.issuer.as_str()]);
-        let claims = match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
+        let mut claims = match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
             Ok(data) => data.claims,
-            Err(_) => return Introspection::inactive("signature, algorithm or issuer"),
+            Err(_) => return Err("signature, algorithm or issuer"),
         };
-        let now = crate::clock::to_unix(self.clock.now());
         let int = |name: &str| claims.get(name).and_then(Value::as_i64);
-        let (Some(exp), Some(iat)) = (int("exp"), int("iat")) else {
-            return Introspection::inactive("missing exp or iat");
+        let (Some(exp), Some(iat), nbf) = (int("exp"), int("iat"), int("nbf")) else {
+            return Err("missing exp or iat");
         };
-        if now >= exp {
-            return Introspection::inactive("expired");
-        }
-        if int("nbf").is_some_and(|nbf| now < nbf) {
-            return Introspection::inactive("not yet valid");
-        }
-        let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
-        let (Some(jti), Some(sub)) = (str_claim("jti"), str_claim("sub")) else {
-            return Introspection::inactive("missing jti or sub");
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let (Some(jti), Some(sub), client_id) = (text("jti"), text("sub"), text("client_id")) else {
+            return Err("missing jti or sub");
         };
-        let facts = TokenFacts { jti, sub, client_id: str_claim("client_id"), kid, iat: from_unix(iat) };
-        if self.revocations_read().check(&facts).is_some() {
-            return Introspection::inactive("revoked");
-        }
-        let mut out = claims.clone();
-        out.insert("kid".into(), Value::from(kid));
-        Introspection { active: true, claims: out, reason: "" }
+        claims.insert("kid".into(), Value::from(kid));
+        Ok(Verified { kid: kid.to_owned(), claims, exp, iat, nbf, jti, sub, client_id })
     }
+
+    /// Drops verified signatures of tokens that have expired (housekeeping).
+    pub(super) fn prune_verified(&self) {
+        let now = crate::clock::to_unix(self.clock.now());
+        self.verified.map.write().unwrap_or_else(PoisonError::into_inner).retain(|_, v| v.exp > now);
+    }
+}
+
+/// How many verified signatures are remembered at most (about 1 KB each).
+const VERIFIED_CACHE_MAX: usize = 10_000;
+
+/// A token whose signature, header and issuer were checked, with the claims every answer
+/// needs. Never a verdict: expiry and revocation are checked on every use.
+#[derive(Debug)]
+pub(super) struct Verified {
+    kid: String,
+    /// The token's claims, with `kid` added (the introspection answer's body).
+    claims: Map<String, Value>,
+    exp: i64,
+    iat: i64,
+    nbf: Option<i64>,
+    jti: String,
+    sub: String,
+    client_id: Option<String>,
+}
+
+/// Verified signatures by the SHA-256 of the whole token, so a repeated token (a gateway
+/// asks about the same one on every request) costs a hash and a lookup, not an ECDSA check.
+#[derive(Debug, Default)]
+pub(super) struct VerifiedCache {
+    map: RwLock<HashMap<[u8; 32], Arc<Verified>>>,
 }
 
 /// What a gateway requires of a token at `/auth/verify`, from its query: any one of

@@ -145,6 +145,8 @@ pub struct Keyturn {
     clients: clients::ClientCache,
     /// Failed authentications per client address.
     throttle: throttle::Throttle,
+    /// Signatures already verified, for repeated introspection and forward auth.
+    verified: introspect::VerifiedCache,
     /// Since this node last compared its state with the database.
     synced: crate::clock::Watchdog,
 }
@@ -236,6 +238,7 @@ impl Keyturn {
             api_keys: apikeys::ApiKeyCache::default(),
             clients: clients::ClientCache::default(),
             throttle,
+            verified: introspect::VerifiedCache::default(),
             synced: crate::clock::Watchdog::default(),
         };
         service.reload()?;

@@ -175,6 +175,7 @@ impl Keyturn {
     pub fn housekeeping(&self, rotation_job: bool) -> Result<TickReport> {
         self.retry_failed_writes();
         self.throttle.prune();
+        self.prune_verified();
         self.tick_for(if rotation_job { Wake::Housekeeping } else { Wake::Schedule })
     }
 

@@ -116,6 +116,21 @@ async fn forward_auth_answers_from_memory_with_the_identity_in_headers() {
     api.advance(Duration::from_secs(121)).await;
     assert_eq!(verify(&api, "GET", "/auth/verify", Some(&second_bearer)).await.0, 401, "expired");
 
+    // A signature verified once is remembered, but never the verdict: revoking the key of a
+    // token just answered 200 refuses it on the next request.
+    let third = api.mint(json!({"sub": "carol", "aud": "orders-api", "ttl": "10m"})).await;
+    let third_bearer = format!("Bearer {}", third["access_token"].as_str().expect("token"));
+    for _ in 0..2 {
+        assert_eq!(verify(&api, "GET", "/auth/verify", Some(&third_bearer)).await.0, 200);
+    }
+    let kid = third["kid"].as_str().expect("kid");
+    let (status, body) = api
+        .call("POST", &format!("/api/v1/keys/{kid}/revoke"), Some(&api.admin), Some(json!({"reason": "test"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(verify(&api, "GET", "/auth/verify", Some(&third_bearer)).await.0, 401, "its key was revoked");
+    assert_eq!(api.introspect(third["access_token"].as_str().expect("token")).await["active"], false);
+
     let metrics = http().get(api.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     for line in
         ["keyturn_forward_auth_total{result=\"allowed\"}", "keyturn_forward_auth_total{result=\"invalid_token\"}"]
