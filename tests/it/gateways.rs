@@ -36,6 +36,23 @@ impl Drop for Killed {
     }
 }
 
+/// Checks `conf` with `nginx -t`, then runs nginx on it in the foreground until dropped.
+pub fn run_nginx(nginx: &Path, conf: &Path) -> Killed {
+    let check = Command::new(nginx).arg("-t").arg("-c").arg(conf).output().expect("nginx -t");
+    assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
+    Killed(
+        Command::new(nginx)
+            .arg("-c")
+            .arg(conf)
+            .arg("-g")
+            .arg("daemon off;")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx"),
+    )
+}
+
 /// The API behind the gateway: answers every request 200 with the identity headers the
 /// gateway forwarded, as JSON.
 pub fn backend() -> u16 {
@@ -117,19 +134,7 @@ fn nginx_auth_request_lets_only_active_tokens_through() {
         api,
         root.path(),
     );
-    let check = Command::new(&nginx).arg("-t").arg("-c").arg(&conf).output().expect("nginx -t");
-    assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
-    let _nginx = Killed(
-        Command::new(&nginx)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-g")
-            .arg("daemon off;")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx"),
-    );
+    let _nginx = run_nginx(&nginx, &conf);
     let url = format!("http://127.0.0.1:{gateway}/orders/42");
     let get = |token: Option<&str>| {
         let mut req = client().get(&url).header("X-Auth-Subject", "forged-by-client");
