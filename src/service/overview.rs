@@ -83,8 +83,10 @@ impl Keyturn {
             });
         }
         for k in published.keys.iter().filter(|k| k.state == KeyState::Retired) {
+            // A retired key leaves the JWKS after its last token's expiry plus the leeway, so
+            // in normal operation it never leaves first: warn only if it really would.
             let expires = lifecycle::expiry_time(&world, k);
-            if expires - now < time::Duration::hours(1) && last_exp.get(&k.kid).is_some_and(|e| *e > now) {
+            if last_exp.get(&k.kid).is_some_and(|e| *e > now && expires <= *e) {
                 warnings.push(format!(
                     "retired key {} leaves the JWKS at {} while tokens it signed still live",
                     k.kid,

@@ -576,7 +576,7 @@ impl Keyturn {
             if !state.is_published() {
                 return Err(StoreError::Conflict(format!("key {kid} is already {}", state.as_str())));
             }
-            let live_tokens = store::tokens::live_count(tx, kid, now)?;
+            let live_tokens = self.unrevoked(kid, &store::tokens::live_of_key(tx, kid, now)?);
             store::keys::transition(tx, kid, state, KeyState::Revoked, now, Some(&reason_owned))?;
             // Every token it signed counts as revoked: introspection and the feed say so.
             let last = store::tokens::last_exp(tx, kid)?.unwrap_or(now);

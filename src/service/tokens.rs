@@ -21,6 +21,7 @@ use crate::keys::signer::ACCESS_TOKEN_TYP;
 use crate::keys::{Algorithm, KeyId};
 use crate::records::{TokenQuery, TokenRecord};
 use crate::revocation::Revocation;
+use crate::revocation::TokenFacts;
 use crate::store::{self, refresh::RefreshRow, StoreError};
 
 /// The longest subject, audience, client id or scope accepted.
@@ -619,7 +620,7 @@ impl Keyturn {
         Ok(rows
             .into_iter()
             .map(|(cursor, t)| {
-                let facts = crate::revocation::TokenFacts {
+                let facts = TokenFacts {
                     jti: &t.jti,
                     sub: &t.sub,
                     client_id: t.client_id.as_deref(),
@@ -641,6 +642,19 @@ impl Keyturn {
     /// How many tokens signed by `kid` are unexpired now.
     pub fn live_tokens_of(&self, kid: &KeyId) -> Result<u64> {
         let now = self.clock.now();
-        Ok(self.store.read_blocking(|c| store::tokens::live_count(c, kid, now))?)
+        let live = self.store.read_blocking(|c| store::tokens::live_of_key(c, kid, now))?;
+        Ok(self.unrevoked(kid, &live))
+    }
+
+    /// How many of `live` (tokens `kid` signed) no revocation covers yet: what revoking the
+    /// key would newly invalidate.
+    pub(super) fn unrevoked(&self, kid: &KeyId, live: &[(String, String, Option<String>, Instant)]) -> u64 {
+        let index = self.revocations_read();
+        live.iter()
+            .filter(|(jti, sub, client_id, iat)| {
+                let facts = TokenFacts { jti, sub, client_id: client_id.as_deref(), kid: kid.as_str(), iat: *iat };
+                index.check(&facts).is_none()
+            })
+            .count() as u64
     }
 }

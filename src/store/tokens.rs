@@ -143,12 +143,20 @@ pub fn last_exp(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<Instant>> {
     Ok(v.map(from_unix))
 }
 
-/// How many tokens signed by `kid` are still unexpired at `now`.
-pub fn live_count(conn: &Conn<'_>, kid: &KeyId, now: Instant) -> Result<u64> {
-    let n: i64 = conn
-        .query_one("SELECT count(*) FROM issued_tokens WHERE kid = ?1 AND exp > ?2", args![kid.as_str(), to_unix(now)])?
-        .get(0)?;
-    Ok(n as u64)
+/// The unexpired tokens `kid` signed: (jti, sub, client_id, iat), for counting those not
+/// already revoked.
+pub fn live_of_key(
+    conn: &Conn<'_>,
+    kid: &KeyId,
+    now: Instant,
+) -> Result<Vec<(String, String, Option<String>, Instant)>> {
+    conn.query(
+        "SELECT jti, sub, client_id, iat FROM issued_tokens WHERE kid = ?1 AND exp > ?2",
+        args![kid.as_str(), to_unix(now)],
+    )?
+    .iter()
+    .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, from_unix(r.get(3)?))))
+    .collect()
 }
 
 /// One issued token by jti.

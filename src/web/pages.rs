@@ -12,7 +12,7 @@ use crate::clock;
 use crate::service::Keyturn;
 
 pub fn routes() -> Vec<Route> {
-    routes![index, stylesheet, script]
+    routes![index, stylesheet, script, favicon_svg, favicon_ico]
 }
 
 /// One row of the published-keys table.
@@ -81,4 +81,26 @@ struct Js {
 #[get("/static/keyturn.js")]
 fn script() -> Js {
     Js { body: KEYTURN_JS, cache: Header::new("Cache-Control", "public, max-age=3600") }
+}
+
+const FAVICON_SVG: &str = include_str!("../../static/favicon.svg");
+
+/// The icon, an SVG (every current browser takes one).
+#[derive(rocket::Responder)]
+#[response(content_type = "image/svg+xml")]
+struct Svg {
+    body: &'static str,
+    cache: Header<'static>,
+}
+
+#[get("/static/favicon.svg")]
+fn favicon_svg() -> Svg {
+    Svg { body: FAVICON_SVG, cache: Header::new("Cache-Control", "public, max-age=86400") }
+}
+
+/// Browsers ask for `/favicon.ico` on their own: the same SVG, so that request is answered
+/// instead of logged as a 404.
+#[get("/favicon.ico")]
+fn favicon_ico() -> Svg {
+    favicon_svg()
 }

@@ -65,6 +65,15 @@ impl Api {
     pub async fn stop(self) {
         self.server.stop().await.expect("stop");
     }
+
+    /// Mints a 10-minute token for `sub` with the issuer key.
+    pub async fn mint_as_issuer(&self, sub: &str) -> Value {
+        let (status, body) = self
+            .call("POST", "/api/v1/tokens", Some(&self.issuer), Some(json!({"sub": sub, "aud": "api", "ttl": "10m"})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
 }
 
 pub fn verifies(token: &str, jwks: &JwkSet) -> bool {
@@ -447,5 +456,56 @@ async fn tokens_are_signed_recorded_and_bounded() {
     }
     let count = support::scalar(&db, "SELECT count(*) FROM issued_tokens", args![]);
     assert_eq!(count, 1, "refused requests record nothing");
+    api.stop().await;
+}
+
+/// Revoking a key counts only the live tokens it newly invalidates: those already revoked
+/// (here by jti) are not counted again, on the confirmation page nor in the outcome.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_key_counts_only_live_unrevoked_tokens() {
+    let api = Api::start(&[]).await;
+    let mut issued = Vec::new();
+    for i in 0..6 {
+        issued.push(api.mint_as_issuer(&format!("user-{i}")).await);
+    }
+    for t in &issued[..4] {
+        let (status, _) = api
+            .call("POST", "/api/v1/revocations", Some(&api.admin), Some(json!({"jti": t["jti"], "reason": "test"})))
+            .await;
+        assert_eq!(status, 201);
+    }
+    let kid = keyturn::keys::KeyId::new(issued[0]["kid"].as_str().expect("kid"));
+    assert_eq!(api.server.service.live_tokens_of(&kid).expect("count"), 2, "6 live tokens, 4 already revoked");
+    let (status, body) = api
+        .call("POST", &format!("/api/v1/keys/{kid}/revoke"), Some(&api.admin), Some(json!({"reason": "test"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["live_tokens_invalidated"], 2);
+    api.stop().await;
+}
+
+/// After a normal rotation the retired key stays published past its last token (plus the
+/// leeway): the overview does not warn that it leaves the JWKS first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_normal_rotation_with_live_tokens_raises_no_false_warning() {
+    let api = Api::start(&[]).await;
+    let (_, token) = api
+        .call("POST", "/api/v1/tokens", Some(&api.issuer), Some(json!({"sub": "alice", "aud": "api", "ttl": "1h"})))
+        .await;
+    api.advance(Duration::from_secs(60)).await;
+    let (status, body) =
+        api.call("POST", "/api/v1/keys/rotate", Some(&api.admin), Some(json!({"mode": "graceful"}))).await;
+    assert_eq!(status, 202, "{body}");
+    api.advance(Duration::from_secs(15 * 60)).await;
+    let (_, keys) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
+    let retired =
+        keys["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == token["kid"]).expect("key").clone();
+    assert_eq!(retired["state"], "retired", "the graceful rotation happened: {retired}");
+    let overview = api.server.service.overview().expect("overview");
+    assert!(
+        !overview.warnings.iter().any(|w| w.contains("leaves the JWKS")),
+        "no false warning: {:?}",
+        overview.warnings
+    );
     api.stop().await;
 }

@@ -117,3 +117,43 @@ async fn the_jwks_size_is_shown_and_warned_about_and_x5c_can_be_dropped() {
     }
     assert!(sizes[0] > 8 * 1024 && sizes[1] < 8 * 1024, "five algorithms: {sizes:?} bytes with and without x5c");
 }
+
+/// Every `pattern` attribute in the templates compiles the way current browsers compile it
+/// (`new RegExp("^(?:" + pattern + ")$", "v")`, checked with node's V8, Chromium's engine):
+/// an invalid one is silently ignored by the browser. And the icon is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn form_patterns_compile_as_browsers_compile_them_and_a_favicon_is_served() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    let mut patterns = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("templates").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("template");
+            for p in text.split("pattern=\"").skip(1) {
+                patterns.push((path.display().to_string(), p.split('"').next().expect("attr").to_owned()));
+            }
+        }
+    }
+    assert!(!patterns.is_empty(), "the setup form has a pattern");
+    for (file, p) in &patterns {
+        let out = std::process::Command::new("node")
+            .arg("-e")
+            .arg("new RegExp('^(?:' + process.argv[1] + ')$', 'v')")
+            .arg(p)
+            .output()
+            .expect("node (./scripts/test installs it)");
+        assert!(out.status.success(), "{file}: pattern {p:?} is invalid: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let api = Api::start(&[]).await;
+    for path in ["/favicon.ico", "/static/favicon.svg"] {
+        let res = reqwest::get(api.url(path)).await.expect("icon");
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()["content-type"], "image/svg+xml", "{path}");
+    }
+    api.stop().await;
+}
