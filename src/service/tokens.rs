@@ -648,7 +648,7 @@ impl Keyturn {
 
     /// How many of `live` (tokens `kid` signed) no revocation covers yet: what revoking the
     /// key would newly invalidate.
-    pub(super) fn unrevoked(&self, kid: &KeyId, live: &[(String, String, Option<String>, Instant)]) -> u64 {
+    pub(super) fn unrevoked(&self, kid: &KeyId, live: &[store::tokens::LiveToken]) -> u64 {
         let index = self.revocations_read();
         live.iter()
             .filter(|(jti, sub, client_id, iat)| {

@@ -82,15 +82,20 @@ pub fn insert_setup_link(tx: &Tx<'_>, token_hash: &[u8], at: Instant, expires: I
 /// Spends a setup link if it exists, is unused and unexpired at `now`; returns whether it did.
 pub fn spend_setup_link(tx: &Tx<'_>, token_hash: &[u8], now: Instant) -> Result<bool> {
     Ok(tx.execute(
-        "UPDATE setup_links SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND expires_at > ?1",
+        &format!("UPDATE setup_links SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND expires_at > ?1 AND {FIRST_LINK_RULE}"),
         args![to_unix(now), token_hash],
     )? == 1)
 }
 
+/// The link keyturn itself logs at first start (created by `system`) is for the first
+/// administrator only: void as soon as any administrator exists. Links an administrator
+/// or the CLI made (`keyturn admin add`) stay usable until used or expired.
+const FIRST_LINK_RULE: &str = "(created_by <> 'system' OR NOT EXISTS (SELECT 1 FROM admins))";
+
 /// Whether a setup link is currently usable (for showing the form before it is spent).
 pub fn setup_link_usable(conn: &Conn<'_>, token_hash: &[u8], now: Instant) -> Result<bool> {
     conn.query_one(
-        "SELECT EXISTS (SELECT 1 FROM setup_links WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2)",
+        &format!("SELECT EXISTS (SELECT 1 FROM setup_links WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2 AND {FIRST_LINK_RULE})"),
         args![token_hash, to_unix(now)],
     )?
     .get(0)

@@ -143,13 +143,11 @@ pub fn last_exp(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<Instant>> {
     Ok(v.map(from_unix))
 }
 
-/// The unexpired tokens `kid` signed: (jti, sub, client_id, iat), for counting those not
-/// already revoked.
-pub fn live_of_key(
-    conn: &Conn<'_>,
-    kid: &KeyId,
-    now: Instant,
-) -> Result<Vec<(String, String, Option<String>, Instant)>> {
+/// An unexpired token's revocation handles: (jti, sub, client_id, iat).
+pub type LiveToken = (String, String, Option<String>, Instant);
+
+/// The unexpired tokens `kid` signed, for counting those not already revoked.
+pub fn live_of_key(conn: &Conn<'_>, kid: &KeyId, now: Instant) -> Result<Vec<LiveToken>> {
     conn.query(
         "SELECT jti, sub, client_id, iat FROM issued_tokens WHERE kid = ?1 AND exp > ?2",
         args![kid.as_str(), to_unix(now)],

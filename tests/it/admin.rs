@@ -39,6 +39,22 @@ fn setup_links_are_single_use_and_expire() {
     assert_eq!(s.admin_count().expect("count"), 1);
 }
 
+/// The link keyturn logs at first start is for the first administrator: void as soon as any
+/// exists, however it was created. A link made with `keyturn admin add` stays usable.
+#[test]
+fn the_first_start_link_is_void_once_an_administrator_exists() {
+    let (s, _clock, _dir) = open();
+    let first = s.create_setup_link(&Actor::system()).expect("first-start link");
+    let added = s.create_setup_link(&Actor::cli()).expect("admin add link");
+    assert!(s.setup_link_usable(&first).expect("check"), "usable while there is no administrator");
+    s.complete_setup(&added, "alice", PW, None).expect("the CLI's link creates alice");
+    assert!(!s.setup_link_usable(&first).expect("check"), "void once alice exists");
+    assert!(s.complete_setup(&first, "mallory", PW, None).is_err(), "the logged link creates no one now");
+    let another = s.create_setup_link(&Actor::cli()).expect("admin add link");
+    s.complete_setup(&another, "bob", PW, None).expect("a link from admin add still works");
+    assert_eq!(s.admin_count().expect("count"), 2);
+}
+
 #[test]
 fn sessions_time_out_and_sign_out_everywhere_ends_them() {
     let (s, clock, _dir) = open();
