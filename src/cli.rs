@@ -94,6 +94,11 @@ pub enum AdminCommand {
         /// The administrator's name.
         name: String,
     },
+    /// Remove an administrator (never the last one); their sessions end at once.
+    Remove {
+        /// The administrator's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +291,11 @@ pub fn main() -> ExitCode {
             let password = zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
             s.set_password(&name, &password, &actor)?;
             println!("password of {name} set; their sessions are ended");
+            Ok(())
+        }),
+        Command::Admin { command: AdminCommand::Remove { name } } => with_service(&inputs, |s, actor| {
+            s.remove_admin(&name, &actor)?;
+            println!("administrator {name} removed; their sessions are ended");
             Ok(())
         }),
         Command::Client { command } => client(&inputs, command),

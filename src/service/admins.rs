@@ -294,6 +294,35 @@ impl Keyturn {
             })
     }
 
+    /// Removes an administrator (`keyturn admin remove`, the dashboard): their sessions end
+    /// in the same transaction, so their next request is signed out. Never the last one:
+    /// that would leave the dashboard with no way in but a setup link from the host.
+    pub fn remove_admin(&self, name: &str, actor: &Actor) -> Result<()> {
+        let now = self.clock.now();
+        let (name, by) = (name.to_owned(), actor.clone());
+        if self.store.read_blocking(|c| store::admins::password_hash(c, &name))?.is_none() {
+            return Err(Error::NotFound(format!("no administrator named {name}")));
+        }
+        self.store
+            .write_blocking(|tx| {
+                if store::admins::password_hash(tx, &name)?.is_none() {
+                    return Err(store::StoreError::Conflict(format!("{name} was removed meanwhile")));
+                }
+                if store::admins::count(tx)? <= 1 {
+                    return Err(store::StoreError::Conflict(format!(
+                        "{name} is the last administrator: add another before removing this one"
+                    )));
+                }
+                let sessions = store::admins::delete_sessions_of(tx, &name, None)?;
+                store::admins::delete(tx, &name)?;
+                audited(tx, now, &by, "admin.remove", Some(&name), Some(&format!("{sessions} sessions ended")))
+            })
+            .map_err(|e| match e {
+                store::StoreError::Conflict(m) => Error::Conflict(m),
+                e => e.into(),
+            })
+    }
+
     /// Sets a password from the host (`keyturn admin passwd`): whoever runs the command on
     /// the data dir already holds every secret, so no current password is asked. Ends the
     /// administrator's sessions.

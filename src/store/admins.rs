@@ -26,6 +26,11 @@ pub fn insert(tx: &Tx<'_>, name: &str, hash: &str, at: Instant, by: &str) -> Res
     Ok(())
 }
 
+/// Deletes an administrator; returns whether one was deleted.
+pub fn delete(tx: &Tx<'_>, name: &str) -> Result<bool> {
+    Ok(tx.execute("DELETE FROM admins WHERE name = ?1", args![name])? == 1)
+}
+
 pub fn set_password(tx: &Tx<'_>, name: &str, hash: &str, at: Instant) -> Result<bool> {
     Ok(tx.execute(
         "UPDATE admins SET password_hash = ?1, password_changed_at = ?2 WHERE name = ?3",

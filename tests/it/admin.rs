@@ -55,6 +55,43 @@ fn the_first_start_link_is_void_once_an_administrator_exists() {
     assert_eq!(s.admin_count().expect("count"), 2);
 }
 
+/// Removing an administrator ends their sessions at once and is audited; the last one
+/// cannot be removed, from the CLI (`keyturn admin remove`) or anywhere else.
+#[test]
+fn an_administrator_is_removed_with_their_sessions_but_never_the_last() {
+    let (s, _clock, dir) = open();
+    for name in ["alice", "bob"] {
+        let link = s.create_setup_link(&Actor::cli()).expect("link");
+        s.complete_setup(&link, name, PW, None).expect("setup");
+    }
+    let SignIn::Ok(bobs, _) = sign_in(&s, "bob", PW, "10.0.0.2") else { panic!("bob signs in") };
+    assert!(s.session(&bobs).expect("session").is_some());
+    s.remove_admin("bob", &Actor::admin("alice", Some("10.0.0.1".into()))).expect("remove bob");
+    assert!(s.session(&bobs).expect("session").is_none(), "bob's session ended at once");
+    assert!(matches!(sign_in(&s, "bob", PW, "10.0.0.2"), SignIn::Refused), "bob can no longer sign in");
+    let audit = s.audit(None, 20).expect("audit");
+    let entry = audit.iter().find(|e| e.action == "admin.remove").expect("audited");
+    assert_eq!((entry.actor.as_str(), entry.target.as_deref()), ("admin:alice", Some("bob")));
+    assert!(matches!(s.remove_admin("bob", &Actor::cli()), Err(keyturn::error::Error::NotFound(_))));
+    assert!(
+        matches!(s.remove_admin("alice", &Actor::cli()), Err(keyturn::error::Error::Conflict(_))),
+        "never the last administrator"
+    );
+    drop(s);
+    // The same through the command line.
+    let out = crate::support::run_keyturn(
+        &["admin", "remove", "alice"],
+        &[("KEYTURN_DATA_DIR", &dir.path().display().to_string())],
+        dir.path(),
+    );
+    assert!(!out.status.success(), "the CLI refuses to remove the last administrator");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("last administrator"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn sessions_time_out_and_sign_out_everywhere_ends_them() {
     let (s, clock, _dir) = open();

@@ -157,3 +157,34 @@ async fn form_patterns_compile_as_browsers_compile_them_and_a_favicon_is_served(
     }
     api.stop().await;
 }
+
+/// The dashboard removes an administrator behind a confirmation page, and refuses the last.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_removes_an_administrator_but_never_the_last() {
+    let api = Api::start(&[]).await;
+    let s = sign_in(&api).await;
+    let svc = api.server.service.clone();
+    tokio::task::spawn_blocking(move || svc.add_admin("bob", PW, &Actor::cli()).expect("bob")).await.expect("join");
+    let get = |path: &'static str| {
+        let (url, cookie) = (api.url(path), s.cookie.clone());
+        async move {
+            let res = reqwest::Client::new().get(url).header("Cookie", cookie).send().await.expect("get");
+            (res.status().as_u16(), res.text().await.expect("html"))
+        }
+    };
+    let (status, page) = get("/admin/admins").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("/admin/admins/bob/remove"), "a Remove link per administrator");
+    let (status, confirm) = get("/admin/admins/bob/remove").await;
+    assert_eq!(status, 200);
+    assert!(confirm.contains("every session of theirs ends at once"), "{confirm}");
+    let (status, page) = post(&api, &s, "/admin/admins/bob/remove", &[]).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Administrator bob removed"), "a message says what happened");
+    assert_eq!(api.server.service.admin_count().expect("count"), 1);
+    let (status, page) = post(&api, &s, "/admin/admins/alice/remove", &[]).await;
+    assert_eq!(status, 409, "the last administrator stays");
+    assert!(page.contains("last administrator"), "{page}");
+    assert_eq!(api.server.service.admin_count().expect("count"), 1);
+    api.stop().await;
+}

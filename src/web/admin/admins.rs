@@ -1,4 +1,5 @@
-//! Administrators: adding one, changing one's own password.
+//! Administrators: adding one, removing one (behind a confirmation page), changing one's
+//! own password.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use crate::service::Keyturn;
 use crate::web::api::blocking;
 
 pub fn routes() -> Vec<Route> {
-    routes![admins_page, admin_add, password_change]
+    routes![admins_page, admin_add, password_change, remove_confirm, admin_remove]
 }
 
 #[derive(Template)]
@@ -108,6 +109,66 @@ async fn password_change(
     let page = admins_view(service, &s, error.clone(), notice).await.map_err(bare)?;
     if error.is_some() {
         Err(refused(Status::BadRequest, page))
+    } else {
+        render(&page).map_err(bare)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/confirm_remove_admin.html")]
+struct RemoveConfirm {
+    f: Frame,
+    name: String,
+    yourself: bool,
+}
+
+#[get("/admin/admins/<name>/remove")]
+async fn remove_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, name: &str) -> Page {
+    let exists = blocking(service, |svc| svc.admins())
+        .await
+        .map_err(|_| Status::InternalServerError)?
+        .iter()
+        .any(|(n, _, _)| n == name);
+    if !exists {
+        return Err(Status::NotFound);
+    }
+    let yourself = s.session.admin == name;
+    render(&RemoveConfirm { f: frame(service, "Remove administrator", Some(&s)), name: name.to_owned(), yourself })
+}
+
+#[derive(FromForm)]
+struct RemoveForm {
+    csrf: Option<String>,
+}
+
+#[post("/admin/admins/<name>/remove", data = "<form>")]
+async fn admin_remove(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    name: &str,
+    form: Form<RemoveForm>,
+) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
+    csrf_checked(&s, &form.csrf).map_err(bare)?;
+    let (target, actor) = (name.to_owned(), s.actor());
+    let result = blocking(service, move |svc| svc.remove_admin(&target, &actor)).await;
+    let (error, notice) = match result {
+        Ok(()) if s.session.admin == name => {
+            // Their own sessions ended with the removal, this one included.
+            let page = super::page::MessagePage {
+                f: frame(service, "Signed out", None),
+                heading: "Signed out".into(),
+                message: format!(
+                    "Administrator {name} removed; every session of theirs, this one included, has ended."
+                ),
+            };
+            return render(&page).map_err(bare);
+        }
+        Ok(()) => (None, Some(format!("Administrator {name} removed; their sessions ended."))),
+        Err(e) => (Some(e.description), None),
+    };
+    let page = admins_view(service, &s, error.clone(), notice).await.map_err(bare)?;
+    if error.is_some() {
+        Err(refused(Status::Conflict, page))
     } else {
         render(&page).map_err(bare)
     }
