@@ -62,7 +62,17 @@ impl Server {
             s.shutdown().await;
         }
         let service = self.service.clone();
-        let _ = tokio::task::spawn_blocking(move || service.release_lease()).await;
+        let lease = match tokio::task::spawn_blocking(move || service.release_lease()).await {
+            Ok(Ok(())) => "handed over".to_owned(),
+            Ok(Err(e)) => format!("not handed over ({e}): it lapses by itself"),
+            Err(e) => format!("not handed over ({e}): it lapses by itself"),
+        };
+        // One line that says what the shutdown did (the database is closed, and SQLite's WAL
+        // checkpointed, when the service is dropped after this).
+        tracing::info!(
+            lease = %lease,
+            "keyturn stopped: no longer listening, requests in flight answered, scheduler stopped, rotator lease {lease}"
+        );
         served.map_err(|e| Error::Listen { address: self.address.to_string(), reason: e.to_string() })
     }
 }

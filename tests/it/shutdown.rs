@@ -23,7 +23,12 @@ fn sigterm_and_sigint_exit_zero_promptly_and_checkpoint() {
             assert!(res.status().is_success());
         }
         let started = Instant::now();
+        let log = d.log.clone();
         let status = d.signal_and_wait(signal, Duration::from_secs(15));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let stopped: Vec<&str> = text.lines().filter(|l| l.contains("keyturn stopped")).collect();
+        assert_eq!(stopped.len(), 1, "one line says what the shutdown did:\n{text}");
+        assert!(stopped[0].contains("rotator lease handed over"), "{}", stopped[0]);
         assert!(status.success(), "SIG{signal}: exit {status}");
         eprintln!("SIG{signal}: exited 0 after {:?}", started.elapsed());
         let db = crate::support::database(&data, &[]);
