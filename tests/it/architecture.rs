@@ -121,3 +121,30 @@ fn the_layering_check_catches_offences() {
     assert!(offences("store/keys.rs", "conn.execute(\"UPDATE signing_keys SET state = ?1\")").is_empty());
     assert!(offences("web/api.rs", "// the store (`crate::store`) answers SELECT queries").is_empty(), "prose");
 }
+
+/// The repository stands on its own: every relative link in the README, ARCHITECTURE.md and
+/// docs/ names a file or directory in the repository, and none reaches outside it.
+#[test]
+fn the_documents_name_only_files_in_the_repository() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut problems = Vec::new();
+    for doc in ["README.md", "ARCHITECTURE.md", "docs/DESIGN.md", "docs/BENCHMARKS.md"] {
+        let path = root.join(doc);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{doc}: {e}"));
+        if text.contains("../shared") {
+            problems.push(format!("{doc} names ../shared, outside the repository"));
+        }
+        for link in text.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+            let target = link.split('#').next().unwrap_or("");
+            if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let resolved = path.parent().expect("dir").join(target);
+            let inside = resolved.canonicalize().is_ok_and(|p| p.starts_with(root.canonicalize().expect("root")));
+            if !inside {
+                problems.push(format!("{doc} links to {target}, which is not a file in the repository"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

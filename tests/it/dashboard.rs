@@ -188,3 +188,34 @@ async fn the_dashboard_removes_an_administrator_but_never_the_last() {
     assert_eq!(api.server.service.admin_count().expect("count"), 1);
     api.stop().await;
 }
+
+/// Help where it is needed: the landing page links to the dashboard, the sign-in page says how
+/// to create the first administrator while there is none (and stops saying it after), and the
+/// Keys page explains the key states.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pages_help_a_newcomer_find_their_way() {
+    let api = Api::start(&[]).await;
+    let text = |path: &'static str, cookie: Option<String>| {
+        let url = api.url(path);
+        async move {
+            let mut req = reqwest::Client::new().get(url);
+            if let Some(c) = cookie {
+                req = req.header("Cookie", c);
+            }
+            req.send().await.expect("get").text().await.expect("html")
+        }
+    };
+    assert!(text("/", None).await.contains("href=\"/admin\""), "the landing page links to the dashboard");
+    let login = text("/admin/login", None).await;
+    assert!(login.contains("No administrator exists yet") && login.contains("keyturn admin add"), "{login}");
+    let s = sign_in(&api).await;
+    assert!(!text("/admin/login", None).await.contains("No administrator exists yet"), "once one exists, no hint");
+    let keys = text("/admin/keys", Some(s.cookie.clone())).await;
+    for state in ["pending", "active", "retired", "expired", "revoked"] {
+        assert!(
+            keys.contains(&format!("<dt><span class=\"state state-{state}\">{state}</span></dt>")),
+            "{state} explained"
+        );
+    }
+    api.stop().await;
+}

@@ -26,11 +26,20 @@ struct LoginPage {
     f: Frame,
     error: Option<String>,
     name: String,
+    /// No administrator exists yet: the page says how to create the first.
+    no_admin: bool,
+}
+
+/// Whether no administrator exists yet (a failure to read counts as "some exist": the hint
+/// is only help).
+async fn no_admin_yet(service: &Arc<Keyturn>) -> bool {
+    blocking(service, |s| s.admin_count()).await.is_ok_and(|n| n == 0)
 }
 
 #[get("/admin/login")]
-fn login_page(service: &State<Arc<Keyturn>>) -> Page {
-    render(&LoginPage { f: frame(service, "Sign in", None), error: None, name: String::new() })
+async fn login_page(service: &State<Arc<Keyturn>>) -> Page {
+    let no_admin = no_admin_yet(service).await;
+    render(&LoginPage { f: frame(service, "Sign in", None), error: None, name: String::new(), no_admin })
 }
 
 #[derive(FromForm)]
@@ -52,10 +61,12 @@ async fn login(
     let (name, password) = (form.name.trim().to_owned(), form.password);
     let attempt = name.clone();
     let outcome = blocking(service, move |s| s.sign_in(&attempt, &password, &source)).await;
+    let no_admin = no_admin_yet(service).await;
     let page = |status: Status, error: &str, name: String| {
-        let html = render(&LoginPage { f: frame(service, "Sign in", None), error: Some(error.to_owned()), name })
-            .map(|h| h.0)
-            .unwrap_or_default();
+        let html =
+            render(&LoginPage { f: frame(service, "Sign in", None), error: Some(error.to_owned()), name, no_admin })
+                .map(|h| h.0)
+                .unwrap_or_default();
         (status, RawHtml(html))
     };
     match outcome {
