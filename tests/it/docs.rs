@@ -29,3 +29,109 @@ fn the_readme_settings_table_is_the_settings_declaration() {
         want.join("\n")
     );
 }
+
+/// The README's fenced blocks of `lang`, in order.
+fn blocks(readme: &str, lang: &str) -> Vec<String> {
+    let (mut out, mut current): (Vec<String>, Option<String>) = (Vec::new(), None);
+    for line in readme.lines() {
+        match &mut current {
+            None if line.trim_end() == format!("```{lang}") => current = Some(String::new()),
+            Some(_) if line.starts_with("```") => out.extend(current.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Shell blocks that start something long-running or need what a test cannot have: the two
+/// commands themselves (a test cannot run the test command; the daemon this test starts is
+/// the first command), the benchmark, and the move to a PostgreSQL host of your own.
+fn runs_here(block: &str) -> bool {
+    !["cargo run", "./scripts/", "createdb", "db.internal"].iter().any(|w| block.contains(w))
+}
+
+/// The README works as written: every other shell block runs, in order, in one directory
+/// beside a real daemon serving its `./keyturn-data`, with `keyturn` on the PATH as the
+/// README says to put it and every `curl` failing on an HTTP error; the Node (jose) and
+/// Python (PyJWT) verifier snippets verify a real token with their real libraries. The only
+/// change to the text is the daemon's address (a free port instead of 8080) and, in the
+/// snippets, the issuer's URL (this daemon instead of auth.example.com).
+#[test]
+fn the_readme_examples_run_as_written() {
+    use std::process::Command;
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("keyturn-data");
+    // The README's examples are the embedded default's: SQLite in ./keyturn-data, on both runs.
+    let d = crate::daemon::Daemon::start(&data, &[crate::support::SQLITE], "readme");
+    let address = d.url.trim_start_matches("http://").to_owned();
+    // `export PATH="$PWD/target/release:$PATH"`, as the README says, from a directory where
+    // target/release holds this build's binary.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_keyturn"));
+    std::fs::create_dir_all(root.path().join("target/release")).expect("mkdir");
+    std::os::unix::fs::symlink(bin, root.path().join("target/release/keyturn")).expect("symlink");
+    let sh = blocks(&readme, "sh");
+    let runnable: Vec<&String> = sh.iter().filter(|b| runs_here(b)).collect();
+    assert!(runnable.len() >= 4, "the README's shell examples: {sh:?}");
+    let script = format!(
+        "set -euo pipefail\ncurl() {{ command curl --fail-with-body \"$@\"; echo; }}\n{}",
+        runnable.iter().map(|b| b.replace("127.0.0.1:8080", &address)).collect::<Vec<_>>().join("\n")
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c").arg(&script).current_dir(root.path());
+    // Nothing of the test runner's keyturn settings leaks in: the examples use the defaults.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KEYTURN_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().expect("bash");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the README's shell examples failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(stdout.contains("\"access_token\""), "the token example mints a token: {stdout}");
+    assert!(root.path().join("backups/kek").exists(), "the backup example kept the key-encryption key");
+
+    // The verifier snippets, with a real token for orders-api.
+    let key = crate::daemon::keyturn_once(
+        &data,
+        &["apikey", "create", "--role", "issuer", "--name", "readme"],
+        &[crate::support::SQLITE],
+    );
+    let token: serde_json::Value = crate::daemon::client()
+        .post(format!("{}/api/v1/tokens", d.url))
+        .bearer_auth(key.trim())
+        .json(&serde_json::json!({"sub": "alice", "aud": "orders-api"}))
+        .send()
+        .expect("mint")
+        .json()
+        .expect("json");
+    let token = token["access_token"].as_str().expect("token");
+    let issuer = d.url.clone();
+    let interop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    let js = blocks(&readme, "js").into_iter().next().expect("the jose snippet");
+    let js = format!(
+        "const token = process.argv[2];\n{}\nconsole.log(payload.sub);\n",
+        js.replace("https://auth.example.com", &issuer)
+    );
+    let file = interop.join(format!("readme-{}.mjs", std::process::id()));
+    std::fs::write(&file, js).expect("write");
+    let out = Command::new("node").arg(&file).arg(token).current_dir(&interop).output().expect("node");
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "the jose snippet: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice");
+    let py = blocks(&readme, "python").into_iter().next().expect("the PyJWT snippet");
+    let py = format!(
+        "import sys\ntoken = sys.argv[1]\n{}\nprint(claims['sub'])\n",
+        py.replace("https://auth.example.com", &issuer)
+    );
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python");
+    let out = Command::new(python).arg("-c").arg(&py).arg(token).output().expect("python");
+    assert!(out.status.success(), "the PyJWT snippet: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice");
+}
