@@ -115,6 +115,37 @@ impl Keyturn {
     }
 }
 
+/// Tokens issued and revocations made in one period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Activity {
+    pub start: Instant,
+    pub issued: u64,
+    pub revoked: u64,
+}
+
+impl Keyturn {
+    /// Tokens issued and revocations made in each of the last `periods` periods of
+    /// `period_secs`, oldest first, the last one ending now.
+    pub fn activity(&self, periods: i64, period_secs: i64) -> Result<Vec<Activity>> {
+        let now = self.clock.now();
+        let since = now - time::Duration::seconds(periods * period_secs);
+        let (issued, revoked) = self.store.read_blocking(|c| {
+            Ok((
+                store::tokens::issued_per(c, since, period_secs)?,
+                store::revocations::created_per(c, since, period_secs)?,
+            ))
+        })?;
+        let at = |list: &[(i64, u64)], i: i64| list.iter().find(|(b, _)| *b == i).map_or(0, |(_, n)| *n);
+        Ok((0..periods)
+            .map(|i| Activity {
+                start: since + time::Duration::seconds(i * period_secs),
+                issued: at(&issued, i),
+                revoked: at(&revoked, i),
+            })
+            .collect())
+    }
+}
+
 impl Keyturn {
     /// The `/metrics` document: gauges read now, then the process's counters.
     pub fn metrics_text(&self) -> Result<String> {

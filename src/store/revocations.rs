@@ -16,6 +16,18 @@ pub struct RevocationRow {
     pub created_by: String,
 }
 
+/// Revocations made per `bucket` seconds from `since` on, among those still kept (an entry is
+/// pruned once the tokens it covers have expired): (bucket index, count).
+pub fn created_per(conn: &Conn<'_>, since: Instant, bucket: i64) -> Result<Vec<(i64, u64)>> {
+    conn.query(
+        "SELECT (created_at - ?1) / ?2 AS b, count(*) FROM revocations WHERE created_at >= ?1 GROUP BY b ORDER BY b",
+        args![to_unix(since), bucket],
+    )?
+    .iter()
+    .map(|r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)? as u64)))
+    .collect()
+}
+
 pub fn insert(tx: &Tx<'_>, r: &RevocationRow) -> Result<i64> {
     tx.query_one(
         "INSERT INTO revocations (kind, value, cutoff, covers_until, reason, created_at, created_by)

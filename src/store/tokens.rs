@@ -221,6 +221,18 @@ pub fn live_of_family(conn: &Conn<'_>, family: &str, now: Instant) -> Result<Vec
         .collect()
 }
 
+/// Tokens issued per `bucket` seconds from `since` on: (bucket index, count), empty buckets
+/// left out.
+pub fn issued_per(conn: &Conn<'_>, since: Instant, bucket: i64) -> Result<Vec<(i64, u64)>> {
+    conn.query(
+        "SELECT (iat - ?1) / ?2 AS b, count(*) FROM issued_tokens WHERE iat >= ?1 GROUP BY b ORDER BY b",
+        args![to_unix(since), bucket],
+    )?
+    .iter()
+    .map(|r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)? as u64)))
+    .collect()
+}
+
 /// How many tokens were issued at or after `since`.
 pub fn issued_since(conn: &Conn<'_>, since: Instant) -> Result<u64> {
     Ok(conn.query_one("SELECT count(*) FROM issued_tokens WHERE iat >= ?1", args![to_unix(since)])?.get::<i64>(0)?

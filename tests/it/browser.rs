@@ -118,9 +118,16 @@ impl Browser {
         cookies.iter().map(|c| format!("{}={}", c.name(), c.value())).collect::<Vec<_>>().join("; ")
     }
 
+    /// Saves a screenshot under target/screenshots, or under docs/screenshots (the README's)
+    /// when `KEYTURN_SCREENSHOTS=docs` asks to regenerate those.
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        let into = if std::env::var("KEYTURN_SCREENSHOTS").as_deref() == Ok("docs") {
+            "docs/screenshots"
+        } else {
+            "target/screenshots"
+        };
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(into);
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
     }
@@ -151,7 +158,8 @@ async fn first_admin(api: &Api, b: &Browser) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn setup_sign_in_rotate_and_revoke_in_the_browser() {
-    let api = Api::start(&[]).await;
+    // A realistic issuer, as the README's screenshots show it.
+    let api = Api::start(&[("KEYTURN_ISSUER", "https://auth.example.com")]).await;
     let b = Browser::start().await;
 
     // Signed out: every page leads to the sign-in page.
@@ -160,17 +168,48 @@ async fn setup_sign_in_rotate_and_revoke_in_the_browser() {
     assert!(b.url().await.ends_with("/admin/login"), "{}", b.url().await);
     b.screenshot("sign-in").await;
 
+    // Some activity for the overview's charts: tokens issued, one revoked.
+    for i in 0..5 {
+        let (_, t) = api
+            .call(
+                "POST",
+                "/api/v1/tokens",
+                Some(&api.issuer),
+                Some(serde_json::json!({"sub": format!("user-{i}"), "aud": "api"})),
+            )
+            .await;
+        if i == 0 {
+            let body = serde_json::json!({"jti": t["jti"], "reason": "browser test"});
+            api.call("POST", "/api/v1/revocations", Some(&api.admin), Some(body)).await;
+        }
+    }
     first_admin(&api, &b).await;
     let text = b.wait_text("Active keys").await;
     assert!(b.url().await.ends_with("/admin"), "setup signs the new admin in: {}", b.url().await);
     assert!(text.contains("ES256") && text.contains("alice"), "{text}");
+    let pictures = b.script("return document.querySelectorAll('svg.timeline-svg').length + ',' + document.querySelectorAll('svg.chart-svg').length").await;
+    assert_eq!(pictures, "1,2", "the overview draws the key timeline and the two activity charts");
     b.screenshot("overview").await;
 
     // Rotate now (emergency): the new kid appears in the JWKS.
     let before: Vec<String> = api.jwks().await.keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
     b.goto(&api.url("/admin/keys")).await;
-    b.screenshot("keys").await;
     b.wait_text("Timeline").await;
+    // The timeline: one bar per published key, each titled with its kid.
+    let drawn = b
+        .script(
+            "const svg = document.querySelector('svg.timeline-svg'); if (!svg) return null;
+             const kids = new Set([...svg.querySelectorAll('rect title')].map(t => t.textContent.split(' key ')[1].split(' ')[0]));
+             return svg.dataset.bars + ' ' + [...kids].sort().join(',')",
+        )
+        .await;
+    let drawn = drawn.as_str().expect("the Keys page has the timeline SVG").to_owned();
+    let (bars, kids) = drawn.split_once(' ').expect("bars and kids");
+    let mut published = before.clone();
+    published.sort();
+    assert_eq!(bars, published.len().to_string(), "one bar per published key");
+    assert_eq!(kids, published.join(","), "each bar titled with its kid");
+    b.screenshot("keys").await;
     b.submit("a.button.danger").await;
     let confirm = b.wait_text("already published").await;
     assert!(

@@ -39,6 +39,7 @@ struct KeysPage {
     f: Frame,
     algorithms: Vec<String>,
     keys: Vec<KeyRow>,
+    timeline: super::timeline::Timeline,
 }
 
 #[get("/admin/keys")]
@@ -62,8 +63,10 @@ async fn keys_page(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
         })
         .collect();
     keys.sort_by(|a, b| a.alg.cmp(&b.alg));
-    let algorithms = service.config().algorithms.iter().map(|a| a.to_string()).collect();
-    render(&KeysPage { f: frame(service, "Keys", Some(&s)), algorithms, keys })
+    let algorithms: Vec<String> = service.config().algorithms.iter().map(|a| a.to_string()).collect();
+    let next_fire = service.policy().schedule.next_after(now);
+    let timeline = super::timeline::draw(&views, &algorithms, now, next_fire, 14, 14);
+    render(&KeysPage { f: frame(service, "Keys", Some(&s)), algorithms, keys, timeline })
 }
 
 #[derive(Template)]

@@ -6,6 +6,7 @@
 
 mod admins;
 mod audit;
+mod chart;
 mod clients;
 mod format;
 mod keys;
@@ -14,6 +15,7 @@ mod page;
 mod revocations;
 mod schedule;
 mod session;
+mod timeline;
 mod tokens;
 
 use std::net::IpAddr;

@@ -34,6 +34,8 @@ struct OverviewPage {
     revocations: usize,
     jwks_size: String,
     warnings: Vec<String>,
+    timeline: super::timeline::Timeline,
+    charts: Vec<super::chart::Chart>,
     schedule: String,
     publish_lead: String,
 }
@@ -41,6 +43,16 @@ struct OverviewPage {
 #[get("/admin")]
 async fn overview(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
     let o = blocking(service, |svc| svc.overview()).await.map_err(|_| Status::InternalServerError)?;
+    let (views, hours, days) =
+        blocking(service, |svc| Ok((svc.list_keys()?, svc.activity(24, 3600)?, svc.activity(30, 86_400)?)))
+            .await
+            .map_err(|_| Status::InternalServerError)?;
+    let algs: Vec<String> = service.config().algorithms.iter().map(|a| a.to_string()).collect();
+    let timeline = super::timeline::draw(&views, &algs, o.now, o.next_fire, 3, 7);
+    let hour = |a: &crate::service::overview::Activity| format!("{:02}:00", a.start.hour());
+    let day = |a: &crate::service::overview::Activity| format!("{:02}-{:02}", u8::from(a.start.month()), a.start.day());
+    let chart = super::chart::draw("Last 24 hours, per hour (UTC)", &hours, hour);
+    let chart_days = super::chart::draw("Last 30 days, per day (UTC)", &days, day);
     let policy = service.policy();
     let dash = || "—".to_owned();
     let algorithms = o
@@ -62,6 +74,8 @@ async fn overview(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
         revocations: o.revocations,
         jwks_size: format!("{:.1} KB", o.jwks_bytes as f64 / 1024.0),
         warnings: o.warnings,
+        timeline,
+        charts: vec![chart, chart_days],
         schedule: policy.schedule.as_str().to_owned(),
         publish_lead: crate::duration::format_duration(policy.publish_lead),
     })
