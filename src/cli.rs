@@ -355,7 +355,32 @@ fn config_check(inputs: &Inputs) -> ExitCode {
     for w in &config.warnings {
         eprintln!("keyturn: warning: {w}");
     }
-    print!("{}", config.render());
+    // The timing settings as they are in force: a value stored through the dashboard or the
+    // API applies where the configuration pins none.
+    let stored = match crate::service::policy::stored_settings(&config) {
+        Ok(stored) => stored,
+        Err(e) => {
+            eprintln!("keyturn: warning: the stored settings could not be read ({e}): shown as if none were stored");
+            None
+        }
+    };
+    let in_force = crate::service::policy::in_force(&config, stored.as_ref());
+    for line in config.render().lines() {
+        let name = line.split(" = ").next().unwrap_or("");
+        match in_force.iter().find(|(n, _, _)| *n == name) {
+            Some((_, value, from)) => {
+                use crate::service::policy::InForce;
+                let source = match from {
+                    InForce::Configuration => line.rsplit("  # ").next().unwrap_or("configuration").to_owned(),
+                    InForce::Stored => "stored setting (dashboard or PUT /api/v1/schedule)".to_owned(),
+                    InForce::Default if stored.is_none() => "default (no database yet)".to_owned(),
+                    InForce::Default => "default".to_owned(),
+                };
+                println!("{name} = \"{value}\"  # {source}");
+            }
+            None => println!("{line}"),
+        }
+    }
     println!("# configuration is valid");
     ExitCode::SUCCESS
 }

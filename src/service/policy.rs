@@ -54,6 +54,55 @@ pub fn effective(config: &Config, stored: &HashMap<String, String>, previous: Op
     }
 }
 
+/// Where a timing setting's value in force comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InForce {
+    /// Pinned by the configuration (file or environment).
+    Configuration,
+    /// Stored in the database by the dashboard or `PUT /api/v1/schedule`.
+    Stored,
+    Default,
+}
+
+/// The timing settings as they are in force: `(setting, value, where it comes from)`, given
+/// the stored settings (`None`: no database yet, so nothing stored).
+pub fn in_force(config: &Config, stored: Option<&HashMap<String, String>>) -> Vec<(&'static str, String, InForce)> {
+    let empty = HashMap::new();
+    let stored = stored.unwrap_or(&empty);
+    let policy = effective(config, stored, None);
+    let source = |pinned: bool, key: &str| {
+        if pinned {
+            InForce::Configuration
+        } else if stored.contains_key(key) {
+            InForce::Stored
+        } else {
+            InForce::Default
+        }
+    };
+    let d = |v: Duration| format_duration(v);
+    vec![
+        ("rotation_schedule", policy.schedule.as_str().to_owned(), source(config.rotation_schedule.is_some(), CRON)),
+        ("publish_lead", d(policy.publish_lead), source(config.publish_lead.is_some(), PUBLISH_LEAD)),
+        ("clock_skew", d(policy.clock_skew), source(config.clock_skew.is_some(), CLOCK_SKEW)),
+        ("max_token_ttl", d(policy.max_token_ttl), source(config.max_token_ttl.is_some(), MAX_TOKEN_TTL)),
+        ("leeway", d(policy.leeway), source(config.leeway.is_some(), LEEWAY)),
+        ("jwks_max_age", d(policy.jwks_max_age), source(config.jwks_max_age.is_some(), JWKS_MAX_AGE)),
+    ]
+}
+
+/// The settings stored in the database `config` names, without creating anything: `None`
+/// when there is no database yet.
+pub fn stored_settings(config: &Config) -> Result<Option<HashMap<String, String>>> {
+    let location = super::database_location(config)?;
+    if let store::Location::File(path) = &location {
+        if !path.exists() {
+            return Ok(None);
+        }
+    }
+    let db = store::Store::open_at(&location)?;
+    Ok(Some(db.read_blocking(store::settings::all)?))
+}
+
 pub fn default_schedule() -> Schedule {
     // A constant the schedule tests parse; failing here is a programming error.
     Schedule::parse(DEFAULT_SCHEDULE).unwrap_or_else(|e| panic!("default schedule: {e}"))

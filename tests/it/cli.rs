@@ -88,3 +88,51 @@ fn first_start_logs_a_one_time_setup_link_that_works() {
     let again = crate::daemon::client().get(&link).send().expect("open link").text().expect("html");
     assert!(again.contains("cannot be used"), "single use");
 }
+
+/// `config check` shows the timing settings in force and where each comes from: pinned by
+/// the configuration, stored through the dashboard or the API, or the default — and creates
+/// nothing when there is no database yet.
+#[test]
+fn config_check_shows_the_values_in_force_and_their_source() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let data_text = data.display().to_string();
+    let check = |env: &[(&str, &str)]| {
+        let mut all = vec![("KEYTURN_DATA_DIR", data_text.as_str())];
+        all.extend_from_slice(env);
+        let out = run_keyturn(&["config", "check"], &all, root.path());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let line = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name} = ")))
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+            .to_owned()
+    };
+    if crate::support::postgres_server().is_none() {
+        let fresh = check(&[]);
+        assert_eq!(
+            line(&fresh, "rotation_schedule"),
+            "rotation_schedule = \"0 0 * * MON\"  # default (no database yet)"
+        );
+        assert!(!data.join("keyturn.db").exists(), "config check creates no database");
+    }
+    {
+        let service = Keyturn::open(config(&data, &[]), crate::support::fake_clock()).expect("open");
+        let change = keyturn::service::policy::PolicyChange {
+            cron: Some("0 3 * * *".into()),
+            leeway: Some("2m".into()),
+            ..Default::default()
+        };
+        service.update_policy(&change, &keyturn::service::Actor::cli()).expect("store a schedule");
+    }
+    let text = check(&[("KEYTURN_LEEWAY", "5m")]);
+    assert_eq!(
+        line(&text, "rotation_schedule"),
+        "rotation_schedule = \"0 3 * * *\"  # stored setting (dashboard or PUT /api/v1/schedule)",
+        "the stored schedule, not the default"
+    );
+    assert_eq!(line(&text, "leeway"), "leeway = \"5m\"  # env KEYTURN_LEEWAY", "a pin wins over the stored value");
+    assert_eq!(line(&text, "publish_lead"), "publish_lead = \"15m\"  # default");
+}
