@@ -368,7 +368,7 @@ fn main() {
     let intro_script = introspect_script(dir.path(), &verifier_key, &tokens);
     let introspect = |daemon: &Daemon, label: &str, conns: u32, rows: &mut Vec<Row>| {
         let w = wrk(&format!("{}/oauth/introspect", daemon.url), conns, LOAD_SECS, Some(&intro_script));
-        let not_active = w.script.iter().find(|(k, _)| k == "not_active").map_or(f64::NAN, |(_, v)| *v);
+        let not_active = w.script.iter().find(|(k, _)| k == "not_ok").map_or(f64::NAN, |(_, v)| *v);
         assert_eq!(not_active, 0.0, "every introspected token is active");
         rows.push(Row(
             format!("introspection, {label} ({conns} conns)"),

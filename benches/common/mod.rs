@@ -162,35 +162,8 @@ end
     file
 }
 
-/// A wrk script that introspects `tokens` round-robin and counts answers that are not
-/// `{"active": true}`.
+/// A wrk script that introspects `tokens` round-robin with a verifier API key, counting
+/// answers that are not `{"active": true}` as `not_ok`.
 pub fn introspect_script(dir: &Path, key: &str, tokens: &[String]) -> PathBuf {
-    let path = dir.join("introspect.lua");
-    let list: Vec<String> = tokens.iter().map(|t| lua_string(t)).collect();
-    let script = format!(
-        r#"local tokens = {{ {list} }}
-local i = 0
-inactive = 0
-local headers = {{ ["Authorization"] = {auth}, ["Content-Type"] = "application/x-www-form-urlencoded" }}
-local threads = {{}}
-function setup(thread) table.insert(threads, thread) end
-function init(args) i = math.random(#tokens) end
-function request()
-  i = i % #tokens + 1
-  return wrk.format("POST", "/oauth/introspect", headers, "token=" .. tokens[i])
-end
-function response(status, headers, body)
-  if status ~= 200 or not string.find(body, '"active":true', 1, true) then inactive = inactive + 1 end
-end
-function done(summary, latency, requests)
-  local n = 0
-  for _, t in ipairs(threads) do n = n + t:get("inactive") end
-  io.write("script: not_active " .. n .. "\n")
-end
-"#,
-        list = list.join(", "),
-        auth = lua_string(&format!("Bearer {key}"))
-    );
-    std::fs::write(&path, script).expect("script");
-    path
+    rotating_script(dir, "introspect", "POST", "/oauth/introspect", &format!("Bearer {key}"), tokens)
 }
