@@ -1,6 +1,11 @@
 // Copy buttons: <button data-copy="ID"> copies the value of the element with that id.
 // Everything works without this script; it only saves a select-and-copy.
 document.addEventListener('click', (event) => {
+  const text = event.target.closest('button[data-copy-text]');
+  if (text) {
+    navigator.clipboard.writeText(text.dataset.copyText).then(() => { text.textContent = 'copied'; });
+    return;
+  }
   const button = event.target.closest('button[data-copy]');
   if (!button) return;
   const field = document.getElementById(button.dataset.copy);

@@ -211,6 +211,10 @@ async fn the_pages_help_a_newcomer_find_their_way() {
     let s = sign_in(&api).await;
     assert!(!text("/admin/login", None).await.contains("No administrator exists yet"), "once one exists, no hint");
     let keys = text("/admin/keys", Some(s.cookie.clone())).await;
+    // Key ids are shortened, the full value in the title and behind a copy button.
+    let kid = api.server.service.published().keys[0].kid.to_string();
+    assert!(keys.contains(&format!("<code title=\"{kid}\">{}…</code>", &kid[..10])), "a shortened kid");
+    assert!(keys.contains(&format!("data-copy-text=\"{kid}\"")), "its copy button");
     for state in ["pending", "active", "retired", "expired", "revoked"] {
         assert!(
             keys.contains(&format!("<dt><span class=\"state state-{state}\">{state}</span></dt>")),
