@@ -218,7 +218,7 @@ async fn setup_sign_in_rotate_and_revoke_in_the_browser() {
     );
     b.screenshot("rotate-confirm").await;
     b.submit("button[type=submit].danger").await;
-    b.wait_text("Timeline").await;
+    b.wait_text("ES256 rotated: key").await;
     let after: Vec<String> = api.jwks().await.keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
     let new: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
     assert_eq!(new.len(), 1, "one new key published (the next pending one): {before:?} -> {after:?}");
@@ -230,7 +230,7 @@ async fn setup_sign_in_rotate_and_revoke_in_the_browser() {
     b.fill("#reason", "browser test").await;
     b.screenshot("revoke-confirm").await;
     b.submit("button[type=submit].danger").await;
-    b.wait_text("Timeline").await;
+    b.wait_text(&format!("Key {kid} revoked")).await;
     assert!(api.jwks().await.find(&kid).is_none(), "the revoked key left the JWKS");
 
     // A POST without the CSRF token is refused and changes nothing.

@@ -40,10 +40,35 @@ struct KeysPage {
     algorithms: Vec<String>,
     keys: Vec<KeyRow>,
     timeline: super::timeline::Timeline,
+    /// What the action just taken did.
+    notice: Option<String>,
 }
 
-#[get("/admin/keys")]
-async fn keys_page(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
+/// The message after an action, from the codes the actions redirect with (never text from
+/// the URL itself).
+fn done_message(done: Option<&str>, alg: Option<&str>, kid: Option<&str>) -> Option<String> {
+    let alg = alg.filter(|a| a.parse::<crate::keys::Algorithm>().is_ok());
+    let kid = kid.filter(|k| k.len() <= 64 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    Some(match (done?, alg, kid) {
+        ("rotated", Some(a), Some(k)) => format!("{a} rotated: key {k} signs now."),
+        ("scheduled", Some(a), Some(k)) => {
+            format!(
+                "{a} rotation requested: key {k} starts signing once it has been published for the lead (see Next)."
+            )
+        }
+        ("revoked", _, Some(k)) => format!("Key {k} revoked: it left the JWKS and its tokens count as revoked."),
+        _ => return None,
+    })
+}
+
+#[get("/admin/keys?<done>&<alg>&<kid>")]
+async fn keys_page(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    done: Option<&str>,
+    alg: Option<&str>,
+    kid: Option<&str>,
+) -> Page {
     let views = blocking(service, |svc| svc.list_keys()).await.map_err(|_| Status::InternalServerError)?;
     let now = service.now();
     let at = |v: Option<crate::clock::Instant>| v.map(|t| when(now, t)).unwrap_or_else(|| "—".into());
@@ -66,7 +91,8 @@ async fn keys_page(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
     let algorithms: Vec<String> = service.config().algorithms.iter().map(|a| a.to_string()).collect();
     let next_fire = service.policy().schedule.next_after(now);
     let timeline = super::timeline::draw(&views, &algorithms, now, next_fire, 14, 14);
-    render(&KeysPage { f: frame(service, "Keys", Some(&s)), algorithms, keys, timeline })
+    let notice = done_message(done, alg, kid);
+    render(&KeysPage { f: frame(service, "Keys", Some(&s)), algorithms, keys, timeline, notice })
 }
 
 #[derive(Template)]
@@ -116,8 +142,10 @@ async fn rotate(service: &State<Arc<Keyturn>>, s: AdminSession, form: Form<Rotat
     let alg = form.alg.parse().map_err(|_| Status::BadRequest)?;
     let mode = if form.mode == "emergency" { RotateMode::Emergency } else { RotateMode::Graceful };
     let actor = s.actor();
-    blocking(service, move |svc| svc.rotate(Some(alg), mode, &actor)).await.map_err(|e| e.status)?;
-    Ok(Redirect::to("/admin/keys"))
+    let outcome = blocking(service, move |svc| svc.rotate(Some(alg), mode, &actor)).await.map_err(|e| e.status)?;
+    let done = if outcome.done { "rotated" } else { "scheduled" };
+    let kid = outcome.activate.unwrap_or_default();
+    Ok(Redirect::to(format!("/admin/keys?done={done}&alg={}&kid={kid}", outcome.alg)))
 }
 
 #[derive(Template)]
@@ -159,6 +187,6 @@ async fn revoke(
 ) -> Result<Redirect, Status> {
     csrf_checked(&s, &form.csrf)?;
     let (kid, reason, actor) = (KeyId::new(kid), form.reason.clone(), s.actor());
-    blocking(service, move |svc| svc.revoke_key(&kid, &reason, &actor)).await.map_err(|e| e.status)?;
-    Ok(Redirect::to("/admin/keys"))
+    let outcome = blocking(service, move |svc| svc.revoke_key(&kid, &reason, &actor)).await.map_err(|e| e.status)?;
+    Ok(Redirect::to(format!("/admin/keys?done=revoked&kid={}", outcome.kid)))
 }
