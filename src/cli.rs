@@ -434,11 +434,17 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
         level = config.log_level.as_str()
     ));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false).with_ansi(ansi);
+    // Rocket's generated route code logs every guard refusal (a signed-out visitor, a wrong
+    // API key) as a warning, under the route module's path plus `::_`: those are ordinary
+    // answers, each already in the request log line, so they are not logged again.
+    let not_rocket_codegen = tracing_subscriber::filter::filter_fn(|m| !m.target().ends_with("::_"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let registry = tracing_subscriber::registry().with(filter).with(not_rocket_codegen);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_target(false).with_ansi(ansi);
     let _ = match config.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry.with(layer.json()).try_init(),
+        LogFormat::Text => registry.with(layer).try_init(),
     };
     guard
 }

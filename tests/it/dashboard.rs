@@ -211,6 +211,28 @@ async fn the_pages_help_a_newcomer_find_their_way() {
     let s = sign_in(&api).await;
     assert!(!text("/admin/login", None).await.contains("No administrator exists yet"), "once one exists, no hint");
     let keys = text("/admin/keys", Some(s.cookie.clone())).await;
+    // The token form says what its fields may hold; every page writes times one way.
+    let svc = api.server.service.clone();
+    let created = tokio::task::spawn_blocking(move || {
+        let new = keyturn::service::clients::NewClient {
+            name: "orders".into(),
+            scopes: vec!["orders:read".into()],
+            audiences: vec!["orders-api".into()],
+            max_ttl: None,
+        };
+        svc.create_client(&new, &Actor::cli()).expect("client").0
+    })
+    .await
+    .expect("join");
+    let tokens = text("/admin/tokens", Some(s.cookie.clone())).await;
+    assert!(tokens.contains("<code>orders-api</code>") && tokens.contains("<code>orders:read</code>"), "{tokens}");
+    assert!(tokens.contains("at most 1h"), "the longest lifetime");
+    let clients = text("/admin/clients", Some(s.cookie.clone())).await;
+    let admins = text("/admin/admins", Some(s.cookie.clone())).await;
+    for (page, html) in [("clients", &clients), ("admins", &admins)] {
+        assert!(html.contains(" UTC ("), "{page}: absolute UTC and relative, as the overview writes times");
+    }
+    assert!(!clients.contains(&created.created_at), "no raw RFC 3339 time on the clients page");
     // Key ids are shortened, the full value in the title and behind a copy button.
     let kid = api.server.service.published().keys[0].kid.to_string();
     assert!(keys.contains(&format!("<code title=\"{kid}\">{}…</code>", &kid[..10])), "a shortened kid");

@@ -125,3 +125,28 @@ fn json_logs_carry_request_ids_and_no_secrets() {
     let flag = keyturn_once(&data, &["--log-format", "json", "config", "check"], &[]);
     assert!(flag.contains("log_format = \"json\""), "{flag}");
 }
+
+/// Ordinary refusals are not errors: a signed-out visitor browsing the dashboard, a missing
+/// page, a forged form and the browser's favicon request write no WARN or ERROR line.
+#[test]
+fn normal_refusals_are_not_logged_as_warnings_or_errors() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let d = Daemon::start(&data, &[], "refusals");
+    // What start-up logged (the first-start setup link is a warning, on purpose) is left out.
+    let before = d.log_text().len();
+    let c = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    for path in ["/admin", "/admin/keys", "/admin/tokens?sub=x", "/favicon.ico", "/nope", "/admin/nope"] {
+        let res = c.get(format!("{}{path}", d.url)).send().expect("get");
+        assert!(res.status().as_u16() < 500, "{path}: {}", res.status());
+    }
+    let res = c.post(format!("{}/admin/keys/rotate", d.url)).form(&[("alg", "ES256"), ("mode", "emergency")]).send();
+    let status = res.expect("post").status();
+    assert!(status.is_client_error() || status.is_redirection(), "a signed-out POST is refused: {status}");
+    let res = c.get(format!("{}/api/v1/keys", d.url)).bearer_auth("kt_wrong.wrong").send().expect("get");
+    assert_eq!(res.status(), 401);
+    let log = d.wait_for_log("/api/v1/keys", Duration::from_secs(5));
+    let after = &log[before..];
+    let loud: Vec<&str> = after.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+    assert!(loud.is_empty(), "ordinary refusals logged loudly:\n{}", loud.join("\n"));
+}

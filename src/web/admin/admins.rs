@@ -12,7 +12,6 @@ use rocket::{get, post, routes, Route, State};
 use super::format::when;
 use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
 use super::AdminSession;
-use crate::clock;
 use crate::service::Keyturn;
 use crate::web::api::blocking;
 
@@ -40,7 +39,7 @@ async fn admins_view(
         .await
         .map_err(|_| Status::InternalServerError)?
         .into_iter()
-        .map(|(n, created, changed)| (n, when(now, created), clock::rfc3339(changed)))
+        .map(|(n, created, changed)| (n, when(now, created), when(now, changed)))
         .collect();
     Ok(AdminsPage { f: frame(service, "Administrators", Some(s)), admins, error, notice })
 }

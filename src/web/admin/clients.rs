@@ -9,6 +9,7 @@ use rocket::response::content::RawHtml;
 use rocket::response::Redirect;
 use rocket::{get, post, routes, Route, State};
 
+use super::format::when_text;
 use super::page::{answer, bare, csrf_checked, frame, refused, render, Frame, Page, Refusable};
 use super::AdminSession;
 use crate::duration::parse_duration;
@@ -32,9 +33,19 @@ struct ClientsPage {
 }
 
 async fn clients_view(service: &Arc<Keyturn>, s: &AdminSession) -> Result<ClientsPage, Status> {
-    let (clients, api_keys) = blocking(service, |svc| Ok((svc.list_clients()?, svc.list_api_keys()?)))
+    let (mut clients, mut api_keys) = blocking(service, |svc| Ok((svc.list_clients()?, svc.list_api_keys()?)))
         .await
         .map_err(|_| Status::InternalServerError)?;
+    // One time format on every page: absolute UTC and relative.
+    let now = service.now();
+    for c in &mut clients {
+        c.created_at = when_text(now, &c.created_at);
+        c.disabled_at = c.disabled_at.as_deref().map(|t| when_text(now, t));
+    }
+    for k in &mut api_keys {
+        k.created_at = when_text(now, &k.created_at);
+        k.revoked_at = k.revoked_at.as_deref().map(|t| when_text(now, t));
+    }
     Ok(ClientsPage {
         f: frame(service, "Clients and API keys", Some(s)),
         clients,

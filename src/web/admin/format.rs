@@ -34,6 +34,14 @@ pub fn when(now: Instant, t: Instant) -> String {
     format!("{} ({})", utc(t), relative(now, t))
 }
 
+/// [`when`] of an RFC 3339 time as the service's views carry it (unchanged if it is not one).
+pub fn when_text(now: Instant, rfc3339: &str) -> String {
+    match time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => when(now, t),
+        Err(_) => rfc3339.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

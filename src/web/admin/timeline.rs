@@ -3,7 +3,7 @@
 //! and the next rotation marked. Geometry is computed here; `templates/admin/_timeline.html`
 //! draws it as inline SVG (no JavaScript, colours from the stylesheet, so light and dark).
 
-use crate::clock::{self, Instant};
+use crate::clock::Instant;
 use crate::keys::KeyState;
 use crate::service::rotation::KeyView;
 
@@ -129,8 +129,8 @@ pub fn draw(
                     "{alg} key {} — {}{state} from {} to {}",
                     k.kid,
                     if planned { "planned: " } else { "" },
-                    clock::rfc3339(a),
-                    clock::rfc3339(b)
+                    super::format::utc(a),
+                    super::format::utc(b)
                 ),
             });
         }

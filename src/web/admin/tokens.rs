@@ -50,6 +50,11 @@ struct TokensPage {
     issued_kid: String,
     error: Option<String>,
     notice: Option<String>,
+    /// The audiences and scopes the enabled OAuth clients are registered with, and the
+    /// longest lifetime: what the form's fields may hold.
+    known_audiences: String,
+    known_scopes: String,
+    max_ttl: String,
 }
 
 async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -> Result<TokensPage, Status> {
@@ -67,7 +72,16 @@ async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -
         limit: 200,
     };
     let now = service.now();
-    let rows = blocking(service, move |svc| svc.list_tokens(&query)).await.map_err(|_| Status::InternalServerError)?;
+    let (rows, clients) = blocking(service, move |svc| Ok((svc.list_tokens(&query)?, svc.list_clients()?)))
+        .await
+        .map_err(|_| Status::InternalServerError)?;
+    let enabled = || clients.iter().filter(|c| c.disabled_at.is_none());
+    let mut audiences: Vec<String> = enabled().flat_map(|c| c.audiences.clone()).collect();
+    let mut scopes: Vec<String> = enabled().flat_map(|c| c.scopes.clone()).collect();
+    for list in [&mut audiences, &mut scopes] {
+        list.sort();
+        list.dedup();
+    }
     let rows = rows
         .into_iter()
         .map(|t| TokenRow {
@@ -94,6 +108,9 @@ async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -
         issued_kid: String::new(),
         error: None,
         notice: q.notice,
+        known_audiences: audiences.join(" "),
+        known_scopes: scopes.join(" "),
+        max_ttl: crate::duration::format_duration(service.policy().max_token_ttl),
     })
 }
 
