@@ -133,8 +133,9 @@ fn normal_refusals_are_not_logged_as_warnings_or_errors() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     let d = Daemon::start(&data, &[], "refusals");
-    // What start-up logged (the first-start setup link is a warning, on purpose) is left out.
-    let before = d.log_text().len();
+    // What start-up logged (the first-start setup link is a warning, on purpose, written just
+    // after the daemon is ready) is left out.
+    let before = d.wait_for_log("no administrator yet", Duration::from_secs(10)).len();
     let c = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     for path in ["/admin", "/admin/keys", "/admin/tokens?sub=x", "/favicon.ico", "/nope", "/admin/nope"] {
         let res = c.get(format!("{}{path}", d.url)).send().expect("get");
