@@ -247,6 +247,12 @@ impl Metrics {
         self.introspections.get_or_create(&ResultLabels { result }).inc();
     }
 
+    /// Introspection answers since the process started: (active, inactive).
+    pub fn introspections(&self) -> (u64, u64) {
+        let count = |result| self.introspections.get_or_create(&ResultLabels { result }).get();
+        (count("active"), count("inactive"))
+    }
+
     /// The JWKS was served in full, or answered 304.
     pub fn jwks_answered(&self, not_modified: bool) {
         self.jwks_responses.get_or_create(&StatusLabels { status: if not_modified { 304 } else { 200 } }).inc();

@@ -245,3 +245,42 @@ async fn the_pages_help_a_newcomer_find_their_way() {
     }
     api.stop().await;
 }
+
+/// Every dashboard action says what it did on the page it lands on, and the overview counts
+/// introspection answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn actions_say_what_they_did() {
+    let api = Api::start(&[]).await;
+    let s = sign_in(&api).await;
+    let svc = api.server.service.clone();
+    let client = tokio::task::spawn_blocking(move || {
+        let new = keyturn::service::clients::NewClient {
+            name: "orders".into(),
+            scopes: vec![],
+            audiences: vec!["orders-api".into()],
+            max_ttl: None,
+        };
+        svc.create_client(&new, &Actor::cli()).expect("client").0.client_id
+    })
+    .await
+    .expect("join");
+    let (status, page) = post(&api, &s, "/admin/clients/disable", &[("id", &client)]).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("Client {client} disabled")), "{page}");
+    let minted = api.mint_as_issuer("alice").await;
+    let jti = minted["jti"].as_str().expect("jti").to_owned();
+    let (status, page) = post(&api, &s, "/admin/revocations", &[("jti", &jti), ("reason", "test")]).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Revocation added"), "{page}");
+    let overview = reqwest::Client::new()
+        .get(api.url("/admin"))
+        .header("Cookie", &s.cookie)
+        .send()
+        .await
+        .expect("overview")
+        .text()
+        .await
+        .expect("html");
+    assert!(overview.contains("Introspections since start"), "{overview}");
+    api.stop().await;
+}

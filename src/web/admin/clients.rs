@@ -30,6 +30,8 @@ struct ClientsPage {
     api_keys: Vec<crate::service::apikeys::ApiKeyView>,
     new_secret: Option<(String, String)>,
     error: Option<String>,
+    /// What the action just taken did.
+    notice: Option<String>,
 }
 
 async fn clients_view(service: &Arc<Keyturn>, s: &AdminSession) -> Result<ClientsPage, Status> {
@@ -52,12 +54,26 @@ async fn clients_view(service: &Arc<Keyturn>, s: &AdminSession) -> Result<Client
         api_keys,
         new_secret: None,
         error: None,
+        notice: None,
     })
 }
 
-#[get("/admin/clients")]
-async fn clients_page(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
-    render(&clients_view(service, &s).await?)
+/// An id as the actions redirect with it: shown only if it looks like one.
+fn plain_id(id: Option<&str>) -> Option<&str> {
+    id.filter(|i| i.len() <= 64 && i.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+}
+
+#[get("/admin/clients?<done>&<id>")]
+async fn clients_page(service: &State<Arc<Keyturn>>, s: AdminSession, done: Option<&str>, id: Option<&str>) -> Page {
+    let mut page = clients_view(service, &s).await?;
+    page.notice = match (done, plain_id(id)) {
+        (Some("client-disabled"), Some(id)) => {
+            Some(format!("Client {id} disabled: it can no longer authenticate and its tokens are revoked."))
+        }
+        (Some("apikey-revoked"), Some(id)) => Some(format!("API key {id} revoked, with what it minted.")),
+        _ => None,
+    };
+    render(&page)
 }
 
 #[derive(FromForm)]
@@ -122,7 +138,7 @@ async fn client_disable(
     csrf_checked(&s, &form.csrf)?;
     let (id, actor) = (form.id.clone(), s.actor());
     blocking(service, move |svc| svc.disable_client(&id, &actor)).await.map_err(|e| e.status)?;
-    Ok(Redirect::to("/admin/clients"))
+    Ok(Redirect::to(format!("/admin/clients?done=client-disabled&id={}", form.id)))
 }
 
 #[derive(FromForm)]
@@ -153,5 +169,5 @@ async fn apikey_revoke(service: &State<Arc<Keyturn>>, s: AdminSession, form: For
     csrf_checked(&s, &form.csrf)?;
     let (id, actor) = (form.id.clone(), s.actor());
     blocking(service, move |svc| svc.revoke_api_key(&id, &actor)).await.map_err(|e| e.status)?;
-    Ok(Redirect::to("/admin/clients"))
+    Ok(Redirect::to(format!("/admin/clients?done=apikey-revoked&id={}", form.id)))
 }

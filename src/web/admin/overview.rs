@@ -33,6 +33,8 @@ struct OverviewPage {
     tokens_24h: u64,
     revocations: usize,
     jwks_size: String,
+    /// Introspection answers since this process started: (active, inactive).
+    introspections: (u64, u64),
     warnings: Vec<String>,
     timeline: super::timeline::Timeline,
     charts: Vec<super::chart::Chart>,
@@ -73,6 +75,7 @@ async fn overview(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
         tokens_24h: o.tokens_24h,
         revocations: o.revocations,
         jwks_size: format!("{:.1} KB", o.jwks_bytes as f64 / 1024.0),
+        introspections: service.metrics().introspections(),
         warnings: o.warnings,
         timeline,
         charts: vec![chart, chart_days],

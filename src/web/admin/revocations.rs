@@ -35,6 +35,8 @@ struct RevocationsPage {
     rows: Vec<RevocationRow>,
     search: String,
     error: Option<String>,
+    /// What the action just taken did.
+    notice: Option<String>,
 }
 
 async fn revocations_view(
@@ -60,12 +62,21 @@ async fn revocations_view(
             reason: e.reason.clone(),
         })
         .collect();
-    Ok(RevocationsPage { f: frame(service, "Revocations", Some(s)), rows, search, error })
+    Ok(RevocationsPage { f: frame(service, "Revocations", Some(s)), rows, search, error, notice: None })
 }
 
-#[get("/admin/revocations?<search>")]
-async fn revocations_page(service: &State<Arc<Keyturn>>, s: AdminSession, search: Option<String>) -> Page {
-    render(&revocations_view(service, &s, search.unwrap_or_default(), None).await?)
+#[get("/admin/revocations?<search>&<done>")]
+async fn revocations_page(
+    service: &State<Arc<Keyturn>>,
+    s: AdminSession,
+    search: Option<String>,
+    done: Option<&str>,
+) -> Page {
+    let mut page = revocations_view(service, &s, search.unwrap_or_default(), None).await?;
+    if done == Some("added") {
+        page.notice = Some("Revocation added: the token is refused from now on, and the feed says so.".into());
+    }
+    render(&page)
 }
 
 #[derive(FromForm)]
@@ -84,7 +95,7 @@ async fn revocation_add(
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let (target, reason, actor) = (RevokeTarget::Jti(form.jti.trim().to_owned()), form.reason.clone(), s.actor());
     match blocking(service, move |svc| svc.revoke(&target, &reason, &actor)).await {
-        Ok(_) => Ok(Redirect::to("/admin/revocations")),
+        Ok(_) => Ok(Redirect::to("/admin/revocations?done=added")),
         Err(e) => {
             let page = revocations_view(service, &s, String::new(), Some(e.description)).await.map_err(bare)?;
             Err(refused(e.status, page))

@@ -139,6 +139,19 @@ pub fn draw(
     if let Some(f) = next_fire.filter(|f| *f > now && *f < to) {
         markers.push(Marker { x: num(x(f)), label: "next rotation".into(), class: "next" });
     }
+    // A pending key whose activation is not the next rotation (the publish lead deferred it,
+    // or a graceful rotation was asked for) gets its own mark.
+    let mut activations: Vec<Instant> = keys
+        .iter()
+        .filter(|k| k.state == KeyState::Pending)
+        .filter_map(|k| k.next.as_ref().filter(|n| n.event == "activate").and_then(|n| n.at))
+        .filter(|a| *a > now && *a < to && next_fire.is_none_or(|f| (*a - f).abs() > time::Duration::minutes(1)))
+        .collect();
+    activations.sort();
+    activations.dedup();
+    for a in activations {
+        markers.push(Marker { x: num(x(a)), label: "activation".into(), class: "next" });
+    }
     Timeline {
         height: num(height),
         lanes: lanes
