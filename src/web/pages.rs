@@ -8,7 +8,6 @@ use rocket::http::{Header, Status};
 use rocket::response::content::RawHtml;
 use rocket::{get, routes, Route, State};
 
-use crate::clock;
 use crate::service::Keyturn;
 
 pub fn routes() -> Vec<Route> {
@@ -35,6 +34,7 @@ struct Index {
 #[get("/")]
 fn index(service: &State<Arc<Keyturn>>) -> Result<RawHtml<String>, Status> {
     let published = service.published();
+    let published_now = service.now();
     let keys = published
         .keys
         .iter()
@@ -43,7 +43,7 @@ fn index(service: &State<Arc<Keyturn>>) -> Result<RawHtml<String>, Status> {
             alg: k.alg.to_string(),
             state: k.state.as_str(),
             kid: k.kid.to_string(),
-            published: clock::rfc3339(k.published_at),
+            published: crate::web::admin::format::when(published_now, k.published_at),
         })
         .collect();
     let page = Index { issuer: service.config().issuer.clone(), version: env!("CARGO_PKG_VERSION"), keys };

@@ -319,7 +319,7 @@ async fn issue_verify_and_revoke_a_token_and_every_page_renders() {
 
     // Revoke it from the list: introspection answers inactive.
     b.submit("button[aria-label^='Revoke token']").await;
-    b.wait_text("Token revoked").await;
+    b.wait_text("Revoked: refused from now on").await;
     assert_eq!(api.introspect(&token).await, json!({"active": false}));
     b.goto(&api.url("/admin/revocations")).await;
     b.wait_text("revoked from the dashboard").await;

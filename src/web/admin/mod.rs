@@ -8,7 +8,7 @@ mod admins;
 mod audit;
 mod chart;
 mod clients;
-mod format;
+pub(crate) mod format;
 mod keys;
 mod overview;
 mod page;

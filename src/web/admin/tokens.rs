@@ -107,7 +107,10 @@ async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -
         issued_refresh: None,
         issued_kid: String::new(),
         error: None,
-        notice: q.notice,
+        // Only the codes the actions redirect with, never text from the URL itself.
+        notice: q.notice.filter(|n| n == "revoked").map(|_| {
+            "Revoked: refused from now on by introspection and forward auth, and in the revocation feed.".to_owned()
+        }),
         known_audiences: audiences.join(" "),
         known_scopes: scopes.join(" "),
         max_ttl: crate::duration::format_duration(service.policy().max_token_ttl),
