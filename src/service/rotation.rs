@@ -520,18 +520,17 @@ impl Keyturn {
     }
 
     /// What a rotation of `alg` would do now, changing nothing: the confirmation the
-    /// dashboard and the API's `dry_run` show before an administrator commits to it.
+    /// dashboard and the API's `dry_run` show before an administrator commits to it. Read
+    /// from the published snapshot; a graceful rotation takes effect once the pending key has
+    /// been published for the lead (`Policy::earliest_activation`), as a real request would.
     pub fn rotate_preview(&self, alg: Option<Algorithm>, mode: RotateMode) -> Result<RotateOutcome> {
         let alg = self.resolve_alg(alg)?;
         let now = self.clock.now();
-        let policy = self.policy();
-        let snap = self.snapshot()?;
-        let find = |state| snap.keys.iter().find(|k| k.alg == alg && k.state == state);
+        let published = self.published();
+        let find = |state| published.keys.iter().find(|k| k.alg == alg && k.state == state);
         let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
-        let at = match (mode, active, pending) {
-            (RotateMode::Graceful, Some(a), Some(p)) => {
-                lifecycle::promotion_time(&self.world(now, &snap, &policy), a, p).0.max(now)
-            }
+        let at = match (mode, pending) {
+            (RotateMode::Graceful, Some(p)) => published.policy.earliest_activation(p).max(now),
             _ => now,
         };
         Ok(RotateOutcome {

@@ -158,6 +158,17 @@ async fn graceful_rotation_waits_for_the_lead_then_happens() {
 
     // The pending key was published at start-up: it is too young to sign.
     api.advance(Duration::from_secs(60)).await;
+    let (status, preview) = api
+        .call(
+            "POST",
+            "/api/v1/keys/rotate",
+            Some(&api.admin),
+            Some(json!({"mode": "graceful", "alg": "ES256", "dry_run": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["at"], "2026-06-01T12:15:01Z", "the dry run says when the real request takes effect");
+    assert_eq!(preview["done"], false);
     let (status, body) = api
         .call("POST", "/api/v1/keys/rotate", Some(&api.admin), Some(json!({"mode": "graceful", "alg": "ES256"})))
         .await;

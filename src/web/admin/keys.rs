@@ -9,10 +9,10 @@ use rocket::http::Status;
 use rocket::response::Redirect;
 use rocket::{get, post, routes, Route, State};
 
-use super::format::when;
+use super::format::{when, when_text};
 use super::page::{csrf_checked, frame, render, Frame, Page};
 use super::AdminSession;
-use crate::keys::{KeyId, KeyState};
+use crate::keys::KeyId;
 use crate::service::rotation::RotateMode;
 use crate::service::Keyturn;
 use crate::web::api::blocking;
@@ -110,22 +110,19 @@ struct RotateConfirm {
 
 #[get("/admin/keys/rotate?<alg>&<mode>")]
 async fn rotate_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, alg: String, mode: String) -> Page {
-    let alg_v: crate::keys::Algorithm = alg.parse().map_err(|_| Status::BadRequest)?;
-    let emergency = mode == "emergency";
-    let published = service.published();
-    let find = |state| published.keys.iter().find(|k| k.alg == alg_v && k.state == state);
-    let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
-    let policy = service.policy();
-    let now = service.now();
-    let at = pending.filter(|_| !emergency).map(|p| policy.earliest_activation(p).max(now));
+    let alg: crate::keys::Algorithm = alg.parse().map_err(|_| Status::BadRequest)?;
+    let mode = if mode == "emergency" { RotateMode::Emergency } else { RotateMode::Graceful };
+    // The same preview the API's dry_run gives.
+    let preview = service.rotate_preview(Some(alg), mode).map_err(|e| crate::web::error::ApiError::from(e).status)?;
+    let dash = || "—".to_owned();
     render(&RotateConfirm {
         f: frame(service, "Rotate now", Some(&s)),
-        alg: alg_v.to_string(),
-        emergency,
-        active: active.map(|k| k.kid.to_string()).unwrap_or_else(|| "—".into()),
-        pending: pending.map(|k| k.kid.to_string()).unwrap_or_else(|| "—".into()),
-        when: at.map(|t| when(now, t)).unwrap_or_else(|| "now".into()),
-        fresh_key: emergency && pending.is_none(),
+        alg: alg.to_string(),
+        emergency: mode == RotateMode::Emergency,
+        active: preview.retire.unwrap_or_else(dash),
+        pending: preview.activate.unwrap_or_else(dash),
+        when: when_text(service.now(), &preview.at),
+        fresh_key: preview.fresh_key,
     })
 }
 
