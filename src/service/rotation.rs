@@ -463,7 +463,7 @@ impl Keyturn {
                 // fresh key that signs), made ahead of the transaction.
                 let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy)?;
                 let by = actor.clone();
-                let (retired, promoted, fresh) = self.store.write_blocking(move |tx| {
+                let (retired, next) = self.store.write_blocking(move |tx| {
                     let live = store::keys::live(tx)?;
                     let find = |state| live.iter().find(|r| r.record.alg == alg && r.record.state == state);
                     let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
@@ -481,39 +481,22 @@ impl Keyturn {
                         store::keys::transition(tx, &a.record.kid, KeyState::Active, KeyState::Retired, now, None)?;
                         audited(tx, now, &by, "key.retire", Some(a.record.kid.as_str()), Some(&detail))?;
                     }
-                    let mut fresh = fresh;
-                    let promoted = match pending {
-                        Some(p) => {
-                            store::keys::transition(tx, &p.record.kid, KeyState::Pending, KeyState::Active, now, None)?;
-                            audited(tx, now, &by, "key.rotate.emergency", Some(p.record.kid.as_str()), Some(&detail))?;
-                            Some(p.record.kid.clone())
-                        }
-                        None => {
-                            fresh.state = KeyState::Active;
-                            fresh.activated_at = Some(now);
-                            None
-                        }
-                    };
-                    store::keys::insert(tx, &fresh, &sealed)?;
-                    if promoted.is_none() {
-                        audited(tx, now, &by, "key.rotate.emergency", Some(fresh.kid.as_str()), Some(&detail))?;
-                    } else {
-                        audited(tx, now, &Actor::system(), "key.generate", Some(fresh.kid.as_str()), Some(&format!("{alg}: published as pending")))?;
-                    }
-                    Ok((active.map(|a| a.record.kid.clone()), promoted, fresh.kid))
+                    let pending = pending.map(|p| &p.record.kid);
+                    let next = sign_with_next(tx, pending, fresh, &sealed, now, &by, "key.rotate.emergency", &detail)?;
+                    Ok((active.map(|a| a.record.kid.clone()), next))
                 })?;
                 self.reload()?;
-                let activate = promoted.clone().unwrap_or_else(|| fresh.clone());
-                tracing::warn!(%alg, kid = %activate, fresh_key = promoted.is_none(), actor = %actor.name, "emergency rotation");
+                let fresh_key = next.signs == next.fresh;
+                tracing::warn!(%alg, kid = %next.signs, fresh_key, actor = %actor.name, "emergency rotation");
                 Ok(RotateOutcome {
                     mode,
                     alg,
-                    activate: Some(activate.to_string()),
+                    activate: Some(next.signs.to_string()),
                     retire: retired.map(|k| k.to_string()),
                     at: clock::rfc3339(now),
                     done: true,
-                    fresh_key: promoted.is_none(),
-                    pending: promoted.map(|_| fresh.to_string()),
+                    fresh_key,
+                    pending: (!fresh_key).then(|| next.fresh.to_string()),
                 })
             }
         }
@@ -583,32 +566,15 @@ impl Keyturn {
             let row = super::revocations::insert(tx, &rev, last, &format!("key revoked: {reason_owned}"), now, &by)?;
             audited(tx, now, &by, "key.revoke", Some(kid.as_str()), Some(&format!("{alg} {} key revoked: {reason_owned}; {live_tokens} unexpired tokens it signed now count as revoked", state.as_str())))?;
             let mut replacement = None;
-            let mut fresh = fresh;
-            let needs_pending = configured && matches!(state, KeyState::Active | KeyState::Pending);
             if state == KeyState::Active && configured {
                 let pending = store::keys::live(tx)?.into_iter().find(|r| r.record.alg == alg && r.record.state == KeyState::Pending);
                 let detail = format!(
                     "{alg}: emergency replacement of revoked key {kid}; verifiers that cached the JWKS before this key was published may fail until they refetch it"
                 );
-                match pending {
-                    Some(p) => {
-                        store::keys::transition(tx, &p.record.kid, KeyState::Pending, KeyState::Active, now, None)?;
-                        audited(tx, now, &by, "key.activate.emergency", Some(p.record.kid.as_str()), Some(&detail))?;
-                        replacement = Some(p.record.kid);
-                    }
-                    None => {
-                        fresh.state = KeyState::Active;
-                        fresh.activated_at = Some(now);
-                        audited(tx, now, &by, "key.activate.emergency", Some(fresh.kid.as_str()), Some(&detail))?;
-                        replacement = Some(fresh.kid.clone());
-                    }
-                }
-            }
-            if needs_pending {
-                store::keys::insert(tx, &fresh, &sealed)?;
-                if fresh.state == KeyState::Pending {
-                    audited(tx, now, &Actor::system(), "key.generate", Some(fresh.kid.as_str()), Some(&format!("{alg}: published as pending")))?;
-                }
+                let pending = pending.map(|p| p.record.kid);
+                replacement = Some(sign_with_next(tx, pending.as_ref(), fresh, &sealed, now, &by, "key.activate.emergency", &detail)?.signs);
+            } else if configured && state == KeyState::Pending {
+                insert_fresh(tx, &fresh, &sealed, now)?;
             }
             Ok((RevokeOutcome { kid: kid.to_string(), previous_state: state, replacement: replacement.map(|k| k.to_string()), live_tokens_invalidated: live_tokens, revocation_id: row.id }, row.id, rev))
         })?;
@@ -618,6 +584,56 @@ impl Keyturn {
         tracing::warn!(%kid, actor = %actor.name, "key revoked");
         Ok(outcome)
     }
+}
+
+/// What [`sign_with_next`] did.
+struct NextSigner {
+    /// The key that signs now.
+    signs: KeyId,
+    /// The key generated ahead: the new pending key, or the one that signs when no pending
+    /// key was published.
+    fresh: KeyId,
+}
+
+/// Inside a write transaction, once an algorithm's active key has stopped signing: its
+/// published `pending` key signs at once (every verifier holding the current JWKS already
+/// has it), and `fresh` becomes the next pending key; only when no pending key is published
+/// does `fresh` itself sign. Each step is audited, the activation as `action` with `detail`.
+#[allow(clippy::too_many_arguments)]
+fn sign_with_next(
+    tx: &store::Tx<'_>,
+    pending: Option<&KeyId>,
+    mut fresh: KeyRecord,
+    sealed: &[u8],
+    now: Instant,
+    by: &Actor,
+    action: &str,
+    detail: &str,
+) -> store::Result<NextSigner> {
+    let signs = match pending {
+        Some(p) => {
+            store::keys::transition(tx, p, KeyState::Pending, KeyState::Active, now, None)?;
+            p.clone()
+        }
+        None => {
+            fresh.state = KeyState::Active;
+            fresh.activated_at = Some(now);
+            fresh.kid.clone()
+        }
+    };
+    audited(tx, now, by, action, Some(signs.as_str()), Some(detail))?;
+    insert_fresh(tx, &fresh, sealed, now)?;
+    Ok(NextSigner { signs, fresh: fresh.kid })
+}
+
+/// Inserts a key generated ahead of its transaction; a pending one is audited as generated.
+fn insert_fresh(tx: &store::Tx<'_>, fresh: &KeyRecord, sealed: &[u8], now: Instant) -> store::Result<()> {
+    store::keys::insert(tx, fresh, sealed)?;
+    if fresh.state == KeyState::Pending {
+        let detail = format!("{}: published as pending", fresh.alg);
+        audited(tx, now, &Actor::system(), "key.generate", Some(fresh.kid.as_str()), Some(&detail))?;
+    }
+    Ok(())
 }
 
 impl Drop for Keyturn {
