@@ -365,22 +365,20 @@ fn config_check(inputs: &Inputs) -> ExitCode {
         }
     };
     let in_force = crate::service::policy::in_force(&config, stored.as_ref());
-    for line in config.render().lines() {
-        let name = line.split(" = ").next().unwrap_or("");
-        match in_force.iter().find(|(n, _, _)| *n == name) {
-            Some((_, value, from)) => {
-                use crate::service::policy::InForce;
-                let source = match from {
-                    InForce::Configuration => line.rsplit("  # ").next().unwrap_or("configuration").to_owned(),
-                    InForce::Stored => "stored setting (dashboard or PUT /api/v1/schedule)".to_owned(),
-                    InForce::Default if stored.is_none() => "default (no database yet)".to_owned(),
-                    InForce::Default => "default".to_owned(),
-                };
-                println!("{name} = \"{value}\"  # {source}");
-            }
-            None => println!("{line}"),
-        }
-    }
+    print!(
+        "{}",
+        config.render_with(|name| {
+            use crate::service::policy::InForce;
+            let (_, value, from) = in_force.iter().find(|(n, _, _)| *n == name)?;
+            let source = match from {
+                InForce::Configuration => return None,
+                InForce::Stored => "stored setting (dashboard or PUT /api/v1/schedule)",
+                InForce::Default if stored.is_none() => "default (no database yet)",
+                InForce::Default => "default",
+            };
+            Some((format!("\"{value}\""), source.to_owned()))
+        })
+    );
     println!("# configuration is valid");
     ExitCode::SUCCESS
 }

@@ -774,9 +774,17 @@ impl Config {
     /// The configuration as TOML with each value's source, as `config check` prints it;
     /// secrets redacted.
     pub fn render(&self) -> String {
+        self.render_with(|_| None)
+    }
+
+    /// [`Config::render`], with the value and the source comment of the settings `in_force`
+    /// names replaced (`config check` shows the timing settings as they are in force, stored
+    /// values included, which the configuration alone cannot know).
+    pub fn render_with(&self, in_force: impl Fn(&str) -> Option<(String, String)>) -> String {
         let mut out = String::new();
         for (name, value) in self.shown() {
-            let source = self.sources.get(name).cloned().unwrap_or(Source::Default);
+            let (value, source) = in_force(name)
+                .unwrap_or_else(|| (value, self.sources.get(name).cloned().unwrap_or(Source::Default).to_string()));
             let _ = writeln!(out, "{name} = {value}  # {source}");
         }
         out

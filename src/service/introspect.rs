@@ -20,14 +20,15 @@ use crate::revocation::TokenFacts;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Introspection {
     pub active: bool,
-    pub claims: Map<String, Value>,
+    /// The claims (with `kid`), shared with the cache of verified signatures.
+    pub claims: Arc<Map<String, Value>>,
     /// Why it is inactive, for logs and tests; never sent to the caller.
     pub reason: &'static str,
 }
 
 impl Introspection {
     fn inactive(reason: &'static str) -> Self {
-        Introspection { active: false, claims: Map::new(), reason }
+        Introspection { active: false, claims: Arc::default(), reason }
     }
 
     /// The RFC 7662 response body.
@@ -35,7 +36,7 @@ impl Introspection {
         if !self.active {
             return serde_json::json!({"active": false});
         }
-        let mut body = self.claims.clone();
+        let mut body = (*self.claims).clone();
         body.insert("active".into(), Value::Bool(true));
         body.insert("token_type".into(), Value::from("Bearer"));
         Value::Object(body)
@@ -78,7 +79,7 @@ impl Keyturn {
                 } else if !required.audiences.is_empty()
                     && !audiences(&i.claims).any(|a| required.audiences.iter().any(|r| r == a))
                 {
-                    ForwardAuth::Insufficient { claims: i.claims, scope: None }
+                    ForwardAuth::Insufficient { scope: None }
                 } else {
                     let granted: Vec<&str> =
                         i.claims.get("scope").and_then(Value::as_str).unwrap_or("").split(' ').collect();
@@ -86,7 +87,7 @@ impl Keyturn {
                         ForwardAuth::Allowed(i.claims)
                     } else {
                         let scope = Some(required.scopes.join(" "));
-                        ForwardAuth::Insufficient { claims: i.claims, scope }
+                        ForwardAuth::Insufficient { scope }
                     }
                 }
             }
@@ -194,7 +195,7 @@ impl Keyturn {
             return Err("missing jti or sub");
         };
         claims.insert("kid".into(), Value::from(kid));
-        Ok(Verified { kid: kid.to_owned(), claims, exp, iat, nbf, jti, sub, client_id })
+        Ok(Verified { kid: kid.to_owned(), claims: Arc::new(claims), exp, iat, nbf, jti, sub, client_id })
     }
 
     /// Drops verified signatures of tokens that have expired (housekeeping).
@@ -213,7 +214,7 @@ const VERIFIED_CACHE_MAX: usize = 10_000;
 pub(super) struct Verified {
     kid: String,
     /// The token's claims, with `kid` added (the introspection answer's body).
-    claims: Map<String, Value>,
+    claims: Arc<Map<String, Value>>,
     exp: i64,
     iat: i64,
     nbf: Option<i64>,
@@ -241,12 +242,12 @@ pub struct Requirements {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ForwardAuth {
     /// 200: the token is active and meets the requirements; its claims.
-    Allowed(Map<String, Value>),
+    Allowed(Arc<Map<String, Value>>),
     /// 401 `invalid_token`: missing, malformed, unverifiable, expired or revoked (why, for
     /// logs and tests only).
     Invalid(&'static str),
     /// 403 `insufficient_scope`: active, but not for the required audience or scopes.
-    Insufficient { claims: Map<String, Value>, scope: Option<String> },
+    Insufficient { scope: Option<String> },
 }
 
 impl ForwardAuth {

@@ -296,9 +296,9 @@ fn jwks_answer(service: &Keyturn, req: &hyper::Request<Incoming>) -> Option<hype
     let doc = &published.jwks;
     let not_modified =
         req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|h| doc.matches_if_none_match(h));
-    let id = super::RequestId::next();
+    let (id, status) = (super::RequestId::next(), if not_modified { 304 } else { 200 });
     let mut out = hyper::Response::builder()
-        .status(if not_modified { 304 } else { 200 })
+        .status(status)
         .header(ETAG, &*doc.etag)
         .header(CACHE_CONTROL, format!("public, max-age={}", published.policy.jwks_max_age.as_secs()))
         .header("X-Request-Id", &id.0);
@@ -312,7 +312,6 @@ fn jwks_answer(service: &Keyturn, req: &hyper::Request<Incoming>) -> Option<hype
         // HEAD: hyper sends the length of this body and not the body itself.
         Bytes::from_owner(doc.body.clone())
     };
-    let status = if not_modified { 304 } else { 200 };
     let method = if head { "HEAD" } else { "GET" };
     let took = started.elapsed();
     service.metrics().jwks_answered(not_modified);

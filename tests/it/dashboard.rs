@@ -39,6 +39,16 @@ async fn sign_in(api: &Api) -> Session {
     Session { cookie, csrf }
 }
 
+/// GETs a dashboard page, signed in with `s` or signed out; returns the status and the page.
+async fn get(api: &Api, s: Option<&Session>, path: &str) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(api.url(path));
+    if let Some(s) = s {
+        req = req.header("Cookie", &s.cookie);
+    }
+    let res = req.send().await.expect("get");
+    (res.status().as_u16(), res.text().await.expect("html"))
+}
+
 /// POSTs a dashboard form; returns the status and the page.
 async fn post(api: &Api, s: &Session, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
     let mut form: Vec<(&str, &str)> = vec![("csrf", &s.csrf)];
@@ -100,15 +110,7 @@ async fn the_jwks_size_is_shown_and_warned_about_and_x5c_can_be_dropped() {
         let metrics = reqwest::get(api.url("/metrics")).await.expect("metrics").text().await.expect("text");
         assert!(metrics.contains(&format!("\nkeyturn_jwks_bytes {}\n", body.len())), "the size on /metrics");
         let s = sign_in(&api).await;
-        let page = reqwest::Client::new()
-            .get(api.url("/admin"))
-            .header("Cookie", &s.cookie)
-            .send()
-            .await
-            .expect("overview")
-            .text()
-            .await
-            .expect("html");
+        let (_, page) = get(&api, Some(&s), "/admin").await;
         assert!(page.contains("JWKS size") && page.contains(&format!("{:.1} KB", body.len() as f64 / 1024.0)));
         let warned = page.contains("refetch it for every request");
         assert_eq!(warned, body.len() > 8 * 1024, "the warning past 8 KB ({} bytes, x5c {x5c})", body.len());
@@ -165,17 +167,10 @@ async fn the_dashboard_removes_an_administrator_but_never_the_last() {
     let s = sign_in(&api).await;
     let svc = api.server.service.clone();
     tokio::task::spawn_blocking(move || svc.add_admin("bob", PW, &Actor::cli()).expect("bob")).await.expect("join");
-    let get = |path: &'static str| {
-        let (url, cookie) = (api.url(path), s.cookie.clone());
-        async move {
-            let res = reqwest::Client::new().get(url).header("Cookie", cookie).send().await.expect("get");
-            (res.status().as_u16(), res.text().await.expect("html"))
-        }
-    };
-    let (status, page) = get("/admin/admins").await;
+    let (status, page) = get(&api, Some(&s), "/admin/admins").await;
     assert_eq!(status, 200);
     assert!(page.contains("/admin/admins/bob/remove"), "a Remove link per administrator");
-    let (status, confirm) = get("/admin/admins/bob/remove").await;
+    let (status, confirm) = get(&api, Some(&s), "/admin/admins/bob/remove").await;
     assert_eq!(status, 200);
     assert!(confirm.contains("every session of theirs ends at once"), "{confirm}");
     let (status, page) = post(&api, &s, "/admin/admins/bob/remove", &[]).await;
@@ -195,22 +190,15 @@ async fn the_dashboard_removes_an_administrator_but_never_the_last() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pages_help_a_newcomer_find_their_way() {
     let api = Api::start(&[]).await;
-    let text = |path: &'static str, cookie: Option<String>| {
-        let url = api.url(path);
-        async move {
-            let mut req = reqwest::Client::new().get(url);
-            if let Some(c) = cookie {
-                req = req.header("Cookie", c);
-            }
-            req.send().await.expect("get").text().await.expect("html")
-        }
-    };
-    assert!(text("/", None).await.contains("href=\"/admin\""), "the landing page links to the dashboard");
-    let login = text("/admin/login", None).await;
+    assert!(get(&api, None, "/").await.1.contains("href=\"/admin\""), "the landing page links to the dashboard");
+    let login = get(&api, None, "/admin/login").await.1;
     assert!(login.contains("No administrator exists yet") && login.contains("keyturn admin add"), "{login}");
     let s = sign_in(&api).await;
-    assert!(!text("/admin/login", None).await.contains("No administrator exists yet"), "once one exists, no hint");
-    let keys = text("/admin/keys", Some(s.cookie.clone())).await;
+    assert!(
+        !get(&api, None, "/admin/login").await.1.contains("No administrator exists yet"),
+        "once one exists, no hint"
+    );
+    let keys = get(&api, Some(&s), "/admin/keys").await.1;
     // The token form says what its fields may hold; every page writes times one way.
     let svc = api.server.service.clone();
     let created = tokio::task::spawn_blocking(move || {
@@ -224,11 +212,11 @@ async fn the_pages_help_a_newcomer_find_their_way() {
     })
     .await
     .expect("join");
-    let tokens = text("/admin/tokens", Some(s.cookie.clone())).await;
+    let tokens = get(&api, Some(&s), "/admin/tokens").await.1;
     assert!(tokens.contains("<code>orders-api</code>") && tokens.contains("<code>orders:read</code>"), "{tokens}");
     assert!(tokens.contains("at most 1h"), "the longest lifetime");
-    let clients = text("/admin/clients", Some(s.cookie.clone())).await;
-    let admins = text("/admin/admins", Some(s.cookie.clone())).await;
+    let clients = get(&api, Some(&s), "/admin/clients").await.1;
+    let admins = get(&api, Some(&s), "/admin/admins").await.1;
     for (page, html) in [("clients", &clients), ("admins", &admins)] {
         assert!(html.contains(" UTC ("), "{page}: absolute UTC and relative, as the overview writes times");
     }
@@ -272,15 +260,7 @@ async fn actions_say_what_they_did() {
     let (status, page) = post(&api, &s, "/admin/revocations", &[("jti", &jti), ("reason", "test")]).await;
     assert_eq!(status, 200);
     assert!(page.contains("Revocation added"), "{page}");
-    let overview = reqwest::Client::new()
-        .get(api.url("/admin"))
-        .header("Cookie", &s.cookie)
-        .send()
-        .await
-        .expect("overview")
-        .text()
-        .await
-        .expect("html");
+    let (_, overview) = get(&api, Some(&s), "/admin").await;
     assert!(overview.contains("Introspections since start"), "{overview}");
     api.stop().await;
 }
