@@ -3,10 +3,9 @@
 //! A key reads `kt_<id>.<secret>`: the id finds the row, the secret (256 random bits) is
 //! compared by its SHA-256 in constant time.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -99,7 +98,7 @@ impl Keyturn {
     pub fn authenticate_api_key(&self, presented: &str) -> Result<Option<ApiKeyIdentity>> {
         let Some((id, secret)) = split_presented(presented) else { return Ok(None) };
         // A row read before a concurrent forget must not be cached after it.
-        let generation = self.api_keys.read().unwrap_or_else(PoisonError::into_inner).generation;
+        let generation = self.api_keys.generation();
         let Some(row) = self.store.read_blocking(|c| store::apikeys::get(c, id))? else {
             return Ok(None);
         };
@@ -109,10 +108,7 @@ impl Keyturn {
             secret_hash: row.secret_hash,
             revoked: row.revoked_at.is_some(),
         });
-        let mut cache = self.api_keys.write().unwrap_or_else(PoisonError::into_inner);
-        if cache.generation == generation {
-            cache.rows.insert(id.to_owned(), cached.clone());
-        }
+        self.api_keys.remember(generation, id.to_owned(), cached.clone());
         Ok(cached.check(secret))
     }
 
@@ -120,7 +116,7 @@ impl Keyturn {
     /// or `None` when the key's row is not cached and the database must be asked.
     pub fn authenticate_api_key_cached(&self, presented: &str) -> Option<Option<ApiKeyIdentity>> {
         let Some((id, secret)) = split_presented(presented) else { return Some(None) };
-        let cached = self.api_keys.read().unwrap_or_else(PoisonError::into_inner).rows.get(id).cloned()?;
+        let cached = self.api_keys.get(id)?;
         Some(cached.check(secret))
     }
 
@@ -130,32 +126,19 @@ impl Keyturn {
     /// authenticating its callers while the database is briefly away; if they cannot be
     /// read, the cache is emptied instead, so nothing stale is trusted.
     pub(super) fn forget_api_keys(&self) {
-        let rows = self.store.read_blocking(store::apikeys::list);
-        let mut cache = self.api_keys.write().unwrap_or_else(PoisonError::into_inner);
-        cache.rows.clear();
-        cache.generation += 1;
-        let Ok(rows) = rows else { return };
-        for row in rows {
-            let Ok(role) = row.role.parse() else { continue };
-            let cached = CachedKey {
-                identity: ApiKeyIdentity { id: row.id.clone(), name: row.name, role },
-                secret_hash: row.secret_hash,
-                revoked: row.revoked_at.is_some(),
-            };
-            cache.rows.insert(row.id, Arc::new(cached));
-        }
+        let rows = self.store.read_blocking(store::apikeys::list).ok();
+        self.api_keys.replace(rows.map(|rows| {
+            rows.into_iter().filter_map(|row| {
+                let role = row.role.parse().ok()?;
+                let identity = ApiKeyIdentity { id: row.id.clone(), name: row.name, role };
+                Some((row.id, CachedKey { identity, secret_hash: row.secret_hash, revoked: row.revoked_at.is_some() }))
+            })
+        }));
     }
 }
 
 /// API key rows as last read, by id, so authenticating a request needs no database read.
-pub(super) type ApiKeyCache = RwLock<CachedKeys>;
-
-#[derive(Default)]
-pub(super) struct CachedKeys {
-    rows: HashMap<String, Arc<CachedKey>>,
-    /// Bumped by every forget.
-    generation: u64,
-}
+pub(super) type ApiKeyCache = super::cache::RowCache<CachedKey>;
 
 /// An API key's row as authentication needs it.
 pub(super) struct CachedKey {

@@ -1,8 +1,7 @@
 //! OAuth clients: registered with allowed scopes, audiences and a maximum token lifetime;
 //! their secret is shown once and stored as a hash.
 
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -154,13 +153,10 @@ impl Keyturn {
             return Ok(None);
         }
         // A row read before a concurrent refresh must not be remembered after it.
-        let generation = self.clients.read().unwrap_or_else(PoisonError::into_inner).generation;
+        let generation = self.clients.generation();
         let Some(row) = self.store.read_blocking(|c| store::clients::get(c, client_id))? else { return Ok(None) };
         let row = Arc::new(row);
-        let mut cache = self.clients.write().unwrap_or_else(PoisonError::into_inner);
-        if cache.generation == generation {
-            cache.rows.insert(row.client_id.clone(), row.clone());
-        }
+        self.clients.remember(generation, row.client_id.clone(), row.clone());
         Ok(check_client(&row, secret))
     }
 
@@ -170,9 +166,8 @@ impl Keyturn {
         if client_id.len() > 128 || secret.len() > 256 {
             return Some(None);
         }
-        let cache = self.clients.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(row) = cache.rows.get(client_id) {
-            return Some(check_client(row, secret));
+        if let Some(row) = self.clients.get(client_id) {
+            return Some(check_client(&row, secret));
         }
         // Every client was loaded at the last refresh: an unknown id costs no database read
         // unless one was registered since (by another process, before its notice arrived).
@@ -182,14 +177,8 @@ impl Keyturn {
     /// Reloads every client into memory: at start, after a local change, and when another
     /// process changed the database.
     pub(super) fn refresh_clients(&self) {
-        let rows = self.store.read_blocking(store::clients::list);
-        let mut cache = self.clients.write().unwrap_or_else(PoisonError::into_inner);
-        cache.rows.clear();
-        cache.generation += 1;
-        let Ok(rows) = rows else { return };
-        for row in rows {
-            cache.rows.insert(row.client_id.clone(), Arc::new(row));
-        }
+        let rows = self.store.read_blocking(store::clients::list).ok();
+        self.clients.replace(rows.map(|rows| rows.into_iter().map(|row| (row.client_id.clone(), row))));
     }
 }
 
@@ -203,10 +192,4 @@ fn check_client(row: &ClientRow, secret: &str) -> Option<AuthenticatedClient> {
 }
 
 /// Client rows held in memory, so authenticating a client reads no database.
-pub(super) type ClientCache = RwLock<CachedClients>;
-
-#[derive(Default)]
-pub(super) struct CachedClients {
-    rows: HashMap<String, Arc<ClientRow>>,
-    generation: u64,
-}
+pub(super) type ClientCache = super::cache::RowCache<ClientRow>;

@@ -12,6 +12,7 @@
 pub mod admins;
 pub mod apikeys;
 pub mod audit;
+mod cache;
 pub mod clients;
 pub mod introspect;
 pub mod kek;
