@@ -31,15 +31,30 @@ impl Introspection {
         Introspection { active: false, claims: Arc::default(), reason }
     }
 
-    /// The RFC 7662 response body.
-    pub fn to_json(&self) -> Value {
+    /// The RFC 7662 response body as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serializing a map of strings and JSON values cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| r#"{"active":false}"#.to_owned())
+    }
+}
+
+/// The RFC 7662 response body: `{"active": false}`, or `active`, `token_type` and the claims,
+/// written straight from the shared claims (introspection is a hot path: no copy of them).
+impl serde::Serialize for Introspection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
         if !self.active {
-            return serde_json::json!({"active": false});
+            let mut map = s.serialize_map(Some(1))?;
+            map.serialize_entry("active", &false)?;
+            return map.end();
         }
-        let mut body = (*self.claims).clone();
-        body.insert("active".into(), Value::Bool(true));
-        body.insert("token_type".into(), Value::from("Bearer"));
-        Value::Object(body)
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("active", &true)?;
+        map.serialize_entry("token_type", "Bearer")?;
+        for (name, value) in self.claims.iter().filter(|(name, _)| !matches!(name.as_str(), "active" | "token_type")) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
     }
 }
 

@@ -12,7 +12,6 @@ use rocket::data::{Data, ToByteUnit};
 use rocket::http::{ContentType, Header, Status};
 use rocket::request::{FromRequest, Outcome};
 use rocket::response::{self, Responder};
-use rocket::serde::json::Json;
 use rocket::{post, routes, Request, Response, Route, State};
 use serde_json::Value;
 
@@ -58,15 +57,24 @@ async fn read_form(ct: Option<&ContentType>, data: Data<'_>) -> Result<HashMap<S
         return Err(ApiError::new(Status::PayloadTooLarge, "invalid_request", "the body is larger than 64 KiB"));
     }
     let bytes = body.into_inner();
-    if std::str::from_utf8(&bytes).is_err() {
+    let Ok(text) = std::str::from_utf8(&bytes) else {
         return Err(ApiError::invalid_request("the body is not valid UTF-8"));
-    }
+    };
     let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(&bytes) {
+    for pair in text.split('&').filter(|pair| !pair.is_empty()) {
+        // Most parameters (grant types, tokens, base64url secrets) have nothing to decode:
+        // they are taken as they are, already checked to be UTF-8.
+        let (k, v) = if pair.contains(['%', '+']) {
+            form_urlencoded::parse(pair.as_bytes()).next().unwrap_or_default()
+        } else {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k.into(), v.into())
+        };
+        // Decoding writes U+FFFD where the bytes were not UTF-8.
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
             return Err(ApiError::invalid_request("a parameter is not valid UTF-8 once decoded"));
         }
-        if out.insert(k.to_string(), v.to_string()).is_some() {
+        if out.insert(k.to_string(), v.into_owned()).is_some() {
             return Err(ApiError::invalid_request(format!("parameter '{k}' is repeated")));
         }
     }
@@ -86,6 +94,9 @@ fn client_credentials(auth: &AuthHeader, form: &HashMap<String, String>) -> Resu
                 decoded.split_once(':').ok_or_else(|| ApiError::invalid_client("malformed Basic credentials"))?;
             // RFC 6749 §2.3.1: both halves are form-urlencoded.
             let dec = |s: &str| {
+                if !s.contains(['%', '+']) {
+                    return s.to_owned();
+                }
                 form_urlencoded::parse(format!("x={s}").as_bytes())
                     .next()
                     .map(|(_, v)| v.into_owned())
@@ -130,14 +141,16 @@ async fn authenticate(
     }
 }
 
-/// A token or introspection response: JSON, never cached.
-pub struct NoStore(Value);
+/// A token or introspection response: JSON text, never cached.
+pub struct NoStore(String);
 
 impl<'r> Responder<'r, 'static> for NoStore {
-    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
-        Response::build_from(Json(self.0).respond_to(req)?)
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        Response::build()
+            .header(ContentType::JSON)
             .header(Header::new("Cache-Control", "no-store"))
             .header(Header::new("Pragma", "no-cache"))
+            .sized_body(self.0.len(), std::io::Cursor::new(self.0))
             .ok()
     }
 }
@@ -199,7 +212,7 @@ async fn token(
     if let Some(r) = issued.refresh_token {
         body["refresh_token"] = Value::from(r);
     }
-    Ok(NoStore(body))
+    Ok(NoStore(body.to_string()))
 }
 
 /// RFC 7009: the client revokes one of its tokens. The answer is 200 whether or not the

@@ -24,15 +24,15 @@ use std::future::{poll_fn, Future};
 use std::io::BufReader;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ETAG, HOST, IF_NONE_MATCH,
-    TRANSFER_ENCODING,
+    HeaderName, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ETAG, HOST,
+    IF_NONE_MATCH, TRANSFER_ENCODING,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -297,27 +297,43 @@ fn jwks_answer(service: &Keyturn, req: &hyper::Request<Incoming>) -> Option<hype
     let not_modified =
         req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|h| doc.matches_if_none_match(h));
     let (id, status) = (super::RequestId::next(), if not_modified { 304 } else { 200 });
-    let mut out = hyper::Response::builder()
-        .status(status)
-        .header(ETAG, &*doc.etag)
-        .header(CACHE_CONTROL, format!("public, max-age={}", published.policy.jwks_max_age.as_secs()))
-        .header("X-Request-Id", &id.0);
-    for (name, value) in super::SECURITY_HEADERS {
-        out = out.header(name, value);
+    let body = if not_modified { Bytes::new() } else { Bytes::from_owner(doc.body.clone()) };
+    // HEAD: hyper sends the length of this body and not the body itself.
+    let mut out = hyper::Response::new(Full::new(body));
+    *out.status_mut() = if not_modified { hyper::StatusCode::NOT_MODIFIED } else { hyper::StatusCode::OK };
+    let headers = out.headers_mut();
+    headers.reserve(9);
+    let max_age = format!("public, max-age={}", published.policy.jwks_max_age.as_secs());
+    for (name, value) in [(ETAG, &*doc.etag), (CACHE_CONTROL, max_age.as_str()), (X_REQUEST_ID, id.0.as_str())] {
+        headers.insert(name, HeaderValue::from_str(value).ok()?);
     }
-    let body = if not_modified {
-        Bytes::new()
-    } else {
-        out = out.header(CONTENT_TYPE, "application/jwk-set+json");
-        // HEAD: hyper sends the length of this body and not the body itself.
-        Bytes::from_owner(doc.body.clone())
-    };
+    for (name, value) in security_headers() {
+        headers.insert(name.clone(), value.clone());
+    }
+    if !not_modified {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+    }
     let method = if head { "HEAD" } else { "GET" };
     let took = started.elapsed();
     service.metrics().jwks_answered(not_modified);
     service.metrics().http(PATH, method, status, took);
     super::log_request(&id.0, method, PATH, status, took);
-    out.body(Full::new(body)).ok()
+    Some(out)
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// [`super::SECURITY_HEADERS`], parsed once: the JWKS answer adds them to every response.
+fn security_headers() -> &'static [(HeaderName, HeaderValue)] {
+    static PARSED: OnceLock<Vec<(HeaderName, HeaderValue)>> = OnceLock::new();
+    PARSED.get_or_init(|| {
+        super::SECURITY_HEADERS
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((HeaderName::from_bytes(name.as_bytes()).ok()?, HeaderValue::from_static(value)))
+            })
+            .collect()
+    })
 }
 
 /// Reads the request's body within the time-out and the size limit, then has the
