@@ -1,10 +1,16 @@
 //! The OAuth paths against the API-key paths, and keyturn against node-oidc-provider, in the
 //! same run on the same machine: JWKS, `client_credentials`, introspection and (keyturn only)
-//! forward auth. Each server runs alone, pinned to core 1 (`taskset`), with wrk on core 0, so
-//! both get the same one core. keyturn records (fsyncs) every token it answers — checked
-//! here — while the peer keeps its state in memory and writes nothing.
+//! forward auth. Each server runs pinned to core 1 (`taskset`), with wrk on core 0, so all
+//! get the same one core; three rounds alternate the servers and the median round is shown.
+//! keyturn records (fsyncs) every token it answers — checked here — while the peer keeps its
+//! state in memory and writes nothing.
 //!
-//! Run through `./scripts/bench oauth`, which installs wrk and the peer (benches/peer).
+//! Beside them, the ceiling of that core: nginx (one worker) serving the same JWKS bytes and
+//! answering the same token POST with a fixed body (the HTTP floor), the raw ES256 signature
+//! on core 1, and the CPU keyturn spends per token, in all and on recording it (its
+//! committer thread, from /proc).
+//!
+//! Run through `./scripts/bench oauth`, which installs wrk, nginx and the peer (benches/peer).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,11 +20,12 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use common::{post_script, rotating_script, wrk_on, Wrk};
+use common::{post_script, raw_rate, rotating_script, wrk_on, Wrk};
 use serde_json::{json, Value};
 
 const SECS: u64 = 5;
 const CONNS: u32 = 32;
+const ROUNDS: usize = 3;
 
 /// A server process pinned to core 1.
 struct Pinned {
@@ -57,6 +64,91 @@ impl Drop for Pinned {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
+}
+
+impl Pinned {
+    /// CPU time (user and system) the process has used, or its thread named `thread`.
+    fn cpu(&self, thread: Option<&str>) -> Duration {
+        let pid = self.child.id();
+        let stat = match thread {
+            None => std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+            Some(name) => std::fs::read_dir(format!("/proc/{pid}/task"))
+                .expect("/proc")
+                .flatten()
+                .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+                .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+                .unwrap_or_else(|| panic!("no thread named {name}")),
+        };
+        // Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        Duration::from_secs_f64(ticks as f64 / clock_ticks())
+    }
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`), the unit of /proc's CPU times.
+fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK")
+}
+
+/// nginx with one worker on core 1: the same JWKS bytes as a static file, and `/floor`
+/// answering every request with a fixed short body.
+struct Nginx(Pinned);
+
+impl Nginx {
+    fn spawn(dir: &Path, jwks: &[u8]) -> Nginx {
+        use std::os::unix::fs::PermissionsExt;
+        let root = dir.join("nginx");
+        std::fs::create_dir_all(root.join("www/.well-known")).expect("nginx dir");
+        std::fs::write(root.join("www/.well-known/jwks.json"), jwks).expect("jwks file");
+        // Its worker runs as nobody when the bench runs as root: the files must be readable.
+        for d in [dir, &root, &root.join("www"), &root.join("www/.well-known")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let port = free_port();
+        let r = root.display();
+        let conf = format!(
+            "worker_processes 1;\npid {r}/nginx.pid;\nerror_log {r}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {r}/b; proxy_temp_path {r}/p; fastcgi_temp_path {r}/f; uwsgi_temp_path {r}/u; scgi_temp_path {r}/s;\n\
+             types {{ application/jwk-set+json json; }}\n\
+             server {{\n    listen 127.0.0.1:{port};\n    root {r}/www;\n    etag on;\n\
+             location / {{ add_header Cache-Control \"public, max-age=300\"; }}\n\
+             location = /floor {{ default_type application/json; return 200 '{{\"access_token\":\"x\",\"token_type\":\"Bearer\"}}'; }}\n  }}\n}}\n"
+        );
+        std::fs::write(root.join("nginx.conf"), conf).expect("nginx.conf");
+        let binary = if Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" };
+        let mut cmd = pinned(binary);
+        cmd.arg("-c").arg(root.join("nginx.conf")).args(["-g", "daemon off;"]);
+        Nginx(Pinned::spawn(cmd, port, "/.well-known/jwks.json", &root.join("stderr.log")))
+    }
+}
+
+/// Raw ES256 signatures a second on core 1 (this thread pinned there for the measurement):
+/// the signature alone over a real token's signing input, the key parsed once.
+fn raw_es256_on_core_1() -> f64 {
+    use keyturn::keys::{self, Algorithm};
+    let now = keyturn::clock::from_unix(1_800_000_000);
+    let day = Duration::from_secs(86_400);
+    let key = keys::generate::generate(Algorithm::ES256, keys::RsaBits::B2048, "https://bench", now, day, now + day)
+        .expect("key");
+    let signer = keys::signer::SigningKey::new(key.kid.clone(), Algorithm::ES256, &key.private).expect("signer");
+    let claims = json!({"iss": "https://bench", "sub": "kc_bench", "aud": "api", "iat": 1_800_000_000, "exp": 1_800_000_900, "jti": "06b49d200aBcDeFgHiJkLmNoP", "client_id": "kc_bench", "scope": "read"});
+    let token = signer.sign("at+jwt", &claims).expect("sign");
+    let input = token.rsplit_once('.').expect("jws").0.to_owned();
+    let me = std::process::id().to_string();
+    let current = Command::new("taskset").args(["-c", "-p", &me]).output().expect("taskset -p");
+    let cores = String::from_utf8_lossy(&current.stdout).rsplit_once(": ").map(|(_, c)| c.trim().to_owned());
+    let pin = |cores: &str| {
+        let ok = Command::new("taskset").args(["-c", "-p", cores, &me]).stdout(Stdio::null()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "taskset -p");
+    };
+    pin("1");
+    let rate = raw_rate(2.0, || {
+        signer.sign_bytes(input.as_bytes()).expect("sign");
+    });
+    pin(cores.as_deref().expect("the affinity list taskset printed"));
+    rate
 }
 
 fn free_port() -> u16 {
@@ -140,27 +232,7 @@ fn main() {
     let client_auth = basic(id, secret);
     let k = |path: &str| format!("{}{path}", keyturn.url);
     let mut rows: Vec<(String, String, String)> = Vec::new();
-
-    let kt_jwks = wrk_on(&k("/.well-known/jwks.json"), CONNS, SECS, None);
-    let script = post_script(
-        dir.path(),
-        "cc",
-        "/oauth/token",
-        &client_auth,
-        "application/x-www-form-urlencoded",
-        "grant_type=client_credentials",
-    );
-    let before = count(&db);
-    let kt_cc = wrk_on(&k("/oauth/token"), CONNS, SECS, Some(&script));
-    let recorded = count(&db) - before;
-    assert!(recorded >= kt_cc.requests - kt_cc.errors, "{} answered, {recorded} recorded", kt_cc.requests);
-    let body = json!({"sub": "bench", "aud": "api"}).to_string();
-    let script =
-        post_script(dir.path(), "api", "/api/v1/tokens", &format!("Bearer {issuer_key}"), "application/json", &body);
-    let before = count(&db);
-    let kt_api = wrk_on(&k("/api/v1/tokens"), CONNS, SECS, Some(&script));
-    let recorded_api = count(&db) - before;
-    assert!(recorded_api >= kt_api.requests - kt_api.errors);
+    let jwks_bytes = reqwest::blocking::get(k("/.well-known/jwks.json")).and_then(|r| r.bytes()).expect("jwks");
     let tokens: Vec<String> = (0..200)
         .map(|_| {
             post_form(&k("/oauth/token"), &client_auth, "grant_type=client_credentials")["access_token"]
@@ -169,9 +241,19 @@ fn main() {
                 .to_owned()
         })
         .collect();
-    let script = rotating_script(dir.path(), "intro-client", "POST", "/oauth/introspect", &client_auth, &tokens);
-    let kt_intro = wrk_on(&k("/oauth/introspect"), CONNS, SECS, Some(&script));
-    let script = rotating_script(
+    let cc_script = post_script(
+        dir.path(),
+        "cc",
+        "/oauth/token",
+        &client_auth,
+        "application/x-www-form-urlencoded",
+        "grant_type=client_credentials",
+    );
+    let body = json!({"sub": "bench", "aud": "api"}).to_string();
+    let api_script =
+        post_script(dir.path(), "api", "/api/v1/tokens", &format!("Bearer {issuer_key}"), "application/json", &body);
+    let intro_script = rotating_script(dir.path(), "intro-client", "POST", "/oauth/introspect", &client_auth, &tokens);
+    let intro_key_script = rotating_script(
         dir.path(),
         "intro-key",
         "POST",
@@ -179,18 +261,10 @@ fn main() {
         &format!("Bearer {verifier_key}"),
         &tokens,
     );
-    let kt_intro_key = wrk_on(&k("/oauth/introspect"), CONNS, SECS, Some(&script));
-    let script = rotating_script(dir.path(), "verify", "GET", "/auth/verify", "", &tokens);
-    let kt_verify = wrk_on(&k("/auth/verify"), CONNS, SECS, Some(&script));
-    for (name, w) in [("keyturn /auth/verify", &kt_verify), ("keyturn introspection", &kt_intro)] {
-        let inactive = w.script.iter().find(|(k, _)| k == "not_ok").map_or(f64::NAN, |(_, v)| *v);
-        let log = std::fs::read_to_string(dir.path().join("keyturn.log")).unwrap_or_default();
-        assert_eq!(inactive, 0.0, "{name}: every answer is active / 200 ({w:?}); keyturn's log:\n{log}");
-    }
-    let kt_rss = keyturn.rss_mb();
-    drop(keyturn);
+    let verify_script = rotating_script(dir.path(), "verify", "GET", "/auth/verify", "", &tokens);
 
-    // The peer, on the same core, alone.
+    // The peer and nginx (one worker) on the same core, started now and idle while the
+    // others are measured.
     let pport = free_port();
     let (pid, psecret) = ("bench-client", "bench-secret-for-the-peer-0123456789");
     let mut cmd = pinned("node");
@@ -198,16 +272,6 @@ fn main() {
     let peer = Pinned::spawn(cmd, pport, "/jwks", &dir.path().join("peer.log"));
     let p = |path: &str| format!("{}{path}", peer.url);
     let pauth = basic(pid, psecret);
-    let peer_jwks = wrk_on(&p("/jwks"), CONNS, SECS, None);
-    let script = post_script(
-        dir.path(),
-        "peer-cc",
-        "/token",
-        &pauth,
-        "application/x-www-form-urlencoded",
-        "grant_type=client_credentials&scope=read",
-    );
-    let peer_cc = wrk_on(&p("/token"), CONNS, SECS, Some(&script));
     let opaque: Vec<String> = (0..200)
         .map(|_| {
             post_form(&p("/token"), &pauth, "grant_type=client_credentials&scope=read&resource=urn%3Aopaque")
@@ -217,10 +281,82 @@ fn main() {
                 .to_owned()
         })
         .collect();
-    let script = rotating_script(dir.path(), "peer-intro", "POST", "/token/introspection", &pauth, &opaque);
-    let peer_intro = wrk_on(&p("/token/introspection"), CONNS, SECS, Some(&script));
-    let peer_rss = peer.rss_mb();
-    drop(peer);
+    let peer_cc_script = post_script(
+        dir.path(),
+        "peer-cc",
+        "/token",
+        &pauth,
+        "application/x-www-form-urlencoded",
+        "grant_type=client_credentials&scope=read",
+    );
+    let peer_intro_script = rotating_script(dir.path(), "peer-intro", "POST", "/token/introspection", &pauth, &opaque);
+    // The ceiling of this one core: nginx serving the same JWKS bytes, and answering the
+    // same client_credentials POST with a fixed body (the HTTP floor).
+    let nginx = Nginx::spawn(dir.path(), &jwks_bytes);
+    let n = |path: &str| format!("{}{path}", nginx.0.url);
+    let floor_script = post_script(
+        dir.path(),
+        "floor",
+        "/floor",
+        &client_auth,
+        "application/x-www-form-urlencoded",
+        "grant_type=client_credentials",
+    );
+
+    // Rounds alternate keyturn, the peer and nginx, so a drift of this shared machine moves
+    // all three; each figure is the median round.
+    let mut m: std::collections::BTreeMap<&str, Vec<Wrk>> = Default::default();
+    let (mut cpu, mut commit, mut cc_answered) = (Duration::ZERO, Duration::ZERO, 0u64);
+    for _ in 0..ROUNDS {
+        let mut run = |name: &'static str, w: Wrk| m.entry(name).or_default().push(w);
+        run("kt_jwks", wrk_on(&k("/.well-known/jwks.json"), CONNS, SECS, None));
+        let before = count(&db);
+        let (cpu_before, commit_before) = (keyturn.cpu(None), keyturn.cpu(Some("keyturn-commit")));
+        let cc = wrk_on(&k("/oauth/token"), CONNS, SECS, Some(&cc_script));
+        cpu += keyturn.cpu(None).saturating_sub(cpu_before);
+        commit += keyturn.cpu(Some("keyturn-commit")).saturating_sub(commit_before);
+        cc_answered += cc.requests - cc.errors;
+        let recorded = count(&db) - before;
+        assert!(recorded >= cc.requests - cc.errors, "{} answered, {recorded} recorded", cc.requests);
+        run("kt_cc", cc);
+        let before = count(&db);
+        let api = wrk_on(&k("/api/v1/tokens"), CONNS, SECS, Some(&api_script));
+        assert!(count(&db) - before >= api.requests - api.errors);
+        run("kt_api", api);
+        run("kt_intro", wrk_on(&k("/oauth/introspect"), CONNS, SECS, Some(&intro_script)));
+        run("kt_intro_key", wrk_on(&k("/oauth/introspect"), CONNS, SECS, Some(&intro_key_script)));
+        run("kt_verify", wrk_on(&k("/auth/verify"), CONNS, SECS, Some(&verify_script)));
+        run("peer_jwks", wrk_on(&p("/jwks"), CONNS, SECS, None));
+        run("peer_cc", wrk_on(&p("/token"), CONNS, SECS, Some(&peer_cc_script)));
+        run("peer_intro", wrk_on(&p("/token/introspection"), CONNS, SECS, Some(&peer_intro_script)));
+        run("ng_jwks", wrk_on(&n("/.well-known/jwks.json"), CONNS, SECS, None));
+        run("ng_post", wrk_on(&n("/floor"), CONNS, SECS, Some(&floor_script)));
+    }
+    let mut median = |name: &str| {
+        let mut runs = m.remove(name).expect("measured");
+        runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        runs.swap_remove(runs.len() / 2)
+    };
+    let (kt_jwks, kt_cc, kt_api, kt_intro, kt_intro_key, kt_verify) = (
+        median("kt_jwks"),
+        median("kt_cc"),
+        median("kt_api"),
+        median("kt_intro"),
+        median("kt_intro_key"),
+        median("kt_verify"),
+    );
+    let (peer_jwks, peer_cc, peer_intro, ng_jwks, ng_post) =
+        (median("peer_jwks"), median("peer_cc"), median("peer_intro"), median("ng_jwks"), median("ng_post"));
+    for (name, w) in [("keyturn /auth/verify", &kt_verify), ("keyturn introspection", &kt_intro)] {
+        let inactive = w.script.iter().find(|(k, _)| k == "not_ok").map_or(f64::NAN, |(_, v)| *v);
+        let log = std::fs::read_to_string(dir.path().join("keyturn.log")).unwrap_or_default();
+        assert_eq!(inactive, 0.0, "{name}: every answer is active / 200 ({w:?}); keyturn's log:\n{log}");
+    }
+    let per_token = |d: Duration| d.as_secs_f64() * 1e6 / cc_answered as f64;
+    let (cc_cpu_us, cc_commit_us) = (per_token(cpu), per_token(commit));
+    let (kt_rss, peer_rss) = (keyturn.rss_mb(), peer.rss_mb());
+    drop((keyturn, peer, nginx));
+    let sign_rate = raw_es256_on_core_1();
 
     let ratio = |a: &Wrk, b: &Wrk| format!("{:.1}×", a.rps / b.rps);
     rows.push((
@@ -257,6 +393,39 @@ fn main() {
         "keyturn: /auth/verify vs introspection by verifier API key".into(),
         format!("{} / {}", show(&kt_verify), show(&kt_intro_key)),
         ratio(&kt_verify, &kt_intro_key),
+    ));
+
+    rows.push((
+        "JWKS ceiling: nginx on the same core, same bytes".into(),
+        format!(
+            "keyturn {} / nginx {}; 10× the peer would be {:.0}/s",
+            show(&kt_jwks),
+            show(&ng_jwks),
+            10.0 * peer_jwks.rps
+        ),
+        format!("{:.2}× nginx", kt_jwks.rps / ng_jwks.rps),
+    ));
+    // What one token costs core 1 at least: the HTTP floor (nginx answering the same POST),
+    // the signature, and the record (the committer's CPU per token, measured above).
+    let (floor_us, sign_us) = (1e6 / ng_post.rps, 1e6 / sign_rate);
+    let least = floor_us + sign_us + cc_commit_us;
+    rows.push((
+        "client_credentials: CPU of core 1 per token".into(),
+        format!(
+            "keyturn {cc_cpu_us:.1} µs in all, of which recording {cc_commit_us:.1} µs (committer thread); raw ES256 signature {sign_us:.1} µs ({sign_rate:.0}/s); HTTP floor {floor_us:.1} µs (nginx, same POST: {})",
+            show(&ng_post)
+        ),
+        String::new(),
+    ));
+    rows.push((
+        "client_credentials ceiling on one core: HTTP floor + signature + record".into(),
+        format!(
+            "{least:.1} µs = {:.0}/s at most; keyturn {:.0}/s; 10× the peer would be {:.0}/s",
+            1e6 / least,
+            kt_cc.rps,
+            10.0 * peer_cc.rps
+        ),
+        format!("{:.1}× the peer at most", 1e6 / least / peer_cc.rps),
     ));
 
     let profile = if cfg!(debug_assertions) { "DEBUG build (numbers not meaningful)" } else { "release build" };

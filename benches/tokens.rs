@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{introspect_script, issue_script, wrk};
+use common::{introspect_script, issue_script, raw_rate, wrk};
 use keyturn::keys::{self, Algorithm};
 use serde_json::{json, Value};
 
@@ -84,18 +84,6 @@ impl Daemon {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
-}
-
-fn raw_rate(secs: f64, mut f: impl FnMut()) -> f64 {
-    let started = Instant::now();
-    let mut n = 0u64;
-    while started.elapsed().as_secs_f64() < secs {
-        for _ in 0..100 {
-            f();
-        }
-        n += 100;
-    }
-    n as f64 / started.elapsed().as_secs_f64()
 }
 
 fn count(db: &Path, table: &str) -> u64 {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -73,6 +74,19 @@ fn run_wrk(mut cmd: Command, threads: &str, url: &str, connections: u32, secs: u
         }
     }
     w
+}
+
+/// How many times a second `f` runs on this thread, over about `secs` seconds.
+pub fn raw_rate(secs: f64, mut f: impl FnMut()) -> f64 {
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed().as_secs_f64() < secs {
+        for _ in 0..100 {
+            f();
+        }
+        n += 100;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 fn lua_string(s: &str) -> String {
