@@ -155,7 +155,10 @@ pub fn rotation_due(w: &World<'_>, active: &KeyRecord) -> (Instant, RotationCaus
     if let Some(fire) = w.policy.schedule.next_after(since) {
         due.push((fire, RotationCause::Schedule(fire)));
     }
-    if let Some(&req) = w.requested.get(&active.alg).filter(|r| **r > since) {
+    // Every activation deletes the algorithm's request in its own transaction, so a request
+    // stamped in the very second of the activation was made after it (instants are whole
+    // seconds): it still stands. Only an older one, left by an earlier version, is spent.
+    if let Some(&req) = w.requested.get(&active.alg).filter(|r| **r >= since) {
         due.push((req, RotationCause::Requested(req)));
     }
     let life_end = w.policy.exp_limit(active) - w.policy.max_token_ttl;
@@ -389,6 +392,15 @@ mod tests {
                     MONDAY - 2 * DAY,
                     steady(),
                     vec![rotate("a", "p", RotationCause::Requested(MONDAY - 2 * DAY))],
+                )
+            },
+            Case {
+                requested: vec![(ES256, week_ago)],
+                ..case(
+                    "a request in the second of the activation still stands",
+                    MONDAY - 2 * DAY,
+                    steady(),
+                    vec![rotate("a", "p", RotationCause::Requested(week_ago))],
                 )
             },
             Case {

@@ -623,6 +623,9 @@ fn sign_with_next(
     };
     audited(tx, now, by, action, Some(signs.as_str()), Some(detail))?;
     insert_fresh(tx, &fresh, sealed, now)?;
+    // The activation answers a graceful request waiting for this algorithm, as a scheduled
+    // rotation does (the planner counts any request still stored as made after it).
+    lease::clear_request(tx, fresh.alg)?;
     Ok(NextSigner { signs, fresh: fresh.kid })
 }
 

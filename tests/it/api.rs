@@ -495,6 +495,47 @@ async fn revoking_a_key_counts_only_live_unrevoked_tokens() {
     api.stop().await;
 }
 
+/// A graceful rotation asked for in the very second the active key was activated (here, the
+/// first start) takes effect once the pending key has been published for the lead, not at the
+/// next scheduled fire a week later.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_request_in_the_second_of_an_activation_waits_only_for_the_lead() {
+    let api = Api::start(&[]).await;
+    let (status, body) = api
+        .call("POST", "/api/v1/keys/rotate", Some(&api.admin), Some(json!({"mode": "graceful", "alg": "ES256"})))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["at"], "2026-06-01T12:15:01Z", "the lead after publication, not the next fire: {body}");
+    let pending = body["activate"].clone();
+    api.advance(Duration::from_secs(15 * 60 + 1)).await;
+    let (_, keys) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
+    let keys = keys["keys"].as_array().expect("keys");
+    assert!(keys.iter().any(|k| k["kid"] == pending && k["state"] == "active"), "promoted: {keys:?}");
+    assert_eq!(keys.iter().filter(|k| k["state"] == "retired").count(), 1);
+    api.stop().await;
+}
+
+/// An emergency rotation answers a graceful request still waiting: the key it activated is
+/// not rotated away again once the new pending key is old enough.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emergency_rotation_spends_a_waiting_graceful_request() {
+    let api = Api::start(&[]).await;
+    let rotate = |mode: &str| json!({"mode": mode, "alg": "ES256"});
+    let (status, body) = api.call("POST", "/api/v1/keys/rotate", Some(&api.admin), Some(rotate("graceful"))).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = api.call("POST", "/api/v1/keys/rotate", Some(&api.admin), Some(rotate("emergency"))).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, keys) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
+    let active = |keys: &Value| {
+        keys["keys"].as_array().expect("keys").iter().find(|k| k["state"] == "active").expect("active")["kid"].clone()
+    };
+    let signing = active(&keys);
+    api.advance(Duration::from_secs(16 * 60)).await;
+    let (_, keys) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
+    assert_eq!(active(&keys), signing, "no second rotation: {keys}");
+    api.stop().await;
+}
+
 /// After a normal rotation the retired key stays published past its last token (plus the
 /// leeway): the overview does not warn that it leaves the JWKS first.
 #[tokio::test(flavor = "multi_thread")]
