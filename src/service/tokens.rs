@@ -152,7 +152,8 @@ impl Keyturn {
     /// Checks an issuance request: the lifetime and refresh plan it asks for, or every
     /// problem with it.
     fn check_issue_request(&self, req: &IssueRequest) -> Result<(Duration, RefreshPlan)> {
-        let policy = self.policy();
+        let published = self.published();
+        let policy = &published.policy;
         let mut problems = Vec::new();
         check_value("sub", &req.sub, &mut problems);
         if req.aud.is_empty() {
@@ -232,7 +233,7 @@ impl Keyturn {
             }
             None => client.audiences.clone(),
         };
-        let ttl = client.max_ttl.min(self.policy().max_token_ttl);
+        let ttl = client.max_ttl.min(self.published().policy.max_token_ttl);
         let req = IssueRequest {
             sub: client.client_id.clone(),
             aud,
@@ -405,9 +406,9 @@ impl Keyturn {
         refresh: &Option<RefreshParts>,
         actor: &Actor,
     ) -> Result<Minted> {
-        let policy = self.policy();
         let client_id = req.client_id.clone().unwrap_or_else(|| actor.name.clone());
         let published = self.published();
+        let policy = &published.policy;
         let signer = published.signer(alg).ok_or(Error::NoActiveKey(alg))?.clone();
         let key = published.key(signer.kid()).ok_or(Error::NoActiveKey(alg))?;
         let now = self.clock.now();
