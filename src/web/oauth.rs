@@ -3,6 +3,7 @@
 //! `application/x-www-form-urlencoded`, parsed strictly: wrong content type, a body over the
 //! limit, invalid UTF-8 or a repeated parameter is `invalid_request`, and changes nothing.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -62,14 +63,8 @@ async fn read_form(ct: Option<&ContentType>, data: Data<'_>) -> Result<HashMap<S
     };
     let mut out = HashMap::new();
     for pair in text.split('&').filter(|pair| !pair.is_empty()) {
-        // Most parameters (grant types, tokens, base64url secrets) have nothing to decode:
-        // they are taken as they are, already checked to be UTF-8.
-        let (k, v) = if pair.contains(['%', '+']) {
-            form_urlencoded::parse(pair.as_bytes()).next().unwrap_or_default()
-        } else {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k.into(), v.into())
-        };
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (form_decode(k), form_decode(v));
         // Decoding writes U+FFFD where the bytes were not UTF-8.
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
             return Err(ApiError::invalid_request("a parameter is not valid UTF-8 once decoded"));
@@ -79,6 +74,18 @@ async fn read_form(ct: Option<&ContentType>, data: Data<'_>) -> Result<HashMap<S
         }
     }
     Ok(out)
+}
+
+/// One form-urlencoded name or value, decoded (`+` is a space, `%XX` a byte; bytes that are
+/// not UTF-8 become U+FFFD). Most (grant types, tokens, base64url secrets) have nothing to
+/// decode and are borrowed as they are.
+fn form_decode(raw: &str) -> Cow<'_, str> {
+    if !raw.contains(['%', '+']) {
+        return Cow::Borrowed(raw);
+    }
+    // A lone component parsed as the value of a pair: an `=` inside it stays part of it.
+    let decoded = form_urlencoded::parse(format!("x={raw}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    Cow::Owned(decoded.unwrap_or_default())
 }
 
 /// Client credentials presented by `client_secret_basic` or `client_secret_post`.
@@ -93,16 +100,7 @@ fn client_credentials(auth: &AuthHeader, form: &HashMap<String, String>) -> Resu
             let (id, secret) =
                 decoded.split_once(':').ok_or_else(|| ApiError::invalid_client("malformed Basic credentials"))?;
             // RFC 6749 §2.3.1: both halves are form-urlencoded.
-            let dec = |s: &str| {
-                if !s.contains(['%', '+']) {
-                    return s.to_owned();
-                }
-                form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default()
-            };
-            Some((dec(id), dec(secret)))
+            Some((form_decode(id).into_owned(), form_decode(secret).into_owned()))
         }
         _ => None,
     };

@@ -302,7 +302,8 @@ fn jwks_answer(service: &Keyturn, req: &hyper::Request<Incoming>) -> Option<hype
     let mut out = hyper::Response::new(Full::new(body));
     *out.status_mut() = if not_modified { hyper::StatusCode::NOT_MODIFIED } else { hyper::StatusCode::OK };
     let headers = out.headers_mut();
-    headers.reserve(9);
+    // ETag, Cache-Control, X-Request-Id, the security headers and Content-Type.
+    headers.reserve(4 + super::SECURITY_HEADERS.len());
     let max_age = format!("public, max-age={}", published.policy.jwks_max_age.as_secs());
     for (name, value) in [(ETAG, &*doc.etag), (CACHE_CONTROL, max_age.as_str()), (X_REQUEST_ID, id.0.as_str())] {
         headers.insert(name, HeaderValue::from_str(value).ok()?);
