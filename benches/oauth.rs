@@ -20,7 +20,7 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use common::{post_script, raw_rate, rotating_script, wrk_on, Wrk};
+use common::{post_script, raw_rate, rotating_script, signer_and_input, wrk_on, Wrk};
 use serde_json::{json, Value};
 
 const SECS: u64 = 5;
@@ -57,16 +57,7 @@ impl Pinned {
             .unwrap_or(0.0)
             / 1024.0
     }
-}
 
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Pinned {
     /// CPU time (user and system) the process has used, or its thread named `thread`.
     fn cpu(&self, thread: Option<&str>) -> Duration {
         let pid = self.child.id();
@@ -86,10 +77,20 @@ impl Pinned {
     }
 }
 
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
 /// The kernel's clock ticks per second (`getconf CLK_TCK`), the unit of /proc's CPU times.
 fn clock_ticks() -> f64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK")
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK")
+    })
 }
 
 /// nginx with one worker on core 1: the same JWKS bytes as a static file, and `/floor`
@@ -127,15 +128,8 @@ impl Nginx {
 /// Raw ES256 signatures a second on core 1 (this thread pinned there for the measurement):
 /// the signature alone over a real token's signing input, the key parsed once.
 fn raw_es256_on_core_1() -> f64 {
-    use keyturn::keys::{self, Algorithm};
-    let now = keyturn::clock::from_unix(1_800_000_000);
-    let day = Duration::from_secs(86_400);
-    let key = keys::generate::generate(Algorithm::ES256, keys::RsaBits::B2048, "https://bench", now, day, now + day)
-        .expect("key");
-    let signer = keys::signer::SigningKey::new(key.kid.clone(), Algorithm::ES256, &key.private).expect("signer");
     let claims = json!({"iss": "https://bench", "sub": "kc_bench", "aud": "api", "iat": 1_800_000_000, "exp": 1_800_000_900, "jti": "06b49d200aBcDeFgHiJkLmNoP", "client_id": "kc_bench", "scope": "read"});
-    let token = signer.sign("at+jwt", &claims).expect("sign");
-    let input = token.rsplit_once('.').expect("jws").0.to_owned();
+    let (_, signer, input) = signer_and_input(keyturn::keys::Algorithm::ES256, "https://bench", &claims);
     let me = std::process::id().to_string();
     let current = Command::new("taskset").args(["-c", "-p", &me]).output().expect("taskset -p");
     let cores = String::from_utf8_lossy(&current.stdout).rsplit_once(": ").map(|(_, c)| c.trim().to_owned());
@@ -323,9 +317,16 @@ fn main() {
         let api = wrk_on(&k("/api/v1/tokens"), CONNS, SECS, Some(&api_script));
         assert!(count(&db) - before >= api.requests - api.errors);
         run("kt_api", api);
-        run("kt_intro", wrk_on(&k("/oauth/introspect"), CONNS, SECS, Some(&intro_script)));
+        let intro = wrk_on(&k("/oauth/introspect"), CONNS, SECS, Some(&intro_script));
         run("kt_intro_key", wrk_on(&k("/oauth/introspect"), CONNS, SECS, Some(&intro_key_script)));
-        run("kt_verify", wrk_on(&k("/auth/verify"), CONNS, SECS, Some(&verify_script)));
+        let verify = wrk_on(&k("/auth/verify"), CONNS, SECS, Some(&verify_script));
+        for (name, w) in [("keyturn /auth/verify", &verify), ("keyturn introspection", &intro)] {
+            let inactive = w.script.iter().find(|(k, _)| k == "not_ok").map_or(f64::NAN, |(_, v)| *v);
+            let log = std::fs::read_to_string(dir.path().join("keyturn.log")).unwrap_or_default();
+            assert_eq!(inactive, 0.0, "{name}: every answer is active / 200 ({w:?}); keyturn's log:\n{log}");
+        }
+        run("kt_intro", intro);
+        run("kt_verify", verify);
         run("peer_jwks", wrk_on(&p("/jwks"), CONNS, SECS, None));
         run("peer_cc", wrk_on(&p("/token"), CONNS, SECS, Some(&peer_cc_script)));
         run("peer_intro", wrk_on(&p("/token/introspection"), CONNS, SECS, Some(&peer_intro_script)));
@@ -347,11 +348,6 @@ fn main() {
     );
     let (peer_jwks, peer_cc, peer_intro, ng_jwks, ng_post) =
         (median("peer_jwks"), median("peer_cc"), median("peer_intro"), median("ng_jwks"), median("ng_post"));
-    for (name, w) in [("keyturn /auth/verify", &kt_verify), ("keyturn introspection", &kt_intro)] {
-        let inactive = w.script.iter().find(|(k, _)| k == "not_ok").map_or(f64::NAN, |(_, v)| *v);
-        let log = std::fs::read_to_string(dir.path().join("keyturn.log")).unwrap_or_default();
-        assert_eq!(inactive, 0.0, "{name}: every answer is active / 200 ({w:?}); keyturn's log:\n{log}");
-    }
     let per_token = |d: Duration| d.as_secs_f64() * 1e6 / cc_answered as f64;
     let (cc_cpu_us, cc_commit_us) = (per_token(cpu), per_token(commit));
     let (kt_rss, peer_rss) = (keyturn.rss_mb(), peer.rss_mb());

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{introspect_script, issue_script, raw_rate, wrk};
+use common::{introspect_script, issue_script, raw_rate, signer_and_input, wrk};
 use keyturn::keys::{self, Algorithm};
 use serde_json::{json, Value};
 
@@ -247,25 +247,13 @@ fn main() {
 
     // References: raw signing of the same claims with each algorithm, and raw ES256
     // verification, one thread, this process.
-    let now = keyturn::clock::from_unix(1_800_000_000);
     let claims = json!({"iss": ISSUER, "sub": "bench-user", "aud": "api", "iat": 1_800_000_000, "nbf": 1_800_000_000, "exp": 1_800_000_900, "jti": "06b49d200aBcDeFgHiJkLmNoP", "client_id": "apikey:bench"});
     let mut raw_sign = Vec::new();
     let mut es256 = None;
     for alg in [Algorithm::ES256, Algorithm::EdDSA] {
-        let key = keys::generate::generate(
-            alg,
-            keys::RsaBits::B2048,
-            ISSUER,
-            now,
-            Duration::from_secs(60),
-            now + Duration::from_secs(86_400),
-        )
-        .expect("key");
-        let signer = keys::signer::SigningKey::new(key.kid.clone(), alg, &key.private).expect("signer");
         // The reference is the signature alone over a real token's signing input, with the
         // key parsed once: the crypto limit.
-        let token = signer.sign("at+jwt", &claims).expect("sign");
-        let input = token.rsplit_once('.').expect("jws").0.to_owned();
+        let (key, signer, input) = signer_and_input(alg, ISSUER, &claims);
         let rate = raw_rate(2.0, || {
             signer.sign_bytes(input.as_bytes()).expect("sign");
         });

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -87,6 +87,24 @@ pub fn raw_rate(secs: f64, mut f: impl FnMut()) -> f64 {
         n += 100;
     }
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A fresh key of `alg`, its signer (parsed once), and the signing input (header and claims)
+/// of a real token over `claims`: what a raw signature rate is measured on.
+pub fn signer_and_input(
+    alg: keyturn::keys::Algorithm,
+    issuer: &str,
+    claims: &serde_json::Value,
+) -> (keyturn::keys::generate::NewKey, keyturn::keys::signer::SigningKey, String) {
+    use keyturn::keys;
+    let now = keyturn::clock::from_unix(1_800_000_000);
+    let day = Duration::from_secs(86_400);
+    let key = keys::generate::generate(alg, keys::RsaBits::B2048, issuer, now, Duration::from_secs(60), now + day)
+        .expect("key");
+    let signer = keys::signer::SigningKey::new(key.kid.clone(), alg, &key.private).expect("signer");
+    let token = signer.sign("at+jwt", claims).expect("sign");
+    let input = token.rsplit_once('.').expect("jws").0.to_owned();
+    (key, signer, input)
 }
 
 fn lua_string(s: &str) -> String {
