@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod datadir;
 pub mod duration;
 pub mod error;

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::clients::AuthenticatedClient;
 use super::Keyturn;
 use crate::clock::from_unix;
+use crate::credentials::Authorization;
 use crate::keys::signer::ACCESS_TOKEN_TYP;
 use crate::revocation::TokenFacts;
 
@@ -85,7 +86,7 @@ impl Keyturn {
     /// bearer token of an `Authorization` header, then the audience and scopes the gateway
     /// requires.
     pub fn forward_auth(&self, authorization: Option<&str>, required: &Requirements) -> ForwardAuth {
-        let answer = match bearer_token(authorization) {
+        let answer = match Authorization::bearer(authorization) {
             None => ForwardAuth::Invalid("no bearer token"),
             Some(token) => {
                 let i = self.introspect_uncounted(token);
@@ -274,14 +275,6 @@ impl ForwardAuth {
             ForwardAuth::Insufficient { .. } => "insufficient_scope",
         }
     }
-}
-
-/// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive).
-fn bearer_token(header: Option<&str>) -> Option<&str> {
-    let h = header?.trim();
-    let (scheme, token) = h.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A token's audiences: `aud` as a string or an array of strings.

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::source::ClientAddress;
 use super::wellknown::{Cached, IfNoneMatch};
+use crate::credentials::Authorization;
 use crate::duration::parse_duration;
 use crate::error::Error;
 use crate::keys::jwks::Document;
@@ -129,7 +130,7 @@ impl<'r> FromRequest<'r> for Caller {
         let Some(header) = req.headers().get_one("Authorization") else {
             return fail("missing Authorization header: send 'Authorization: Bearer <API key>'");
         };
-        let Some(presented) = header.strip_prefix("Bearer ").map(str::trim) else {
+        let Authorization::Bearer(presented) = Authorization::parse(header) else {
             return fail("the Authorization header must use the Bearer scheme");
         };
         let Some(service) = req.rocket().state::<Arc<Keyturn>>() else {

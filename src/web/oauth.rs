@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::api::{blocking, Caller};
 use super::error::ApiError;
 use super::source::ClientAddress;
+use crate::credentials::Authorization;
 use crate::service::apikeys::Role;
 use crate::service::clients::AuthenticatedClient;
 use crate::service::throttle::Credential;
@@ -90,10 +91,10 @@ fn form_decode(raw: &str) -> Cow<'_, str> {
 
 /// Client credentials presented by `client_secret_basic` or `client_secret_post`.
 fn client_credentials(auth: &AuthHeader, form: &HashMap<String, String>) -> Result<Option<(String, String)>, ApiError> {
-    let basic = match auth.0.as_deref() {
-        Some(h) if h.len() > 6 && h[..6].eq_ignore_ascii_case("basic ") => {
+    let basic = match auth.0.as_deref().map(Authorization::parse) {
+        Some(Authorization::Basic(encoded)) => {
             let decoded = STANDARD
-                .decode(h[6..].trim())
+                .decode(encoded)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(|| ApiError::invalid_client("malformed Basic credentials"))?;
@@ -246,7 +247,7 @@ async fn introspect(
 ) -> Result<NoStore, ApiError> {
     let form = read_form(ct, data).await?;
     let service = service.inner().clone();
-    let bearer = auth.0.as_deref().is_some_and(|h| h.starts_with("Bearer "));
+    let bearer = Authorization::bearer(auth.0.as_deref()).is_some();
     let client = match (bearer, caller) {
         (true, Some(c)) => {
             c.require(&[Role::Verifier])?;
