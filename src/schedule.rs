@@ -1,7 +1,10 @@
 //! Rotation schedules: cron expressions and their fire times.
 //!
-//! Expressions are standard five-field cron (`min hour day month weekday`) or six fields with
-//! seconds first, plus nicknames such as `@weekly`. All times are UTC.
+//! Expressions are standard five-field cron (`minute hour day-of-month month day-of-week`),
+//! or six fields with seconds first (`second minute hour day-of-month month day-of-week`,
+//! for tests and demos that rotate every few seconds), plus the nicknames `@yearly`,
+//! `@monthly`, `@weekly`, `@daily` and `@hourly`. All times are UTC. An invalid expression
+//! is refused with the field that is wrong and what that field takes, in keyturn's words.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -43,11 +46,10 @@ impl Schedule {
     /// Parses an expression; the error names what is wrong with it.
     pub fn parse(expr: &str) -> Result<Self, String> {
         let trimmed = expr.trim();
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .build()
+        check_fields(trimmed)?;
+        let cron = parser()
             .parse(trimmed)
-            .map_err(|e| format!("invalid cron expression '{trimmed}': {e}"))?;
+            .map_err(|e| format!("invalid cron expression '{trimmed}': its fields do not go together ({e})"))?;
         let schedule = Schedule {
             source: trimmed.to_owned(),
             cron,
@@ -134,6 +136,52 @@ impl Schedule {
     }
 }
 
+fn parser() -> CronParser {
+    CronParser::builder().seconds(Seconds::Optional).build()
+}
+
+/// The fields of a five-field expression, and what each takes.
+const FIELDS: [(&str, &str); 5] = [
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31 (or L for the last day)"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 (0 and 7 are Sunday) or SUN-SAT"),
+];
+
+/// Checks the expression's shape and each field on its own, so an error names the field
+/// that is wrong (the cron library's own messages speak of its internals).
+fn check_fields(expr: &str) -> Result<(), String> {
+    if expr.starts_with('@') {
+        return match expr.to_ascii_lowercase().as_str() {
+            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly" => Ok(()),
+            _ => Err(format!(
+                "invalid cron expression '{expr}': unknown nickname; use @yearly, @monthly, @weekly, @daily or @hourly"
+            )),
+        };
+    }
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let names: Vec<(&str, &str)> = match fields.len() {
+        5 => FIELDS.to_vec(),
+        6 => std::iter::once(("second", "0-59")).chain(FIELDS).collect(),
+        n => {
+            return Err(format!(
+                "invalid cron expression '{expr}': it has {n} field{}, where cron takes five (minute hour day-of-month month day-of-week, e.g. '0 3 * * MON'), or six with seconds first",
+                if n == 1 { "" } else { "s" }
+            ))
+        }
+    };
+    for (i, (field, (name, takes))) in fields.iter().zip(&names).enumerate() {
+        let probe: Vec<&str> = (0..fields.len()).map(|j| if j == i { *field } else { "*" }).collect();
+        if parser().parse(&probe.join(" ")).is_err() {
+            return Err(format!(
+                "invalid cron expression '{expr}': the {name} field '{field}' is not valid: it takes {takes}, as one value, a range (1-5), a list (1,3,5) or a step (*/15)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn chrono_time(t: Instant) -> Option<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp(to_unix(t), 0)
 }
@@ -167,6 +215,31 @@ mod tests {
         for bad in ["", "not cron", "61 * * * *", "* * * *"] {
             let e = Schedule::parse(bad).expect_err(bad);
             assert!(e.contains("cron expression"), "{e}");
+        }
+    }
+
+    /// The reported case: `0 3 * * MONDAY` failed with the library's "CronPattern contains
+    /// illegal character 'D' in part '1DAY'".
+    #[test]
+    fn errors_name_the_field_in_keyturns_words() {
+        let table = [
+            ("0 3 * * MONDAY", "the day-of-week field 'MONDAY'"),
+            ("61 * * * *", "the minute field '61'"),
+            ("0 24 * * *", "the hour field '24'"),
+            ("0 0 32 * *", "the day-of-month field '32'"),
+            ("0 0 1 13 *", "the month field '13'"),
+            ("99 0 0 * * *", "the second field '99'"),
+            ("* * * *", "it has 4 fields"),
+            ("0 0 0 * * * *", "it has 7 fields"),
+            ("@fortnightly", "unknown nickname"),
+        ];
+        for (expr, says) in table {
+            let e = Schedule::parse(expr).expect_err(expr);
+            assert!(e.contains(says), "{expr}: {e}");
+            assert!(!e.contains("CronPattern"), "{expr}: the library's words leak: {e}");
+        }
+        for good in ["0 3 * * MON", "0 3 * * 1-5", "*/15 * * * *", "0 0 1 JAN *", "@weekly", "*/10 * * * * *"] {
+            assert!(Schedule::parse(good).is_ok(), "{good}");
         }
     }
 }
