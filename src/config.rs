@@ -607,7 +607,12 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
                     for (key, value) in table {
                         let src = Source::File(path.clone());
                         let Some((setting, from_file)) = lookup(&key) else {
-                            warnings.push(format!("unknown setting '{key}' in {} (ignored)", path.display()));
+                            // A misspelt setting would silently leave the default in force.
+                            problems.push(format!(
+                                "unknown setting '{key}' in {}{}",
+                                path.display(),
+                                did_you_mean(&key)
+                            ));
                             continue;
                         };
                         match toml_value(&value) {
@@ -635,6 +640,12 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
             Some((setting, from_file)) => {
                 set(&mut raw, &mut problems, setting, from_file, value.clone(), Source::Env(name.clone()))
             }
+            // The environment is shared with other programs (deploy/'s Apache file reads
+            // KEYTURN_URL): a name far from every setting is only a warning, a near miss
+            // is the typo it looks like.
+            None if closest(&key).is_some() => {
+                problems.push(format!("unknown setting in environment variable {name}{}", did_you_mean(&key)))
+            }
             None => warnings.push(format!("unknown setting in environment variable {name} (ignored)")),
         }
     }
@@ -646,6 +657,27 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
         Ok(config)
     } else {
         Err(ConfigError { problems, warnings: config.warnings })
+    }
+}
+
+/// The known setting closest to a misspelt `key`, when one is close enough to be meant.
+fn closest(key: &str) -> Option<&'static str> {
+    let names = SETTINGS.iter().flat_map(|s| {
+        let file = s.secret.then(|| format!("{}_file", s.name));
+        std::iter::once((s.name, s.name.to_owned())).chain(file.map(|f| (s.name, f)))
+    });
+    names
+        .map(|(name, spelled)| (strsim::damerau_levenshtein(key, &spelled), name, spelled))
+        .filter(|(distance, _, spelled)| *distance <= (spelled.len() / 4).clamp(1, 3))
+        .min_by_key(|(distance, _, _)| *distance)
+        .map(|(_, name, _)| name)
+}
+
+/// ": did you mean 'x'?" for a misspelt setting, or where the list of settings is.
+fn did_you_mean(key: &str) -> String {
+    match closest(key) {
+        Some(name) => format!(": did you mean '{name}'?"),
+        None => ": not a keyturn setting (the README's \"Configuration\" section lists them all)".to_owned(),
     }
 }
 
@@ -852,7 +884,7 @@ mod tests {
     fn layers_override_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("k.toml");
-        std::fs::write(&file, "port = 9000\nalgorithms = [\"EdDSA\"]\nissuer = \"https://a.example\"\nbogus = 1\n")
+        std::fs::write(&file, "port = 9000\nalgorithms = [\"EdDSA\"]\nissuer = \"https://a.example\"\n")
             .expect("write");
         let mut i = inputs(&[("KEYTURN_PORT", "9100"), ("KEYTURN_ALGORITHMS", "ES256,eddsa"), ("KEYTURN_NOPE", "x")]);
         i.config_path = Some(file.clone());
@@ -862,8 +894,29 @@ mod tests {
         assert_eq!(c.algorithms, vec![Algorithm::ES256, Algorithm::EdDSA]);
         assert_eq!(c.sources["port"], Source::Env("KEYTURN_PORT".into()));
         assert_eq!(c.sources["issuer"], Source::File(file));
-        assert!(c.warnings.iter().any(|w| w.contains("'bogus'")), "{:?}", c.warnings);
         assert!(c.warnings.iter().any(|w| w.contains("KEYTURN_NOPE")), "{:?}", c.warnings);
+    }
+
+    /// The reported case: `rotation_scheduel` was a warning and then "valid", leaving the
+    /// default schedule in force.
+    #[test]
+    fn an_unknown_setting_is_an_error_that_names_the_closest_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("k.toml");
+        std::fs::write(&file, "rotation_scheduel = \"0 3 * * 1\"\nbogus = 1\n").expect("write");
+        let mut i = inputs(&[]);
+        i.config_path = Some(file);
+        let e = load(&i).expect_err("unknown settings refuse");
+        let text = e.to_string();
+        assert!(text.contains("'rotation_scheduel'") && text.contains("did you mean 'rotation_schedule'?"), "{text}");
+        assert!(text.contains("'bogus'") && text.contains("not a keyturn setting"), "{text}");
+        // In the environment, a near miss is an error; a far one (another program's) a warning.
+        let e = load(&inputs(&[("KEYTURN_PUBLISH_LAED", "20m")])).expect_err("a near miss refuses");
+        assert!(e.to_string().contains("did you mean 'publish_lead'?"), "{e}");
+        let c = load(&inputs(&[("KEYTURN_URL", "https://x")])).expect("another program's variable");
+        assert!(c.warnings.iter().any(|w| w.contains("KEYTURN_URL")), "{:?}", c.warnings);
+        let e = load(&inputs(&[("KEYTURN_KEK_FIEL", "/k")])).expect_err("a secret's _file spelling too");
+        assert!(e.to_string().contains("did you mean 'kek_file'?"), "{e}");
     }
 
     #[test]
