@@ -6,10 +6,20 @@
 //!   from one client address (trusted proxies are exempt: every client behind them shares
 //!   their address). A connection over a limit is closed as soon as it is accepted.
 //! - A request's headers must arrive within `client_header_timeout`, counted from the
-//!   connection's start or its previous answer, so the same time-out closes idle keep-alive
-//!   connections; its body within `client_body_timeout` (else 408 and the connection closes).
+//!   connection's start or its previous answer; its body within `client_body_timeout` (else
+//!   408 and the connection closes).
+//! - A connection with no request in flight and none begun for `client_header_timeout` is
+//!   closed: HTTP/1 at its next header read, HTTP/2 with GOAWAY ([`Activity`]). Answering
+//!   the server's PINGs is not activity.
 //! - A body is read up to [`BODY_BYTES`] and one byte more: a longer one is refused by the
 //!   application's own limits, and the connection closes after the answer.
+//! - HTTP/2: at most [`H2_STREAMS`] streams at once per connection, and flow-control windows
+//!   of one body's size, so the protocol layer holds at most [`H2_WINDOW`] of unread body
+//!   bytes per connection.
+//! - Every body byte held in memory is counted against one budget for the connection
+//!   ([`CONNECTION_BODY_BUDGET`]) and one for the process ([`PROCESS_BODY_BUDGET`]), taken
+//!   before the bytes are read off the connection ([`BodyBudget`]): when either is spent,
+//!   reading waits (the sender is held back by flow control), within the body time-out.
 //!
 //! Each request, read whole, is dispatched in process to the Rocket application (its
 //! routes, fairings and catchers), through Rocket's local client, which runs the same
@@ -24,24 +34,24 @@ use std::future::{poll_fn, Future};
 use std::io::BufReader;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body as _, Bytes, Incoming};
 use hyper::header::{
     HeaderName, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ETAG, HOST,
     IF_NONE_MATCH, TRANSFER_ENCODING,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rocket::http::private::{Connection, Listener, TcpListener};
 use rocket::http::tls::TlsListener;
 use rocket::http::{Cookie, Header, Method};
 use rocket::local::asynchronous::Client;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::service::Keyturn;
@@ -51,6 +61,24 @@ pub const BODY_BYTES: usize = 64 * 1024;
 
 /// The most bytes of a request's line and headers.
 const HEAD_BYTES: usize = 64 * 1024;
+
+/// HTTP/2 streams one connection may have open at once (hyper's default is 200).
+pub const H2_STREAMS: u32 = 16;
+
+/// HTTP/2 flow-control windows, per stream and per connection: one whole body, so a
+/// connection's unread bytes inside the protocol layer never exceed it.
+pub const H2_WINDOW: u32 = BODY_BYTES as u32;
+
+/// Body bytes one connection may hold in memory at once: one whole body (and the byte that
+/// shows it is too long) plus a few small ones.
+pub const CONNECTION_BODY_BUDGET: usize = BODY_BYTES + 16 * 1024;
+
+/// Body bytes the whole process may hold in memory at once: 256 whole bodies (legitimate
+/// bodies are forms and small JSON documents of a few hundred bytes).
+pub const PROCESS_BODY_BUDGET: usize = 256 * BODY_BYTES;
+
+/// The room taken ahead of each read from a body: an HTTP/2 DATA frame's default maximum.
+const BODY_STEP: usize = 16 * 1024;
 
 /// How long requests in flight have to finish after a shutdown begins, then how long more
 /// their connections have to close.
@@ -148,6 +176,19 @@ impl Slots {
     }
 }
 
+impl Slots {
+    /// Resolves once every connection has ended.
+    async fn all_closed(&self) {
+        loop {
+            let freed = self.freed.notified();
+            if self.open.lock().unwrap_or_else(PoisonError::into_inner).total == 0 {
+                return;
+            }
+            freed.await;
+        }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.slots.open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -170,17 +211,19 @@ impl Drop for Slot {
 pub async fn serve(bound: Bound, app: Client, service: Arc<Keyturn>) {
     let app = Arc::new(app);
     let slots = Arc::new(Slots { open: Mutex::default(), freed: Notify::new(), service });
-    let graceful = GracefulShutdown::new();
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
     let stop = stop_requested(app.rocket().shutdown());
     tokio::pin!(stop);
     match bound {
-        Bound::Plain(l) => accept_until(l, &app, &slots, &graceful, stop.as_mut()).await,
-        Bound::Tls(l) => accept_until(l, &app, &slots, &graceful, stop.as_mut()).await,
+        Bound::Plain(l) => accept_until(l, &app, &slots, &stop_seen, stop.as_mut()).await,
+        Bound::Tls(l) => accept_until(l, &app, &slots, &stop_seen, stop.as_mut()).await,
     }
     tracing::info!("shutting down: no new connections; requests in flight have 5 s to finish");
-    // The application is told too: anything waiting on its shutdown handle ends.
+    // Every connection is asked to finish (HTTP/2: GOAWAY); the application is told too:
+    // anything waiting on its shutdown handle ends.
+    let _ = stopping.send(true);
     app.rocket().shutdown().notify();
-    if tokio::time::timeout(GRACE + MERCY, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(GRACE + MERCY, slots.all_closed()).await.is_err() {
         tracing::warn!("shutdown: connections still open after 10 s are dropped");
     }
     if let Ok(app) = Arc::try_unwrap(app) {
@@ -210,7 +253,7 @@ async fn accept_until<L>(
     mut listener: L,
     app: &Arc<Client>,
     slots: &Arc<Slots>,
-    graceful: &GracefulShutdown,
+    stopping: &tokio::sync::watch::Receiver<bool>,
     mut stop: Pin<&mut impl Future<Output = ()>>,
 ) where
     L: Listener + Unpin,
@@ -230,9 +273,14 @@ async fn accept_until<L>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(100)
+        .max_concurrent_streams(H2_STREAMS)
+        .initial_stream_window_size(H2_WINDOW)
+        .initial_connection_window_size(H2_WINDOW)
+        .adaptive_window(false)
+        .max_header_list_size(HEAD_BYTES as u32)
         .keep_alive_interval(Some(header_timeout))
         .keep_alive_timeout(header_timeout);
+    let process_budget = Arc::new(Semaphore::new(PROCESS_BODY_BUDGET));
     loop {
         let accepted = tokio::select! {
             biased;
@@ -255,24 +303,142 @@ async fn accept_until<L>(
             continue;
         };
         let _ = conn.enable_nodelay();
-        let (app, keyturn) = (app.clone(), slots.service.clone());
+        let activity = Arc::new(Activity::new());
+        let budget = BodyBudget::new(process_budget.clone());
+        let (app, keyturn, seen) = (app.clone(), slots.service.clone(), activity.clone());
         let service = hyper::service::service_fn(move |req| {
-            let (app, keyturn) = (app.clone(), keyturn.clone());
+            let (app, keyturn, budget) = (app.clone(), keyturn.clone(), budget.clone());
+            let request = seen.begin();
             async move {
+                let _request = request;
                 if let Some(res) = jwks_answer(&keyturn, &req) {
                     return Ok::<_, Infallible>(res);
                 }
-                Ok::<_, Infallible>(answer(&app, peer, req, body_timeout).await)
+                Ok::<_, Infallible>(answer(&app, peer, req, body_timeout, &budget).await)
             }
         });
         let io = TokioIo::new(FirstByteDeadline::new(conn, header_timeout));
-        let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
+        let connection = builder.serve_connection(io, service).into_owned();
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = connection.await {
+            tokio::pin!(connection);
+            let mut closing = false;
+            let ended = loop {
+                let idle_until = activity.idle_deadline(header_timeout);
+                tokio::select! {
+                    ended = connection.as_mut() => break ended,
+                    _ = tokio::time::sleep_until(idle_until), if !closing => {
+                        if activity.idle_for(header_timeout) {
+                            tracing::debug!(%peer, "connection idle for the header time-out: closed");
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                    _ = stopping.wait_for(|stop| *stop), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
+    }
+}
+
+/// When a connection last had a request, and how many it has in flight: a connection with
+/// none in flight and none begun for the header time-out is idle. (hyper closes an idle
+/// HTTP/1 connection itself at its next header read, but keeps an HTTP/2 connection open as
+/// long as its client answers PINGs.)
+struct Activity {
+    in_flight: AtomicUsize,
+    last: Mutex<tokio::time::Instant>,
+}
+
+/// One request in flight on a connection; it ends when dropped.
+struct InFlight(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { in_flight: AtomicUsize::new(0), last: Mutex::new(tokio::time::Instant::now()) }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        InFlight(self.clone())
+    }
+
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
+    }
+
+    /// When the connection becomes idle if nothing happens meanwhile.
+    fn idle_deadline(&self, limit: Duration) -> tokio::time::Instant {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) + limit
+    }
+
+    fn idle_for(&self, limit: Duration) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() >= self.idle_deadline(limit)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The body bytes a connection holds in memory, counted against its own budget and the
+/// process's. Cloned into every request of the connection.
+#[derive(Clone)]
+struct BodyBudget {
+    connection: Arc<Semaphore>,
+    process: Arc<Semaphore>,
+}
+
+/// Body bytes taken from both budgets; given back when dropped (after the answer).
+#[derive(Default)]
+struct Held {
+    connection: Option<OwnedSemaphorePermit>,
+    process: Option<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl BodyBudget {
+    fn new(process: Arc<Semaphore>) -> BodyBudget {
+        BodyBudget { connection: Arc::new(Semaphore::new(CONNECTION_BODY_BUDGET)), process }
+    }
+
+    /// Takes `n` more bytes into `held`, waiting while either budget is spent: the
+    /// connection's first, so one connection never waits on the process budget while
+    /// holding room others could use.
+    async fn take(&self, held: &mut Held, n: usize) {
+        let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+        // The semaphores are never closed: acquiring fails only if they were.
+        let Ok(connection) = self.connection.clone().acquire_many_owned(n32).await else { return };
+        let Ok(process) = self.process.clone().acquire_many_owned(n32).await else { return };
+        for (slot, permit) in [(&mut held.connection, connection), (&mut held.process, process)] {
+            match slot {
+                Some(p) => p.merge(permit),
+                None => *slot = Some(permit),
+            }
+        }
+        held.bytes += n;
+    }
+}
+
+impl Held {
+    /// Gives back what is held beyond `keep` bytes.
+    fn keep_only(&mut self, keep: usize) {
+        let extra = self.bytes.saturating_sub(keep);
+        for permit in [&mut self.connection, &mut self.process].into_iter().flatten() {
+            drop(permit.split(extra));
+        }
+        self.bytes -= extra;
     }
 }
 
@@ -337,25 +503,50 @@ fn security_headers() -> &'static [(HeaderName, HeaderValue)] {
     })
 }
 
-/// Reads the request's body within the time-out and the size limit, then has the
-/// application answer it.
+/// Reads the request's body within the time-out, the size limit and the body budgets,
+/// then has the application answer it.
 async fn answer(
     app: &Client,
     peer: SocketAddr,
     req: hyper::Request<Incoming>,
     body_timeout: Duration,
+    budget: &BodyBudget,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, mut body) = req.into_parts();
+    let mut held = Held::default();
+    let waiting_for_budget = AtomicBool::new(false);
     let read = async {
         let mut data = Vec::new();
-        while let Some(frame) = body.frame().await {
+        if body.is_end_stream() {
+            return Ok::<_, hyper::Error>((data, false));
+        }
+        loop {
+            // Room for the next frame is taken before it is read off the connection, so a
+            // spent budget holds the sender back instead of growing memory.
+            let want = BODY_STEP.min(BODY_BYTES + 1 - data.len());
+            let need = (data.len() + want).saturating_sub(held.bytes);
+            if need > 0 {
+                waiting_for_budget.store(true, Ordering::Relaxed);
+                budget.take(&mut held, need).await;
+                waiting_for_budget.store(false, Ordering::Relaxed);
+            }
+            let Some(frame) = body.frame().await else { break };
             if let Ok(chunk) = frame?.into_data() {
-                data.extend_from_slice(&chunk);
+                let keep = chunk.len().min(BODY_BYTES + 1 - data.len());
+                let extra = (data.len() + keep).saturating_sub(held.bytes);
+                if extra > 0 {
+                    // An HTTP/1 read can be larger than the step: count it all the same.
+                    budget.take(&mut held, extra).await;
+                }
+                // Exactly what the budget counted: a doubling Vec would hold up to twice that.
+                data.reserve_exact(keep);
+                data.extend_from_slice(&chunk[..keep]);
                 if data.len() > BODY_BYTES {
-                    return Ok::<_, hyper::Error>((data, true));
+                    return Ok((data, true));
                 }
             }
         }
+        held.keep_only(data.len());
         Ok((data, false))
     };
     let (data, cut) = match tokio::time::timeout(body_timeout, read).await {
@@ -364,12 +555,38 @@ async fn answer(
             tracing::info!(%peer, "request body could not be read: {e}");
             return refusal(400, "invalid_request", "the request body could not be read".into());
         }
+        Err(_) if waiting_for_budget.load(Ordering::Relaxed) => {
+            tracing::warn!(%peer, "request body refused: the memory for request bodies stayed spent for {}s", body_timeout.as_secs());
+            let mut busy = refusal(
+                503,
+                "temporarily_unavailable",
+                "too many request bodies are in flight: try again shortly".into(),
+            );
+            busy.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return busy;
+        }
         Err(_) => {
             tracing::info!(%peer, "request body not received within {}s: answered 408", body_timeout.as_secs());
             let text = format!("the request body did not arrive within {} s", body_timeout.as_secs());
             return refusal(408, "request_timeout", text);
         }
     };
+    // Boxed: Rocket's dispatch is a large future, and hyper allocates each stream's whole
+    // future when the stream opens; unboxed, every HTTP/2 stream still sending its body
+    // would hold room for a dispatch it has not reached.
+    let answered = Box::pin(dispatch(app, peer, parts, data, cut)).await;
+    drop(held);
+    answered
+}
+
+/// Has the application answer a request whose body was read whole.
+async fn dispatch(
+    app: &Client,
+    peer: SocketAddr,
+    parts: hyper::http::request::Parts,
+    data: Vec<u8>,
+    cut: bool,
+) -> hyper::Response<Full<Bytes>> {
     let Ok(method) = parts.method.as_str().parse::<Method>() else {
         return refusal(405, "method_not_allowed", "this method is not served".into());
     };

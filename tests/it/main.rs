@@ -22,6 +22,7 @@ mod docs;
 mod faults;
 mod forward;
 mod gateways;
+mod http2;
 mod interop;
 mod jwks;
 mod lease;
