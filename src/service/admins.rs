@@ -167,24 +167,32 @@ impl Keyturn {
         }
     }
 
-    /// Signs in: checks the rate limits, then the password (argon2id; the same work is done
-    /// for unknown names), and on success starts a fresh session.
+    /// Signs in: reserves one failure under the address and the account (or answers
+    /// [`SignIn::Limited`] when either has none left), checks the password (argon2id; the
+    /// same work is done for unknown names), and on success takes the reservation back and
+    /// starts a fresh session. Reserving before argon2 runs is what bounds concurrent
+    /// guesses: with `n` failures left, at most `n` checks are ever in flight per address
+    /// and per account, however many requests arrive at once.
     pub fn sign_in(&self, name: &str, password: &str, source: &str) -> Result<SignIn> {
         let now = self.clock.now();
         // Counted in the database, so every node of a cluster sees every failure.
         let account: String = name.chars().take(64).collect();
         let keys = [format!("ip:{source}"), format!("account:{account}")];
         let window_start = now - SIGN_IN_WINDOW;
-        let k = keys.clone();
-        let failures = self.store.read_pooled_blocking(|c| {
-            store::signins::failures_since(c, &[k[0].as_str(), k[1].as_str()], window_start)
+        let attempt = random_id(12);
+        let over = self.store.write_blocking(|tx| {
+            store::signins::reserve(
+                tx,
+                &[keys[0].as_str(), keys[1].as_str()],
+                &attempt,
+                now,
+                window_start,
+                SIGN_IN_FAILURES as u64,
+            )
         })?;
-        let wait = failures
-            .iter()
-            .filter(|(n, _)| *n >= SIGN_IN_FAILURES as u64)
-            .map(|(_, oldest)| (*oldest + SIGN_IN_WINDOW - now).try_into().unwrap_or_default())
-            .max();
-        if let Some(wait) = wait {
+        if let Some(wait) =
+            over.iter().map(|oldest| (*oldest + SIGN_IN_WINDOW - now).try_into().unwrap_or_default()).max()
+        {
             return Ok(SignIn::Limited(wait));
         }
         let stored = if name.len() <= 64 {
@@ -199,8 +207,8 @@ impl Keyturn {
         let ok = password.len() <= 1024 && self.password_matches(phc, password) && stored.is_some();
         let (audit_name, source_owned) = (name.chars().take(64).collect::<String>(), source.to_owned());
         if !ok {
+            // The reservation stays: it is the failure.
             self.store.write_blocking(|tx| {
-                store::signins::record(tx, &[keys[0].as_str(), keys[1].as_str()], now, window_start)?;
                 audited(
                     tx,
                     now,
@@ -216,6 +224,7 @@ impl Keyturn {
         let session = Session { admin: name.to_owned(), csrf: random_id(24) };
         let (id_hash, s) = (secret_digest(&id), session.clone());
         self.store.write_blocking(|tx| {
+            store::signins::release(tx, &attempt)?;
             store::signins::clear(tx, &keys[1])?;
             store::admins::insert_session(tx, &id_hash, &s.admin, &s.csrf, now, Some(&source_owned))?;
             audited(tx, now, &Actor::admin(&s.admin, Some(source_owned.clone())), "admin.sign_in", None, None)

@@ -22,6 +22,12 @@ pub fn record(
     Ok(())
 }
 
+/// When `action` was last recorded on `target`, if ever.
+pub fn last(conn: &Conn<'_>, action: &str, target: &str) -> Result<Option<Instant>> {
+    let rows = conn.query("SELECT max(at) FROM audit_log WHERE action = ?1 AND target = ?2", args![action, target])?;
+    Ok(rows.first().map(|r| r.get::<Option<i64>>(0)).transpose()?.flatten().map(from_unix))
+}
+
 /// Records matching `f`, newest first.
 pub fn search(conn: &Conn<'_>, f: &AuditQuery) -> Result<Vec<AuditEntry>> {
     // Each filter is "absent, or matches"; the casts tell PostgreSQL each argument's type

@@ -29,7 +29,7 @@ const TABLES: &[(&str, &str)] = &[
     ("admins", "name, password_hash, created_at, created_by, password_changed_at"),
     ("admin_sessions", "id_hash, admin, csrf, created_at, last_seen, source"),
     ("setup_links", "token_hash, created_at, expires_at, used_at, created_by"),
-    ("sign_in_failures", "key, at"),
+    ("sign_in_failures", "key, at, attempt"),
 ];
 
 /// Identity columns whose sequence must continue after the copied ids (PostgreSQL).

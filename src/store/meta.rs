@@ -30,3 +30,9 @@ pub fn set_if_absent(tx: &Tx<'_>, name: &str, value: &[u8]) -> Result<bool> {
         .execute("INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING", args![name, value])?
         == 1)
 }
+
+/// Deletes a value.
+pub fn delete(tx: &Tx<'_>, name: &str) -> Result<()> {
+    tx.execute("DELETE FROM meta WHERE name = ?1", args![name])?;
+    Ok(())
+}

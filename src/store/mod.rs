@@ -43,6 +43,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_tokens.sql"),
     include_str!("migrations/0004_admins.sql"),
     include_str!("migrations/0005_signins.sql"),
+    include_str!("migrations/0006_signin_attempts.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_keys.sql"),
@@ -50,6 +51,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0003_tokens.sql"),
     include_str!("migrations/postgres/0004_admins.sql"),
     include_str!("migrations/postgres/0005_signins.sql"),
+    include_str!("migrations/postgres/0006_signin_attempts.sql"),
 ];
 const _: () = assert!(SQLITE_MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 

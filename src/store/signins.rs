@@ -4,8 +4,41 @@
 use super::{args, Conn, Result, Tx};
 use crate::clock::{from_unix, to_unix, Instant};
 
+/// Reserves one failure under each of `keys` for the sign-in `attempt`, unless a key
+/// already has `limit` failures (reservations included) after `since`: then nothing is
+/// recorded and the answer is the oldest failure of each key over the limit. Failures at or
+/// before `since` are forgotten first. Run inside the write transaction, which commits
+/// alone, so concurrent sign-ins see each other's reservations.
+pub fn reserve(
+    tx: &Tx<'_>,
+    keys: &[&str; 2],
+    attempt: &str,
+    at: Instant,
+    since: Instant,
+    limit: u64,
+) -> Result<Vec<Instant>> {
+    tx.execute("DELETE FROM sign_in_failures WHERE at <= ?1", args![to_unix(since)])?;
+    let over: Vec<Instant> =
+        failures_since(tx, keys, since)?.into_iter().filter(|(n, _)| *n >= limit).map(|(_, oldest)| oldest).collect();
+    if over.is_empty() {
+        for key in keys {
+            tx.execute(
+                "INSERT INTO sign_in_failures (key, at, attempt) VALUES (?1, ?2, ?3)",
+                args![key, to_unix(at), attempt],
+            )?;
+        }
+    }
+    Ok(over)
+}
+
+/// Takes back the reservations of a sign-in `attempt` that succeeded.
+pub fn release(tx: &Tx<'_>, attempt: &str) -> Result<()> {
+    tx.execute("DELETE FROM sign_in_failures WHERE attempt = ?1", args![attempt])?;
+    Ok(())
+}
+
 /// For each of `keys` with failures after `since`: how many, and the oldest.
-pub fn failures_since(conn: &Conn<'_>, keys: &[&str; 2], since: Instant) -> Result<Vec<(u64, Instant)>> {
+fn failures_since(conn: &Conn<'_>, keys: &[&str; 2], since: Instant) -> Result<Vec<(u64, Instant)>> {
     conn.query(
         "SELECT count(*), min(at) FROM sign_in_failures WHERE key IN (?1, ?2) AND at > ?3 GROUP BY key",
         args![keys[0], keys[1], to_unix(since)],
@@ -13,15 +46,6 @@ pub fn failures_since(conn: &Conn<'_>, keys: &[&str; 2], since: Instant) -> Resu
     .iter()
     .map(|r| Ok((r.get::<i64>(0)?.max(0) as u64, from_unix(r.get(1)?))))
     .collect()
-}
-
-/// Records one failure under each key, and forgets failures older than `forget_before`.
-pub fn record(tx: &Tx<'_>, keys: &[&str; 2], at: Instant, forget_before: Instant) -> Result<()> {
-    tx.execute("DELETE FROM sign_in_failures WHERE at <= ?1", args![to_unix(forget_before)])?;
-    for key in keys {
-        tx.execute("INSERT INTO sign_in_failures (key, at) VALUES (?1, ?2)", args![key, to_unix(at)])?;
-    }
-    Ok(())
 }
 
 /// Forgets the failures under `key` (a successful sign-in to that account).
