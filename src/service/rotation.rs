@@ -92,6 +92,10 @@ pub struct RotateOutcome {
     /// The new pending key an emergency rotation published, when it promoted the old one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending: Option<String>,
+    /// This emergency rotation repeated one answered less than `jwks_max_age` +
+    /// `clock_skew` ago (a retry whose answer was lost, a second administrator, another
+    /// node): nothing changed, and the other fields describe that earlier rotation.
+    pub repeated: bool,
 }
 
 /// What revoking a key did.
@@ -456,17 +460,29 @@ impl Keyturn {
                     done,
                     fresh_key: false,
                     pending: None,
+                    repeated: false,
                 })
             }
             RotateMode::Emergency => {
-                // The replacement pending key (or, when no pending key is published, the
+                // The replacement pending key (or, when no pending key is seasoned, the
                 // fresh key that signs), made ahead of the transaction.
                 let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy)?;
                 let by = actor.clone();
-                let (retired, next) = self.store.write_blocking(move |tx| {
+                let seasoned = policy.jwks_max_age + policy.clock_skew;
+                let outcome = self.store.write_blocking(move |tx| {
                     let live = store::keys::live(tx)?;
                     let find = |state| live.iter().find(|r| r.record.alg == alg && r.record.state == state);
                     let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
+                    if let Some(earlier) = repeated_emergency(tx, &live, active.map(|a| &a.record), now, seasoned)? {
+                        let detail = format!(
+                            "{alg}: emergency rotation asked again within jwks_max_age + clock_skew of the one that made {} sign: nothing changed (revoke the key if it is compromised)",
+                            earlier.activate.as_deref().unwrap_or("-")
+                        );
+                        audited(tx, now, &by, "key.rotate.emergency.repeated", earlier.activate.as_deref(), Some(&detail))?;
+                        return Ok(RotateOutcome { mode, ..earlier });
+                    }
+                    // Only a pending key every caching verifier has fetched may sign at once.
+                    let pending = pending.filter(|p| p.record.published_at + seasoned <= now);
                     let detail = match pending {
                         Some(p) => format!(
                             "{alg}: emergency rotation, the pending key {} (published since {}) signs at once; verifiers holding the current JWKS already have it",
@@ -474,7 +490,7 @@ impl Keyturn {
                             clock::rfc3339(p.record.published_at)
                         ),
                         None => format!(
-                            "{alg}: emergency rotation, no pending key was published, so a fresh key signs at once; verifiers that cached the JWKS may fail until they refetch it"
+                            "{alg}: emergency rotation with a fresh key: no pending key had been published for jwks_max_age + clock_skew, so verifiers that cached the JWKS may refuse its tokens until they refetch it"
                         ),
                     };
                     if let Some(a) = active {
@@ -483,21 +499,31 @@ impl Keyturn {
                     }
                     let pending = pending.map(|p| &p.record.kid);
                     let next = sign_with_next(tx, pending, fresh, &sealed, now, &by, "key.rotate.emergency", &detail)?;
-                    Ok((active.map(|a| a.record.kid.clone()), next))
+                    let fresh_key = next.signs == next.fresh;
+                    Ok(RotateOutcome {
+                        mode,
+                        alg,
+                        activate: Some(next.signs.to_string()),
+                        retire: active.map(|a| a.record.kid.to_string()),
+                        at: clock::rfc3339(now),
+                        done: true,
+                        fresh_key,
+                        pending: (!fresh_key).then(|| next.fresh.to_string()),
+                        repeated: false,
+                    })
                 })?;
-                self.reload()?;
-                let fresh_key = next.signs == next.fresh;
-                tracing::warn!(%alg, kid = %next.signs, fresh_key, actor = %actor.name, "emergency rotation");
-                Ok(RotateOutcome {
-                    mode,
-                    alg,
-                    activate: Some(next.signs.to_string()),
-                    retire: retired.map(|k| k.to_string()),
-                    at: clock::rfc3339(now),
-                    done: true,
-                    fresh_key,
-                    pending: (!fresh_key).then(|| next.fresh.to_string()),
-                })
+                if !outcome.repeated {
+                    self.reload()?;
+                }
+                tracing::warn!(
+                    %alg,
+                    kid = outcome.activate.as_deref().unwrap_or("-"),
+                    fresh_key = outcome.fresh_key,
+                    repeated = outcome.repeated,
+                    actor = %actor.name,
+                    "emergency rotation"
+                );
+                Ok(outcome)
             }
         }
     }
@@ -523,8 +549,11 @@ impl Keyturn {
             retire: active.map(|a| a.kid.to_string()),
             at: clock::rfc3339(at),
             done: false,
-            fresh_key: mode == RotateMode::Emergency && pending.is_none(),
+            fresh_key: mode == RotateMode::Emergency
+                && pending
+                    .is_none_or(|p| p.published_at + published.policy.jwks_max_age + published.policy.clock_skew > now),
             pending: None,
+            repeated: false,
         })
     }
 
@@ -584,6 +613,41 @@ impl Keyturn {
         tracing::warn!(%kid, actor = %actor.name, "key revoked");
         Ok(outcome)
     }
+}
+
+/// The emergency rotation that made `active` sign, when it was answered less than
+/// `seasoned` (`jwks_max_age` + `clock_skew`) before `now`: a second one now would retire a
+/// key verifiers may not have fetched yet for one they certainly have not. Described as its
+/// own answer said, from the keys as they stand.
+fn repeated_emergency(
+    tx: &store::Tx<'_>,
+    live: &[store::keys::KeyRow],
+    active: Option<&KeyRecord>,
+    now: Instant,
+    seasoned: Duration,
+) -> store::Result<Option<RotateOutcome>> {
+    let Some(active) = active else { return Ok(None) };
+    let Some(at) = active.activated_at.filter(|at| *at + seasoned > now) else { return Ok(None) };
+    if store::audit::last(tx, "key.rotate.emergency", active.kid.as_str())? != Some(at) {
+        return Ok(None);
+    }
+    let alg = active.alg;
+    let retired = store::keys::all(tx)?
+        .into_iter()
+        .find(|r| r.record.alg == alg && r.record.state == KeyState::Retired && r.record.retired_at == Some(at));
+    let pending = live.iter().find(|r| r.record.alg == alg && r.record.state == KeyState::Pending);
+    let fresh_key = active.published_at + seasoned > at;
+    Ok(Some(RotateOutcome {
+        mode: RotateMode::Emergency,
+        alg,
+        activate: Some(active.kid.to_string()),
+        retire: retired.map(|r| r.record.kid.to_string()),
+        at: clock::rfc3339(at),
+        done: true,
+        fresh_key,
+        pending: pending.filter(|_| !fresh_key).map(|p| p.record.kid.to_string()),
+        repeated: true,
+    }))
 }
 
 /// What [`sign_with_next`] did.

@@ -51,6 +51,9 @@ fn done_message(done: Option<&str>, alg: Option<&str>, kid: Option<&str>) -> Opt
     let kid = kid.filter(|k| k.len() <= 64 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     Some(match (done?, alg, kid) {
         ("rotated", Some(a), Some(k)) => format!("{a} rotated: key {k} signs now."),
+        ("repeated", Some(a), Some(k)) => format!(
+            "{a} was rotated in an emergency moments ago (key {k} signs): nothing changed. Revoke the key if it is compromised."
+        ),
         ("scheduled", Some(a), Some(k)) => {
             format!(
                 "{a} rotation requested: key {k} starts signing once it has been published for the lead (see Next)."
@@ -140,7 +143,11 @@ async fn rotate(service: &State<Arc<Keyturn>>, s: AdminSession, form: Form<Rotat
     let mode = if form.mode == "emergency" { RotateMode::Emergency } else { RotateMode::Graceful };
     let actor = s.actor();
     let outcome = blocking(service, move |svc| svc.rotate(Some(alg), mode, &actor)).await.map_err(|e| e.status)?;
-    let done = if outcome.done { "rotated" } else { "scheduled" };
+    let done = match (outcome.repeated, outcome.done) {
+        (true, _) => "repeated",
+        (false, true) => "rotated",
+        (false, false) => "scheduled",
+    };
     let kid = outcome.activate.unwrap_or_default();
     Ok(Redirect::to(format!("/admin/keys?done={done}&alg={}&kid={kid}", outcome.alg)))
 }
