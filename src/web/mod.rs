@@ -108,6 +108,12 @@ impl Fairing for RequestLog {
         for (name, value) in SECURITY_HEADERS {
             res.set_header(Header::new(name, value));
         }
+        // Dashboard pages are one administrator's view, and some show a secret once (a new
+        // client secret, API key or token): no cache, shared or private, keeps any of them.
+        if req.uri().path().starts_with("/admin") {
+            res.set_header(Header::new("Cache-Control", "no-store"));
+            res.set_header(Header::new("Pragma", "no-cache"));
+        }
         log_request(id, req.method().as_str(), req.uri().path().as_str(), res.status().code, took);
     }
 }

@@ -1,10 +1,19 @@
 //! Signing in and out, and the one-time setup link that creates an administrator.
+//!
+//! The sign-in and setup forms come before any session, so they cannot carry the session's
+//! CSRF token; without a defence another site could post them from a victim's browser
+//! (login CSRF: the victim is signed in to the attacker's account, or a stolen setup link
+//! is redeemed from the victim's address). Each form carries a token bound to a private,
+//! HttpOnly, SameSite=Strict cookie ([`form_token`]), and a post is taken only when the
+//! token matches and the request's `Origin` (or `Sec-Fetch-Site`) says it came from this
+//! site ([`SameSite`]).
 
 use std::sync::Arc;
 
 use askama::Template;
 use rocket::form::{Form, FromForm};
-use rocket::http::{CookieJar, Status};
+use rocket::http::{Cookie, CookieJar, SameSite as CookieSameSite, Status};
+use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::content::RawHtml;
 use rocket::response::Redirect;
 use rocket::{get, post, routes, Route, State};
@@ -36,14 +45,90 @@ async fn no_admin_yet(service: &Arc<Keyturn>) -> bool {
     blocking(service, |s| s.admin_count()).await.is_ok_and(|n| n == 0)
 }
 
+/// The pre-session form token: the one in the browser's form cookie, or a new one set now.
+fn form_token(jar: &CookieJar<'_>, tls: bool) -> String {
+    let name = form_cookie_name(tls);
+    if let Some(existing) = jar.get_private(name) {
+        return existing.value().to_owned();
+    }
+    let token = crate::service::random_id(24);
+    let cookie =
+        Cookie::build((name, token.clone())).http_only(true).same_site(CookieSameSite::Strict).secure(tls).path("/");
+    jar.add_private(cookie);
+    token
+}
+
+fn form_cookie_name(tls: bool) -> &'static str {
+    if tls {
+        "__Host-keyturn-form"
+    } else {
+        "keyturn-form"
+    }
+}
+
+/// Whether a posted sign-in or setup form carries the token of this browser's form cookie.
+fn form_token_ok(jar: &CookieJar<'_>, tls: bool, presented: Option<&str>) -> bool {
+    let Some(cookie) = jar.get_private(form_cookie_name(tls)) else { return false };
+    presented.is_some_and(|p| crate::service::secret_matches(&crate::service::secret_digest(cookie.value()), p))
+}
+
+/// Whether a request was sent by a page of this site, as the browser tells it: `Origin`
+/// names this server (its `Host`, or the configured issuer's origin), or, without `Origin`,
+/// `Sec-Fetch-Site` is not `cross-site`. A client that sends neither (curl, a script) is
+/// not a browser being steered by another site; the form token still applies to it.
+pub(super) struct SameSite(pub bool);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SameSite {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let headers = req.headers();
+        let issuer = req.rocket().state::<Arc<Keyturn>>().map(|s| s.config().issuer.clone()).unwrap_or_default();
+        let same = match headers.get_one("Origin") {
+            Some(origin) => origin_is_ours(origin, headers.get_one("Host"), &issuer),
+            None => headers.get_one("Sec-Fetch-Site").is_none_or(|site| !site.eq_ignore_ascii_case("cross-site")),
+        };
+        if !same {
+            tracing::warn!(
+                origin = headers.get_one("Origin").unwrap_or("-"),
+                "a sign-in or setup form was posted from another site: refused (login CSRF)"
+            );
+        }
+        Outcome::Success(SameSite(same))
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is this server's: the host and port of the
+/// request's `Host`, or the issuer's origin.
+fn origin_is_ours(origin: &str, host: Option<&str>, issuer: &str) -> bool {
+    let origin = origin.trim().trim_end_matches('/');
+    let Some((_, authority)) = origin.split_once("://") else { return false };
+    if host.is_some_and(|h| h.trim().eq_ignore_ascii_case(authority)) {
+        return true;
+    }
+    let issuer_origin = issuer.split_once("://").map(|(scheme, rest)| {
+        let authority = rest.split('/').next().unwrap_or_default();
+        format!("{scheme}://{authority}")
+    });
+    issuer_origin.is_some_and(|o| o.eq_ignore_ascii_case(origin))
+}
+
+/// Why a sign-in or setup form was refused before its fields were looked at.
+const FORM_REFUSED: &str =
+    "This form expired or was sent from another site. Nothing was done; send it again from this page.";
+
 #[get("/admin/login")]
-async fn login_page(service: &State<Arc<Keyturn>>) -> Page {
+async fn login_page(service: &State<Arc<Keyturn>>, jar: &CookieJar<'_>, config: &rocket::Config) -> Page {
     let no_admin = no_admin_yet(service).await;
-    render(&LoginPage { f: frame(service, "Sign in", None), error: None, name: String::new(), no_admin })
+    let mut f = frame(service, "Sign in", None);
+    f.csrf = form_token(jar, config.tls_enabled());
+    render(&LoginPage { f, error: None, name: String::new(), no_admin })
 }
 
 #[derive(FromForm)]
 struct LoginForm {
+    csrf: Option<String>,
     name: String,
     password: String,
 }
@@ -54,21 +139,26 @@ async fn login(
     jar: &CookieJar<'_>,
     config: &rocket::Config,
     from: ClientAddress,
+    same_site: SameSite,
     form: Form<LoginForm>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
     let form = form.into_inner();
+    let tls = config.tls_enabled();
+    let no_admin = no_admin_yet(service).await;
+    let page = |status: Status, error: &str, name: String| {
+        let mut f = frame(service, "Sign in", None);
+        f.csrf = form_token(jar, tls);
+        let html =
+            render(&LoginPage { f, error: Some(error.to_owned()), name, no_admin }).map(|h| h.0).unwrap_or_default();
+        (status, RawHtml(html))
+    };
+    if !same_site.0 || !form_token_ok(jar, tls, form.csrf.as_deref()) {
+        return Err(page(Status::Forbidden, FORM_REFUSED, String::new()));
+    }
     let source = from.text();
     let (name, password) = (form.name.trim().to_owned(), form.password);
     let attempt = name.clone();
     let outcome = blocking(service, move |s| s.sign_in(&attempt, &password, &source)).await;
-    let no_admin = no_admin_yet(service).await;
-    let page = |status: Status, error: &str, name: String| {
-        let html =
-            render(&LoginPage { f: frame(service, "Sign in", None), error: Some(error.to_owned()), name, no_admin })
-                .map(|h| h.0)
-                .unwrap_or_default();
-        (status, RawHtml(html))
-    };
     match outcome {
         Ok(SignIn::Ok(id, _)) => {
             // A new session id at every sign-in; any earlier session cookie is replaced.
@@ -116,7 +206,7 @@ async fn logout(
     .await
     .map_err(|_| Status::InternalServerError)?;
     for name in ["keyturn-session", "__Host-keyturn-session"] {
-        jar.remove_private(rocket::http::Cookie::from(name));
+        jar.remove_private(Cookie::from(name));
     }
     Ok(Redirect::to("/admin/login"))
 }
@@ -130,7 +220,12 @@ struct SetupPage {
 }
 
 #[get("/admin/setup?<token>")]
-async fn setup_page(service: &State<Arc<Keyturn>>, token: Option<String>) -> Page {
+async fn setup_page(
+    service: &State<Arc<Keyturn>>,
+    jar: &CookieJar<'_>,
+    config: &rocket::Config,
+    token: Option<String>,
+) -> Page {
     let token = token.unwrap_or_default();
     let check = token.clone();
     let usable = blocking(service, move |s| s.setup_link_usable(&check)).await.unwrap_or(false);
@@ -141,11 +236,14 @@ async fn setup_page(service: &State<Arc<Keyturn>>, token: Option<String>) -> Pag
             message: "It is unknown, already used, or older than 15 minutes. Ask for a new one with `keyturn admin add` on the host.".into(),
         });
     }
-    render(&SetupPage { f: frame(service, "Create an administrator", None), token, error: None })
+    let mut f = frame(service, "Create an administrator", None);
+    f.csrf = form_token(jar, config.tls_enabled());
+    render(&SetupPage { f, token, error: None })
 }
 
 #[derive(FromForm)]
 struct SetupForm {
+    csrf: Option<String>,
     token: String,
     name: String,
     password: String,
@@ -158,19 +256,21 @@ async fn setup(
     jar: &CookieJar<'_>,
     config: &rocket::Config,
     from: ClientAddress,
+    same_site: SameSite,
     form: Form<SetupForm>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
     let form = form.into_inner();
+    let tls = config.tls_enabled();
     let again = |status: Status, error: String| {
-        let html = render(&SetupPage {
-            f: frame(service, "Create an administrator", None),
-            token: form.token.clone(),
-            error: Some(error),
-        })
-        .map(|h| h.0)
-        .unwrap_or_default();
+        let mut f = frame(service, "Create an administrator", None);
+        f.csrf = form_token(jar, tls);
+        let html =
+            render(&SetupPage { f, token: form.token.clone(), error: Some(error) }).map(|h| h.0).unwrap_or_default();
         (status, RawHtml(html))
     };
+    if !same_site.0 || !form_token_ok(jar, tls, form.csrf.as_deref()) {
+        return Err(again(Status::Forbidden, FORM_REFUSED.into()));
+    }
     if form.password != form.confirm {
         return Err(again(Status::BadRequest, "The two passwords differ.".into()));
     }
