@@ -36,6 +36,10 @@ pub enum Command {
         #[arg(long)]
         tls_self_signed: bool,
     },
+    /// Create the installation the settings point at (data dir, key-encryption key,
+    /// database, the first keys), as `serve` does on its first start, and exit. Every other
+    /// command needs an installation and creates none.
+    Init,
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -169,6 +173,9 @@ pub enum DbCommand {
         #[arg(long)]
         to: String,
     },
+    /// Serve this SQLite database again after `db copy` marked it as copied away (abandoning
+    /// the copy: never serve both).
+    Reuse,
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +250,27 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Config { command: ConfigCommand::Check } => config_check(&inputs),
         Command::Serve { tls_self_signed } => serve(&inputs, tls_self_signed),
+        Command::Init => init(&inputs),
+        Command::Db { command: DbCommand::Reuse } => {
+            let config = match load_or_exit(&inputs) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match crate::service::reuse_copied_database(&config, &Clock::system()) {
+                Ok(Some(to)) => {
+                    println!("this database is served again; the copy made to {to} is abandoned: do not serve it");
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    println!("this database was not marked as copied away: nothing to do");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("keyturn: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Apikey { command: ApikeyCommand::Create { role, name } } => apikey_create(&inputs, &role, &name),
         Command::Apikey { command } => with_service(&inputs, |s, actor| match command {
             ApikeyCommand::List => s.list_api_keys().map(|keys| {
@@ -303,14 +331,39 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Opens the service on the data dir for a one-off command. Works beside a running daemon:
-/// SQLite serializes the writers, and the daemon picks the change up within a second.
+/// Opens the installation for a one-off command (never creating one). Works beside a
+/// running daemon: SQLite serializes the writers, and the daemon picks the change up within
+/// a second.
 fn open_service(inputs: &Inputs) -> Result<crate::service::Keyturn, ExitCode> {
     let config = load_or_exit(inputs)?;
-    crate::service::Keyturn::open(config, Clock::system()).map_err(|e| {
+    crate::service::Keyturn::open_existing(config, Clock::system()).map_err(|e| {
         eprintln!("keyturn: {e}");
         ExitCode::from(1)
     })
+}
+
+/// `keyturn init`: creates the installation (or finds it there) and says where it is.
+fn init(inputs: &Inputs) -> ExitCode {
+    let config = match load_or_exit(inputs) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let existed = crate::service::installed(&config);
+    match crate::service::Keyturn::open(config, Clock::system()) {
+        Ok(service) => {
+            let what = if existed { "already initialized" } else { "initialized" };
+            println!(
+                "{what}: database {}, key-encryption key {}",
+                service.database_shown(),
+                service.config().kek_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn apikey_create(inputs: &Inputs, role: &str, name: &str) -> ExitCode {
@@ -379,6 +432,14 @@ fn config_check(inputs: &Inputs) -> ExitCode {
             Some((format!("\"{value}\""), source.to_owned()))
         })
     );
+    match crate::service::kek::check_installation(&config) {
+        Ok(line) => println!("# {line}"),
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            eprintln!("keyturn: the configuration is not usable as it stands");
+            return ExitCode::from(2);
+        }
+    }
     println!("# configuration is valid");
     ExitCode::SUCCESS
 }

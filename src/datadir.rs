@@ -103,8 +103,19 @@ pub fn read_kek(path: &Path) -> Result<Kek, Error> {
     let raw = if bytes.len() == KEK_LEN {
         bytes
     } else {
-        let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
-        Zeroizing::new(STANDARD.decode(text).map_err(|_| err(format!("must hold {KEK_LEN} bytes (raw or base64)")))?)
+        // Not 32 raw bytes: base64 text of 32 bytes, or a file that is neither.
+        let wrong = |what: String| {
+            err(format!(
+                "must hold exactly {KEK_LEN} random bytes, raw or as base64 text (`head -c {KEK_LEN} /dev/urandom > FILE`); it holds {what}"
+            ))
+        };
+        let text = std::str::from_utf8(&bytes).map(str::trim).ok().filter(|t| !t.is_empty());
+        let decoded = text.and_then(|t| STANDARD.decode(t).ok()).map(Zeroizing::new);
+        match decoded {
+            Some(d) if d.len() == KEK_LEN => d,
+            Some(d) => return Err(wrong(format!("base64 text of {} bytes", d.len()))),
+            None => return Err(wrong(format!("{} bytes", bytes.len()))),
+        }
     };
     Kek::from_bytes(&raw).map_err(|e| err(e.to_string()))
 }

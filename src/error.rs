@@ -22,6 +22,10 @@ pub enum Error {
     /// A cluster node lacks what every node must share.
     #[error("{0}. Nothing was changed")]
     ClusterSetup(String),
+    #[error("{0}. Nothing was created")]
+    NotInstalled(String),
+    #[error("{0}")]
+    CopiedAway(String),
     #[error("key {kid} failed to load: {reason}; refusing to sign with it. Nothing was changed")]
     KeyDoesNotLoad { kid: KeyId, reason: String },
     #[error("the key table cannot be read ({0}); refusing to start rather than drop the key from the key set. Restore the database from a backup; nothing was changed")]

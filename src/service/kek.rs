@@ -80,6 +80,54 @@ pub(super) fn check_value(kek: &Kek, kek_file: &Path) -> Result<Vec<u8>> {
     kek.seal(CHECK_LABEL, b"keyturn").map_err(|e| Error::Kek { path: kek_file.to_owned(), reason: e.to_string() })
 }
 
+/// What `config check` finds of the installation, changing nothing: the database the
+/// settings point at is opened, and the key-encryption key is read and tried against the
+/// database's check value. The answer is a line to print, or the problem in the words
+/// start-up would use.
+pub fn check_installation(config: &crate::config::Config) -> Result<String> {
+    let location = super::database_location(config)?;
+    let kek_file = &config.kek_file;
+    match super::installation_exists(config, &location) {
+        Ok(()) => {}
+        Err(Error::NotInstalled(_)) => {
+            if let store::Location::File(_) = location {
+                refuse_lost_database(kek_file, &DataDir::new(&config.data_dir))?;
+            }
+            let kek = if kek_file.exists() {
+                datadir::read_kek(kek_file)?;
+                format!("the key-encryption key {} will seal its keys", kek_file.display())
+            } else {
+                format!("a new key-encryption key will be made at {}", kek_file.display())
+            };
+            return Ok(format!(
+                "no keyturn database yet at {location}: `keyturn serve` or `keyturn init` creates it; {kek}"
+            ));
+        }
+        Err(e) => return Err(e),
+    }
+    let store = store::Store::open_at(&location)?;
+    super::refuse_copied_away(&store)?;
+    let version = store.schema_version()?;
+    let check = store.read_blocking(|c| meta::get(c, CHECK_LABEL))?;
+    let Some(check) = check else {
+        return Ok(format!("database {location} (schema version {version}) holds no sealed key yet"));
+    };
+    if !kek_file.exists() {
+        return Err(Error::Kek {
+            path: kek_file.to_owned(),
+            reason: "is missing, but the database holds keys sealed under a key-encryption key; restore the file or point KEYTURN_KEK_FILE at it".into(),
+        });
+    }
+    let kek = datadir::read_kek(kek_file)?;
+    if kek.open(CHECK_LABEL, &check).is_err() {
+        return Err(Error::KekMismatch { path: kek_file.to_owned(), what: "the database's check value".into() });
+    }
+    Ok(format!(
+        "database {location} (schema version {version}): the key-encryption key {} opens its keys",
+        kek_file.display()
+    ))
+}
+
 impl Keyturn {
     /// Fails unless this process's key-encryption key still opens the database's check value:
     /// after a `kek rotate` elsewhere, a process holding the old key must not seal new keys.

@@ -164,12 +164,28 @@ impl Keyturn {
     /// any rotation that fell due while the daemon was down, once).
     ///
     /// Everything that can refuse is checked before anything is written, so a refusal
-    /// leaves the data dir as it was.
+    /// leaves the data dir as it was. Creates the installation (data dir, key-encryption
+    /// key, database, keys) when there is none: `serve` and `init` open this way.
     pub fn open(config: Config, clock: Clock) -> Result<Keyturn> {
+        Keyturn::open_with(config, clock, true)
+    }
+
+    /// Opens an installation that exists, for the commands that only read or change one
+    /// (`keys list`, `token issue`, `apikey create`, …): with no keyturn database where the
+    /// settings point, it says where it looked and creates nothing, so a command run from
+    /// the wrong directory never makes keys no server publishes.
+    pub fn open_existing(config: Config, clock: Clock) -> Result<Keyturn> {
+        Keyturn::open_with(config, clock, false)
+    }
+
+    fn open_with(config: Config, clock: Clock, create: bool) -> Result<Keyturn> {
         crate::keys::install_crypto_provider();
         let data_dir = DataDir::new(&config.data_dir);
-        data_dir.prepare()?;
         let location = database_location(&config)?;
+        if !create {
+            installation_exists(&config, &location)?;
+        }
+        data_dir.prepare()?;
         match &location {
             store::Location::File(_) => kek::refuse_lost_database(&config.kek_file, &data_dir)?,
             store::Location::Postgres(_) => cluster_secrets_given(&config)?,
@@ -177,6 +193,7 @@ impl Keyturn {
         let store = Store::open_at(&location)?;
 
         let stored_check = store.read_blocking(|c| meta::get(c, kek::CHECK_LABEL))?;
+        refuse_copied_away(&store)?;
         let (kek, new_kek) = kek::custody(&config.kek_file, stored_check.as_deref())?;
 
         store.migrate()?;
@@ -267,6 +284,10 @@ impl Keyturn {
     /// sealed under the same key-encryption key, with the same kids; revocations, clients,
     /// API keys, administrators, settings and the audit log come along, and the copy is
     /// audited in the new database. Returns each table's row count.
+    ///
+    /// The source is then marked as copied away (audited there too): a node started on it
+    /// again refuses, since two live copies would be two installations — two key sets, and
+    /// revocations each side never hears of. `keyturn db reuse` takes the mark back.
     pub fn copy_database_to(&self, url: &crate::config::DatabaseUrl, by: &Actor) -> Result<Vec<(&'static str, u64)>> {
         let target = store::Target::parse(url.expose()).map_err(|e| Error::Invalid(vec![e]))?;
         let to = Store::open_at(&store::Location::Postgres(Box::new(target)))?;
@@ -275,7 +296,24 @@ impl Keyturn {
         let counts = store::copy::copy_into(&self.store, &to, |tx| {
             audited(tx, now, by, "database.copy", None, Some(&format!("copied from {from}")))
         })?;
+        let mark = format!("{} at {}", url.shown, crate::clock::rfc3339(now));
+        self.store.write_blocking(|tx| {
+            meta::set(tx, COPIED_AWAY_LABEL, mark.as_bytes())?;
+            audited(
+                tx,
+                now,
+                by,
+                "database.copied_away",
+                None,
+                Some(&format!("copied to {mark}; this database is no longer served")),
+            )
+        })?;
         Ok(counts)
+    }
+
+    /// Where the database is, fit for logs and messages (never a password).
+    pub fn database_shown(&self) -> String {
+        self.store.location()
     }
 
     pub fn data_dir(&self) -> &DataDir {
@@ -476,6 +514,72 @@ pub fn database_location(config: &Config) -> Result<store::Location> {
             Ok(store::Location::Postgres(Box::new(target)))
         }
         None => Ok(store::Location::File(DataDir::new(&config.data_dir).database)),
+    }
+}
+
+/// The `meta` row `db copy` leaves in the database it copied: where to and when.
+const COPIED_AWAY_LABEL: &str = "copied-away-to";
+
+/// Refuses a database marked by `db copy`, saying where it went and how to undo the mark.
+pub(crate) fn refuse_copied_away(store: &Store) -> Result<()> {
+    let Some(mark) = store.read_blocking(|c| meta::get(c, COPIED_AWAY_LABEL))? else { return Ok(()) };
+    Err(Error::CopiedAway(format!(
+        "the database {} was copied to {} by `keyturn db copy`, and the installation lives there now: serving or changing this copy as well would split it in two (two key sets, revocations one side never sees). Point database_url at the copy; or, to go back to this file and abandon the copy, run `keyturn db reuse` with this data dir. Nothing was changed",
+        store.location(),
+        String::from_utf8_lossy(&mark)
+    )))
+}
+
+/// Takes back the mark `db copy` left in the SQLite database the configuration points at, so
+/// it can be served again (audited). Returns where the copy had gone, or `None` when the
+/// database carried no mark.
+pub fn reuse_copied_database(config: &Config, clock: &Clock) -> Result<Option<String>> {
+    let location = database_location(config)?;
+    installation_exists(config, &location)?;
+    let store = Store::open_at(&location)?;
+    let now = clock.now();
+    let mark = store.write_blocking(|tx| {
+        let mark = meta::get(tx, COPIED_AWAY_LABEL)?;
+        if let Some(m) = &mark {
+            meta::delete(tx, COPIED_AWAY_LABEL)?;
+            let detail =
+                format!("the copy made to {} is abandoned; this database is served again", String::from_utf8_lossy(m));
+            audited(tx, now, &Actor::cli(), "database.reuse", None, Some(&detail))?;
+        }
+        Ok(mark)
+    })?;
+    Ok(mark.map(|m| String::from_utf8_lossy(&m).into_owned()))
+}
+
+/// Whether a keyturn installation exists where `config` points.
+pub fn installed(config: &Config) -> bool {
+    database_location(config).and_then(|l| installation_exists(config, &l)).is_ok()
+}
+
+/// Fails, saying where it looked, unless a keyturn database exists at `location`: a
+/// non-empty SQLite file, or a PostgreSQL database holding keyturn's schema.
+pub(crate) fn installation_exists(config: &Config, location: &store::Location) -> Result<()> {
+    match location {
+        store::Location::File(path) => {
+            if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+                return Ok(());
+            }
+            Err(Error::NotInstalled(format!(
+                "no keyturn database at {} (data_dir = {}): run this command where the daemon runs, or point --config or KEYTURN_DATA_DIR at its data dir; `keyturn serve` or `keyturn init` creates a new installation",
+                path.display(),
+                config.data_dir.display()
+            )))
+        }
+        store::Location::Postgres(target) => {
+            let shown = target.shown.clone();
+            let store = Store::open_at(location)?;
+            if store.schema_version()? > 0 {
+                return Ok(());
+            }
+            Err(Error::NotInstalled(format!(
+                "the PostgreSQL database {shown} holds no keyturn schema: check database_url; `keyturn serve` or `keyturn init` creates a new installation there (or `keyturn db copy` moves one in)"
+            )))
+        }
     }
 }
 
