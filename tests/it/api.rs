@@ -201,6 +201,9 @@ fn pending_kid(keys: &Value) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn emergency_rotation_promotes_the_published_pending_key_at_once() {
     let api = Api::start(&[]).await;
+    // Every caching verifier has fetched the pending key once it has been published for
+    // jwks_max_age + clock_skew (5 min + 1 min by default).
+    api.advance(Duration::from_secs(6 * 60 + 1)).await;
     let (_, keys) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
     let pending = pending_kid(&keys).expect("a pending key is published ahead");
     let before = api.jwks().await;
@@ -275,7 +278,58 @@ fn emergency_rotation_without_a_published_pending_key_says_so_and_signs_with_a_f
     assert_eq!(published.signer(service.resolve_alg(None).expect("alg")).expect("signer").kid().to_string(), fresh);
     let audit = service.audit(None, 50).expect("audit");
     let entry = audit.iter().find(|e| e.action == "key.rotate.emergency").expect("audited");
-    assert!(entry.detail.as_deref().unwrap_or("").contains("may fail until they refetch"), "{entry:?}");
+    assert!(entry.detail.as_deref().unwrap_or("").contains("until they refetch"), "{entry:?}");
+}
+
+/// The reported case: two emergency rotations in a row (a retry whose answer was lost, two
+/// administrators, two nodes) made the pending key published by the first sign at once,
+/// answering `fresh_key: false`. Now an emergency promotes only a pending key published for
+/// jwks_max_age + clock_skew; a younger one stays pending and a fresh key signs, reported
+/// and audited as fresh. A second emergency within that time repeats nothing: it says what
+/// the first did (`repeated`), and is audited as asked again.
+#[test]
+fn a_second_emergency_rotation_says_what_the_first_did_and_an_unseen_pending_key_never_signs() {
+    use keyturn::keys::KeyState;
+    use keyturn::service::rotation::RotateMode;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = fake_clock();
+    let service = keyturn::service::Keyturn::open(support::config(dir.path(), &[]), clock.clone()).expect("open");
+    let kid_of = |state| service.published().keys.iter().find(|k| k.state == state).map(|k| k.kid.to_string());
+    let (active, young) = (kid_of(KeyState::Active).expect("active"), kid_of(KeyState::Pending).expect("pending"));
+
+    // The pending key was published a moment ago: caching verifiers may not have it yet.
+    clock.advance(Duration::from_secs(60));
+    let preview = service.rotate_preview(None, RotateMode::Emergency).expect("preview");
+    assert!(preview.fresh_key, "the preview says a never-seen key will sign: {preview:?}");
+    let first = service.rotate(None, RotateMode::Emergency, &Actor::cli()).expect("rotate");
+    assert!(first.done && first.fresh_key && !first.repeated, "{first:?}");
+    let fresh = first.activate.clone().expect("kid");
+    assert_ne!(fresh, young, "the young pending key does not sign");
+    assert_eq!(first.retire.as_deref(), Some(active.as_str()));
+    assert_eq!(kid_of(KeyState::Pending).as_deref(), Some(young.as_str()), "it stays pending, its lead running");
+    let audit = service.audit(None, 50).expect("audit");
+    let entry = audit.iter().find(|e| e.action == "key.rotate.emergency").expect("audited");
+    assert!(entry.detail.as_deref().unwrap_or("").contains("fresh key"), "audited as fresh: {entry:?}");
+
+    // Asked again a moment later: nothing changes, and the answer is the first one's.
+    clock.advance(Duration::from_secs(5));
+    let keys_before = service.list_keys().expect("keys").len();
+    let again = service.rotate(None, RotateMode::Emergency, &Actor::cli()).expect("rotate again");
+    assert!(again.repeated && again.done && again.fresh_key, "{again:?}");
+    assert_eq!(again.activate.as_deref(), Some(fresh.as_str()));
+    assert_eq!(again.retire.as_deref(), Some(active.as_str()));
+    assert_eq!(again.at, first.at);
+    assert_eq!(service.list_keys().expect("keys").len(), keys_before, "no key made");
+    assert_eq!(kid_of(KeyState::Active).as_deref(), Some(fresh.as_str()));
+    let audit = service.audit(None, 50).expect("audit");
+    assert!(audit.iter().any(|e| e.action == "key.rotate.emergency.repeated"), "the repeat is audited");
+
+    // Once the young key has been published for jwks_max_age + clock_skew, an emergency
+    // promotes it: every caching verifier has it.
+    clock.advance(Duration::from_secs(6 * 60));
+    let later = service.rotate(None, RotateMode::Emergency, &Actor::cli()).expect("a later emergency");
+    assert!(!later.repeated && !later.fresh_key, "{later:?}");
+    assert_eq!(later.activate.as_deref(), Some(young.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread")]

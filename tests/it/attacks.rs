@@ -112,6 +112,14 @@ async fn attacks_are_refused_and_change_nothing() {
     assert!(status < 300, "revoke sentinel: {status}");
     assert!(active(&api, &live).await && !active(&api, &dead).await);
 
+    // A sign-in form's cookie and token, as a browser on this site would hold them: the
+    // rows below send them with another site's Origin (login CSRF).
+    let login_page = http().get(api.url("/admin/login")).send().await.expect("the sign-in page");
+    let form_cookie = crate::support::form_cookie(login_page.headers());
+    let form_token = crate::support::form_token(&login_page.text().await.expect("html"));
+    let signed_login = format!("csrf={form_token}&name=alice&password=a+long+enough+password");
+    let lower_bearer = format!("bearer {}", api.admin);
+
     let json_type = ("Content-Type", "application/json");
     let form_type = ("Content-Type", "application/x-www-form-urlencoded");
     let cc = b"grant_type=client_credentials".as_slice();
@@ -261,7 +269,55 @@ async fn attacks_are_refused_and_change_nothing() {
             None,
         ),
         row("a sign-in form without its fields", raw("POST", "/admin/login", &[form_type], b"user=a&pass=b"), 422, None),
-        row("setup with a bogus link", raw("POST", "/admin/setup", &[form_type], b"token=bogus&name=eve&password=correct-horse-battery&confirm=correct-horse-battery"), 401, None),
+        // Login CSRF (hardening round two, item 6): no form token, or another site's origin.
+        row(
+            "a sign-in form without its CSRF token",
+            raw("POST", "/admin/login", &[form_type], b"name=alice&password=a+long+enough+password"),
+            403,
+            Some("another site"),
+        ),
+        row(
+            "a sign-in form posted by another site (Origin: https://evil.example)",
+            raw(
+                "POST",
+                "/admin/login",
+                &[form_type, ("Cookie", &form_cookie), ("Origin", "https://evil.example")],
+                signed_login.as_bytes(),
+            ),
+            403,
+            Some("another site"),
+        ),
+        row(
+            "a setup form posted by another site (Sec-Fetch-Site: cross-site)",
+            raw(
+                "POST",
+                "/admin/setup",
+                &[form_type, ("Cookie", &form_cookie), ("Sec-Fetch-Site", "cross-site")],
+                format!("csrf={form_token}&token=bogus&name=eve&password=correct-horse-battery&confirm=correct-horse-battery").as_bytes(),
+            ),
+            403,
+            Some("another site"),
+        ),
+        // One Authorization parser (item 10): the scheme is case-insensitive (RFC 9110), so a
+        // lower-case `bearer` is the same key everywhere; a lower-case wrong key is still 401.
+        row("an API key under 'bearer' in lower case", raw("GET", "/api/v1/keys", &[("Authorization", &lower_bearer)], b""), 200, None),
+        row(
+            "a wrong API key under 'BEARER'",
+            raw("GET", "/api/v1/keys", &[("Authorization", &wrong_secret.replacen("Bearer", "BEARER", 1))], b""),
+            401,
+            None,
+        ),
+        row(
+            "setup with a bogus link",
+            raw(
+                "POST",
+                "/admin/setup",
+                &[form_type, ("Cookie", &form_cookie)],
+                format!("csrf={form_token}&token=bogus&name=eve&password=correct-horse-battery&confirm=correct-horse-battery").as_bytes(),
+            ),
+            401,
+            None,
+        ),
     ];
     assert!(rows.len() >= 40, "{} rows", rows.len());
 

@@ -95,6 +95,7 @@ fn same_everywhere(nodes: &[&Daemon], path: &str) -> Option<String> {
 fn changes_on_one_node_reach_every_node_within_a_second() {
     let server = PgServer::start();
     let cluster = Cluster::new(&server, "propagation");
+    cluster.cli(&["init"]);
     let admin = cluster.cli(&["apikey", "create", "--role", "admin", "--name", "ops"]);
     let issuer = cluster.cli(&["apikey", "create", "--role", "issuer", "--name", "svc"]);
     let verifier = cluster.cli(&["apikey", "create", "--role", "verifier", "--name", "gw"]);
@@ -163,6 +164,7 @@ fn changes_on_one_node_reach_every_node_within_a_second() {
 fn refresh_reuse_on_another_node_revokes_the_family() {
     let server = PgServer::start();
     let cluster = Cluster::new(&server, "reuse");
+    cluster.cli(&["init"]);
     let issuer = cluster.cli(&["apikey", "create", "--role", "issuer", "--name", "svc"]);
     let no_grace = [("KEYTURN_REFRESH_GRACE", "0s")];
     let (a, b) = (cluster.node("a", &no_grace), cluster.node("b", &no_grace));
@@ -279,6 +281,7 @@ fn load(
 fn postgresql_stopped_under_load_answers_503_loses_nothing_and_recovers_by_itself() {
     let server = PgServer::start();
     let cluster = Cluster::new(&server, "outage");
+    cluster.cli(&["init"]);
     let issuer = cluster.cli(&["apikey", "create", "--role", "issuer", "--name", "svc"]);
     let verifier = cluster.cli(&["apikey", "create", "--role", "verifier", "--name", "gw"]);
     let (a, b) = (cluster.node("a", &[]), cluster.node("b", &[]));
@@ -348,6 +351,7 @@ fn db_copy_moves_one_sqlite_node_into_a_cluster_without_reissuing_anything() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("single");
     let single = [crate::support::SQLITE, ("KEYTURN_ISSUER", ISSUER)];
+    keyturn_once(&data, &["init"], &single);
     let issuer =
         keyturn_once(&data, &["apikey", "create", "--role", "issuer", "--name", "svc"], &single).trim().to_owned();
     let verifier =
@@ -374,12 +378,19 @@ fn db_copy_moves_one_sqlite_node_into_a_cluster_without_reissuing_anything() {
         &[("KEYTURN_DATA_DIR", data.to_str().expect("utf8")), crate::support::SQLITE],
         root.path(),
     );
-    assert_eq!(again.status.code(), Some(1), "a second copy into the same database is refused");
-    assert!(
-        String::from_utf8_lossy(&again.stderr).contains("already holds"),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
+    assert_eq!(again.status.code(), Some(1), "a second copy is refused");
+    let said = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(said.contains("was copied to") && said.contains("keyturn db reuse"), "{said}");
+    // The old single node refuses to serve the copied database, saying why and how to undo
+    // it (the reported split brain waiting to happen).
+    let refused = crate::support::run_keyturn(
+        &["serve"],
+        &[("KEYTURN_DATA_DIR", data.to_str().expect("utf8")), crate::support::SQLITE, ("KEYTURN_PORT", "0")],
+        root.path(),
     );
+    assert_eq!(refused.status.code(), Some(1), "the old node refuses to start");
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(said.contains("was copied to") && said.contains("Point database_url at the copy"), "{said}");
     let kek = data.join("kek");
     let env = [
         ("KEYTURN_DATABASE_URL", url.as_str()),
@@ -396,6 +407,13 @@ fn db_copy_moves_one_sqlite_node_into_a_cluster_without_reissuing_anything() {
     assert!(audit.iter().any(|e| e["action"] == "database.copy"));
     let (status, _) = post(&node, "/api/v1/tokens", &issuer, json!({"sub": "bob", "aud": "orders"}));
     assert_eq!(status, 200, "the cluster issues with the copied keys");
+
+    // Going back: `db reuse` takes the mark away (audited), and the single node serves again.
+    let out = keyturn_once(&data, &["db", "reuse"], &single);
+    assert!(out.contains("is served again"), "{out}");
+    let back = Daemon::start(&data, &single, "single-again");
+    assert_eq!(crate::support::kids(&back.get("/.well-known/jwks.json", None)), kids, "the same keys");
+    assert!(back.audit(&admin).iter().any(|e| e["action"] == "database.reuse"), "the reuse is audited");
 }
 
 /// A strict verifier, as a gateway caches keys: it fetches the JWKS only when the last copy's
@@ -574,6 +592,7 @@ async fn three_nodes_and_a_strict_verifier_through_two_hundred_rotations() {
 fn a_paused_rotator_never_applies_a_transition_after_its_lease_lapsed() {
     let server = PgServer::start();
     let cluster = Cluster::new(&server, "paused");
+    cluster.cli(&["init"]);
     let admin = cluster.cli(&["apikey", "create", "--role", "admin", "--name", "ops"]);
     let fast = crate::daemon::FAST_LIFECYCLE;
     let (a, b) = (cluster.node("a", fast), cluster.node("b", fast));
@@ -633,6 +652,7 @@ fn a_paused_rotator_never_applies_a_transition_after_its_lease_lapsed() {
 fn policy_changes_and_failed_sign_ins_count_across_the_cluster() {
     let server = PgServer::start();
     let cluster = Cluster::new(&server, "shared_state");
+    cluster.cli(&["init"]);
     let admin = cluster.cli(&["apikey", "create", "--role", "admin", "--name", "ops"]);
     let (a, b) = (cluster.node("a", &[]), cluster.node("b", &[]));
     let second = Duration::from_secs(1);
@@ -653,11 +673,8 @@ fn policy_changes_and_failed_sign_ins_count_across_the_cluster() {
 
     // Failed sign-ins for one account, spread over both nodes, are limited as one count.
     let sign_in = |d: &Daemon| {
-        client()
-            .post(format!("{}/admin/login", d.url))
-            .form(&[("name", "root"), ("password", "not the password at all")])
-            .send()
-            .expect("sign in")
+        let fields = [("name", "root"), ("password", "not the password at all")];
+        crate::support::post_form_as_browser_blocking(&client(), &d.url, "/admin/login", "/admin/login", &fields)
             .status()
             .as_u16()
     };

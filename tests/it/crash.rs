@@ -113,6 +113,7 @@ fn check(d: &Daemon, key: &str, db: &Store, known: &mut BTreeSet<String>, acked:
 fn sigkill_at_random_moments_keeps_invariants_and_loses_nothing() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
+    keyturn_once(&data, &["init"], &env());
     let admin =
         keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "crash"], &env()).trim().to_owned();
     let db = crate::support::database(&data, &env());

@@ -24,8 +24,9 @@ async fn sign_in(api: &Api) -> Session {
     // The session id travels in a private (encrypted) cookie only the server can make: sign
     // in through the form to get one.
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let fields = [("name", "alice"), ("password", PW)];
     let res =
-        client.post(api.url("/admin/login")).form(&[("name", "alice"), ("password", PW)]).send().await.expect("login");
+        crate::support::post_form_as_browser(&client, &api.url(""), "/admin/login", "/admin/login", &fields).await;
     assert_eq!(res.status(), 303, "signed in");
     let cookie = res.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned();
     let page = client.get(api.url("/admin/clients")).header("Cookie", &cookie).send().await.expect("page");
@@ -262,5 +263,139 @@ async fn actions_say_what_they_did() {
     assert!(page.contains("Revocation added"), "{page}");
     let (_, overview) = get(&api, Some(&s), "/admin").await;
     assert!(overview.contains("Introspections since start"), "{overview}");
+    api.stop().await;
+}
+
+/// The form cookie and token of a fresh sign-in or setup page, for forms posted by hand.
+async fn form_of(client: &reqwest::Client, url: &str) -> (String, String) {
+    let page = client.get(url).send().await.expect("the form page");
+    let cookie = crate::support::form_cookie(page.headers());
+    (cookie, crate::support::form_token(&page.text().await.expect("html")))
+}
+
+/// The reported login CSRF: the sign-in and first-administrator forms carried no token and
+/// took a POST with `Origin: https://evil.example`. Now each needs the token of its form
+/// cookie and a same-site origin; a refused form changes nothing (a setup link stays usable).
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_and_setup_refuse_forms_sent_from_another_site() {
+    let api = Api::start(&[]).await;
+    let svc = api.server.service.clone();
+    let link = tokio::task::spawn_blocking(move || svc.create_setup_link(&Actor::cli()).expect("link"))
+        .await
+        .expect("join")
+        .to_string();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let origin = api.url("");
+    let setup_url = api.url(&format!("/admin/setup?token={link}"));
+    let (cookie, token) = form_of(&client, &setup_url).await;
+    let setup = [("token", link.as_str()), ("name", "alice"), ("password", PW), ("confirm", PW)];
+    let post =
+        |path: &str, cookie: Option<&str>, token: Option<&str>, headers: &[(&str, &str)], fields: &[(&str, &str)]| {
+            let mut req = client.post(api.url(path));
+            if let Some(c) = cookie {
+                req = req.header("Cookie", c);
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let mut all: Vec<(&str, &str)> = token.map(|t| ("csrf", t)).into_iter().collect();
+            all.extend_from_slice(fields);
+            req.form(&all).send()
+        };
+    let refused = [
+        ("no form token", None, None, vec![]),
+        ("a token without its cookie", None, Some(token.as_str()), vec![]),
+        ("the cookie without the token", Some(cookie.as_str()), None, vec![]),
+        ("a token of another cookie", Some(cookie.as_str()), Some("forged-token"), vec![]),
+        (
+            "Origin: https://evil.example",
+            Some(cookie.as_str()),
+            Some(token.as_str()),
+            vec![("Origin", "https://evil.example")],
+        ),
+        ("Origin: null (a sandboxed frame)", Some(cookie.as_str()), Some(token.as_str()), vec![("Origin", "null")]),
+        (
+            "Sec-Fetch-Site: cross-site",
+            Some(cookie.as_str()),
+            Some(token.as_str()),
+            vec![("Sec-Fetch-Site", "cross-site")],
+        ),
+    ];
+    for (what, cookie, token, headers) in &refused {
+        let res = post("/admin/setup", *cookie, *token, headers, &setup).await.expect("setup");
+        assert_eq!(res.status(), 403, "setup with {what}");
+        assert!(res
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|c| !c.to_str().unwrap_or("").contains("keyturn-session")));
+        assert!(res.text().await.expect("page").contains("sent from another site"), "{what}: the page says why");
+    }
+    let svc = api.server.service.clone();
+    assert_eq!(tokio::task::spawn_blocking(move || svc.admin_count()).await.expect("join").expect("count"), 0);
+    // The same form from this site creates the administrator.
+    let same = [("Origin", origin.as_str())];
+    let res = post("/admin/setup", Some(&cookie), Some(&token), &same, &setup).await.expect("setup");
+    assert_eq!(res.status(), 303, "setup from this site");
+
+    let (cookie, token) = form_of(&client, &api.url("/admin/login")).await;
+    let login = [("name", "alice"), ("password", PW)];
+    for (what, with_cookie, with_token, headers) in &refused {
+        let c = with_cookie.map(|_| cookie.as_str());
+        let t = with_token.map(|t| if t == "forged-token" { "forged-token" } else { token.as_str() });
+        let res = post("/admin/login", c, t, headers, &login).await.expect("sign in");
+        assert_eq!(res.status(), 403, "sign-in with {what}");
+    }
+    let res = post("/admin/login", Some(&cookie), Some(&token), &same, &login).await.expect("sign in");
+    assert_eq!(res.status(), 303, "sign-in from this site");
+    api.stop().await;
+}
+
+/// The reported race: 200 wrong passwords sent at once from one address ran 200 argon2
+/// checks and got no 429, because failures were recorded after the check. Now each attempt
+/// reserves its failure before argon2 runs: at most the five allowed are ever checked, the
+/// rest are refused with 429 at once, and the right password is limited too until the
+/// window passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_wrong_passwords_from_one_address_run_at_most_the_allowed_checks() {
+    let api = Api::start(&[]).await;
+    let svc = api.server.service.clone();
+    tokio::task::spawn_blocking(move || {
+        let link = svc.create_setup_link(&Actor::cli()).expect("link");
+        svc.complete_setup(&link, "alice", PW, None).expect("setup");
+    })
+    .await
+    .expect("join");
+    let hashing = || {
+        let text = api.server.service.metrics_text().expect("metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix("keyturn_password_hashing_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("keyturn_password_hashing_total")
+    };
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let (cookie, token) = form_of(&client, &api.url("/admin/login")).await;
+    let before = hashing();
+    let mut attempts = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (client, url, cookie, token) = (client.clone(), api.url("/admin/login"), cookie.clone(), token.clone());
+        let name = if i % 2 == 0 { "alice".to_owned() } else { format!("guess{i}") };
+        attempts.spawn(async move {
+            let form = [("csrf", token.as_str()), ("name", name.as_str()), ("password", "not the password")];
+            client.post(url).header("Cookie", cookie).form(&form).send().await.expect("sign in").status().as_u16()
+        });
+    }
+    let statuses = attempts.join_all().await;
+    let checks = hashing() - before;
+    let refused = statuses.iter().filter(|s| **s == 401).count() as u64;
+    let limited = statuses.iter().filter(|s| **s == 429).count() as u64;
+    assert!(checks <= 5, "{checks} argon2 checks for 200 concurrent attempts (at most 5 allowed)");
+    assert_eq!(refused, checks, "each check is one refusal: {statuses:?}");
+    assert_eq!(refused + limited, 200, "every other attempt is limited: {statuses:?}");
+    let fields = [("csrf", token.as_str()), ("name", "alice"), ("password", PW)];
+    let res =
+        client.post(api.url("/admin/login")).header("Cookie", &cookie).form(&fields).send().await.expect("sign in");
+    assert_eq!(res.status(), 429, "the right password from the limited address waits too");
+    assert_eq!(hashing() - before, checks, "and costs no check");
     api.stop().await;
 }

@@ -81,6 +81,7 @@ fn litestream_replica_restores_into_a_daemon_with_the_same_kids_and_revocations(
     let replica = root.path().join("replica");
     // Litestream replicates the SQLite file: the single-machine disaster recovery.
     let env = [("KEYTURN_ISSUER", "https://dr.test"), SQLITE];
+    keyturn_once(&data, &["init"], &env);
     let admin = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "dr"], &env).trim().to_owned();
     let d = Daemon::start(&data, &env, "dr-source");
     let replicate = Killed(

@@ -107,6 +107,7 @@ fn jose_and_pyjwt_verify_across_live_rotations_and_reject_revoked_keys() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     let issuer = "https://issuer.interop.test";
+    keyturn_once(&data, &["init"], ENV);
     let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "interop"], ENV).trim().to_owned();
     let d = Daemon::start(&data, ENV, "interop");
     let (mut jose, mut pyjwt) = verifiers(&format!("{}/.well-known/jwks.json", d.url), issuer);

@@ -17,6 +17,7 @@ fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 fn two_daemons_never_both_rotate_and_the_standby_takes_over() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
+    keyturn_once(&data, &["init"], ENV);
     let admin = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "lease"], ENV).trim().to_owned();
     // The command above bootstrapped the data dir (as its own, short-lived rotator).
     let before: usize = {

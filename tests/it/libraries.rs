@@ -74,6 +74,7 @@ fn express_oauth2_jwt_bearer_across_an_emergency_rotation_and_an_algorithm_chang
     let port = free_port().to_string();
     let issuer = format!("http://127.0.0.1:{port}");
     let es256 = [("KEYTURN_PORT", port.as_str()), ("KEYTURN_ISSUER", issuer.as_str()), ("KEYTURN_ALGORITHMS", "ES256")];
+    keyturn_once(&data, &["init"], &es256);
     let key =
         keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "express"], &es256).trim().to_owned();
     let d = Daemon::start(&data, &es256, "express-1");
@@ -128,6 +129,7 @@ fn openid_client_and_authlib_discover_and_use_every_endpoint() {
     let python = python();
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
+    keyturn_once(&data, &["init"], &[]);
     let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "libs"], &[]).trim().to_owned();
     let d = Daemon::start(&data, &[], "libraries");
     let (id, secret) = register_client(&d, &key, &["orders:read", "orders:write"], &["orders-api"]);

@@ -14,6 +14,7 @@ fn json_logs_carry_request_ids_and_no_secrets() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     let env = [("KEYTURN_LOG_FORMAT", "json"), ("KEYTURN_LOG_LEVEL", "debug"), ("KEYTURN_ISSUER", "https://logs.test")];
+    keyturn_once(&data, &["init"], &env);
     let admin = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "ops"], &env).trim().to_owned();
     let d = Daemon::start(&data, &env, "logs");
     let c = client();
@@ -89,8 +90,10 @@ fn json_logs_carry_request_ids_and_no_secrets() {
     let password = "a very secret dashboard password";
     secrets.push(password.to_owned());
     let form = [("token", setup_token.as_str()), ("name", "root"), ("password", password), ("confirm", password)];
-    c.post(format!("{}/admin/setup", d.url)).form(&form).send().expect("setup");
-    c.post(format!("{}/admin/login", d.url)).form(&[("name", "root"), ("password", password)]).send().expect("login");
+    let page = format!("/admin/setup?token={setup_token}");
+    crate::support::post_form_as_browser_blocking(&c, &d.url, &page, "/admin/setup", &form);
+    let fields = [("name", "root"), ("password", password)];
+    crate::support::post_form_as_browser_blocking(&c, &d.url, "/admin/login", "/admin/login", &fields);
 
     // The key-encryption key and the cookie secret, as bytes and as text.
     let kek = std::fs::read(data.join("kek")).expect("kek");

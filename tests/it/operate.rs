@@ -60,6 +60,7 @@ fn run_with(data: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::O
 fn cli_changes_reach_the_running_daemon_within_a_second() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
+    keyturn_once(&data, &["init"], &[ISSUER]);
     let verifier =
         keyturn_once(&data, &["apikey", "create", "--role", "verifier", "--name", "v"], &[ISSUER]).trim().to_owned();
     let d = Daemon::start(&data, &[ISSUER], "cli-live");
@@ -119,6 +120,7 @@ fn backup_under_load_starts_a_daemon_with_the_same_keys() {
     // `keyturn backup` copies the SQLite file; PostgreSQL is backed up with its own tools.
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
+    keyturn_once(&data, &["init"], &[SQLITE]);
     let issuer =
         keyturn_once(&data, &["apikey", "create", "--role", "issuer", "--name", "i"], &[SQLITE]).trim().to_owned();
     let d = Daemon::start(&data, &[SQLITE], "backup-src");
@@ -174,6 +176,7 @@ fn backup_under_load_starts_a_daemon_with_the_same_keys() {
 fn kek_rotation_and_its_interruptions_keep_the_data_dir_startable() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
+    keyturn_once(&data, &["init"], &[]);
     keyturn_once(&data, &["apikey", "create", "--role", "verifier", "--name", "v"], &[]);
     let d = Daemon::start(&data, &[], "kek");
     let kids_before = kids(&d);

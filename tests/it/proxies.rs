@@ -40,11 +40,15 @@ async fn forwarding_headers_from_a_client_are_ignored() {
     let client = client_from("127.0.0.3");
     let mut statuses = Vec::new();
     for i in 0..6 {
+        let page = client.get(api.url("/admin/login")).send().await.expect("the form");
+        let cookie = crate::support::form_cookie(page.headers());
+        let token = crate::support::form_token(&page.text().await.expect("html"));
         let res = client
             .post(api.url("/admin/login"))
+            .header("Cookie", cookie)
             .header("X-Real-IP", format!("203.0.113.{i}"))
             .header("X-Forwarded-For", format!("198.51.100.{i}"))
-            .form(&[("name", format!("nobody{i}")), ("password", "wrong".into())])
+            .form(&[("csrf", token), ("name", format!("nobody{i}")), ("password", "wrong".into())])
             .send()
             .await
             .expect("sign in");
@@ -52,12 +56,11 @@ async fn forwarding_headers_from_a_client_are_ignored() {
     }
     assert_eq!(statuses, [401, 401, 401, 401, 401, 429], "limited per real address");
     // Another address is not limited by that.
-    let res = client_from("127.0.0.4")
-        .post(api.url("/admin/login"))
-        .form(&[("name", "nobody"), ("password", "wrong")])
-        .send()
-        .await
-        .expect("sign in");
+    let base = api.url("");
+    let fields = [("name", "nobody"), ("password", "wrong")];
+    let res =
+        crate::support::post_form_as_browser(&client_from("127.0.0.4"), &base, "/admin/login", "/admin/login", &fields)
+            .await;
     assert_eq!(res.status().as_u16(), 401);
     api.stop().await;
 }

@@ -9,6 +9,7 @@ use crate::daemon::{client, keyturn_once, Daemon};
 fn sigterm_and_sigint_exit_zero_promptly_and_checkpoint() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
+    keyturn_once(&data, &["init"], &[]);
     let key = keyturn_once(&data, &["apikey", "create", "--role", "issuer", "--name", "t"], &[]).trim().to_owned();
     for signal in ["TERM", "INT"] {
         let d = Daemon::start(&data, &[], &format!("shutdown-{signal}"));
@@ -47,6 +48,7 @@ fn in_flight_requests_finish_after_sigterm() {
     use std::io::{Read, Write};
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
+    keyturn_once(&data, &["init"], &[]);
     let key = keyturn_once(&data, &["apikey", "create", "--role", "issuer", "--name", "t"], &[]).trim().to_owned();
     let d = Daemon::start(&data, &[], "in-flight");
     let addr = d.url.trim_start_matches("http://").to_owned();

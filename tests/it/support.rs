@@ -265,3 +265,60 @@ pub fn populated_data_dir_with(root: &Path, env: &[(&str, &str)]) -> PathBuf {
     drop(service);
     data
 }
+
+/// The sign-in and setup forms as a browser sends them: GET `page` (which sets the form
+/// cookie and puts its token in the form), then POST `fields` with both to `action`. The
+/// POST's answer is returned as it came (a redirect is not followed when `client` does not).
+pub async fn post_form_as_browser(
+    client: &reqwest::Client,
+    base: &str,
+    page: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let res = client.get(format!("{base}{page}")).send().await.expect("GET the form");
+    let cookie = form_cookie(res.headers());
+    let html = res.text().await.expect("the form page");
+    let token = form_token(&html);
+    let mut all = vec![("csrf", token.as_str())];
+    all.extend_from_slice(fields);
+    client.post(format!("{base}{action}")).header("Cookie", cookie).form(&all).send().await.expect("POST the form")
+}
+
+/// [`post_form_as_browser`], blocking.
+pub fn post_form_as_browser_blocking(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    page: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let res = client.get(format!("{base}{page}")).send().expect("GET the form");
+    let cookie = form_cookie(res.headers());
+    let html = res.text().expect("the form page");
+    let token = form_token(&html);
+    let mut all = vec![("csrf", token.as_str())];
+    all.extend_from_slice(fields);
+    client.post(format!("{base}{action}")).header("Cookie", cookie).form(&all).send().expect("POST the form")
+}
+
+/// The `name=value` of the form cookie a sign-in or setup page set.
+pub fn form_cookie(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.contains("keyturn-form="))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no form cookie in {headers:?}"))
+        .to_owned()
+}
+
+/// The CSRF token in a page's form.
+pub fn form_token(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token in:\n{html}"))
+        .to_owned()
+}

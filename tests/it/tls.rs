@@ -34,17 +34,14 @@ async fn serves_https_and_session_cookies_become_secure() {
         .await
         .expect("join")
         .expect("link");
-    let res = client
-        .post(format!("{}/admin/setup", server.url()))
-        .form(&[
-            ("token", token.as_str()),
-            ("name", "alice"),
-            ("password", "a long enough password"),
-            ("confirm", "a long enough password"),
-        ])
-        .send()
-        .await
-        .expect("setup");
+    let fields = [
+        ("token", token.as_str()),
+        ("name", "alice"),
+        ("password", "a long enough password"),
+        ("confirm", "a long enough password"),
+    ];
+    let page = format!("/admin/setup?token={}", token.as_str());
+    let res = support::post_form_as_browser(&client, &server.url(), &page, "/admin/setup", &fields).await;
     assert_eq!(res.status(), 303, "redirect to the dashboard");
     let cookie = res.headers().get("set-cookie").expect("a session cookie").to_str().expect("ascii").to_owned();
     assert!(cookie.starts_with("__Host-keyturn-session="), "{cookie}");
