@@ -217,7 +217,7 @@ settings! {
         default: doc,
         documented: "10s",
         show: |c| quoted(format_duration(c.client_header_timeout)),
-        help: "time for a request's headers to arrive, from the connection's start or its previous answer: also how long an idle keep-alive connection stays open",
+        help: "time for a request's headers to arrive, from the connection's start or its previous answer: also how long a connection with no request (HTTP/1 keep-alive, or HTTP/2 answering only PINGs) stays open",
     }
     client_body_timeout: Duration {
         parse: timeout,
@@ -269,7 +269,7 @@ settings! {
             Some(s) => quoted(s.as_str()),
             None => not_pinned(crate::schedule::DEFAULT_SCHEDULE),
         },
-        help: "cron (UTC); setting it pins it",
+        help: "cron (UTC): five fields, `minute hour day-of-month month day-of-week` (`MON`–`SUN` or `0`–`7`), or six with **seconds first** (for demos that rotate every few seconds), or `@weekly`, `@daily`, …; an invalid field is refused by name; setting it pins it",
     }
     publish_lead: Option<Duration> {
         parse: |v| parse_duration(v).map(Some),

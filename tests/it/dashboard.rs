@@ -313,7 +313,12 @@ async fn sign_in_and_setup_refuse_forms_sent_from_another_site() {
             Some(token.as_str()),
             vec![("Origin", "https://evil.example")],
         ),
-        ("Origin: null (a sandboxed frame)", Some(cookie.as_str()), Some(token.as_str()), vec![("Origin", "null")]),
+        (
+            "Origin: null from another site (a sandboxed frame)",
+            Some(cookie.as_str()),
+            Some(token.as_str()),
+            vec![("Origin", "null"), ("Sec-Fetch-Site", "cross-site")],
+        ),
         (
             "Sec-Fetch-Site: cross-site",
             Some(cookie.as_str()),
@@ -333,8 +338,9 @@ async fn sign_in_and_setup_refuse_forms_sent_from_another_site() {
     }
     let svc = api.server.service.clone();
     assert_eq!(tokio::task::spawn_blocking(move || svc.admin_count()).await.expect("join").expect("count"), 0);
-    // The same form from this site creates the administrator.
-    let same = [("Origin", origin.as_str())];
+    // The same form from this site creates the administrator. (A browser's own form sends
+    // `Origin: null` under `Referrer-Policy: no-referrer`, with `Sec-Fetch-Site: same-origin`.)
+    let same = [("Origin", origin.as_str()), ("Sec-Fetch-Site", "same-origin")];
     let res = post("/admin/setup", Some(&cookie), Some(&token), &same, &setup).await.expect("setup");
     assert_eq!(res.status(), 303, "setup from this site");
 
@@ -397,5 +403,36 @@ async fn concurrent_wrong_passwords_from_one_address_run_at_most_the_allowed_che
         client.post(api.url("/admin/login")).header("Cookie", &cookie).form(&fields).send().await.expect("sign in");
     assert_eq!(res.status(), 429, "the right password from the limited address waits too");
     assert_eq!(hashing() - before, checks, "and costs no check");
+    api.stop().await;
+}
+
+/// The reported case: the pages that show a new client secret or API key once carried no
+/// `Cache-Control: no-store` (`/oauth/token` did). Now no dashboard answer may be cached.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_that_show_a_secret_once_are_never_cached() {
+    let api = Api::start(&[]).await;
+    let s = sign_in(&api).await;
+    let client = reqwest::Client::new();
+    let form = |fields: &[(&'static str, &str)]| {
+        let mut all = vec![("csrf", s.csrf.clone())];
+        all.extend(fields.iter().map(|(k, v)| (*k, v.to_string())));
+        all
+    };
+    let shown = [
+        ("/admin/apikeys", form(&[("name", "reporting"), ("role", "verifier")]), "kt_"),
+        ("/admin/clients", form(&[("name", "orders"), ("audiences", "api"), ("scopes", ""), ("max_ttl", "")]), "kc_"),
+    ];
+    for (path, fields, secret) in shown {
+        let res = client.post(api.url(path)).header("Cookie", &s.cookie).form(&fields).send().await.expect("post");
+        assert_eq!(res.status(), 200, "{path}");
+        let cache = res.headers().get("cache-control").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert!(res.text().await.expect("html").contains(secret), "{path} shows the new secret");
+        assert_eq!(cache.as_deref(), Some("no-store"), "{path}");
+    }
+    for path in ["/admin", "/admin/login", "/admin/clients", "/admin/keys"] {
+        let res = client.get(api.url(path)).header("Cookie", &s.cookie).send().await.expect("get");
+        let cache = res.headers().get("cache-control").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(cache.as_deref(), Some("no-store"), "{path}");
+    }
     api.stop().await;
 }

@@ -73,7 +73,16 @@ fn express_oauth2_jwt_bearer_across_an_emergency_rotation_and_an_algorithm_chang
     // One issuer URL across the restart below.
     let port = free_port().to_string();
     let issuer = format!("http://127.0.0.1:{port}");
-    let es256 = [("KEYTURN_PORT", port.as_str()), ("KEYTURN_ISSUER", issuer.as_str()), ("KEYTURN_ALGORITHMS", "ES256")];
+    // A JWKS max-age and clock skew of a second each: the pending key is seasoned (every
+    // caching verifier has it) two seconds after it was published, so the emergency below
+    // promotes it instead of signing with a fresh key.
+    let es256 = [
+        ("KEYTURN_PORT", port.as_str()),
+        ("KEYTURN_ISSUER", issuer.as_str()),
+        ("KEYTURN_ALGORITHMS", "ES256"),
+        ("KEYTURN_JWKS_MAX_AGE", "1s"),
+        ("KEYTURN_CLOCK_SKEW", "1s"),
+    ];
     keyturn_once(&data, &["init"], &es256);
     let key =
         keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "express"], &es256).trim().to_owned();
@@ -83,6 +92,19 @@ fn express_oauth2_jwt_bearer_across_an_emergency_rotation_and_an_algorithm_chang
     assert_eq!(api.get(&token(&first)), (200, json!({"sub": "alice", "alg": "ES256"})), "the JWKS is now cached");
 
     // Emergency rotation: the next token verifies at once, inside jose's 30 s cooldown.
+    crate::support::eventually(
+        "the pending key to be published for jwks_max_age + clock_skew",
+        Duration::from_secs(10),
+        || {
+            let res = client()
+                .post(format!("{}/api/v1/keys/rotate", d.url))
+                .bearer_auth(&key)
+                .json(&json!({"mode": "emergency", "dry_run": true}))
+                .send()
+                .ok()?;
+            (res.json::<Value>().ok()?["fresh_key"] == false).then_some(())
+        },
+    );
     let res = client()
         .post(format!("{}/api/v1/keys/rotate", d.url))
         .bearer_auth(&key)
@@ -106,7 +128,13 @@ fn express_oauth2_jwt_bearer_across_an_emergency_rotation_and_an_algorithm_chang
     // expire, and the discovery document says so, so a verifier that discovers now still
     // accepts those tokens ("Unexpected 'alg' value" before).
     d.signal_and_wait("TERM", Duration::from_secs(15));
-    let eddsa = [("KEYTURN_PORT", port.as_str()), ("KEYTURN_ISSUER", issuer.as_str()), ("KEYTURN_ALGORITHMS", "EdDSA")];
+    let eddsa = [
+        ("KEYTURN_PORT", port.as_str()),
+        ("KEYTURN_ISSUER", issuer.as_str()),
+        ("KEYTURN_ALGORITHMS", "EdDSA"),
+        ("KEYTURN_JWKS_MAX_AGE", "1s"),
+        ("KEYTURN_CLOCK_SKEW", "1s"),
+    ];
     let d = Daemon::start(&data, &eddsa, "express-2");
     let discovery: Value =
         client().get(format!("{issuer}/.well-known/openid-configuration")).send().expect("get").json().expect("json");

@@ -72,10 +72,13 @@ fn form_token_ok(jar: &CookieJar<'_>, tls: bool, presented: Option<&str>) -> boo
     presented.is_some_and(|p| crate::service::secret_matches(&crate::service::secret_digest(cookie.value()), p))
 }
 
-/// Whether a request was sent by a page of this site, as the browser tells it: `Origin`
-/// names this server (its `Host`, or the configured issuer's origin), or, without `Origin`,
-/// `Sec-Fetch-Site` is not `cross-site`. A client that sends neither (curl, a script) is
-/// not a browser being steered by another site; the form token still applies to it.
+/// Whether a request was sent by a page of this site, as the browser tells it:
+/// `Sec-Fetch-Site` (sent by every current browser) is not `cross-site`, and an `Origin`
+/// naming a site names this server (its `Host`, or the configured issuer's origin). A
+/// browser sends `Origin: null` for this site's own forms too, since every page says
+/// `Referrer-Policy: no-referrer`, so `null` alone proves nothing either way; a client that
+/// sends neither header (curl, a script) is not a browser being steered by another site.
+/// The form token applies to every request all the same.
 pub(super) struct SameSite(pub bool);
 
 #[rocket::async_trait]
@@ -85,13 +88,16 @@ impl<'r> FromRequest<'r> for SameSite {
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
         let headers = req.headers();
         let issuer = req.rocket().state::<Arc<Keyturn>>().map(|s| s.config().issuer.clone()).unwrap_or_default();
-        let same = match headers.get_one("Origin") {
-            Some(origin) => origin_is_ours(origin, headers.get_one("Host"), &issuer),
-            None => headers.get_one("Sec-Fetch-Site").is_none_or(|site| !site.eq_ignore_ascii_case("cross-site")),
-        };
+        let cross_site = headers.get_one("Sec-Fetch-Site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site"));
+        let foreign_origin = headers
+            .get_one("Origin")
+            .filter(|o| !o.trim().eq_ignore_ascii_case("null"))
+            .is_some_and(|origin| !origin_is_ours(origin, headers.get_one("Host"), &issuer));
+        let same = !cross_site && !foreign_origin;
         if !same {
             tracing::warn!(
                 origin = headers.get_one("Origin").unwrap_or("-"),
+                fetch_site = headers.get_one("Sec-Fetch-Site").unwrap_or("-"),
                 "a sign-in or setup form was posted from another site: refused (login CSRF)"
             );
         }
