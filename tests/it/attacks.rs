@@ -3,6 +3,21 @@
 //! bytes on a real connection. Each row says the answer it must get; after every row no
 //! table has gained or lost a row, a live token is still active and a revoked one still
 //! revoked.
+//!
+//! Attacks that are not one request have tests of their own, each reproducing the report:
+//!
+//! | attack | test |
+//! |---|---|
+//! | HTTP/2 streams of bodies that never end, on 600 connections | `http2::unfinished_http2_bodies_on_600_connections_stay_within_the_body_budgets` |
+//! | an HTTP/2 connection kept open by answering PINGs | `http2::an_http2_connection_that_only_answers_pings_is_closed_after_the_header_time_out` |
+//! | 200 wrong passwords at once from one address | `dashboard::concurrent_wrong_passwords_from_one_address_run_at_most_the_allowed_checks` |
+//! | two emergency rotations in a row | `api::a_second_emergency_rotation_says_what_the_first_did_and_an_unseen_pending_key_never_signs` |
+//! | a client's own `X-Auth-*` and `X_Auth_*` through the shipped gateway files | `gateways::nginx_auth_request_lets_only_active_tokens_through`, `gateways::caddy_forward_auth_passes_keyturns_identity_and_never_the_clients`, `gateways::apache_mod_oauth2_verifies_by_jwks_and_by_introspection`, `gateways::the_other_gateways_snippets_name_keyturns_endpoint_and_headers` |
+//! | login CSRF on the sign-in and setup forms | rows below, and `dashboard::sign_in_and_setup_refuse_forms_sent_from_another_site` |
+//! | a shown secret kept by a cache | `dashboard::pages_that_show_a_secret_once_are_never_cached` |
+//! | the CLI run where no installation is, or on a database copied away | `cli::commands_other_than_serve_and_init_never_create_an_installation`, `cluster::db_copy_moves_one_sqlite_node_into_a_cluster_without_reissuing_anything` |
+//! | a misspelt setting, a short or missing key file, a bad cron field | `cli::config_check_fails_on_what_start_up_would_refuse_and_names_each_problem` |
+//! | `Authorization: bearer …` in lower case | rows below, and `credentials::tests` |
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

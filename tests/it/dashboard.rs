@@ -13,7 +13,8 @@ struct Session {
     csrf: String,
 }
 
-async fn sign_in(api: &Api) -> Session {
+/// Creates the administrator alice through a setup link.
+async fn create_alice(api: &Api) {
     let svc = api.server.service.clone();
     tokio::task::spawn_blocking(move || {
         let link = svc.create_setup_link(&Actor::cli()).expect("link");
@@ -21,6 +22,10 @@ async fn sign_in(api: &Api) -> Session {
     })
     .await
     .expect("join");
+}
+
+async fn sign_in(api: &Api) -> Session {
+    create_alice(api).await;
     // The session id travels in a private (encrypted) cookie only the server can make: sign
     // in through the form to get one.
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
@@ -365,13 +370,7 @@ async fn sign_in_and_setup_refuse_forms_sent_from_another_site() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_wrong_passwords_from_one_address_run_at_most_the_allowed_checks() {
     let api = Api::start(&[]).await;
-    let svc = api.server.service.clone();
-    tokio::task::spawn_blocking(move || {
-        let link = svc.create_setup_link(&Actor::cli()).expect("link");
-        svc.complete_setup(&link, "alice", PW, None).expect("setup");
-    })
-    .await
-    .expect("join");
+    create_alice(&api).await;
     let hashing = || {
         let text = api.server.service.metrics_text().expect("metrics");
         text.lines()

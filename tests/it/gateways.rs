@@ -117,6 +117,19 @@ pub const FORGED: [(&str, &str); 12] = [
     ("X_Auth_Expires", "99999999999"),
 ];
 
+/// A GET of `url` through a gateway, carrying every [`FORGED`] header and `token` as the
+/// bearer token, if any.
+pub fn forged_get(url: &str, token: Option<&str>) -> reqwest::blocking::RequestBuilder {
+    let mut req = client().get(url);
+    for (name, value) in FORGED {
+        req = req.header(name, value);
+    }
+    match token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    }
+}
+
 /// Fails unless the backend saw none of [`FORGED`]: no underscore spelling at all, and each
 /// of the six either keyturn's value (`expected`) or, where the gateway does not say, absent
 /// or empty.
@@ -170,14 +183,7 @@ fn nginx_auth_request_lets_only_active_tokens_through() {
     let _nginx = run_nginx(&nginx, &conf);
     let url = format!("http://127.0.0.1:{gateway}/orders/42");
     let get = |token: Option<&str>| {
-        let mut req = client().get(&url);
-        for (name, value) in FORGED {
-            req = req.header(name, value);
-        }
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().expect("through nginx");
+        let res = forged_get(&url, token).send().expect("through nginx");
         let status = res.status().as_u16();
         let challenges: Vec<String> =
             res.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap_or("").to_owned()).collect();
@@ -290,14 +296,7 @@ fn caddy_forward_auth_passes_keyturns_identity_and_never_the_clients() {
     let url = format!("http://127.0.0.1:{gateway}/orders/42");
     eventually("caddy to answer", Duration::from_secs(20), || client().get(&url).send().ok());
     let get = |token: Option<&str>| {
-        let mut req = client().get(&url);
-        for (name, value) in FORGED {
-            req = req.header(name, value);
-        }
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().expect("through caddy");
+        let res = forged_get(&url, token).send().expect("through caddy");
         let challenge = res.headers().get("www-authenticate").map(|v| v.to_str().unwrap_or("").to_owned());
         (res.status().as_u16(), challenge, res.text().unwrap_or_default())
     };
@@ -382,14 +381,7 @@ fn apache_mod_oauth2_verifies_by_jwks_and_by_introspection() {
     );
     let seen_by_api = std::cell::RefCell::new(Value::Null);
     let get = |path: &str, token: Option<&str>| {
-        let mut req = client().get(format!("http://127.0.0.1:{port}{path}"));
-        for (name, value) in FORGED {
-            req = req.header(name, value);
-        }
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().expect("through apache");
+        let res = forged_get(&format!("http://127.0.0.1:{port}{path}"), token).send().expect("through apache");
         let subject = res.headers().get("x-subject").map(|v| v.to_str().unwrap_or("").to_owned());
         let status = res.status().as_u16();
         *seen_by_api.borrow_mut() = serde_json::from_str(&res.text().unwrap_or_default()).unwrap_or(Value::Null);
