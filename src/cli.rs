@@ -682,7 +682,7 @@ fn token(inputs: &Inputs, command: TokenCommand) -> ExitCode {
                 scope,
                 client_id: None,
                 claims,
-                refresh: false,
+                ..Default::default()
             };
             let issued = service.issue_token(&req, &actor)?;
             println!("{}", issued.access_token);

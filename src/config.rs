@@ -306,6 +306,35 @@ settings! {
         show: |c| quoted(format_duration(c.refresh_ttl)),
         help: "lifetime of a refresh token (each use issues a new one)",
     }
+    session_lifetime: Duration {
+        parse: |v| parse_duration(v).and_then(|d| {
+            if d.is_zero() {
+                Err("must be longer than 0s".into())
+            } else {
+                Ok(d)
+            }
+        }),
+        default: doc,
+        documented: "30d",
+        show: |c| quoted(format_duration(c.session_lifetime)),
+        help: "absolute lifetime of a session (the tokens minted with one refresh token and its successors): after it the refresh token stops, however recently it was used; the idle end is `refresh_ttl` without a refresh",
+    }
+    forward_auth_cookie: Option<String> {
+        parse: |v| {
+            let v = v.trim();
+            if v.is_empty() {
+                Ok(None)
+            } else if v.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)) {
+                Ok(Some(v.to_owned()))
+            } else {
+                Err(format!("'{v}' is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"))
+            }
+        },
+        default: (None),
+        documented: "unset",
+        show: |c| quoted(c.forward_auth_cookie.as_deref().unwrap_or("")),
+        help: "a cookie `/auth/verify` reads the access token from when the request has no `Authorization` header (for a gateway in front of an app that keeps its tokens in cookies, e.g. `__Host-access`); unset: the header only",
+    }
     refresh_grace: Duration {
         parse: parse_duration,
         default: doc,

@@ -18,6 +18,8 @@ pub enum Revocation {
     Client { client_id: String, cutoff: Instant },
     /// Every token a (compromised) key signed.
     Key(String),
+    /// Every token of an ended session, by its `sid`.
+    Session(String),
 }
 
 impl Revocation {
@@ -28,6 +30,7 @@ impl Revocation {
             Revocation::Subject { .. } => "sub",
             Revocation::Client { .. } => "client_id",
             Revocation::Key(_) => "kid",
+            Revocation::Session(_) => "sid",
         }
     }
 
@@ -38,6 +41,7 @@ impl Revocation {
             "sub" => Some(Revocation::Subject { sub: value, cutoff }),
             "client_id" => Some(Revocation::Client { client_id: value, cutoff }),
             "kid" => Some(Revocation::Key(value)),
+            "sid" => Some(Revocation::Session(value)),
             _ => None,
         }
     }
@@ -50,6 +54,8 @@ pub struct TokenFacts<'a> {
     pub sub: &'a str,
     pub client_id: Option<&'a str>,
     pub kid: &'a str,
+    /// The session the token belongs to, if any.
+    pub sid: Option<&'a str>,
     pub iat: Instant,
 }
 
@@ -60,6 +66,7 @@ pub struct RevocationIndex {
     sub: HashMap<Box<str>, i64>,
     client: HashMap<Box<str>, i64>,
     kid: HashSet<Box<str>>,
+    sid: HashSet<Box<str>>,
     /// The highest feed id applied, so later entries can be loaded incrementally.
     pub last_id: i64,
     entries: usize,
@@ -83,12 +90,16 @@ impl RevocationIndex {
             Revocation::Key(k) => {
                 self.kid.insert(k.as_str().into());
             }
+            Revocation::Session(s) => {
+                self.sid.insert(s.as_str().into());
+            }
         }
         self.last_id = self.last_id.max(id);
         self.entries += 1;
     }
 
-    /// Why a token is revoked (`jti`, `sub`, `client_id` or `kid`), or `None` if it is not.
+    /// Why a token is revoked (`jti`, `sub`, `client_id`, `kid` or `sid`), or `None` if it is
+    /// not.
     pub fn check(&self, t: &TokenFacts<'_>) -> Option<&'static str> {
         let iat = to_unix(t.iat);
         if self.jti.contains(t.jti) {
@@ -97,6 +108,9 @@ impl RevocationIndex {
         if self.kid.contains(t.kid) {
             return Some("kid");
         }
+        if t.sid.is_some_and(|s| self.sid.contains(s)) {
+            return Some("sid");
+        }
         if self.sub.get(t.sub).is_some_and(|c| iat <= *c) {
             return Some("sub");
         }
@@ -104,6 +118,11 @@ impl RevocationIndex {
             return Some("client_id");
         }
         None
+    }
+
+    /// Whether a session was ended.
+    pub fn session_ended(&self, sid: &str) -> bool {
+        self.sid.contains(sid)
     }
 
     /// Whether everything issued to `sub` or `client_id` at `issued_at` is revoked (for
@@ -132,7 +151,7 @@ mod tests {
     const T: Instant = datetime!(2026-01-01 00:00:00 UTC);
 
     fn facts(iat: Instant) -> TokenFacts<'static> {
-        TokenFacts { jti: "j1", sub: "alice", client_id: Some("app"), kid: "k1", iat }
+        TokenFacts { jti: "j1", sub: "alice", client_id: Some("app"), kid: "k1", sid: Some("s1"), iat }
     }
 
     #[test]
@@ -141,6 +160,8 @@ mod tests {
             (Revocation::Jti("j1".into()), T, Some("jti")),
             (Revocation::Jti("other".into()), T, None),
             (Revocation::Key("k1".into()), T, Some("kid")),
+            (Revocation::Session("s1".into()), T, Some("sid")),
+            (Revocation::Session("s2".into()), T, None),
             (Revocation::Subject { sub: "alice".into(), cutoff: T }, T, Some("sub")),
             (Revocation::Subject { sub: "alice".into(), cutoff: T }, T + time::Duration::seconds(1), None),
             (Revocation::Subject { sub: "bob".into(), cutoff: T }, T, None),

@@ -13,7 +13,6 @@ use serde_json::{Map, Value};
 use super::clients::AuthenticatedClient;
 use super::Keyturn;
 use crate::clock::from_unix;
-use crate::credentials::Authorization;
 use crate::keys::signer::ACCESS_TOKEN_TYP;
 use crate::revocation::TokenFacts;
 
@@ -83,10 +82,10 @@ impl Keyturn {
     }
 
     /// Forward auth (`/auth/verify`): the same checks as introspection, from memory, on the
-    /// bearer token of an `Authorization` header, then the audience and scopes the gateway
-    /// requires.
-    pub fn forward_auth(&self, authorization: Option<&str>, required: &Requirements) -> ForwardAuth {
-        let answer = match Authorization::bearer(authorization) {
+    /// token the gateway passed on (from `Authorization: Bearer`, or the configured cookie),
+    /// then the audience and scopes the gateway requires.
+    pub fn forward_auth(&self, token: Option<&str>, required: &Requirements) -> ForwardAuth {
+        let answer = match token {
             None => ForwardAuth::Invalid("no bearer token"),
             Some(token) => {
                 let i = self.introspect_uncounted(token);
@@ -130,6 +129,7 @@ impl Keyturn {
             sub: &v.sub,
             client_id: v.client_id.as_deref(),
             kid: &v.kid,
+            sid: v.sid.as_deref(),
             iat: from_unix(v.iat),
         };
         if self.revocations_read().check(&facts).is_some() {
@@ -207,11 +207,11 @@ impl Keyturn {
             return Err("missing exp or iat");
         };
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
-        let (Some(jti), Some(sub), client_id) = (text("jti"), text("sub"), text("client_id")) else {
+        let (Some(jti), Some(sub), client_id, sid) = (text("jti"), text("sub"), text("client_id"), text("sid")) else {
             return Err("missing jti or sub");
         };
         claims.insert("kid".into(), Value::from(kid));
-        Ok(Verified { kid: kid.to_owned(), claims: Arc::new(claims), exp, iat, nbf, jti, sub, client_id })
+        Ok(Verified { kid: kid.to_owned(), claims: Arc::new(claims), exp, iat, nbf, jti, sub, client_id, sid })
     }
 
     /// Drops verified signatures of tokens that have expired (housekeeping).
@@ -237,6 +237,7 @@ pub(super) struct Verified {
     jti: String,
     sub: String,
     client_id: Option<String>,
+    sid: Option<String>,
 }
 
 /// Verified signatures by the SHA-256 of the whole token, so a repeated token (a gateway

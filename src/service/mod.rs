@@ -20,6 +20,7 @@ pub mod overview;
 pub mod policy;
 pub mod revocations;
 pub mod rotation;
+pub mod sessions;
 pub mod throttle;
 pub mod tokens;
 

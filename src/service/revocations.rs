@@ -23,7 +23,7 @@ pub enum RevokeTarget {
 pub struct RevocationView {
     /// The feed cursor of this entry.
     pub id: i64,
-    /// `jti`, `sub`, `client_id` or `kid`.
+    /// `jti`, `sub`, `client_id`, `kid` or `sid` (a session ended).
     #[serde(rename = "type")]
     pub kind: String,
     pub value: String,
@@ -89,7 +89,7 @@ pub(super) fn insert(
         _ => now,
     };
     let value = match r {
-        Revocation::Jti(v) | Revocation::Key(v) => v.clone(),
+        Revocation::Jti(v) | Revocation::Key(v) | Revocation::Session(v) => v.clone(),
         Revocation::Subject { sub, .. } => sub.clone(),
         Revocation::Client { client_id, .. } => client_id.clone(),
     };
@@ -201,6 +201,7 @@ impl Keyturn {
             let idx = load_index(&self.store)?;
             *self.revocations_write() = idx;
         }
+        self.prune_sessions(now)?;
         Ok(pruned)
     }
 
@@ -227,8 +228,16 @@ impl Keyturn {
         let owned =
             answer.claims.get("client_id").and_then(serde_json::Value::as_str) == Some(client.client_id.as_str());
         if answer.active && owned {
+            let why = "revoked by its client (RFC 7009)";
+            if let Some(sid) = answer.claims.get("sid").and_then(serde_json::Value::as_str) {
+                // A token of a session ends the session.
+                let owner = super::sessions::Viewer::Owner(actor.name.clone());
+                if self.end_session(sid, &owner, why, &actor)? {
+                    return Ok(());
+                }
+            }
             if let Some(jti) = answer.claims.get("jti").and_then(serde_json::Value::as_str) {
-                self.revoke(&RevokeTarget::Jti(jti.to_owned()), "revoked by its client (RFC 7009)", &actor)?;
+                self.revoke(&RevokeTarget::Jti(jti.to_owned()), why, &actor)?;
             }
         }
         Ok(())

@@ -20,7 +20,6 @@ use crate::error::{Error, Result};
 use crate::keys::signer::ACCESS_TOKEN_TYP;
 use crate::keys::{Algorithm, KeyId};
 use crate::records::{TokenQuery, TokenRecord};
-use crate::revocation::Revocation;
 use crate::revocation::TokenFacts;
 use crate::store::{self, refresh::RefreshRow, StoreError};
 
@@ -31,7 +30,10 @@ pub const MAX_VALUE_LEN: usize = 255;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Claims keyturn sets itself; a caller's custom claims may not name them.
-pub const RESERVED_CLAIMS: [&str; 9] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope"];
+pub const RESERVED_CLAIMS: [&str; 10] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "sid"];
+
+/// The longest session label an app may give (a device or browser name).
+pub const MAX_LABEL_LEN: usize = 200;
 
 /// The largest serialized custom-claims object accepted.
 pub const MAX_CLAIMS_BYTES: usize = 8 * 1024;
@@ -65,8 +67,14 @@ pub struct IssueRequest {
     pub client_id: Option<String>,
     /// Custom claims; none may be reserved.
     pub claims: Map<String, Value>,
-    /// Also issue a refresh token.
+    /// Also issue a refresh token: the tokens minted with it and its successors form a
+    /// session (`sid`).
     pub refresh: bool,
+    /// A label for the session the app will recognise (the device or browser).
+    pub session_label: Option<String>,
+    /// Who owns the session (may list and end it): `apikey:<id>` for an API key; the actor
+    /// when not given.
+    pub session_owner: Option<String>,
 }
 
 /// An issued access token (and refresh token, if asked for).
@@ -81,6 +89,10 @@ pub struct IssuedToken {
     pub scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// The session the tokens belong to (`sid` in the access token), when a refresh token
+    /// was issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 /// How a minted token relates to refresh tokens.
@@ -89,16 +101,19 @@ enum RefreshPlan {
     /// Start a new family.
     NewFamily,
     /// Continue a family: spend the presented refresh token, and record its successor.
+    /// `ends_at`: its session's absolute end (none for families from before sessions).
     Continue {
         family: String,
         spent: Vec<u8>,
         successor: Zeroizing<String>,
+        ends_at: Option<Instant>,
     },
     /// A retry of a refresh whose answer was lost: the successor already exists and is
     /// handed out again with a new access token; nothing is spent.
     Retry {
         family: String,
         successor: Zeroizing<String>,
+        ends_at: Option<Instant>,
     },
 }
 
@@ -188,6 +203,13 @@ impl Keyturn {
         }
         if let Err(e) = self.resolve_alg(req.alg) {
             problems.push(e.to_string());
+        }
+        if let Some(label) = &req.session_label {
+            if !req.refresh {
+                problems.push("session_label names a session: ask for one with \"refresh\": true".into());
+            } else if label.chars().count() > MAX_LABEL_LEN || label.chars().any(char::is_control) {
+                problems.push(format!("session_label must be at most {MAX_LABEL_LEN} printable characters"));
+            }
         }
         if !problems.is_empty() {
             return Err(Error::Invalid(problems));
@@ -281,14 +303,33 @@ impl Keyturn {
                 }
                 (None, None) => {}
             }
-            let ttl = DEFAULT_TTL.min(self.policy().max_token_ttl);
+            // The session the family forms (families from before sessions have none): an
+            // ended session or one past its absolute end redeems nothing, and its tokens keep
+            // the lifetime first asked for, within today's policy.
+            let session = self.store.read_blocking(|c| store::sessions::get(c, &row.family))?;
+            if let Some(s) = &session {
+                if s.ended_at.is_some() || self.revocations_read().session_ended(&s.id) {
+                    return Err(grant("the session has ended"));
+                }
+                if s.ends_at <= now {
+                    return Err(grant("the session reached its absolute lifetime: sign in again"));
+                }
+            }
+            let max_ttl = self.policy().max_token_ttl;
+            let ttl = session
+                .as_ref()
+                .and_then(|s| s.ttl)
+                .map(|secs| Duration::from_secs(secs.max(1) as u64))
+                .unwrap_or(DEFAULT_TTL)
+                .min(max_ttl);
+            let ends_at = session.as_ref().map(|s| s.ends_at);
             if let Some(used) = row.used_at {
                 if !self.config.refresh_grace.is_zero()
                     && now - used <= self.config.refresh_grace
                     && self.successor_unused(&successor)?
                 {
                     let (req, actor) = refresh_grant(&row);
-                    let plan = RefreshPlan::Retry { family: row.family.clone(), successor: successor.clone() };
+                    let plan = RefreshPlan::Retry { family: row.family.clone(), successor: successor.clone(), ends_at };
                     return self.mint(&req, ttl, plan, &actor);
                 }
                 self.revoke_family(&row, now, "refresh token reuse detected", "refresh.reuse")?;
@@ -301,8 +342,12 @@ impl Keyturn {
                 return Err(grant("the subject's or client's tokens have been revoked"));
             }
             let (req, actor) = refresh_grant(&row);
-            let plan =
-                RefreshPlan::Continue { family: row.family.clone(), spent: hash.clone(), successor: successor.clone() };
+            let plan = RefreshPlan::Continue {
+                family: row.family.clone(),
+                spent: hash.clone(),
+                successor: successor.clone(),
+                ends_at,
+            };
             match self.mint(&req, ttl, plan, &actor) {
                 // Another request spent it first: look again.
                 Err(Error::InvalidGrant(_)) => continue,
@@ -338,25 +383,15 @@ impl Keyturn {
         self.revoke_family(&row, self.clock.now(), reason, "refresh.revoke")
     }
 
-    /// Revokes a refresh family: its refresh tokens, and its unexpired access tokens by jti.
+    /// Revokes a refresh family, which ends its session: see [`Keyturn::end_family`].
     fn revoke_family(&self, row: &RefreshRow, now: Instant, reason: &str, action: &str) -> Result<()> {
-        let family = row.family.clone();
         let actor = Actor::system();
         let added = self.store.write_blocking(|tx| {
-            store::refresh::revoke_family(tx, &family, now)?;
-            let mut added = Vec::new();
-            for (jti, exp) in store::tokens::live_of_family(tx, &family, now)? {
-                let rev = Revocation::Jti(jti);
-                let r = super::revocations::insert(tx, &rev, exp, reason, now, &actor)?;
-                added.push((r.id, rev));
-            }
-            audited(tx, now, &Actor::system(), action, Some(&family), Some(reason))?;
+            let added = super::sessions::end_family(tx, &row.family, now, reason, &actor)?;
+            audited(tx, now, &actor, action, Some(&row.family), Some(reason))?;
             Ok(added)
         })?;
-        let mut idx = self.revocations_write();
-        for (id, rev) in &added {
-            idx.insert(*id, rev);
-        }
+        self.apply_revocations(&added);
         tracing::warn!(family = %row.family, %reason, "refresh family revoked");
         Ok(())
     }
@@ -429,6 +464,9 @@ impl Keyturn {
         claims.insert("exp".into(), Value::from(to_unix(exp)));
         claims.insert("jti".into(), Value::from(jti.as_str()));
         claims.insert("client_id".into(), Value::from(client_id.as_str()));
+        if let Some(parts) = refresh {
+            claims.insert("sid".into(), Value::from(parts.family.as_str()));
+        }
         if let Some(s) = &req.scope {
             claims.insert("scope".into(), Value::from(s.as_str()));
         }
@@ -464,14 +502,36 @@ impl Keyturn {
                 claims: (!req.claims.is_empty()).then(|| Value::Object(req.claims.clone()).to_string()),
                 alg: Some(alg.as_str().to_owned()),
                 issued_at: now,
-                expires_at: now + self.config.refresh_ttl,
+                // The idle end, never past the session's absolute end.
+                expires_at: (now + self.config.refresh_ttl)
+                    .min(parts.ends_at.unwrap_or(now + self.config.session_lifetime)),
                 used_at: None,
                 revoked_at: None,
             };
             (token, parts.record.then_some(row))
         });
+        let session = refresh.as_ref().and_then(|parts| match (&parts.spend, parts.record) {
+            // A new family: its session starts.
+            (None, true) => Some(store::tokens::SessionWrite::Start(Box::new(store::sessions::SessionRow {
+                id: parts.family.clone(),
+                sub: req.sub.clone(),
+                owner: req.session_owner.clone().unwrap_or_else(|| actor.name.clone()),
+                minted_by: actor.name.clone(),
+                label: req.session_label.clone(),
+                ttl: req.ttl.map(|t| t.as_secs() as i64),
+                started_at: now,
+                refreshed_at: now,
+                ends_at: now + self.config.session_lifetime,
+                ended_at: None,
+                end_reason: None,
+                ended_by: None,
+            }))),
+            (Some(_), _) => Some(store::tokens::SessionWrite::Refreshed { id: parts.family.clone(), at: now }),
+            (None, false) => None,
+        });
         let spent = refresh.as_ref().and_then(|p| p.spend.clone());
-        Ok(Minted { token, alg, record, new_refresh, spent, scope: req.scope.clone() })
+        let session_id = refresh.as_ref().map(|p| p.family.clone());
+        Ok(Minted { token, alg, record, new_refresh, spent, scope: req.scope.clone(), session, session_id })
     }
 
     /// The answer for a minted token once its records were written (or not): the token,
@@ -479,7 +539,7 @@ impl Keyturn {
     fn settle(&self, minted: Minted, recorded: Result<(), StoreError>) -> Result<Option<IssuedToken>> {
         match recorded {
             Ok(()) => {
-                let Minted { token, alg, record, new_refresh, scope, .. } = minted;
+                let Minted { token, alg, record, new_refresh, scope, session_id, .. } = minted;
                 self.metrics.token_issued(&record.kid, alg);
                 Ok(Some(IssuedToken {
                     access_token: token,
@@ -489,6 +549,7 @@ impl Keyturn {
                     jti: record.jti,
                     scope,
                     refresh_token: new_refresh.map(|(t, _)| t.to_string()),
+                    session_id,
                 }))
             }
             Err(StoreError::RefreshSpent) => Err(Error::InvalidGrant("the refresh token was already used".into())),
@@ -510,6 +571,8 @@ fn refresh_grant(row: &RefreshRow) -> (IssueRequest, Actor) {
         claims: row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default(),
         refresh: true,
         ttl: None,
+        session_label: None,
+        session_owner: None,
     };
     let actor = Actor { name: format!("refresh:{}", row.client_id.as_deref().unwrap_or("-")), source: None };
     (req, actor)
@@ -534,17 +597,21 @@ struct RefreshParts {
     spend: Option<Vec<u8>>,
     token: Option<Zeroizing<String>>,
     record: bool,
+    /// The session's absolute end, for a family that has one.
+    ends_at: Option<Instant>,
 }
 
 fn refresh_parts(plan: RefreshPlan) -> Option<RefreshParts> {
     match plan {
         RefreshPlan::None => None,
-        RefreshPlan::NewFamily => Some(RefreshParts { family: random_id(18), spend: None, token: None, record: true }),
-        RefreshPlan::Continue { family, spent, successor } => {
-            Some(RefreshParts { family, spend: Some(spent), token: Some(successor), record: true })
+        RefreshPlan::NewFamily => {
+            Some(RefreshParts { family: random_id(18), spend: None, token: None, record: true, ends_at: None })
         }
-        RefreshPlan::Retry { family, successor } => {
-            Some(RefreshParts { family, spend: None, token: Some(successor), record: false })
+        RefreshPlan::Continue { family, spent, successor, ends_at } => {
+            Some(RefreshParts { family, spend: Some(spent), token: Some(successor), record: true, ends_at })
+        }
+        RefreshPlan::Retry { family, successor, ends_at } => {
+            Some(RefreshParts { family, spend: None, token: Some(successor), record: false, ends_at })
         }
     }
 }
@@ -558,6 +625,9 @@ struct Minted {
     new_refresh: Option<(Zeroizing<String>, Option<RefreshRow>)>,
     spent: Option<Vec<u8>>,
     scope: Option<String>,
+    /// What the recording writes of the token's session.
+    session: Option<store::tokens::SessionWrite>,
+    session_id: Option<String>,
 }
 
 impl Minted {
@@ -568,6 +638,7 @@ impl Minted {
             spends: self.spent.clone(),
             token: self.record.clone(),
             refresh: self.new_refresh.as_ref().and_then(|(_, row)| row.clone()),
+            session: self.session.clone(),
         }
     }
 }
@@ -609,6 +680,10 @@ pub struct TokenView {
     pub record: TokenRecord,
     pub expired: bool,
     pub revoked: bool,
+    /// What revoked it: `jti` (the token itself), `sid` (its session ended), `sub` (every
+    /// token of its subject), `client_id` or `kid` (its key was revoked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_because: Option<&'static str>,
     pub status: TokenStatus,
 }
 
@@ -626,16 +701,18 @@ impl Keyturn {
                     sub: &t.sub,
                     client_id: t.client_id.as_deref(),
                     kid: t.kid.as_str(),
+                    sid: t.family.as_deref(),
                     iat: t.iat,
                 };
-                let revoked = revocations.check(&facts).is_some();
+                let revoked_because = revocations.check(&facts);
+                let revoked = revoked_because.is_some();
                 let expired = t.exp <= now;
                 let status = match (revoked, expired) {
                     (true, _) => TokenStatus::Revoked,
                     (false, true) => TokenStatus::Expired,
                     (false, false) => TokenStatus::Active,
                 };
-                TokenView { cursor, record: t, expired, revoked, status }
+                TokenView { cursor, record: t, expired, revoked, revoked_because, status }
             })
             .collect())
     }
@@ -653,7 +730,8 @@ impl Keyturn {
         let index = self.revocations_read();
         live.iter()
             .filter(|(jti, sub, client_id, iat)| {
-                let facts = TokenFacts { jti, sub, client_id: client_id.as_deref(), kid: kid.as_str(), iat: *iat };
+                let facts =
+                    TokenFacts { jti, sub, client_id: client_id.as_deref(), kid: kid.as_str(), sid: None, iat: *iat };
                 index.check(&facts).is_none()
             })
             .count() as u64

@@ -26,6 +26,10 @@ const TABLES: &[(&str, &str)] = &[
         "token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at",
     ),
     ("revocations", "id, kind, value, cutoff, covers_until, reason, created_at, created_by"),
+    (
+        "sessions",
+        "id, sub, owner, minted_by, label, ttl, started_at, refreshed_at, ends_at, ended_at, end_reason, ended_by",
+    ),
     ("admins", "name, password_hash, created_at, created_by, password_changed_at"),
     ("admin_sessions", "id_hash, admin, csrf, created_at, last_seen, source"),
     ("setup_links", "token_hash, created_at, expires_at, used_at, created_by"),

@@ -19,6 +19,7 @@ pub mod meta;
 pub mod postgres;
 pub mod refresh;
 pub mod revocations;
+pub mod sessions;
 pub mod settings;
 pub mod signins;
 pub mod sql;
@@ -44,6 +45,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_admins.sql"),
     include_str!("migrations/0005_signins.sql"),
     include_str!("migrations/0006_signin_attempts.sql"),
+    include_str!("migrations/0007_sessions.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_keys.sql"),
@@ -52,6 +54,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0004_admins.sql"),
     include_str!("migrations/postgres/0005_signins.sql"),
     include_str!("migrations/postgres/0006_signin_attempts.sql"),
+    include_str!("migrations/postgres/0007_sessions.sql"),
 ];
 const _: () = assert!(SQLITE_MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 
@@ -720,6 +723,7 @@ mod tests {
                 family: None,
             },
             refresh: None,
+            session: None,
         };
         let batch = [
             recording("a", "signs", None),

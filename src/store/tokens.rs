@@ -17,6 +17,15 @@ pub struct Recording {
     pub token: TokenRecord,
     /// The refresh token it hands out, when that is new.
     pub refresh: Option<RefreshRow>,
+    /// What it writes of its session: the start, or a refresh.
+    pub session: Option<SessionWrite>,
+}
+
+/// A session's row as a recording changes it.
+#[derive(Clone, Debug)]
+pub enum SessionWrite {
+    Start(Box<super::sessions::SessionRow>),
+    Refreshed { id: String, at: Instant },
 }
 
 /// Writes a batch of recordings in one transaction and says, for each, whether it stands:
@@ -55,6 +64,12 @@ pub fn record_batch(tx: &Conn<'_>, batch: &[&Recording]) -> Result<Vec<Result<()
     insert_many(tx, &standing)?;
     for row in standing.iter().filter_map(|r| r.refresh.as_ref()) {
         super::refresh::insert(tx, row)?;
+    }
+    for write in standing.iter().filter_map(|r| r.session.as_ref()) {
+        match write {
+            SessionWrite::Start(row) => super::sessions::insert(tx, row)?,
+            SessionWrite::Refreshed { id, at } => super::sessions::refreshed(tx, id, *at)?,
+        }
     }
     Ok(outcomes)
 }

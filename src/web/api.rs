@@ -44,6 +44,9 @@ pub fn routes() -> Vec<Route> {
         list_clients,
         disable_client,
         create_revocation,
+        list_sessions,
+        end_session,
+        end_sessions_of,
         revocation_feed
     ]
 }
@@ -71,6 +74,16 @@ impl Caller {
     /// The caller as an audit actor.
     pub fn actor(&self) -> Actor {
         Actor::api_key(&self.key.name, self.source.map(|ip| ip.to_string()))
+    }
+
+    /// Whose sessions the caller may see and end: every one for an administrator, else the
+    /// ones its key minted.
+    pub fn session_viewer(&self) -> crate::service::sessions::Viewer {
+        if self.key.role == Role::Admin {
+            crate::service::sessions::Viewer::Admin
+        } else {
+            crate::service::sessions::Viewer::api_key(&self.key.id)
+        }
     }
 
     /// Refuses (403) unless the caller is an administrator.
@@ -293,6 +306,8 @@ struct TokenBody {
     claims: serde_json::Map<String, Value>,
     #[serde(default)]
     refresh: bool,
+    /// With `refresh`: a label for the session (the device or browser).
+    session_label: Option<String>,
 }
 
 #[post("/api/v1/tokens", data = "<body>")]
@@ -323,6 +338,8 @@ async fn issue_token(
         client_id: None,
         claims: body.claims,
         refresh: body.refresh,
+        session_label: body.session_label,
+        session_owner: Some(crate::service::sessions::api_key_owner(&caller.key.id)),
     };
     Ok(Json(service.issue_token_async(req, caller.actor()).await.map_err(ApiError::from)?))
 }
@@ -450,6 +467,75 @@ async fn create_revocation(
     let reason = b.reason;
     let entry = blocking(service, move |s| s.revoke(&target, &reason, &actor)).await?;
     Ok((Status::Created, Json(json!(entry))))
+}
+
+/// Sessions the caller may see (an issuer key: those it minted; an administrator: all),
+/// newest first; `?sub=` one subject's, `?active=true` running ones only.
+#[get("/api/v1/sessions?<sub>&<active>")]
+async fn list_sessions(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    sub: Option<String>,
+    active: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::Issuer])?;
+    let active = match active {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid_request("`active` is `true` or `false`")),
+    };
+    let viewer = caller.session_viewer();
+    let sessions = blocking(service, move |s| s.list_sessions(&viewer, sub.as_deref(), active)).await?;
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndBody {
+    sub: Option<String>,
+    reason: Option<String>,
+}
+
+/// The reason of an end, or what an app's logout is.
+fn end_reason(reason: Option<String>) -> String {
+    reason.unwrap_or_else(|| "logged out".to_owned())
+}
+
+/// Ends one session the caller may end (per-device logout). Unknown, already ended or
+/// another key's: 200 and nothing changes, as RFC 7009 answers.
+#[post("/api/v1/sessions/<id>/end", data = "<body>")]
+async fn end_session(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    id: &str,
+    _json: JsonContent,
+    body: Json<EndBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::Issuer])?;
+    let body = body.into_inner();
+    if body.sub.is_some() {
+        return Err(ApiError::invalid_request("a session is named in the path; `sub` belongs to /api/v1/sessions/end"));
+    }
+    let (id, viewer, actor, reason) = (id.to_owned(), caller.session_viewer(), caller.actor(), end_reason(body.reason));
+    blocking(service, move |s| s.end_session(&id, &viewer, &reason, &actor)).await?;
+    Ok(Json(json!({})))
+}
+
+/// Ends every running session of a subject the caller may end ("log out everywhere").
+#[post("/api/v1/sessions/end", data = "<body>")]
+async fn end_sessions_of(
+    service: &State<Arc<Keyturn>>,
+    caller: Caller,
+    _json: JsonContent,
+    body: Json<EndBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::Issuer])?;
+    let body = body.into_inner();
+    let sub =
+        body.sub.filter(|s| !s.trim().is_empty()).ok_or_else(|| ApiError::invalid_request("`sub` is required"))?;
+    let (viewer, actor, reason) = (caller.session_viewer(), caller.actor(), end_reason(body.reason));
+    let ended = blocking(service, move |s| s.end_sessions_of(&sub, &viewer, &reason, &actor)).await?;
+    Ok(Json(json!({ "ended": ended })))
 }
 
 /// The revocation feed: entries after `since`, and `next` to ask with. Cacheable: a strong

@@ -23,6 +23,7 @@ use rocket::{Data, Request, Response, Route};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use crate::credentials::Authorization;
 use crate::service::introspect::{ForwardAuth, Requirements};
 use crate::service::Keyturn;
 
@@ -61,8 +62,18 @@ impl Handler for Verify {
             return Outcome::from(req, ApiError::from(e));
         }
         let required = requirements(req.uri().query().map(|q| q.as_str()).unwrap_or(""));
-        let answer = service.forward_auth(req.headers().get_one("Authorization"), &required);
+        let answer = service.forward_auth(token_of(req, service.config().forward_auth_cookie.as_deref()), &required);
         Outcome::Success(respond(answer))
+    }
+}
+
+/// The token to check: the bearer token of the `Authorization` header; without that
+/// header, the value of the cookie named by `forward_auth_cookie` (an app that keeps its
+/// access token in an HttpOnly cookie), if it is set.
+fn token_of<'r>(req: &'r Request<'_>, cookie: Option<&str>) -> Option<&'r str> {
+    match req.headers().get_one("Authorization") {
+        Some(header) => Authorization::bearer(Some(header)),
+        None => cookie.and_then(|name| req.cookies().get(name)).map(|c| c.value()),
     }
 }
 

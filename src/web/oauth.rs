@@ -211,22 +211,44 @@ async fn token(
     if let Some(r) = issued.refresh_token {
         body["refresh_token"] = Value::from(r);
     }
+    if let Some(sid) = issued.session_id {
+        body["session_id"] = Value::from(sid);
+    }
     Ok(NoStore(body.to_string()))
 }
 
-/// RFC 7009: the client revokes one of its tokens. The answer is 200 whether or not the
-/// token was valid, so it reveals nothing.
+/// RFC 7009: a client revokes one of its tokens, or an app with its issuer API key
+/// (`Authorization: Bearer kt_…`) revokes a token it minted — a token of a session ends the
+/// whole session (logout). The answer is 200 whether or not the token was valid or the
+/// caller's, so it reveals nothing.
 #[post("/oauth/revoke", data = "<data>")]
 async fn revoke(
     service: &State<Arc<Keyturn>>,
     auth: AuthHeader,
     from: ClientAddress,
+    caller: Option<Caller>,
     ct: Option<&ContentType>,
     data: Data<'_>,
 ) -> Result<Status, ApiError> {
     let form = read_form(ct, data).await?;
-    let creds = client_credentials(&auth, &form)?;
     let service = service.inner().clone();
+    if Authorization::bearer(auth.0.as_deref()).is_some() {
+        // An API key: the guard refused it (429 over the failure limit, else 401), or it is
+        // an issuer's or an administrator's.
+        let Some(caller) = caller else {
+            if let Some(wait) = service.auth_blocked(from.0) {
+                return Err(ApiError::throttled(wait.as_secs()));
+            }
+            return Err(ApiError::new(Status::Unauthorized, "invalid_token", "unknown, wrong or revoked API key"));
+        };
+        caller.require(&[Role::Issuer])?;
+        let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
+        let viewer = caller.session_viewer();
+        let actor = caller.actor();
+        blocking(&service, move |s| s.revoke_for_api_key(&token, &viewer, &actor)).await?;
+        return Ok(Status::Ok);
+    }
+    let creds = client_credentials(&auth, &form)?;
     let client = authenticate(&service, creds, from).await?;
     let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
     blocking(&service, move |s| s.revoke_for_client(&token, &client)).await?;

@@ -34,6 +34,7 @@ mod oauth;
 mod operate;
 mod pg;
 mod proxies;
+mod sessions;
 mod shutdown;
 mod startup;
 mod tls;

@@ -197,6 +197,7 @@ async fn token_issue(
         client_id: None,
         claims,
         refresh: form.refresh.unwrap_or(false),
+        ..IssueRequest::default()
     };
     let actor = s.actor();
     let outcome = blocking(service, move |svc| svc.issue_token(&req, &actor)).await;

@@ -1,0 +1,239 @@
+//! Sessions: the tokens a web app's user holds after signing in once. An app checks the
+//! password itself and mints tokens with `"refresh": true`; the refresh family that starts
+//! is the session, `sid` in each of its access tokens. It ends at its absolute lifetime
+//! (`session_lifetime`), after `refresh_ttl` without a refresh, or when it is ended — by the
+//! app that minted it (RFC 7009 revocation of any of its tokens, or the sessions API: one
+//! session, or every session of a subject), by an administrator, or by refresh-token reuse.
+//! An end is a revocation like any other: the `sid` entry reaches introspection and
+//! `/auth/verify` on every node at once and the feed for APIs that verify locally, and it
+//! is audited with who and why.
+
+use serde::Serialize;
+
+use super::{audited, Actor, Keyturn};
+use crate::clock::{self, Instant};
+use crate::error::{Error, Result};
+use crate::revocation::Revocation;
+use crate::store::{self, sessions::SessionRow};
+
+/// How long an ended session stays listed (for the dashboard and the app's own listing).
+pub const ENDED_KEPT: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// The most sessions one listing returns.
+pub const LIST_LIMIT: u32 = 500;
+
+/// A session as the API and the dashboard show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionView {
+    pub session_id: String,
+    pub sub: String,
+    /// Who minted it: `apikey:<name>`, `client:<client_id>`, `admin:<name>` or `cli:<user>`.
+    pub minted_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(serialize_with = "clock::serialize_rfc3339")]
+    pub started_at: Instant,
+    #[serde(serialize_with = "clock::serialize_rfc3339")]
+    pub last_refreshed_at: Instant,
+    /// When it ends if nothing else ends it first: its absolute end, or sooner the idle end
+    /// (`refresh_ttl` after the last refresh).
+    #[serde(serialize_with = "clock::serialize_rfc3339")]
+    pub ends_at: Instant,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "clock::serialize_rfc3339_opt")]
+    pub ended_at: Option<Instant>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    pub active: bool,
+}
+
+impl SessionView {
+    fn of(row: SessionRow, now: Instant, idle: std::time::Duration) -> SessionView {
+        let ends_at = row.ends_at.min(row.refreshed_at + idle);
+        // A session past its idle or absolute end has ended by itself.
+        let (ended_at, end_reason) = match (row.ended_at, ends_at <= now) {
+            (Some(at), _) => (Some(at), row.end_reason),
+            (None, true) if row.ends_at <= ends_at => (Some(ends_at), Some("absolute lifetime reached".to_owned())),
+            (None, true) => (Some(ends_at), Some("idle: not refreshed within refresh_ttl".to_owned())),
+            (None, false) => (None, None),
+        };
+        SessionView {
+            session_id: row.id,
+            sub: row.sub,
+            minted_by: row.minted_by,
+            label: row.label,
+            started_at: row.started_at,
+            last_refreshed_at: row.refreshed_at,
+            ends_at,
+            active: ended_at.is_none(),
+            ended_at,
+            end_reason,
+        }
+    }
+}
+
+/// Who may see and end sessions: an administrator (every session) or an owner (theirs only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Viewer {
+    Admin,
+    Owner(String),
+}
+
+impl Viewer {
+    /// The owner an issuer API key's sessions are recorded under.
+    pub fn api_key(id: &str) -> Viewer {
+        Viewer::Owner(api_key_owner(id))
+    }
+
+    fn owner(&self) -> Option<&str> {
+        match self {
+            Viewer::Admin => None,
+            Viewer::Owner(o) => Some(o),
+        }
+    }
+}
+
+/// The owner string of sessions an API key mints.
+pub fn api_key_owner(id: &str) -> String {
+    format!("apikey:{id}")
+}
+
+/// Checks an end's reason: 1 to 500 printable characters.
+fn checked_reason(reason: &str) -> Result<&str> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(Error::Invalid(vec!["reason: give a reason of 1 to 500 printable characters".into()]));
+    }
+    Ok(reason)
+}
+
+/// Inside a write transaction: ends the refresh family `family` — its refresh tokens are
+/// revoked, its unexpired access tokens revoked by jti (tokens minted before sessions carry
+/// no `sid`) and, when it is a session still running, the session is marked ended with a
+/// `sid` entry and audited. Returns the revocations added, for the in-memory index.
+pub(super) fn end_family(
+    tx: &store::Tx<'_>,
+    family: &str,
+    now: Instant,
+    reason: &str,
+    by: &Actor,
+) -> store::Result<Vec<(i64, Revocation)>> {
+    store::refresh::revoke_family(tx, family, now)?;
+    let mut added = Vec::new();
+    let mut last_exp = now;
+    for (jti, exp) in store::tokens::live_of_family(tx, family, now)? {
+        last_exp = last_exp.max(exp);
+        let rev = Revocation::Jti(jti);
+        let r = super::revocations::insert(tx, &rev, exp, reason, now, by)?;
+        added.push((r.id, rev));
+    }
+    if store::sessions::end(tx, family, now, reason, &by.name)? {
+        let rev = Revocation::Session(family.to_owned());
+        let r = super::revocations::insert(tx, &rev, last_exp, reason, now, by)?;
+        added.push((r.id, rev));
+        audited(tx, now, by, "session.end", Some(family), Some(reason))?;
+    }
+    Ok(added)
+}
+
+impl Keyturn {
+    /// Adds revocations committed here to the in-memory index.
+    pub(super) fn apply_revocations(&self, added: &[(i64, Revocation)]) {
+        let mut idx = self.revocations_write();
+        for (id, rev) in added {
+            idx.insert(*id, rev);
+        }
+    }
+
+    /// Sessions `viewer` may see, newest first: of `sub` when given, running ones only when
+    /// `active_only`.
+    pub fn list_sessions(&self, viewer: &Viewer, sub: Option<&str>, active_only: bool) -> Result<Vec<SessionView>> {
+        let now = self.clock.now();
+        let idle = self.config.refresh_ttl;
+        let rows = self
+            .store
+            .read_blocking(|c| store::sessions::list(c, sub, viewer.owner(), active_only.then_some(now), LIST_LIMIT))?;
+        Ok(rows.into_iter().map(|r| SessionView::of(r, now, idle)).filter(|v| !active_only || v.active).collect())
+    }
+
+    /// Ends one session `viewer` may end. An unknown session, one already ended, or one
+    /// another owner minted changes nothing and answers the same (RFC 7009's rule: the
+    /// answer reveals nothing). Returns whether this call ended it.
+    pub fn end_session(&self, id: &str, viewer: &Viewer, reason: &str, actor: &Actor) -> Result<bool> {
+        let reason = checked_reason(reason)?;
+        if id.is_empty() || id.len() > 64 {
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        let added = self.store.write_blocking(|tx| {
+            let Some(row) = store::sessions::get(tx, id)? else { return Ok(Vec::new()) };
+            if viewer.owner().is_some_and(|o| o != row.owner) || row.ended_at.is_some() {
+                return Ok(Vec::new());
+            }
+            end_family(tx, id, now, reason, actor)
+        })?;
+        self.apply_revocations(&added);
+        let ended = added.iter().any(|(_, r)| matches!(r, Revocation::Session(_)));
+        if ended {
+            tracing::info!(session = %id, actor = %actor.name, "session ended");
+        }
+        Ok(ended)
+    }
+
+    /// Ends every running session of `sub` that `viewer` may end ("log out everywhere").
+    /// Returns how many it ended.
+    pub fn end_sessions_of(&self, sub: &str, viewer: &Viewer, reason: &str, actor: &Actor) -> Result<usize> {
+        let reason = checked_reason(reason)?;
+        let now = self.clock.now();
+        let added = self.store.write_blocking(|tx| {
+            let mut added = Vec::new();
+            for row in store::sessions::list(tx, Some(sub), viewer.owner(), Some(now), u32::MAX)? {
+                added.extend(end_family(tx, &row.id, now, reason, actor)?);
+            }
+            Ok(added)
+        })?;
+        self.apply_revocations(&added);
+        let ended = added.iter().filter(|(_, r)| matches!(r, Revocation::Session(_))).count();
+        tracing::info!(%sub, ended, actor = %actor.name, "sessions of a subject ended");
+        Ok(ended)
+    }
+
+    /// RFC 7009 for an API key: an access or refresh token of a session the key may end
+    /// ends that whole session; an access token minted outside a session by this key is
+    /// revoked alone. Anything else (unknown, invalid, another key's) changes nothing.
+    pub fn revoke_for_api_key(&self, token: &str, viewer: &Viewer, actor: &Actor) -> Result<()> {
+        const WHY: &str = "revoked by the app that minted it (RFC 7009)";
+        if token.starts_with(super::tokens::REFRESH_PREFIX) {
+            let hash = super::secret_digest(token);
+            let Some(row) = self.store.read_blocking(|c| store::refresh::get(c, &hash))? else { return Ok(()) };
+            self.end_session(&row.family, viewer, WHY, actor)?;
+            return Ok(());
+        }
+        let answer = self.introspect(token);
+        if !answer.active {
+            return Ok(());
+        }
+        let text = |name: &str| answer.claims.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+        match (text("sid"), text("jti")) {
+            (Some(sid), _) => {
+                self.end_session(&sid, viewer, WHY, actor)?;
+            }
+            (None, Some(jti)) => {
+                let minted_by_caller = self
+                    .store
+                    .read_blocking(|c| store::tokens::get(c, &jti))?
+                    .is_some_and(|t| matches!(viewer, Viewer::Admin) || t.issued_by == actor.name);
+                if minted_by_caller {
+                    self.revoke(&super::revocations::RevokeTarget::Jti(jti), WHY, actor)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Forgets sessions ended more than [`ENDED_KEPT`] ago.
+    pub(super) fn prune_sessions(&self, now: Instant) -> Result<usize> {
+        let before = now - ENDED_KEPT;
+        Ok(self.store.write_blocking(|tx| store::sessions::prune(tx, before))?)
+    }
+}
