@@ -304,7 +304,7 @@ settings! {
         default: doc,
         documented: "14d",
         show: |c| quoted(format_duration(c.refresh_ttl)),
-        help: "lifetime of a refresh token (each use issues a new one)",
+        help: "lifetime of a refresh token (each use issues a new one): a session not refreshed for this long ends (its idle end)",
     }
     session_lifetime: Duration {
         parse: |v| parse_duration(v).and_then(|d| {

@@ -134,4 +134,72 @@ fn the_readme_examples_run_as_written() {
     let out = Command::new(python).arg("-c").arg(&py).arg(token).output().expect("python");
     assert!(out.status.success(), "the PyJWT snippet: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice");
+
+    // The feed snippets: each follows the feed, sees a session's token as live, and refuses
+    // it once the app that minted it logged the user out (RFC 7009 with its issuer key).
+    let verifier = crate::daemon::keyturn_once(
+        &data,
+        &["apikey", "create", "--role", "verifier", "--name", "feed"],
+        &[crate::support::SQLITE],
+    );
+    let session = |label: &str| -> String {
+        let minted: serde_json::Value = crate::daemon::client()
+            .post(format!("{}/api/v1/tokens", d.url))
+            .bearer_auth(key.trim())
+            .json(&serde_json::json!({"sub": "alice", "aud": "orders-api", "refresh": true, "session_label": label}))
+            .send()
+            .expect("mint")
+            .json()
+            .expect("json");
+        minted["access_token"].as_str().expect("token").to_owned()
+    };
+    let logout = format!("{issuer}/oauth/revoke");
+    let feed_js = blocks(&readme, "js").into_iter().nth(1).expect("the jose feed snippet");
+    let feed_js = format!(
+        "const [token, issuerKey] = process.argv.slice(2);\n{}\n\
+         const part = (i) => JSON.parse(Buffer.from(token.split('.')[i], 'base64url'));\n\
+         const before = isRevoked(part(1), part(0).kid);\n\
+         const res = await fetch('{logout}', {{ method: 'POST', headers: {{ authorization: `Bearer ${{issuerKey}}`, 'content-type': 'application/x-www-form-urlencoded' }}, body: `token=${{token}}` }});\n\
+         if (!res.ok) throw new Error(`logout: ${{res.status}}`);\n\
+         await pollRevocations();\n\
+         console.log(`${{before}} ${{isRevoked(part(1), part(0).kid)}}`);\n\
+         process.exit(0);\n",
+        feed_js.replace("https://auth.example.com", &issuer)
+    );
+    let file = interop.join(format!("readme-feed-{}.mjs", std::process::id()));
+    std::fs::write(&file, feed_js).expect("write");
+    let out = Command::new("node")
+        .arg(&file)
+        .arg(session("node"))
+        .arg(key.trim())
+        .env("KEYTURN_VERIFIER_KEY", verifier.trim())
+        .current_dir(&interop)
+        .output()
+        .expect("node");
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "the jose feed snippet: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "false true", "live, then refused after the logout");
+    let feed_py = blocks(&readme, "python").into_iter().nth(1).expect("the Python feed snippet");
+    let feed_py = format!(
+        "import sys, base64\ntoken, issuer_key = sys.argv[1], sys.argv[2]\n{}\n\
+         part = lambda i: json.loads(base64.urlsafe_b64decode(token.split('.')[i] + '=='))\n\
+         before = is_revoked(part(1), part(0)['kid'])\n\
+         req = urllib.request.Request('{logout}', data=f'token={{token}}'.encode(), method='POST',\n\
+             headers={{'Authorization': f'Bearer {{issuer_key}}', 'Content-Type': 'application/x-www-form-urlencoded'}})\n\
+         urllib.request.urlopen(req, timeout=5).close()\n\
+         poll_revocations()\n\
+         print(before, is_revoked(part(1), part(0)['kid']))\n",
+        feed_py.replace("https://auth.example.com", &issuer)
+    );
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python");
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(&feed_py)
+        .arg(session("python"))
+        .arg(key.trim())
+        .env("KEYTURN_VERIFIER_KEY", verifier.trim())
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "the Python feed snippet: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "False True", "live, then refused after the logout");
 }
