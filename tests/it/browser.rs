@@ -16,14 +16,14 @@ use crate::support::{eventually_async, http};
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A chromedriver process and one browser session, driven through fantoccini.
-struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     client: Client,
     _profile: tempfile::TempDir,
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -56,27 +56,27 @@ impl Browser {
         Browser { driver, client, _profile: profile }
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.client.goto(url).await.unwrap_or_else(|e| panic!("goto {url}: {e}"));
     }
 
-    async fn url(&self) -> String {
+    pub(crate) async fn url(&self) -> String {
         self.client.current_url().await.expect("current url").to_string()
     }
 
-    async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let el = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no element {css}: {e}"));
         el.clear().await.expect("clear");
         el.send_keys(text).await.expect("type");
     }
 
     /// A script's answer (run through WebDriver, which the page's CSP does not govern).
-    async fn script(&self, js: &str) -> Value {
+    pub(crate) async fn script(&self, js: &str) -> Value {
         self.client.execute(js, Vec::new()).await.unwrap_or_else(|e| panic!("script {js}: {e}"))
     }
 
     /// The page's visible text, once the document has loaded.
-    async fn text(&self) -> String {
+    pub(crate) async fn text(&self) -> String {
         let js = "return document.readyState === 'complete' ? document.body.innerText : null";
         eventually_async("the page to finish loading", PATIENCE, || async {
             self.script(js).await.as_str().map(str::to_owned)
@@ -85,7 +85,7 @@ impl Browser {
     }
 
     /// Waits (bounded) until the page's text contains `needle`, and returns the text.
-    async fn wait_text(&self, needle: &str) -> String {
+    pub(crate) async fn wait_text(&self, needle: &str) -> String {
         let what = format!("the page to say {needle:?}");
         let found = tokio::time::timeout(
             PATIENCE,
@@ -101,7 +101,7 @@ impl Browser {
 
     /// Clicks a submit button and waits (bounded) until the next document has loaded: the
     /// current one is marked first, so an identical page re-rendered is still told apart.
-    async fn submit(&self, css: &str) {
+    pub(crate) async fn submit(&self, css: &str) {
         self.script("document.documentElement.dataset.old = '1'; return true").await;
         let button = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no element {css}: {e}"));
         button.click().await.expect("click");
@@ -113,14 +113,14 @@ impl Browser {
     }
 
     /// The session cookie the browser holds, for requests made outside it.
-    async fn cookie_header(&self) -> String {
+    pub(crate) async fn cookie_header(&self) -> String {
         let cookies = self.client.get_all_cookies().await.expect("cookies");
         cookies.iter().map(|c| format!("{}={}", c.name(), c.value())).collect::<Vec<_>>().join("; ")
     }
 
     /// Saves a screenshot under target/screenshots, or under docs/screenshots (the README's)
     /// when `KEYTURN_SCREENSHOTS=docs` asks to regenerate those.
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");
         let into = if std::env::var("KEYTURN_SCREENSHOTS").as_deref() == Ok("docs") {
             "docs/screenshots"

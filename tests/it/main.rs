@@ -38,4 +38,5 @@ mod sessions;
 mod shutdown;
 mod startup;
 mod tls;
+mod webapp;
 mod wellknown;
