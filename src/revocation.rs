@@ -98,13 +98,11 @@ impl RevocationIndex {
         self.entries += 1;
     }
 
-    /// Why a token is revoked (`jti`, `sub`, `client_id`, `kid` or `sid`), or `None` if it is
-    /// not.
+    /// Why a token is revoked (`kid`, `sid`, `sub`, `client_id` or `jti`), or `None` if it
+    /// is not. The widest cause is named first: a session's end also revokes its tokens one
+    /// by one, and the session is what an administrator needs to read.
     pub fn check(&self, t: &TokenFacts<'_>) -> Option<&'static str> {
         let iat = to_unix(t.iat);
-        if self.jti.contains(t.jti) {
-            return Some("jti");
-        }
         if self.kid.contains(t.kid) {
             return Some("kid");
         }
@@ -116,6 +114,9 @@ impl RevocationIndex {
         }
         if t.client_id.and_then(|c| self.client.get(c)).is_some_and(|c| iat <= *c) {
             return Some("client_id");
+        }
+        if self.jti.contains(t.jti) {
+            return Some("jti");
         }
         None
     }

@@ -83,6 +83,7 @@ impl Keyturn {
             created_at: now,
             created_by: actor.name.clone(),
             revoked_at: None,
+            last_used_at: None,
         };
         let by = actor.clone();
         self.store.write_blocking(|tx| {
@@ -168,9 +169,31 @@ pub struct ApiKeyView {
     pub created_at: String,
     pub created_by: String,
     pub revoked_at: Option<String>,
+    /// When it last authenticated a request (to the minute), if ever.
+    pub last_used_at: Option<String>,
 }
 
+/// How often one node notes an API key's use in the database.
+const USE_NOTED_EVERY: time::Duration = time::Duration::MINUTE;
+
 impl Keyturn {
+    /// Notes that the key `id` authenticated a request: written at most once a minute per
+    /// node, so the dashboard can say when each key was last used without a write per call.
+    pub async fn note_api_key_use(&self, id: &str) {
+        let now = self.clock.now();
+        {
+            let mut noted = self.api_key_uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if noted.get(id).is_some_and(|at| now - *at < USE_NOTED_EVERY) {
+                return;
+            }
+            noted.insert(id.to_owned(), now);
+        }
+        let id = id.to_owned();
+        if let Err(e) = self.store.write(move |tx| store::apikeys::used(tx, &id, now)).await {
+            tracing::debug!("noting an API key's use: {e}");
+        }
+    }
+
     pub fn list_api_keys(&self) -> Result<Vec<ApiKeyView>> {
         Ok(self
             .store
@@ -183,6 +206,7 @@ impl Keyturn {
                 created_at: crate::clock::rfc3339(k.created_at),
                 created_by: k.created_by,
                 revoked_at: k.revoked_at.map(crate::clock::rfc3339),
+                last_used_at: k.last_used_at.map(crate::clock::rfc3339),
             })
             .collect())
     }

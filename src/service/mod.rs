@@ -147,6 +147,8 @@ pub struct Keyturn {
     clients: clients::ClientCache,
     /// Failed authentications per client address.
     throttle: throttle::Throttle,
+    /// When this node last noted each API key's use in the database.
+    api_key_uses: Mutex<HashMap<String, Instant>>,
     /// Signatures already verified, for repeated introspection and forward auth.
     verified: introspect::VerifiedCache,
     /// Since this node last compared its state with the database.
@@ -257,6 +259,7 @@ impl Keyturn {
             api_keys: apikeys::ApiKeyCache::default(),
             clients: clients::ClientCache::default(),
             throttle,
+            api_key_uses: Mutex::default(),
             verified: introspect::VerifiedCache::default(),
             synced: crate::clock::Watchdog::default(),
         };

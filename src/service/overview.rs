@@ -125,10 +125,13 @@ pub struct Activity {
 
 impl Keyturn {
     /// Tokens issued and revocations made in each of the last `periods` periods of
-    /// `period_secs`, oldest first, the last one ending now.
+    /// `period_secs`, oldest first. Periods are whole UTC hours or days (aligned to the epoch),
+    /// the last one the period now falls in, so an event at 06:10 is counted in the 06:00 hour
+    /// and today's events under today.
     pub fn activity(&self, periods: i64, period_secs: i64) -> Result<Vec<Activity>> {
         let now = self.clock.now();
-        let since = now - time::Duration::seconds(periods * period_secs);
+        let current = crate::clock::to_unix(now).div_euclid(period_secs) * period_secs;
+        let since = crate::clock::from_unix(current - (periods - 1) * period_secs);
         let (issued, revoked) = self.store.read_blocking(|c| {
             Ok((
                 store::tokens::issued_per(c, since, period_secs)?,

@@ -12,6 +12,8 @@ pub struct ApiKeyRow {
     pub created_at: Instant,
     pub created_by: String,
     pub revoked_at: Option<Instant>,
+    /// When it last authenticated a request, to the minute.
+    pub last_used_at: Option<Instant>,
 }
 
 pub fn insert(tx: &Tx<'_>, k: &ApiKeyRow) -> Result<()> {
@@ -22,7 +24,7 @@ pub fn insert(tx: &Tx<'_>, k: &ApiKeyRow) -> Result<()> {
     Ok(())
 }
 
-const COLUMNS: &str = "id, name, role, secret_hash, created_at, created_by, revoked_at";
+const COLUMNS: &str = "id, name, role, secret_hash, created_at, created_by, revoked_at, last_used_at";
 
 fn from_row(r: &Row) -> Result<ApiKeyRow> {
     Ok(ApiKeyRow {
@@ -33,6 +35,7 @@ fn from_row(r: &Row) -> Result<ApiKeyRow> {
         created_at: from_unix(r.get(4)?),
         created_by: r.get(5)?,
         revoked_at: r.get::<Option<i64>>(6)?.map(from_unix),
+        last_used_at: r.get::<Option<i64>>(7)?.map(from_unix),
     })
 }
 
@@ -48,6 +51,12 @@ pub fn list(conn: &Conn<'_>) -> Result<Vec<ApiKeyRow>> {
         .iter()
         .map(from_row)
         .collect()
+}
+
+/// Notes that a key authenticated a request at `at`.
+pub fn used(tx: &Tx<'_>, id: &str, at: Instant) -> Result<()> {
+    tx.execute("UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2", args![to_unix(at), id])?;
+    Ok(())
 }
 
 /// Revokes an API key; false if there is no such unrevoked key.

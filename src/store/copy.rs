@@ -17,7 +17,7 @@ const TABLES: &[(&str, &str)] = &[
     ("meta", "name, value"),
     ("audit_log", "id, at, actor, action, target, source, detail"),
     ("issued_tokens", "rowid, jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family"),
-    ("api_keys", "id, name, role, secret_hash, created_at, created_by, revoked_at"),
+    ("api_keys", "id, name, role, secret_hash, created_at, created_by, revoked_at, last_used_at"),
     ("settings", "name, value"),
     ("rotation_requests", "alg, requested_at, requested_by"),
     ("clients", "client_id, name, secret_hash, scopes, audiences, max_ttl, created_at, created_by, disabled_at"),

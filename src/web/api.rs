@@ -162,7 +162,10 @@ impl<'r> FromRequest<'r> for Caller {
             }
         };
         match found {
-            Ok(Some(key)) => Outcome::Success(Caller { key, source }),
+            Ok(Some(key)) => {
+                service.note_api_key_use(&key.id).await;
+                Outcome::Success(Caller { key, source })
+            }
             Ok(None) => match service.auth_failed(source, Credential::ApiKey) {
                 Some(wait) => throttled(req, wait),
                 None => fail("unknown, wrong or revoked API key"),

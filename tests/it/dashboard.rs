@@ -435,3 +435,95 @@ async fn pages_that_show_a_secret_once_are_never_cached() {
     }
     api.stop().await;
 }
+
+/// A subject's page lists the sessions the apps minted for it (started, last refreshed,
+/// device, minted by) and ends one, or all, after a confirmation, audited; the tokens list
+/// says why a revoked token is revoked; the API keys table says when each was last used.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subjects_sessions_are_listed_and_ended_from_the_dashboard() {
+    let api = Api::start(&[]).await;
+    let s = sign_in(&api).await;
+    let mint = |label: &'static str| {
+        let body = serde_json::json!({"sub": "alice", "aud": "web", "refresh": true, "session_label": label});
+        let (api, key) = (&api, api.issuer.clone());
+        async move {
+            let (status, v) = api.call("POST", "/api/v1/tokens", Some(&key), Some(body)).await;
+            assert_eq!(status, 200, "{v}");
+            v
+        }
+    };
+    let (laptop, phone) = (mint("Firefox on a laptop").await, mint("Safari on a phone").await);
+    let (status, page) = get(&api, Some(&s), "/admin/subjects/alice").await;
+    assert_eq!(status, 200, "{page}");
+    for text in ["Firefox on a laptop", "Safari on a phone", "apikey:backend", "End all 2 running sessions"] {
+        assert!(page.contains(text), "{text}: {page}");
+    }
+    let laptop_sid = laptop["session_id"].as_str().expect("sid");
+    let (status, confirm) = get(&api, Some(&s), &format!("/admin/subjects/alice/end?session={laptop_sid}")).await;
+    assert_eq!(status, 200);
+    assert!(confirm.contains("one device") && confirm.contains("End this session"), "{confirm}");
+    // Ending needs the form's CSRF token.
+    let no_csrf = reqwest::Client::new()
+        .post(api.url("/admin/subjects/alice/end"))
+        .header("Cookie", &s.cookie)
+        .form(&[("session", laptop_sid), ("reason", "x")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(no_csrf.status(), 403);
+    let (status, after) =
+        post(&api, &s, "/admin/subjects/alice/end", &[("session", laptop_sid), ("reason", "lost laptop")]).await;
+    assert_eq!(status, 200, "{after}");
+    assert!(after.contains("Session ended") && after.contains("lost laptop"), "{after}");
+    assert!(!active(&api, &laptop).await && active(&api, &phone).await, "one device logged out");
+    let (_, tokens) = get(&api, Some(&s), "/admin/tokens?sub=alice").await;
+    assert!(tokens.contains("its session ended (a logout)"), "the tokens list says why: {tokens}");
+    let (status, _) = post(&api, &s, "/admin/subjects/alice/end", &[("session", ""), ("reason", "")]).await;
+    assert_eq!(status, 200);
+    assert!(!active(&api, &phone).await, "logged out everywhere");
+    let (_, audit) = get(&api, Some(&s), "/admin/audit?action=session.").await;
+    assert!(audit.contains("admin:alice") && audit.contains("lost laptop"), "audited with who and why: {audit}");
+    let (_, clients) = get(&api, Some(&s), "/admin/clients").await;
+    assert!(clients.contains("Last used") && clients.contains("never"), "{clients}");
+    api.stop().await;
+}
+
+/// Whether introspection says the access token of a mint answer is active.
+async fn active(api: &Api, minted: &serde_json::Value) -> bool {
+    let token = minted["access_token"].as_str().expect("token");
+    let res = crate::support::http()
+        .post(api.url("/oauth/introspect"))
+        .bearer_auth(&api.verifier)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("introspect");
+    res.json::<serde_json::Value>().await.expect("json")["active"] == true
+}
+
+/// The reported chart bugs: events at 06:xx were drawn under 05:00 and today's under
+/// yesterday, because periods ran back from "now" instead of whole UTC hours and days; and
+/// an empty chart said nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn activity_is_counted_in_whole_utc_hours_and_days_and_an_empty_chart_says_so() {
+    let api = Api::start(&[]).await;
+    let s = sign_in(&api).await;
+    let (_, empty) = get(&api, Some(&s), "/admin").await;
+    assert!(empty.contains("nothing yet"), "{empty}");
+    // The fake clock starts at 2026-06-01 12:00 UTC; at 12:20 a token is minted.
+    api.advance(std::time::Duration::from_secs(20 * 60)).await;
+    api.mint_as_issuer("carol").await;
+    let svc = api.server.service.clone();
+    let (hours, days) = tokio::task::spawn_blocking(move || {
+        (svc.activity(24, 3600).expect("hours"), svc.activity(30, 86_400).expect("days"))
+    })
+    .await
+    .expect("join");
+    let last_hour = hours.last().expect("hours");
+    assert_eq!((last_hour.start.hour(), last_hour.start.minute(), last_hour.issued), (12, 0, 1), "the 12:00 hour");
+    let today = days.last().expect("days");
+    assert_eq!((today.start.day(), today.start.hour(), today.issued), (1, 0, 1), "today, 2026-06-01");
+    let (_, page) = get(&api, Some(&s), "/admin").await;
+    assert!(page.contains("12:00: 1 tokens issued"), "{page}");
+    api.stop().await;
+}

@@ -35,3 +35,6 @@ INSERT INTO revocations_new (id, kind, value, cutoff, covers_until, reason, crea
 DROP TABLE revocations;
 ALTER TABLE revocations_new RENAME TO revocations;
 CREATE INDEX revocations_covers_until ON revocations (covers_until);
+
+-- When each API key last authenticated a request (noted at most once a minute per node).
+ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;

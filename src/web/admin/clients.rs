@@ -47,6 +47,7 @@ async fn clients_view(service: &Arc<Keyturn>, s: &AdminSession) -> Result<Client
     for k in &mut api_keys {
         k.created_at = when_text(now, &k.created_at);
         k.revoked_at = k.revoked_at.as_deref().map(|t| when_text(now, t));
+        k.last_used_at = k.last_used_at.as_deref().map(|t| when_text(now, t));
     }
     Ok(ClientsPage {
         f: frame(service, "Clients and API keys", Some(s)),

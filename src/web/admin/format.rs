@@ -57,3 +57,17 @@ mod tests {
         assert_eq!(when(now, datetime!(2026-11-25 10:00:00 UTC)), "2026-11-25 10:00 UTC (in 24 hours)");
     }
 }
+
+/// `text` as one path segment of a URL: everything but unreserved characters
+/// percent-encoded (a subject may hold `/`, `?` or spaces).
+pub fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -15,6 +15,7 @@ mod page;
 mod revocations;
 mod schedule;
 mod session;
+mod subjects;
 mod timeline;
 mod tokens;
 
@@ -40,6 +41,7 @@ pub fn routes() -> Vec<rocket::Route> {
         keys::routes(),
         schedule::routes(),
         tokens::routes(),
+        subjects::routes(),
         revocations::routes(),
         clients::routes(),
         audit::routes(),

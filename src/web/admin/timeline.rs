@@ -1,6 +1,7 @@
-//! The key timeline as a picture: one lane per algorithm, one bar per key through its states
-//! (pending → active → retired), coloured by state, the planned future dashed, a "now" line,
-//! and the next rotation marked. Geometry is computed here; `templates/admin/_timeline.html`
+//! The key timeline as a picture: one lane per algorithm, one row per key (labelled with the
+//! start of its kid) through its states (pending → active → retired), coloured by state, the
+//! planned future dashed, a "now" line, and the next rotation marked. A state that lasted a
+//! moment (quick rotations) is still drawn wide enough to see and point at. Geometry is computed here; `templates/admin/_timeline.html`
 //! draws it as inline SVG (no JavaScript, colours from the stylesheet, so light and dark).
 
 use crate::clock::Instant;
@@ -9,8 +10,10 @@ use crate::service::rotation::KeyView;
 
 /// Width of the drawing area in SVG units (the SVG scales to the page).
 const WIDTH: f64 = 1000.0;
-/// Left margin for the lane labels.
-const LABEL: f64 = 70.0;
+/// Left margin for the row labels (algorithm and kid).
+const LABEL: f64 = 120.0;
+/// The narrowest piece drawn, so a state that lasted seconds is not a hair.
+const MIN_PIECE: f64 = 5.0;
 /// One key's row: its bar and the gap below it.
 const ROW: f64 = 20.0;
 const BAR: f64 = 15.0;
@@ -107,21 +110,31 @@ pub fn draw(
     let mut segments = Vec::new();
     let mut bars = 0;
     let mut row_in_lane: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut row_labels = Vec::new();
     for (k, visible) in &drawn {
         let alg = k.alg.to_string();
         let lane = lanes.iter().position(|l| *l == alg).unwrap_or(0);
         let row = row_in_lane.entry(alg.clone()).or_insert(0);
         let y = lane_top[lane] + ROW * *row as f64;
+        let kid: String = k.kid.chars().take(6).collect();
+        row_labels.push(Lane {
+            label: if *row == 0 { format!("{alg} {kid}…") } else { format!("{kid}…") },
+            y: num(y + BAR - 3.0),
+        });
         *row += 1;
         if k.state.is_published() {
             bars += 1;
         }
+        let mut drawn_to = LABEL;
         for &(state, a, b, planned) in visible {
-            let (x0, x1) = (x(a), x(b));
+            // Pieces of a key follow each other: one widened to be seen pushes the next on.
+            let x0 = x(a).max(drawn_to).min(WIDTH - MIN_PIECE);
+            let x1 = x(b).max(x0 + MIN_PIECE).min(WIDTH);
+            drawn_to = x1;
             segments.push(Segment {
                 x: num(x0),
                 y: num(y),
-                w: num((x1 - x0).max(1.0)),
+                w: num(x1 - x0),
                 h: num(BAR),
                 state,
                 planned,
@@ -154,10 +167,13 @@ pub fn draw(
     }
     Timeline {
         height: num(height),
+        // Every row is labelled; a lane without a key to show names its algorithm.
         lanes: lanes
             .iter()
             .enumerate()
+            .filter(|(_, l)| !drawn.iter().any(|(k, _)| k.alg.to_string() == **l))
             .map(|(i, l)| Lane { label: l.clone(), y: num(lane_top[i] + BAR - 3.0) })
+            .chain(row_labels)
             .collect(),
         segments,
         markers,

@@ -33,6 +33,9 @@ struct TokenRow {
     issued: String,
     expires: String,
     status: &'static str,
+    /// Why a revoked token is revoked, in words.
+    why: &'static str,
+    sub_path: String,
 }
 
 #[derive(Template)]
@@ -86,6 +89,15 @@ async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -
         .into_iter()
         .map(|t| TokenRow {
             status: t.status.as_str(),
+            why: match t.revoked_because {
+                Some("jti") => "this token was revoked",
+                Some("sid") => "its session ended (a logout)",
+                Some("sub") => "every token of its subject was revoked",
+                Some("client_id") => "its client was revoked or disabled",
+                Some("kid") => "its signing key was revoked",
+                _ => "",
+            },
+            sub_path: super::format::path_segment(&t.record.sub),
             jti: t.record.jti,
             sub: t.record.sub,
             aud: t.record.aud.join(" "),

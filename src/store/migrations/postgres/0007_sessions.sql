@@ -23,3 +23,6 @@ CREATE INDEX sessions_ends ON sessions (ends_at);
 ALTER TABLE revocations DROP CONSTRAINT revocations_kind_check;
 ALTER TABLE revocations ADD CONSTRAINT revocations_kind_check
     CHECK (kind IN ('jti', 'sub', 'client_id', 'kid', 'sid'));
+
+-- When each API key last authenticated a request (noted at most once a minute per node).
+ALTER TABLE api_keys ADD COLUMN last_used_at BIGINT;
