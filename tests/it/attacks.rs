@@ -134,6 +134,30 @@ async fn attacks_are_refused_and_change_nothing() {
     let form_token = crate::support::form_token(&login_page.text().await.expect("html"));
     let signed_login = format!("csrf={form_token}&name=alice&password=a+long+enough+password");
     let lower_bearer = format!("bearer {}", api.admin);
+    // A session the issuer key minted, and another app's key (issue 26's bad input).
+    let (_, session) = api
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&api.issuer),
+            Some(json!({"sub": "alice", "aud": "api", "refresh": true, "session_label": "laptop"})),
+        )
+        .await;
+    let sid = session["session_id"].as_str().expect("session_id").to_owned();
+    let session_access = session["access_token"].as_str().expect("token").to_owned();
+    let other_app = {
+        let s = api.server.service.clone();
+        let key = tokio::task::spawn_blocking(move || {
+            s.create_api_key(Role::Issuer, "other-app", &Actor::cli()).expect("key").1
+        })
+        .await
+        .expect("join");
+        bearer(&key)
+    };
+    let end_other = format!("/api/v1/sessions/{sid}/end");
+    let revoke_session_token = format!("token={session_access}");
+    let long_label =
+        format!(r#"{{"sub": "a", "aud": "api", "refresh": true, "session_label": "{}"}}"#, "x".repeat(201));
 
     let json_type = ("Content-Type", "application/json");
     let form_type = ("Content-Type", "application/x-www-form-urlencoded");
@@ -313,6 +337,19 @@ async fn attacks_are_refused_and_change_nothing() {
             403,
             Some("another site"),
         ),
+        // Sessions: another app's key ends nothing and learns nothing; malformed and
+        // unknown tokens and sessions are answered as RFC 7009 answers, changing nothing.
+        row("another app's key ending a session", raw("POST", &end_other, &[("Authorization", &other_app), json_type], b"{}"), 200, None),
+        row(
+            "another app's key revoking a session's token (RFC 7009)",
+            raw("POST", "/oauth/revoke", &[("Authorization", &other_app), form_type], revoke_session_token.as_bytes()),
+            200,
+            None,
+        ),
+        row("a malformed token at RFC 7009 with an issuer key", raw("POST", "/oauth/revoke", &[("Authorization", &issuer), form_type], b"token=not.a.jwt"), 200, None),
+        row("an unknown session ended", raw("POST", "/api/v1/sessions/nosuchsid/end", &[("Authorization", &issuer), json_type], b"{}"), 200, None),
+        row("a session label over 200 characters", raw("POST", "/api/v1/tokens", &[("Authorization", &issuer), json_type], long_label.as_bytes()), 400, Some("session_label")),
+        row("a verifier listing sessions", raw("GET", "/api/v1/sessions", &[("Authorization", &verifier)], b""), 403, None),
         // One Authorization parser (item 10): the scheme is case-insensitive (RFC 9110), so a
         // lower-case `bearer` is the same key everywhere; a lower-case wrong key is still 401.
         row("an API key under 'bearer' in lower case", raw("GET", "/api/v1/keys", &[("Authorization", &lower_bearer)], b""), 200, None),

@@ -13,12 +13,25 @@ use crate::support::http;
 /// Row counts of every table a request could write.
 pub fn counts(api: &Api) -> Vec<(String, i64)> {
     let db = crate::support::database_of(api.server.service.config());
-    ["issued_tokens", "revocations", "clients", "refresh_tokens", "audit_log", "signing_keys", "settings", "api_keys"]
-        .iter()
-        .map(|t| {
-            (t.to_string(), crate::support::scalar(&db, &format!("SELECT count(*) FROM {t}"), keyturn::store::args![]))
-        })
-        .collect()
+    let mut out: Vec<(String, i64)> = [
+        "issued_tokens",
+        "revocations",
+        "clients",
+        "refresh_tokens",
+        "audit_log",
+        "signing_keys",
+        "settings",
+        "api_keys",
+        "sessions",
+    ]
+    .iter()
+    .map(|t| {
+        (t.to_string(), crate::support::scalar(&db, &format!("SELECT count(*) FROM {t}"), keyturn::store::args![]))
+    })
+    .collect();
+    let ended = "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL";
+    out.push(("ended sessions".into(), crate::support::scalar(&db, ended, keyturn::store::args![])));
+    out
 }
 
 /// One raw request.

@@ -42,6 +42,20 @@ pub fn when_text(now: Instant, rfc3339: &str) -> String {
     }
 }
 
+/// `text` as one path segment of a URL: everything but unreserved characters
+/// percent-encoded (a subject may hold `/`, `?` or spaces).
+pub fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,18 +70,4 @@ mod tests {
         assert_eq!(relative(now, datetime!(2026-11-27 10:00:00 UTC)), "in 3 days");
         assert_eq!(when(now, datetime!(2026-11-25 10:00:00 UTC)), "2026-11-25 10:00 UTC (in 24 hours)");
     }
-}
-
-/// `text` as one path segment of a URL: everything but unreserved characters
-/// percent-encoded (a subject may hold `/`, `?` or spaces).
-pub fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
