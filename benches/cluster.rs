@@ -141,6 +141,7 @@ struct Measured {
 
 fn measure(setup: &Setup, nodes: &[Node], dir: &Path) -> Measured {
     let refs: Vec<&Node> = nodes.iter().collect();
+    setup.cli(&["init"]);
     let issuer = setup.cli(&["apikey", "create", "--role", "issuer", "--name", "bench-i"]);
     let verifier = setup.cli(&["apikey", "create", "--role", "verifier", "--name", "bench-v"]);
     keys_known(&refs, &issuer, &verifier);
@@ -199,6 +200,7 @@ fn keys_known(nodes: &[&Node], issuer: &str, verifier: &str) {
 
 /// Revocations made on one node, each timed until another node calls the token inactive.
 fn propagation(setup: &Setup, a: &Node, b: &Node, rounds: usize) -> (f64, f64) {
+    setup.cli(&["init"]);
     let issuer = setup.cli(&["apikey", "create", "--role", "issuer", "--name", "prop-i"]);
     let verifier = setup.cli(&["apikey", "create", "--role", "verifier", "--name", "prop-v"]);
     let admin = setup.cli(&["apikey", "create", "--role", "admin", "--name", "prop-a"]);

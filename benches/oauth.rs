@@ -203,6 +203,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let db = data.join("keyturn.db");
+    cli(&data, &["init"]);
     let issuer_key = cli(&data, &["apikey", "create", "--role", "issuer", "--name", "bench"]);
     let verifier_key = cli(&data, &["apikey", "create", "--role", "verifier", "--name", "bench-v"]);
     let admin_key = cli(&data, &["apikey", "create", "--role", "admin", "--name", "bench-a"]);

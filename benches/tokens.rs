@@ -240,6 +240,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let db = data.join("keyturn.db");
+    keyturn(&data, &["init"]);
     let issuer_key = keyturn(&data, &["apikey", "create", "--role", "issuer", "--name", "bench"]);
     let verifier_key = keyturn(&data, &["apikey", "create", "--role", "verifier", "--name", "bench-v"]);
     let admin_key = keyturn(&data, &["apikey", "create", "--role", "admin", "--name", "bench-a"]);
