@@ -10,6 +10,10 @@
 //! on core 1, and the CPU keyturn spends per token, in all and on recording it (its
 //! committer thread, from /proc).
 //!
+//! A web app's sessions too: minting with a refresh token, the refresh grant (against the
+//! peer's refresh grant with rotation) and logout (RFC 7009 with the issuer key, which ends
+//! the session everywhere), each answered one durably recorded (checked).
+//!
 //! Run through `./scripts/bench oauth`, which installs wrk, nginx and the peer (benches/peer).
 
 use std::path::{Path, PathBuf};
@@ -20,7 +24,7 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use common::{post_script, raw_rate, rotating_script, signer_and_input, wrk_on, Wrk};
+use common::{form_list_script, post_script, raw_rate, rotating_script, signer_and_input, wrk_on, Wrk};
 use serde_json::{json, Value};
 
 const SECS: u64 = 5;
@@ -257,6 +261,15 @@ fn main() {
         &tokens,
     );
     let verify_script = rotating_script(dir.path(), "verify", "GET", "/auth/verify", "", &tokens);
+    let session_body = json!({"sub": "bench", "aud": "api", "refresh": true, "session_label": "bench"}).to_string();
+    let session_script = post_script(
+        dir.path(),
+        "session",
+        "/api/v1/tokens",
+        &format!("Bearer {issuer_key}"),
+        "application/json",
+        &session_body,
+    );
 
     // The peer and nginx (one worker) on the same core, started now and idle while the
     // others are measured.
@@ -298,6 +311,52 @@ fn main() {
         "grant_type=client_credentials",
     );
 
+    // Sessions to refresh and end, minted ahead of each round (single use: a round must not
+    // outrun them; the scripts count any it would reuse).
+    let sessions = |n: usize| -> Vec<(String, String)> {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let http = reqwest::blocking::Client::new();
+                        (0..n / 4)
+                            .map(|_| {
+                                let v: Value = http
+                                    .post(k("/api/v1/tokens"))
+                                    .bearer_auth(&issuer_key)
+                                    .json(&json!({"sub": "bench", "aud": "api", "refresh": true}))
+                                    .send()
+                                    .and_then(|r| r.json())
+                                    .expect("mint a session");
+                                (
+                                    v["access_token"].as_str().expect("at").to_owned(),
+                                    v["refresh_token"].as_str().expect("rt").to_owned(),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().expect("join")).collect()
+        })
+    };
+    let peer_refresh_tokens = |n: usize| -> Vec<String> {
+        reqwest::blocking::get(p(&format!("/bench/refresh-tokens?n={n}")))
+            .and_then(|r| r.json())
+            .expect("peer refresh tokens")
+    };
+    let ended = |db: &Path| -> u64 {
+        let c = rusqlite::Connection::open(db).expect("db");
+        c.query_row("SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL", [], |r| r.get::<_, i64>(0))
+            .expect("count") as u64
+    };
+    let check_script = |name: &str, w: &Wrk| {
+        for key in ["not_ok", "reused"] {
+            let n = w.script.iter().find(|(k, _)| k == key).map_or(f64::NAN, |(_, v)| *v);
+            assert_eq!(n, 0.0, "{name}: {key} {n} ({w:?})");
+        }
+    };
+
     // Rounds alternate keyturn, the peer and nginx, so a drift of this shared machine moves
     // all three; each figure is the median round.
     let mut m: std::collections::BTreeMap<&str, Vec<Wrk>> = Default::default();
@@ -328,6 +387,44 @@ fn main() {
         }
         run("kt_intro", intro);
         run("kt_verify", verify);
+        // A web app's sessions: mint with a refresh token, refresh, log out.
+        let before = count(&db);
+        let minted = wrk_on(&k("/api/v1/tokens"), CONNS, SECS, Some(&session_script));
+        assert!(count(&db) - before >= minted.requests - minted.errors, "every session minted is recorded");
+        run("kt_session", minted);
+        let pairs = sessions(40_000);
+        let (access, refresh): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+        let refresh_script = form_list_script(
+            dir.path(),
+            "refresh",
+            "/oauth/token",
+            "",
+            "grant_type=refresh_token&refresh_token=",
+            &refresh,
+        );
+        let before = count(&db);
+        let refreshed = wrk_on(&k("/oauth/token"), CONNS, SECS, Some(&refresh_script));
+        check_script("keyturn refresh", &refreshed);
+        assert!(count(&db) - before >= refreshed.requests - refreshed.errors, "every refreshed token is recorded");
+        run("kt_refresh", refreshed);
+        let logout_script =
+            form_list_script(dir.path(), "logout", "/oauth/revoke", &format!("Bearer {issuer_key}"), "token=", &access);
+        let before = ended(&db);
+        let logout = wrk_on(&k("/oauth/revoke"), CONNS, SECS, Some(&logout_script));
+        check_script("keyturn logout", &logout);
+        assert!(ended(&db) - before >= logout.requests - logout.errors, "every logout ended its session, durably");
+        run("kt_logout", logout);
+        let peer_refresh = form_list_script(
+            dir.path(),
+            "peer-refresh",
+            "/token",
+            &pauth,
+            "grant_type=refresh_token&refresh_token=",
+            &peer_refresh_tokens(40_000),
+        );
+        let w = wrk_on(&p("/token"), CONNS, SECS, Some(&peer_refresh));
+        check_script("peer refresh", &w);
+        run("peer_refresh", w);
         run("peer_jwks", wrk_on(&p("/jwks"), CONNS, SECS, None));
         run("peer_cc", wrk_on(&p("/token"), CONNS, SECS, Some(&peer_cc_script)));
         run("peer_intro", wrk_on(&p("/token/introspection"), CONNS, SECS, Some(&peer_intro_script)));
@@ -349,6 +446,8 @@ fn main() {
     );
     let (peer_jwks, peer_cc, peer_intro, ng_jwks, ng_post) =
         (median("peer_jwks"), median("peer_cc"), median("peer_intro"), median("ng_jwks"), median("ng_post"));
+    let (kt_session, kt_refresh, kt_logout, peer_refresh) =
+        (median("kt_session"), median("kt_refresh"), median("kt_logout"), median("peer_refresh"));
     let per_token = |d: Duration| d.as_secs_f64() * 1e6 / cc_answered as f64;
     let (cc_cpu_us, cc_commit_us) = (per_token(cpu), per_token(commit));
     let (kt_rss, peer_rss) = (keyturn.rss_mb(), peer.rss_mb());
@@ -370,6 +469,26 @@ fn main() {
         "introspection (keyturn: its JWTs, client-authenticated; peer: its opaque tokens)".into(),
         format!("keyturn {} / oidc-provider {}", show(&kt_intro), show(&peer_intro)),
         ratio(&kt_intro, &peer_intro),
+    ));
+    rows.push((
+        "refresh grant with rotation (keyturn records and fsyncs each)".into(),
+        format!("keyturn {} / oidc-provider {}", show(&kt_refresh), show(&peer_refresh)),
+        ratio(&kt_refresh, &peer_refresh),
+    ));
+    rows.push((
+        "sessions: mint with a refresh token (API key) vs client_credentials".into(),
+        format!("{} / {}", show(&kt_session), show(&kt_cc)),
+        ratio(&kt_session, &kt_cc),
+    ));
+    rows.push((
+        "sessions: refresh vs client_credentials".into(),
+        format!("{} / {}", show(&kt_refresh), show(&kt_cc)),
+        ratio(&kt_refresh, &kt_cc),
+    ));
+    rows.push((
+        "sessions: logout (RFC 7009 with the issuer key: the session ends everywhere) vs client_credentials".into(),
+        format!("{} / {}", show(&kt_logout), show(&kt_cc)),
+        ratio(&kt_logout, &kt_cc),
     ));
     rows.push((
         "memory after load (RSS)".into(),
