@@ -345,6 +345,11 @@ fn main() {
             .and_then(|r| r.json())
             .expect("peer refresh tokens")
     };
+    let spent = |db: &Path| -> u64 {
+        let c = rusqlite::Connection::open(db).expect("db");
+        c.query_row("SELECT count(*) FROM refresh_tokens WHERE used_at IS NOT NULL", [], |r| r.get::<_, i64>(0))
+            .expect("count") as u64
+    };
     let ended = |db: &Path| -> u64 {
         let c = rusqlite::Connection::open(db).expect("db");
         c.query_row("SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL", [], |r| r.get::<_, i64>(0))
@@ -402,17 +407,25 @@ fn main() {
             "grant_type=refresh_token&refresh_token=",
             &refresh,
         );
-        let before = count(&db);
+        let (before, spent_before) = (count(&db), spent(&db));
         let refreshed = wrk_on(&k("/oauth/token"), CONNS, SECS, Some(&refresh_script));
         check_script("keyturn refresh", &refreshed);
-        assert!(count(&db) - before >= refreshed.requests - refreshed.errors, "every refreshed token is recorded");
+        let answered = refreshed.requests - refreshed.errors;
+        assert!(count(&db) - before >= answered, "every refreshed token is recorded");
+        assert!(spent(&db) - spent_before >= answered, "each refresh spent its own refresh token (no retries)");
         run("kt_refresh", refreshed);
         let logout_script =
             form_list_script(dir.path(), "logout", "/oauth/revoke", &format!("Bearer {issuer_key}"), "token=", &access);
         let before = ended(&db);
         let logout = wrk_on(&k("/oauth/revoke"), CONNS, SECS, Some(&logout_script));
         check_script("keyturn logout", &logout);
-        assert!(ended(&db) - before >= logout.requests - logout.errors, "every logout ended its session, durably");
+        let after = ended(&db);
+        assert!(
+            after - before >= logout.requests - logout.errors,
+            "every logout ended its session, durably: {} answered, {} ended ({before} before)",
+            logout.requests - logout.errors,
+            after - before
+        );
         run("kt_logout", logout);
         let peer_refresh = form_list_script(
             dir.path(),

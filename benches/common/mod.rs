@@ -195,9 +195,10 @@ end
 }
 
 /// A wrk script that POSTs a form to `path` with `auth`, its body `prefix` followed by the
-/// next of `values` (each sent once, in order, across wrk's connections: single-use refresh
-/// tokens and sessions to end). Counts answers that are not 200 as `not_ok`, and the values
-/// it ran out of (a round that outran the list) as `reused`.
+/// next of `values`, each sent once, in order (single-use refresh tokens, sessions to end).
+/// For one wrk thread (`wrk_on`): each thread has its own Lua state, so several would send
+/// the same values. Counts answers that are not 200 as `not_ok`, and requests past the end
+/// of the list (a round that outran it) as `reused`.
 pub fn form_list_script(dir: &Path, name: &str, path: &str, auth: &str, prefix: &str, values: &[String]) -> PathBuf {
     let file = dir.join(format!("{name}.lua"));
     let list: Vec<String> = values.iter().map(|t| lua_string(t)).collect();
@@ -208,15 +209,9 @@ local i = 0
 not_ok = 0
 reused = 0
 local threads = {{}}
-local count = 0
-function setup(thread)
-  table.insert(threads, thread)
-  thread:set("first", count)
-  count = count + 1
-end
-function init(args) i = first end
+function setup(thread) table.insert(threads, thread) end
 function request()
-  i = i + #threads
+  i = i + 1
   if i > #values then reused = reused + 1 end
   local v = values[(i - 1) % #values + 1]
   return wrk.format("POST", {path}, {{ {auth}["Content-Type"] = "application/x-www-form-urlencoded" }}, {prefix} .. v)
