@@ -66,6 +66,18 @@ impl Api {
         self.server.stop().await.expect("stop");
     }
 
+    /// Whether introspection (with the verifier key) says `token` is active.
+    pub async fn active(&self, token: &str) -> bool {
+        let res = http()
+            .post(self.url("/oauth/introspect"))
+            .bearer_auth(&self.verifier)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("introspect");
+        res.json::<Value>().await.expect("json")["active"] == true
+    }
+
     /// Mints a 10-minute token for `sub` with the issuer key.
     pub async fn mint_as_issuer(&self, sub: &str) -> Value {
         let (status, body) = self

@@ -75,17 +75,6 @@ fn send(addr: &str, request: &[u8]) -> (u16, String) {
     (status, answer)
 }
 
-async fn active(api: &Api, token: &str) -> bool {
-    let res = http()
-        .post(api.url("/oauth/introspect"))
-        .bearer_auth(&api.verifier)
-        .form(&[("token", token)])
-        .send()
-        .await
-        .expect("introspect");
-    res.json::<serde_json::Value>().await.expect("json")["active"] == true
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn attacks_are_refused_and_change_nothing() {
     // Every row comes from 127.0.0.1, many with wrong credentials: the failure limit (tested
@@ -125,7 +114,7 @@ async fn attacks_are_refused_and_change_nothing() {
         .call("POST", "/api/v1/revocations", Some(&api.admin), Some(json!({"jti": dead_jti, "reason": "test"})))
         .await;
     assert!(status < 300, "revoke sentinel: {status}");
-    assert!(active(&api, &live).await && !active(&api, &dead).await);
+    assert!(api.active(&live).await && !api.active(&dead).await);
 
     // A sign-in form's cookie and token, as a browser on this site would hold them: the
     // rows below send them with another site's Origin (login CSRF).
@@ -393,6 +382,6 @@ async fn attacks_are_refused_and_change_nothing() {
         }
     }
     assert!(wrong.is_empty(), "{} of {} rows wrong:\n{}", wrong.len(), rows.len(), wrong.join("\n\n"));
-    assert!(active(&api, &live).await, "the live token is still active");
-    assert!(!active(&api, &dead).await, "the revoked token is still revoked");
+    assert!(api.active(&live).await, "the live token is still active");
+    assert!(!api.active(&dead).await, "the revoked token is still revoked");
 }

@@ -490,15 +490,7 @@ async fn a_subjects_sessions_are_listed_and_ended_from_the_dashboard() {
 
 /// Whether introspection says the access token of a mint answer is active.
 async fn active(api: &Api, minted: &serde_json::Value) -> bool {
-    let token = minted["access_token"].as_str().expect("token");
-    let res = crate::support::http()
-        .post(api.url("/oauth/introspect"))
-        .bearer_auth(&api.verifier)
-        .form(&[("token", token)])
-        .send()
-        .await
-        .expect("introspect");
-    res.json::<serde_json::Value>().await.expect("json")["active"] == true
+    api.active(minted["access_token"].as_str().expect("token")).await
 }
 
 /// The reported chart bugs: events at 06:xx were drawn under 05:00 and today's under

@@ -41,17 +41,6 @@ async fn refresh(api: &Api, refresh_token: &str) -> (u16, Value) {
     (res.status().as_u16(), res.json().await.expect("json"))
 }
 
-async fn introspect(api: &Api, token: &str) -> bool {
-    let res = http()
-        .post(api.url("/oauth/introspect"))
-        .bearer_auth(&api.verifier)
-        .form(&[("token", token)])
-        .send()
-        .await
-        .expect("introspect");
-    res.json::<Value>().await.expect("json")["active"] == true
-}
-
 async fn verify(api: &Api, token: &str) -> u16 {
     http().get(api.url("/auth/verify")).bearer_auth(token).send().await.expect("verify").status().as_u16()
 }
@@ -144,17 +133,17 @@ async fn the_app_ends_what_it_minted_with_its_own_key_and_no_one_elses() {
     assert_eq!(status, 200);
     let (_, ended) = api.call("POST", "/api/v1/sessions/end", Some(&other), Some(json!({"sub": "alice"}))).await;
     assert_eq!(ended["ended"], 0);
-    assert!(introspect(&api, &access).await, "another app's key changed nothing");
+    assert!(api.active(&access).await, "another app's key changed nothing");
     // Unknown and malformed tokens and sessions: 200, nothing changes.
     assert_eq!(revoke(&api, &api.issuer, "ktr_unknown").await, 200);
     assert_eq!(revoke(&api, &api.issuer, "not.a.token").await, 200);
     let (status, _) = api.call("POST", "/api/v1/sessions/nosuchsession/end", Some(&api.issuer), Some(json!({}))).await;
     assert_eq!(status, 200);
-    assert!(introspect(&api, &access).await);
+    assert!(api.active(&access).await);
 
     // Logout: the app revokes the access token with its own key; the whole session ends.
     assert_eq!(revoke(&api, &api.issuer, &access).await, 200);
-    assert!(!introspect(&api, &access).await, "inactive at introspection");
+    assert!(!api.active(&access).await, "inactive at introspection");
     assert_eq!(verify(&api, &access).await, 401, "refused at /auth/verify");
     let (status, err) = refresh(&api, &refresh_token).await;
     assert_eq!((status, err["error"].as_str()), (400, Some("invalid_grant")), "its refresh token stopped: {err}");
@@ -169,7 +158,7 @@ async fn the_app_ends_what_it_minted_with_its_own_key_and_no_one_elses() {
     // A stolen refresh cookie alone: revoking the refresh token ends its session too.
     let phone = sign_in(&api, &api.issuer, "alice", "phone").await;
     assert_eq!(revoke(&api, &api.issuer, phone["refresh_token"].as_str().expect("rt")).await, 200);
-    assert!(!introspect(&api, phone["access_token"].as_str().expect("at")).await);
+    assert!(!api.active(phone["access_token"].as_str().expect("at")).await);
 
     // Log out everywhere: every session of the subject this app minted, nobody else's.
     let (a, b) = (sign_in(&api, &api.issuer, "alice", "tablet").await, sign_in(&api, &api.issuer, "alice", "tv").await);
@@ -187,7 +176,7 @@ async fn the_app_ends_what_it_minted_with_its_own_key_and_no_one_elses() {
     for (what, t, active) in
         [("tablet", &a, false), ("tv", &b, false), ("bob", &bob, true), ("another app's", &elsewhere, true)]
     {
-        assert_eq!(introspect(&api, t["access_token"].as_str().expect("at")).await, active, "{what}");
+        assert_eq!(api.active(t["access_token"].as_str().expect("at")).await, active, "{what}");
     }
     let (_, listed) = api.call("GET", "/api/v1/sessions?sub=alice", Some(&api.issuer), None).await;
     let reasons: Vec<&str> =
