@@ -146,9 +146,7 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
     .merge(("secret_key", secret.as_str()))
     .merge((
         "limits",
-        rocket::data::Limits::default()
-            .limit("json", web::BODY_LIMIT.parse().unwrap_or_default())
-            .limit("form", web::BODY_LIMIT.parse().unwrap_or_default()),
+        rocket::data::Limits::default().limit("json", web::body_limit()).limit("form", web::body_limit()),
     ));
 
     let figment = match config.tls() {

@@ -23,8 +23,18 @@ use rocket::{Build, Data, Request, Response, Rocket};
 
 use crate::service::Keyturn;
 
-/// Largest request body accepted anywhere (the API's limit).
+/// Largest request body accepted anywhere, in bytes: the one limit the server
+/// (`serve::BODY_BYTES` reads one byte more, to tell a longer body), Rocket's JSON and form
+/// limits and the OAuth form reader all take.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// [`BODY_LIMIT_BYTES`] as people read it, for error messages.
 pub const BODY_LIMIT: &str = "64 KiB";
+
+/// [`BODY_LIMIT_BYTES`] as Rocket's limits take it.
+pub fn body_limit() -> rocket::data::ByteUnit {
+    rocket::data::ByteUnit::Byte(BODY_LIMIT_BYTES as u64)
+}
 
 /// Builds the Rocket instance serving `service`, configured by `figment`.
 pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
@@ -115,5 +125,15 @@ impl Fairing for RequestLog {
             res.set_header(Header::new("Pragma", "no-cache"));
         }
         log_request(id, req.method().as_str(), req.uri().path().as_str(), res.status().code, took);
+    }
+}
+
+#[cfg(test)]
+mod body_limit_tests {
+    #[test]
+    fn the_body_limit_reads_as_it_counts() {
+        let read: rocket::data::ByteUnit = super::BODY_LIMIT.parse().expect("a size");
+        assert_eq!(read, super::body_limit());
+        assert_eq!(super::serve::BODY_BYTES, super::BODY_LIMIT_BYTES);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use rocket::data::{Data, ToByteUnit};
+use rocket::data::Data;
 use rocket::http::{ContentType, Header, Status};
 use rocket::request::{FromRequest, Outcome};
 use rocket::response::{self, Responder};
@@ -51,12 +51,13 @@ async fn read_form(ct: Option<&ContentType>, data: Data<'_>) -> Result<HashMap<S
         ));
     }
     let body = data
-        .open(64.kibibytes())
+        .open(super::body_limit())
         .into_bytes()
         .await
         .map_err(|_| ApiError::invalid_request("the body could not be read"))?;
     if !body.is_complete() {
-        return Err(ApiError::new(Status::PayloadTooLarge, "invalid_request", "the body is larger than 64 KiB"));
+        let why = format!("the body is larger than {}", super::BODY_LIMIT);
+        return Err(ApiError::new(Status::PayloadTooLarge, "invalid_request", why));
     }
     let bytes = body.into_inner();
     let Ok(text) = std::str::from_utf8(&bytes) else {

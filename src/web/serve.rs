@@ -56,8 +56,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use crate::config::Config;
 use crate::service::Keyturn;
 
-/// The most request-body bytes read (the application's largest limit, [`super::BODY_LIMIT`]).
-pub const BODY_BYTES: usize = 64 * 1024;
+/// The most request-body bytes read: the application's one limit ([`super::BODY_LIMIT_BYTES`]).
+pub const BODY_BYTES: usize = super::BODY_LIMIT_BYTES;
 
 /// The most bytes of a request's line and headers.
 const HEAD_BYTES: usize = 64 * 1024;
