@@ -121,11 +121,6 @@ impl RevocationIndex {
         None
     }
 
-    /// Whether a session was ended.
-    pub fn session_ended(&self, sid: &str) -> bool {
-        self.sid.contains(sid)
-    }
-
     /// Whether everything issued to `sub` or `client_id` at `issued_at` is revoked (for
     /// refresh tokens, which carry no kid or jti of an access token).
     pub fn grant_revoked(&self, sub: &str, client_id: Option<&str>, issued_at: Instant) -> bool {

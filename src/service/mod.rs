@@ -185,15 +185,29 @@ impl Keyturn {
         crate::keys::install_crypto_provider();
         let data_dir = DataDir::new(&config.data_dir);
         let location = database_location(&config)?;
-        if !create {
-            installation_exists(&config, &location)?;
-        }
+        // Without `create`, the installation must be there before anything is made: a SQLite
+        // file is looked for, a PostgreSQL database opened (once) and asked for its schema.
+        let opened = match (&location, create) {
+            (_, true) => None,
+            (store::Location::File(_), false) => {
+                installation_exists(&config, &location)?;
+                None
+            }
+            (store::Location::Postgres(_), false) => {
+                let store = Store::open_at(&location)?;
+                schema_present(&store, &location)?;
+                Some(store)
+            }
+        };
         data_dir.prepare()?;
         match &location {
             store::Location::File(_) => kek::refuse_lost_database(&config.kek_file, &data_dir)?,
             store::Location::Postgres(_) => cluster_secrets_given(&config)?,
         }
-        let store = Store::open_at(&location)?;
+        let store = match opened {
+            Some(store) => store,
+            None => Store::open_at(&location)?,
+        };
 
         let stored_check = store.read_blocking(|c| meta::get(c, kek::CHECK_LABEL))?;
         refuse_copied_away(&store)?;
@@ -574,17 +588,18 @@ pub(crate) fn installation_exists(config: &Config, location: &store::Location) -
                 config.data_dir.display()
             )))
         }
-        store::Location::Postgres(target) => {
-            let shown = target.shown.clone();
-            let store = Store::open_at(location)?;
-            if store.schema_version()? > 0 {
-                return Ok(());
-            }
-            Err(Error::NotInstalled(format!(
-                "the PostgreSQL database {shown} holds no keyturn schema: check database_url; `keyturn serve` or `keyturn init` creates a new installation there (or `keyturn db copy` moves one in)"
-            )))
-        }
+        store::Location::Postgres(_) => schema_present(&Store::open_at(location)?, location),
     }
+}
+
+/// Fails unless the PostgreSQL database `store` is connected to holds keyturn's schema.
+fn schema_present(store: &Store, location: &store::Location) -> Result<()> {
+    if store.schema_version()? > 0 {
+        return Ok(());
+    }
+    Err(Error::NotInstalled(format!(
+        "the PostgreSQL database {location} holds no keyturn schema: check database_url; `keyturn serve` or `keyturn init` creates a new installation there (or `keyturn db copy` moves one in)"
+    )))
 }
 
 /// Refuses to join a cluster without the cookie secret every node must share, so a dashboard

@@ -632,8 +632,9 @@ fn repeated_emergency(
         return Ok(None);
     }
     let alg = active.alg;
-    let retired = store::keys::all(tx)?
-        .into_iter()
+    // The key it retired is still published: retired keys stay until their tokens expire.
+    let retired = live
+        .iter()
         .find(|r| r.record.alg == alg && r.record.state == KeyState::Retired && r.record.retired_at == Some(at));
     let pending = live.iter().find(|r| r.record.alg == alg && r.record.state == KeyState::Pending);
     let fresh_key = active.published_at + seasoned > at;

@@ -106,10 +106,11 @@ fn checked_reason(reason: &str) -> Result<&str> {
     Ok(reason)
 }
 
-/// Inside a write transaction: ends the refresh family `family` — its refresh tokens are
-/// revoked, its unexpired access tokens revoked by jti (tokens minted before sessions carry
-/// no `sid`) and, when it is a session still running, the session is marked ended with a
-/// `sid` entry and audited. Returns the revocations added, for the in-memory index.
+/// Inside a write transaction: ends the refresh family `family`. Its refresh tokens are
+/// revoked; a session still running is marked ended, with one `sid` entry covering every
+/// token of it (each carries the `sid`), and audited; a family from before sessions (no
+/// session row, tokens without `sid`) has its unexpired access tokens revoked by jti. Returns
+/// the revocations added, for the in-memory index.
 pub(super) fn end_family(
     tx: &store::Tx<'_>,
     family: &str,
@@ -118,19 +119,26 @@ pub(super) fn end_family(
     by: &Actor,
 ) -> store::Result<Vec<(i64, Revocation)>> {
     store::refresh::revoke_family(tx, family, now)?;
+    let live = store::tokens::live_of_family(tx, family, now)?;
     let mut added = Vec::new();
-    let mut last_exp = now;
-    for (jti, exp) in store::tokens::live_of_family(tx, family, now)? {
-        last_exp = last_exp.max(exp);
-        let rev = Revocation::Jti(jti);
-        let r = super::revocations::insert(tx, &rev, exp, reason, now, by)?;
-        added.push((r.id, rev));
-    }
-    if store::sessions::end(tx, family, now, reason, &by.name)? {
-        let rev = Revocation::Session(family.to_owned());
-        let r = super::revocations::insert(tx, &rev, last_exp, reason, now, by)?;
-        added.push((r.id, rev));
-        audited(tx, now, by, "session.end", Some(family), Some(reason))?;
+    match store::sessions::get(tx, family)? {
+        // Already ended: its `sid` entry covers its tokens.
+        Some(session) if session.ended_at.is_some() => {}
+        Some(_) => {
+            store::sessions::end(tx, family, now, reason, &by.name)?;
+            let last_exp = live.iter().map(|(_, exp)| *exp).max().unwrap_or(now);
+            let rev = Revocation::Session(family.to_owned());
+            let r = super::revocations::insert(tx, &rev, last_exp, reason, now, by)?;
+            added.push((r.id, rev));
+            audited(tx, now, by, "session.end", Some(family), Some(reason))?;
+        }
+        None => {
+            for (jti, exp) in live {
+                let rev = Revocation::Jti(jti);
+                let r = super::revocations::insert(tx, &rev, exp, reason, now, by)?;
+                added.push((r.id, rev));
+            }
+        }
     }
     Ok(added)
 }

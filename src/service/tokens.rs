@@ -308,7 +308,7 @@ impl Keyturn {
             // the lifetime first asked for, within today's policy.
             let session = self.store.read_blocking(|c| store::sessions::get(c, &row.family))?;
             if let Some(s) = &session {
-                if s.ended_at.is_some() || self.revocations_read().session_ended(&s.id) {
+                if s.ended_at.is_some() {
                     return Err(grant("the session has ended"));
                 }
                 if s.ends_at <= now {
@@ -729,9 +729,9 @@ impl Keyturn {
     pub(super) fn unrevoked(&self, kid: &KeyId, live: &[store::tokens::LiveToken]) -> u64 {
         let index = self.revocations_read();
         live.iter()
-            .filter(|(jti, sub, client_id, iat)| {
-                let facts =
-                    TokenFacts { jti, sub, client_id: client_id.as_deref(), kid: kid.as_str(), sid: None, iat: *iat };
+            .filter(|(jti, sub, client_id, family, iat)| {
+                let sid = family.as_deref();
+                let facts = TokenFacts { jti, sub, client_id: client_id.as_deref(), kid: kid.as_str(), sid, iat: *iat };
                 index.check(&facts).is_none()
             })
             .count() as u64

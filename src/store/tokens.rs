@@ -158,17 +158,18 @@ pub fn last_exp(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<Instant>> {
     Ok(v.map(from_unix))
 }
 
-/// An unexpired token's revocation handles: (jti, sub, client_id, iat).
-pub type LiveToken = (String, String, Option<String>, Instant);
+/// An unexpired token's revocation handles: (jti, sub, client_id, refresh family = its
+/// session, iat).
+pub type LiveToken = (String, String, Option<String>, Option<String>, Instant);
 
 /// The unexpired tokens `kid` signed, for counting those not already revoked.
 pub fn live_of_key(conn: &Conn<'_>, kid: &KeyId, now: Instant) -> Result<Vec<LiveToken>> {
     conn.query(
-        "SELECT jti, sub, client_id, iat FROM issued_tokens WHERE kid = ?1 AND exp > ?2",
+        "SELECT jti, sub, client_id, family, iat FROM issued_tokens WHERE kid = ?1 AND exp > ?2",
         args![kid.as_str(), to_unix(now)],
     )?
     .iter()
-    .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, from_unix(r.get(3)?))))
+    .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, from_unix(r.get(4)?))))
     .collect()
 }
 

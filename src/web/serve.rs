@@ -174,9 +174,7 @@ impl Slots {
         self.service.metrics().connections_open(open.total);
         Some(Slot { slots: self.clone(), ip })
     }
-}
 
-impl Slots {
     /// Resolves once every connection has ended.
     async fn all_closed(&self) {
         loop {
