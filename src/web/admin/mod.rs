@@ -50,22 +50,33 @@ pub fn routes() -> Vec<rocket::Route> {
     .concat()
 }
 
-/// The session cookie's name: `__Host-` prefixed under TLS, where the browser enforces
+/// The session cookie's base name.
+const SESSION_COOKIE: &str = "keyturn-session";
+
+/// A dashboard cookie's name: `__Host-` prefixed under TLS, where the browser enforces
 /// Secure, no Domain and Path=/.
-fn cookie_name(req: &Request<'_>) -> &'static str {
-    if req.rocket().config().tls_enabled() {
-        "__Host-keyturn-session"
+pub(super) fn cookie_name(base: &str, tls: bool) -> String {
+    if tls {
+        format!("__Host-{base}")
     } else {
-        "keyturn-session"
+        base.to_owned()
     }
+}
+
+/// Sets a dashboard cookie: private (encrypted and signed), HttpOnly, SameSite=Strict,
+/// Secure and `__Host-` prefixed under TLS.
+pub(super) fn set_private_cookie(jar: &CookieJar<'_>, tls: bool, base: &str, value: String) {
+    let cookie = Cookie::build((cookie_name(base, tls), value))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(tls)
+        .path("/");
+    jar.add_private(cookie);
 }
 
 /// Sets the session cookie.
 pub fn set_session_cookie(req_tls: bool, jar: &CookieJar<'_>, id: &str) {
-    let name = if req_tls { "__Host-keyturn-session" } else { "keyturn-session" };
-    let cookie =
-        Cookie::build((name, id.to_owned())).http_only(true).same_site(SameSite::Strict).secure(req_tls).path("/");
-    jar.add_private(cookie);
+    set_private_cookie(jar, req_tls, SESSION_COOKIE, id.to_owned());
 }
 
 /// A signed-in administrator, from the session cookie.
@@ -86,7 +97,8 @@ impl<'r> FromRequest<'r> for AdminSession {
     type Error = ();
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
-        let Some(id) = req.cookies().get_private(cookie_name(req)).map(|c| c.value().to_owned()) else {
+        let name = cookie_name(SESSION_COOKIE, req.rocket().config().tls_enabled());
+        let Some(id) = req.cookies().get_private(&name).map(|c| c.value().to_owned()) else {
             return Outcome::Error((Status::Unauthorized, ()));
         };
         let Some(service) = req.rocket().state::<Arc<Keyturn>>() else {
@@ -96,7 +108,7 @@ impl<'r> FromRequest<'r> for AdminSession {
         match blocking(service, move |s| s.session(&lookup)).await {
             Ok(Some(session)) => Outcome::Success(AdminSession { id, session, source: ClientAddress::of(req).0 }),
             Ok(None) => {
-                req.cookies().remove_private(Cookie::from(cookie_name(req)));
+                req.cookies().remove_private(Cookie::from(name));
                 Outcome::Error((Status::Unauthorized, ()))
             }
             Err(_) => Outcome::Error((Status::InternalServerError, ())),

@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 use askama::Template;
 use rocket::form::{Form, FromForm};
-use rocket::http::{Cookie, CookieJar, SameSite as CookieSameSite, Status};
+use rocket::http::{Cookie, CookieJar, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::content::RawHtml;
 use rocket::response::Redirect;
 use rocket::{get, post, routes, Route, State};
 
 use super::page::{csrf_checked, frame, render, Frame, MessagePage, Page};
-use super::{set_session_cookie, AdminSession};
+use super::{cookie_name, set_private_cookie, set_session_cookie, AdminSession};
 use crate::service::admins::SignIn;
 use crate::service::Keyturn;
 use crate::web::api::blocking;
@@ -45,30 +45,22 @@ async fn no_admin_yet(service: &Arc<Keyturn>) -> bool {
     blocking(service, |s| s.admin_count()).await.is_ok_and(|n| n == 0)
 }
 
+/// The base name of the pre-session form cookie.
+const FORM_COOKIE: &str = "keyturn-form";
+
 /// The pre-session form token: the one in the browser's form cookie, or a new one set now.
 fn form_token(jar: &CookieJar<'_>, tls: bool) -> String {
-    let name = form_cookie_name(tls);
-    if let Some(existing) = jar.get_private(name) {
+    if let Some(existing) = jar.get_private(&cookie_name(FORM_COOKIE, tls)) {
         return existing.value().to_owned();
     }
     let token = crate::service::random_id(24);
-    let cookie =
-        Cookie::build((name, token.clone())).http_only(true).same_site(CookieSameSite::Strict).secure(tls).path("/");
-    jar.add_private(cookie);
+    set_private_cookie(jar, tls, FORM_COOKIE, token.clone());
     token
-}
-
-fn form_cookie_name(tls: bool) -> &'static str {
-    if tls {
-        "__Host-keyturn-form"
-    } else {
-        "keyturn-form"
-    }
 }
 
 /// Whether a posted sign-in or setup form carries the token of this browser's form cookie.
 fn form_token_ok(jar: &CookieJar<'_>, tls: bool, presented: Option<&str>) -> bool {
-    let Some(cookie) = jar.get_private(form_cookie_name(tls)) else { return false };
+    let Some(cookie) = jar.get_private(&cookie_name(FORM_COOKIE, tls)) else { return false };
     presented.is_some_and(|p| crate::service::secret_matches(&crate::service::secret_digest(cookie.value()), p))
 }
 
