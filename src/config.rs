@@ -640,7 +640,7 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
                             problems.push(format!(
                                 "unknown setting '{key}' in {}{}",
                                 path.display(),
-                                did_you_mean(&key)
+                                did_you_mean(closest(&key))
                             ));
                             continue;
                         };
@@ -672,10 +672,11 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
             // The environment is shared with other programs (deploy/'s Apache file reads
             // KEYTURN_URL): a name far from every setting is only a warning, a near miss
             // is the typo it looks like.
-            None if closest(&key).is_some() => {
-                problems.push(format!("unknown setting in environment variable {name}{}", did_you_mean(&key)))
-            }
-            None => warnings.push(format!("unknown setting in environment variable {name} (ignored)")),
+            None => match closest(&key) {
+                Some(meant) => problems
+                    .push(format!("unknown setting in environment variable {name}{}", did_you_mean(Some(meant)))),
+                None => warnings.push(format!("unknown setting in environment variable {name} (ignored)")),
+            },
         }
     }
 
@@ -702,9 +703,10 @@ fn closest(key: &str) -> Option<&'static str> {
         .map(|(_, name, _)| name)
 }
 
-/// ": did you mean 'x'?" for a misspelt setting, or where the list of settings is.
-fn did_you_mean(key: &str) -> String {
-    match closest(key) {
+/// ": did you mean 'x'?" for a misspelt setting (its [`closest`] known one), or where the list
+/// of settings is.
+fn did_you_mean(closest: Option<&str>) -> String {
+    match closest {
         Some(name) => format!(": did you mean '{name}'?"),
         None => ": not a keyturn setting (the README's \"Configuration\" section lists them all)".to_owned(),
     }

@@ -54,25 +54,32 @@ pub(super) fn adopt_new(kek_file: &Path) -> Result<()> {
 /// sealed. Finishes or discards an interrupted `kek rotate` or first start first.
 pub(super) fn custody(kek_file: &Path, stored_check: Option<&[u8]>) -> Result<(Kek, bool)> {
     finish_rotation(kek_file, stored_check)?;
-    let kek = if kek_file.exists() {
-        datadir::read_kek(kek_file)?
-    } else if stored_check.is_some() {
+    if let Some(check) = stored_check {
+        return Ok((kek_of_database(kek_file, check)?, false));
+    }
+    if kek_file.exists() {
+        return Ok((datadir::read_kek(kek_file)?, false));
+    }
+    // A pending file left by an interrupted first start never sealed anything.
+    let pending = pending_path(kek_file);
+    let _ = std::fs::remove_file(&pending);
+    Ok((datadir::create_kek(&pending)?, true))
+}
+
+/// The key in `kek_file`, which must open the database's check value `check`: a missing
+/// file, one that is not a key, and another key are each refused by name. Reads only.
+fn kek_of_database(kek_file: &Path, check: &[u8]) -> Result<Kek> {
+    if !kek_file.exists() {
         return Err(Error::Kek {
             path: kek_file.to_owned(),
             reason: "is missing, but the database holds keys sealed under a key-encryption key; restore the file or point KEYTURN_KEK_FILE at it. Nothing was changed".into(),
         });
-    } else {
-        // A pending file left by an interrupted first start never sealed anything.
-        let pending = pending_path(kek_file);
-        let _ = std::fs::remove_file(&pending);
-        return Ok((datadir::create_kek(&pending)?, true));
-    };
-    if let Some(check) = stored_check {
-        if kek.open(CHECK_LABEL, check).is_err() {
-            return Err(Error::KekMismatch { path: kek_file.to_owned(), what: "the database's check value".into() });
-        }
     }
-    Ok((kek, false))
+    let kek = datadir::read_kek(kek_file)?;
+    if kek.open(CHECK_LABEL, check).is_err() {
+        return Err(Error::KekMismatch { path: kek_file.to_owned(), what: "the database's check value".into() });
+    }
+    Ok(kek)
 }
 
 /// A new check value sealed under `kek`.
@@ -112,16 +119,7 @@ pub fn check_installation(config: &crate::config::Config) -> Result<String> {
     let Some(check) = check else {
         return Ok(format!("database {location} (schema version {version}) holds no sealed key yet"));
     };
-    if !kek_file.exists() {
-        return Err(Error::Kek {
-            path: kek_file.to_owned(),
-            reason: "is missing, but the database holds keys sealed under a key-encryption key; restore the file or point KEYTURN_KEK_FILE at it".into(),
-        });
-    }
-    let kek = datadir::read_kek(kek_file)?;
-    if kek.open(CHECK_LABEL, &check).is_err() {
-        return Err(Error::KekMismatch { path: kek_file.to_owned(), what: "the database's check value".into() });
-    }
+    kek_of_database(kek_file, &check)?;
     Ok(format!(
         "database {location} (schema version {version}): the key-encryption key {} opens its keys",
         kek_file.display()
