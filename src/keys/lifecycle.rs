@@ -43,6 +43,13 @@ impl Policy {
         self.publish_lead + interval * 2 + self.max_token_ttl + self.leeway + self.clock_skew
     }
 
+    /// How long a key must have been published before every verifier caching the JWKS has
+    /// fetched it: the cache's max-age plus the clock skew. An emergency rotation promotes
+    /// only a pending key published this long; a younger one would be refused by caches.
+    pub fn seen_by_caches(&self) -> Duration {
+        self.jwks_max_age + self.clock_skew
+    }
+
     /// The earliest a pending key may start signing: once it has been published for the
     /// lead (invariant 1), whatever asks for the rotation.
     pub fn earliest_activation(&self, pending: &KeyRecord) -> Instant {

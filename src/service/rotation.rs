@@ -468,7 +468,7 @@ impl Keyturn {
                 // fresh key that signs), made ahead of the transaction.
                 let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy)?;
                 let by = actor.clone();
-                let seasoned = policy.jwks_max_age + policy.clock_skew;
+                let seasoned = policy.seen_by_caches();
                 let outcome = self.store.write_blocking(move |tx| {
                     let live = store::keys::live(tx)?;
                     let find = |state| live.iter().find(|r| r.record.alg == alg && r.record.state == state);
@@ -550,8 +550,7 @@ impl Keyturn {
             at: clock::rfc3339(at),
             done: false,
             fresh_key: mode == RotateMode::Emergency
-                && pending
-                    .is_none_or(|p| p.published_at + published.policy.jwks_max_age + published.policy.clock_skew > now),
+                && pending.is_none_or(|p| p.published_at + published.policy.seen_by_caches() > now),
             pending: None,
             repeated: false,
         })
