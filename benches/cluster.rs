@@ -79,12 +79,18 @@ impl Setup {
     }
 
     fn recorded(&self) -> u64 {
-        let store = keyturn::store::Store::open_at(&self.location()).expect("open");
-        let n = store
-            .read_blocking(|c| {
-                c.query_one("SELECT count(*) FROM issued_tokens", keyturn::store::args![])?.get::<i64>(0)
-            })
-            .expect("count");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let n = runtime.block_on(async {
+            let store = keyturn::store::Store::open_at(&self.location()).expect("open");
+            store
+                .read(|c| {
+                    Box::pin(async move {
+                        c.query_one("SELECT count(*) FROM issued_tokens", keyturn::store::args![]).await?.get::<i64>(0)
+                    })
+                })
+                .await
+                .expect("count")
+        });
         n as u64
     }
 

@@ -247,16 +247,32 @@ pub fn main() -> ExitCode {
         inputs.env.retain(|(k, _)| k != "KEYTURN_LOG_FORMAT");
         inputs.env.push(("KEYTURN_LOG_FORMAT".into(), format.clone()));
     }
-    match cli.command {
-        Command::Config { command: ConfigCommand::Check } => config_check(&inputs),
-        Command::Serve { tls_self_signed } => serve(&inputs, tls_self_signed),
-        Command::Init => init(&inputs),
+    if let Command::Serve { tls_self_signed } = cli.command {
+        return serve(&inputs, tls_self_signed);
+    }
+    // Every other command is one short conversation with the database, on a runtime of
+    // one thread (the store's own threads do the SQLite work).
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(command(cli.command, &inputs)),
+        Err(e) => {
+            eprintln!("keyturn: cannot start: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs one command other than `serve`.
+async fn command(command: Command, inputs: &Inputs) -> ExitCode {
+    match command {
+        Command::Config { command: ConfigCommand::Check } => config_check(inputs).await,
+        Command::Serve { .. } => ExitCode::from(2),
+        Command::Init => init(inputs).await,
         Command::Db { command: DbCommand::Reuse } => {
-            let config = match load_or_exit(&inputs) {
+            let config = match load_or_exit(inputs) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match crate::service::reuse_copied_database(&config, &Clock::system()) {
+            match crate::service::reuse_copied_database(&config, &Clock::system()).await {
                 Ok(Some(to)) => {
                     println!("this database is served again; the copy made to {to} is abandoned: do not serve it");
                     ExitCode::SUCCESS
@@ -271,85 +287,126 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Apikey { command: ApikeyCommand::Create { role, name } } => apikey_create(&inputs, &role, &name),
-        Command::Apikey { command } => with_service(&inputs, |s, actor| match command {
-            ApikeyCommand::List => s.list_api_keys().map(|keys| {
-                for k in keys {
-                    let state = k.revoked_at.map(|r| format!("revoked {r}")).unwrap_or_else(|| "active".into());
-                    println!("{}\t{}\t{}\t{}\t{state}", k.id, k.name, k.role, k.created_at);
+        other => {
+            let service = match open_service(inputs).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let code = on_service(other, &service).await;
+            service.close().await;
+            code
+        }
+    }
+}
+
+/// Runs a command on the installation, opened for it (and closed by the caller).
+async fn on_service(command: Command, service: &crate::service::Keyturn) -> ExitCode {
+    match command {
+        Command::Apikey { command: ApikeyCommand::Create { role, name } } => apikey_create(service, &role, &name).await,
+        Command::Apikey { command } => {
+            with_service(service, async |s, actor| match command {
+                ApikeyCommand::List => s.list_api_keys().await.map(|keys| {
+                    for k in keys {
+                        let state = k.revoked_at.map(|r| format!("revoked {r}")).unwrap_or_else(|| "active".into());
+                        println!("{}\t{}\t{}\t{}\t{state}", k.id, k.name, k.role, k.created_at);
+                    }
+                }),
+                ApikeyCommand::Revoke { id } => {
+                    s.revoke_api_key(&id, &actor).await.map(|()| println!("revoked API key {id}"))
                 }
-            }),
-            ApikeyCommand::Revoke { id } => s.revoke_api_key(&id, &actor).map(|()| println!("revoked API key {id}")),
-            ApikeyCommand::Create { .. } => Ok(()),
-        }),
-        Command::Keys { command } => with_service(&inputs, |s, actor| keys(s, &actor, command)),
-        Command::Token { command } => token(&inputs, command),
-        Command::Backup { path } => with_service(&inputs, |s, _| {
-            s.backup_to(&path)?;
-            println!("backed up to {}", path.display());
-            eprintln!(
-                "the key-encryption key ({}) is not in the backup: keep a copy of it apart",
-                s.config().kek_file.display()
-            );
-            Ok(())
-        }),
-        Command::Db { command: DbCommand::Copy { to } } => with_service(&inputs, |s, actor| {
-            let url = DatabaseUrl::parse(to.trim()).map_err(|e| crate::error::Error::Invalid(vec![e]))?;
-            let counts = s.copy_database_to(&url, &actor)?;
-            for (table, n) in counts {
-                println!("{table}\t{n}");
-            }
-            eprintln!(
-                "copied into {}; start every node with database_url set to it and kek_file set to {}",
-                url.shown,
-                s.config().kek_file.display()
-            );
-            Ok(())
-        }),
-        Command::Kek { command: KekCommand::Rotate } => with_service(&inputs, |s, actor| {
-            s.rotate_kek(&actor)?;
-            println!("re-sealed every private key under a new key-encryption key in {}", s.config().kek_file.display());
-            Ok(())
-        }),
-        Command::Admin { command: AdminCommand::Passwd { name } } => with_service(&inputs, |s, actor| {
-            let mut password = String::new();
-            std::io::stdin()
-                .read_line(&mut password)
-                .map_err(|e| crate::error::Error::Invalid(vec![format!("reading the password: {e}")]))?;
-            let password = zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
-            s.set_password(&name, &password, &actor)?;
-            println!("password of {name} set; their sessions are ended");
-            Ok(())
-        }),
-        Command::Admin { command: AdminCommand::Remove { name } } => with_service(&inputs, |s, actor| {
-            s.remove_admin(&name, &actor)?;
-            println!("administrator {name} removed; their sessions are ended");
-            Ok(())
-        }),
-        Command::Client { command } => client(&inputs, command),
-        Command::Admin { command: AdminCommand::Add } => admin_add(&inputs),
+                ApikeyCommand::Create { .. } => Ok(()),
+            })
+            .await
+        }
+        Command::Keys { command } => with_service(service, async |s, actor| keys(s, &actor, command).await).await,
+        Command::Token { command } => token(service, command).await,
+        Command::Backup { path } => {
+            with_service(service, async |s, _| {
+                s.backup_to(&path).await?;
+                println!("backed up to {}", path.display());
+                eprintln!(
+                    "the key-encryption key ({}) is not in the backup: keep a copy of it apart",
+                    s.config().kek_file.display()
+                );
+                Ok(())
+            })
+            .await
+        }
+        Command::Db { command: DbCommand::Copy { to } } => {
+            with_service(service, async |s, actor| {
+                let url = DatabaseUrl::parse(to.trim()).map_err(|e| crate::error::Error::Invalid(vec![e]))?;
+                let counts = s.copy_database_to(&url, &actor).await?;
+                for (table, n) in counts {
+                    println!("{table}\t{n}");
+                }
+                eprintln!(
+                    "copied into {}; start every node with database_url set to it and kek_file set to {}",
+                    url.shown,
+                    s.config().kek_file.display()
+                );
+                Ok(())
+            })
+            .await
+        }
+        Command::Kek { command: KekCommand::Rotate } => {
+            with_service(service, async |s, actor| {
+                s.rotate_kek(&actor).await?;
+                println!(
+                    "re-sealed every private key under a new key-encryption key in {}",
+                    s.config().kek_file.display()
+                );
+                Ok(())
+            })
+            .await
+        }
+        Command::Admin { command: AdminCommand::Passwd { name } } => {
+            with_service(service, async |s, actor| {
+                let mut password = String::new();
+                std::io::stdin()
+                    .read_line(&mut password)
+                    .map_err(|e| crate::error::Error::Invalid(vec![format!("reading the password: {e}")]))?;
+                let password = zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
+                s.set_password(&name, &password, &actor).await?;
+                println!("password of {name} set; their sessions are ended");
+                Ok(())
+            })
+            .await
+        }
+        Command::Admin { command: AdminCommand::Remove { name } } => {
+            with_service(service, async |s, actor| {
+                s.remove_admin(&name, &actor).await?;
+                println!("administrator {name} removed; their sessions are ended");
+                Ok(())
+            })
+            .await
+        }
+        Command::Client { command } => client(service, command).await,
+        Command::Admin { command: AdminCommand::Add } => admin_add(service).await,
+        Command::Config { .. } | Command::Serve { .. } | Command::Init | Command::Db { command: DbCommand::Reuse } => {
+            ExitCode::from(2)
+        }
     }
 }
 
 /// Opens the installation for a one-off command (never creating one). Works beside a
 /// running daemon: SQLite serializes the writers, and the daemon picks the change up within
 /// a second.
-fn open_service(inputs: &Inputs) -> Result<crate::service::Keyturn, ExitCode> {
+async fn open_service(inputs: &Inputs) -> Result<crate::service::Keyturn, ExitCode> {
     let config = load_or_exit(inputs)?;
-    crate::service::Keyturn::open_existing(config, Clock::system()).map_err(|e| {
+    crate::service::Keyturn::open_existing(config, Clock::system()).await.map_err(|e| {
         eprintln!("keyturn: {e}");
         ExitCode::from(1)
     })
 }
 
 /// `keyturn init`: creates the installation (or finds it there) and says where it is.
-fn init(inputs: &Inputs) -> ExitCode {
+async fn init(inputs: &Inputs) -> ExitCode {
     let config = match load_or_exit(inputs) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let existed = crate::service::installed(&config);
-    match crate::service::Keyturn::open(config, Clock::system()) {
+    let existed = crate::service::installed(&config).await;
+    match crate::service::Keyturn::open(config, Clock::system()).await {
         Ok(service) => {
             let what = if existed { "already initialized" } else { "initialized" };
             println!(
@@ -357,6 +414,7 @@ fn init(inputs: &Inputs) -> ExitCode {
                 service.database_shown(),
                 service.config().kek_file.display()
             );
+            service.close().await;
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -366,15 +424,11 @@ fn init(inputs: &Inputs) -> ExitCode {
     }
 }
 
-fn apikey_create(inputs: &Inputs, role: &str, name: &str) -> ExitCode {
-    let service = match open_service(inputs) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+async fn apikey_create(service: &crate::service::Keyturn, role: &str, name: &str) -> ExitCode {
     let Ok(role) = role.parse() else {
         return ExitCode::from(2);
     };
-    match service.create_api_key(role, name, &crate::service::Actor::cli()) {
+    match service.create_api_key(role, name, &crate::service::Actor::cli()).await {
         Ok((identity, secret)) => {
             eprintln!("created {} API key '{}' (id {}); it is shown once:", identity.role, identity.name, identity.id);
             println!("{}", secret.as_str());
@@ -400,7 +454,7 @@ fn load_or_exit(inputs: &Inputs) -> Result<Config, ExitCode> {
     }
 }
 
-fn config_check(inputs: &Inputs) -> ExitCode {
+async fn config_check(inputs: &Inputs) -> ExitCode {
     let config = match load_or_exit(inputs) {
         Ok(c) => c,
         Err(code) => return code,
@@ -410,7 +464,7 @@ fn config_check(inputs: &Inputs) -> ExitCode {
     }
     // The timing settings as they are in force: a value stored through the dashboard or the
     // API applies where the configuration pins none.
-    let stored = match crate::service::policy::stored_settings(&config) {
+    let stored = match crate::service::policy::stored_settings(&config).await {
         Ok(stored) => stored,
         Err(e) => {
             eprintln!("keyturn: warning: the stored settings could not be read ({e}): shown as if none were stored");
@@ -432,7 +486,7 @@ fn config_check(inputs: &Inputs) -> ExitCode {
             Some((format!("\"{value}\""), source.to_owned()))
         })
     );
-    match crate::service::kek::check_installation(&config) {
+    match crate::service::kek::check_installation(&config).await {
         Ok(line) => println!("# {line}"),
         Err(e) => {
             eprintln!("keyturn: {e}");
@@ -508,11 +562,7 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
     guard
 }
 
-fn client(inputs: &Inputs, command: ClientCommand) -> ExitCode {
-    let service = match open_service(inputs) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> ExitCode {
     let actor = crate::service::Actor::cli();
     let result = match command {
         ClientCommand::Create { name, audiences, scopes, max_ttl } => {
@@ -524,13 +574,13 @@ fn client(inputs: &Inputs, command: ClientCommand) -> ExitCode {
                 }
             };
             let new = crate::service::clients::NewClient { name, scopes, audiences, max_ttl };
-            service.create_client(&new, &actor).map(|(view, secret)| {
+            service.create_client(&new, &actor).await.map(|(view, secret)| {
                 eprintln!("created client '{}'; its secret is shown once:", view.name);
                 println!("client_id={}", view.client_id);
                 println!("client_secret={}", secret.as_str());
             })
         }
-        ClientCommand::List => service.list_clients().map(|clients| {
+        ClientCommand::List => service.list_clients().await.map(|clients| {
             for c in clients {
                 let state = c.disabled_at.map(|d| format!("disabled {d}")).unwrap_or_else(|| "enabled".into());
                 println!(
@@ -544,7 +594,7 @@ fn client(inputs: &Inputs, command: ClientCommand) -> ExitCode {
                 );
             }
         }),
-        ClientCommand::Disable { client_id } => service.disable_client(&client_id, &actor).map(|c| {
+        ClientCommand::Disable { client_id } => service.disable_client(&client_id, &actor).await.map(|c| {
             println!("disabled {}; its tokens are revoked", c.client_id);
         }),
     };
@@ -563,12 +613,8 @@ fn client(inputs: &Inputs, command: ClientCommand) -> ExitCode {
     }
 }
 
-fn admin_add(inputs: &Inputs) -> ExitCode {
-    let service = match open_service(inputs) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    match service.create_setup_link(&crate::service::Actor::cli()) {
+async fn admin_add(service: &crate::service::Keyturn) -> ExitCode {
+    match service.create_setup_link(&crate::service::Actor::cli()).await {
         Ok(token) => {
             eprintln!("open this one-time link within 15 minutes to create an administrator:");
             println!("{}", service.setup_url(&token));
@@ -581,16 +627,12 @@ fn admin_add(inputs: &Inputs) -> ExitCode {
     }
 }
 
-/// Runs `f` on the service opened on the data dir and maps its result to an exit code.
-fn with_service(
-    inputs: &Inputs,
-    f: impl FnOnce(&crate::service::Keyturn, crate::service::Actor) -> crate::error::Result<()>,
+/// Runs `f` on the opened service and maps its result to an exit code.
+async fn with_service(
+    service: &crate::service::Keyturn,
+    f: impl AsyncFnOnce(&crate::service::Keyturn, crate::service::Actor) -> crate::error::Result<()>,
 ) -> ExitCode {
-    let service = match open_service(inputs) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    exit_code(f(&service, crate::service::Actor::cli()))
+    exit_code(f(service, crate::service::Actor::cli()).await)
 }
 
 fn exit_code(result: crate::error::Result<()>) -> ExitCode {
@@ -613,11 +655,15 @@ fn parse_alg(alg: Option<&str>) -> crate::error::Result<Option<crate::keys::Algo
         .transpose()
 }
 
-fn keys(s: &crate::service::Keyturn, actor: &crate::service::Actor, command: KeysCommand) -> crate::error::Result<()> {
+async fn keys(
+    s: &crate::service::Keyturn,
+    actor: &crate::service::Actor,
+    command: KeysCommand,
+) -> crate::error::Result<()> {
     use crate::service::rotation::RotateMode;
     match command {
         KeysCommand::List => {
-            for k in s.list_keys()? {
+            for k in s.list_keys().await? {
                 let next = k
                     .next
                     .map(|n| format!("{} {}", n.event, n.at.map(crate::clock::rfc3339).unwrap_or_else(|| "-".into())))
@@ -629,7 +675,7 @@ fn keys(s: &crate::service::Keyturn, actor: &crate::service::Actor, command: Key
         }
         KeysCommand::Rotate { alg, emergency } => {
             let mode = if emergency { RotateMode::Emergency } else { RotateMode::Graceful };
-            let out = s.rotate(parse_alg(alg.as_deref())?, mode, actor)?;
+            let out = s.rotate(parse_alg(alg.as_deref())?, mode, actor).await?;
             if out.done {
                 println!("{} now signs with {}", out.alg, out.activate.unwrap_or_default());
             } else {
@@ -643,7 +689,7 @@ fn keys(s: &crate::service::Keyturn, actor: &crate::service::Actor, command: Key
             Ok(())
         }
         KeysCommand::Revoke { kid, reason } => {
-            let out = s.revoke_key(&crate::keys::KeyId::new(kid), &reason, actor)?;
+            let out = s.revoke_key(&crate::keys::KeyId::new(kid), &reason, actor).await?;
             println!(
                 "revoked {} ({}); {} unexpired tokens invalidated; replacement: {}",
                 out.kid,
@@ -656,38 +702,37 @@ fn keys(s: &crate::service::Keyturn, actor: &crate::service::Actor, command: Key
     }
 }
 
-fn token(inputs: &Inputs, command: TokenCommand) -> ExitCode {
-    let service = match open_service(inputs) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+async fn token(service: &crate::service::Keyturn, command: TokenCommand) -> ExitCode {
     let actor = crate::service::Actor::cli();
     let result = match command {
-        TokenCommand::Issue { sub, aud, ttl, alg, scope, claims } => (|| {
-            let ttl = ttl
-                .as_deref()
-                .map(crate::duration::parse_duration)
-                .transpose()
-                .map_err(|e| crate::error::Error::Invalid(vec![format!("ttl: {e}")]))?;
-            let claims = match claims.as_deref().map(serde_json::from_str::<serde_json::Value>) {
-                None => serde_json::Map::new(),
-                Some(Ok(serde_json::Value::Object(m))) => m,
-                Some(_) => return Err(crate::error::Error::Invalid(vec!["--claims must be a JSON object".into()])),
-            };
-            let req = crate::service::tokens::IssueRequest {
-                sub,
-                aud,
-                ttl,
-                alg: parse_alg(alg.as_deref())?,
-                scope,
-                client_id: None,
-                claims,
-                ..Default::default()
-            };
-            let issued = service.issue_token(&req, &actor)?;
-            println!("{}", issued.access_token);
-            Ok(())
-        })(),
+        TokenCommand::Issue { sub, aud, ttl, alg, scope, claims } => {
+            async {
+                let ttl = ttl
+                    .as_deref()
+                    .map(crate::duration::parse_duration)
+                    .transpose()
+                    .map_err(|e| crate::error::Error::Invalid(vec![format!("ttl: {e}")]))?;
+                let claims = match claims.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+                    None => serde_json::Map::new(),
+                    Some(Ok(serde_json::Value::Object(m))) => m,
+                    Some(_) => return Err(crate::error::Error::Invalid(vec!["--claims must be a JSON object".into()])),
+                };
+                let req = crate::service::tokens::IssueRequest {
+                    sub,
+                    aud,
+                    ttl,
+                    alg: parse_alg(alg.as_deref())?,
+                    scope,
+                    client_id: None,
+                    claims,
+                    ..Default::default()
+                };
+                let issued = service.issue_token(&req, &actor).await?;
+                println!("{}", issued.access_token);
+                Ok(())
+            }
+            .await
+        }
         TokenCommand::Verify { token } => {
             let answer = service.introspect(token.trim());
             println!("{}", answer.to_json());
@@ -704,6 +749,7 @@ fn token(inputs: &Inputs, command: TokenCommand) -> ExitCode {
             match target {
                 Some(t) => service
                     .revoke(&t, &reason, &actor)
+                    .await
                     .map(|r| println!("revoked {} {} (feed id {})", r.kind, r.value, r.id)),
                 None => Err(crate::error::Error::Invalid(vec!["give one of --jti, --sub or --client".into()])),
             }

@@ -62,10 +62,8 @@ impl Server {
         if let Some(s) = self.scheduler.take() {
             s.shutdown().await;
         }
-        let service = self.service.clone();
-        let lease = match tokio::task::spawn_blocking(move || service.release_lease()).await {
-            Ok(Ok(())) => "handed over".to_owned(),
-            Ok(Err(e)) => format!("not handed over ({e}): it lapses by itself"),
+        let lease = match self.service.release_lease().await {
+            Ok(()) => "handed over".to_owned(),
             Err(e) => format!("not handed over ({e}): it lapses by itself"),
         };
         // One line that says what the shutdown did (the database is closed, and SQLite's WAL
@@ -93,21 +91,18 @@ async fn bind(config: &Config) -> Result<web::serve::Bound> {
 
 /// With no administrator yet, logs a one-time link (15 minutes) that creates the first.
 async fn announce_setup_link(service: &Arc<Keyturn>) {
-    let s = service.clone();
-    let link = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
-        if s.admin_count()? > 0 {
-            return Ok(None);
+    let link = async {
+        if service.admin_count().await? > 0 {
+            return Ok::<_, Error>(None);
         }
-        let token = s.create_setup_link(&service::Actor::system())?;
-        Ok(Some(s.setup_url(&token)))
-    })
-    .await;
-    match link {
-        Ok(Ok(Some(url))) => tracing::warn!(
+        let token = service.create_setup_link(&service::Actor::system()).await?;
+        Ok(Some(service.setup_url(&token)))
+    };
+    match link.await {
+        Ok(Some(url)) => tracing::warn!(
             "no administrator yet: open this one-time link within 15 minutes to create the first one: {url}"
         ),
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::error!("could not make a setup link: {e}"),
+        Ok(None) => {}
         Err(e) => tracing::error!("could not make a setup link: {e}"),
     }
 }
@@ -120,9 +115,7 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
         Some(_) => None,
         None => datadir::existing_cookie_secret(&datadir::DataDir::new(&config.data_dir).secret_key)?,
     };
-    let service = tokio::task::spawn_blocking(move || Keyturn::open(config, clock))
-        .await
-        .map_err(|e| Error::Sign(format!("start-up task failed: {e}")))??;
+    let service = Keyturn::open(config, clock).await?;
     let service = Arc::new(service);
     let config = service.config();
     let secret: Zeroizing<String> = match &config.secret_key {

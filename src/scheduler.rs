@@ -13,6 +13,7 @@
 //!
 //! Both decide with the service's clock; the scheduler only decides when to ask.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,14 +44,10 @@ fn with_seconds(expr: &str) -> String {
     }
 }
 
-/// Runs one lifecycle call on the blocking pool and logs its outcome.
-async fn run(
-    what: &'static str,
-    service: &Arc<Keyturn>,
-    call: impl FnOnce(&Keyturn) -> crate::error::Result<TickReport> + Send + 'static,
-) {
-    let service = service.clone();
-    match tokio::task::spawn_blocking(move || call(&service)).await {
+/// Runs one lifecycle call as a task of its own (a panic in it is logged, not spread to the
+/// scheduler) and logs its outcome.
+async fn run(what: &'static str, call: impl Future<Output = crate::error::Result<TickReport>> + Send + 'static) {
+    match tokio::spawn(call).await {
         Ok(Ok(report)) if !report.applied.is_empty() => {
             tracing::debug!(job = what, applied = report.applied.len(), "lifecycle transitions applied")
         }
@@ -63,7 +60,7 @@ async fn run(
 fn rotation_job(schedule: &str, service: Arc<Keyturn>) -> Result<Job, JobSchedulerError> {
     Job::new_async(schedule, move |_, _| {
         let service = service.clone();
-        Box::pin(async move { run("rotation", &service, Keyturn::tick).await })
+        Box::pin(async move { run("rotation", async move { service.tick().await }).await })
     })
 }
 
@@ -107,13 +104,15 @@ impl Scheduler {
                 tokio::select! {
                     _ = every.tick() => {}
                     () = heard => {
-                        run("reload", &service, |s| s.reload_if_changed().map(|_| TickReport::default())).await;
+                        let s = service.clone();
+                        run("reload", async move { s.reload_if_changed().await.map(|_| TickReport::default()) }).await;
                         continue;
                     }
                     _ = stopped.changed() => break,
                 }
                 let job = installed.load(Ordering::Acquire);
-                run("housekeeping", &service, move |s| s.housekeeping(job)).await;
+                let s = service.clone();
+                run("housekeeping", async move { s.housekeeping(job).await }).await;
             }
         });
         Ok(Scheduler { jobs, follower, housekeeping, stop })

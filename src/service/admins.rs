@@ -51,18 +51,32 @@ static ARGON2: Mutex<()> = Mutex::new(());
 
 impl Keyturn {
     /// An argon2id hash of `password` (counted, one at a time).
-    fn password_hash(&self, password: &str) -> Result<String> {
-        let _turn = ARGON2.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn password_hash(&self, password: &str) -> Result<String> {
         self.metrics.password_hashed();
-        hash_password(password)
+        let password = Zeroizing::new(password.to_owned());
+        argon2_turn(move || hash_password(&password)).await?
     }
 
     /// Whether `password` matches the argon2 hash `phc` (counted, one at a time).
-    fn password_matches(&self, phc: &str, password: &str) -> bool {
-        let _turn = ARGON2.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn password_matches(&self, phc: &str, password: &str) -> bool {
         self.metrics.password_hashed();
-        PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        let (phc, password) = (phc.to_owned(), Zeroizing::new(password.to_owned()));
+        argon2_turn(move || {
+            PasswordHash::new(&phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        })
+        .await
+        .unwrap_or(false)
     }
+}
+
+/// Runs argon2 `work` on the blocking pool, never on the async threads, and one at a time.
+async fn argon2_turn<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(move || {
+        let _turn = ARGON2.lock().unwrap_or_else(PoisonError::into_inner);
+        work()
+    })
+    .await
+    .map_err(|e| Error::Store(store::StoreError::Task(format!("password check failed: {e}"))))
 }
 
 fn setup_link_refused() -> Error {
@@ -96,25 +110,30 @@ fn check_password(password: &str) -> Result<()> {
 }
 
 impl Keyturn {
-    pub fn admin_count(&self) -> Result<u64> {
-        Ok(self.store.read_blocking(store::admins::count)?)
+    pub async fn admin_count(&self) -> Result<u64> {
+        Ok(self.store.read(|c| Box::pin(store::admins::count(c))).await?)
     }
 
     /// Administrators with when they were created and last changed their password.
-    pub fn admins(&self) -> Result<Vec<(String, Instant, Instant)>> {
-        Ok(self.store.read_blocking(store::admins::names)?)
+    pub async fn admins(&self) -> Result<Vec<(String, Instant, Instant)>> {
+        Ok(self.store.read(|c| Box::pin(store::admins::names(c))).await?)
     }
 
     /// Makes a one-time link token that creates an administrator; valid for 15 minutes.
-    pub fn create_setup_link(&self, actor: &Actor) -> Result<Zeroizing<String>> {
+    pub async fn create_setup_link(&self, actor: &Actor) -> Result<Zeroizing<String>> {
         let token = Zeroizing::new(random_id(32));
         let now = self.clock.now();
         let hash = secret_digest(&token);
         let by = actor.clone();
-        self.store.write_blocking(|tx| {
-            store::admins::insert_setup_link(tx, &hash, now, now + SETUP_LINK_TTL, &by.name)?;
-            audited(tx, now, &by, "admin.setup_link", None, Some("one-time setup link created (15 minutes)"))
-        })?;
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    store::admins::insert_setup_link(tx, &hash, now, now + SETUP_LINK_TTL, &by.name).await?;
+                    audited(tx, now, &by, "admin.setup_link", None, Some("one-time setup link created (15 minutes)"))
+                        .await
+                })
+            })
+            .await?;
         Ok(token)
     }
 
@@ -123,42 +142,51 @@ impl Keyturn {
         format!("{}/admin/setup?token={token}", self.config.issuer)
     }
 
-    pub fn setup_link_usable(&self, token: &str) -> Result<bool> {
-        let now = self.clock.now();
-        Ok(self.store.read_blocking(|c| store::admins::setup_link_usable(c, &secret_digest(token), now))?)
+    pub async fn setup_link_usable(&self, token: &str) -> Result<bool> {
+        let (now, digest) = (self.clock.now(), secret_digest(token));
+        Ok(self
+            .store
+            .read(move |c| Box::pin(async move { store::admins::setup_link_usable(c, &digest, now).await }))
+            .await?)
     }
 
     /// Spends a setup link and creates the administrator, in one transaction.
-    pub fn complete_setup(&self, token: &str, name: &str, password: &str, source: Option<&str>) -> Result<()> {
+    pub async fn complete_setup(&self, token: &str, name: &str, password: &str, source: Option<&str>) -> Result<()> {
         check_name(name)?;
         check_password(password)?;
         // The cheap check first: an unknown link costs a digest and an indexed read, never
         // argon2. The transaction below spends the link, so a race cannot use it twice.
-        if !self.setup_link_usable(token)? {
+        if !self.setup_link_usable(token).await? {
             return Err(setup_link_refused());
         }
-        let hash = self.password_hash(password)?;
+        let hash = self.password_hash(password).await?;
         let now = self.clock.now();
         let token_hash = secret_digest(token);
         let (name, source) = (name.to_owned(), source.map(str::to_owned));
-        let done = self.store.write_blocking(move |tx| {
-            if !store::admins::spend_setup_link(tx, &token_hash, now)? {
-                return Ok(false);
-            }
-            if store::admins::password_hash(tx, &name)?.is_some() {
-                return Err(store::StoreError::Conflict(format!("an administrator named {name} exists")));
-            }
-            store::admins::insert(tx, &name, &hash, now, "setup link")?;
-            audited(
-                tx,
-                now,
-                &Actor::admin(&name, source),
-                "admin.create",
-                Some(&name),
-                Some("created with a setup link"),
-            )?;
-            Ok(true)
-        });
+        let done = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    if !store::admins::spend_setup_link(tx, &token_hash, now).await? {
+                        return Ok(false);
+                    }
+                    if store::admins::password_hash(tx, &name).await?.is_some() {
+                        return Err(store::StoreError::Conflict(format!("an administrator named {name} exists")));
+                    }
+                    store::admins::insert(tx, &name, &hash, now, "setup link").await?;
+                    audited(
+                        tx,
+                        now,
+                        &Actor::admin(&name, source),
+                        "admin.create",
+                        Some(&name),
+                        Some("created with a setup link"),
+                    )
+                    .await?;
+                    Ok(true)
+                })
+            })
+            .await;
         match done {
             Ok(true) => Ok(()),
             Ok(false) => Err(setup_link_refused()),
@@ -173,30 +201,38 @@ impl Keyturn {
     /// starts a fresh session. Reserving before argon2 runs is what bounds concurrent
     /// guesses: with `n` failures left, at most `n` checks are ever in flight per address
     /// and per account, however many requests arrive at once.
-    pub fn sign_in(&self, name: &str, password: &str, source: &str) -> Result<SignIn> {
+    pub async fn sign_in(&self, name: &str, password: &str, source: &str) -> Result<SignIn> {
         let now = self.clock.now();
         // Counted in the database, so every node of a cluster sees every failure.
         let account: String = name.chars().take(64).collect();
         let keys = [format!("ip:{source}"), format!("account:{account}")];
         let window_start = now - SIGN_IN_WINDOW;
         let attempt = random_id(12);
-        let over = self.store.write_blocking(|tx| {
-            store::signins::reserve(
-                tx,
-                &[keys[0].as_str(), keys[1].as_str()],
-                &attempt,
-                now,
-                window_start,
-                SIGN_IN_FAILURES as u64,
-            )
-        })?;
+        let (reserved, reserving) = (keys.clone(), attempt.clone());
+        let over = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    store::signins::reserve(
+                        tx,
+                        &[reserved[0].as_str(), reserved[1].as_str()],
+                        &reserving,
+                        now,
+                        window_start,
+                        SIGN_IN_FAILURES as u64,
+                    )
+                    .await
+                })
+            })
+            .await?;
         if let Some(wait) =
             over.iter().map(|oldest| (*oldest + SIGN_IN_WINDOW - now).try_into().unwrap_or_default()).max()
         {
             return Ok(SignIn::Limited(wait));
         }
         let stored = if name.len() <= 64 {
-            self.store.read_pooled_blocking(|c| store::admins::password_hash(c, name))?
+            let name = name.to_owned();
+            self.store.read(move |c| Box::pin(async move { store::admins::password_hash(c, &name).await })).await?
         } else {
             None
         };
@@ -204,51 +240,66 @@ impl Keyturn {
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let dummy = DUMMY.get_or_init(|| hash_password(&random_id(16)).unwrap_or_default());
         let phc = stored.as_deref().unwrap_or(dummy);
-        let ok = password.len() <= 1024 && self.password_matches(phc, password) && stored.is_some();
+        let ok = password.len() <= 1024 && self.password_matches(phc, password).await && stored.is_some();
         let (audit_name, source_owned) = (name.chars().take(64).collect::<String>(), source.to_owned());
         if !ok {
             // The reservation stays: it is the failure.
-            self.store.write_blocking(|tx| {
-                audited(
-                    tx,
-                    now,
-                    &Actor::admin(&audit_name, Some(source_owned.clone())),
-                    "admin.sign_in.failed",
-                    None,
-                    None,
-                )
-            })?;
+            self.store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        audited(
+                            tx,
+                            now,
+                            &Actor::admin(&audit_name, Some(source_owned.clone())),
+                            "admin.sign_in.failed",
+                            None,
+                            None,
+                        )
+                        .await
+                    })
+                })
+                .await?;
             return Ok(SignIn::Refused);
         }
         let id = Zeroizing::new(random_id(32));
         let session = Session { admin: name.to_owned(), csrf: random_id(24) };
         let (id_hash, s) = (secret_digest(&id), session.clone());
-        self.store.write_blocking(|tx| {
-            store::signins::release(tx, &attempt)?;
-            store::signins::clear(tx, &keys[1])?;
-            store::admins::insert_session(tx, &id_hash, &s.admin, &s.csrf, now, Some(&source_owned))?;
-            audited(tx, now, &Actor::admin(&s.admin, Some(source_owned.clone())), "admin.sign_in", None, None)
-        })?;
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    store::signins::release(tx, &attempt).await?;
+                    store::signins::clear(tx, &keys[1]).await?;
+                    store::admins::insert_session(tx, &id_hash, &s.admin, &s.csrf, now, Some(&source_owned)).await?;
+                    audited(tx, now, &Actor::admin(&s.admin, Some(source_owned.clone())), "admin.sign_in", None, None)
+                        .await
+                })
+            })
+            .await?;
         Ok(SignIn::Ok(id, session))
     }
 
     /// The session behind a cookie value, if it is still within its time-outs. Ends it
     /// when it is not.
-    pub fn session(&self, id: &str) -> Result<Option<Session>> {
+    pub async fn session(&self, id: &str) -> Result<Option<Session>> {
         let now = self.clock.now();
         let id_hash = secret_digest(id);
+        let looked_up = id_hash.clone();
         let Some((admin, csrf, created, last_seen)) =
-            self.store.read_pooled_blocking(|c| store::admins::session(c, &id_hash))?
+            self.store.read(move |c| Box::pin(async move { store::admins::session(c, &looked_up).await })).await?
         else {
             return Ok(None);
         };
         if now - last_seen >= SESSION_IDLE || now - created >= SESSION_ABSOLUTE {
-            self.store.write_blocking(|tx| store::admins::delete_session(tx, &id_hash).map(drop))?;
+            self.store
+                .write(move |tx| Box::pin(async move { store::admins::delete_session(tx, &id_hash).await.map(drop) }))
+                .await?;
             return Ok(None);
         }
         // Refreshing last_seen at most once a minute keeps reads from becoming writes.
         if now - last_seen >= time::Duration::MINUTE {
-            self.store.write_blocking(|tx| store::admins::touch_session(tx, &id_hash, now))?;
+            self.store
+                .write(move |tx| Box::pin(async move { store::admins::touch_session(tx, &id_hash, now).await }))
+                .await?;
         }
         Ok(Some(Session { admin, csrf }))
     }
@@ -259,44 +310,64 @@ impl Keyturn {
     }
 
     /// Ends one session (sign out).
-    pub fn sign_out(&self, id: &str, actor: &Actor) -> Result<()> {
+    pub async fn sign_out(&self, id: &str, actor: &Actor) -> Result<()> {
         let now = self.clock.now();
         let (id_hash, by) = (secret_digest(id), actor.clone());
-        self.store.write_blocking(|tx| {
-            if store::admins::delete_session(tx, &id_hash)? > 0 {
-                audited(tx, now, &by, "admin.sign_out", None, None)?;
-            }
-            Ok(())
-        })?;
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    if store::admins::delete_session(tx, &id_hash).await? > 0 {
+                        audited(tx, now, &by, "admin.sign_out", None, None).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
         Ok(())
     }
 
     /// Ends every session of an administrator ("sign out everywhere").
-    pub fn sign_out_everywhere(&self, admin: &str, actor: &Actor) -> Result<usize> {
+    pub async fn sign_out_everywhere(&self, admin: &str, actor: &Actor) -> Result<usize> {
         let now = self.clock.now();
         let (admin, by) = (admin.to_owned(), actor.clone());
-        Ok(self.store.write_blocking(|tx| {
-            let n = store::admins::delete_sessions_of(tx, &admin, None)?;
-            audited(tx, now, &by, "admin.sign_out_everywhere", Some(&admin), Some(&format!("{n} sessions ended")))?;
-            Ok(n)
-        })?)
+        Ok(self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let n = store::admins::delete_sessions_of(tx, &admin, None).await?;
+                    audited(
+                        tx,
+                        now,
+                        &by,
+                        "admin.sign_out_everywhere",
+                        Some(&admin),
+                        Some(&format!("{n} sessions ended")),
+                    )
+                    .await?;
+                    Ok(n)
+                })
+            })
+            .await?)
     }
 
     /// Adds an administrator with a password (from the dashboard).
-    pub fn add_admin(&self, name: &str, password: &str, actor: &Actor) -> Result<()> {
+    pub async fn add_admin(&self, name: &str, password: &str, actor: &Actor) -> Result<()> {
         check_name(name)?;
         check_password(password)?;
-        let hash = self.password_hash(password)?;
+        let hash = self.password_hash(password).await?;
         let now = self.clock.now();
         let (name, by) = (name.to_owned(), actor.clone());
         self.store
-            .write_blocking(|tx| {
-                if store::admins::password_hash(tx, &name)?.is_some() {
-                    return Err(store::StoreError::Conflict(format!("an administrator named {name} exists")));
-                }
-                store::admins::insert(tx, &name, &hash, now, &by.name)?;
-                audited(tx, now, &by, "admin.create", Some(&name), None)
+            .write(move |tx| {
+                Box::pin(async move {
+                    if store::admins::password_hash(tx, &name).await?.is_some() {
+                        return Err(store::StoreError::Conflict(format!("an administrator named {name} exists")));
+                    }
+                    store::admins::insert(tx, &name, &hash, now, &by.name).await?;
+                    audited(tx, now, &by, "admin.create", Some(&name), None).await
+                })
             })
+            .await
             .map_err(|e| match e {
                 store::StoreError::Conflict(m) => Error::Conflict(m),
                 e => e.into(),
@@ -306,26 +377,36 @@ impl Keyturn {
     /// Removes an administrator (`keyturn admin remove`, the dashboard): their sessions end
     /// in the same transaction, so their next request is signed out. Never the last one:
     /// that would leave the dashboard with no way in but a setup link from the host.
-    pub fn remove_admin(&self, name: &str, actor: &Actor) -> Result<()> {
+    pub async fn remove_admin(&self, name: &str, actor: &Actor) -> Result<()> {
         let now = self.clock.now();
         let (name, by) = (name.to_owned(), actor.clone());
-        if self.store.read_blocking(|c| store::admins::password_hash(c, &name))?.is_none() {
+        let looked_up = name.clone();
+        if self
+            .store
+            .read(move |c| Box::pin(async move { store::admins::password_hash(c, &looked_up).await }))
+            .await?
+            .is_none()
+        {
             return Err(Error::NotFound(format!("no administrator named {name}")));
         }
         self.store
-            .write_blocking(|tx| {
-                if store::admins::password_hash(tx, &name)?.is_none() {
-                    return Err(store::StoreError::Conflict(format!("{name} was removed meanwhile")));
-                }
-                if store::admins::count(tx)? <= 1 {
-                    return Err(store::StoreError::Conflict(format!(
-                        "{name} is the last administrator: add another before removing this one"
-                    )));
-                }
-                let sessions = store::admins::delete_sessions_of(tx, &name, None)?;
-                store::admins::delete(tx, &name)?;
-                audited(tx, now, &by, "admin.remove", Some(&name), Some(&format!("{sessions} sessions ended")))
+            .write(move |tx| {
+                Box::pin(async move {
+                    if store::admins::password_hash(tx, &name).await?.is_none() {
+                        return Err(store::StoreError::Conflict(format!("{name} was removed meanwhile")));
+                    }
+                    if store::admins::count(tx).await? <= 1 {
+                        return Err(store::StoreError::Conflict(format!(
+                            "{name} is the last administrator: add another before removing this one"
+                        )));
+                    }
+                    let sessions = store::admins::delete_sessions_of(tx, &name, None).await?;
+                    store::admins::delete(tx, &name).await?;
+                    audited(tx, now, &by, "admin.remove", Some(&name), Some(&format!("{sessions} sessions ended")))
+                        .await
+                })
             })
+            .await
             .map_err(|e| match e {
                 store::StoreError::Conflict(m) => Error::Conflict(m),
                 e => e.into(),
@@ -335,18 +416,32 @@ impl Keyturn {
     /// Sets a password from the host (`keyturn admin passwd`): whoever runs the command on
     /// the data dir already holds every secret, so no current password is asked. Ends the
     /// administrator's sessions.
-    pub fn set_password(&self, admin: &str, new: &str, actor: &Actor) -> Result<()> {
+    pub async fn set_password(&self, admin: &str, new: &str, actor: &Actor) -> Result<()> {
         check_password(new)?;
-        let hash = self.password_hash(new)?;
+        let hash = self.password_hash(new).await?;
         let now = self.clock.now();
-        let (admin, by) = (admin.to_owned(), actor.clone());
-        let found = self.store.write_blocking(|tx| {
-            let found = replace_password(tx, &admin, &hash, now, None)?;
-            if found {
-                audited(tx, now, &by, "admin.password", Some(&admin), Some("set from the host; sessions ended"))?;
-            }
-            Ok(found)
-        })?;
+        let (named, by) = (admin.to_owned(), actor.clone());
+        let found = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let admin = named;
+                    let found = replace_password(tx, &admin, &hash, now, None).await?;
+                    if found {
+                        audited(
+                            tx,
+                            now,
+                            &by,
+                            "admin.password",
+                            Some(&admin),
+                            Some("set from the host; sessions ended"),
+                        )
+                        .await?;
+                    }
+                    Ok(found)
+                })
+            })
+            .await?;
         if found {
             Ok(())
         } else {
@@ -356,7 +451,7 @@ impl Keyturn {
 
     /// Changes a password after checking the current one, and ends every other session of the
     /// account (`keep_session`, the dashboard session that asked, stays signed in).
-    pub fn change_password(
+    pub async fn change_password(
         &self,
         admin: &str,
         current: &str,
@@ -367,20 +462,29 @@ impl Keyturn {
         check_password(new)?;
         let stored = self
             .store
-            .read_blocking(|c| store::admins::password_hash(c, admin))?
+            .read({
+                let admin = admin.to_owned();
+                move |c| Box::pin(async move { store::admins::password_hash(c, &admin).await })
+            })
+            .await?
             .ok_or_else(|| Error::NotFound(admin.to_owned()))?;
-        let ok = self.password_matches(&stored, current);
+        let ok = self.password_matches(&stored, current).await;
         if !ok {
             return Err(Error::Unauthorized("the current password is wrong".into()));
         }
-        let hash = self.password_hash(new)?;
+        let hash = self.password_hash(new).await?;
         let now = self.clock.now();
         let (admin, by) = (admin.to_owned(), actor.clone());
         let keep = keep_session.map(secret_digest);
-        self.store.write_blocking(|tx| {
-            replace_password(tx, &admin, &hash, now, keep.as_deref())?;
-            audited(tx, now, &by, "admin.password", Some(&admin), Some("the account's other sessions ended"))
-        })?;
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    replace_password(tx, &admin, &hash, now, keep.as_deref()).await?;
+                    audited(tx, now, &by, "admin.password", Some(&admin), Some("the account's other sessions ended"))
+                        .await
+                })
+            })
+            .await?;
         Ok(())
     }
 }
@@ -388,16 +492,16 @@ impl Keyturn {
 /// Stores `admin`'s new password hash and ends every session of the account but `keep` (the
 /// dashboard session that changed it), in the caller's transaction: a password never changes
 /// without the sessions opened with the old one ending. False when there is no such admin.
-fn replace_password(
+async fn replace_password(
     tx: &store::Tx<'_>,
     admin: &str,
     hash: &str,
     now: Instant,
     keep: Option<&[u8]>,
 ) -> store::Result<bool> {
-    let found = store::admins::set_password(tx, admin, hash, now)?;
+    let found = store::admins::set_password(tx, admin, hash, now).await?;
     if found {
-        store::admins::delete_sessions_of(tx, admin, keep)?;
+        store::admins::delete_sessions_of(tx, admin, keep).await?;
     }
     Ok(found)
 }

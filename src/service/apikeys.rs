@@ -67,7 +67,12 @@ const PREFIX: &str = "kt_";
 
 impl Keyturn {
     /// Creates an API key. The returned secret is the only copy: it is stored as a hash.
-    pub fn create_api_key(&self, role: Role, name: &str, actor: &Actor) -> Result<(ApiKeyIdentity, Zeroizing<String>)> {
+    pub async fn create_api_key(
+        &self,
+        role: Role,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(ApiKeyIdentity, Zeroizing<String>)> {
         let name = name.trim();
         if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             return Err(Error::Invalid(vec!["name: use 1 to 64 letters, digits, '.', '_' or '-'".into()]));
@@ -86,21 +91,36 @@ impl Keyturn {
             last_used_at: None,
         };
         let by = actor.clone();
-        self.store.write_blocking(|tx| {
-            store::apikeys::insert(tx, &row)?;
-            audited(tx, now, &by, "apikey.create", Some(&row.id), Some(&format!("{} key '{}'", row.role, row.name)))
-        })?;
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    store::apikeys::insert(tx, &row).await?;
+                    audited(
+                        tx,
+                        now,
+                        &by,
+                        "apikey.create",
+                        Some(&row.id),
+                        Some(&format!("{} key '{}'", row.role, row.name)),
+                    )
+                    .await
+                })
+            })
+            .await?;
         let full = Zeroizing::new(format!("{PREFIX}{id}.{}", secret.as_str()));
         Ok((ApiKeyIdentity { id, name: name.to_owned(), role }, full))
     }
 
     /// The identity behind a presented key, or `None` if it is unknown, wrong or revoked.
     /// Reads the database unless the key's row is cached (and caches it).
-    pub fn authenticate_api_key(&self, presented: &str) -> Result<Option<ApiKeyIdentity>> {
+    pub async fn authenticate_api_key(&self, presented: &str) -> Result<Option<ApiKeyIdentity>> {
         let Some((id, secret)) = split_presented(presented) else { return Ok(None) };
         // A row read before a concurrent forget must not be cached after it.
         let generation = self.api_keys.generation();
-        let Some(row) = self.store.read_blocking(|c| store::apikeys::get(c, id))? else {
+        let looked_up = id.to_owned();
+        let Some(row) =
+            self.store.read(move |c| Box::pin(async move { store::apikeys::get(c, &looked_up).await })).await?
+        else {
             return Ok(None);
         };
         let role = row.role.parse().map_err(|e: String| Error::Store(store::StoreError::Corrupt(e)))?;
@@ -126,8 +146,8 @@ impl Keyturn {
     /// the follow interval, about a second). Holding them all means a node keeps
     /// authenticating its callers while the database is briefly away; if they cannot be
     /// read, the cache is emptied instead, so nothing stale is trusted.
-    pub(super) fn forget_api_keys(&self) {
-        let rows = self.store.read_blocking(store::apikeys::list).ok();
+    pub(super) async fn forget_api_keys(&self) {
+        let rows = self.store.read(|c| Box::pin(store::apikeys::list(c))).await.ok();
         self.api_keys.replace(rows.map(|rows| {
             rows.into_iter().filter_map(|row| {
                 let role = row.role.parse().ok()?;
@@ -189,15 +209,18 @@ impl Keyturn {
             noted.insert(id.to_owned(), now);
         }
         let id = id.to_owned();
-        if let Err(e) = self.store.write(move |tx| store::apikeys::used(tx, &id, now)).await {
+        if let Err(e) =
+            self.store.write(move |tx| Box::pin(async move { store::apikeys::used(tx, &id, now).await })).await
+        {
             tracing::debug!("noting an API key's use: {e}");
         }
     }
 
-    pub fn list_api_keys(&self) -> Result<Vec<ApiKeyView>> {
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyView>> {
         Ok(self
             .store
-            .read_blocking(store::apikeys::list)?
+            .read(|c| Box::pin(store::apikeys::list(c)))
+            .await?
             .into_iter()
             .map(|k| ApiKeyView {
                 id: k.id,
@@ -212,22 +235,27 @@ impl Keyturn {
     }
 
     /// Revokes an API key: it stops authenticating at once.
-    pub fn revoke_api_key(&self, id: &str, actor: &Actor) -> Result<()> {
+    pub async fn revoke_api_key(&self, id: &str, actor: &Actor) -> Result<()> {
         let now = self.clock.now();
         let (id, by) = (id.to_owned(), actor.clone());
-        let revoked = self.store.write_blocking(|tx| {
-            if !store::apikeys::revoke(tx, &id, now)? {
-                return Ok(None);
-            }
-            audited(tx, now, &by, "apikey.revoke", Some(&id), None)?;
-            Ok(store::apikeys::get(tx, &id)?.map(|row| row.name))
-        })?;
-        self.forget_api_keys();
+        let revoked = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    if !store::apikeys::revoke(tx, &id, now).await? {
+                        return Ok(None);
+                    }
+                    audited(tx, now, &by, "apikey.revoke", Some(&id), None).await?;
+                    Ok(store::apikeys::get(tx, &id).await?.map(|row| row.name))
+                })
+            })
+            .await?;
+        self.forget_api_keys().await;
         let name = revoked.ok_or_else(|| Error::NotFound("no such active API key".into()))?;
         // What the key minted ends with it: its tokens carry `client_id` "apikey:<name>",
         // and revoking that client covers their access tokens and their refresh families.
         let minter = Actor::api_key(&name, None).name;
-        self.revoke(&RevokeTarget::Client(minter), "its API key was revoked", actor)?;
+        self.revoke(&RevokeTarget::Client(minter), "its API key was revoked", actor).await?;
         Ok(())
     }
 }

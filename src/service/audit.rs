@@ -8,12 +8,13 @@ use crate::store;
 
 impl Keyturn {
     /// Audit records, newest first, at most `limit`, older than `before` when given.
-    pub fn audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
-        self.audit_search(&AuditQuery { before, limit, ..AuditQuery::default() })
+    pub async fn audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.audit_search(&AuditQuery { before, limit, ..AuditQuery::default() }).await
     }
 
     /// Audit records matching `query`, newest first.
-    pub fn audit_search(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
-        Ok(self.store.read_blocking(|c| store::audit::search(c, query))?)
+    pub async fn audit_search(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let query = query.clone();
+        Ok(self.store.read(move |c| Box::pin(async move { store::audit::search(c, &query).await })).await?)
     }
 }

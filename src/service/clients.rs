@@ -64,7 +64,7 @@ fn valid_word(s: &str) -> bool {
 
 impl Keyturn {
     /// Registers a client. The returned secret is the only copy.
-    pub fn create_client(&self, new: &NewClient, actor: &Actor) -> Result<(ClientView, Zeroizing<String>)> {
+    pub async fn create_client(&self, new: &NewClient, actor: &Actor) -> Result<(ClientView, Zeroizing<String>)> {
         let mut problems = Vec::new();
         let name = new.name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -107,54 +107,80 @@ impl Keyturn {
             created_by: actor.name.clone(),
             disabled_at: None,
         };
-        let by = actor.clone();
-        self.store.write_blocking(|tx| {
-            store::clients::insert(tx, &row)?;
-            audited(tx, now, &by, "client.create", Some(&row.client_id), Some(&format!("client '{}'", row.name)))
-        })?;
-        self.refresh_clients();
+        let (by, written) = (actor.clone(), row.clone());
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let row = written;
+                    store::clients::insert(tx, &row).await?;
+                    audited(
+                        tx,
+                        now,
+                        &by,
+                        "client.create",
+                        Some(&row.client_id),
+                        Some(&format!("client '{}'", row.name)),
+                    )
+                    .await
+                })
+            })
+            .await?;
+        self.refresh_clients().await;
         Ok((ClientView::from(&row), secret))
     }
 
-    pub fn list_clients(&self) -> Result<Vec<ClientView>> {
-        Ok(self.store.read_blocking(store::clients::list)?.iter().map(ClientView::from).collect())
+    pub async fn list_clients(&self) -> Result<Vec<ClientView>> {
+        Ok(self.store.read(|c| Box::pin(store::clients::list(c))).await?.iter().map(ClientView::from).collect())
     }
 
     /// Disables a client: it can no longer authenticate, and every token issued to it is
     /// revoked.
-    pub fn disable_client(&self, client_id: &str, actor: &Actor) -> Result<ClientView> {
+    pub async fn disable_client(&self, client_id: &str, actor: &Actor) -> Result<ClientView> {
         let now = self.clock.now();
         let by = actor.clone();
         let id = client_id.to_owned();
-        let changed = self.store.write_blocking(|tx| {
-            let changed = store::clients::disable(tx, &id, now)?;
-            if changed {
-                audited(tx, now, &by, "client.disable", Some(&id), None)?;
-            }
-            Ok(changed)
-        })?;
-        self.refresh_clients();
+        let changed = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let changed = store::clients::disable(tx, &id, now).await?;
+                    if changed {
+                        audited(tx, now, &by, "client.disable", Some(&id), None).await?;
+                    }
+                    Ok(changed)
+                })
+            })
+            .await?;
+        self.refresh_clients().await;
         let row = self
             .store
-            .read_blocking(|c| store::clients::get(c, client_id))?
+            .read({
+                let id = client_id.to_owned();
+                move |c| Box::pin(async move { store::clients::get(c, &id).await })
+            })
+            .await?
             .ok_or_else(|| Error::NotFound(format!("no client {client_id}")))?;
         if !changed {
             return Err(Error::Conflict(format!("client {client_id} is already disabled")));
         }
-        self.revoke(&super::revocations::RevokeTarget::Client(client_id.to_owned()), "client disabled", actor)?;
+        self.revoke(&super::revocations::RevokeTarget::Client(client_id.to_owned()), "client disabled", actor).await?;
         Ok(ClientView::from(&row))
     }
 
     /// The enabled client with this id and secret, or `None` (one answer for every failure).
     /// Reads the row from the database and remembers it; [`Self::authenticate_client_cached`]
     /// answers from memory.
-    pub fn authenticate_client(&self, client_id: &str, secret: &str) -> Result<Option<AuthenticatedClient>> {
+    pub async fn authenticate_client(&self, client_id: &str, secret: &str) -> Result<Option<AuthenticatedClient>> {
         if client_id.len() > 128 || secret.len() > 256 {
             return Ok(None);
         }
         // A row read before a concurrent refresh must not be remembered after it.
         let generation = self.clients.generation();
-        let Some(row) = self.store.read_blocking(|c| store::clients::get(c, client_id))? else { return Ok(None) };
+        let id = client_id.to_owned();
+        let Some(row) = self.store.read(move |c| Box::pin(async move { store::clients::get(c, &id).await })).await?
+        else {
+            return Ok(None);
+        };
         let row = Arc::new(row);
         self.clients.remember(generation, row.client_id.clone(), row.clone());
         Ok(check_client(&row, secret))
@@ -176,8 +202,8 @@ impl Keyturn {
 
     /// Reloads every client into memory: at start, after a local change, and when another
     /// process changed the database.
-    pub(super) fn refresh_clients(&self) {
-        let rows = self.store.read_blocking(store::clients::list).ok();
+    pub(super) async fn refresh_clients(&self) {
+        let rows = self.store.read(|c| Box::pin(store::clients::list(c))).await.ok();
         self.clients.replace(rows.map(|rows| rows.into_iter().map(|row| (row.client_id.clone(), row))));
     }
 }

@@ -91,10 +91,10 @@ pub(super) fn check_value(kek: &Kek, kek_file: &Path) -> Result<Vec<u8>> {
 /// settings point at is opened, and the key-encryption key is read and tried against the
 /// database's check value. The answer is a line to print, or the problem in the words
 /// start-up would use.
-pub fn check_installation(config: &crate::config::Config) -> Result<String> {
+pub async fn check_installation(config: &crate::config::Config) -> Result<String> {
     let location = super::database_location(config)?;
     let kek_file = &config.kek_file;
-    match super::installation_exists(config, &location) {
+    match super::installation_exists(config, &location).await {
         Ok(()) => {}
         Err(Error::NotInstalled(_)) => {
             if let store::Location::File(_) = location {
@@ -113,9 +113,9 @@ pub fn check_installation(config: &crate::config::Config) -> Result<String> {
         Err(e) => return Err(e),
     }
     let store = store::Store::open_at(&location)?;
-    super::refuse_copied_away(&store)?;
-    let version = store.schema_version()?;
-    let check = store.read_blocking(|c| meta::get(c, CHECK_LABEL))?;
+    super::refuse_copied_away(&store).await?;
+    let version = store.schema_version().await?;
+    let check = store.read(move |c| Box::pin(async move { meta::get(c, CHECK_LABEL).await })).await?;
     let Some(check) = check else {
         return Ok(format!("database {location} (schema version {version}) holds no sealed key yet"));
     };
@@ -129,8 +129,8 @@ pub fn check_installation(config: &crate::config::Config) -> Result<String> {
 impl Keyturn {
     /// Fails unless this process's key-encryption key still opens the database's check value:
     /// after a `kek rotate` elsewhere, a process holding the old key must not seal new keys.
-    pub(super) fn ensure_kek_current(&self) -> Result<()> {
-        let check = self.store.read_blocking(|c| meta::get(c, CHECK_LABEL))?;
+    pub(super) async fn ensure_kek_current(&self) -> Result<()> {
+        let check = self.store.read(move |c| Box::pin(async move { meta::get(c, CHECK_LABEL).await })).await?;
         match check {
             Some(c) if self.kek.open(CHECK_LABEL, &c).is_err() => Err(Error::KekMismatch {
                 path: self.config.kek_file.clone(),
@@ -143,14 +143,14 @@ impl Keyturn {
     /// Re-seals every private key under a new key-encryption key in one transaction, then
     /// replaces the key file atomically. Run it with no daemon on the data dir. Interrupted,
     /// it leaves a state that starts with either key (see `finish_rotation`).
-    pub fn rotate_kek(&self, actor: &Actor) -> Result<()> {
+    pub async fn rotate_kek(&self, actor: &Actor) -> Result<()> {
         let now = self.clock.now();
-        if let Some((holder, until)) = self.store.read_blocking(store::lease::current)? {
+        if let Some((holder, until)) = self.store.read(|c| Box::pin(store::lease::current(c))).await? {
             if holder != self.holder && until > now {
                 return Err(Error::Conflict("a keyturn daemon is running on this database (it holds the rotator lease): stop every keyturn process first".into()));
             }
         }
-        self.ensure_kek_current()?;
+        self.ensure_kek_current().await?;
         let kek_err = |e: crate::keys::sealed::SealError| Error::Kek {
             path: self.config.kek_file.clone(),
             reason: e.to_string(),
@@ -161,7 +161,7 @@ impl Keyturn {
         datadir::write_secret_file(&pending, bytes.as_ref())
             .map_err(|e| Error::Kek { path: pending.clone(), reason: format!("cannot be written: {e}") })?;
         let check = check_value(&new, &self.config.kek_file)?;
-        let rows = self.store.read_blocking(store::keys::live)?;
+        let rows = self.store.read(|c| Box::pin(store::keys::live(c))).await?;
         let mut resealed = Vec::new();
         for row in &rows {
             if let Some(sealed) = &row.sealed_private {
@@ -171,13 +171,17 @@ impl Keyturn {
         }
         let by = actor.clone();
         let count = resealed.len();
-        self.store.write_blocking(|tx| {
-            for (kid, sealed) in &resealed {
-                store::keys::reseal(tx, kid, sealed)?;
-            }
-            meta::set(tx, CHECK_LABEL, &check)?;
-            audited(tx, now, &by, "kek.rotate", None, Some(&format!("{count} private keys re-sealed")))
-        })?;
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    for (kid, sealed) in &resealed {
+                        store::keys::reseal(tx, kid, sealed).await?;
+                    }
+                    meta::set(tx, CHECK_LABEL, &check).await?;
+                    audited(tx, now, &by, "kek.rotate", None, Some(&format!("{count} private keys re-sealed"))).await
+                })
+            })
+            .await?;
         adopt_new(&self.config.kek_file)
     }
 }

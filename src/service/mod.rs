@@ -4,10 +4,11 @@
 //! It turns domain decisions (`keys::lifecycle::plan`) into transactions with their audit
 //! records, and after each change rebuilds the in-memory snapshot the web layer serves from.
 //!
-//! Its methods block (SQLite, key generation): the web layer calls them through
-//! `spawn_blocking`, never on the async threads. The exceptions are the request hot paths,
-//! which touch only memory or await the store: `issue_token_async`, `introspect` and
-//! `authenticate_api_key_cached`.
+//! Its methods are async and never block the runtime's threads: database work awaits the
+//! store (whose SQLite connections live on threads of their own), and the few CPU-heavy
+//! steps (argon2, key generation, RSA signatures) run on the blocking pool. The request hot
+//! paths that need no database (`introspect`, `authenticate_api_key_cached`) are plain
+//! functions over memory.
 
 pub mod admins;
 pub mod apikeys;
@@ -132,11 +133,11 @@ pub struct Keyturn {
     /// Held through a reload, from its read to its install: two reloads at once (a local
     /// change and another node's notice) could otherwise finish out of order and leave the
     /// older state published.
-    reloading: Mutex<()>,
+    reloading: tokio::sync::Mutex<()>,
     /// Bumped whenever the policy changes, so the scheduler can follow a new cron expression.
     policy_version: tokio::sync::watch::Sender<u64>,
     /// Every revocation in force, for O(1) checks.
-    revocations: RwLock<RevocationIndex>,
+    revocations: Arc<RwLock<RevocationIndex>>,
     /// When revocations were last pruned.
     last_prune: Mutex<Option<Instant>>,
     /// Counters for `/metrics`.
@@ -169,19 +170,19 @@ impl Keyturn {
     /// Everything that can refuse is checked before anything is written, so a refusal
     /// leaves the data dir as it was. Creates the installation (data dir, key-encryption
     /// key, database, keys) when there is none: `serve` and `init` open this way.
-    pub fn open(config: Config, clock: Clock) -> Result<Keyturn> {
-        Keyturn::open_with(config, clock, true)
+    pub async fn open(config: Config, clock: Clock) -> Result<Keyturn> {
+        Keyturn::open_with(config, clock, true).await
     }
 
     /// Opens an installation that exists, for the commands that only read or change one
     /// (`keys list`, `token issue`, `apikey create`, …): with no keyturn database where the
     /// settings point, it says where it looked and creates nothing, so a command run from
     /// the wrong directory never makes keys no server publishes.
-    pub fn open_existing(config: Config, clock: Clock) -> Result<Keyturn> {
-        Keyturn::open_with(config, clock, false)
+    pub async fn open_existing(config: Config, clock: Clock) -> Result<Keyturn> {
+        Keyturn::open_with(config, clock, false).await
     }
 
-    fn open_with(config: Config, clock: Clock, create: bool) -> Result<Keyturn> {
+    async fn open_with(config: Config, clock: Clock, create: bool) -> Result<Keyturn> {
         crate::keys::install_crypto_provider();
         let data_dir = DataDir::new(&config.data_dir);
         let location = database_location(&config)?;
@@ -190,12 +191,12 @@ impl Keyturn {
         let opened = match (&location, create) {
             (_, true) => None,
             (store::Location::File(_), false) => {
-                installation_exists(&config, &location)?;
+                installation_exists(&config, &location).await?;
                 None
             }
             (store::Location::Postgres(_), false) => {
                 let store = Store::open_at(&location)?;
-                schema_present(&store, &location)?;
+                schema_present(&store, &location).await?;
                 Some(store)
             }
         };
@@ -209,15 +210,18 @@ impl Keyturn {
             None => Store::open_at(&location)?,
         };
 
-        let stored_check = store.read_blocking(|c| meta::get(c, kek::CHECK_LABEL))?;
-        refuse_copied_away(&store)?;
+        let stored_check = store.read(|c| Box::pin(meta::get(c, kek::CHECK_LABEL))).await?;
+        refuse_copied_away(&store).await?;
         let (kek, new_kek) = kek::custody(&config.kek_file, stored_check.as_deref())?;
 
-        store.migrate()?;
+        store.migrate().await?;
         // Every key row must be readable, whatever its state: a row whose state cannot be
         // read would silently leave the key set (and its tokens unverifiable) if only the
         // live states were read.
-        let keys = store.read_blocking(store::keys::all).map_err(|e| Error::KeyStoreUnreadable(e.to_string()))?;
+        let keys = store
+            .read(|c| Box::pin(store::keys::all(c)))
+            .await
+            .map_err(|e| Error::KeyStoreUnreadable(e.to_string()))?;
         for row in keys.iter().filter(|r| r.record.state.is_published()) {
             if let Some(sealed) = &row.sealed_private {
                 kek::open_private(&kek, &row.record, sealed)?;
@@ -227,10 +231,14 @@ impl Keyturn {
             // Nodes starting together on a new database: the first check value written
             // stands, and every other node's key must open it.
             let check = kek::check_value(&kek, &config.kek_file)?;
-            let stored = store.write_blocking(|tx| {
-                meta::set_if_absent(tx, kek::CHECK_LABEL, &check)?;
-                meta::get(tx, kek::CHECK_LABEL)
-            })?;
+            let stored = store
+                .write(move |tx| {
+                    Box::pin(async move {
+                        meta::set_if_absent(tx, kek::CHECK_LABEL, &check).await?;
+                        meta::get(tx, kek::CHECK_LABEL).await
+                    })
+                })
+                .await?;
             if stored.as_deref().is_none_or(|c| kek.open(kek::CHECK_LABEL, c).is_err()) {
                 return Err(Error::KekMismatch {
                     path: config.kek_file.clone(),
@@ -244,7 +252,7 @@ impl Keyturn {
             kek::adopt_new(&config.kek_file)?;
         }
 
-        let policy = policy::effective(&config, &store.read_blocking(store::settings::all)?, None);
+        let policy = policy::effective(&config, &store.read(|c| Box::pin(store::settings::all(c))).await?, None);
         let empty = Arc::new(Published {
             keys: Vec::new(),
             policy,
@@ -254,7 +262,7 @@ impl Keyturn {
             signers: BTreeMap::new(),
             verifiers: HashMap::new(),
         });
-        let revocations = revocations::load_index(&store)?;
+        let revocations = revocations::load_index(&store).await?;
         let throttle = throttle::Throttle::new(config.auth_failure_limit, config.auth_failure_window, clock.clone());
         let service = Keyturn {
             config: Arc::new(config),
@@ -265,9 +273,9 @@ impl Keyturn {
             published: RwLock::new(empty),
             holder: random_id(12),
             seen: Mutex::new(None),
-            reloading: Mutex::new(()),
+            reloading: tokio::sync::Mutex::new(()),
             policy_version: tokio::sync::watch::channel(0).0,
-            revocations: RwLock::new(revocations),
+            revocations: Arc::new(RwLock::new(revocations)),
             last_prune: Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
             api_keys: apikeys::ApiKeyCache::default(),
@@ -277,10 +285,10 @@ impl Keyturn {
             verified: introspect::VerifiedCache::default(),
             synced: crate::clock::Watchdog::default(),
         };
-        service.reload()?;
-        service.forget_api_keys();
-        service.refresh_clients();
-        service.tick()?;
+        service.reload().await?;
+        service.forget_api_keys().await;
+        service.refresh_clients().await;
+        service.tick().await?;
         Ok(service)
     }
 
@@ -294,8 +302,8 @@ impl Keyturn {
 
     /// Copies the database to `dest` (which must not exist), consistent while this and other
     /// processes serve and rotate.
-    pub fn backup_to(&self, dest: &std::path::Path) -> Result<()> {
-        Ok(self.store.backup_to(dest)?)
+    pub async fn backup_to(&self, dest: &std::path::Path) -> Result<()> {
+        Ok(self.store.backup_to(dest).await?)
     }
 
     /// Copies this (SQLite) database into the empty PostgreSQL database at `url`: keys stay
@@ -306,26 +314,40 @@ impl Keyturn {
     /// The source is then marked as copied away (audited there too): a node started on it
     /// again refuses, since two live copies would be two installations — two key sets, and
     /// revocations each side never hears of. `keyturn db reuse` takes the mark back.
-    pub fn copy_database_to(&self, url: &crate::config::DatabaseUrl, by: &Actor) -> Result<Vec<(&'static str, u64)>> {
+    pub async fn copy_database_to(
+        &self,
+        url: &crate::config::DatabaseUrl,
+        by: &Actor,
+    ) -> Result<Vec<(&'static str, u64)>> {
         let target = store::Target::parse(url.expose()).map_err(|e| Error::Invalid(vec![e]))?;
         let to = Store::open_at(&store::Location::Postgres(Box::new(target)))?;
-        to.migrate()?;
+        to.migrate().await?;
         let (now, from) = (self.clock.now(), self.store.location());
-        let counts = store::copy::copy_into(&self.store, &to, |tx| {
-            audited(tx, now, by, "database.copy", None, Some(&format!("copied from {from}")))
-        })?;
+        let copier = by.clone();
+        let counts = store::copy::copy_into(&self.store, &to, move |tx| {
+            Box::pin(async move {
+                audited(tx, now, &copier, "database.copy", None, Some(&format!("copied from {from}"))).await
+            })
+        })
+        .await?;
         let mark = format!("{} at {}", url.shown, crate::clock::rfc3339(now));
-        self.store.write_blocking(|tx| {
-            meta::set(tx, COPIED_AWAY_LABEL, mark.as_bytes())?;
-            audited(
-                tx,
-                now,
-                by,
-                "database.copied_away",
-                None,
-                Some(&format!("copied to {mark}; this database is no longer served")),
-            )
-        })?;
+        let by = by.clone();
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    meta::set(tx, COPIED_AWAY_LABEL, mark.as_bytes()).await?;
+                    audited(
+                        tx,
+                        now,
+                        &by,
+                        "database.copied_away",
+                        None,
+                        Some(&format!("copied to {mark}; this database is no longer served")),
+                    )
+                    .await
+                })
+            })
+            .await?;
         Ok(counts)
     }
 
@@ -364,10 +386,12 @@ impl Keyturn {
     }
 
     /// Rebuilds the published snapshot from the database.
-    pub fn reload(&self) -> Result<()> {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
-        let ((rows, stored), mark) =
-            self.store.read_marked(|c| Ok((store::keys::live(c)?, store::settings::all(c)?)))?;
+    pub async fn reload(&self) -> Result<()> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let ((rows, stored), mark) = self
+            .store
+            .read_marked(|c| Box::pin(async move { Ok((store::keys::live(c).await?, store::settings::all(c).await?)) }))
+            .await?;
         let current = self.published();
         let mut signers = BTreeMap::new();
         for row in &rows {
@@ -420,17 +444,17 @@ impl Keyturn {
     }
 
     /// Rebuilds the snapshot if another process changed the database since the last rebuild.
-    pub fn reload_if_changed(&self) -> Result<bool> {
+    pub async fn reload_if_changed(&self) -> Result<bool> {
         let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let changed = match seen {
-            Some(mark) => self.store.changed_since(mark)?,
+            Some(mark) => self.store.changed_since(mark).await?,
             None => true,
         };
         if changed {
-            self.forget_api_keys();
-            self.refresh_clients();
-            self.reload()?;
-            self.load_new_revocations()?;
+            self.forget_api_keys().await;
+            self.refresh_clients().await;
+            self.reload().await?;
+            self.load_new_revocations().await?;
         }
         self.synced.reset();
         Ok(changed)
@@ -539,8 +563,10 @@ pub fn database_location(config: &Config) -> Result<store::Location> {
 const COPIED_AWAY_LABEL: &str = "copied-away-to";
 
 /// Refuses a database marked by `db copy`, saying where it went and how to undo the mark.
-pub(crate) fn refuse_copied_away(store: &Store) -> Result<()> {
-    let Some(mark) = store.read_blocking(|c| meta::get(c, COPIED_AWAY_LABEL))? else { return Ok(()) };
+pub(crate) async fn refuse_copied_away(store: &Store) -> Result<()> {
+    let Some(mark) = store.read(move |c| Box::pin(async move { meta::get(c, COPIED_AWAY_LABEL).await })).await? else {
+        return Ok(());
+    };
     Err(Error::CopiedAway(format!(
         "the database {} was copied to {} by `keyturn db copy`, and the installation lives there now: serving or changing this copy as well would split it in two (two key sets, revocations one side never sees). Point database_url at the copy; or, to go back to this file and abandon the copy, run `keyturn db reuse` with this data dir. Nothing was changed",
         store.location(),
@@ -551,32 +577,41 @@ pub(crate) fn refuse_copied_away(store: &Store) -> Result<()> {
 /// Takes back the mark `db copy` left in the SQLite database the configuration points at, so
 /// it can be served again (audited). Returns where the copy had gone, or `None` when the
 /// database carried no mark.
-pub fn reuse_copied_database(config: &Config, clock: &Clock) -> Result<Option<String>> {
+pub async fn reuse_copied_database(config: &Config, clock: &Clock) -> Result<Option<String>> {
     let location = database_location(config)?;
-    installation_exists(config, &location)?;
+    installation_exists(config, &location).await?;
     let store = Store::open_at(&location)?;
     let now = clock.now();
-    let mark = store.write_blocking(|tx| {
-        let mark = meta::get(tx, COPIED_AWAY_LABEL)?;
-        if let Some(m) = &mark {
-            meta::delete(tx, COPIED_AWAY_LABEL)?;
-            let detail =
-                format!("the copy made to {} is abandoned; this database is served again", String::from_utf8_lossy(m));
-            audited(tx, now, &Actor::cli(), "database.reuse", None, Some(&detail))?;
-        }
-        Ok(mark)
-    })?;
+    let mark = store
+        .write(move |tx| {
+            Box::pin(async move {
+                let mark = meta::get(tx, COPIED_AWAY_LABEL).await?;
+                if let Some(m) = &mark {
+                    meta::delete(tx, COPIED_AWAY_LABEL).await?;
+                    let detail = format!(
+                        "the copy made to {} is abandoned; this database is served again",
+                        String::from_utf8_lossy(m)
+                    );
+                    audited(tx, now, &Actor::cli(), "database.reuse", None, Some(&detail)).await?;
+                }
+                Ok(mark)
+            })
+        })
+        .await?;
     Ok(mark.map(|m| String::from_utf8_lossy(&m).into_owned()))
 }
 
 /// Whether a keyturn installation exists where `config` points.
-pub fn installed(config: &Config) -> bool {
-    database_location(config).and_then(|l| installation_exists(config, &l)).is_ok()
+pub async fn installed(config: &Config) -> bool {
+    match database_location(config) {
+        Ok(location) => installation_exists(config, &location).await.is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// Fails, saying where it looked, unless a keyturn database exists at `location`: a
 /// non-empty SQLite file, or a PostgreSQL database holding keyturn's schema.
-pub(crate) fn installation_exists(config: &Config, location: &store::Location) -> Result<()> {
+pub(crate) async fn installation_exists(config: &Config, location: &store::Location) -> Result<()> {
     match location {
         store::Location::File(path) => {
             if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
@@ -588,13 +623,13 @@ pub(crate) fn installation_exists(config: &Config, location: &store::Location) -
                 config.data_dir.display()
             )))
         }
-        store::Location::Postgres(_) => schema_present(&Store::open_at(location)?, location),
+        store::Location::Postgres(_) => schema_present(&Store::open_at(location)?, location).await,
     }
 }
 
 /// Fails unless the PostgreSQL database `store` is connected to holds keyturn's schema.
-fn schema_present(store: &Store, location: &store::Location) -> Result<()> {
-    if store.schema_version()? > 0 {
+async fn schema_present(store: &Store, location: &store::Location) -> Result<()> {
+    if store.schema_version().await? > 0 {
         return Ok(());
     }
     Err(Error::NotInstalled(format!(
@@ -616,7 +651,7 @@ fn cluster_secrets_given(config: &Config) -> Result<()> {
 
 /// Appends the audit record of `actor` doing `action` (to `target`) inside the caller's
 /// transaction, so it commits with the change or not at all (DESIGN.md invariant 7).
-pub(crate) fn audited(
+pub(crate) async fn audited(
     tx: &store::Tx<'_>,
     now: Instant,
     actor: &Actor,
@@ -624,7 +659,7 @@ pub(crate) fn audited(
     target: Option<&str>,
     detail: Option<&str>,
 ) -> store::Result<()> {
-    store::audit::record(tx, now, &actor.name, action, target, actor.source.as_deref(), detail)
+    store::audit::record(tx, now, &actor.name, action, target, actor.source.as_deref(), detail).await
 }
 
 /// The stored form of a high-entropy secret (API key, client secret, refresh token): its

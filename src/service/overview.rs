@@ -36,12 +36,12 @@ pub struct Overview {
 pub const JWKS_WARN_BYTES: usize = 8 * 1024;
 
 impl Keyturn {
-    pub fn overview(&self) -> Result<Overview> {
+    pub async fn overview(&self) -> Result<Overview> {
         let now = self.clock.now();
         let published = self.published();
         let policy = &published.policy;
-        let last_exp = self.store.read_blocking(store::tokens::last_exp_by_live_key)?;
-        let requested = self.store.read_blocking(store::lease::requests)?;
+        let last_exp = self.store.read(|c| Box::pin(store::tokens::last_exp_by_live_key(c))).await?;
+        let requested = self.store.read(|c| Box::pin(store::lease::requests(c))).await?;
         let world = lifecycle::World {
             now,
             keys: &published.keys,
@@ -102,7 +102,10 @@ impl Keyturn {
                 if self.config.jwks_x5c { "" } else { " (already off: fewer algorithms or smaller RSA keys would help)" }
             ));
         }
-        let tokens_24h = self.store.read_blocking(|c| store::tokens::issued_since(c, now - time::Duration::days(1)))?;
+        let tokens_24h = self
+            .store
+            .read(move |c| Box::pin(async move { store::tokens::issued_since(c, now - time::Duration::days(1)).await }))
+            .await?;
         Ok(Overview {
             now,
             algorithms,
@@ -128,16 +131,21 @@ impl Keyturn {
     /// `period_secs`, oldest first. Periods are whole UTC hours or days (aligned to the epoch),
     /// the last one the period now falls in, so an event at 06:10 is counted in the 06:00 hour
     /// and today's events under today.
-    pub fn activity(&self, periods: i64, period_secs: i64) -> Result<Vec<Activity>> {
+    pub async fn activity(&self, periods: i64, period_secs: i64) -> Result<Vec<Activity>> {
         let now = self.clock.now();
         let current = crate::clock::to_unix(now).div_euclid(period_secs) * period_secs;
         let since = crate::clock::from_unix(current - (periods - 1) * period_secs);
-        let (issued, revoked) = self.store.read_blocking(|c| {
-            Ok((
-                store::tokens::issued_per(c, since, period_secs)?,
-                store::revocations::created_per(c, since, period_secs)?,
-            ))
-        })?;
+        let (issued, revoked) = self
+            .store
+            .read(move |c| {
+                Box::pin(async move {
+                    Ok((
+                        store::tokens::issued_per(c, since, period_secs).await?,
+                        store::revocations::created_per(c, since, period_secs).await?,
+                    ))
+                })
+            })
+            .await?;
         let at = |list: &[(i64, u64)], i: i64| list.iter().find(|(b, _)| *b == i).map_or(0, |(_, n)| *n);
         Ok((0..periods)
             .map(|i| Activity {
@@ -151,11 +159,11 @@ impl Keyturn {
 
 impl Keyturn {
     /// The `/metrics` document: gauges read now, then the process's counters.
-    pub fn metrics_text(&self) -> Result<String> {
-        let o = self.overview()?;
+    pub async fn metrics_text(&self) -> Result<String> {
+        let o = self.overview().await?;
         let until = |t: Instant| std::time::Duration::from_secs((t - o.now).whole_seconds().max(0) as u64);
         let state = crate::metrics::State {
-            keys: self.store.read_pooled_blocking(store::keys::counts)?,
+            keys: self.store.read(|c| Box::pin(store::keys::counts(c))).await?,
             until_next_rotation: o.next_fire.map(until),
             until_next_activation: o.algorithms.iter().filter_map(|a| Some((a.alg, until(a.next_rotation?)))).collect(),
             revocations: o.revocations as u64,

@@ -92,7 +92,7 @@ pub fn in_force(config: &Config, stored: Option<&HashMap<String, String>>) -> Ve
 
 /// The settings stored in the database `config` names, without creating anything: `None`
 /// when there is no database yet.
-pub fn stored_settings(config: &Config) -> Result<Option<HashMap<String, String>>> {
+pub async fn stored_settings(config: &Config) -> Result<Option<HashMap<String, String>>> {
     let location = super::database_location(config)?;
     if let store::Location::File(path) = &location {
         if !path.exists() {
@@ -100,7 +100,7 @@ pub fn stored_settings(config: &Config) -> Result<Option<HashMap<String, String>
         }
     }
     let db = store::Store::open_at(&location)?;
-    Ok(Some(db.read_blocking(store::settings::all)?))
+    Ok(Some(db.read(|c| Box::pin(store::settings::all(c))).await?))
 }
 
 pub fn default_schedule() -> Schedule {
@@ -259,18 +259,22 @@ impl Keyturn {
     }
 
     /// Changes stored policy values; nothing changes unless every value is valid.
-    pub fn update_policy(&self, change: &PolicyChange, actor: &Actor) -> Result<PolicyView> {
+    pub async fn update_policy(&self, change: &PolicyChange, actor: &Actor) -> Result<PolicyView> {
         let now = self.clock.now();
         let (_, values) = change.apply(&self.config, &self.policy()).map_err(Error::Invalid)?;
         let by = actor.clone();
-        self.store.write_blocking(|tx| {
-            for (name, value) in &values {
-                store::settings::set(tx, name, value)?;
-            }
-            let detail: Vec<String> = values.iter().map(|(n, v)| format!("{n}={v}")).collect();
-            audited(tx, now, &by, "policy.update", Some("schedule"), Some(&detail.join(", ")))
-        })?;
-        self.reload()?;
+        self.store
+            .write(move |tx| {
+                Box::pin(async move {
+                    for (name, value) in &values {
+                        store::settings::set(tx, name, value).await?;
+                    }
+                    let detail: Vec<String> = values.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                    audited(tx, now, &by, "policy.update", Some("schedule"), Some(&detail.join(", "))).await
+                })
+            })
+            .await?;
+        self.reload().await?;
         Ok(self.policy_view())
     }
 }

@@ -63,11 +63,12 @@ fn apply_rows(idx: &mut RevocationIndex, rows: &[RevocationRow]) {
 }
 
 /// Loads every stored revocation into a fresh index.
-pub fn load_index(store: &Store) -> Result<RevocationIndex> {
+pub async fn load_index(store: &Store) -> Result<RevocationIndex> {
     let mut idx = RevocationIndex::default();
     let mut after = 0;
     loop {
-        let rows = store.read_blocking(|c| store::revocations::after(c, after, 50_000))?;
+        let rows =
+            store.read(move |c| Box::pin(async move { store::revocations::after(c, after, 50_000).await })).await?;
         let Some(last) = rows.last().map(|r| r.id) else { break };
         apply_rows(&mut idx, &rows);
         after = last;
@@ -76,7 +77,7 @@ pub fn load_index(store: &Store) -> Result<RevocationIndex> {
 }
 
 /// Adds `r` inside the caller's transaction, covering tokens until `covers_until`.
-pub(super) fn insert(
+pub(super) async fn insert(
     tx: &store::Tx<'_>,
     r: &Revocation,
     covers_until: Instant,
@@ -103,15 +104,15 @@ pub(super) fn insert(
         created_at: now,
         created_by: actor.name.clone(),
     };
-    row.id = store::revocations::insert(tx, &row)?;
-    audited(tx, now, actor, "revocation.create", Some(&format!("{}:{}", row.kind, row.value)), Some(reason))?;
+    row.id = store::revocations::insert(tx, &row).await?;
+    audited(tx, now, actor, "revocation.create", Some(&format!("{}:{}", row.kind, row.value)), Some(reason)).await?;
     Ok(row)
 }
 
 impl Keyturn {
     /// Revokes tokens by `target`. Subjects and clients: every token issued until now (and
     /// their refresh tokens). A jti must name a token keyturn issued.
-    pub fn revoke(&self, target: &RevokeTarget, reason: &str, actor: &Actor) -> Result<RevocationView> {
+    pub async fn revoke(&self, target: &RevokeTarget, reason: &str, actor: &Actor) -> Result<RevocationView> {
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
             return Err(Error::Invalid(vec!["reason: give a reason of 1 to 500 printable characters".into()]));
@@ -125,8 +126,13 @@ impl Keyturn {
         // A key is revoked as a compromise: it leaves the JWKS, its private key is erased and
         // a replacement signs, so no new token is born revoked.
         if let RevokeTarget::Kid(kid) = target {
-            let outcome = self.revoke_key(&crate::keys::KeyId::new(kid.as_str()), reason, actor)?;
-            let rows = self.store.read_blocking(|c| store::revocations::after(c, outcome.revocation_id - 1, 1))?;
+            let outcome = self.revoke_key(&crate::keys::KeyId::new(kid.as_str()), reason, actor).await?;
+            let rows = self
+                .store
+                .read(move |c| {
+                    Box::pin(async move { store::revocations::after(c, outcome.revocation_id - 1, 1).await })
+                })
+                .await?;
             return rows
                 .first()
                 .map(RevocationView::from)
@@ -135,31 +141,39 @@ impl Keyturn {
         let now = self.clock.now();
         let max_ttl = self.policy().max_token_ttl;
         let (target, reason_owned, by) = (target.clone(), reason.to_owned(), actor.clone());
-        let row = self.store.write_blocking(move |tx| {
-            let (rev, covers_until) = match &target {
-                RevokeTarget::Jti(jti) => {
-                    let t = store::tokens::get(tx, jti)?
-                        .ok_or_else(|| store::StoreError::Conflict(format!("no token with jti {jti}")))?;
-                    (Revocation::Jti(jti.clone()), t.exp)
-                }
-                RevokeTarget::Sub(v) | RevokeTarget::Client(v) => {
-                    let (column, rev) = match &target {
-                        RevokeTarget::Sub(_) => ("sub", Revocation::Subject { sub: v.clone(), cutoff: now }),
-                        _ => ("client_id", Revocation::Client { client_id: v.clone(), cutoff: now }),
+        let row = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let (rev, covers_until) = match &target {
+                        RevokeTarget::Jti(jti) => {
+                            let t = store::tokens::get(tx, jti)
+                                .await?
+                                .ok_or_else(|| store::StoreError::Conflict(format!("no token with jti {jti}")))?;
+                            (Revocation::Jti(jti.clone()), t.exp)
+                        }
+                        RevokeTarget::Sub(v) | RevokeTarget::Client(v) => {
+                            let (column, rev) = match &target {
+                                RevokeTarget::Sub(_) => ("sub", Revocation::Subject { sub: v.clone(), cutoff: now }),
+                                _ => ("client_id", Revocation::Client { client_id: v.clone(), cutoff: now }),
+                            };
+                            // Their refresh tokens stop working too, so the entry need only outlive
+                            // the access tokens (at most max_token_ttl from now).
+                            store::refresh::revoke_all_of(tx, column, v, now).await?;
+                            let last = store::tokens::last_exp_of(tx, column, v).await?.unwrap_or(now);
+                            (rev, last.max(now + max_ttl))
+                        }
+                        RevokeTarget::Kid(kid) => {
+                            return Err(store::StoreError::Conflict(format!(
+                                "key {kid} is revoked through revoke_key"
+                            )));
+                        }
                     };
-                    // Their refresh tokens stop working too, so the entry need only outlive
-                    // the access tokens (at most max_token_ttl from now).
-                    store::refresh::revoke_all_of(tx, column, v, now)?;
-                    let last = store::tokens::last_exp_of(tx, column, v)?.unwrap_or(now);
-                    (rev, last.max(now + max_ttl))
-                }
-                RevokeTarget::Kid(kid) => {
-                    return Err(store::StoreError::Conflict(format!("key {kid} is revoked through revoke_key")));
-                }
-            };
-            let row = insert(tx, &rev, covers_until, &reason_owned, now, &by)?;
-            Ok((rev, row))
-        });
+                    let row = insert(tx, &rev, covers_until, &reason_owned, now, &by).await?;
+                    Ok((rev, row))
+                })
+            })
+            .await;
         let (rev, row) = match row {
             Ok(r) => r,
             Err(store::StoreError::Conflict(msg)) => return Err(Error::NotFound(msg)),
@@ -171,44 +185,54 @@ impl Keyturn {
     }
 
     /// Feed entries after `since`, at most `limit`, and the cursor to ask with next.
-    pub fn revocation_feed(&self, since: i64, limit: u32) -> Result<(Vec<RevocationView>, i64)> {
-        let rows = self.store.read_blocking(|c| store::revocations::after(c, since, limit))?;
+    pub async fn revocation_feed(&self, since: i64, limit: u32) -> Result<(Vec<RevocationView>, i64)> {
+        let rows =
+            self.store.read(move |c| Box::pin(async move { store::revocations::after(c, since, limit).await })).await?;
         let next = rows.last().map(|r| r.id).unwrap_or(since);
         Ok((rows.iter().map(RevocationView::from).collect(), next))
     }
 
     /// Deletes revocations (and refresh tokens) that can no longer matter, and rebuilds the
     /// index if anything went. Returns how many revocations were pruned.
-    pub(super) fn prune(&self, now: Instant) -> Result<usize> {
+    pub(super) async fn prune(&self, now: Instant) -> Result<usize> {
         let leeway = self.policy().leeway;
         let before = now - leeway;
-        let pruned = self.store.write_blocking(|tx| {
-            let n = store::revocations::prune(tx, before)?;
-            store::refresh::prune(tx, before)?;
-            if n > 0 {
-                audited(
-                    tx,
-                    now,
-                    &Actor::system(),
-                    "revocation.prune",
-                    None,
-                    Some(&format!("{n} revocations whose tokens have all expired")),
-                )?;
-            }
-            Ok(n)
-        })?;
+        let pruned = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let n = store::revocations::prune(tx, before).await?;
+                    store::refresh::prune(tx, before).await?;
+                    if n > 0 {
+                        audited(
+                            tx,
+                            now,
+                            &Actor::system(),
+                            "revocation.prune",
+                            None,
+                            Some(&format!("{n} revocations whose tokens have all expired")),
+                        )
+                        .await?;
+                    }
+                    Ok(n)
+                })
+            })
+            .await?;
         if pruned > 0 {
-            let idx = load_index(&self.store)?;
+            let idx = load_index(&self.store).await?;
             *self.revocations_write() = idx;
         }
-        self.prune_sessions(now)?;
+        self.prune_sessions(now).await?;
         Ok(pruned)
     }
 
     /// Picks up revocations other processes committed.
-    pub(super) fn load_new_revocations(&self) -> Result<()> {
+    pub(super) async fn load_new_revocations(&self) -> Result<()> {
         let after = self.revocations_read().last_id;
-        let rows = self.store.read_blocking(|c| store::revocations::after(c, after, 1_000_000))?;
+        let rows = self
+            .store
+            .read(move |c| Box::pin(async move { store::revocations::after(c, after, 1_000_000).await }))
+            .await?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -219,10 +243,10 @@ impl Keyturn {
     /// RFC 7009 for a client: revokes one of its access tokens (by jti) or one of its
     /// refresh tokens (with its family). Tokens that are not the client's, or not valid,
     /// are ignored, so the answer reveals nothing.
-    pub fn revoke_for_client(&self, token: &str, client: &super::clients::AuthenticatedClient) -> Result<()> {
+    pub async fn revoke_for_client(&self, token: &str, client: &super::clients::AuthenticatedClient) -> Result<()> {
         let actor = Actor { name: format!("client:{}", client.client_id), source: None };
         if token.starts_with(super::tokens::REFRESH_PREFIX) {
-            return self.revoke_refresh_token(token, Some(&client.client_id), "revoked by its client (RFC 7009)");
+            return self.revoke_refresh_token(token, Some(&client.client_id), "revoked by its client (RFC 7009)").await;
         }
         let answer = self.introspect(token);
         let owned =
@@ -232,12 +256,12 @@ impl Keyturn {
             if let Some(sid) = answer.claims.get("sid").and_then(serde_json::Value::as_str) {
                 // A token of a session ends the session.
                 let owner = super::sessions::Viewer::Owner(actor.name.clone());
-                if self.end_session(sid, &owner, why, &actor)? {
+                if self.end_session(sid, &owner, why, &actor).await? {
                     return Ok(());
                 }
             }
             if let Some(jti) = answer.claims.get("jti").and_then(serde_json::Value::as_str) {
-                self.revoke(&RevokeTarget::Jti(jti.to_owned()), why, &actor)?;
+                self.revoke(&RevokeTarget::Jti(jti.to_owned()), why, &actor).await?;
             }
         }
         Ok(())

@@ -142,14 +142,19 @@ struct Snapshot {
 }
 
 impl Keyturn {
-    fn snapshot(&self) -> Result<Snapshot> {
-        Ok(self.store.read_blocking(|c| {
-            Ok(Snapshot {
-                keys: store::keys::live(c)?.into_iter().map(|r| r.record).collect(),
-                last_exp: store::tokens::last_exp_by_live_key(c)?,
-                requested: lease::requests(c)?,
+    async fn snapshot(&self) -> Result<Snapshot> {
+        Ok(self
+            .store
+            .read(move |c| {
+                Box::pin(async move {
+                    Ok(Snapshot {
+                        keys: store::keys::live(c).await?.into_iter().map(|r| r.record).collect(),
+                        last_exp: store::tokens::last_exp_by_live_key(c).await?,
+                        requested: lease::requests(c).await?,
+                    })
+                })
             })
-        })?)
+            .await?)
     }
 
     fn world<'a>(&'a self, now: Instant, s: &'a Snapshot, policy: &'a Policy) -> World<'a> {
@@ -166,8 +171,8 @@ impl Keyturn {
     /// Looks at the lifecycle and applies whatever is due. Idempotent: the rotation job calls
     /// it at the schedule's fire times; start-up calls it once (catch-up), and so do graceful
     /// rotations and tests.
-    pub fn tick(&self) -> Result<TickReport> {
-        self.tick_for(Wake::Schedule)
+    pub async fn tick(&self) -> Result<TickReport> {
+        self.tick_for(Wake::Schedule).await
     }
 
     /// The housekeeping run (every second): follows other processes' changes, renews the
@@ -176,31 +181,33 @@ impl Keyturn {
     /// revocations. A scheduled rotation whose fire time has just come is left to the rotation
     /// job (`rotation_job: true`); one it missed by more than [`ROTATION_JOB_GRACE`] (this
     /// process did not hold the lease then, or the job did not run) is applied, with a warning.
-    pub fn housekeeping(&self, rotation_job: bool) -> Result<TickReport> {
-        self.retry_failed_writes();
+    pub async fn housekeeping(&self, rotation_job: bool) -> Result<TickReport> {
+        self.retry_failed_writes().await;
         self.throttle.prune();
         self.prune_verified();
-        self.tick_for(if rotation_job { Wake::Housekeeping } else { Wake::Schedule })
+        self.tick_for(if rotation_job { Wake::Housekeeping } else { Wake::Schedule }).await
     }
 
     /// After a write failed in the database itself (a full disk), one small durable write a
     /// second until one succeeds: readiness then recovers by itself even when nothing else
     /// writes (a node out of rotation gets no requests that would).
-    fn retry_failed_writes(&self) {
+    async fn retry_failed_writes(&self) {
         if self.store.write_failure().is_none() {
             return;
         }
         let stamp = clock::to_unix(self.clock.now()).to_be_bytes();
-        if let Err(e) = self.store.write_blocking(|tx| store::meta::set(tx, WRITE_PROBE, &stamp)) {
+        if let Err(e) =
+            self.store.write(move |tx| Box::pin(async move { store::meta::set(tx, WRITE_PROBE, &stamp).await })).await
+        {
             tracing::warn!("the database still does not take writes: {e}");
         }
     }
 
-    fn tick_for(&self, wake: Wake) -> Result<TickReport> {
-        self.reload_if_changed()?;
+    async fn tick_for(&self, wake: Wake) -> Result<TickReport> {
+        self.reload_if_changed().await?;
         let now = self.clock.now();
         let policy = self.policy();
-        let snap = self.snapshot()?;
+        let snap = self.snapshot().await?;
         let mut plan = lifecycle::plan(&self.world(now, &snap, &policy));
         if wake == Wake::Housekeeping {
             plan.retain(|t| match scheduled_fire(t, &snap.keys, &policy) {
@@ -212,14 +219,14 @@ impl Keyturn {
                 None => true,
             });
         }
-        let holds_lease = self.renew_lease(now, !plan.is_empty())?;
+        let holds_lease = self.renew_lease(now, !plan.is_empty()).await?;
         let mut report = TickReport { holds_lease, ..TickReport::default() };
         if !holds_lease {
             report.deferred = plan.len();
             return Ok(report);
         }
         for transition in plan {
-            match self.apply(&transition, now, &policy) {
+            match self.apply(&transition, now, &policy).await {
                 Ok(true) => report.applied.push(transition),
                 Ok(false) => report.deferred += 1,
                 // Another writer got there first; the next tick sees the new state.
@@ -231,11 +238,11 @@ impl Keyturn {
             }
         }
         if !report.applied.is_empty() {
-            self.reload()?;
+            self.reload().await?;
         }
         let due = self.last_prune.lock().map(|l| l.is_none_or(|t| now - t >= time::Duration::MINUTE)).unwrap_or(true);
         if due {
-            self.prune(now)?;
+            self.prune(now).await?;
             if let Ok(mut l) = self.last_prune.lock() {
                 *l = Some(now);
             }
@@ -244,8 +251,8 @@ impl Keyturn {
     }
 
     /// Takes or renews the rotator lease when needed (`want`) or when half of it has passed.
-    fn renew_lease(&self, now: Instant, want: bool) -> Result<bool> {
-        let current = self.store.read_blocking(lease::current)?;
+    async fn renew_lease(&self, now: Instant, want: bool) -> Result<bool> {
+        let current = self.store.read(|c| Box::pin(lease::current(c))).await?;
         if let Some((holder, expires)) = &current {
             let half_left = *expires - now > self.config.lease_ttl / 2;
             if *holder == self.holder && *expires > now && half_left && !want {
@@ -255,27 +262,46 @@ impl Keyturn {
                 return Ok(false);
             }
         }
-        let holder = self.holder.clone();
-        let took = self.store.write_blocking(|tx| lease::acquire(tx, &holder, now, now + self.config.lease_ttl))?;
+        let (holder, until) = (self.holder.clone(), now + self.config.lease_ttl);
+        let took =
+            self.store.write(move |tx| Box::pin(async move { lease::acquire(tx, &holder, now, until).await })).await?;
         if took == lease::Acquired::Taken {
             tracing::info!(holder = %self.holder, "took the rotator lease");
         }
         Ok(took.holds())
     }
 
+    /// Ends this process's use of the installation: hands the rotator lease over (so another
+    /// process need not wait for it to lapse) and closes the database. What every command
+    /// that opened it does before the process exits.
+    pub async fn close(self) {
+        if let Err(e) = self.release_lease().await {
+            tracing::debug!("releasing the rotator lease: {e}");
+        }
+    }
+
     /// Gives the lease up (clean shutdown), so a stand-by can take over at once.
-    pub fn release_lease(&self) -> Result<()> {
+    pub async fn release_lease(&self) -> Result<()> {
         let holder = self.holder.clone();
-        self.store.write_blocking(|tx| lease::release(tx, &holder))?;
+        self.store.write(move |tx| Box::pin(async move { lease::release(tx, &holder).await })).await?;
         Ok(())
     }
 
     /// Generates and seals a key, ready to insert.
-    fn make_key(&self, alg: Algorithm, state: KeyState, now: Instant, policy: &Policy) -> Result<(KeyRecord, Vec<u8>)> {
-        self.ensure_kek_current()?;
+    async fn make_key(
+        &self,
+        alg: Algorithm,
+        state: KeyState,
+        now: Instant,
+        policy: &Policy,
+    ) -> Result<(KeyRecord, Vec<u8>)> {
+        self.ensure_kek_current().await?;
         let not_after = now + policy.planned_life(now);
-        let new =
-            generate::generate(alg, self.config.rsa_bits, &self.config.issuer, now, policy.clock_skew, not_after)?;
+        // Key generation takes a core for a while (RSA most): it runs on the blocking pool.
+        let (rsa_bits, issuer, skew) = (self.config.rsa_bits, self.config.issuer.clone(), policy.clock_skew);
+        let new = tokio::task::spawn_blocking(move || generate::generate(alg, rsa_bits, &issuer, now, skew, not_after))
+            .await
+            .map_err(|e| Error::Sign(format!("key generation failed: {e}")))??;
         let sealed = self
             .kek
             .seal(new.kid.as_str(), new.private.der())
@@ -300,7 +326,7 @@ impl Keyturn {
 
     /// Applies one planned transition in one transaction, under the lease. Returns false if
     /// the lease was lost in the meantime.
-    fn apply(&self, t: &Transition, now: Instant, policy: &Policy) -> Result<bool> {
+    async fn apply(&self, t: &Transition, now: Instant, policy: &Policy) -> Result<bool> {
         // The lease holder is where scheduled changes come from.
         let sys = Actor { source: Some(format!("rotator {}", self.holder)), ..Actor::system() };
         let lease_ttl = self.config.lease_ttl;
@@ -308,88 +334,103 @@ impl Keyturn {
         // Keys are generated before the transaction: key generation is the slow part, and
         // holding the write lock for it would stall every writer.
         let fresh = match t {
-            Transition::Bootstrap { alg } => Some(self.make_key(*alg, KeyState::Active, now, policy)?),
+            Transition::Bootstrap { alg } => Some(self.make_key(*alg, KeyState::Active, now, policy).await?),
             Transition::GeneratePending { alg } | Transition::Rotate { alg, .. } => {
-                Some(self.make_key(*alg, KeyState::Pending, now, policy)?)
+                Some(self.make_key(*alg, KeyState::Pending, now, policy).await?)
             }
             _ => None,
         };
-        let leeway = policy.leeway;
-        let applied = self.store.write_blocking(|tx| {
-            match lease::acquire(tx, &holder, now, now + lease_ttl)? {
-                lease::Acquired::Refused => return Ok(false),
-                // Lapsed since this process last held it (paused, cut off): taken anew in
-                // the transaction it guards.
-                lease::Acquired::Taken => tracing::info!(holder = %holder, "took the rotator lease"),
-                lease::Acquired::Renewed => {}
-            }
-            let note = |action: &str, kid: &KeyId, detail: &str| {
-                audited(tx, now, &sys, action, Some(kid.as_str()), Some(detail))
-            };
-            match t {
-                Transition::Bootstrap { alg } => {
-                    let (record, sealed) = fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
-                    store::keys::insert(tx, record, sealed)?;
-                    note(
-                        "key.bootstrap",
-                        &record.kid,
-                        &format!("{alg}: no key for this algorithm; generated and activated at once"),
-                    )?;
-                }
-                Transition::GeneratePending { alg } => {
-                    let (record, sealed) = fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
-                    store::keys::insert(tx, record, sealed)?;
-                    note("key.generate", &record.kid, &format!("{alg}: published as pending"))?;
-                }
-                Transition::Rotate { alg, retire, activate, cause } => {
-                    let (record, sealed) = fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
-                    let why = match cause {
-                        RotationCause::Schedule(at) => {
-                            format!("scheduled rotation (fire time {})", clock::rfc3339(*at))
-                        }
-                        RotationCause::Requested(at) => {
-                            format!("graceful rotation requested at {}", clock::rfc3339(*at))
-                        }
-                        RotationCause::KeyLifeEnding => "the active key's certificate is ending".into(),
-                        RotationCause::NoActiveKey => {
-                            "emergency: there was no active key, so the pending key was promoted at once".into()
-                        }
+        let (leeway, applying) = (policy.leeway, t.clone());
+        let applied = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    match lease::acquire(tx, &holder, now, now + lease_ttl).await? {
+                        lease::Acquired::Refused => return Ok(false),
+                        // Lapsed since this process last held it (paused, cut off): taken anew in
+                        // the transaction it guards.
+                        lease::Acquired::Taken => tracing::info!(holder = %holder, "took the rotator lease"),
+                        lease::Acquired::Renewed => {}
+                    }
+                    let note = async |action: &str, kid: &KeyId, detail: &str| {
+                        audited(tx, now, &sys, action, Some(kid.as_str()), Some(detail)).await
                     };
-                    if let Some(old) = retire {
-                        store::keys::transition(tx, old, KeyState::Active, KeyState::Retired, now, None)?;
-                        note("key.retire", old, &format!("{alg}: {why}"))?;
-                    }
-                    store::keys::transition(tx, activate, KeyState::Pending, KeyState::Active, now, None)?;
-                    note("key.activate", activate, &format!("{alg}: {why}"))?;
-                    store::keys::insert(tx, record, sealed)?;
-                    note("key.generate", &record.kid, &format!("{alg}: published as pending"))?;
-                    lease::clear_request(tx, *alg)?;
-                }
-                Transition::Expire { kid } => {
-                    // Re-read inside the transaction: a token recorded a moment ago counts.
-                    let row = store::keys::get(tx, kid)?
-                        .ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
-                    if now < lifecycle::expires_at(&row.record, store::tokens::last_exp(tx, kid)?, leeway) {
-                        return Err(StoreError::Conflict(format!("key {kid} signed a token that expires later")));
-                    }
-                    store::keys::transition(tx, kid, KeyState::Retired, KeyState::Expired, now, None)?;
-                    note(
+                    match &applying {
+                        Transition::Bootstrap { alg } => {
+                            let (record, sealed) =
+                                fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
+                            store::keys::insert(tx, record, sealed).await?;
+                            note(
+                                "key.bootstrap",
+                                &record.kid,
+                                &format!("{alg}: no key for this algorithm; generated and activated at once"),
+                            )
+                            .await?;
+                        }
+                        Transition::GeneratePending { alg } => {
+                            let (record, sealed) =
+                                fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
+                            store::keys::insert(tx, record, sealed).await?;
+                            note("key.generate", &record.kid, &format!("{alg}: published as pending")).await?;
+                        }
+                        Transition::Rotate { alg, retire, activate, cause } => {
+                            let (record, sealed) =
+                                fresh.as_ref().ok_or_else(|| StoreError::Conflict("no key made".into()))?;
+                            let why = match cause {
+                                RotationCause::Schedule(at) => {
+                                    format!("scheduled rotation (fire time {})", clock::rfc3339(*at))
+                                }
+                                RotationCause::Requested(at) => {
+                                    format!("graceful rotation requested at {}", clock::rfc3339(*at))
+                                }
+                                RotationCause::KeyLifeEnding => "the active key's certificate is ending".into(),
+                                RotationCause::NoActiveKey => {
+                                    "emergency: there was no active key, so the pending key was promoted at once".into()
+                                }
+                            };
+                            if let Some(old) = retire {
+                                store::keys::transition(tx, old, KeyState::Active, KeyState::Retired, now, None)
+                                    .await?;
+                                note("key.retire", old, &format!("{alg}: {why}")).await?;
+                            }
+                            store::keys::transition(tx, activate, KeyState::Pending, KeyState::Active, now, None)
+                                .await?;
+                            note("key.activate", activate, &format!("{alg}: {why}")).await?;
+                            store::keys::insert(tx, record, sealed).await?;
+                            note("key.generate", &record.kid, &format!("{alg}: published as pending")).await?;
+                            lease::clear_request(tx, *alg).await?;
+                        }
+                        Transition::Expire { kid } => {
+                            // Re-read inside the transaction: a token recorded a moment ago counts.
+                            let row = store::keys::get(tx, kid)
+                                .await?
+                                .ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
+                            if now < lifecycle::expires_at(&row.record, store::tokens::last_exp(tx, kid).await?, leeway)
+                            {
+                                return Err(StoreError::Conflict(format!(
+                                    "key {kid} signed a token that expires later"
+                                )));
+                            }
+                            store::keys::transition(tx, kid, KeyState::Retired, KeyState::Expired, now, None).await?;
+                            note(
                         "key.expire",
                         kid,
                         "every token it signed has expired (plus leeway); removed from the JWKS, private key erased",
-                    )?;
-                }
-                Transition::Retire { kid } => {
-                    store::keys::transition(tx, kid, KeyState::Active, KeyState::Retired, now, None)?;
-                    note("key.retire", kid, "its algorithm is no longer configured")?;
-                }
-                Transition::Withdraw { kid } => {
-                    store::keys::transition(tx, kid, KeyState::Pending, KeyState::Expired, now, None)?;
-                    note("key.withdraw", kid, "its algorithm is no longer configured; it never signed")?;
-                }
-            }
-            Ok(true)
-        })?;
+                    ).await?;
+                        }
+                        Transition::Retire { kid } => {
+                            store::keys::transition(tx, kid, KeyState::Active, KeyState::Retired, now, None).await?;
+                            note("key.retire", kid, "its algorithm is no longer configured").await?;
+                        }
+                        Transition::Withdraw { kid } => {
+                            store::keys::transition(tx, kid, KeyState::Pending, KeyState::Expired, now, None).await?;
+                            note("key.withdraw", kid, "its algorithm is no longer configured; it never signed").await?;
+                        }
+                    }
+                    Ok(true)
+                })
+            })
+            .await?;
         if applied {
             tracing::info!(transition = ?t, "applied lifecycle transition");
         }
@@ -397,11 +438,11 @@ impl Keyturn {
     }
 
     /// Every key (history included) with its times and next planned transition.
-    pub fn list_keys(&self) -> Result<Vec<KeyView>> {
-        let all = self.store.read_blocking(store::keys::all)?;
+    pub async fn list_keys(&self) -> Result<Vec<KeyView>> {
+        let all = self.store.read(|c| Box::pin(store::keys::all(c))).await?;
         let now = self.clock.now();
         let policy = self.policy();
-        let snap = self.snapshot()?;
+        let snap = self.snapshot().await?;
         let upcoming = lifecycle::upcoming(&self.world(now, &snap, &policy));
         Ok(all
             .into_iter()
@@ -430,18 +471,22 @@ impl Keyturn {
     }
 
     /// Rotates `alg` now: gracefully (as soon as the timing rules allow) or in an emergency.
-    pub fn rotate(&self, alg: Option<Algorithm>, mode: RotateMode, actor: &Actor) -> Result<RotateOutcome> {
+    pub async fn rotate(&self, alg: Option<Algorithm>, mode: RotateMode, actor: &Actor) -> Result<RotateOutcome> {
         let alg = self.resolve_alg(alg)?;
         let now = self.clock.now();
         let policy = self.policy();
         match mode {
             RotateMode::Graceful => {
                 let by = actor.clone();
-                self.store.write_blocking(|tx| {
-                    lease::request(tx, alg, now, &by.name)?;
-                    audited(tx, now, &by, "key.rotate.requested", Some(alg.as_str()), Some("graceful"))
-                })?;
-                let snap = self.snapshot()?;
+                self.store
+                    .write(move |tx| {
+                        Box::pin(async move {
+                            lease::request(tx, alg, now, &by.name).await?;
+                            audited(tx, now, &by, "key.rotate.requested", Some(alg.as_str()), Some("graceful")).await
+                        })
+                    })
+                    .await?;
+                let snap = self.snapshot().await?;
                 let world = self.world(now, &snap, &policy);
                 let active = snap.keys.iter().find(|k| k.alg == alg && k.state == KeyState::Active);
                 let pending = snap.keys.iter().find(|k| k.alg == alg && k.state == KeyState::Pending);
@@ -450,7 +495,12 @@ impl Keyturn {
                     _ => now,
                 };
                 let done = at <= now
-                    && self.tick()?.applied.iter().any(|t| matches!(t, Transition::Rotate { alg: a, .. } if *a == alg));
+                    && self
+                        .tick()
+                        .await?
+                        .applied
+                        .iter()
+                        .any(|t| matches!(t, Transition::Rotate { alg: a, .. } if *a == alg));
                 Ok(RotateOutcome {
                     mode,
                     alg,
@@ -466,19 +516,19 @@ impl Keyturn {
             RotateMode::Emergency => {
                 // The replacement pending key (or, when no pending key is seasoned, the
                 // fresh key that signs), made ahead of the transaction.
-                let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy)?;
+                let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy).await?;
                 let by = actor.clone();
                 let seasoned = policy.seen_by_caches();
-                let outcome = self.store.write_blocking(move |tx| {
-                    let live = store::keys::live(tx)?;
+                let outcome = self.store.write(move |tx| Box::pin(async move {
+                    let live = store::keys::live(tx).await?;
                     let find = |state| live.iter().find(|r| r.record.alg == alg && r.record.state == state);
                     let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
-                    if let Some(earlier) = repeated_emergency(tx, &live, active.map(|a| &a.record), now, seasoned)? {
+                    if let Some(earlier) = repeated_emergency(tx, &live, active.map(|a| &a.record), now, seasoned).await? {
                         let detail = format!(
                             "{alg}: emergency rotation asked again within jwks_max_age + clock_skew of the one that made {} sign: nothing changed (revoke the key if it is compromised)",
                             earlier.activate.as_deref().unwrap_or("-")
                         );
-                        audited(tx, now, &by, "key.rotate.emergency.repeated", earlier.activate.as_deref(), Some(&detail))?;
+                        audited(tx, now, &by, "key.rotate.emergency.repeated", earlier.activate.as_deref(), Some(&detail)).await?;
                         return Ok(RotateOutcome { mode, ..earlier });
                     }
                     // Only a pending key every caching verifier has fetched may sign at once.
@@ -494,11 +544,11 @@ impl Keyturn {
                         ),
                     };
                     if let Some(a) = active {
-                        store::keys::transition(tx, &a.record.kid, KeyState::Active, KeyState::Retired, now, None)?;
-                        audited(tx, now, &by, "key.retire", Some(a.record.kid.as_str()), Some(&detail))?;
+                        store::keys::transition(tx, &a.record.kid, KeyState::Active, KeyState::Retired, now, None).await?;
+                        audited(tx, now, &by, "key.retire", Some(a.record.kid.as_str()), Some(&detail)).await?;
                     }
                     let pending = pending.map(|p| &p.record.kid);
-                    let next = sign_with_next(tx, pending, fresh, &sealed, now, &by, "key.rotate.emergency", &detail)?;
+                    let next = sign_with_next(tx, pending, fresh, &sealed, now, &by, "key.rotate.emergency", &detail).await?;
                     let fresh_key = next.signs == next.fresh;
                     Ok(RotateOutcome {
                         mode,
@@ -511,9 +561,9 @@ impl Keyturn {
                         pending: (!fresh_key).then(|| next.fresh.to_string()),
                         repeated: false,
                     })
-                })?;
+                })).await?;
                 if !outcome.repeated {
-                    self.reload()?;
+                    self.reload().await?;
                 }
                 tracing::warn!(
                     %alg,
@@ -559,7 +609,7 @@ impl Keyturn {
     /// Revokes a key: it leaves the JWKS at once, its private key is erased, and if it was
     /// active another key signs at once (the pending key if there is one, already known to
     /// verifiers that fetched the JWKS since it was published; else a fresh one).
-    pub fn revoke_key(&self, kid: &KeyId, reason: &str, actor: &Actor) -> Result<RevokeOutcome> {
+    pub async fn revoke_key(&self, kid: &KeyId, reason: &str, actor: &Actor) -> Result<RevokeOutcome> {
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > 500 {
             return Err(Error::Invalid(vec!["reason: give a reason of 1 to 500 characters".into()]));
@@ -568,47 +618,52 @@ impl Keyturn {
         let policy = self.policy();
         let row = self
             .store
-            .read_blocking(|c| store::keys::get(c, kid))?
+            .read({
+                let kid = kid.clone();
+                move |c| Box::pin(async move { store::keys::get(c, &kid).await })
+            })
+            .await?
             .ok_or_else(|| Error::NotFound(format!("no key with kid {kid}")))?;
         let alg = row.record.alg;
         if !row.record.state.is_published() {
             return Err(Error::Conflict(format!("key {kid} is already {}", row.record.state.as_str())));
         }
         // A replacement pending key, made ahead of the transaction.
-        let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy)?;
+        let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy).await?;
         let by = actor.clone();
         let kid_owned = kid.clone();
         let reason_owned = reason.to_owned();
         let configured = self.config.algorithms.contains(&alg);
-        let outcome = self.store.write_blocking(move |tx| {
+        let revocations = self.revocations.clone();
+        let outcome = self.store.write(move |tx| Box::pin(async move {
             let kid = &kid_owned;
-            let state = store::keys::state(tx, kid)?.ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
+            let state = store::keys::state(tx, kid).await?.ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
             if !state.is_published() {
                 return Err(StoreError::Conflict(format!("key {kid} is already {}", state.as_str())));
             }
-            let live_tokens = self.unrevoked(kid, &store::tokens::live_of_key(tx, kid, now)?);
-            store::keys::transition(tx, kid, state, KeyState::Revoked, now, Some(&reason_owned))?;
+            let live_tokens = super::tokens::unrevoked(&revocations, kid, &store::tokens::live_of_key(tx, kid, now).await?);
+            store::keys::transition(tx, kid, state, KeyState::Revoked, now, Some(&reason_owned)).await?;
             // Every token it signed counts as revoked: introspection and the feed say so.
-            let last = store::tokens::last_exp(tx, kid)?.unwrap_or(now);
+            let last = store::tokens::last_exp(tx, kid).await?.unwrap_or(now);
             let rev = crate::revocation::Revocation::Key(kid.to_string());
-            let row = super::revocations::insert(tx, &rev, last, &format!("key revoked: {reason_owned}"), now, &by)?;
-            audited(tx, now, &by, "key.revoke", Some(kid.as_str()), Some(&format!("{alg} {} key revoked: {reason_owned}; {live_tokens} unexpired tokens it signed now count as revoked", state.as_str())))?;
+            let row = super::revocations::insert(tx, &rev, last, &format!("key revoked: {reason_owned}"), now, &by).await?;
+            audited(tx, now, &by, "key.revoke", Some(kid.as_str()), Some(&format!("{alg} {} key revoked: {reason_owned}; {live_tokens} unexpired tokens it signed now count as revoked", state.as_str()))).await?;
             let mut replacement = None;
             if state == KeyState::Active && configured {
-                let pending = store::keys::live(tx)?.into_iter().find(|r| r.record.alg == alg && r.record.state == KeyState::Pending);
+                let pending = store::keys::live(tx).await?.into_iter().find(|r| r.record.alg == alg && r.record.state == KeyState::Pending);
                 let detail = format!(
                     "{alg}: emergency replacement of revoked key {kid}; verifiers that cached the JWKS before this key was published may fail until they refetch it"
                 );
                 let pending = pending.map(|p| p.record.kid);
-                replacement = Some(sign_with_next(tx, pending.as_ref(), fresh, &sealed, now, &by, "key.activate.emergency", &detail)?.signs);
+                replacement = Some(sign_with_next(tx, pending.as_ref(), fresh, &sealed, now, &by, "key.activate.emergency", &detail).await?.signs);
             } else if configured && state == KeyState::Pending {
-                insert_fresh(tx, &fresh, &sealed, now)?;
+                insert_fresh(tx, &fresh, &sealed, now).await?;
             }
             Ok((RevokeOutcome { kid: kid.to_string(), previous_state: state, replacement: replacement.map(|k| k.to_string()), live_tokens_invalidated: live_tokens, revocation_id: row.id }, row.id, rev))
-        })?;
+        })).await?;
         let (outcome, rev_id, rev) = outcome;
         self.revocations_write().insert(rev_id, &rev);
-        self.reload()?;
+        self.reload().await?;
         tracing::warn!(%kid, actor = %actor.name, "key revoked");
         Ok(outcome)
     }
@@ -618,7 +673,7 @@ impl Keyturn {
 /// `seasoned` (`jwks_max_age` + `clock_skew`) before `now`: a second one now would retire a
 /// key verifiers may not have fetched yet for one they certainly have not. Described as its
 /// own answer said, from the keys as they stand.
-fn repeated_emergency(
+async fn repeated_emergency(
     tx: &store::Tx<'_>,
     live: &[store::keys::KeyRow],
     active: Option<&KeyRecord>,
@@ -627,7 +682,7 @@ fn repeated_emergency(
 ) -> store::Result<Option<RotateOutcome>> {
     let Some(active) = active else { return Ok(None) };
     let Some(at) = active.activated_at.filter(|at| *at + seasoned > now) else { return Ok(None) };
-    if store::audit::last(tx, "key.rotate.emergency", active.kid.as_str())? != Some(at) {
+    if store::audit::last(tx, "key.rotate.emergency", active.kid.as_str()).await? != Some(at) {
         return Ok(None);
     }
     let alg = active.alg;
@@ -664,7 +719,7 @@ struct NextSigner {
 /// has it), and `fresh` becomes the next pending key; only when no pending key is published
 /// does `fresh` itself sign. Each step is audited, the activation as `action` with `detail`.
 #[allow(clippy::too_many_arguments)]
-fn sign_with_next(
+async fn sign_with_next(
     tx: &store::Tx<'_>,
     pending: Option<&KeyId>,
     mut fresh: KeyRecord,
@@ -676,7 +731,7 @@ fn sign_with_next(
 ) -> store::Result<NextSigner> {
     let signs = match pending {
         Some(p) => {
-            store::keys::transition(tx, p, KeyState::Pending, KeyState::Active, now, None)?;
+            store::keys::transition(tx, p, KeyState::Pending, KeyState::Active, now, None).await?;
             p.clone()
         }
         None => {
@@ -685,29 +740,34 @@ fn sign_with_next(
             fresh.kid.clone()
         }
     };
-    audited(tx, now, by, action, Some(signs.as_str()), Some(detail))?;
-    insert_fresh(tx, &fresh, sealed, now)?;
+    audited(tx, now, by, action, Some(signs.as_str()), Some(detail)).await?;
+    insert_fresh(tx, &fresh, sealed, now).await?;
     // The activation answers a graceful request waiting for this algorithm, as a scheduled
     // rotation does (the planner counts any request still stored as made after it).
-    lease::clear_request(tx, fresh.alg)?;
+    lease::clear_request(tx, fresh.alg).await?;
     Ok(NextSigner { signs, fresh: fresh.kid })
 }
 
 /// Inserts a key generated ahead of its transaction; a pending one is audited as generated.
-fn insert_fresh(tx: &store::Tx<'_>, fresh: &KeyRecord, sealed: &[u8], now: Instant) -> store::Result<()> {
-    store::keys::insert(tx, fresh, sealed)?;
+async fn insert_fresh(tx: &store::Tx<'_>, fresh: &KeyRecord, sealed: &[u8], now: Instant) -> store::Result<()> {
+    store::keys::insert(tx, fresh, sealed).await?;
     if fresh.state == KeyState::Pending {
         let detail = format!("{}: published as pending", fresh.alg);
-        audited(tx, now, &Actor::system(), "key.generate", Some(fresh.kid.as_str()), Some(&detail))?;
+        audited(tx, now, &Actor::system(), "key.generate", Some(fresh.kid.as_str()), Some(&detail)).await?;
     }
     Ok(())
 }
 
 impl Drop for Keyturn {
     fn drop(&mut self) {
-        // Best effort: hand the lease over at once instead of letting it lapse.
-        if let Err(e) = self.release_lease() {
-            tracing::debug!("releasing the rotator lease: {e}");
-        }
+        // Best effort: hand the lease over at once instead of letting it lapse (a clean
+        // shutdown has released it already, and waited for that).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (store, holder) = (self.store.clone(), self.holder.clone());
+        runtime.spawn(async move {
+            if let Err(e) = store.write(move |tx| Box::pin(async move { lease::release(tx, &holder).await })).await {
+                tracing::debug!("releasing the rotator lease: {e}");
+            }
+        });
     }
 }

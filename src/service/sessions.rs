@@ -111,31 +111,31 @@ fn checked_reason(reason: &str) -> Result<&str> {
 /// token of it (each carries the `sid`), and audited; a family from before sessions (no
 /// session row, tokens without `sid`) has its unexpired access tokens revoked by jti. Returns
 /// the revocations added, for the in-memory index.
-pub(super) fn end_family(
+pub(super) async fn end_family(
     tx: &store::Tx<'_>,
     family: &str,
     now: Instant,
     reason: &str,
     by: &Actor,
 ) -> store::Result<Vec<(i64, Revocation)>> {
-    store::refresh::revoke_family(tx, family, now)?;
-    let live = store::tokens::live_of_family(tx, family, now)?;
+    store::refresh::revoke_family(tx, family, now).await?;
+    let live = store::tokens::live_of_family(tx, family, now).await?;
     let mut added = Vec::new();
-    match store::sessions::get(tx, family)? {
+    match store::sessions::get(tx, family).await? {
         // Already ended: its `sid` entry covers its tokens.
         Some(session) if session.ended_at.is_some() => {}
         Some(_) => {
-            store::sessions::end(tx, family, now, reason, &by.name)?;
+            store::sessions::end(tx, family, now, reason, &by.name).await?;
             let last_exp = live.iter().map(|(_, exp)| *exp).max().unwrap_or(now);
             let rev = Revocation::Session(family.to_owned());
-            let r = super::revocations::insert(tx, &rev, last_exp, reason, now, by)?;
+            let r = super::revocations::insert(tx, &rev, last_exp, reason, now, by).await?;
             added.push((r.id, rev));
-            audited(tx, now, by, "session.end", Some(family), Some(reason))?;
+            audited(tx, now, by, "session.end", Some(family), Some(reason)).await?;
         }
         None => {
             for (jti, exp) in live {
                 let rev = Revocation::Jti(jti);
-                let r = super::revocations::insert(tx, &rev, exp, reason, now, by)?;
+                let r = super::revocations::insert(tx, &rev, exp, reason, now, by).await?;
                 added.push((r.id, rev));
             }
         }
@@ -154,31 +154,49 @@ impl Keyturn {
 
     /// Sessions `viewer` may see, newest first: of `sub` when given, running ones only when
     /// `active_only`.
-    pub fn list_sessions(&self, viewer: &Viewer, sub: Option<&str>, active_only: bool) -> Result<Vec<SessionView>> {
+    pub async fn list_sessions(
+        &self,
+        viewer: &Viewer,
+        sub: Option<&str>,
+        active_only: bool,
+    ) -> Result<Vec<SessionView>> {
         let now = self.clock.now();
         let idle = self.config.refresh_ttl;
+        let (sub, viewer) = (sub.map(str::to_owned), viewer.clone());
         let rows = self
             .store
-            .read_blocking(|c| store::sessions::list(c, sub, viewer.owner(), active_only.then_some(now), LIST_LIMIT))?;
+            .read(move |c| {
+                Box::pin(async move {
+                    let active = active_only.then_some(now);
+                    store::sessions::list(c, sub.as_deref(), viewer.owner(), active, LIST_LIMIT).await
+                })
+            })
+            .await?;
         Ok(rows.into_iter().map(|r| SessionView::of(r, now, idle)).filter(|v| !active_only || v.active).collect())
     }
 
     /// Ends one session `viewer` may end. An unknown session, one already ended, or one
     /// another owner minted changes nothing and answers the same (RFC 7009's rule: the
     /// answer reveals nothing). Returns whether this call ended it.
-    pub fn end_session(&self, id: &str, viewer: &Viewer, reason: &str, actor: &Actor) -> Result<bool> {
+    pub async fn end_session(&self, id: &str, viewer: &Viewer, reason: &str, actor: &Actor) -> Result<bool> {
         let reason = checked_reason(reason)?;
         if id.is_empty() || id.len() > 64 {
             return Ok(false);
         }
         let now = self.clock.now();
-        let added = self.store.write_blocking(|tx| {
-            let Some(row) = store::sessions::get(tx, id)? else { return Ok(Vec::new()) };
-            if viewer.owner().is_some_and(|o| o != row.owner) || row.ended_at.is_some() {
-                return Ok(Vec::new());
-            }
-            end_family(tx, id, now, reason, actor)
-        })?;
+        let (ending, viewer, reason, by) = (id.to_owned(), viewer.clone(), reason.to_owned(), actor.clone());
+        let added = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let Some(row) = store::sessions::get(tx, &ending).await? else { return Ok(Vec::new()) };
+                    if viewer.owner().is_some_and(|o| o != row.owner) || row.ended_at.is_some() {
+                        return Ok(Vec::new());
+                    }
+                    end_family(tx, &ending, now, &reason, &by).await
+                })
+            })
+            .await?;
         self.apply_revocations(&added);
         let ended = added.iter().any(|(_, r)| matches!(r, Revocation::Session(_)));
         if ended {
@@ -189,16 +207,22 @@ impl Keyturn {
 
     /// Ends every running session of `sub` that `viewer` may end ("log out everywhere").
     /// Returns how many it ended.
-    pub fn end_sessions_of(&self, sub: &str, viewer: &Viewer, reason: &str, actor: &Actor) -> Result<usize> {
+    pub async fn end_sessions_of(&self, sub: &str, viewer: &Viewer, reason: &str, actor: &Actor) -> Result<usize> {
         let reason = checked_reason(reason)?;
         let now = self.clock.now();
-        let added = self.store.write_blocking(|tx| {
-            let mut added = Vec::new();
-            for row in store::sessions::list(tx, Some(sub), viewer.owner(), Some(now), u32::MAX)? {
-                added.extend(end_family(tx, &row.id, now, reason, actor)?);
-            }
-            Ok(added)
-        })?;
+        let (of, viewer, reason, by) = (sub.to_owned(), viewer.clone(), reason.to_owned(), actor.clone());
+        let added = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let mut added = Vec::new();
+                    for row in store::sessions::list(tx, Some(&of), viewer.owner(), Some(now), u32::MAX).await? {
+                        added.extend(end_family(tx, &row.id, now, &reason, &by).await?);
+                    }
+                    Ok(added)
+                })
+            })
+            .await?;
         self.apply_revocations(&added);
         let ended = added.iter().filter(|(_, r)| matches!(r, Revocation::Session(_))).count();
         tracing::info!(%sub, ended, actor = %actor.name, "sessions of a subject ended");
@@ -208,12 +232,16 @@ impl Keyturn {
     /// RFC 7009 for an API key: an access or refresh token of a session the key may end
     /// ends that whole session; an access token minted outside a session by this key is
     /// revoked alone. Anything else (unknown, invalid, another key's) changes nothing.
-    pub fn revoke_for_api_key(&self, token: &str, viewer: &Viewer, actor: &Actor) -> Result<()> {
+    pub async fn revoke_for_api_key(&self, token: &str, viewer: &Viewer, actor: &Actor) -> Result<()> {
         const WHY: &str = "revoked by the app that minted it (RFC 7009)";
         if token.starts_with(super::tokens::REFRESH_PREFIX) {
             let hash = super::secret_digest(token);
-            let Some(row) = self.store.read_blocking(|c| store::refresh::get(c, &hash))? else { return Ok(()) };
-            self.end_session(&row.family, viewer, WHY, actor)?;
+            let Some(row) =
+                self.store.read(move |c| Box::pin(async move { store::refresh::get(c, &hash).await })).await?
+            else {
+                return Ok(());
+            };
+            self.end_session(&row.family, viewer, WHY, actor).await?;
             return Ok(());
         }
         let answer = self.introspect(token);
@@ -223,15 +251,19 @@ impl Keyturn {
         let text = |name: &str| answer.claims.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
         match (text("sid"), text("jti")) {
             (Some(sid), _) => {
-                self.end_session(&sid, viewer, WHY, actor)?;
+                self.end_session(&sid, viewer, WHY, actor).await?;
             }
             (None, Some(jti)) => {
                 let minted_by_caller = self
                     .store
-                    .read_blocking(|c| store::tokens::get(c, &jti))?
+                    .read({
+                        let jti = jti.clone();
+                        move |c| Box::pin(async move { store::tokens::get(c, &jti).await })
+                    })
+                    .await?
                     .is_some_and(|t| matches!(viewer, Viewer::Admin) || t.issued_by == actor.name);
                 if minted_by_caller {
-                    self.revoke(&super::revocations::RevokeTarget::Jti(jti), WHY, actor)?;
+                    self.revoke(&super::revocations::RevokeTarget::Jti(jti), WHY, actor).await?;
                 }
             }
             _ => {}
@@ -240,8 +272,8 @@ impl Keyturn {
     }
 
     /// Forgets sessions ended more than [`ENDED_KEPT`] ago.
-    pub(super) fn prune_sessions(&self, now: Instant) -> Result<usize> {
+    pub(super) async fn prune_sessions(&self, now: Instant) -> Result<usize> {
         let before = now - ENDED_KEPT;
-        Ok(self.store.write_blocking(|tx| store::sessions::prune(tx, before))?)
+        Ok(self.store.write(move |tx| Box::pin(async move { store::sessions::prune(tx, before).await })).await?)
     }
 }

@@ -3,9 +3,8 @@
 //! (never the token itself) before it is returned. Refresh tokens are opaque, stored as
 //! hashes, single use, rotated on every use; presenting a spent one revokes its family.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -20,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::keys::signer::ACCESS_TOKEN_TYP;
 use crate::keys::{Algorithm, KeyId};
 use crate::records::{TokenQuery, TokenRecord};
-use crate::revocation::TokenFacts;
+use crate::revocation::{RevocationIndex, TokenFacts};
 use crate::store::{self, refresh::RefreshRow, StoreError};
 
 /// The longest subject, audience, client id or scope accepted.
@@ -128,40 +127,10 @@ fn check_value(name: &str, v: &str, problems: &mut Vec<String>) {
 }
 
 impl Keyturn {
-    /// Validates and issues a token for a trusted caller (the API, the dashboard).
-    pub fn issue_token(&self, req: &IssueRequest, actor: &Actor) -> Result<IssuedToken> {
+    /// Validates and issues a token for a trusted caller (the API, the dashboard, the CLI).
+    pub async fn issue_token(&self, req: &IssueRequest, actor: &Actor) -> Result<IssuedToken> {
         let (ttl, plan) = self.check_issue_request(req)?;
-        self.mint(req, ttl, plan, actor)
-    }
-
-    /// [`Keyturn::issue_token`] for async callers (the API): EC and EdDSA keys sign in
-    /// microseconds, so the token is signed on the calling task and the group commit awaited
-    /// without holding a thread; RSA keys sign in milliseconds, so the whole issuance runs on
-    /// the blocking pool.
-    pub async fn issue_token_async(self: &Arc<Self>, req: IssueRequest, actor: Actor) -> Result<IssuedToken> {
-        let (ttl, plan) = self.check_issue_request(&req)?;
-        self.mint_async(req, ttl, plan, actor).await
-    }
-
-    /// The issuance loop for async callers: on the calling task for EC and EdDSA keys, on
-    /// the blocking pool for RSA keys.
-    async fn mint_async(
-        self: &Arc<Self>,
-        req: IssueRequest,
-        ttl: Duration,
-        plan: RefreshPlan,
-        actor: Actor,
-    ) -> Result<IssuedToken> {
-        if self.resolve_alg(req.alg)?.is_rsa() {
-            let s = self.clone();
-            return on_blocking_thread(move || s.mint(&req, ttl, plan, &actor)).await?;
-        }
-        let s = self.clone();
-        let reload = move || {
-            let s = s.clone();
-            async move { on_blocking_thread(move || s.reload()).await? }
-        };
-        self.mint_loop(&req, ttl, plan, &actor, reload).await
+        self.mint(req, ttl, plan, actor).await
     }
 
     /// Checks an issuance request: the lifetime and refresh plan it asks for, or every
@@ -219,10 +188,9 @@ impl Keyturn {
     }
 
     /// OAuth `client_credentials`: a token for the client itself, within its allowed scopes
-    /// and audiences, issued like [`Keyturn::issue_token_async`] (signed on the calling task,
-    /// the group commit awaited without holding a thread).
+    /// and audiences, issued like [`Keyturn::issue_token`].
     pub async fn client_credentials(
-        self: &Arc<Self>,
+        &self,
         client: &AuthenticatedClient,
         scope: Option<&str>,
         target: Option<&Target>,
@@ -264,7 +232,7 @@ impl Keyturn {
             ..IssueRequest::default()
         };
         let actor = Actor { name: format!("client:{}", client.client_id), source: None };
-        self.mint_async(req, ttl, RefreshPlan::None, actor).await
+        self.mint(&req, ttl, RefreshPlan::None, &actor).await
     }
 
     /// OAuth `refresh_token`: spends the presented refresh token and issues a new access
@@ -272,7 +240,7 @@ impl Keyturn {
     /// within `refresh_grace` of its spending while its successor is unused, when the client
     /// is retrying a refresh whose answer it lost (or raced itself): it gets the same
     /// successor again, with a new access token.
-    pub fn redeem_refresh(&self, presented: &str, client: Option<&AuthenticatedClient>) -> Result<IssuedToken> {
+    pub async fn redeem_refresh(&self, presented: &str, client: Option<&AuthenticatedClient>) -> Result<IssuedToken> {
         let grant = |why: &str| Error::InvalidGrant(why.to_owned());
         if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
             return Err(grant("the refresh token is not valid"));
@@ -282,9 +250,11 @@ impl Keyturn {
         // A second pass only after losing a race to spend it: then it is spent, and the
         // winner's successor is what this request gets.
         for _ in 0..2 {
+            let looked_up = hash.clone();
             let row = self
                 .store
-                .read_blocking(|c| store::refresh::get(c, &hash))?
+                .read(move |c| Box::pin(async move { store::refresh::get(c, &looked_up).await }))
+                .await?
                 .ok_or_else(|| grant("the refresh token is not valid"))?;
             let now = self.clock.now();
             // A client's refresh token is redeemed with that client's authentication only; one
@@ -306,7 +276,9 @@ impl Keyturn {
             // The session the family forms (families from before sessions have none): an
             // ended session or one past its absolute end redeems nothing, and its tokens keep
             // the lifetime first asked for, within today's policy.
-            let session = self.store.read_blocking(|c| store::sessions::get(c, &row.family))?;
+            let family = row.family.clone();
+            let session =
+                self.store.read(move |c| Box::pin(async move { store::sessions::get(c, &family).await })).await?;
             if let Some(s) = &session {
                 if s.ended_at.is_some() {
                     return Err(grant("the session has ended"));
@@ -326,13 +298,13 @@ impl Keyturn {
             if let Some(used) = row.used_at {
                 if !self.config.refresh_grace.is_zero()
                     && now - used <= self.config.refresh_grace
-                    && self.successor_unused(&successor)?
+                    && self.successor_unused(&successor).await?
                 {
                     let (req, actor) = refresh_grant(&row);
                     let plan = RefreshPlan::Retry { family: row.family.clone(), successor: successor.clone(), ends_at };
-                    return self.mint(&req, ttl, plan, &actor);
+                    return self.mint(&req, ttl, plan, &actor).await;
                 }
-                self.revoke_family(&row, now, "refresh token reuse detected", "refresh.reuse")?;
+                self.revoke_family(&row, now, "refresh token reuse detected", "refresh.reuse").await?;
                 return Err(grant("the refresh token was already used; every token of its family is now revoked"));
             }
             if row.revoked_at.is_some() || row.expires_at <= now {
@@ -348,7 +320,7 @@ impl Keyturn {
                 successor: successor.clone(),
                 ends_at,
             };
-            match self.mint(&req, ttl, plan, &actor) {
+            match self.mint(&req, ttl, plan, &actor).await {
                 // Another request spent it first: look again.
                 Err(Error::InvalidGrant(_)) => continue,
                 other => return other,
@@ -366,74 +338,65 @@ impl Keyturn {
     }
 
     /// Whether `successor` was recorded and is neither spent nor revoked.
-    fn successor_unused(&self, successor: &str) -> Result<bool> {
+    async fn successor_unused(&self, successor: &str) -> Result<bool> {
         let hash = secret_digest(successor);
-        let row = self.store.read_blocking(|c| store::refresh::get(c, &hash))?;
+        let row = self.store.read(move |c| Box::pin(async move { store::refresh::get(c, &hash).await })).await?;
         Ok(row.is_some_and(|r| r.used_at.is_none() && r.revoked_at.is_none()))
     }
 
     /// Revokes a refresh token and its family, if it exists and (when `owner` is given)
     /// belongs to that client. Unknown tokens are ignored.
-    pub fn revoke_refresh_token(&self, presented: &str, owner: Option<&str>, reason: &str) -> Result<()> {
+    pub async fn revoke_refresh_token(&self, presented: &str, owner: Option<&str>, reason: &str) -> Result<()> {
         let hash = secret_digest(presented);
-        let Some(row) = self.store.read_blocking(|c| store::refresh::get(c, &hash))? else { return Ok(()) };
+        let Some(row) = self.store.read(move |c| Box::pin(async move { store::refresh::get(c, &hash).await })).await?
+        else {
+            return Ok(());
+        };
         if owner.is_some() && row.client_id.as_deref() != owner {
             return Ok(());
         }
-        self.revoke_family(&row, self.clock.now(), reason, "refresh.revoke")
+        self.revoke_family(&row, self.clock.now(), reason, "refresh.revoke").await
     }
 
     /// Revokes a refresh family, which ends its session: see [`Keyturn::end_family`].
-    fn revoke_family(&self, row: &RefreshRow, now: Instant, reason: &str, action: &str) -> Result<()> {
+    async fn revoke_family(&self, row: &RefreshRow, now: Instant, reason: &str, action: &str) -> Result<()> {
         let actor = Actor::system();
-        let added = self.store.write_blocking(|tx| {
-            let added = super::sessions::end_family(tx, &row.family, now, reason, &actor)?;
-            audited(tx, now, &actor, action, Some(&row.family), Some(reason))?;
-            Ok(added)
-        })?;
+        let (family, why, action) = (row.family.clone(), reason.to_owned(), action.to_owned());
+        let added = self
+            .store
+            .write(move |tx| {
+                Box::pin(async move {
+                    let added = super::sessions::end_family(tx, &family, now, &why, &actor).await?;
+                    audited(tx, now, &actor, &action, Some(&family), Some(&why)).await?;
+                    Ok(added)
+                })
+            })
+            .await?;
         self.apply_revocations(&added);
         tracing::warn!(family = %row.family, %reason, "refresh family revoked");
         Ok(())
     }
 
-    /// [`Keyturn::mint_loop`] for callers on a blocking thread (the CLI, the dashboard, the
-    /// OAuth grants): the same loop, driven to completion on this thread.
-    fn mint(&self, req: &IssueRequest, ttl: Duration, plan: RefreshPlan, actor: &Actor) -> Result<IssuedToken> {
-        futures_executor::block_on(self.mint_loop(req, ttl, plan, actor, || std::future::ready(self.reload())))
-    }
-
     /// Signs, records and returns a token: the one issuance loop. A rotation can commit
     /// between signing and recording; then the record is refused (its key no longer signs),
-    /// `reload` brings the snapshot up to date and the token is signed again with the new
-    /// active key, so no token is recorded under a key that no longer signs. The record is
-    /// a grouped write, awaited without holding a thread.
-    async fn mint_loop<F, Fut>(
-        &self,
-        req: &IssueRequest,
-        ttl: Duration,
-        plan: RefreshPlan,
-        actor: &Actor,
-        reload: F,
-    ) -> Result<IssuedToken>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<()>>,
-    {
+    /// the snapshot is reloaded and the token is signed again with the new active key, so no
+    /// token is recorded under a key that no longer signs. The record is a grouped write.
+    async fn mint(&self, req: &IssueRequest, ttl: Duration, plan: RefreshPlan, actor: &Actor) -> Result<IssuedToken> {
         let alg = self.resolve_alg(req.alg)?;
         let refresh = refresh_parts(plan);
         for _ in 0..3 {
-            let minted = self.mint_one(req, ttl, alg, &refresh, actor)?;
+            let minted = self.mint_one(req, ttl, alg, &refresh, actor).await?;
             let recorded = self.store.record_token(minted.recording()).await;
             match self.settle(minted, recorded)? {
                 Some(issued) => return Ok(issued),
-                None => reload().await?,
+                None => self.reload().await?,
             }
         }
         Err(Error::NoActiveKey(alg))
     }
 
     /// Signs one token with the active key of `alg` and prepares its records.
-    fn mint_one(
+    async fn mint_one(
         &self,
         req: &IssueRequest,
         ttl: Duration,
@@ -470,7 +433,17 @@ impl Keyturn {
         if let Some(s) = &req.scope {
             claims.insert("scope".into(), Value::from(s.as_str()));
         }
-        let token = signer.sign(ACCESS_TOKEN_TYP, &claims).map_err(|e| Error::Sign(e.to_string()))?;
+        let token = if alg.is_rsa() {
+            // RSA signs in milliseconds, EC and EdDSA in microseconds: only RSA leaves the
+            // async threads, for the blocking pool.
+            let rsa = signer.clone();
+            tokio::task::spawn_blocking(move || rsa.sign(ACCESS_TOKEN_TYP, &claims))
+                .await
+                .map_err(|e| Error::Sign(e.to_string()))?
+        } else {
+            signer.sign(ACCESS_TOKEN_TYP, &claims)
+        }
+        .map_err(|e| Error::Sign(e.to_string()))?;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Error::Invalid(vec![format!(
                 "the token would be {} bytes, more than the {MAX_TOKEN_BYTES} keyturn issues and introspects: ask for fewer audiences, a shorter scope or fewer claims",
@@ -643,11 +616,6 @@ impl Minted {
     }
 }
 
-/// Runs `f` on tokio's blocking pool and waits for it.
-async fn on_blocking_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Store(StoreError::Task(format!("task failed: {e}"))))
-}
-
 /// Where an issued token stands now. Decided here once, for the API and the dashboard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -689,9 +657,10 @@ pub struct TokenView {
 
 impl Keyturn {
     /// Issued-token records matching `query`, newest first.
-    pub fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenView>> {
+    pub async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenView>> {
         let now = self.clock.now();
-        let rows = self.store.read_blocking(|c| store::tokens::list(c, query, now))?;
+        let query = query.clone();
+        let rows = self.store.read(move |c| Box::pin(async move { store::tokens::list(c, &query, now).await })).await?;
         let revocations = self.revocations_read();
         Ok(rows
             .into_iter()
@@ -718,22 +687,24 @@ impl Keyturn {
     }
 
     /// How many tokens signed by `kid` are unexpired now.
-    pub fn live_tokens_of(&self, kid: &KeyId) -> Result<u64> {
+    pub async fn live_tokens_of(&self, kid: &KeyId) -> Result<u64> {
         let now = self.clock.now();
-        let live = self.store.read_blocking(|c| store::tokens::live_of_key(c, kid, now))?;
-        Ok(self.unrevoked(kid, &live))
+        let of = kid.clone();
+        let live =
+            self.store.read(move |c| Box::pin(async move { store::tokens::live_of_key(c, &of, now).await })).await?;
+        Ok(unrevoked(&self.revocations, kid, &live))
     }
+}
 
-    /// How many of `live` (tokens `kid` signed) no revocation covers yet: what revoking the
-    /// key would newly invalidate.
-    pub(super) fn unrevoked(&self, kid: &KeyId, live: &[store::tokens::LiveToken]) -> u64 {
-        let index = self.revocations_read();
-        live.iter()
-            .filter(|(jti, sub, client_id, family, iat)| {
-                let sid = family.as_deref();
-                let facts = TokenFacts { jti, sub, client_id: client_id.as_deref(), kid: kid.as_str(), sid, iat: *iat };
-                index.check(&facts).is_none()
-            })
-            .count() as u64
-    }
+/// How many of `live` (tokens `kid` signed) no revocation in `index` covers yet: what
+/// revoking the key would newly invalidate.
+pub(super) fn unrevoked(index: &RwLock<RevocationIndex>, kid: &KeyId, live: &[store::tokens::LiveToken]) -> u64 {
+    let index = index.read().unwrap_or_else(PoisonError::into_inner);
+    live.iter()
+        .filter(|(jti, sub, client_id, family, iat)| {
+            let sid = family.as_deref();
+            let facts = TokenFacts { jti, sub, client_id: client_id.as_deref(), kid: kid.as_str(), sid, iat: *iat };
+            index.check(&facts).is_none()
+        })
+        .count() as u64
 }

@@ -16,11 +16,11 @@ pub struct ApiKeyRow {
     pub last_used_at: Option<Instant>,
 }
 
-pub fn insert(tx: &Tx<'_>, k: &ApiKeyRow) -> Result<()> {
+pub async fn insert(tx: &Tx<'_>, k: &ApiKeyRow) -> Result<()> {
     tx.execute(
         "INSERT INTO api_keys (id, name, role, secret_hash, created_at, created_by, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         args![k.id, k.name, k.role, k.secret_hash, to_unix(k.created_at), k.created_by, k.revoked_at.map(to_unix)],
-    )?;
+    ).await?;
     Ok(())
 }
 
@@ -39,29 +39,32 @@ fn from_row(r: &Row) -> Result<ApiKeyRow> {
     })
 }
 
-pub fn get(conn: &Conn<'_>, id: &str) -> Result<Option<ApiKeyRow>> {
-    conn.query_opt(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"), args![id])?
+pub async fn get(conn: &Conn<'_>, id: &str) -> Result<Option<ApiKeyRow>> {
+    conn.query_opt(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"), args![id])
+        .await?
         .as_ref()
         .map(from_row)
         .transpose()
 }
 
-pub fn list(conn: &Conn<'_>) -> Result<Vec<ApiKeyRow>> {
-    conn.query(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"), args![])?
+pub async fn list(conn: &Conn<'_>) -> Result<Vec<ApiKeyRow>> {
+    conn.query(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"), args![])
+        .await?
         .iter()
         .map(from_row)
         .collect()
 }
 
 /// Notes that a key authenticated a request at `at`.
-pub fn used(tx: &Tx<'_>, id: &str, at: Instant) -> Result<()> {
-    tx.execute("UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2", args![to_unix(at), id])?;
+pub async fn used(tx: &Tx<'_>, id: &str, at: Instant) -> Result<()> {
+    tx.execute("UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2", args![to_unix(at), id]).await?;
     Ok(())
 }
 
 /// Revokes an API key; false if there is no such unrevoked key.
-pub fn revoke(tx: &Tx<'_>, id: &str, at: Instant) -> Result<bool> {
+pub async fn revoke(tx: &Tx<'_>, id: &str, at: Instant) -> Result<bool> {
     Ok(tx
-        .execute("UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL", args![to_unix(at), id])?
+        .execute("UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL", args![to_unix(at), id])
+        .await?
         == 1)
 }

@@ -33,7 +33,7 @@ fn from_row(r: &Row) -> Result<ClientRow> {
     })
 }
 
-pub fn insert(tx: &Tx<'_>, c: &ClientRow) -> Result<()> {
+pub async fn insert(tx: &Tx<'_>, c: &ClientRow) -> Result<()> {
     let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
     tx.execute(
         &format!("INSERT INTO clients ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
@@ -48,28 +48,34 @@ pub fn insert(tx: &Tx<'_>, c: &ClientRow) -> Result<()> {
             c.created_by,
             c.disabled_at.map(to_unix)
         ],
-    )?;
+    )
+    .await?;
     Ok(())
 }
 
-pub fn get(conn: &Conn<'_>, client_id: &str) -> Result<Option<ClientRow>> {
-    conn.query_opt(&format!("SELECT {COLUMNS} FROM clients WHERE client_id = ?1"), args![client_id])?
+pub async fn get(conn: &Conn<'_>, client_id: &str) -> Result<Option<ClientRow>> {
+    conn.query_opt(&format!("SELECT {COLUMNS} FROM clients WHERE client_id = ?1"), args![client_id])
+        .await?
         .as_ref()
         .map(from_row)
         .transpose()
 }
 
-pub fn list(conn: &Conn<'_>) -> Result<Vec<ClientRow>> {
-    conn.query(&format!("SELECT {COLUMNS} FROM clients ORDER BY created_at, client_id"), args![])?
+pub async fn list(conn: &Conn<'_>) -> Result<Vec<ClientRow>> {
+    conn.query(&format!("SELECT {COLUMNS} FROM clients ORDER BY created_at, client_id"), args![])
+        .await?
         .iter()
         .map(from_row)
         .collect()
 }
 
 /// Disables a client; false if there is no such enabled client.
-pub fn disable(tx: &Tx<'_>, client_id: &str, at: Instant) -> Result<bool> {
-    Ok(tx.execute(
-        "UPDATE clients SET disabled_at = ?1 WHERE client_id = ?2 AND disabled_at IS NULL",
-        args![to_unix(at), client_id],
-    )? == 1)
+pub async fn disable(tx: &Tx<'_>, client_id: &str, at: Instant) -> Result<bool> {
+    Ok(tx
+        .execute(
+            "UPDATE clients SET disabled_at = ?1 WHERE client_id = ?2 AND disabled_at IS NULL",
+            args![to_unix(at), client_id],
+        )
+        .await?
+        == 1)
 }

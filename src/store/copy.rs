@@ -45,18 +45,18 @@ const PAGE: i64 = 5_000;
 /// Copies every table of `from` into `to`, which must be migrated and hold nothing, in one
 /// transaction of `to` (all or nothing), calling `inside` in it before it commits (the audit
 /// record of the copy). Returns how many rows each table had.
-pub fn copy_into(
-    from: &Store,
-    to: &Store,
-    inside: impl FnOnce(&Conn<'_>) -> Result<()> + Send,
-) -> Result<Vec<(&'static str, u64)>> {
-    to.write_blocking(|tx| {
-        let keys: i64 = tx.query_one("SELECT count(*) FROM signing_keys", args![])?.get(0)?;
-        let meta: i64 = tx.query_one("SELECT count(*) FROM meta", args![])?.get(0)?;
+pub async fn copy_into<F>(from: &Store, to: &Store, inside: F) -> Result<Vec<(&'static str, u64)>>
+where
+    F: for<'c> FnOnce(&'c Conn<'c>) -> super::Work<'c, ()> + Send + 'static,
+{
+    let (from, to_shown) = (from.clone(), to.location());
+    to.write(move |tx| {
+        Box::pin(async move {
+        let keys: i64 = tx.query_one("SELECT count(*) FROM signing_keys", args![]).await?.get(0)?;
+        let meta: i64 = tx.query_one("SELECT count(*) FROM meta", args![]).await?.get(0)?;
         if keys > 0 || meta > 0 {
             return Err(StoreError::Conflict(format!(
-                "{} already holds a keyturn database; copy only into an empty one",
-                to.location()
+                "{to_shown} already holds a keyturn database; copy only into an empty one"
             )));
         }
         let mut counts = Vec::with_capacity(TABLES.len());
@@ -68,18 +68,23 @@ pub fn copy_into(
             let select = format!("SELECT rowid, {columns} FROM {table} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2");
             let (mut after, mut copied) = (i64::MIN, 0u64);
             loop {
-                let page = from.read_blocking(|c| {
-                    if c.dialect() != Dialect::Sqlite {
-                        return Err(StoreError::Unsupported("db copy reads from a SQLite database".into()));
-                    }
-                    c.query(&select, args![after, PAGE])
-                })?;
+                let select = select.clone();
+                let page = from
+                    .read(move |c| {
+                        Box::pin(async move {
+                            if c.dialect() != Dialect::Sqlite {
+                                return Err(StoreError::Unsupported("db copy reads from a SQLite database".into()));
+                            }
+                            c.query(&select, args![after, PAGE]).await
+                        })
+                    })
+                    .await?;
                 let Some(last) = page.last() else { break };
                 after = last.get(0)?;
                 for row in page {
                     let values: Vec<Value> = row.into_values().into_iter().skip(1).collect();
                     let refs: Vec<&dyn super::sql::ToValue> = values.iter().map(|v| v as &dyn super::sql::ToValue).collect();
-                    tx.execute(&insert, &refs)?;
+                    tx.execute(&insert, &refs).await?;
                     copied += 1;
                 }
             }
@@ -92,10 +97,12 @@ pub fn copy_into(
                         "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), (SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)"
                     ),
                     args![],
-                )?;
+                ).await?;
             }
         }
-        inside(tx)?;
+        inside(tx).await?;
         Ok(counts)
+        })
     })
+    .await
 }

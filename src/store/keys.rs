@@ -41,45 +41,48 @@ fn from_row(row: &Row) -> Result<KeyRow> {
 }
 
 /// Every key, oldest first.
-pub fn all(conn: &Conn<'_>) -> Result<Vec<KeyRow>> {
-    conn.query(&format!("SELECT {COLUMNS} FROM signing_keys ORDER BY created_at, kid"), args![])?
+pub async fn all(conn: &Conn<'_>) -> Result<Vec<KeyRow>> {
+    conn.query(&format!("SELECT {COLUMNS} FROM signing_keys ORDER BY created_at, kid"), args![])
+        .await?
         .iter()
         .map(from_row)
         .collect()
 }
 
 /// Every key still in play (pending, active, retired), oldest first.
-pub fn live(conn: &Conn<'_>) -> Result<Vec<KeyRow>> {
+pub async fn live(conn: &Conn<'_>) -> Result<Vec<KeyRow>> {
     conn.query(
         &format!(
             "SELECT {COLUMNS} FROM signing_keys WHERE state IN ('pending', 'active', 'retired') ORDER BY created_at, kid"
         ),
         args![],
-    )?
+    ).await?
     .iter()
     .map(from_row)
     .collect()
 }
 
 /// The state of one key, read inside a transaction to guard a decision.
-pub fn state(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<KeyState>> {
+pub async fn state(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<KeyState>> {
     let s: Option<String> = conn
-        .query_opt("SELECT state FROM signing_keys WHERE kid = ?1", args![kid.as_str()])?
+        .query_opt("SELECT state FROM signing_keys WHERE kid = ?1", args![kid.as_str()])
+        .await?
         .map(|r| r.get(0))
         .transpose()?;
     s.map(|s| s.parse().map_err(StoreError::Corrupt)).transpose()
 }
 
 /// One key by kid.
-pub fn get(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<KeyRow>> {
-    conn.query_opt(&format!("SELECT {COLUMNS} FROM signing_keys WHERE kid = ?1"), args![kid.as_str()])?
+pub async fn get(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<KeyRow>> {
+    conn.query_opt(&format!("SELECT {COLUMNS} FROM signing_keys WHERE kid = ?1"), args![kid.as_str()])
+        .await?
         .as_ref()
         .map(from_row)
         .transpose()
 }
 
 /// Inserts a new key.
-pub fn insert(tx: &Tx<'_>, record: &KeyRecord, sealed_private: &[u8]) -> Result<()> {
+pub async fn insert(tx: &Tx<'_>, record: &KeyRecord, sealed_private: &[u8]) -> Result<()> {
     let t = |v: Option<Instant>| v.map(to_unix);
     tx.execute(
         &format!(
@@ -100,14 +103,15 @@ pub fn insert(tx: &Tx<'_>, record: &KeyRecord, sealed_private: &[u8]) -> Result<
             record.revoke_reason,
             to_unix(record.not_after),
         ],
-    )?;
+    )
+    .await?;
     Ok(())
 }
 
 /// Moves a key from `from` to `to` at `at`, stamping the matching time column and erasing the
 /// private key when the new state holds none. Fails with `Conflict` if the key is not in
 /// `from` any more, so two writers can never apply the same transition twice.
-pub fn transition(
+pub async fn transition(
     tx: &Tx<'_>,
     kid: &KeyId,
     from: KeyState,
@@ -123,13 +127,15 @@ pub fn transition(
         KeyState::Revoked => "revoked_at",
     };
     let erase = if to.holds_private_key() { "" } else { ", sealed_private = NULL" };
-    let changed = tx.execute(
-        &format!(
-            "UPDATE signing_keys SET state = ?1, {column} = ?2, revoke_reason = coalesce(?3, revoke_reason){erase}
+    let changed = tx
+        .execute(
+            &format!(
+                "UPDATE signing_keys SET state = ?1, {column} = ?2, revoke_reason = coalesce(?3, revoke_reason){erase}
              WHERE kid = ?4 AND state = ?5"
-        ),
-        args![to.as_str(), to_unix(at), reason, kid.as_str(), from.as_str()],
-    )?;
+            ),
+            args![to.as_str(), to_unix(at), reason, kid.as_str(), from.as_str()],
+        )
+        .await?;
     if changed != 1 {
         return Err(StoreError::Conflict(format!("key {kid} is no longer {}", from.as_str())));
     }
@@ -137,14 +143,14 @@ pub fn transition(
 }
 
 /// Replaces a key's sealed private half (KEK rotation).
-pub fn reseal(tx: &Tx<'_>, kid: &KeyId, sealed: &[u8]) -> Result<()> {
-    tx.execute("UPDATE signing_keys SET sealed_private = ?1 WHERE kid = ?2", args![sealed, kid.as_str()])?;
+pub async fn reseal(tx: &Tx<'_>, kid: &KeyId, sealed: &[u8]) -> Result<()> {
+    tx.execute("UPDATE signing_keys SET sealed_private = ?1 WHERE kid = ?2", args![sealed, kid.as_str()]).await?;
     Ok(())
 }
 
 /// How many keys there are per (algorithm, state).
-pub fn counts(conn: &Conn<'_>) -> Result<Vec<(Algorithm, KeyState, u64)>> {
-    let rows = conn.query("SELECT alg, state, count(*) FROM signing_keys GROUP BY alg, state", args![])?;
+pub async fn counts(conn: &Conn<'_>) -> Result<Vec<(Algorithm, KeyState, u64)>> {
+    let rows = conn.query("SELECT alg, state, count(*) FROM signing_keys GROUP BY alg, state", args![]).await?;
     let mut out = Vec::new();
     for row in rows {
         let (alg, state, n) = (row.get::<String>(0)?, row.get::<String>(1)?, row.get::<i64>(2)?);

@@ -2,8 +2,10 @@
 //! default; PostgreSQL for a cluster of nodes), the migrations embedded in the binary for
 //! each, and one file per table family, written once against [`sql::Conn`].
 //!
-//! Database work never runs on the async runtime's threads: [`Store::read`] and
-//! [`Store::write`] hand the closure to `spawn_blocking`. Every write is one transaction
+//! The interface is async. [`Store::read`] and [`Store::write`] take a closure that returns
+//! the work as a future over a [`Conn`]: on PostgreSQL it runs on the caller's task; on
+//! SQLite it runs on the thread that owns the connection ([`sqlite`]), so the async runtime's
+//! threads never wait on a file. Every write is one transaction
 //! that commits alone (SQLite's `BEGIN IMMEDIATE`; on PostgreSQL a cluster-wide advisory
 //! lock), so a state change and its audit record commit together or not at all, and a
 //! decision read inside the transaction still holds when it commits.
@@ -23,14 +25,13 @@ pub mod sessions;
 pub mod settings;
 pub mod signins;
 pub mod sql;
+mod sqlite;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use futures_util::future::BoxFuture;
 
 pub use self::postgres::Target;
 pub use self::sql::{args, Conn, Dialect, Row, Value};
@@ -61,9 +62,6 @@ const _: () = assert!(SQLITE_MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = SQLITE_MIGRATIONS.len() as i64;
 
-/// How many read connections the SQLite pool keeps.
-const READERS: usize = 4;
-
 pub use crate::error::StoreError;
 
 impl From<rusqlite::Error> for StoreError {
@@ -77,6 +75,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A write transaction, as the table-family functions take it: a [`Conn`] inside the
 /// transaction.
 pub type Tx<'a> = Conn<'a>;
+
+/// The database work a caller hands to [`Store::read`] or [`Store::write`]: a future over the
+/// connection it is given, boxed so that it can be sent to the thread that owns a SQLite
+/// connection (`|c| Box::pin(async move { … })`).
+pub type Work<'c, T> = BoxFuture<'c, Result<T>>;
 
 /// Where the database stood, as far as other processes' commits go. Two marks differ when
 /// another process (the CLI, another node) committed a change in between.
@@ -108,9 +111,8 @@ pub struct Store {
 
 struct Inner {
     backend: Backend,
-    reader_permits: tokio::sync::Semaphore,
     /// Jobs for the group committer (see [`Store::record_token`]).
-    grouped: mpsc::Sender<GroupedJob>,
+    grouped: tokio::sync::mpsc::UnboundedSender<GroupedJob>,
     /// Why the last write failed in the database itself (a full disk, an I/O error, a
     /// database that cannot be reached), until a write succeeds again: readiness reports it.
     write_failure: Mutex<Option<String>>,
@@ -121,8 +123,8 @@ struct Inner {
 }
 
 enum Backend {
-    Sqlite { path: PathBuf, writer: Mutex<Connection>, readers: Mutex<Vec<Connection>> },
-    Postgres(postgres::Pool),
+    Sqlite(sqlite::Threads),
+    Postgres(Box<postgres::Pool>),
 }
 
 /// How a write transaction excludes the others (PostgreSQL; SQLite has one writer anyway).
@@ -132,6 +134,49 @@ enum Lock {
     Exclusive,
     /// Beside other shared ones: the group committer's token records.
     Shared,
+}
+
+/// Runs `f` inside a transaction on `c` that `begin` opened: committed when `f` returns
+/// `Ok`, rolled back otherwise (and when the commit itself fails).
+async fn in_transaction<'c, T, F>(c: &'c Conn<'c>, begin: &str, f: F) -> Result<T>
+where
+    F: FnOnce(&'c Conn<'c>) -> Work<'c, T>,
+{
+    c.batch(begin).await?;
+    let out = f(c).await;
+    let ended = match &out {
+        Ok(_) => c.batch("COMMIT").await,
+        Err(_) => Ok(()),
+    };
+    if out.is_err() || ended.is_err() {
+        // A broken connection is dropped by its owner; a live one is left clean.
+        let _ = c.batch("ROLLBACK").await;
+    }
+    ended?;
+    out
+}
+
+/// A pooled PostgreSQL connection in use. Given back to the pool only when its work ran to
+/// the end: a caller that stopped waiting half-way through a transaction leaves it closed
+/// (the server rolls it back), never handed to the next caller mid-transaction.
+struct InUse(Option<deadpool_postgres::Object>);
+
+impl InUse {
+    fn conn(&self) -> Conn<'_> {
+        Conn::postgres(self.0.as_deref().expect("taken only on finish"))
+    }
+
+    fn finish(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        if let Some(unfinished) = self.0.take() {
+            drop(deadpool_postgres::Object::take(unfinished));
+        }
+    }
 }
 
 impl Inner {
@@ -148,85 +193,73 @@ impl Inner {
     }
 
     /// Runs `f` in one write transaction, committed when it returns `Ok`.
-    fn transact<T: Send>(&self, lock: Lock, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<T> {
+    async fn transact<T, F>(&self, lock: Lock, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
+    {
         let result = match &self.backend {
-            Backend::Sqlite { writer, .. } => {
-                let mut conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
-                (|| {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    let out = f(&Conn::sqlite(&tx))?;
-                    tx.commit()?;
-                    Ok(out)
-                })()
-            }
-            Backend::Postgres(pool) => off_runtime(|| {
-                let mut session = pool.get()?;
-                let result = {
-                    let conn = Conn::postgres(&mut session);
-                    (|| {
-                        // One round trip: the transaction and its lock.
-                        let take = match lock {
-                            Lock::Exclusive => "pg_advisory_xact_lock",
-                            Lock::Shared => "pg_advisory_xact_lock_shared",
-                        };
-                        conn.batch(&format!("BEGIN; SELECT {take}({})", postgres::WRITE_LOCK))?;
-                        let out = f(&conn)?;
-                        conn.batch("COMMIT")?;
-                        Ok(out)
-                    })()
+            Backend::Sqlite(threads) => threads
+                .on_writer(move |conn| {
+                    let c = Conn::sqlite(conn);
+                    // The work only awaits statements on this very connection, which run
+                    // at once: it completes in one poll, on this thread.
+                    futures_executor::block_on(in_transaction(&c, "BEGIN IMMEDIATE", f))
+                })
+                .await
+                .and_then(|r| r),
+            Backend::Postgres(pool) => {
+                let session = InUse(Some(pool.get().await?));
+                // One round trip: the transaction and its lock.
+                let take = match lock {
+                    Lock::Exclusive => "pg_advisory_xact_lock",
+                    Lock::Shared => "pg_advisory_xact_lock_shared",
                 };
-                if result.is_err() {
-                    // A broken connection is dropped by the pool; a live one is left clean.
-                    let _ = Conn::postgres(&mut session).batch("ROLLBACK");
-                }
+                let begin = format!("BEGIN; SELECT {take}({})", postgres::WRITE_LOCK);
+                let result = {
+                    let conn = session.conn();
+                    in_transaction(&conn, &begin, f).await
+                };
+                session.finish();
                 result
-            }),
+            }
         };
         self.note_write(&result);
         result
     }
 
-    /// Runs `f` on a connection that sees one consistent state of the database.
-    fn read_now<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<T> {
+    /// Runs `f` on a connection, outside any transaction.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
+    {
         match &self.backend {
-            Backend::Sqlite { writer, readers, .. } => {
-                let pooled = readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
-                match pooled {
-                    Some(conn) => {
-                        let result = f(&Conn::sqlite(&conn));
-                        readers.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
-                        result
-                    }
-                    None => f(&Conn::sqlite(&writer.lock().unwrap_or_else(PoisonError::into_inner))),
-                }
+            Backend::Sqlite(threads) => {
+                threads.on_reader(move |conn| futures_executor::block_on(f(&Conn::sqlite(conn)))).await?
             }
             // Reads run statement by statement (one round trip each, no transaction): every
             // caller reads what it needs in one statement, or tolerates a change committed
             // between two (a change mark is read first, so a reload that saw newer rows than
             // its mark only reloads once more).
-            Backend::Postgres(pool) => off_runtime(|| {
-                let mut session = pool.get()?;
-                f(&Conn::postgres(&mut session))
-            }),
+            Backend::Postgres(pool) => {
+                let session = InUse(Some(pool.get().await?));
+                let result = {
+                    let conn = session.conn();
+                    f(&conn).await
+                };
+                session.finish();
+                result
+            }
         }
     }
-}
-
-/// Runs `work` off the async runtime: a synchronous PostgreSQL client drives a small runtime
-/// of its own, which cannot run on a thread already driving one (a caller that blocks on the
-/// store from async code: shutdown, in-process tests). Everywhere else it runs in place.
-fn off_runtime<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return work();
-    }
-    std::thread::scope(|s| s.spawn(work).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
 }
 
 /// An answered token's recording, waiting for the group committer; its caller hears back
 /// only after the shared transaction committed.
 struct GroupedJob {
     recording: tokens::Recording,
-    done: Answer,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
 /// Whether `e` says the database's storage failed (full, unwritable, unreadable,
@@ -245,7 +278,7 @@ fn is_storage_failure(e: &StoreError) -> bool {
             }
             // PostgreSQL: class 53 (insufficient resources: disk full, out of memory), 57
             // (operator intervention: shutting down), 58 (system error: I/O).
-            inner.downcast_ref::<::postgres::Error>().and_then(::postgres::Error::code).is_some_and(|code| {
+            inner.downcast_ref::<tokio_postgres::Error>().and_then(tokio_postgres::Error::code).is_some_and(|code| {
                 let class = &code.code()[..2];
                 matches!(class, "53" | "57" | "58")
             })
@@ -253,10 +286,6 @@ fn is_storage_failure(e: &StoreError) -> bool {
         _ => false,
     }
 }
-
-/// Where a grouped job's result goes. A oneshot channel serves async tasks and blocked
-/// threads alike (a blocking caller drives the receiving future on its own thread).
-type Answer = tokio::sync::oneshot::Sender<Result<()>>;
 
 /// The most jobs one group transaction takes.
 const GROUP_MAX: usize = 256;
@@ -266,68 +295,79 @@ const GROUP_MAX: usize = 256;
 /// answers each job. When the batch's transaction fails, it is rolled back and, if it held
 /// several jobs, run again job by job, each in a savepoint, so one job's failure does not
 /// fail the others. Stops when the store is dropped.
-fn group_committer(inner: Weak<Inner>, queue: mpsc::Receiver<GroupedJob>) {
-    loop {
-        let Ok(first) = queue.recv() else { break };
+async fn group_committer(inner: Weak<Inner>, mut queue: tokio::sync::mpsc::UnboundedReceiver<GroupedJob>) {
+    while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
-        gather(&queue, &mut batch);
+        gather(&mut queue, &mut batch).await;
         let Some(inner) = inner.upgrade() else { break };
-        let recordings: Vec<&tokens::Recording> = batch.iter().map(|job| &job.recording).collect();
-        let mut outcome = inner.transact(Lock::Shared, |tx| tokens::record_batch(tx, &recordings));
+        let (recordings, answers): (Vec<tokens::Recording>, Vec<_>) =
+            batch.into_iter().map(|job| (job.recording, job.done)).unzip();
+        let recordings = Arc::new(recordings);
+        let all = recordings.clone();
+        let mut outcome = inner
+            .transact(Lock::Shared, move |tx| {
+                Box::pin(async move { tokens::record_batch(tx, &all.iter().collect::<Vec<_>>()).await })
+            })
+            .await;
         if recordings.len() > 1 && matches!(&outcome, Err(e) if !matches!(e, StoreError::Unavailable(_))) {
-            outcome = inner.transact(Lock::Shared, |tx| {
-                // Savepoints by cached statements: parsing SAVEPOINT and RELEASE for every
-                // token showed in the profile of the issuance benchmark.
-                let mut results = Vec::with_capacity(recordings.len());
-                for recording in &recordings {
-                    tx.execute("SAVEPOINT grouped_job", args![])?;
-                    let r = tokens::record_batch(tx, &[recording]).and_then(|mut one| one.remove(0));
-                    if r.is_err() {
-                        // A failed job's writes are undone; the others stand.
-                        tx.execute("ROLLBACK TO grouped_job", args![])?;
-                    }
-                    tx.execute("RELEASE grouped_job", args![])?;
-                    results.push(r);
-                }
-                Ok(results)
-            });
+            let each = recordings.clone();
+            outcome = inner
+                .transact(Lock::Shared, move |tx| {
+                    Box::pin(async move {
+                        // Savepoints by cached statements: parsing SAVEPOINT and RELEASE for
+                        // every token showed in the profile of the issuance benchmark.
+                        let mut results = Vec::with_capacity(each.len());
+                        for recording in each.iter() {
+                            tx.execute("SAVEPOINT grouped_job", args![]).await?;
+                            let r = tokens::record_batch(tx, &[recording]).await.and_then(|mut one| one.remove(0));
+                            if r.is_err() {
+                                // A failed job's writes are undone; the others stand.
+                                tx.execute("ROLLBACK TO grouped_job", args![]).await?;
+                            }
+                            tx.execute("RELEASE grouped_job", args![]).await?;
+                            results.push(r);
+                        }
+                        Ok(results)
+                    })
+                })
+                .await;
         }
         drop(inner);
         match outcome {
             Ok(results) => {
                 // A caller that went away no longer needs its answer.
-                for (job, r) in batch.into_iter().zip(results) {
-                    let _ = job.done.send(r);
+                for (done, r) in answers.into_iter().zip(results) {
+                    let _ = done.send(r);
                 }
             }
             Err(e) => {
                 let text = e.to_string();
                 let unavailable = matches!(e, StoreError::Unavailable(_));
-                for job in batch {
+                for done in answers {
                     let e = if unavailable {
                         StoreError::Unavailable(text.clone())
                     } else {
                         StoreError::Task(format!("group commit failed: {text}"))
                     };
-                    let _ = job.done.send(Err(e));
+                    let _ = done.send(Err(e));
                 }
             }
         }
     }
 }
 
-/// Adds the waiting jobs to `batch`, then lets every other runnable thread of the process
-/// go first (`yield_now`) and takes what they queued meanwhile, until a turn adds nothing or
-/// the batch is full. Where the committer shares a core with the request workers, this is
-/// what makes batches large: without it, the committer woke at the first job and committed
-/// the few the workers had finished, and each commit's fsync and page writes were shared by
-/// fewer tokens. Where a core is free the yield returns at once and costs one system call.
-fn gather(queue: &mpsc::Receiver<GroupedJob>, batch: &mut Vec<GroupedJob>) {
+/// Adds the waiting jobs to `batch`, then lets every other task of this runtime thread go
+/// first and takes what they queued meanwhile, until a turn adds nothing or the batch is
+/// full. Where the committer shares a core with the request handlers, this is what makes
+/// batches large: without it, the committer woke at the first job and committed the few the
+/// handlers had finished, and each commit's fsync and page writes were shared by fewer
+/// tokens.
+async fn gather(queue: &mut tokio::sync::mpsc::UnboundedReceiver<GroupedJob>, batch: &mut Vec<GroupedJob>) {
     while batch.len() < GROUP_MAX {
         match queue.try_recv() {
             Ok(job) => batch.push(job),
             Err(_) => {
-                std::thread::yield_now();
+                tokio::task::yield_now().await;
                 match queue.try_recv() {
                     Ok(job) => batch.push(job),
                     Err(_) => return,
@@ -343,53 +383,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Creates a new, empty database file readable by this user only (0600): the database and
-/// every copy of it hold sealed keys and the audit log. SQLite gives the -wal and -shm files
-/// the same mode.
-fn create_private(path: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
-        .map_err(|e| StoreError::Create { path: path.to_owned(), reason: e.to_string() })
-}
-
-fn open_connection(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    // Room for every statement keyturn prepares, so none is parsed twice.
-    conn.set_prepared_statement_cache_capacity(64);
-    // secure_delete overwrites freed pages, so erased private-key ciphertext does not linger
-    // in the file; foreign keys are off by default in SQLite.
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;
-         PRAGMA secure_delete = ON;",
-    )?;
-    Ok(conn)
-}
-
 impl Store {
-    /// Opens (creating if absent) the SQLite database at `path` without migrating it.
+    /// Opens (creating if absent) the SQLite database at `path` without migrating it. Must be
+    /// called inside the async runtime (the group committer is one of its tasks).
     pub fn open(path: &Path) -> Result<Store> {
-        if !path.exists() {
-            create_private(path)?;
-        }
-        let writer = open_connection(path)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            readers.push(open_connection(path)?);
-        }
-        let backend =
-            Backend::Sqlite { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(readers) };
-        Store::start(backend, READERS)
+        Store::start(Backend::Sqlite(sqlite::Threads::open(path)?))
     }
 
     /// Opens the database at `location` without migrating it. A PostgreSQL server need not
@@ -397,15 +395,16 @@ impl Store {
     pub fn open_at(location: &Location) -> Result<Store> {
         match location {
             Location::File(path) => Store::open(path),
-            Location::Postgres(target) => Store::start(Backend::Postgres(postgres::Pool::open(target)?), 8),
+            Location::Postgres(target) => Store::start(Backend::Postgres(Box::new(postgres::Pool::open(target)?))),
         }
     }
 
-    fn start(backend: Backend, readers: usize) -> Result<Store> {
-        let (sender, receiver) = mpsc::channel();
+    fn start(backend: Backend) -> Result<Store> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| StoreError::Task("the store is opened inside the async runtime".into()))?;
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             backend,
-            reader_permits: tokio::sync::Semaphore::new(readers),
             grouped: sender,
             write_failure: Mutex::new(None),
             changes: OnceLock::new(),
@@ -414,18 +413,14 @@ impl Store {
         // One committer on either backend: while its batch commits, the next one gathers, and
         // a batch costs the same few statements whatever its size (several committers on
         // PostgreSQL made smaller batches and less throughput: see docs/BENCHMARKS.md).
-        let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("keyturn-commit".into())
-            .spawn(move || group_committer(weak, receiver))
-            .map_err(|e| StoreError::Task(format!("cannot start the group committer: {e}")))?;
+        runtime.spawn(group_committer(Arc::downgrade(&inner), receiver));
         Ok(Store { inner })
     }
 
     /// Where the database is, fit for logs (a password is never shown).
     pub fn location(&self) -> String {
         match &self.inner.backend {
-            Backend::Sqlite { path, .. } => path.display().to_string(),
+            Backend::Sqlite(threads) => threads.path().display().to_string(),
             Backend::Postgres(pool) => pool.target().shown.clone(),
         }
     }
@@ -433,42 +428,46 @@ impl Store {
     /// Which backend this is.
     pub fn dialect(&self) -> Dialect {
         match self.inner.backend {
-            Backend::Sqlite { .. } => Dialect::Sqlite,
+            Backend::Sqlite(_) => Dialect::Sqlite,
             Backend::Postgres(_) => Dialect::Postgres,
         }
     }
 
     /// The schema version recorded in the database (0 for a new one).
-    pub fn schema_version(&self) -> Result<i64> {
-        self.inner.read_now(schema_version_of)
+    pub async fn schema_version(&self) -> Result<i64> {
+        self.read(|c| Box::pin(schema_version_of(c))).await
     }
 
     /// Applies the migrations the database lacks, each in its own transaction, which also
     /// re-reads the version: nodes starting together apply each migration once.
-    pub fn migrate(&self) -> Result<()> {
-        let location = self.location();
+    pub async fn migrate(&self) -> Result<()> {
         loop {
-            let applied = self.write_blocking(|tx| {
-                let found = schema_version_of(tx)?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::TooNew { location: location.clone(), found, supported: SCHEMA_VERSION });
-                }
-                if found == SCHEMA_VERSION {
-                    return Ok(None);
-                }
-                let version = found + 1;
-                match tx.dialect() {
-                    Dialect::Sqlite => {
-                        tx.batch(SQLITE_MIGRATIONS[found as usize])?;
-                        tx.batch(&format!("PRAGMA user_version = {version}"))?;
-                    }
-                    Dialect::Postgres => {
-                        tx.batch(POSTGRES_MIGRATIONS[found as usize])?;
-                        tx.execute("UPDATE keyturn_schema SET version = ?1", args![version])?;
-                    }
-                }
-                Ok(Some(version))
-            })?;
+            let location = self.location();
+            let applied = self
+                .write(move |tx| {
+                    Box::pin(async move {
+                        let found = schema_version_of(tx).await?;
+                        if found > SCHEMA_VERSION {
+                            return Err(StoreError::TooNew { location, found, supported: SCHEMA_VERSION });
+                        }
+                        if found == SCHEMA_VERSION {
+                            return Ok(None);
+                        }
+                        let version = found + 1;
+                        match tx.dialect() {
+                            Dialect::Sqlite => {
+                                tx.batch(SQLITE_MIGRATIONS[found as usize]).await?;
+                                tx.batch(&format!("PRAGMA user_version = {version}")).await?;
+                            }
+                            Dialect::Postgres => {
+                                tx.batch(POSTGRES_MIGRATIONS[found as usize]).await?;
+                                tx.execute("UPDATE keyturn_schema SET version = ?1", args![version]).await?;
+                            }
+                        }
+                        Ok(Some(version))
+                    })
+                })
+                .await?;
             match applied {
                 Some(version) => tracing::info!(version, "applied database migration"),
                 None => return Ok(()),
@@ -476,47 +475,24 @@ impl Store {
         }
     }
 
-    /// Runs `f` on a read connection, on the blocking pool.
+    /// Runs `f` on a read connection: `store.read(|c| Box::pin(keys::live(c)))`.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Conn<'_>) -> Result<T> + Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
     {
-        let permit = self.inner.reader_permits.acquire().await.map_err(|e| StoreError::Task(e.to_string()))?;
-        let inner = self.inner.clone();
-        let out = tokio::task::spawn_blocking(move || inner.read_now(f))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?;
-        drop(permit);
-        out
+        self.inner.read(f).await
     }
 
-    /// Runs `f` inside one write transaction, on the blocking pool. The transaction commits
-    /// when `f` returns `Ok` and rolls back otherwise. Writes commit one at a time (on
-    /// PostgreSQL, across every node), so what `f` reads still holds when it commits.
+    /// Runs `f` inside one write transaction, which commits when `f` returns `Ok` and rolls
+    /// back otherwise. Writes commit one at a time (on PostgreSQL, across every node), so
+    /// what `f` reads still holds when it commits.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Conn<'_>) -> Result<T> + Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
     {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.write_blocking(f))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// [`Store::read`] for callers outside the async runtime (start-up, the CLI).
-    pub fn read_blocking<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<T> {
-        match &self.inner.backend {
-            // The writer: it sees this process's latest commit, and marks are read on it.
-            Backend::Sqlite { writer, .. } => f(&Conn::sqlite(&writer.lock().unwrap_or_else(PoisonError::into_inner))),
-            Backend::Postgres(_) => self.inner.read_now(f),
-        }
-    }
-
-    /// [`Store::write`] for callers outside the async runtime (start-up, the CLI).
-    pub fn write_blocking<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<T> {
-        self.inner.transact(Lock::Exclusive, f)
+        self.inner.transact(Lock::Exclusive, f).await
     }
 
     /// Why the database cannot take writes, if the last write failed in the database
@@ -527,8 +503,7 @@ impl Store {
 
     /// Records an answered token: the write may share one transaction (and one fsync) with
     /// concurrent ones (see [`tokens::record_batch`]). Resolves after the shared transaction
-    /// committed, so the record is durable when this returns `Ok`. It waits without holding a
-    /// thread (the committer thread wakes the waiting task directly).
+    /// committed, so the record is durable when this returns `Ok`.
     pub async fn record_token(&self, recording: tokens::Recording) -> Result<()> {
         let (done, answer) = tokio::sync::oneshot::channel();
         self.inner
@@ -538,84 +513,70 @@ impl Store {
         answer.await.map_err(|_| StoreError::Task("the group committer stopped".into()))?
     }
 
-    /// [`Store::read`] on a pooled connection, for callers already on a blocking thread.
-    pub fn read_pooled_blocking<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<T> {
-        self.inner.read_now(f)
-    }
-
     /// Copies a SQLite database to `dest` with SQLite's online backup API: consistent while
     /// other connections read and write. `dest` must not exist.
-    pub fn backup_to(&self, dest: &Path) -> Result<()> {
-        let Backend::Sqlite { readers, writer, .. } = &self.inner.backend else {
+    pub async fn backup_to(&self, dest: &Path) -> Result<()> {
+        let Backend::Sqlite(threads) = &self.inner.backend else {
             return Err(StoreError::Unsupported(
                 "keyturn backup copies a SQLite database; back PostgreSQL up with pg_dump or its own tools".into(),
             ));
         };
-        if dest.exists() {
-            return Err(StoreError::Create {
-                path: dest.to_owned(),
-                reason: "already exists; choose a new path".into(),
-            });
-        }
-        create_private(dest)?;
-        let mut target = Connection::open(dest)?;
-        let pooled = readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let result = {
-            let guard;
-            let src: &Connection = match &pooled {
-                Some(c) => c,
-                None => {
-                    guard = writer.lock().unwrap_or_else(PoisonError::into_inner);
-                    &guard
-                }
-            };
-            rusqlite::backup::Backup::new(src, &mut target)
-                .and_then(|b| b.run_to_completion(256, Duration::from_millis(5), None))
-        };
-        if let Some(c) = pooled {
-            readers.lock().unwrap_or_else(PoisonError::into_inner).push(c);
-        }
-        result?;
-        target.execute_batch("PRAGMA journal_mode = WAL;")?;
-        Ok(())
+        let dest = dest.to_owned();
+        threads
+            .on_reader(move |conn| sqlite::backup(&conn.lock().unwrap_or_else(PoisonError::into_inner), &dest))
+            .await?
     }
 
-    /// Runs `f` like [`Store::read_blocking`] and returns, with its result, the mark of
-    /// other processes' commits that the read saw.
-    pub fn read_marked<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send) -> Result<(T, ChangeMark)> {
-        // SQLite: `data_version` is per connection, so every mark is read on the writer
-        // connection, the one `read_blocking` uses. PostgreSQL: the generation the change
-        // triggers count, read in the same snapshot as `f`.
-        self.read_blocking(|c| {
-            let mark = match c.dialect() {
-                Dialect::Sqlite => c.query_one("PRAGMA data_version", args![])?.get(0)?,
-                Dialect::Postgres => c.query_one("SELECT generation FROM cluster_changes", args![])?.get(0)?,
-            };
-            Ok((f(c)?, ChangeMark(mark)))
-        })
+    /// Runs `f` like [`Store::read`] and returns, with its result, the mark of other
+    /// processes' commits that the read saw.
+    pub async fn read_marked<T, F>(&self, f: F) -> Result<(T, ChangeMark)>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
+    {
+        match &self.inner.backend {
+            // `data_version` is per connection, so every mark is read on the writer
+            // connection, which also sees this process's latest commit.
+            Backend::Sqlite(threads) => {
+                threads
+                    .on_writer(move |conn| {
+                        futures_executor::block_on(async {
+                            let c = Conn::sqlite(conn);
+                            let mark = change_mark(&c).await?;
+                            Ok((f(&c).await?, mark))
+                        })
+                    })
+                    .await?
+            }
+            // The generation the change triggers count, read before `f`.
+            Backend::Postgres(_) => {
+                self.read(move |c| {
+                    Box::pin(async move {
+                        let mark = change_mark(c).await?;
+                        Ok((f(c).await?, mark))
+                    })
+                })
+                .await
+            }
+        }
     }
 
     /// Whether another process committed since `seen` was taken.
-    pub fn changed_since(&self, seen: ChangeMark) -> Result<bool> {
-        let ((), now) = self.read_marked(|_| Ok(()))?;
+    pub async fn changed_since(&self, seen: ChangeMark) -> Result<bool> {
+        let ((), now) = self.read_marked(|_| Box::pin(async { Ok(()) })).await?;
         Ok(now != seen)
     }
 
     /// Woken soon after another node commits a change to shared state (PostgreSQL, by
     /// LISTEN/NOTIFY); `None` for SQLite, where the periodic [`Store::changed_since`] check
     /// is all there is. Notifications can be lost (a dropped connection): they only make a
-    /// change arrive sooner than the periodic check would.
+    /// change arrive sooner than the periodic check would. Called inside the async runtime.
     pub fn change_notices(&self) -> Option<Arc<tokio::sync::Notify>> {
         let Backend::Postgres(pool) = &self.inner.backend else { return None };
         let notify = self.inner.changes.get_or_init(|| {
             let notify = Arc::new(tokio::sync::Notify::new());
             let (target, wake, alive) = (pool.target().clone(), notify.clone(), Arc::downgrade(&self.inner.alive));
-            let started = std::thread::Builder::new()
-                .name("keyturn-listen".into())
-                .spawn(move || postgres::listen(target, wake, alive));
-            if let Err(e) = started {
-                tracing::warn!("cannot start the change listener ({e}); changes arrive by the periodic check");
-            }
+            tokio::spawn(postgres::listen(target, wake, alive));
             notify
         });
         Some(notify.clone())
@@ -624,28 +585,42 @@ impl Store {
     /// Bytes this process may still write on the filesystem holding the database, when the
     /// filesystem says (`None` when it cannot be asked, or the database is a server).
     pub fn free_bytes(&self) -> Option<u64> {
-        let Backend::Sqlite { path, .. } = &self.inner.backend else { return None };
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let Backend::Sqlite(threads) = &self.inner.backend else { return None };
+        let dir = threads.path().parent().unwrap_or(Path::new("."));
         let stat = rustix::fs::statvfs(dir).ok()?;
         Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
-        self.read(|c| c.query_one("SELECT 1", args![]).map(drop)).await
+        self.read(|c| Box::pin(async move { c.query_one("SELECT 1", args![]).await.map(drop) })).await
     }
 }
 
+/// Where the database `c` is connected to stands, as far as other processes' commits go.
+async fn change_mark(c: &Conn<'_>) -> Result<ChangeMark> {
+    let mark = match c.dialect() {
+        Dialect::Sqlite => c.query_one("PRAGMA data_version", args![]).await?.get(0)?,
+        Dialect::Postgres => c.query_one("SELECT generation FROM cluster_changes", args![]).await?.get(0)?,
+    };
+    Ok(ChangeMark(mark))
+}
+
 /// The schema version of the database `c` is connected to.
-fn schema_version_of(c: &Conn<'_>) -> Result<i64> {
+async fn schema_version_of(c: &Conn<'_>) -> Result<i64> {
     match c.dialect() {
-        Dialect::Sqlite => c.query_one("PRAGMA user_version", args![])?.get(0),
+        Dialect::Sqlite => c.query_one("PRAGMA user_version", args![]).await?.get(0),
         Dialect::Postgres => {
-            let exists: bool = c.query_one("SELECT to_regclass('keyturn_schema') IS NOT NULL", args![])?.get(0)?;
+            let exists: bool =
+                c.query_one("SELECT to_regclass('keyturn_schema') IS NOT NULL", args![]).await?.get(0)?;
             if !exists {
                 return Ok(0);
             }
-            Ok(c.query_opt("SELECT version FROM keyturn_schema", args![])?.map(|r| r.get(0)).transpose()?.unwrap_or(0))
+            Ok(c.query_opt("SELECT version FROM keyturn_schema", args![])
+                .await?
+                .map(|r| r.get(0))
+                .transpose()?
+                .unwrap_or(0))
         }
     }
 }
@@ -654,34 +629,42 @@ fn schema_version_of(c: &Conn<'_>) -> Result<i64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn migrates_once_and_refuses_newer_schema() {
+    #[tokio::test]
+    async fn migrates_once_and_refuses_newer_schema() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
         let store = Store::open(&path).expect("open");
-        store.migrate().expect("migrate");
-        store.migrate().expect("migrating again is a no-op");
-        assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
-        let journal: String =
-            store.read_blocking(|c| c.query_one("PRAGMA journal_mode", args![])?.get(0)).expect("pragma");
+        store.migrate().await.expect("migrate");
+        store.migrate().await.expect("migrating again is a no-op");
+        assert_eq!(store.schema_version().await.expect("version"), SCHEMA_VERSION);
+        let journal: String = store
+            .read(|c| Box::pin(async move { c.query_one("PRAGMA journal_mode", args![]).await?.get(0) }))
+            .await
+            .expect("pragma");
         assert_eq!(journal, "wal");
-        store.write_blocking(|tx| tx.batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))).expect("bump");
-        assert!(matches!(store.migrate(), Err(StoreError::TooNew { .. })));
+        let bump = format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1);
+        store.write(move |tx| Box::pin(async move { tx.batch(&bump).await })).await.expect("bump");
+        assert!(matches!(store.migrate().await, Err(StoreError::TooNew { .. })));
     }
 
     #[tokio::test]
     async fn failed_write_rolls_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("t.db")).expect("open");
-        store.migrate().expect("migrate");
+        store.migrate().await.expect("migrate");
         let r: Result<()> = store
             .write(|tx| {
-                tx.execute("INSERT INTO meta (name, value) VALUES ('a', x'01')", args![])?;
-                Err(StoreError::Conflict("test".into()))
+                Box::pin(async move {
+                    tx.execute("INSERT INTO meta (name, value) VALUES ('a', x'01')", args![]).await?;
+                    Err(StoreError::Conflict("test".into()))
+                })
             })
             .await;
         assert!(r.is_err());
-        let n: i64 = store.read(|c| c.query_one("SELECT count(*) FROM meta", args![])?.get(0)).await.expect("count");
+        let n: i64 = store
+            .read(|c| Box::pin(async move { c.query_one("SELECT count(*) FROM meta", args![]).await?.get(0) }))
+            .await
+            .expect("count");
         assert_eq!(n, 0);
     }
 
@@ -695,16 +678,18 @@ mod tests {
         use crate::records::TokenRecord;
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("t.db")).expect("open");
-        store.migrate().expect("migrate");
+        store.migrate().await.expect("migrate");
         store
             .write(|tx| {
-                tx.batch(
+                Box::pin(async move {
+                    tx.batch(
                     "INSERT INTO signing_keys (kid, alg, state, public_jwk, sealed_private, created_at, published_at, not_after)
                      VALUES ('signs', 'ES256', 'active', '{}', x'00', 0, 0, 9999999999),
                             ('stopped', 'ES256', 'retired', '{}', x'00', 0, 0, 9999999999);
                      INSERT INTO refresh_tokens (token_hash, family, sub, aud, issued_at, expires_at)
                      VALUES (x'0102', 'f', 's', '[]', 0, 9999999999)",
-                )
+                ).await
+                })
             })
             .await
             .expect("keys");
@@ -731,14 +716,22 @@ mod tests {
             recording("c", "signs", Some(vec![1, 2])),
             recording("d", "signs", Some(vec![1, 2])),
         ];
-        let outcomes =
-            store.write(move |tx| tokens::record_batch(tx, &batch.iter().collect::<Vec<_>>())).await.expect("batch");
+        let outcomes = store
+            .write(move |tx| Box::pin(async move { tokens::record_batch(tx, &batch.iter().collect::<Vec<_>>()).await }))
+            .await
+            .expect("batch");
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
         assert!(matches!(outcomes[1], Err(StoreError::KeyStoppedSigning(_))), "{outcomes:?}");
         assert!(matches!(outcomes[3], Err(StoreError::RefreshSpent)), "{outcomes:?}");
         let recorded: Vec<String> = store
             .read(|c| {
-                c.query("SELECT jti FROM issued_tokens ORDER BY jti", args![])?.iter().map(|r| r.get(0)).collect()
+                Box::pin(async move {
+                    c.query("SELECT jti FROM issued_tokens ORDER BY jti", args![])
+                        .await?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect()
+                })
             })
             .await
             .expect("records");

@@ -1,5 +1,6 @@
-//! The PostgreSQL backend: a pool of sessions (r2d2), each a synchronous `postgres` client
-//! with its own prepared-statement cache, and the listener that hears other nodes' changes.
+//! The PostgreSQL backend: a pool of `tokio-postgres` connections (deadpool), each with its
+//! own prepared-statement cache, and the listener that hears other nodes' changes. Every
+//! call is async on the caller's task: no thread of its own, no runtime of its own.
 //!
 //! Every keyturn write transaction takes one cluster-wide advisory lock, so writes commit
 //! one at a time in every node together, exactly as SQLite's `BEGIN IMMEDIATE` makes them
@@ -9,13 +10,14 @@
 //! take the same lock shared: they only add rows, and run side by side with each other but
 //! never beside a key-state change.
 
-use std::collections::HashMap;
 use std::error::Error as _;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Statement};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Object, PoolError, RecyclingMethod, Runtime};
+use futures_util::StreamExt as _;
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::sql::{postgres_placeholders, Value};
 use super::{Result, StoreError};
@@ -32,15 +34,15 @@ pub(super) const CHANNEL: &str = "keyturn_changes";
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many connections one node keeps.
-const POOL_SIZE: u32 = 8;
+const POOL_SIZE: usize = 8;
 
-impl From<postgres::Error> for StoreError {
-    fn from(e: postgres::Error) -> Self {
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
         // No SQLSTATE: the connection itself failed (refused, closed, timed out). And the
         // server's own "try again": lost connection (08), shutting down (57), out of
         // resources (53), a lock not had in time (55P03), a serialization failure or
         // deadlock (40001, 40P01).
-        let transient = match e.code().map(postgres::error::SqlState::code) {
+        let transient = match e.code().map(tokio_postgres::error::SqlState::code) {
             None => true,
             Some(code) => matches!(&code[..2], "08" | "57" | "53") || matches!(code, "55P03" | "40001" | "40P01"),
         };
@@ -52,68 +54,27 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
-/// One pooled connection and the statements prepared on it.
-pub struct Session {
-    client: Option<Client>,
-    statements: HashMap<String, Statement>,
+/// Runs `sql` (with SQLite's placeholders) on `client`, prepared once per connection.
+pub(super) async fn query(client: &ClientWrapper, sql: &str, values: &[Value]) -> Result<Vec<Vec<Value>>> {
+    let stmt = client.prepare_cached(&postgres_placeholders(sql)).await?;
+    let args: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+    let rows = client.query(&stmt, &args).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut values = Vec::with_capacity(row.len());
+        for i in 0..row.len() {
+            values.push(row.try_get::<_, Value>(i)?);
+        }
+        out.push(values);
+    }
+    Ok(out)
 }
 
-impl Drop for Session {
-    fn drop(&mut self) {
-        // A `postgres::Client` owns a small runtime, which cannot be dropped on an async
-        // thread: hand it to a thread of its own when that is where the last handle goes.
-        if let Some(client) = self.client.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::Builder::new().name("keyturn-pg-close".into()).spawn(move || drop(client));
-            } else {
-                drop(client);
-            }
-        }
-    }
-}
-
-impl Session {
-    fn client(&mut self) -> Result<&mut Client> {
-        self.client.as_mut().ok_or_else(|| StoreError::Unavailable("the connection is closed".into()))
-    }
-
-    fn statement(&mut self, sql: &str) -> Result<Statement> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let prepared = self.client()?.prepare(&postgres_placeholders(sql))?;
-        self.statements.insert(sql.to_owned(), prepared.clone());
-        Ok(prepared)
-    }
-
-    pub(super) fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Vec<Value>>> {
-        let stmt = self.statement(sql)?;
-        let args: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let rows = self.client()?.query(&stmt, &args)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut values = Vec::with_capacity(row.len());
-            for i in 0..row.len() {
-                values.push(row.try_get::<_, Value>(i)?);
-            }
-            out.push(values);
-        }
-        Ok(out)
-    }
-
-    pub(super) fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64> {
-        let stmt = self.statement(sql)?;
-        let args: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        Ok(self.client()?.execute(&stmt, &args)?)
-    }
-
-    pub(super) fn batch(&mut self, sql: &str) -> Result<()> {
-        Ok(self.client()?.batch_execute(sql)?)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.client.as_ref().is_none_or(Client::is_closed)
-    }
+/// Runs `sql` (with SQLite's placeholders) on `client`; returns the rows it changed.
+pub(super) async fn execute(client: &ClientWrapper, sql: &str, values: &[Value]) -> Result<u64> {
+    let stmt = client.prepare_cached(&postgres_placeholders(sql)).await?;
+    let args: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+    Ok(client.execute(&stmt, &args).await?)
 }
 
 impl ToSql for Value {
@@ -163,37 +124,10 @@ impl<'a> FromSql<'a> for Value {
     }
 }
 
-/// Opens sessions for the pool.
-#[derive(Debug)]
-pub(super) struct Manager {
-    config: postgres::Config,
-}
-
-impl r2d2::ManageConnection for Manager {
-    type Connection = Session;
-    type Error = postgres::Error;
-
-    fn connect(&self) -> std::result::Result<Session, postgres::Error> {
-        let client = self.config.connect(NoTls)?;
-        Ok(Session { client: Some(client), statements: HashMap::new() })
-    }
-
-    fn is_valid(&self, session: &mut Session) -> std::result::Result<(), postgres::Error> {
-        match session.client.as_mut() {
-            Some(c) => c.simple_query("").map(drop),
-            None => Ok(()),
-        }
-    }
-
-    fn has_broken(&self, session: &mut Session) -> bool {
-        session.is_closed()
-    }
-}
-
 /// The parsed `database_url`, with what to show of it.
 #[derive(Clone)]
 pub struct Target {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
     /// The URL with its password replaced, for logs and `config check`.
     pub shown: String,
 }
@@ -207,7 +141,8 @@ impl std::fmt::Debug for Target {
 impl Target {
     /// Parses a `postgres://` or `postgresql://` URL.
     pub fn parse(url: &str) -> std::result::Result<Target, String> {
-        let mut config: postgres::Config = url.parse().map_err(|e| format!("database_url {}: {e}", redact_url(url)))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| format!("database_url {}: {e}", redact_url(url)))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CHECKOUT_TIMEOUT);
         }
@@ -232,7 +167,7 @@ impl Target {
 
 /// The pool of one node.
 pub(super) struct Pool {
-    pool: r2d2::Pool<Manager>,
+    pool: deadpool_postgres::Pool,
     target: Target,
     /// When the last checkout failed: for a moment after, callers hear "unavailable" at once
     /// instead of each waiting out the checkout timeout (an outage answers 503s quickly).
@@ -245,15 +180,20 @@ const FAIL_FAST_FOR: Duration = Duration::from_millis(500);
 
 impl Pool {
     pub(super) fn open(target: &Target) -> Result<Pool> {
-        let pool = r2d2::Pool::builder()
+        // Recycled connections are not tested (a round trip per operation): a connection the
+        // server dropped fails its next statement, is found closed, and replaced.
+        let manager = Manager::from_config(
+            target.config.clone(),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(POOL_SIZE)
-            .min_idle(Some(1))
-            .connection_timeout(CHECKOUT_TIMEOUT)
-            // Not tested on checkout (a round trip per operation): a connection the server
-            // dropped fails its next statement, is discarded as broken, and replaced.
-            .test_on_check_out(false)
-            .error_handler(Box::new(QuietErrors))
-            .build_unchecked(Manager { config: target.config.clone() });
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CHECKOUT_TIMEOUT))
+            .create_timeout(Some(CHECKOUT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Task(format!("cannot build the PostgreSQL pool: {e}")))?;
         Ok(Pool {
             pool,
             target: target.clone(),
@@ -262,15 +202,20 @@ impl Pool {
         })
     }
 
-    /// A session, or "unavailable" with the reason when none can be had.
-    pub(super) fn get(&self) -> Result<r2d2::PooledConnection<Manager>> {
+    /// A connection, or "unavailable" with the reason when none can be had.
+    pub(super) async fn get(&self) -> Result<Object> {
         let recent = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         if let Some(why) = recent.filter(|_| self.since_failure.elapsed() < FAIL_FAST_FOR) {
             return Err(StoreError::Unavailable(why));
         }
-        self.pool.get().map_err(|e| {
-            // r2d2 keeps the last connection error; say it rather than only "timed out".
-            let why = format!("cannot reach PostgreSQL at {}: {e}", self.target.shown);
+        self.pool.get().await.map_err(|e| {
+            let why = match e {
+                PoolError::Backend(e) => {
+                    let detail = e.source().map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+                    format!("cannot reach PostgreSQL at {}: {detail}", self.target.shown)
+                }
+                e => format!("cannot reach PostgreSQL at {}: {e}", self.target.shown),
+            };
             *self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why.clone());
             self.since_failure.reset();
             StoreError::Unavailable(why)
@@ -282,54 +227,52 @@ impl Pool {
     }
 }
 
-/// Connection errors are reported by whoever waited for the connection, once.
-#[derive(Debug)]
-struct QuietErrors;
-
-impl r2d2::HandleError<postgres::Error> for QuietErrors {
-    fn handle_error(&self, error: postgres::Error) {
-        tracing::debug!("PostgreSQL connection attempt failed: {error}");
-    }
-}
-
 /// Listens for other nodes' changes and wakes `wake` for each, until `alive` is gone.
 /// Reconnects by itself after the database went away.
-pub(super) fn listen(target: Target, wake: Arc<tokio::sync::Notify>, alive: Weak<()>) {
+pub(super) async fn listen(target: Target, wake: Arc<tokio::sync::Notify>, alive: Weak<()>) {
     while alive.strong_count() > 0 {
-        let mut client = match target.config.connect(NoTls) {
+        let (client, mut connection) = match target.config.connect(NoTls).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!("change listener cannot connect: {e}");
-                std::thread::park_timeout(Duration::from_secs(1));
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
-            tracing::debug!("change listener: {e}");
-            continue;
-        }
-        // A change may have been missed while not listening.
-        wake.notify_one();
-        while alive.strong_count() > 0 && !client.is_closed() {
-            let mut heard = false;
-            let mut notes = client.notifications();
-            let mut iter = notes.timeout_iter(Duration::from_secs(1));
-            loop {
-                match postgres::fallible_iterator::FallibleIterator::next(&mut iter) {
-                    Ok(Some(_)) => heard = true,
-                    Ok(None) => break,
+        // The connection's messages (notifications among them) arrive only while it is
+        // polled: a task of its own drives it and hands the notifications over.
+        let (heard, mut notes) = tokio::sync::mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        if heard.send(()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::debug!("change listener lost its connection: {e}");
                         break;
                     }
                 }
-                if heard {
-                    break;
-                }
             }
-            if heard {
-                wake.notify_one();
+        });
+        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+            tracing::debug!("change listener: {e}");
+            driver.abort();
+            continue;
+        }
+        // A change may have been missed while not listening.
+        wake.notify_one();
+        while alive.strong_count() > 0 && !client.is_closed() {
+            match tokio::time::timeout(Duration::from_secs(1), notes.recv()).await {
+                Ok(Some(())) => wake.notify_one(),
+                Ok(None) => break,
+                Err(_elapsed) => {}
             }
         }
+        driver.abort();
     }
 }

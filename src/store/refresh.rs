@@ -19,7 +19,7 @@ pub struct RefreshRow {
     pub revoked_at: Option<Instant>,
 }
 
-pub fn insert(tx: &Conn<'_>, r: &RefreshRow) -> Result<()> {
+pub async fn insert(tx: &Conn<'_>, r: &RefreshRow) -> Result<()> {
     tx.execute(
         "INSERT INTO refresh_tokens (token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -37,16 +37,16 @@ pub fn insert(tx: &Conn<'_>, r: &RefreshRow) -> Result<()> {
             r.used_at.map(to_unix),
             r.revoked_at.map(to_unix)
         ],
-    )?;
+    ).await?;
     Ok(())
 }
 
-pub fn get(conn: &Conn<'_>, token_hash: &[u8]) -> Result<Option<RefreshRow>> {
+pub async fn get(conn: &Conn<'_>, token_hash: &[u8]) -> Result<Option<RefreshRow>> {
     let row = conn.query_opt(
         "SELECT token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at
          FROM refresh_tokens WHERE token_hash = ?1",
         args![token_hash],
-    )?;
+    ).await?;
     row.map(|r| {
         Ok(RefreshRow {
             token_hash: r.get(0)?,
@@ -67,31 +67,38 @@ pub fn get(conn: &Conn<'_>, token_hash: &[u8]) -> Result<Option<RefreshRow>> {
 }
 
 /// Marks a refresh token spent; false if it was already spent or revoked (a race lost).
-pub fn spend(tx: &Conn<'_>, token_hash: &[u8], at: Instant) -> Result<bool> {
-    Ok(tx.execute(
-        "UPDATE refresh_tokens SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND revoked_at IS NULL",
-        args![to_unix(at), token_hash],
-    )? == 1)
+pub async fn spend(tx: &Conn<'_>, token_hash: &[u8], at: Instant) -> Result<bool> {
+    Ok(tx
+        .execute(
+            "UPDATE refresh_tokens SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND revoked_at IS NULL",
+            args![to_unix(at), token_hash],
+        )
+        .await?
+        == 1)
 }
 
 /// Revokes every refresh token of a family; returns how many were still usable.
-pub fn revoke_family(tx: &Tx<'_>, family: &str, at: Instant) -> Result<usize> {
-    Ok(tx.execute(
-        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family = ?2 AND revoked_at IS NULL",
-        args![to_unix(at), family],
-    )? as usize)
+pub async fn revoke_family(tx: &Tx<'_>, family: &str, at: Instant) -> Result<usize> {
+    Ok(tx
+        .execute(
+            "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family = ?2 AND revoked_at IS NULL",
+            args![to_unix(at), family],
+        )
+        .await? as usize)
 }
 
 /// Revokes every refresh token of a subject (`column` = "sub") or client ("client_id").
-pub fn revoke_all_of(tx: &Tx<'_>, column: &str, value: &str, at: Instant) -> Result<usize> {
+pub async fn revoke_all_of(tx: &Tx<'_>, column: &str, value: &str, at: Instant) -> Result<usize> {
     let column = if column == "sub" { "sub" } else { "client_id" };
-    Ok(tx.execute(
-        &format!("UPDATE refresh_tokens SET revoked_at = ?1 WHERE {column} = ?2 AND revoked_at IS NULL"),
-        args![to_unix(at), value],
-    )? as usize)
+    Ok(tx
+        .execute(
+            &format!("UPDATE refresh_tokens SET revoked_at = ?1 WHERE {column} = ?2 AND revoked_at IS NULL"),
+            args![to_unix(at), value],
+        )
+        .await? as usize)
 }
 
 /// Deletes refresh tokens that expired before `before`.
-pub fn prune(tx: &Tx<'_>, before: Instant) -> Result<usize> {
-    Ok(tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", args![to_unix(before)])? as usize)
+pub async fn prune(tx: &Tx<'_>, before: Instant) -> Result<usize> {
+    Ok(tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", args![to_unix(before)]).await? as usize)
 }

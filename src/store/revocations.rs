@@ -18,17 +18,18 @@ pub struct RevocationRow {
 
 /// Revocations made per `bucket` seconds from `since` on, among those still kept (an entry is
 /// pruned once the tokens it covers have expired): (bucket index, count).
-pub fn created_per(conn: &Conn<'_>, since: Instant, bucket: i64) -> Result<Vec<(i64, u64)>> {
+pub async fn created_per(conn: &Conn<'_>, since: Instant, bucket: i64) -> Result<Vec<(i64, u64)>> {
     conn.query(
         "SELECT (created_at - ?1) / ?2 AS b, count(*) FROM revocations WHERE created_at >= ?1 GROUP BY b ORDER BY b",
         args![to_unix(since), bucket],
-    )?
+    )
+    .await?
     .iter()
     .map(|r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)? as u64)))
     .collect()
 }
 
-pub fn insert(tx: &Tx<'_>, r: &RevocationRow) -> Result<i64> {
+pub async fn insert(tx: &Tx<'_>, r: &RevocationRow) -> Result<i64> {
     tx.query_one(
         "INSERT INTO revocations (kind, value, cutoff, covers_until, reason, created_at, created_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
@@ -41,17 +42,19 @@ pub fn insert(tx: &Tx<'_>, r: &RevocationRow) -> Result<i64> {
             to_unix(r.created_at),
             r.created_by
         ],
-    )?
+    )
+    .await?
     .get(0)
 }
 
 /// Entries after the cursor `after`, oldest first, at most `limit`.
-pub fn after(conn: &Conn<'_>, after: i64, limit: u32) -> Result<Vec<RevocationRow>> {
+pub async fn after(conn: &Conn<'_>, after: i64, limit: u32) -> Result<Vec<RevocationRow>> {
     conn.query(
         "SELECT id, kind, value, cutoff, covers_until, reason, created_at, created_by FROM revocations
          WHERE id > ?1 ORDER BY id LIMIT ?2",
         args![after, limit],
-    )?
+    )
+    .await?
     .iter()
     .map(|r| {
         Ok(RevocationRow {
@@ -69,11 +72,11 @@ pub fn after(conn: &Conn<'_>, after: i64, limit: u32) -> Result<Vec<RevocationRo
 }
 
 /// Deletes entries whose every covered token expired before `before`.
-pub fn prune(tx: &Tx<'_>, before: Instant) -> Result<usize> {
-    Ok(tx.execute("DELETE FROM revocations WHERE covers_until < ?1", args![to_unix(before)])? as usize)
+pub async fn prune(tx: &Tx<'_>, before: Instant) -> Result<usize> {
+    Ok(tx.execute("DELETE FROM revocations WHERE covers_until < ?1", args![to_unix(before)]).await? as usize)
 }
 
 /// How many entries there are.
-pub fn count(conn: &Conn<'_>) -> Result<u64> {
-    Ok(conn.query_one("SELECT count(*) FROM revocations", args![])?.get::<i64>(0)? as u64)
+pub async fn count(conn: &Conn<'_>) -> Result<u64> {
+    Ok(conn.query_one("SELECT count(*) FROM revocations", args![]).await?.get::<i64>(0)? as u64)
 }

@@ -46,7 +46,7 @@ fn from_row(r: &Row) -> Result<SessionRow> {
     })
 }
 
-pub fn insert(tx: &Tx<'_>, s: &SessionRow) -> Result<()> {
+pub async fn insert(tx: &Tx<'_>, s: &SessionRow) -> Result<()> {
     tx.execute(
         &format!("INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         args![
@@ -63,18 +63,20 @@ pub fn insert(tx: &Tx<'_>, s: &SessionRow) -> Result<()> {
             s.end_reason,
             s.ended_by
         ],
-    )?;
+    )
+    .await?;
     Ok(())
 }
 
 /// Records a refresh of the session.
-pub fn refreshed(tx: &Tx<'_>, id: &str, at: Instant) -> Result<()> {
-    tx.execute("UPDATE sessions SET refreshed_at = ?1 WHERE id = ?2", args![to_unix(at), id])?;
+pub async fn refreshed(tx: &Tx<'_>, id: &str, at: Instant) -> Result<()> {
+    tx.execute("UPDATE sessions SET refreshed_at = ?1 WHERE id = ?2", args![to_unix(at), id]).await?;
     Ok(())
 }
 
-pub fn get(conn: &Conn<'_>, id: &str) -> Result<Option<SessionRow>> {
-    conn.query_opt(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"), args![id])?
+pub async fn get(conn: &Conn<'_>, id: &str) -> Result<Option<SessionRow>> {
+    conn.query_opt(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"), args![id])
+        .await?
         .as_ref()
         .map(from_row)
         .transpose()
@@ -82,7 +84,7 @@ pub fn get(conn: &Conn<'_>, id: &str) -> Result<Option<SessionRow>> {
 
 /// Sessions, newest first: of `sub` if given, owned by `owner` if given, still running at
 /// `live_at` if given (not ended, before their absolute end), at most `limit`.
-pub fn list(
+pub async fn list(
     conn: &Conn<'_>,
     sub: Option<&str>,
     owner: Option<&str>,
@@ -98,22 +100,26 @@ pub fn list(
              ORDER BY started_at DESC, id LIMIT ?4"
         ),
         args![sub, owner, live_at.map(to_unix), limit],
-    )?
+    )
+    .await?
     .iter()
     .map(from_row)
     .collect()
 }
 
 /// Marks a session ended; false when it already was.
-pub fn end(tx: &Tx<'_>, id: &str, at: Instant, reason: &str, by: &str) -> Result<bool> {
-    Ok(tx.execute(
-        "UPDATE sessions SET ended_at = ?1, end_reason = ?2, ended_by = ?3 WHERE id = ?4 AND ended_at IS NULL",
-        args![to_unix(at), reason, by, id],
-    )? == 1)
+pub async fn end(tx: &Tx<'_>, id: &str, at: Instant, reason: &str, by: &str) -> Result<bool> {
+    Ok(tx
+        .execute(
+            "UPDATE sessions SET ended_at = ?1, end_reason = ?2, ended_by = ?3 WHERE id = ?4 AND ended_at IS NULL",
+            args![to_unix(at), reason, by, id],
+        )
+        .await?
+        == 1)
 }
 
 /// Forgets sessions that ended (or reached their absolute end) before `before`.
-pub fn prune(tx: &Tx<'_>, before: Instant) -> Result<usize> {
+pub async fn prune(tx: &Tx<'_>, before: Instant) -> Result<usize> {
     let t = to_unix(before);
-    Ok(tx.execute("DELETE FROM sessions WHERE COALESCE(ended_at, ends_at) < ?1", args![t])? as usize)
+    Ok(tx.execute("DELETE FROM sessions WHERE COALESCE(ended_at, ends_at) < ?1", args![t]).await? as usize)
 }

@@ -6,11 +6,10 @@
 //! statement per connection, as SQLite's statement cache does). Integers are 64-bit on both
 //! (`INTEGER` in SQLite, `BIGINT` in PostgreSQL), byte strings are `BLOB` / `BYTEA`.
 
-use std::cell::RefCell;
+use std::sync::{Mutex, PoisonError};
 
 use rusqlite::types::{Value as SqliteValue, ValueRef};
 
-use super::postgres::Session;
 use super::{Result, StoreError};
 
 /// One SQL value, as both backends store it.
@@ -174,23 +173,27 @@ pub enum Dialect {
     Postgres,
 }
 
-/// A connection or transaction, as the table-family functions take it.
+/// A connection or transaction, as the table-family functions take it. Its statements are
+/// async: on PostgreSQL they await the server; on SQLite they run at once, on the thread of
+/// the store that owns the connection (see `store::sqlite`), never on the async runtime.
 pub struct Conn<'a> {
     backend: Backend<'a>,
 }
 
 enum Backend<'a> {
-    Sqlite(&'a rusqlite::Connection),
-    Postgres(RefCell<&'a mut Session>),
+    // Behind a mutex only so that a `Conn` can be shared by a future that is `Send`: the
+    // connection is used by one thread at a time anyway (its owner's).
+    Sqlite(&'a Mutex<rusqlite::Connection>),
+    Postgres(&'a deadpool_postgres::ClientWrapper),
 }
 
 impl<'a> Conn<'a> {
-    pub(super) fn sqlite(conn: &'a rusqlite::Connection) -> Self {
+    pub(super) fn sqlite(conn: &'a Mutex<rusqlite::Connection>) -> Self {
         Conn { backend: Backend::Sqlite(conn) }
     }
 
-    pub(super) fn postgres(session: &'a mut Session) -> Self {
-        Conn { backend: Backend::Postgres(RefCell::new(session)) }
+    pub(super) fn postgres(client: &'a deadpool_postgres::ClientWrapper) -> Self {
+        Conn { backend: Backend::Postgres(client) }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -201,58 +204,62 @@ impl<'a> Conn<'a> {
     }
 
     /// Runs `sql` and returns every row.
-    pub fn query(&self, sql: &str, args: &[&dyn ToValue]) -> Result<Vec<Row>> {
+    pub async fn query(&self, sql: &str, args: &[&dyn ToValue]) -> Result<Vec<Row>> {
         let values: Vec<Value> = args.iter().map(|a| a.to_value()).collect();
         match &self.backend {
-            Backend::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(sql)?;
-                let columns = stmt.column_count();
-                let mut rows = stmt.query(rusqlite::params_from_iter(values.into_iter().map(to_sqlite)))?;
-                let mut out = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let mut values = Vec::with_capacity(columns);
-                    for i in 0..columns {
-                        values.push(from_sqlite(row.get_ref(i)?));
-                    }
-                    out.push(Row(values));
-                }
-                Ok(out)
-            }
-            Backend::Postgres(s) => Ok(s.borrow_mut().query(sql, &values)?.into_iter().map(Row).collect()),
+            Backend::Sqlite(c) => sqlite_query(&c.lock().unwrap_or_else(PoisonError::into_inner), sql, values),
+            Backend::Postgres(c) => Ok(super::postgres::query(c, sql, &values).await?.into_iter().map(Row).collect()),
         }
     }
 
     /// Runs `sql` and returns its first row, if any.
-    pub fn query_opt(&self, sql: &str, args: &[&dyn ToValue]) -> Result<Option<Row>> {
-        Ok(self.query(sql, args)?.into_iter().next())
+    pub async fn query_opt(&self, sql: &str, args: &[&dyn ToValue]) -> Result<Option<Row>> {
+        Ok(self.query(sql, args).await?.into_iter().next())
     }
 
     /// Runs `sql`, which always returns a row (an aggregate, `EXISTS`).
-    pub fn query_one(&self, sql: &str, args: &[&dyn ToValue]) -> Result<Row> {
-        self.query_opt(sql, args)?
+    pub async fn query_one(&self, sql: &str, args: &[&dyn ToValue]) -> Result<Row> {
+        self.query_opt(sql, args)
+            .await?
             .ok_or_else(|| StoreError::Corrupt("a query that always answers returned nothing".into()))
     }
 
     /// Runs `sql` and returns how many rows it changed.
-    pub fn execute(&self, sql: &str, args: &[&dyn ToValue]) -> Result<u64> {
+    pub async fn execute(&self, sql: &str, args: &[&dyn ToValue]) -> Result<u64> {
         let values: Vec<Value> = args.iter().map(|a| a.to_value()).collect();
         match &self.backend {
             Backend::Sqlite(c) => {
+                let conn = c.lock().unwrap_or_else(PoisonError::into_inner);
                 let n =
-                    c.prepare_cached(sql)?.execute(rusqlite::params_from_iter(values.into_iter().map(to_sqlite)))?;
+                    conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(values.into_iter().map(to_sqlite)))?;
                 Ok(n as u64)
             }
-            Backend::Postgres(s) => Ok(s.borrow_mut().execute(sql, &values)?),
+            Backend::Postgres(c) => super::postgres::execute(c, sql, &values).await,
         }
     }
 
     /// Runs several statements without arguments (migrations, savepoints).
-    pub(super) fn batch(&self, sql: &str) -> Result<()> {
+    pub(super) async fn batch(&self, sql: &str) -> Result<()> {
         match &self.backend {
-            Backend::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Backend::Postgres(s) => s.borrow_mut().batch(sql),
+            Backend::Sqlite(c) => Ok(c.lock().unwrap_or_else(PoisonError::into_inner).execute_batch(sql)?),
+            Backend::Postgres(c) => Ok(c.batch_execute(sql).await?),
         }
     }
+}
+
+fn sqlite_query(c: &rusqlite::Connection, sql: &str, values: Vec<Value>) -> Result<Vec<Row>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let columns = stmt.column_count();
+    let mut rows = stmt.query(rusqlite::params_from_iter(values.into_iter().map(to_sqlite)))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(columns);
+        for i in 0..columns {
+            values.push(from_sqlite(row.get_ref(i)?));
+        }
+        out.push(Row(values));
+    }
+    Ok(out)
 }
 
 fn to_sqlite(v: Value) -> SqliteValue {
@@ -305,18 +312,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sqlite_round_trip() {
-        let c = rusqlite::Connection::open_in_memory().expect("open");
+    #[tokio::test]
+    async fn sqlite_round_trip() {
+        let c = Mutex::new(rusqlite::Connection::open_in_memory().expect("open"));
         let conn = Conn::sqlite(&c);
-        conn.batch("CREATE TABLE t (i INTEGER, s TEXT, b BLOB)").expect("create");
+        conn.batch("CREATE TABLE t (i INTEGER, s TEXT, b BLOB)").await.expect("create");
         let none: Option<i64> = None;
         assert_eq!(
-            conn.execute("INSERT INTO t VALUES (?1, ?2, ?3)", args![7i64, "x", vec![1u8, 2]]).expect("insert"),
+            conn.execute("INSERT INTO t VALUES (?1, ?2, ?3)", args![7i64, "x", vec![1u8, 2]]).await.expect("insert"),
             1
         );
-        conn.execute("INSERT INTO t VALUES (?1, ?2, ?3)", args![none, none, none]).expect("insert nulls");
-        let rows = conn.query("SELECT i, s, b FROM t ORDER BY i", args![]).expect("select");
+        conn.execute("INSERT INTO t VALUES (?1, ?2, ?3)", args![none, none, none]).await.expect("insert nulls");
+        let rows = conn.query("SELECT i, s, b FROM t ORDER BY i", args![]).await.expect("select");
         assert_eq!(rows[0].get::<Option<i64>>(0).expect("null"), None);
         assert_eq!(rows[1].get::<i64>(0).expect("int"), 7);
         assert_eq!(rows[1].get::<String>(1).expect("text"), "x");

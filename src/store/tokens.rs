@@ -34,7 +34,7 @@ pub enum SessionWrite {
 /// writes nothing, and the others stand. The key states are read once per key, before any
 /// write, and the token records go in one statement on PostgreSQL. An `Err` of the whole is
 /// a failed statement: the caller rolls the transaction back.
-pub fn record_batch(tx: &Conn<'_>, batch: &[&Recording]) -> Result<Vec<Result<()>>> {
+pub async fn record_batch(tx: &Conn<'_>, batch: &[&Recording]) -> Result<Vec<Result<()>>> {
     let mut signing: HashMap<&KeyId, bool> = HashMap::new();
     let mut outcomes = Vec::with_capacity(batch.len());
     for r in batch {
@@ -42,7 +42,7 @@ pub fn record_batch(tx: &Conn<'_>, batch: &[&Recording]) -> Result<Vec<Result<()
         let signs = match signing.get(kid) {
             Some(signs) => *signs,
             None => {
-                let signs = super::keys::state(tx, kid)? == Some(KeyState::Active);
+                let signs = super::keys::state(tx, kid).await? == Some(KeyState::Active);
                 signing.insert(kid, signs);
                 signs
             }
@@ -50,7 +50,7 @@ pub fn record_batch(tx: &Conn<'_>, batch: &[&Recording]) -> Result<Vec<Result<()
         outcomes.push(if !signs {
             Err(StoreError::KeyStoppedSigning(kid.clone()))
         } else if let Some(hash) = &r.spends {
-            if super::refresh::spend(tx, hash, r.token.iat)? {
+            if super::refresh::spend(tx, hash, r.token.iat).await? {
                 Ok(())
             } else {
                 Err(StoreError::RefreshSpent)
@@ -61,14 +61,14 @@ pub fn record_batch(tx: &Conn<'_>, batch: &[&Recording]) -> Result<Vec<Result<()
     }
     let standing: Vec<&Recording> =
         batch.iter().zip(&outcomes).filter(|(_, outcome)| outcome.is_ok()).map(|(r, _)| *r).collect();
-    insert_many(tx, &standing)?;
+    insert_many(tx, &standing).await?;
     for row in standing.iter().filter_map(|r| r.refresh.as_ref()) {
-        super::refresh::insert(tx, row)?;
+        super::refresh::insert(tx, row).await?;
     }
     for write in standing.iter().filter_map(|r| r.session.as_ref()) {
         match write {
-            SessionWrite::Start(row) => super::sessions::insert(tx, row)?,
-            SessionWrite::Refreshed { id, at } => super::sessions::refreshed(tx, id, *at)?,
+            SessionWrite::Start(row) => super::sessions::insert(tx, row).await?,
+            SessionWrite::Refreshed { id, at } => super::sessions::refreshed(tx, id, *at).await?,
         }
     }
     Ok(outcomes)
@@ -77,9 +77,14 @@ pub fn record_batch(tx: &Conn<'_>, batch: &[&Recording]) -> Result<Vec<Result<()
 /// Inserts the token records of `batch`: on PostgreSQL in one statement (a JSON array of
 /// rows, so the statement is the same whatever the batch's size and stays prepared); on
 /// SQLite row by row, since its statements run in this process anyway.
-fn insert_many(tx: &Conn<'_>, batch: &[&Recording]) -> Result<()> {
+async fn insert_many(tx: &Conn<'_>, batch: &[&Recording]) -> Result<()> {
     match tx.dialect() {
-        Dialect::Sqlite => batch.iter().try_for_each(|r| insert(tx, &r.token)),
+        Dialect::Sqlite => {
+            for r in batch {
+                insert(tx, &r.token).await?;
+            }
+            Ok(())
+        }
         Dialect::Postgres if batch.is_empty() => Ok(()),
         Dialect::Postgres => {
             let rows: Vec<serde_json::Value> = batch
@@ -106,13 +111,14 @@ fn insert_many(tx: &Conn<'_>, batch: &[&Recording]) -> Result<()> {
                  SELECT jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family
                  FROM json_populate_recordset(NULL::issued_tokens, ?1::text::json)",
                 args![rows],
-            )?;
+            )
+            .await?;
             Ok(())
         }
     }
 }
 
-pub fn insert(tx: &Conn<'_>, t: &TokenRecord) -> Result<()> {
+pub async fn insert(tx: &Conn<'_>, t: &TokenRecord) -> Result<()> {
     let aud = serde_json::to_string(&t.aud).unwrap_or_else(|_| "[]".into());
     tx.execute(
         "INSERT INTO issued_tokens (jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family)
@@ -129,18 +135,21 @@ pub fn insert(tx: &Conn<'_>, t: &TokenRecord) -> Result<()> {
             t.issued_by,
             t.family
         ],
-    )?;
+    )
+    .await?;
     Ok(())
 }
 
 /// The latest `exp` of the tokens signed by each live (not expired, not revoked) key.
-pub fn last_exp_by_live_key(conn: &Conn<'_>) -> Result<HashMap<KeyId, Instant>> {
+pub async fn last_exp_by_live_key(conn: &Conn<'_>) -> Result<HashMap<KeyId, Instant>> {
     // One index probe per live key (issued_tokens_kid_exp), whatever the history's size.
-    let rows = conn.query(
-        "SELECT k.kid, (SELECT max(t.exp) FROM issued_tokens t WHERE t.kid = k.kid) AS last
+    let rows = conn
+        .query(
+            "SELECT k.kid, (SELECT max(t.exp) FROM issued_tokens t WHERE t.kid = k.kid) AS last
          FROM signing_keys k WHERE k.state IN ('pending', 'active', 'retired')",
-        args![],
-    )?;
+            args![],
+        )
+        .await?;
     let mut out = HashMap::new();
     for row in rows {
         if let Some(last) = row.get::<Option<i64>>(1)? {
@@ -152,9 +161,9 @@ pub fn last_exp_by_live_key(conn: &Conn<'_>) -> Result<HashMap<KeyId, Instant>> 
 
 /// The latest `exp` of the tokens signed by one key, read inside the transaction that
 /// expires it so a token recorded a moment earlier is never missed.
-pub fn last_exp(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<Instant>> {
+pub async fn last_exp(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<Instant>> {
     let v: Option<i64> =
-        conn.query_one("SELECT max(exp) FROM issued_tokens WHERE kid = ?1", args![kid.as_str()])?.get(0)?;
+        conn.query_one("SELECT max(exp) FROM issued_tokens WHERE kid = ?1", args![kid.as_str()]).await?.get(0)?;
     Ok(v.map(from_unix))
 }
 
@@ -163,19 +172,21 @@ pub fn last_exp(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<Instant>> {
 pub type LiveToken = (String, String, Option<String>, Option<String>, Instant);
 
 /// The unexpired tokens `kid` signed, for counting those not already revoked.
-pub fn live_of_key(conn: &Conn<'_>, kid: &KeyId, now: Instant) -> Result<Vec<LiveToken>> {
+pub async fn live_of_key(conn: &Conn<'_>, kid: &KeyId, now: Instant) -> Result<Vec<LiveToken>> {
     conn.query(
         "SELECT jti, sub, client_id, family, iat FROM issued_tokens WHERE kid = ?1 AND exp > ?2",
         args![kid.as_str(), to_unix(now)],
-    )?
+    )
+    .await?
     .iter()
     .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, from_unix(r.get(4)?))))
     .collect()
 }
 
 /// One issued token by jti.
-pub fn get(conn: &Conn<'_>, jti: &str) -> Result<Option<TokenRecord>> {
-    conn.query_opt(&format!("SELECT {TOKEN_COLUMNS} FROM issued_tokens WHERE jti = ?1"), args![jti])?
+pub async fn get(conn: &Conn<'_>, jti: &str) -> Result<Option<TokenRecord>> {
+    conn.query_opt(&format!("SELECT {TOKEN_COLUMNS} FROM issued_tokens WHERE jti = ?1"), args![jti])
+        .await?
         .as_ref()
         .map(token_from_row)
         .transpose()
@@ -201,37 +212,42 @@ fn token_from_row(r: &Row) -> Result<TokenRecord> {
 }
 
 /// Issued tokens matching `q` at `now`, newest first, with each row's cursor.
-pub fn list(conn: &Conn<'_>, q: &TokenQuery, now: Instant) -> Result<Vec<(i64, TokenRecord)>> {
+pub async fn list(conn: &Conn<'_>, q: &TokenQuery, now: Instant) -> Result<Vec<(i64, TokenRecord)>> {
     let unexpired_at = (q.lifetime == Some(Lifetime::Unexpired)).then_some(to_unix(now));
     let expired_at = (q.lifetime == Some(Lifetime::Expired)).then_some(to_unix(now));
-    let rows = conn.query(
-        &format!(
-            "SELECT {TOKEN_COLUMNS} FROM issued_tokens
+    let rows = conn
+        .query(
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM issued_tokens
              WHERE (CAST(?1 AS TEXT) IS NULL OR sub = ?1) AND (CAST(?2 AS TEXT) IS NULL OR client_id = ?2)
                AND (CAST(?3 AS TEXT) IS NULL OR kid = ?3) AND (CAST(?4 AS BIGINT) IS NULL OR exp > ?4)
                AND (CAST(?5 AS BIGINT) IS NULL OR exp <= ?5) AND (CAST(?6 AS BIGINT) IS NULL OR rowid < ?6)
              ORDER BY rowid DESC LIMIT ?7"
-        ),
-        args![q.sub, q.client_id, q.kid, unexpired_at, expired_at, q.before, q.limit],
-    )?;
+            ),
+            args![q.sub, q.client_id, q.kid, unexpired_at, expired_at, q.before, q.limit],
+        )
+        .await?;
     rows.iter().map(|r| Ok((r.get::<i64>(10)?, token_from_row(r)?))).collect()
 }
 
 /// The latest `exp` of tokens matching a subject, client or key (for pruning revocations).
-pub fn last_exp_of(conn: &Conn<'_>, column: &str, value: &str) -> Result<Option<Instant>> {
+pub async fn last_exp_of(conn: &Conn<'_>, column: &str, value: &str) -> Result<Option<Instant>> {
     let column = match column {
         "sub" => "sub",
         "client_id" => "client_id",
         _ => "kid",
     };
-    let v: Option<i64> =
-        conn.query_one(&format!("SELECT max(exp) FROM issued_tokens WHERE {column} = ?1"), args![value])?.get(0)?;
+    let v: Option<i64> = conn
+        .query_one(&format!("SELECT max(exp) FROM issued_tokens WHERE {column} = ?1"), args![value])
+        .await?
+        .get(0)?;
     Ok(v.map(from_unix))
 }
 
 /// The jtis and exps of a refresh family's access tokens still unexpired at `now`.
-pub fn live_of_family(conn: &Conn<'_>, family: &str, now: Instant) -> Result<Vec<(String, Instant)>> {
-    conn.query("SELECT jti, exp FROM issued_tokens WHERE family = ?1 AND exp > ?2", args![family, to_unix(now)])?
+pub async fn live_of_family(conn: &Conn<'_>, family: &str, now: Instant) -> Result<Vec<(String, Instant)>> {
+    conn.query("SELECT jti, exp FROM issued_tokens WHERE family = ?1 AND exp > ?2", args![family, to_unix(now)])
+        .await?
         .iter()
         .map(|r| Ok((r.get(0)?, from_unix(r.get(1)?))))
         .collect()
@@ -239,18 +255,21 @@ pub fn live_of_family(conn: &Conn<'_>, family: &str, now: Instant) -> Result<Vec
 
 /// Tokens issued per `bucket` seconds from `since` on: (bucket index, count), empty buckets
 /// left out.
-pub fn issued_per(conn: &Conn<'_>, since: Instant, bucket: i64) -> Result<Vec<(i64, u64)>> {
+pub async fn issued_per(conn: &Conn<'_>, since: Instant, bucket: i64) -> Result<Vec<(i64, u64)>> {
     conn.query(
         "SELECT (iat - ?1) / ?2 AS b, count(*) FROM issued_tokens WHERE iat >= ?1 GROUP BY b ORDER BY b",
         args![to_unix(since), bucket],
-    )?
+    )
+    .await?
     .iter()
     .map(|r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)? as u64)))
     .collect()
 }
 
 /// How many tokens were issued at or after `since`.
-pub fn issued_since(conn: &Conn<'_>, since: Instant) -> Result<u64> {
-    Ok(conn.query_one("SELECT count(*) FROM issued_tokens WHERE iat >= ?1", args![to_unix(since)])?.get::<i64>(0)?
-        as u64)
+pub async fn issued_since(conn: &Conn<'_>, since: Instant) -> Result<u64> {
+    Ok(conn
+        .query_one("SELECT count(*) FROM issued_tokens WHERE iat >= ?1", args![to_unix(since)])
+        .await?
+        .get::<i64>(0)? as u64)
 }

@@ -17,7 +17,6 @@ use super::source::ClientAddress;
 use super::wellknown::{Cached, IfNoneMatch};
 use crate::credentials::Authorization;
 use crate::duration::parse_duration;
-use crate::error::Error;
 use crate::keys::jwks::Document;
 use crate::keys::{Algorithm, KeyId};
 use crate::records::{Lifetime, TokenQuery};
@@ -49,19 +48,6 @@ pub fn routes() -> Vec<Route> {
         end_sessions_of,
         revocation_feed
     ]
-}
-
-/// Runs blocking service work off the async threads.
-pub async fn blocking<T, F>(service: &Arc<Keyturn>, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Keyturn) -> Result<T, Error> + Send + 'static,
-{
-    let service = service.clone();
-    tokio::task::spawn_blocking(move || f(&service))
-        .await
-        .map_err(|e| ApiError::new(Status::InternalServerError, "server_error", format!("task failed: {e}")))?
-        .map_err(ApiError::from)
 }
 
 /// An authenticated API caller.
@@ -158,7 +144,7 @@ impl<'r> FromRequest<'r> for Caller {
             Some(answer) => Ok(answer),
             None => {
                 let presented = presented.to_owned();
-                blocking(service, move |s| s.authenticate_api_key(&presented)).await
+                service.authenticate_api_key(&presented).await.map_err(ApiError::from)
             }
         };
         match found {
@@ -183,7 +169,7 @@ fn parse_alg(alg: Option<&str>) -> Result<Option<Algorithm>, ApiError> {
 #[get("/api/v1/keys")]
 async fn list_keys(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let keys = blocking(service, |s| s.list_keys()).await?;
+    let keys = service.list_keys().await.map_err(ApiError::from)?;
     Ok(Json(json!({ "keys": keys })))
 }
 
@@ -210,10 +196,10 @@ async fn rotate(
     let (mode, dry_run) = (body.mode, body.dry_run);
     let actor = caller.actor();
     if dry_run {
-        let preview = blocking(service, move |s| s.rotate_preview(alg, mode)).await?;
+        let preview = async { service.rotate_preview(alg, mode) }.await.map_err(ApiError::from)?;
         return Ok((Status::Ok, Json(json!(preview))));
     }
-    let outcome = blocking(service, move |s| s.rotate(alg, mode, &actor)).await?;
+    let outcome = service.rotate(alg, mode, &actor).await.map_err(ApiError::from)?;
     let status = if outcome.done { Status::Ok } else { Status::Accepted };
     Ok((status, Json(json!(outcome))))
 }
@@ -236,7 +222,7 @@ async fn revoke_key(
     let kid = KeyId::new(kid);
     let actor = caller.actor();
     let reason = body.into_inner().reason;
-    let outcome = blocking(service, move |s| s.revoke_key(&kid, &reason, &actor)).await?;
+    let outcome = service.revoke_key(&kid, &reason, &actor).await.map_err(ApiError::from)?;
     Ok(Json(json!(outcome)))
 }
 
@@ -256,7 +242,7 @@ async fn put_schedule(
     caller.require_admin()?;
     let actor = caller.actor();
     let change = body.into_inner();
-    let view = blocking(service, move |s| s.update_policy(&change, &actor)).await?;
+    let view = service.update_policy(&change, &actor).await.map_err(ApiError::from)?;
     Ok(Json(json!(view)))
 }
 
@@ -284,7 +270,7 @@ async fn audit(
     caller.require_admin()?;
     let (before, limit) = (strict("before", before)?, strict("limit", limit)?);
     let limit = limit.unwrap_or(100).clamp(1, 1000);
-    let entries = blocking(service, move |s| s.audit(before, limit)).await?;
+    let entries = service.audit(before, limit).await.map_err(ApiError::from)?;
     let next = if entries.len() as u32 == limit { entries.last().map(|e| e.id) } else { None };
     Ok(Json(json!({ "entries": entries, "next": next })))
 }
@@ -344,7 +330,7 @@ async fn issue_token(
         session_label: body.session_label,
         session_owner: Some(crate::service::sessions::api_key_owner(&caller.key.id)),
     };
-    Ok(Json(service.issue_token_async(req, caller.actor()).await.map_err(ApiError::from)?))
+    Ok(Json(service.issue_token(&req, &caller.actor()).await.map_err(ApiError::from)?))
 }
 
 #[get("/api/v1/tokens?<sub>&<client_id>&<kid>&<active>&<before>&<limit>")]
@@ -377,7 +363,7 @@ async fn list_tokens(
         before,
         limit,
     };
-    let tokens = blocking(service, move |s| s.list_tokens(&query)).await?;
+    let tokens = service.list_tokens(&query).await.map_err(ApiError::from)?;
     let next = if tokens.len() as u32 == limit { tokens.last().map(|t| t.cursor) } else { None };
     Ok(Json(json!({ "tokens": tokens, "next": next })))
 }
@@ -410,7 +396,7 @@ async fn create_client(
         .transpose()?;
     let new = NewClient { name: body.name, scopes: body.scopes, audiences: body.audiences, max_ttl };
     let actor = caller.actor();
-    let (view, secret) = blocking(service, move |s| s.create_client(&new, &actor)).await?;
+    let (view, secret) = service.create_client(&new, &actor).await.map_err(ApiError::from)?;
     let mut out = json!(view);
     out["client_secret"] = Value::from(secret.as_str());
     Ok((Status::Created, Json(out)))
@@ -419,7 +405,7 @@ async fn create_client(
 #[get("/api/v1/clients")]
 async fn list_clients(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let clients = blocking(service, |s| s.list_clients()).await?;
+    let clients = service.list_clients().await.map_err(ApiError::from)?;
     Ok(Json(json!({ "clients": clients })))
 }
 
@@ -431,7 +417,7 @@ async fn disable_client(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let (id, actor) = (client_id.to_owned(), caller.actor());
-    let view = blocking(service, move |s| s.disable_client(&id, &actor)).await?;
+    let view = service.disable_client(&id, &actor).await.map_err(ApiError::from)?;
     Ok(Json(json!(view)))
 }
 
@@ -468,7 +454,7 @@ async fn create_revocation(
     })?;
     let actor = caller.actor();
     let reason = b.reason;
-    let entry = blocking(service, move |s| s.revoke(&target, &reason, &actor)).await?;
+    let entry = service.revoke(&target, &reason, &actor).await.map_err(ApiError::from)?;
     Ok((Status::Created, Json(json!(entry))))
 }
 
@@ -488,7 +474,7 @@ async fn list_sessions(
         Some(_) => return Err(ApiError::invalid_request("`active` is `true` or `false`")),
     };
     let viewer = caller.session_viewer();
-    let sessions = blocking(service, move |s| s.list_sessions(&viewer, sub.as_deref(), active)).await?;
+    let sessions = service.list_sessions(&viewer, sub.as_deref(), active).await.map_err(ApiError::from)?;
     Ok(Json(json!({ "sessions": sessions })))
 }
 
@@ -520,7 +506,7 @@ async fn end_session(
         return Err(ApiError::invalid_request("a session is named in the path; `sub` belongs to /api/v1/sessions/end"));
     }
     let (id, viewer, actor, reason) = (id.to_owned(), caller.session_viewer(), caller.actor(), end_reason(body.reason));
-    blocking(service, move |s| s.end_session(&id, &viewer, &reason, &actor)).await?;
+    service.end_session(&id, &viewer, &reason, &actor).await.map_err(ApiError::from)?;
     Ok(Json(json!({})))
 }
 
@@ -537,7 +523,7 @@ async fn end_sessions_of(
     let sub =
         body.sub.filter(|s| !s.trim().is_empty()).ok_or_else(|| ApiError::invalid_request("`sub` is required"))?;
     let (viewer, actor, reason) = (caller.session_viewer(), caller.actor(), end_reason(body.reason));
-    let ended = blocking(service, move |s| s.end_sessions_of(&sub, &viewer, &reason, &actor)).await?;
+    let ended = service.end_sessions_of(&sub, &viewer, &reason, &actor).await.map_err(ApiError::from)?;
     Ok(Json(json!({ "ended": ended })))
 }
 
@@ -555,7 +541,7 @@ async fn revocation_feed(
     let (since, limit) = (strict("since", since)?, strict("limit", limit)?);
     let since = since.unwrap_or(0).max(0);
     let limit = limit.unwrap_or(1000).clamp(1, 10_000);
-    let (entries, next) = blocking(service, move |s| s.revocation_feed(since, limit)).await?;
+    let (entries, next) = service.revocation_feed(since, limit).await.map_err(ApiError::from)?;
     let body = serde_json::to_vec(&json!({ "revocations": entries, "next": next })).unwrap_or_default();
     Ok(Cached::with_cache_control(Document::new(body), ContentType::JSON, "private, max-age=5".into(), &inm))
 }

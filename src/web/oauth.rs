@@ -16,7 +16,7 @@ use rocket::response::{self, Responder};
 use rocket::{post, routes, Request, Response, Route, State};
 use serde_json::Value;
 
-use super::api::{blocking, Caller};
+use super::api::Caller;
 use super::error::ApiError;
 use super::source::ClientAddress;
 use crate::credentials::Authorization;
@@ -130,7 +130,7 @@ async fn authenticate(
     let Some((id, secret)) = creds else { return Err(ApiError::invalid_client("client authentication is required")) };
     let found = match service.authenticate_client_cached(&id, &secret) {
         Some(answer) => answer,
-        None => blocking(service, move |s| s.authenticate_client(&id, &secret)).await?,
+        None => service.authenticate_client(&id, &secret).await.map_err(ApiError::from)?,
     };
     match found {
         Some(client) => Ok(client),
@@ -190,7 +190,7 @@ async fn token(
                 .get("refresh_token")
                 .cloned()
                 .ok_or_else(|| ApiError::invalid_request("refresh_token is required"))?;
-            blocking(&service, move |s| s.redeem_refresh(&presented, client.as_ref())).await?
+            service.redeem_refresh(&presented, client.as_ref()).await.map_err(ApiError::from)?
         }
         other => {
             let shown: String = other.chars().take(64).collect();
@@ -246,13 +246,13 @@ async fn revoke(
         let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
         let viewer = caller.session_viewer();
         let actor = caller.actor();
-        blocking(&service, move |s| s.revoke_for_api_key(&token, &viewer, &actor)).await?;
+        service.revoke_for_api_key(&token, &viewer, &actor).await.map_err(ApiError::from)?;
         return Ok(Status::Ok);
     }
     let creds = client_credentials(&auth, &form)?;
     let client = authenticate(&service, creds, from).await?;
     let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
-    blocking(&service, move |s| s.revoke_for_client(&token, &client)).await?;
+    service.revoke_for_client(&token, &client).await.map_err(ApiError::from)?;
     Ok(Status::Ok)
 }
 

@@ -126,13 +126,8 @@ async fn readyz(service: &State<Arc<Keyturn>>) -> (Status, (ContentType, String)
 /// Prometheus metrics, in OpenMetrics text.
 #[get("/metrics")]
 async fn metrics(service: &State<Arc<Keyturn>>) -> Result<(ContentType, String), Status> {
-    let s = service.inner().clone();
-    tokio::task::spawn_blocking(move || s.metrics_text())
-        .await
-        .map_err(|_| Status::InternalServerError)?
-        .map(|text| (openmetrics(), text))
-        .map_err(|e| {
-            tracing::error!("rendering metrics failed: {e}");
-            Status::InternalServerError
-        })
+    service.metrics_text().await.map(|text| (openmetrics(), text)).map_err(|e| {
+        tracing::error!("rendering metrics failed: {e}");
+        Status::InternalServerError
+    })
 }

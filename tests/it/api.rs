@@ -26,10 +26,11 @@ impl Api {
     pub async fn start(env: &[(&str, &str)]) -> Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = support::start(dir.path(), env, fake_clock()).await;
-        let make =
-            |role, name: &str| server.service.create_api_key(role, name, &Actor::cli()).expect("api key").1.to_string();
+        let make = async |role, name: &str| {
+            server.service.create_api_key(role, name, &Actor::cli()).await.expect("api key").1.to_string()
+        };
         let (admin, issuer, verifier) =
-            (make(Role::Admin, "ops"), make(Role::Issuer, "backend"), make(Role::Verifier, "rs"));
+            (make(Role::Admin, "ops").await, make(Role::Issuer, "backend").await, make(Role::Verifier, "rs").await);
         Api { server, admin, issuer, verifier, _dir: dir }
     }
 
@@ -59,7 +60,7 @@ impl Api {
     pub async fn advance(&self, by: Duration) {
         self.server.service.clock().advance(by);
         let s = self.server.service.clone();
-        tokio::task::spawn_blocking(move || s.tick()).await.expect("join").expect("tick");
+        s.tick().await.expect("tick");
     }
 
     pub async fn stop(self) {
@@ -137,7 +138,7 @@ async fn authentication_and_roles() {
     let (status, _) = api.call("GET", "/api/v1/keys", Some(&format!("{}x", api.admin)), None).await;
     assert_eq!(status, 401, "a wrong secret for a cached key");
     let id = api.admin.trim_start_matches("kt_").split('.').next().expect("id").to_owned();
-    api.server.service.revoke_api_key(&id, &Actor::cli()).expect("revoke");
+    api.server.service.revoke_api_key(&id, &Actor::cli()).await.expect("revoke");
     let (status, _) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
     assert_eq!(status, 401, "a revoked key is refused at once");
     api.stop().await;
@@ -264,12 +265,12 @@ async fn emergency_rotation_promotes_the_published_pending_key_at_once() {
 
 /// Without a published pending key (no scheduler here to generate one in between), the
 /// preview warns and a fresh key signs.
-#[test]
-fn emergency_rotation_without_a_published_pending_key_says_so_and_signs_with_a_fresh_one() {
+#[tokio::test]
+async fn emergency_rotation_without_a_published_pending_key_says_so_and_signs_with_a_fresh_one() {
     use keyturn::keys::KeyState;
     use keyturn::service::rotation::RotateMode;
     let dir = tempfile::tempdir().expect("tempdir");
-    let service = keyturn::service::Keyturn::open(support::config(dir.path(), &[]), fake_clock()).expect("open");
+    let service = keyturn::service::Keyturn::open(support::config(dir.path(), &[]), fake_clock()).await.expect("open");
     let pending = service.published().keys.iter().find(|k| k.state == KeyState::Pending).expect("pending").kid.clone();
     let db = support::database_of(service.config());
     support::execute(
@@ -277,18 +278,18 @@ fn emergency_rotation_without_a_published_pending_key_says_so_and_signs_with_a_f
         "UPDATE signing_keys SET state = 'expired', sealed_private = NULL WHERE kid = ?1",
         args![pending.as_str()],
     );
-    service.reload().expect("reload");
+    service.reload().await.expect("reload");
     let preview = service.rotate_preview(None, RotateMode::Emergency).expect("preview");
     assert!(preview.fresh_key, "the preview warns before the administrator confirms: {preview:?}");
     assert_eq!(preview.activate, None);
-    let done = service.rotate(None, RotateMode::Emergency, &Actor::cli()).expect("rotate");
+    let done = service.rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("rotate");
     assert!(done.fresh_key && done.done);
     let fresh = done.activate.expect("kid");
     assert_ne!(fresh, pending.to_string());
     let published = service.published();
     assert!(published.verifier(&fresh).is_some(), "the fresh key is published");
     assert_eq!(published.signer(service.resolve_alg(None).expect("alg")).expect("signer").kid().to_string(), fresh);
-    let audit = service.audit(None, 50).expect("audit");
+    let audit = service.audit(None, 50).await.expect("audit");
     let entry = audit.iter().find(|e| e.action == "key.rotate.emergency").expect("audited");
     assert!(entry.detail.as_deref().unwrap_or("").contains("until they refetch"), "{entry:?}");
 }
@@ -299,13 +300,13 @@ fn emergency_rotation_without_a_published_pending_key_says_so_and_signs_with_a_f
 /// jwks_max_age + clock_skew; a younger one stays pending and a fresh key signs, reported
 /// and audited as fresh. A second emergency within that time repeats nothing: it says what
 /// the first did (`repeated`), and is audited as asked again.
-#[test]
-fn a_second_emergency_rotation_says_what_the_first_did_and_an_unseen_pending_key_never_signs() {
+#[tokio::test]
+async fn a_second_emergency_rotation_says_what_the_first_did_and_an_unseen_pending_key_never_signs() {
     use keyturn::keys::KeyState;
     use keyturn::service::rotation::RotateMode;
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = fake_clock();
-    let service = keyturn::service::Keyturn::open(support::config(dir.path(), &[]), clock.clone()).expect("open");
+    let service = keyturn::service::Keyturn::open(support::config(dir.path(), &[]), clock.clone()).await.expect("open");
     let kid_of = |state| service.published().keys.iter().find(|k| k.state == state).map(|k| k.kid.to_string());
     let (active, young) = (kid_of(KeyState::Active).expect("active"), kid_of(KeyState::Pending).expect("pending"));
 
@@ -313,33 +314,33 @@ fn a_second_emergency_rotation_says_what_the_first_did_and_an_unseen_pending_key
     clock.advance(Duration::from_secs(60));
     let preview = service.rotate_preview(None, RotateMode::Emergency).expect("preview");
     assert!(preview.fresh_key, "the preview says a never-seen key will sign: {preview:?}");
-    let first = service.rotate(None, RotateMode::Emergency, &Actor::cli()).expect("rotate");
+    let first = service.rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("rotate");
     assert!(first.done && first.fresh_key && !first.repeated, "{first:?}");
     let fresh = first.activate.clone().expect("kid");
     assert_ne!(fresh, young, "the young pending key does not sign");
     assert_eq!(first.retire.as_deref(), Some(active.as_str()));
     assert_eq!(kid_of(KeyState::Pending).as_deref(), Some(young.as_str()), "it stays pending, its lead running");
-    let audit = service.audit(None, 50).expect("audit");
+    let audit = service.audit(None, 50).await.expect("audit");
     let entry = audit.iter().find(|e| e.action == "key.rotate.emergency").expect("audited");
     assert!(entry.detail.as_deref().unwrap_or("").contains("fresh key"), "audited as fresh: {entry:?}");
 
     // Asked again a moment later: nothing changes, and the answer is the first one's.
     clock.advance(Duration::from_secs(5));
-    let keys_before = service.list_keys().expect("keys").len();
-    let again = service.rotate(None, RotateMode::Emergency, &Actor::cli()).expect("rotate again");
+    let keys_before = service.list_keys().await.expect("keys").len();
+    let again = service.rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("rotate again");
     assert!(again.repeated && again.done && again.fresh_key, "{again:?}");
     assert_eq!(again.activate.as_deref(), Some(fresh.as_str()));
     assert_eq!(again.retire.as_deref(), Some(active.as_str()));
     assert_eq!(again.at, first.at);
-    assert_eq!(service.list_keys().expect("keys").len(), keys_before, "no key made");
+    assert_eq!(service.list_keys().await.expect("keys").len(), keys_before, "no key made");
     assert_eq!(kid_of(KeyState::Active).as_deref(), Some(fresh.as_str()));
-    let audit = service.audit(None, 50).expect("audit");
+    let audit = service.audit(None, 50).await.expect("audit");
     assert!(audit.iter().any(|e| e.action == "key.rotate.emergency.repeated"), "the repeat is audited");
 
     // Once the young key has been published for jwks_max_age + clock_skew, an emergency
     // promotes it: every caching verifier has it.
     clock.advance(Duration::from_secs(6 * 60));
-    let later = service.rotate(None, RotateMode::Emergency, &Actor::cli()).expect("a later emergency");
+    let later = service.rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("a later emergency");
     assert!(!later.repeated && !later.fresh_key, "{later:?}");
     assert_eq!(later.activate.as_deref(), Some(young.as_str()));
 }
@@ -552,7 +553,7 @@ async fn revoking_a_key_counts_only_live_unrevoked_tokens() {
         assert_eq!(status, 201);
     }
     let kid = keyturn::keys::KeyId::new(issued[0]["kid"].as_str().expect("kid"));
-    assert_eq!(api.server.service.live_tokens_of(&kid).expect("count"), 2, "6 live tokens, 4 already revoked");
+    assert_eq!(api.server.service.live_tokens_of(&kid).await.expect("count"), 2, "6 live tokens, 4 already revoked");
     let (status, body) = api
         .call("POST", &format!("/api/v1/keys/{kid}/revoke"), Some(&api.admin), Some(json!({"reason": "test"})))
         .await;
@@ -619,7 +620,7 @@ async fn a_normal_rotation_with_live_tokens_raises_no_false_warning() {
     let retired =
         keys["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == token["kid"]).expect("key").clone();
     assert_eq!(retired["state"], "retired", "the graceful rotation happened: {retired}");
-    let overview = api.server.service.overview().expect("overview");
+    let overview = api.server.service.overview().await.expect("overview");
     assert!(
         !overview.warnings.iter().any(|w| w.contains("leaves the JWKS")),
         "no false warning: {:?}",

@@ -1,8 +1,11 @@
 //! The layering ARCHITECTURE.md promises, checked on the source text (like rust-analyzer's
-//! tidy tests): only `store/` speaks SQL and names the database driver, and only `store/`
+//! tidy tests): only `store/` speaks SQL and names a database driver, and only `store/`
 //! and `service/` name the store. A rule broken anywhere fails here with the file and line.
 
 use std::path::{Path, PathBuf};
+
+/// The database drivers (and their pool): named only inside `store/`.
+const DRIVERS: &[&str] = &["rusqlite", "tokio_postgres", "deadpool", "postgres::"];
 
 /// Words that only SQL uses, as keyturn writes it (upper case).
 const SQL_WORDS: &[&str] = &[
@@ -61,8 +64,8 @@ fn offences(rel: &str, text: &str) -> Vec<(usize, String)> {
             if let Some(word) = SQL_WORDS.iter().find(|w| line.contains(*w)) {
                 out.push((n, format!("SQL ({}) outside store/", word.trim())));
             }
-            if line.contains("rusqlite") {
-                out.push((n, "the database driver named outside store/".into()));
+            if let Some(driver) = DRIVERS.iter().find(|d| line.contains(*d)) {
+                out.push((n, format!("the database driver ({driver}) named outside store/")));
             }
         }
         if !may_name_store && names_store(line) {
@@ -116,6 +119,9 @@ fn the_layering_check_catches_offences() {
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(offences("cli.rs", "use crate::{config, store};").len() == 1);
     assert!(offences("web/x.rs", "let c: rusqlite::Connection;").len() == 1);
+    assert!(offences("service/x.rs", "let c: deadpool_postgres::Object;").len() == 1);
+    assert!(offences("lib.rs", "use tokio_postgres::NoTls;").len() == 1);
+    assert!(offences("store/postgres.rs", "use tokio_postgres::NoTls;").is_empty(), "the store may");
     assert!(offences("service/mod.rs", "use crate::store::{self, meta};").is_empty(), "the service may");
     assert!(!offences("service/mod.rs", "let v = \"SELECT 1\";").is_empty(), "but writes no SQL");
     assert!(offences("store/keys.rs", "conn.execute(\"UPDATE signing_keys SET state = ?1\")").is_empty());

@@ -88,9 +88,9 @@ async fn attacks_are_refused_and_change_nothing() {
     // A revoked API key and a disabled client, made before the snapshot.
     let revoked_key = {
         let s = api.server.service.clone();
-        let key = tokio::task::spawn_blocking(move || {
-            let (identity, key) = s.create_api_key(Role::Issuer, "gone", &Actor::cli()).expect("api key");
-            s.revoke_api_key(&identity.id, &Actor::cli()).expect("revoke");
+        let key = tokio::spawn(async move {
+            let (identity, key) = s.create_api_key(Role::Issuer, "gone", &Actor::cli()).await.expect("api key");
+            s.revoke_api_key(&identity.id, &Actor::cli()).await.expect("revoke");
             key.to_string()
         })
         .await
@@ -136,11 +136,12 @@ async fn attacks_are_refused_and_change_nothing() {
     let session_access = session["access_token"].as_str().expect("token").to_owned();
     let other_app = {
         let s = api.server.service.clone();
-        let key = tokio::task::spawn_blocking(move || {
-            s.create_api_key(Role::Issuer, "other-app", &Actor::cli()).expect("key").1
-        })
-        .await
-        .expect("join");
+        let key =
+            tokio::spawn(
+                async move { s.create_api_key(Role::Issuer, "other-app", &Actor::cli()).await.expect("key").1 },
+            )
+            .await
+            .expect("join");
         bearer(&key)
     };
     let end_other = format!("/api/v1/sessions/{sid}/end");

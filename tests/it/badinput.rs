@@ -13,7 +13,8 @@ use crate::support::http;
 /// Row counts of every table a request could write.
 pub fn counts(api: &Api) -> Vec<(String, i64)> {
     let db = crate::support::database_of(api.server.service.config());
-    let mut out: Vec<(String, i64)> = [
+    let mut out: Vec<(String, i64)> = Vec::new();
+    for t in [
         "issued_tokens",
         "revocations",
         "clients",
@@ -23,12 +24,12 @@ pub fn counts(api: &Api) -> Vec<(String, i64)> {
         "settings",
         "api_keys",
         "sessions",
-    ]
-    .iter()
-    .map(|t| {
-        (t.to_string(), crate::support::scalar(&db, &format!("SELECT count(*) FROM {t}"), keyturn::store::args![]))
-    })
-    .collect();
+    ] {
+        out.push((
+            t.to_string(),
+            crate::support::scalar(&db, &format!("SELECT count(*) FROM {t}"), keyturn::store::args![]),
+        ));
+    }
     let ended = "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL";
     out.push(("ended sessions".into(), crate::support::scalar(&db, ended, keyturn::store::args![])));
     out

@@ -14,8 +14,8 @@ fn fields(stdout: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
-#[test]
-fn client_create_list_disable_and_apikey_create() {
+#[tokio::test]
+async fn client_create_list_disable_and_apikey_create() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     let data_text = data.display().to_string();
@@ -44,10 +44,10 @@ fn client_create_list_disable_and_apikey_create() {
     assert!(api_key.starts_with("kt_"));
 
     {
-        let service = Keyturn::open(config(&data, &[]), Clock::system()).expect("open");
-        assert!(service.authenticate_client(&id, &secret).expect("auth").is_some());
-        assert!(service.authenticate_client(&id, "wrong").expect("auth").is_none());
-        let who = service.authenticate_api_key(&api_key).expect("auth").expect("known");
+        let service = Keyturn::open(config(&data, &[]), Clock::system()).await.expect("open");
+        assert!(service.authenticate_client(&id, &secret).await.expect("auth").is_some());
+        assert!(service.authenticate_client(&id, "wrong").await.expect("auth").is_none());
+        let who = service.authenticate_api_key(&api_key).await.expect("auth").expect("known");
         assert_eq!((who.name.as_str(), who.role.as_str()), ("rs", "verifier"));
     }
 
@@ -57,9 +57,9 @@ fn client_create_list_disable_and_apikey_create() {
     assert_eq!(out.status.code(), Some(2), "already disabled");
     let out = run_keyturn(&["client", "create", "--name", "bad", "--audience", "has space"], &env, root.path());
     assert_eq!(out.status.code(), Some(2), "invalid input is exit 2");
-    let service = Keyturn::open(config(&data, &[]), Clock::system()).expect("open");
+    let service = Keyturn::open(config(&data, &[]), Clock::system()).await.expect("open");
     assert!(
-        service.authenticate_client(&id, &secret).expect("auth").is_none(),
+        service.authenticate_client(&id, &secret).await.expect("auth").is_none(),
         "a disabled client cannot authenticate"
     );
 }
@@ -96,8 +96,8 @@ fn first_start_logs_a_one_time_setup_link_that_works() {
 /// `config check` shows the timing settings in force and where each comes from: pinned by
 /// the configuration, stored through the dashboard or the API, or the default — and creates
 /// nothing when there is no database yet.
-#[test]
-fn config_check_shows_the_values_in_force_and_their_source() {
+#[tokio::test]
+async fn config_check_shows_the_values_in_force_and_their_source() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     let data_text = data.display().to_string();
@@ -123,13 +123,13 @@ fn config_check_shows_the_values_in_force_and_their_source() {
         assert!(!data.join("keyturn.db").exists(), "config check creates no database");
     }
     {
-        let service = Keyturn::open(config(&data, &[]), crate::support::fake_clock()).expect("open");
+        let service = Keyturn::open(config(&data, &[]), crate::support::fake_clock()).await.expect("open");
         let change = keyturn::service::policy::PolicyChange {
             cron: Some("0 3 * * *".into()),
             leeway: Some("2m".into()),
             ..Default::default()
         };
-        service.update_policy(&change, &keyturn::service::Actor::cli()).expect("store a schedule");
+        service.update_policy(&change, &keyturn::service::Actor::cli()).await.expect("store a schedule");
     }
     let text = check(&[("KEYTURN_LEEWAY", "5m")]);
     assert_eq!(

@@ -199,10 +199,9 @@ fn ten_nodes_started_at_once_on_an_empty_database_make_one_key_set() {
     }
     let refs: Vec<&Daemon> = nodes.iter().collect();
     eventually("one JWKS on every node", Duration::from_secs(5), || same_everywhere(&refs, "/.well-known/jwks.json"));
-    let db = keyturn::store::Store::open_at(&keyturn::store::Location::Postgres(Box::new(
+    let db = crate::support::Db::open(keyturn::store::Location::Postgres(Box::new(
         keyturn::store::Target::parse(&cluster.url).expect("url"),
-    )))
-    .expect("open");
+    )));
     let counts = crate::support::rows(
         &db,
         "SELECT alg, state, count(*) FROM signing_keys GROUP BY alg, state ORDER BY alg, state",
@@ -217,8 +216,6 @@ fn ten_nodes_started_at_once_on_an_empty_database_make_one_key_set() {
     assert_eq!(counts, want, "exactly one active and one pending key per algorithm");
     let migrations = crate::support::scalar(&db, "SELECT version FROM keyturn_schema", keyturn::store::args![]);
     assert_eq!(migrations, keyturn::store::SCHEMA_VERSION);
-    // Dropped off the async runtime: PostgreSQL clients own a runtime of their own.
-    drop(db);
 }
 
 #[test]
@@ -486,8 +483,9 @@ async fn three_nodes_and_a_strict_verifier_through_two_hundred_rotations() {
         nodes.push(crate::support::start(&cluster.data(name), &env, clock.clone()).await);
     }
     let svc = nodes[0].service.clone();
-    let issuer = tokio::task::spawn_blocking(move || {
+    let issuer = tokio::spawn(async move {
         svc.create_api_key(keyturn::service::apikeys::Role::Issuer, "svc", &keyturn::service::Actor::cli())
+            .await
             .expect("key")
             .1
             .to_string()
@@ -496,7 +494,7 @@ async fn three_nodes_and_a_strict_verifier_through_two_hundred_rotations() {
     .expect("join");
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let db = crate::support::database_of(nodes[0].service.config());
-    let activations = |db: &keyturn::store::Store| {
+    let activations = |db: &crate::support::Db| {
         crate::support::scalar(
             db,
             "SELECT count(*) FROM signing_keys WHERE activated_at IS NOT NULL",
@@ -515,7 +513,7 @@ async fn three_nodes_and_a_strict_verifier_through_two_hundred_rotations() {
         // Every node's housekeeping runs; the lease holder applies what fell due.
         for n in &nodes {
             let s = n.service.clone();
-            tokio::task::spawn_blocking(move || s.tick().expect("tick")).await.expect("join");
+            tokio::spawn(async move { s.tick().await.expect("tick") }).await.expect("join");
         }
         // Every node serves the same key set (same ETag) within a second of a change.
         let mut tags = Vec::new();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use keyturn::store::{args, Dialect, Store};
+use keyturn::store::{args, Dialect};
 
 use crate::daemon::{client, fast_env, keyturn_once, Daemon};
 use crate::support::{rows, scalar};
@@ -34,7 +34,7 @@ fn emergency_kids(audit: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
-fn check(d: &Daemon, key: &str, db: &Store, known: &mut BTreeSet<String>, acked: &[Acked], round: usize) {
+fn check(d: &Daemon, key: &str, db: &crate::support::Db, known: &mut BTreeSet<String>, acked: &[Acked], round: usize) {
     // The key list is read from the database and the JWKS from memory, rebuilt just after
     // each transition commits: read both until they describe the same moment.
     let (keys, published, state) =

@@ -16,9 +16,9 @@ struct Session {
 /// Creates the administrator alice through a setup link.
 async fn create_alice(api: &Api) {
     let svc = api.server.service.clone();
-    tokio::task::spawn_blocking(move || {
-        let link = svc.create_setup_link(&Actor::cli()).expect("link");
-        svc.complete_setup(&link, "alice", PW, None).expect("setup");
+    tokio::spawn(async move {
+        let link = svc.create_setup_link(&Actor::cli()).await.expect("link");
+        svc.complete_setup(&link, "alice", PW, None).await.expect("setup");
     })
     .await
     .expect("join");
@@ -69,7 +69,7 @@ async fn bad_form_input_is_refused_with_the_form_and_changes_nothing() {
     let api = Api::start(&[]).await;
     let s = sign_in(&api).await;
     let svc = api.server.service.clone();
-    let clients = move || svc.list_clients().expect("clients").len();
+    let clients = async move || svc.list_clients().await.expect("clients").len();
 
     let (status, html) = post(
         &api,
@@ -80,11 +80,11 @@ async fn bad_form_input_is_refused_with_the_form_and_changes_nothing() {
     .await;
     assert_eq!(status, 400, "{html}");
     assert!(html.contains("10 minutes"), "the page names the bad value: {html}");
-    assert_eq!(clients(), 0, "no client was registered with another lifetime");
+    assert_eq!(clients().await, 0, "no client was registered with another lifetime");
 
     let svc = api.server.service.clone();
-    let tokens = move || {
-        svc.list_tokens(&keyturn::records::TokenQuery { limit: 100, ..Default::default() }).expect("tokens").len()
+    let tokens = async move || {
+        svc.list_tokens(&keyturn::records::TokenQuery { limit: 100, ..Default::default() }).await.expect("tokens").len()
     };
     let (status, html) = post(
         &api,
@@ -95,7 +95,7 @@ async fn bad_form_input_is_refused_with_the_form_and_changes_nothing() {
     .await;
     assert_eq!(status, 400, "{html}");
     assert!(html.contains("HS256"), "the page names the bad algorithm: {html}");
-    assert_eq!(tokens(), 0, "no token was issued with another algorithm");
+    assert_eq!(tokens().await, 0, "no token was issued with another algorithm");
     api.stop().await;
 }
 
@@ -172,7 +172,7 @@ async fn the_dashboard_removes_an_administrator_but_never_the_last() {
     let api = Api::start(&[]).await;
     let s = sign_in(&api).await;
     let svc = api.server.service.clone();
-    tokio::task::spawn_blocking(move || svc.add_admin("bob", PW, &Actor::cli()).expect("bob")).await.expect("join");
+    tokio::spawn(async move { svc.add_admin("bob", PW, &Actor::cli()).await.expect("bob") }).await.expect("join");
     let (status, page) = get(&api, Some(&s), "/admin/admins").await;
     assert_eq!(status, 200);
     assert!(page.contains("/admin/admins/bob/remove"), "a Remove link per administrator");
@@ -182,11 +182,11 @@ async fn the_dashboard_removes_an_administrator_but_never_the_last() {
     let (status, page) = post(&api, &s, "/admin/admins/bob/remove", &[]).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Administrator bob removed"), "a message says what happened");
-    assert_eq!(api.server.service.admin_count().expect("count"), 1);
+    assert_eq!(api.server.service.admin_count().await.expect("count"), 1);
     let (status, page) = post(&api, &s, "/admin/admins/alice/remove", &[]).await;
     assert_eq!(status, 409, "the last administrator stays");
     assert!(page.contains("last administrator"), "{page}");
-    assert_eq!(api.server.service.admin_count().expect("count"), 1);
+    assert_eq!(api.server.service.admin_count().await.expect("count"), 1);
     api.stop().await;
 }
 
@@ -207,14 +207,14 @@ async fn the_pages_help_a_newcomer_find_their_way() {
     let keys = get(&api, Some(&s), "/admin/keys").await.1;
     // The token form says what its fields may hold; every page writes times one way.
     let svc = api.server.service.clone();
-    let created = tokio::task::spawn_blocking(move || {
+    let created = tokio::spawn(async move {
         let new = keyturn::service::clients::NewClient {
             name: "orders".into(),
             scopes: vec!["orders:read".into()],
             audiences: vec!["orders-api".into()],
             max_ttl: None,
         };
-        svc.create_client(&new, &Actor::cli()).expect("client").0
+        svc.create_client(&new, &Actor::cli()).await.expect("client").0
     })
     .await
     .expect("join");
@@ -247,14 +247,14 @@ async fn actions_say_what_they_did() {
     let api = Api::start(&[]).await;
     let s = sign_in(&api).await;
     let svc = api.server.service.clone();
-    let client = tokio::task::spawn_blocking(move || {
+    let client = tokio::spawn(async move {
         let new = keyturn::service::clients::NewClient {
             name: "orders".into(),
             scopes: vec![],
             audiences: vec!["orders-api".into()],
             max_ttl: None,
         };
-        svc.create_client(&new, &Actor::cli()).expect("client").0.client_id
+        svc.create_client(&new, &Actor::cli()).await.expect("client").0.client_id
     })
     .await
     .expect("join");
@@ -285,7 +285,7 @@ async fn form_of(client: &reqwest::Client, url: &str) -> (String, String) {
 async fn sign_in_and_setup_refuse_forms_sent_from_another_site() {
     let api = Api::start(&[]).await;
     let svc = api.server.service.clone();
-    let link = tokio::task::spawn_blocking(move || svc.create_setup_link(&Actor::cli()).expect("link"))
+    let link = tokio::spawn(async move { svc.create_setup_link(&Actor::cli()).await.expect("link") })
         .await
         .expect("join")
         .to_string();
@@ -342,7 +342,7 @@ async fn sign_in_and_setup_refuse_forms_sent_from_another_site() {
         assert!(res.text().await.expect("page").contains("sent from another site"), "{what}: the page says why");
     }
     let svc = api.server.service.clone();
-    assert_eq!(tokio::task::spawn_blocking(move || svc.admin_count()).await.expect("join").expect("count"), 0);
+    assert_eq!(tokio::spawn(async move { svc.admin_count().await }).await.expect("join").expect("count"), 0);
     // The same form from this site creates the administrator. (A browser's own form sends
     // `Origin: null` under `Referrer-Policy: no-referrer`, with `Sec-Fetch-Site: same-origin`.)
     let same = [("Origin", origin.as_str()), ("Sec-Fetch-Site", "same-origin")];
@@ -371,8 +371,8 @@ async fn sign_in_and_setup_refuse_forms_sent_from_another_site() {
 async fn concurrent_wrong_passwords_from_one_address_run_at_most_the_allowed_checks() {
     let api = Api::start(&[]).await;
     create_alice(&api).await;
-    let hashing = || {
-        let text = api.server.service.metrics_text().expect("metrics");
+    let hashing = async || {
+        let text = api.server.service.metrics_text().await.expect("metrics");
         text.lines()
             .find_map(|l| l.strip_prefix("keyturn_password_hashing_total "))
             .and_then(|v| v.parse::<u64>().ok())
@@ -380,7 +380,7 @@ async fn concurrent_wrong_passwords_from_one_address_run_at_most_the_allowed_che
     };
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let (cookie, token) = form_of(&client, &api.url("/admin/login")).await;
-    let before = hashing();
+    let before = hashing().await;
     let mut attempts = tokio::task::JoinSet::new();
     for i in 0..200 {
         let (client, url, cookie, token) = (client.clone(), api.url("/admin/login"), cookie.clone(), token.clone());
@@ -391,7 +391,7 @@ async fn concurrent_wrong_passwords_from_one_address_run_at_most_the_allowed_che
         });
     }
     let statuses = attempts.join_all().await;
-    let checks = hashing() - before;
+    let checks = hashing().await - before;
     let refused = statuses.iter().filter(|s| **s == 401).count() as u64;
     let limited = statuses.iter().filter(|s| **s == 429).count() as u64;
     assert!(checks <= 5, "{checks} argon2 checks for 200 concurrent attempts (at most 5 allowed)");
@@ -401,7 +401,7 @@ async fn concurrent_wrong_passwords_from_one_address_run_at_most_the_allowed_che
     let res =
         client.post(api.url("/admin/login")).header("Cookie", &cookie).form(&fields).send().await.expect("sign in");
     assert_eq!(res.status(), 429, "the right password from the limited address waits too");
-    assert_eq!(hashing() - before, checks, "and costs no check");
+    assert_eq!(hashing().await - before, checks, "and costs no check");
     api.stop().await;
 }
 
@@ -506,8 +506,8 @@ async fn activity_is_counted_in_whole_utc_hours_and_days_and_an_empty_chart_says
     api.advance(std::time::Duration::from_secs(20 * 60)).await;
     api.mint_as_issuer("carol").await;
     let svc = api.server.service.clone();
-    let (hours, days) = tokio::task::spawn_blocking(move || {
-        (svc.activity(24, 3600).expect("hours"), svc.activity(30, 86_400).expect("days"))
+    let (hours, days) = tokio::spawn(async move {
+        (svc.activity(24, 3600).await.expect("hours"), svc.activity(30, 86_400).await.expect("days"))
     })
     .await
     .expect("join");

@@ -76,8 +76,9 @@ async fn a_full_disk_is_reported_and_refused_then_recovered_without_a_restart() 
     // A full disk under the SQLite file; PostgreSQL's faults are in tests/it/cluster.rs.
     let server = support::start(&data, &[support::SQLITE], fake_clock()).await;
     let svc = server.service.clone();
-    let key = tokio::task::spawn_blocking(move || {
+    let key = tokio::spawn(async move {
         svc.create_api_key(keyturn::service::apikeys::Role::Issuer, "i", &keyturn::service::Actor::cli())
+            .await
             .expect("key")
             .1
             .to_string()

@@ -207,9 +207,9 @@ async fn refresh_tokens_are_redeemed_only_by_their_party_and_a_refusal_changes_n
     // client_credentials gets none, so it is issued in process): only client a redeems it.
     let client_refresh = {
         let family = api.server.service.clone();
-        let client = family.authenticate_client(&a, &a_secret).expect("auth").expect("client a authenticates");
-        let issued = tokio::task::spawn_blocking(move || {
-            family.issue_token(
+        let client = family.authenticate_client(&a, &a_secret).await.expect("auth").expect("client a authenticates");
+        let issued = family
+            .issue_token(
                 &keyturn::service::tokens::IssueRequest {
                     sub: client.client_id.clone(),
                     aud: vec!["api".into()],
@@ -219,10 +219,8 @@ async fn refresh_tokens_are_redeemed_only_by_their_party_and_a_refusal_changes_n
                 },
                 &keyturn::service::Actor::cli(),
             )
-        })
-        .await
-        .expect("join")
-        .expect("issue");
+            .await
+            .expect("issue");
         issued.refresh_token.expect("refresh token").to_string()
     };
     for (who, auth) in [("no authentication", None), ("client b", Some(basic(&b, &b_secret)))] {

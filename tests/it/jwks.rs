@@ -14,9 +14,9 @@ use crate::support::{self, fake_clock, get_json, http, kids};
 const ALL: &str = "ES256,ES384,EdDSA,RS256,PS256";
 
 /// Issues (and records) a token for `sub` with audience `api`, the way every token is made.
-fn issue(server: &keyturn::Server, alg: Algorithm, sub: &str) -> (String, String) {
+async fn issue(server: &keyturn::Server, alg: Algorithm, sub: &str) -> (String, String) {
     let req = IssueRequest { sub: sub.into(), aud: vec!["api".into()], alg: Some(alg), ..IssueRequest::default() };
-    let t = server.service.issue_token(&req, &Actor::system()).expect("issue");
+    let t = server.service.issue_token(&req, &Actor::system()).await.expect("issue");
     (t.access_token, t.kid)
 }
 
@@ -29,7 +29,7 @@ async fn every_algorithm_verifies_with_only_the_fetched_jwks() {
     assert_eq!(set.keys.len(), 10, "one active and one pending key per algorithm");
 
     for alg in Algorithm::ALL {
-        let (token, kid) = issue(&server, alg, "alice");
+        let (token, kid) = issue(&server, alg, "alice").await;
         let header = jsonwebtoken::decode_header(&token).expect("header");
         assert_eq!(header.kid.as_deref(), Some(kid.as_str()), "{alg}: header names the kid");
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
@@ -155,7 +155,7 @@ async fn restart_keeps_the_same_keys() {
     assert_eq!(before, after);
     assert_eq!(http().get(&url).send().await.expect("get").headers()["etag"], etag_before);
     // The reloaded active key still signs tokens the published key verifies.
-    let (token, kid) = issue(&server, Algorithm::EdDSA, "x");
+    let (token, kid) = issue(&server, Algorithm::EdDSA, "x").await;
     assert!(kids(&after).contains(&kid.to_string()));
     let set: JwkSet = serde_json::from_value(after).expect("jwks");
     let key = DecodingKey::from_jwk(set.find(kid.as_str()).expect("published")).expect("key");

@@ -84,7 +84,7 @@ fn check(service: &Keyturn, algorithms: &[Algorithm], tokens: &[Issued], fresh: 
 
 /// Runs `days` of fake time in random steps of `step_range` seconds, issuing tokens with
 /// random lifetimes, and returns (steps, rotations, expiries).
-fn simulate(
+async fn simulate(
     env: &[(&str, &str)],
     algorithms: &[Algorithm],
     start: Instant,
@@ -94,7 +94,7 @@ fn simulate(
 ) -> (usize, usize, usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Clock::fake(start);
-    let service = Keyturn::open(config(dir.path(), env), clock.clone()).expect("open");
+    let service = Keyturn::open(config(dir.path(), env), clock.clone()).await.expect("open");
     let max_ttl = service.policy().max_token_ttl.as_secs();
     let end = start + Duration::from_secs(days * 86_400);
     let mut rng = Rng(seed);
@@ -103,7 +103,7 @@ fn simulate(
     let actor = Actor::system();
     while service.now() < end {
         clock.advance(Duration::from_secs(rng.between(step_range.0, step_range.1)));
-        let report = service.tick().expect("tick");
+        let report = service.tick().await.expect("tick");
         for t in &report.applied {
             match t {
                 Transition::Rotate { .. } => rotations += 1,
@@ -120,7 +120,7 @@ fn simulate(
                 alg: Some(*alg),
                 ..IssueRequest::default()
             };
-            let issued = service.issue_token(&req, &actor).expect("issue");
+            let issued = service.issue_token(&req, &actor).await.expect("issue");
             let exp = service.now() + Duration::from_secs(issued.expires_in);
             tokens.push(Issued { jti: issued.jti, kid: issued.kid, token: issued.access_token, exp });
         }
@@ -134,19 +134,19 @@ fn simulate(
     (steps, rotations, expiries)
 }
 
-#[test]
-fn a_year_of_weekly_rotations_keeps_the_invariants() {
+#[tokio::test]
+async fn a_year_of_weekly_rotations_keeps_the_invariants() {
     let start = datetime!(2026-01-01 09:30:00 UTC);
     let algs = [Algorithm::ES256, Algorithm::EdDSA];
     let (steps, rotations, expiries) =
-        simulate(&[("KEYTURN_ALGORITHMS", "ES256,EdDSA")], &algs, start, 365, (600, 30 * 3600), 0x5eed_0001);
+        simulate(&[("KEYTURN_ALGORITHMS", "ES256,EdDSA")], &algs, start, 365, (600, 30 * 3600), 0x5eed_0001).await;
     // 2026 has 52 Mondays after January 1st; each algorithm rotates at each.
     assert_eq!(rotations, 52 * 2, "rotations over {steps} steps");
     assert!(expiries >= 50 * 2, "retired keys expire: {expiries}");
 }
 
-#[test]
-fn minute_level_rotations_keep_the_invariants() {
+#[tokio::test]
+async fn minute_level_rotations_keep_the_invariants() {
     // Every minute, with a lead just over a minute: each rotation waits for its pending key.
     let env = [
         ("KEYTURN_ROTATION_SCHEDULE", "* * * * *"),
@@ -157,27 +157,27 @@ fn minute_level_rotations_keep_the_invariants() {
         ("KEYTURN_LEEWAY", "30s"),
     ];
     let start = datetime!(2026-03-01 00:00:00 UTC);
-    let (steps, rotations, _) = simulate(&env, &[Algorithm::ES256], start, 30, (5, 200), 0x5eed_0002);
+    let (steps, rotations, _) = simulate(&env, &[Algorithm::ES256], start, 30, (5, 200), 0x5eed_0002).await;
     // After a rotation at tick t the next is due by t + 2 min (the lead passes within the
     // second fire), and applied at the first tick after that, at most 200 s later: so at
     // least one rotation every 320 s.
     assert!(rotations >= 30 * 86_400 / 320, "{rotations} rotations over {steps} steps");
 }
 
-#[test]
-fn catch_up_after_downtime_rotates_exactly_once() {
+#[tokio::test]
+async fn catch_up_after_downtime_rotates_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Clock::fake(datetime!(2026-01-06 12:00:00 UTC)); // a Tuesday
-    let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).expect("open");
+    let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).await.expect("open");
     let before: HashMap<String, KeyState> =
         service.published().keys.iter().map(|k| (k.kid.to_string(), k.state)).collect();
     drop(service);
 
     // Down for five weeks: five fire times missed.
     clock.advance(Duration::from_secs(35 * 86_400));
-    let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).expect("reopen");
+    let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).await.expect("reopen");
     let activations: Vec<_> =
-        service.audit(None, 1000).expect("audit").into_iter().filter(|e| e.action == "key.activate").collect();
+        service.audit(None, 1000).await.expect("audit").into_iter().filter(|e| e.action == "key.activate").collect();
     assert_eq!(activations.len(), 1, "one catch-up rotation: {activations:?}");
     assert!(activations[0].detail.as_deref().unwrap_or("").contains("scheduled rotation"));
     let pending_before =
@@ -186,20 +186,21 @@ fn catch_up_after_downtime_rotates_exactly_once() {
     assert_eq!(active_now, pending_before, "the key published before the downtime took over");
 
     // Ticking again at the same instant changes nothing more.
-    assert!(service.tick().expect("tick").applied.is_empty());
+    assert!(service.tick().await.expect("tick").applied.is_empty());
     // Neither does a restart at the same instant.
     drop(service);
-    let service = Keyturn::open(config(dir.path(), &[]), clock).expect("reopen");
-    let count = service.audit(None, 1000).expect("audit").into_iter().filter(|e| e.action == "key.activate").count();
+    let service = Keyturn::open(config(dir.path(), &[]), clock).await.expect("reopen");
+    let count =
+        service.audit(None, 1000).await.expect("audit").into_iter().filter(|e| e.action == "key.activate").count();
     assert_eq!(count, 1);
 }
 
-#[test]
-fn the_rotation_job_rotates_and_housekeeping_catches_up_only_what_it_missed() {
+#[tokio::test]
+async fn the_rotation_job_rotates_and_housekeeping_catches_up_only_what_it_missed() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Opened on a Tuesday: the next fire time of the default weekly schedule is Monday 00:00.
     let clock = Clock::fake(datetime!(2026-01-06 12:00:00 UTC));
-    let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).expect("open");
+    let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).await.expect("open");
     let active = |s: &Keyturn| s.published().signer(Algorithm::ES256).expect("active").kid().to_string();
     // Other transitions (the retired key expiring) may come with any run; rotations are counted.
     let rotations = |r: keyturn::service::rotation::TickReport| {
@@ -210,25 +211,25 @@ fn the_rotation_job_rotates_and_housekeeping_catches_up_only_what_it_missed() {
     // At the fire time, housekeeping (beside a running rotation job) leaves the rotation to
     // the job; the job's tick applies it.
     clock.set(datetime!(2026-01-12 00:00:00 UTC));
-    assert_eq!(rotations(service.housekeeping(true).expect("housekeeping")), 0, "the job's to apply");
+    assert_eq!(rotations(service.housekeeping(true).await.expect("housekeeping")), 0, "the job's to apply");
     assert_eq!(active(&service), first);
-    assert_eq!(rotations(service.tick().expect("the rotation job")), 1);
+    assert_eq!(rotations(service.tick().await.expect("the rotation job")), 1);
     let second = active(&service);
     assert_ne!(second, first);
 
     // A fire time the job missed (this process did not hold the lease then, say) is applied
     // by housekeeping once the grace has passed, and only then.
     clock.set(datetime!(2026-01-19 00:00:05 UTC));
-    assert_eq!(rotations(service.housekeeping(true).expect("housekeeping")), 0, "within the grace");
+    assert_eq!(rotations(service.housekeeping(true).await.expect("housekeeping")), 0, "within the grace");
     assert_eq!(active(&service), second);
     clock.set(datetime!(2026-01-19 00:00:00 UTC) + keyturn::service::rotation::ROTATION_JOB_GRACE);
-    assert_eq!(rotations(service.housekeeping(true).expect("housekeeping")), 1, "caught up");
+    assert_eq!(rotations(service.housekeeping(true).await.expect("housekeeping")), 1, "caught up");
     assert_ne!(active(&service), second);
 
     // Without a rotation job (a schedule the cron scheduler cannot run), housekeeping applies
     // the scheduled rotation at its fire time.
     let third = active(&service);
     clock.set(datetime!(2026-01-26 00:00:00 UTC));
-    assert_eq!(rotations(service.housekeeping(false).expect("housekeeping")), 1);
+    assert_eq!(rotations(service.housekeeping(false).await.expect("housekeeping")), 1);
     assert_ne!(active(&service), third);
 }

@@ -415,18 +415,26 @@ async fn revocations_survive_a_restart_and_tokens_are_listed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = crate::support::fake_clock();
     let server = crate::support::start(dir.path(), &[], clock.clone()).await;
-    let (_, key) = server.service.create_api_key(Role::Admin, "ops", &Actor::cli()).expect("key");
-    let issue = |sub: &str| {
-        server.service.issue_token(
-            &keyturn::service::tokens::IssueRequest { sub: sub.into(), aud: vec!["api".into()], ..Default::default() },
-            &Actor::system(),
-        )
+    let (_, key) = server.service.create_api_key(Role::Admin, "ops", &Actor::cli()).await.expect("key");
+    let issue = async |sub: &str| {
+        server
+            .service
+            .issue_token(
+                &keyturn::service::tokens::IssueRequest {
+                    sub: sub.into(),
+                    aud: vec!["api".into()],
+                    ..Default::default()
+                },
+                &Actor::system(),
+            )
+            .await
     };
-    let t1 = issue("alice").expect("t1");
-    let t2 = issue("bob").expect("t2");
+    let t1 = issue("alice").await.expect("t1");
+    let t2 = issue("bob").await.expect("t2");
     server
         .service
         .revoke(&keyturn::service::revocations::RevokeTarget::Jti(t1.jti.clone()), "test", &Actor::cli())
+        .await
         .expect("revoke");
     server.stop().await.expect("stop");
 
@@ -452,8 +460,8 @@ async fn revocations_survive_a_restart_and_tokens_are_listed() {
 async fn revoking_an_issuer_key_ends_what_it_minted_refresh_tokens_included() {
     let api = Api::start(&[]).await;
     let svc = api.server.service.clone();
-    let (id, key) = tokio::task::spawn_blocking(move || {
-        let (identity, secret) = svc.create_api_key(Role::Issuer, "minter", &Actor::cli()).expect("key");
+    let (id, key) = tokio::spawn(async move {
+        let (identity, secret) = svc.create_api_key(Role::Issuer, "minter", &Actor::cli()).await.expect("key");
         (identity.id, secret.to_string())
     })
     .await
@@ -468,7 +476,7 @@ async fn revoking_an_issuer_key_ends_what_it_minted_refresh_tokens_included() {
     let other = api.mint(json!({"sub": "bob", "aud": "api", "refresh": true})).await;
 
     let svc = api.server.service.clone();
-    tokio::task::spawn_blocking(move || svc.revoke_api_key(&id, &Actor::cli())).await.expect("join").expect("revoke");
+    tokio::spawn(async move { svc.revoke_api_key(&id, &Actor::cli()).await }).await.expect("join").expect("revoke");
 
     let (status, _, body) =
         api.form("/oauth/token", None, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;

@@ -54,7 +54,7 @@ async fn revoke(api: &Api, key: &str, token: &str) -> u16 {
 
 async fn other_issuer(api: &Api) -> String {
     let s = api.server.service.clone();
-    tokio::task::spawn_blocking(move || s.create_api_key(Role::Issuer, "other-app", &Actor::cli()).expect("key").1)
+    tokio::spawn(async move { s.create_api_key(Role::Issuer, "other-app", &Actor::cli()).await.expect("key").1 })
         .await
         .expect("join")
         .to_string()

@@ -219,8 +219,8 @@ fn a_key_in_a_state_keyturn_cannot_read_is_refused() {
     assert_refused(&data, &[SQLITE], 1, "activf");
 }
 
-#[test]
-fn a_key_encryption_key_without_its_database_is_a_lost_database_not_a_first_start() {
+#[tokio::test]
+async fn a_key_encryption_key_without_its_database_is_a_lost_database_not_a_first_start() {
     // The SQLite file beside the key file is what can be lost here.
     let root = tempfile::tempdir().expect("tempdir");
     let data = crate::support::populated_data_dir_with(root.path(), &[SQLITE]);
@@ -234,11 +234,11 @@ fn a_key_encryption_key_without_its_database_is_a_lost_database_not_a_first_star
     // Told it is a new install — the old key file deleted — it starts afresh.
     std::fs::remove_file(data.join("kek")).expect("delete the old key");
     let cfg = crate::support::config(&data, &[SQLITE]);
-    drop(keyturn::service::Keyturn::open(cfg, crate::support::fake_clock()).expect("a new install"));
+    keyturn::service::Keyturn::open(cfg, crate::support::fake_clock()).await.expect("a new install").close().await;
 }
 
-#[test]
-fn a_first_start_is_safe_to_interrupt_and_an_external_key_may_start_a_new_database() {
+#[tokio::test]
+async fn a_first_start_is_safe_to_interrupt_and_an_external_key_may_start_a_new_database() {
     let root = tempfile::tempdir().expect("tempdir");
     // Interrupted after the new key was written but before the database said so: the new
     // key file waits under its pending name, and the next start makes a fresh one.
@@ -247,6 +247,7 @@ fn a_first_start_is_safe_to_interrupt_and_an_external_key_may_start_a_new_databa
     std::fs::write(data.join("kek.new"), [7u8; 32]).expect("pending key");
     drop(
         keyturn::service::Keyturn::open(crate::support::config(&data, &[]), crate::support::fake_clock())
+            .await
             .expect("start"),
     );
     assert!(data.join("kek").exists() && !data.join("kek.new").exists());
@@ -255,6 +256,7 @@ fn a_first_start_is_safe_to_interrupt_and_an_external_key_may_start_a_new_databa
     std::fs::rename(data.join("kek"), data.join("kek.new")).expect("as if not yet renamed");
     drop(
         keyturn::service::Keyturn::open(crate::support::config(&data, &[]), crate::support::fake_clock())
+            .await
             .expect("restart"),
     );
     assert!(data.join("kek").exists() && !data.join("kek.new").exists());
@@ -266,6 +268,7 @@ fn a_first_start_is_safe_to_interrupt_and_an_external_key_may_start_a_new_databa
     let env = [("KEYTURN_KEK_FILE", external.to_str().expect("utf8"))];
     drop(
         keyturn::service::Keyturn::open(crate::support::config(&fresh, &env), crate::support::fake_clock())
+            .await
             .expect("first start"),
     );
 }

@@ -134,30 +134,116 @@ pub fn keyturn(args: &[&str], env: &[(&str, &str)]) -> Command {
 
 /// The database of the daemon whose data dir is `data`, whichever backend the suite runs on,
 /// for tests that look at what was stored (or tamper with it).
-pub fn database(data: &Path, env: &[(&str, &str)]) -> keyturn::store::Store {
+pub fn database(data: &Path, env: &[(&str, &str)]) -> Db {
     database_of(&config(data, env))
 }
 
 /// The database a configuration names.
-pub fn database_of(config: &Config) -> keyturn::store::Store {
-    let location = keyturn::service::database_location(config).expect("a database location");
-    keyturn::store::Store::open_at(&location).expect("open the database")
+pub fn database_of(config: &Config) -> Db {
+    Db::open(keyturn::service::database_location(config).expect("a database location"))
+}
+
+/// A test's own handle on a database, with plain (blocking) calls, so that tests driving
+/// daemons with a blocking client read and tamper with the database alike: the store (whose
+/// interface is async) lives on a thread of its own, with a runtime of its own.
+pub struct Db {
+    jobs: Option<std::sync::mpsc::Sender<DbJob>>,
+    dialect: keyturn::store::Dialect,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Db {
+    /// Waits until the store is closed (SQLite's WAL checkpointed), so that what a test
+    /// finds in the data dir next does not depend on a thread still closing.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type DbJob = Box<
+    dyn for<'a> FnOnce(&'a keyturn::store::Store) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>
+        + Send,
+>;
+
+impl Db {
+    pub fn open(location: keyturn::store::Location) -> Db {
+        let (jobs, queue) = std::sync::mpsc::channel::<DbJob>();
+        let (opened, dialect) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let store =
+                runtime.block_on(async { keyturn::store::Store::open_at(&location) }).expect("open the database");
+            let _ = opened.send(store.dialect());
+            while let Ok(job) = queue.recv() {
+                runtime.block_on(job(&store));
+            }
+        });
+        let dialect = dialect.recv().expect("the database thread started");
+        Db { jobs: Some(jobs), dialect, thread: Some(thread) }
+    }
+
+    pub fn dialect(&self) -> keyturn::store::Dialect {
+        self.dialect
+    }
+
+    /// Runs `work` on the store and waits for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl for<'a> FnOnce(&'a keyturn::store::Store) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>
+            + Send
+            + 'static,
+    ) -> T {
+        let (answer, answered) = std::sync::mpsc::channel();
+        self.jobs
+            .as_ref()
+            .expect("open")
+            .send(Box::new(move |store| {
+                Box::pin(async move {
+                    let _ = answer.send(work(store).await);
+                })
+            }))
+            .expect("the database thread runs");
+        answered.recv().expect("the database thread answers")
+    }
 }
 
 /// The rows `sql` returns.
-pub fn rows(store: &keyturn::store::Store, sql: &str, args: &[&dyn ToValue]) -> Vec<keyturn::store::Row> {
-    store.read_blocking(|c| c.query(sql, args)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+pub fn rows(db: &Db, sql: &str, args: &[&dyn ToValue]) -> Vec<keyturn::store::Row> {
+    let (query, values) = (sql.to_owned(), owned(args));
+    db.run(move |store| {
+        Box::pin(async move {
+            store.read(move |c| Box::pin(async move { c.query(&query, &borrowed(&values)).await })).await
+        })
+    })
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn owned(args: &[&dyn ToValue]) -> Vec<keyturn::store::Value> {
+    args.iter().map(|a| a.to_value()).collect()
+}
+
+fn borrowed(values: &[keyturn::store::Value]) -> Vec<&dyn ToValue> {
+    values.iter().map(|v| v as &dyn ToValue).collect()
 }
 
 /// The one integer `sql` returns.
-pub fn scalar(store: &keyturn::store::Store, sql: &str, args: &[&dyn ToValue]) -> i64 {
-    let rows = rows(store, sql, args);
+pub fn scalar(db: &Db, sql: &str, args: &[&dyn ToValue]) -> i64 {
+    let rows = rows(db, sql, args);
     rows.first().and_then(|r| r.get::<i64>(0).ok()).unwrap_or_else(|| panic!("{sql}: no integer"))
 }
 
 /// Runs a statement that changes the database (tests that tamper with it).
-pub fn execute(store: &keyturn::store::Store, sql: &str, args: &[&dyn ToValue]) -> u64 {
-    store.write_blocking(|tx| tx.execute(sql, args)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+pub fn execute(db: &Db, sql: &str, args: &[&dyn ToValue]) -> u64 {
+    let (statement, values) = (sql.to_owned(), owned(args));
+    db.run(move |store| {
+        Box::pin(async move {
+            store.write(move |tx| Box::pin(async move { tx.execute(&statement, &borrowed(&values)).await })).await
+        })
+    })
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Runs `cmd` to its end, at most [`COMMAND_LIMIT`] (then it is killed and the test fails),
@@ -261,8 +347,16 @@ pub fn populated_data_dir(root: &Path, algorithms: &str) -> PathBuf {
 /// [`populated_data_dir`] with more settings (such as [`SQLITE`]).
 pub fn populated_data_dir_with(root: &Path, env: &[(&str, &str)]) -> PathBuf {
     let data = root.join("data");
-    let service = keyturn::service::Keyturn::open(config(&data, env), fake_clock()).expect("first start");
-    drop(service);
+    let config = config(&data, env);
+    // On a thread and a runtime of its own, so that sync and async tests alike can call it.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            keyturn::service::Keyturn::open(config, fake_clock()).await.expect("first start").close().await
+        });
+    })
+    .join()
+    .expect("first start");
     data
 }
 

@@ -13,7 +13,7 @@ use super::format::when;
 use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
 use super::AdminSession;
 use crate::service::Keyturn;
-use crate::web::api::blocking;
+use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
     routes![admins_page, admin_add, password_change, remove_confirm, admin_remove]
@@ -35,8 +35,10 @@ async fn admins_view(
     notice: Option<String>,
 ) -> Result<AdminsPage, Status> {
     let now = service.now();
-    let admins = blocking(service, |svc| svc.admins())
+    let admins = service
+        .admins()
         .await
+        .map_err(ApiError::from)
         .map_err(|_| Status::InternalServerError)?
         .into_iter()
         .map(|(n, created, changed)| (n, when(now, created), when(now, changed)))
@@ -64,7 +66,7 @@ async fn admin_add(
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let (name, password, actor) = (form.name.trim().to_owned(), form.password.clone(), s.actor());
-    let result = blocking(service, move |svc| svc.add_admin(&name, &password, &actor)).await;
+    let result = service.add_admin(&name, &password, &actor).await.map_err(ApiError::from);
     let (error, notice) = match result {
         Ok(()) => (None, Some(format!("Administrator {} added.", form.name.trim()))),
         Err(e) => (Some(e.description), None),
@@ -97,8 +99,10 @@ async fn password_change(
     } else {
         let (admin, current, new, actor) = (s.session.admin.clone(), form.current.clone(), form.new.clone(), s.actor());
         let session_id = s.id.clone();
-        blocking(service, move |svc| svc.change_password(&admin, &current, &new, Some(&session_id), &actor))
+        service
+            .change_password(&admin, &current, &new, Some(&session_id), &actor)
             .await
+            .map_err(ApiError::from)
             .map_err(|e| e.description)
     };
     let (error, notice) = match result {
@@ -123,8 +127,10 @@ struct RemoveConfirm {
 
 #[get("/admin/admins/<name>/remove")]
 async fn remove_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, name: &str) -> Page {
-    let exists = blocking(service, |svc| svc.admins())
+    let exists = service
+        .admins()
         .await
+        .map_err(ApiError::from)
         .map_err(|_| Status::InternalServerError)?
         .iter()
         .any(|(n, _, _)| n == name);
@@ -149,7 +155,7 @@ async fn admin_remove(
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let (target, actor) = (name.to_owned(), s.actor());
-    let result = blocking(service, move |svc| svc.remove_admin(&target, &actor)).await;
+    let result = service.remove_admin(&target, &actor).await.map_err(ApiError::from);
     let (error, notice) = match result {
         Ok(()) if s.session.admin == name => {
             // Their own sessions ended with the removal, this one included.

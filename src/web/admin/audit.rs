@@ -12,7 +12,7 @@ use super::page::{frame, parse_time, render, Frame, Page};
 use super::AdminSession;
 use crate::records::AuditQuery;
 use crate::service::Keyturn;
-use crate::web::api::blocking;
+use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
     routes![audit_page]
@@ -57,7 +57,7 @@ async fn audit_page(service: &State<Arc<Keyturn>>, s: AdminSession, q: AuditPara
         limit: 500,
     };
     let entries =
-        blocking(service, move |svc| svc.audit_search(&filter)).await.map_err(|_| Status::InternalServerError)?;
+        service.audit_search(&filter).await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
     let now = service.now();
     let rows = entries
         .into_iter()

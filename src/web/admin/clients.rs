@@ -16,7 +16,7 @@ use crate::duration::parse_duration;
 use crate::service::apikeys::Role;
 use crate::service::clients::NewClient;
 use crate::service::Keyturn;
-use crate::web::api::blocking;
+use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
     routes![clients_page, client_create, client_disable, apikey_create, apikey_revoke]
@@ -35,9 +35,9 @@ struct ClientsPage {
 }
 
 async fn clients_view(service: &Arc<Keyturn>, s: &AdminSession) -> Result<ClientsPage, Status> {
-    let (mut clients, mut api_keys) = blocking(service, |svc| Ok((svc.list_clients()?, svc.list_api_keys()?)))
-        .await
-        .map_err(|_| Status::InternalServerError)?;
+    let internal = |_| Status::InternalServerError;
+    let mut clients = service.list_clients().await.map_err(internal)?;
+    let mut api_keys = service.list_api_keys().await.map_err(internal)?;
     // One time format on every page: absolute UTC and relative.
     let now = service.now();
     for c in &mut clients {
@@ -111,7 +111,7 @@ async fn client_create(
         max_ttl,
     };
     let actor = s.actor();
-    let outcome = blocking(service, move |svc| svc.create_client(&new, &actor)).await;
+    let outcome = service.create_client(&new, &actor).await.map_err(ApiError::from);
     let page = clients_view(service, &s).await.map_err(bare)?;
     answer(page, outcome, |page, (view, secret)| {
         page.new_secret = Some((format!("client {} — client_id {}", view.name, view.client_id), secret.to_string()));
@@ -138,7 +138,7 @@ async fn client_disable(
 ) -> Result<Redirect, Status> {
     csrf_checked(&s, &form.csrf)?;
     let (id, actor) = (form.id.clone(), s.actor());
-    blocking(service, move |svc| svc.disable_client(&id, &actor)).await.map_err(|e| e.status)?;
+    service.disable_client(&id, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
     Ok(Redirect::to(format!("/admin/clients?done=client-disabled&id={}", form.id)))
 }
 
@@ -158,7 +158,7 @@ async fn apikey_create(
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let role: Role = form.role.parse().map_err(|_| bare(Status::BadRequest))?;
     let (name, actor) = (form.name.clone(), s.actor());
-    let outcome = blocking(service, move |svc| svc.create_api_key(role, &name, &actor)).await;
+    let outcome = service.create_api_key(role, &name, &actor).await.map_err(ApiError::from);
     let page = clients_view(service, &s).await.map_err(bare)?;
     answer(page, outcome, |page, (identity, secret)| {
         page.new_secret = Some((format!("{} API key {}", identity.role, identity.name), secret.to_string()));
@@ -169,6 +169,6 @@ async fn apikey_create(
 async fn apikey_revoke(service: &State<Arc<Keyturn>>, s: AdminSession, form: Form<IdForm>) -> Result<Redirect, Status> {
     csrf_checked(&s, &form.csrf)?;
     let (id, actor) = (form.id.clone(), s.actor());
-    blocking(service, move |svc| svc.revoke_api_key(&id, &actor)).await.map_err(|e| e.status)?;
+    service.revoke_api_key(&id, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
     Ok(Redirect::to(format!("/admin/clients?done=apikey-revoked&id={}", form.id)))
 }

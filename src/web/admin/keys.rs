@@ -15,7 +15,7 @@ use super::AdminSession;
 use crate::keys::KeyId;
 use crate::service::rotation::RotateMode;
 use crate::service::Keyturn;
-use crate::web::api::blocking;
+use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
     routes![keys_page, rotate_confirm, rotate, revoke_confirm, revoke]
@@ -72,7 +72,7 @@ async fn keys_page(
     alg: Option<&str>,
     kid: Option<&str>,
 ) -> Page {
-    let views = blocking(service, |svc| svc.list_keys()).await.map_err(|_| Status::InternalServerError)?;
+    let views = service.list_keys().await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
     let now = service.now();
     let at = |v: Option<crate::clock::Instant>| v.map(|t| when(now, t)).unwrap_or_else(|| "—".into());
     let mut keys: Vec<KeyRow> = views
@@ -116,7 +116,7 @@ async fn rotate_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, alg: Str
     let alg: crate::keys::Algorithm = alg.parse().map_err(|_| Status::BadRequest)?;
     let mode = if mode == "emergency" { RotateMode::Emergency } else { RotateMode::Graceful };
     // The same preview the API's dry_run gives.
-    let preview = service.rotate_preview(Some(alg), mode).map_err(|e| crate::web::error::ApiError::from(e).status)?;
+    let preview = service.rotate_preview(Some(alg), mode).map_err(|e| ApiError::from(e).status)?;
     let dash = || "—".to_owned();
     render(&RotateConfirm {
         f: frame(service, "Rotate now", Some(&s)),
@@ -142,7 +142,7 @@ async fn rotate(service: &State<Arc<Keyturn>>, s: AdminSession, form: Form<Rotat
     let alg = form.alg.parse().map_err(|_| Status::BadRequest)?;
     let mode = if form.mode == "emergency" { RotateMode::Emergency } else { RotateMode::Graceful };
     let actor = s.actor();
-    let outcome = blocking(service, move |svc| svc.rotate(Some(alg), mode, &actor)).await.map_err(|e| e.status)?;
+    let outcome = service.rotate(Some(alg), mode, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
     let done = match (outcome.repeated, outcome.done) {
         (true, _) => "repeated",
         (false, true) => "rotated",
@@ -166,7 +166,7 @@ struct RevokeConfirm {
 async fn revoke_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, kid: &str) -> Page {
     let key = service.published().key(&KeyId::new(kid)).cloned().ok_or(Status::NotFound)?;
     let k = key.kid.clone();
-    let live = blocking(service, move |svc| svc.live_tokens_of(&k)).await.map_err(|_| Status::InternalServerError)?;
+    let live = service.live_tokens_of(&k).await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
     render(&RevokeConfirm {
         f: frame(service, "Revoke key", Some(&s)),
         kid: key.kid.to_string(),
@@ -191,6 +191,6 @@ async fn revoke(
 ) -> Result<Redirect, Status> {
     csrf_checked(&s, &form.csrf)?;
     let (kid, reason, actor) = (KeyId::new(kid), form.reason.clone(), s.actor());
-    let outcome = blocking(service, move |svc| svc.revoke_key(&kid, &reason, &actor)).await.map_err(|e| e.status)?;
+    let outcome = service.revoke_key(&kid, &reason, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
     Ok(Redirect::to(format!("/admin/keys?done=revoked&kid={}", outcome.kid)))
 }

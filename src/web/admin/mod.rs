@@ -28,7 +28,7 @@ use rocket::response::content::RawHtml;
 use rocket::response::Redirect;
 use rocket::{Catcher, Request};
 
-use super::api::blocking;
+use super::error::ApiError;
 use super::source::ClientAddress;
 use crate::service::admins::Session;
 use crate::service::{Actor, Keyturn};
@@ -105,7 +105,7 @@ impl<'r> FromRequest<'r> for AdminSession {
             return Outcome::Error((Status::InternalServerError, ()));
         };
         let lookup = id.clone();
-        match blocking(service, move |s| s.session(&lookup)).await {
+        match service.session(&lookup).await.map_err(ApiError::from) {
             Ok(Some(session)) => Outcome::Success(AdminSession { id, session, source: ClientAddress::of(req).0 }),
             Ok(None) => {
                 req.cookies().remove_private(Cookie::from(name));

@@ -10,7 +10,6 @@ use super::format::when;
 use super::page::{frame, render, Frame, Page};
 use super::AdminSession;
 use crate::service::Keyturn;
-use crate::web::api::blocking;
 
 pub fn routes() -> Vec<Route> {
     routes![overview]
@@ -44,11 +43,11 @@ struct OverviewPage {
 
 #[get("/admin")]
 async fn overview(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
-    let o = blocking(service, |svc| svc.overview()).await.map_err(|_| Status::InternalServerError)?;
-    let (views, hours, days) =
-        blocking(service, |svc| Ok((svc.list_keys()?, svc.activity(24, 3600)?, svc.activity(30, 86_400)?)))
-            .await
-            .map_err(|_| Status::InternalServerError)?;
+    let o = service.overview().await.map_err(|_| Status::InternalServerError)?;
+    let internal = |_| Status::InternalServerError;
+    let views = service.list_keys().await.map_err(internal)?;
+    let hours = service.activity(24, 3600).await.map_err(internal)?;
+    let days = service.activity(30, 86_400).await.map_err(internal)?;
     let algs: Vec<String> = service.config().algorithms.iter().map(|a| a.to_string()).collect();
     let timeline = super::timeline::draw(&views, &algs, o.now, o.next_fire, 3, 7);
     let hour = |a: &crate::service::overview::Activity| format!("{:02}:00", a.start.hour());

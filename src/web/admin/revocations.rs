@@ -14,7 +14,7 @@ use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
 use super::AdminSession;
 use crate::service::revocations::RevokeTarget;
 use crate::service::Keyturn;
-use crate::web::api::blocking;
+use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
     routes![revocations_page, revocation_add]
@@ -46,7 +46,7 @@ async fn revocations_view(
     error: Option<String>,
 ) -> Result<RevocationsPage, Status> {
     let (entries, _) =
-        blocking(service, |svc| svc.revocation_feed(0, 100_000)).await.map_err(|_| Status::InternalServerError)?;
+        service.revocation_feed(0, 100_000).await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
     let now = service.now();
     let needle = search.trim().to_owned();
     let rows = entries
@@ -94,7 +94,7 @@ async fn revocation_add(
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let (target, reason, actor) = (RevokeTarget::Jti(form.jti.trim().to_owned()), form.reason.clone(), s.actor());
-    match blocking(service, move |svc| svc.revoke(&target, &reason, &actor)).await {
+    match service.revoke(&target, &reason, &actor).await.map_err(ApiError::from) {
         Ok(_) => Ok(Redirect::to("/admin/revocations?done=added")),
         Err(e) => {
             let page = revocations_view(service, &s, String::new(), Some(e.description)).await.map_err(bare)?;

@@ -14,7 +14,7 @@ use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
 use super::AdminSession;
 use crate::service::policy::PolicyChange;
 use crate::service::Keyturn;
-use crate::web::api::blocking;
+use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
     routes![schedule_page, schedule_preview, schedule_save]
@@ -136,7 +136,7 @@ async fn schedule_save(
         return Ok(Redirect::to("/admin/schedule"));
     }
     let actor = s.actor();
-    match blocking(service, move |svc| svc.update_policy(&change, &actor)).await {
+    match service.update_policy(&change, &actor).await.map_err(ApiError::from) {
         Ok(_) => Ok(Redirect::to("/admin/schedule?saved=true")),
         Err(e) => Err(refused(e.status, schedule_view(service, &s, Some(&form), Some(e.description), false))),
     }

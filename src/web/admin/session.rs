@@ -22,7 +22,7 @@ use super::page::{csrf_checked, frame, render, Frame, MessagePage, Page};
 use super::{cookie_name, set_private_cookie, set_session_cookie, AdminSession};
 use crate::service::admins::SignIn;
 use crate::service::Keyturn;
-use crate::web::api::blocking;
+use crate::web::error::ApiError;
 use crate::web::source::ClientAddress;
 
 pub fn routes() -> Vec<Route> {
@@ -42,7 +42,7 @@ struct LoginPage {
 /// Whether no administrator exists yet (a failure to read counts as "some exist": the hint
 /// is only help).
 async fn no_admin_yet(service: &Arc<Keyturn>) -> bool {
-    blocking(service, |s| s.admin_count()).await.is_ok_and(|n| n == 0)
+    service.admin_count().await.map_err(ApiError::from).is_ok_and(|n| n == 0)
 }
 
 /// The base name of the pre-session form cookie.
@@ -156,7 +156,7 @@ async fn login(
     let source = from.text();
     let (name, password) = (form.name.trim().to_owned(), form.password);
     let attempt = name.clone();
-    let outcome = blocking(service, move |s| s.sign_in(&attempt, &password, &source)).await;
+    let outcome = service.sign_in(&attempt, &password, &source).await.map_err(ApiError::from);
     match outcome {
         Ok(SignIn::Ok(id, _)) => {
             // A new session id at every sign-in; any earlier session cookie is replaced.
@@ -194,14 +194,17 @@ async fn logout(
     csrf_checked(&s, &form.csrf)?;
     let (id, actor, admin, everywhere) =
         (s.id.clone(), s.actor(), s.session.admin.clone(), form.everywhere.unwrap_or(false));
-    blocking(service, move |svc| {
-        if everywhere {
-            svc.sign_out_everywhere(&admin, &actor).map(drop)
-        } else {
-            svc.sign_out(&id, &actor)
+    async {
+        {
+            if everywhere {
+                service.sign_out_everywhere(&admin, &actor).await.map(drop)
+            } else {
+                service.sign_out(&id, &actor).await
+            }
         }
-    })
+    }
     .await
+    .map_err(ApiError::from)
     .map_err(|_| Status::InternalServerError)?;
     for name in ["keyturn-session", "__Host-keyturn-session"] {
         jar.remove_private(Cookie::from(name));
@@ -226,7 +229,7 @@ async fn setup_page(
 ) -> Page {
     let token = token.unwrap_or_default();
     let check = token.clone();
-    let usable = blocking(service, move |s| s.setup_link_usable(&check)).await.unwrap_or(false);
+    let usable = service.setup_link_usable(&check).await.map_err(ApiError::from).unwrap_or(false);
     if !usable {
         return render(&MessagePage {
             f: frame(service, "Setup link", None),
@@ -275,12 +278,12 @@ async fn setup(
     let source = from.text();
     let (token, name, password, src) =
         (form.token.clone(), form.name.trim().to_owned(), form.password.clone(), source.clone());
-    match blocking(service, move |s| s.complete_setup(&token, &name, &password, Some(&src))).await {
+    match service.complete_setup(&token, &name, &password, Some(&src)).await.map_err(ApiError::from) {
         Ok(()) => {}
         Err(e) => return Err(again(e.status, e.description)),
     }
     let (name, password) = (form.name.trim().to_owned(), form.password.clone());
-    match blocking(service, move |s| s.sign_in(&name, &password, &source)).await {
+    match service.sign_in(&name, &password, &source).await.map_err(ApiError::from) {
         Ok(SignIn::Ok(id, _)) => {
             set_session_cookie(config.tls_enabled(), jar, &id);
             Ok(Redirect::to("/admin"))

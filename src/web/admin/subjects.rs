@@ -16,7 +16,7 @@ use super::page::{csrf_checked, frame, render, Frame, Page};
 use super::AdminSession;
 use crate::service::sessions::Viewer;
 use crate::service::Keyturn;
-use crate::web::api::blocking;
+use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
     routes![subject_page, confirm_end, end]
@@ -48,8 +48,10 @@ struct SubjectPage {
 #[get("/admin/subjects/<sub>?<notice>")]
 async fn subject_page(service: &State<Arc<Keyturn>>, s: AdminSession, sub: &str, notice: Option<&str>) -> Page {
     let owned = sub.to_owned();
-    let sessions = blocking(service, move |svc| svc.list_sessions(&Viewer::Admin, Some(&owned), false))
+    let sessions = service
+        .list_sessions(&Viewer::Admin, Some(&owned), false)
         .await
+        .map_err(ApiError::from)
         .map_err(|e| e.status)?;
     let now = service.clock().now();
     let rows: Vec<SessionRow> = sessions
@@ -103,8 +105,10 @@ struct ConfirmEnd {
 #[get("/admin/subjects/<sub>/end?<session>")]
 async fn confirm_end(service: &State<Arc<Keyturn>>, s: AdminSession, sub: &str, session: Option<&str>) -> Page {
     let owned = sub.to_owned();
-    let running = blocking(service, move |svc| svc.list_sessions(&Viewer::Admin, Some(&owned), true))
+    let running = service
+        .list_sessions(&Viewer::Admin, Some(&owned), true)
         .await
+        .map_err(ApiError::from)
         .map_err(|e| e.status)?
         .len();
     render(&ConfirmEnd {
@@ -137,11 +141,14 @@ async fn end(
     };
     let (actor, owned, session) = (s.actor(), sub.to_owned(), form.session.clone().filter(|x| !x.is_empty()));
     let one = session.is_some();
-    blocking(service, move |svc| match session {
-        Some(id) => svc.end_session(&id, &Viewer::Admin, &reason, &actor).map(drop),
-        None => svc.end_sessions_of(&owned, &Viewer::Admin, &reason, &actor).map(drop),
-    })
+    async {
+        match session {
+            Some(id) => service.end_session(&id, &Viewer::Admin, &reason, &actor).await.map(drop),
+            None => service.end_sessions_of(&owned, &Viewer::Admin, &reason, &actor).await.map(drop),
+        }
+    }
     .await
+    .map_err(ApiError::from)
     .map_err(|e| e.status)?;
     let code = if one { "ended" } else { "ended-all" };
     Ok(Redirect::to(format!("/admin/subjects/{}?notice={code}", path_segment(sub))))

@@ -18,7 +18,7 @@ use crate::records::{Lifetime, TokenQuery};
 use crate::service::revocations::RevokeTarget;
 use crate::service::tokens::IssueRequest;
 use crate::service::Keyturn;
-use crate::web::api::blocking;
+use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
     routes![tokens_page, token_issue, token_revoke, subject_revoke]
@@ -75,9 +75,9 @@ async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -
         limit: 200,
     };
     let now = service.now();
-    let (rows, clients) = blocking(service, move |svc| Ok((svc.list_tokens(&query)?, svc.list_clients()?)))
-        .await
-        .map_err(|_| Status::InternalServerError)?;
+    let internal = |_| Status::InternalServerError;
+    let rows = service.list_tokens(&query).await.map_err(internal)?;
+    let clients = service.list_clients().await.map_err(internal)?;
     let enabled = || clients.iter().filter(|c| c.disabled_at.is_none());
     let mut audiences: Vec<String> = enabled().flat_map(|c| c.audiences.clone()).collect();
     let mut scopes: Vec<String> = enabled().flat_map(|c| c.scopes.clone()).collect();
@@ -212,7 +212,7 @@ async fn token_issue(
         ..IssueRequest::default()
     };
     let actor = s.actor();
-    let outcome = blocking(service, move |svc| svc.issue_token(&req, &actor)).await;
+    let outcome = service.issue_token(&req, &actor).await.map_err(ApiError::from);
     // Reloaded after issuing, so the list shows the new token.
     let page = tokens_view(service, &s, <TokenParams as Default>::default()).await.map_err(bare)?;
     answer(page, outcome, |page, t| {
@@ -252,7 +252,7 @@ async fn token_revoke(
         if form.reason.trim().is_empty() { "revoked from the dashboard".to_owned() } else { form.reason.clone() },
         s.actor(),
     );
-    blocking(service, move |svc| svc.revoke(&target, &reason, &actor)).await.map_err(|e| e.status)?;
+    service.revoke(&target, &reason, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
     Ok(Redirect::to("/admin/tokens?notice=revoked"))
 }
 
