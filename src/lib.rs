@@ -107,6 +107,36 @@ async fn announce_setup_link(service: &Arc<Keyturn>) {
     }
 }
 
+/// The Rocket application: routes, fairings, catchers, limits and the cookie secret. The
+/// daemon dispatches requests its own server has read (`web::serve`) to it; it is public so
+/// that a test can serve the very same application on Rocket's own server and compare.
+pub fn application(service: Arc<Keyturn>, secret: &str) -> rocket::Rocket<rocket::Build> {
+    let config = service.config();
+    let figment = Figment::from(rocket::Config {
+        address: config.address,
+        port: config.port,
+        log_level: rocket::config::LogLevel::Off,
+        cli_colors: false,
+        ident: rocket::config::Ident::none(),
+        // Rocket would take the client's address from `X-Real-IP`, which anyone can send;
+        // `web::source` decides instead, trusting only the configured proxies.
+        ip_header: None,
+        ..rocket::Config::default()
+    })
+    .merge(("secret_key", secret))
+    .merge((
+        "limits",
+        rocket::data::Limits::default().limit("json", web::body_limit()).limit("form", web::body_limit()),
+    ));
+    // Rocket's own TLS is never served (`web::serve` terminates TLS), but knowing it is on
+    // makes Rocket mark the cookies it sets `Secure`.
+    let figment = match config.tls() {
+        Some((cert, key)) => figment.merge(("tls.certs", cert)).merge(("tls.key", key)),
+        None => figment,
+    };
+    web::build(service, figment)
+}
+
 /// Opens the service and starts serving it. Returns once the server listens.
 pub async fn start(config: Config, clock: Clock) -> Result<Server> {
     let bound = bind(&config).await?;
@@ -125,30 +155,9 @@ pub async fn start(config: Config, clock: Clock) -> Result<Server> {
             None => datadir::cookie_secret(&service.data_dir().secret_key)?,
         },
     };
-    let figment = Figment::from(rocket::Config {
-        address: config.address,
-        port: config.port,
-        log_level: rocket::config::LogLevel::Off,
-        cli_colors: false,
-        ident: rocket::config::Ident::none(),
-        // Rocket would take the client's address from `X-Real-IP`, which anyone can send;
-        // `web::source` decides instead, trusting only the configured proxies.
-        ip_header: None,
-        ..rocket::Config::default()
-    })
-    .merge(("secret_key", secret.as_str()))
-    .merge((
-        "limits",
-        rocket::data::Limits::default().limit("json", web::body_limit()).limit("form", web::body_limit()),
-    ));
-
-    let figment = match config.tls() {
-        Some((cert, key)) => figment.merge(("tls.certs", cert)).merge(("tls.key", key)),
-        None => figment,
-    };
-    let scheme = if config.tls().is_some() { "https" } else { "http" };
     let socket_text = config.socket_text();
-    let rocket = web::build(service.clone(), figment)
+    let scheme = if config.tls().is_some() { "https" } else { "http" };
+    let rocket = application(service.clone(), &secret)
         .ignite()
         .await
         .map_err(|e| Error::Listen { address: socket_text.clone(), reason: e.to_string() })?;

@@ -543,5 +543,10 @@ async fn revocation_feed(
     let limit = limit.unwrap_or(1000).clamp(1, 10_000);
     let (entries, next) = service.revocation_feed(since, limit).await.map_err(ApiError::from)?;
     let body = serde_json::to_vec(&json!({ "revocations": entries, "next": next })).unwrap_or_default();
-    Ok(Cached::with_cache_control(Document::new(body), ContentType::JSON, "private, max-age=5".into(), &inm))
+    Ok(Cached::with_cache_control(
+        Document::new(body),
+        ContentType::JSON,
+        "private, max-age=5".into(),
+        inm.0.as_deref(),
+    ))
 }

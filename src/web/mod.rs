@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod pages;
 pub mod serve;
 pub mod source;
+mod tls;
 pub mod wellknown;
 
 use std::sync::atomic::{AtomicU64, Ordering};

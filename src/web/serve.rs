@@ -25,13 +25,13 @@
 //! routes, fairings and catchers), through Rocket's local client, which runs the same
 //! dispatch as Rocket's own server — except a plain GET or HEAD of the JWKS, the request a
 //! whole fleet of verifiers makes, which is answered here from the published snapshot
-//! ([`jwks_answer`]). TLS uses Rocket's TLS listener, configured as Rocket
-//! would configure it.
+//! ([`jwks_answer`], built by the same function as the Rocket route's answer). The socket is
+//! tokio's, and TLS is tokio-rustls configured as Rocket configures its own ([`super::tls`]):
+//! nothing here reaches into Rocket's internals.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::future::{poll_fn, Future};
-use std::io::BufReader;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,13 +42,11 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Bytes, Incoming};
 use hyper::header::{
-    HeaderName, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ETAG, HOST,
-    IF_NONE_MATCH, TRANSFER_ENCODING,
+    HeaderName, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, IF_NONE_MATCH,
+    TRANSFER_ENCODING,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use rocket::http::private::{Connection, Listener, TcpListener};
-use rocket::http::tls::TlsListener;
 use rocket::http::{Cookie, Header, Method};
 use rocket::local::asynchronous::Client;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -85,40 +83,25 @@ const BODY_STEP: usize = 16 * 1024;
 const GRACE: Duration = Duration::from_secs(5);
 const MERCY: Duration = Duration::from_secs(5);
 
-/// The bound listening socket, plain or TLS.
-pub enum Bound {
-    Plain(TcpListener),
-    Tls(TlsListener),
+/// The bound listening socket, and the TLS acceptor when TLS is configured.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Bound {
     /// Binds the configured address (before anything else starts, so a taken port or a bad
     /// certificate refuses start-up without a change).
     pub async fn bind(config: &Config) -> std::io::Result<Bound> {
-        let addr = SocketAddr::new(config.address, config.port);
-        match config.tls() {
-            None => Ok(Bound::Plain(TcpListener::bind(addr).await?)),
-            Some((cert, key)) => {
-                let tls = rocket::http::tls::Config {
-                    cert_chain: BufReader::new(std::fs::File::open(cert)?),
-                    private_key: BufReader::new(std::fs::File::open(key)?),
-                    ciphersuites: rocket::http::tls::rustls::crypto::ring::DEFAULT_CIPHER_SUITES.to_vec(),
-                    prefer_server_order: true,
-                    ca_certs: None,
-                    mandatory_mtls: false,
-                    http2: true,
-                };
-                Ok(Bound::Tls(TlsListener::bind(addr, tls).await?))
-            }
-        }
+        // The certificate first: a bad one refuses start-up before the port is taken.
+        let tls = config.tls().map(|(cert, key)| super::tls::acceptor(cert, key)).transpose()?;
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.address, config.port)).await?;
+        Ok(Bound { listener, tls })
     }
 
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Bound::Plain(l) => l.local_addr().ok(),
-            Bound::Tls(l) => Listener::local_addr(l),
-        }
+        self.listener.local_addr().ok()
     }
 }
 
@@ -212,10 +195,7 @@ pub async fn serve(bound: Bound, app: Client, service: Arc<Keyturn>) {
     let (stopping, stop_seen) = tokio::sync::watch::channel(false);
     let stop = stop_requested(app.rocket().shutdown());
     tokio::pin!(stop);
-    match bound {
-        Bound::Plain(l) => accept_until(l, &app, &slots, &stop_seen, stop.as_mut()).await,
-        Bound::Tls(l) => accept_until(l, &app, &slots, &stop_seen, stop.as_mut()).await,
-    }
+    accept_until(bound, &app, &slots, &stop_seen, stop.as_mut()).await;
     tracing::info!("shutting down: no new connections; requests in flight have 5 s to finish");
     // Every connection is asked to finish (HTTP/2: GOAWAY); the application is told too:
     // anything waiting on its shutdown handle ends.
@@ -247,46 +227,23 @@ async fn signalled(kind: tokio::signal::unix::SignalKind) {
     }
 }
 
-async fn accept_until<L>(
-    mut listener: L,
+async fn accept_until(
+    bound: Bound,
     app: &Arc<Client>,
     slots: &Arc<Slots>,
     stopping: &tokio::sync::watch::Receiver<bool>,
     mut stop: Pin<&mut impl Future<Output = ()>>,
-) where
-    L: Listener + Unpin,
-    L::Connection: Send + Unpin + 'static,
-{
-    let (header_timeout, body_timeout) =
-        (slots.service.config().client_header_timeout, slots.service.config().client_body_timeout);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        // A request's line and headers in at most 64 KiB, else 431: hyper's default (about
-        // 400 KiB) times 4096 connections would be over 1.5 GiB of buffers.
-        .max_buf_size(HEAD_BYTES)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_STREAMS)
-        .initial_stream_window_size(H2_WINDOW)
-        .initial_connection_window_size(H2_WINDOW)
-        .adaptive_window(false)
-        .max_header_list_size(HEAD_BYTES as u32)
-        .keep_alive_interval(Some(header_timeout))
-        .keep_alive_timeout(header_timeout);
-    let process_budget = Arc::new(Semaphore::new(PROCESS_BODY_BUDGET));
+) {
+    let header_timeout = slots.service.config().client_header_timeout;
+    let front = Arc::new(Front::new(app.clone(), slots.service.clone()));
     loop {
         let accepted = tokio::select! {
             biased;
             _ = stop.as_mut() => return,
-            accepted = poll_fn(|cx| Pin::new(&mut listener).poll_accept(cx)) => accepted,
+            accepted = bound.listener.accept() => accepted,
         };
-        let conn = match accepted {
-            Ok(conn) => conn,
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, most likely: wait until a connection ends (or a
                 // moment passes) rather than spin on accept.
@@ -295,15 +252,76 @@ async fn accept_until<L>(
                 continue;
             }
         };
-        let Some(peer) = conn.peer_address() else { continue };
         let Some(slot) = slots.take(peer.ip()) else {
-            drop(conn);
+            drop(tcp);
             continue;
         };
-        let _ = conn.enable_nodelay();
+        let _ = tcp.set_nodelay(true);
+        let (front, tls, stopping) = (front.clone(), bound.tls.clone(), stopping.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tls {
+                None => front.serve(tcp, peer, stopping).await,
+                // The handshake is part of the header time-out: a client that opens a
+                // connection and never finishes it is closed like one that sends nothing.
+                Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => front.serve(stream, peer, stopping).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake not finished within the header time-out"),
+                },
+            }
+        });
+    }
+}
+
+/// What every connection is served with: the protocol settings, the application, and the
+/// body budget the whole process shares.
+struct Front {
+    builder: auto::Builder<TokioExecutor>,
+    app: Arc<Client>,
+    service: Arc<Keyturn>,
+    process_budget: Arc<Semaphore>,
+    header_timeout: Duration,
+    body_timeout: Duration,
+}
+
+impl Front {
+    fn new(app: Arc<Client>, service: Arc<Keyturn>) -> Front {
+        let (header_timeout, body_timeout) =
+            (service.config().client_header_timeout, service.config().client_body_timeout);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            // A request's line and headers in at most 64 KiB, else 431: hyper's default (about
+            // 400 KiB) times 4096 connections would be over 1.5 GiB of buffers.
+            .max_buf_size(HEAD_BYTES)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_STREAMS)
+            .initial_stream_window_size(H2_WINDOW)
+            .initial_connection_window_size(H2_WINDOW)
+            .adaptive_window(false)
+            .max_header_list_size(HEAD_BYTES as u32)
+            .keep_alive_interval(Some(header_timeout))
+            .keep_alive_timeout(header_timeout);
+        let process_budget = Arc::new(Semaphore::new(PROCESS_BODY_BUDGET));
+        Front { builder, app, service, process_budget, header_timeout, body_timeout }
+    }
+
+    /// Serves one connection (plain or after its TLS handshake) until it ends, is idle for
+    /// the header time-out, or the server stops.
+    async fn serve<IO>(&self, io: IO, peer: SocketAddr, mut stopping: tokio::sync::watch::Receiver<bool>)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (header_timeout, body_timeout) = (self.header_timeout, self.body_timeout);
         let activity = Arc::new(Activity::new());
-        let budget = BodyBudget::new(process_budget.clone());
-        let (app, keyturn, seen) = (app.clone(), slots.service.clone(), activity.clone());
+        let budget = BodyBudget::new(self.process_budget.clone());
+        let (app, keyturn, seen) = (self.app.clone(), self.service.clone(), activity.clone());
         let service = hyper::service::service_fn(move |req| {
             let (app, keyturn, budget) = (app.clone(), keyturn.clone(), budget.clone());
             let request = seen.begin();
@@ -315,34 +333,30 @@ async fn accept_until<L>(
                 Ok::<_, Infallible>(answer(&app, peer, req, body_timeout, &budget).await)
             }
         });
-        let io = TokioIo::new(FirstByteDeadline::new(conn, header_timeout));
-        let connection = builder.serve_connection(io, service).into_owned();
-        let mut stopping = stopping.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            tokio::pin!(connection);
-            let mut closing = false;
-            let ended = loop {
-                let idle_until = activity.idle_deadline(header_timeout);
-                tokio::select! {
-                    ended = connection.as_mut() => break ended,
-                    _ = tokio::time::sleep_until(idle_until), if !closing => {
-                        if activity.idle_for(header_timeout) {
-                            tracing::debug!(%peer, "connection idle for the header time-out: closed");
-                            connection.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                    }
-                    _ = stopping.wait_for(|stop| *stop), if !closing => {
+        let io = TokioIo::new(FirstByteDeadline::new(io, header_timeout));
+        let connection = self.builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let mut closing = false;
+        let ended = loop {
+            let idle_until = activity.idle_deadline(header_timeout);
+            tokio::select! {
+                ended = connection.as_mut() => break ended,
+                _ = tokio::time::sleep_until(idle_until), if !closing => {
+                    if activity.idle_for(header_timeout) {
+                        tracing::debug!(%peer, "connection idle for the header time-out: closed");
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                     }
                 }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, "connection ended: {e}");
+                _ = stopping.wait_for(|stop| *stop), if !closing => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
-        });
+        };
+        if let Err(e) = ended {
+            tracing::debug!(%peer, "connection ended: {e}");
+        }
     }
 }
 
@@ -456,31 +470,24 @@ fn jwks_answer(service: &Keyturn, req: &hyper::Request<Incoming>) -> Option<hype
         return None;
     }
     let started = std::time::Instant::now();
-    let published = service.published();
-    let doc = &published.jwks;
-    let not_modified =
-        req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|h| doc.matches_if_none_match(h));
-    let (id, status) = (super::RequestId::next(), if not_modified { 304 } else { 200 });
-    let body = if not_modified { Bytes::new() } else { Bytes::from_owner(doc.body.clone()) };
-    // HEAD: hyper sends the length of this body and not the body itself.
+    let inm = req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let answer = super::wellknown::jwks_answer(service, inm);
+    let (id, status) = (super::RequestId::next(), answer.status());
+    let body = answer.body().map_or_else(Bytes::new, |b| Bytes::from_owner(b.clone()));
     let mut out = hyper::Response::new(Full::new(body));
-    *out.status_mut() = if not_modified { hyper::StatusCode::NOT_MODIFIED } else { hyper::StatusCode::OK };
+    *out.status_mut() = hyper::StatusCode::from_u16(status).ok()?;
+    let mut out = without_body_for_head(head, out);
     let headers = out.headers_mut();
-    // ETag, Cache-Control, X-Request-Id, the security headers and Content-Type.
     headers.reserve(4 + super::SECURITY_HEADERS.len());
-    let max_age = format!("public, max-age={}", published.policy.jwks_max_age.as_secs());
-    for (name, value) in [(ETAG, &*doc.etag), (CACHE_CONTROL, max_age.as_str()), (X_REQUEST_ID, id.0.as_str())] {
-        headers.insert(name, HeaderValue::from_str(value).ok()?);
+    for (name, value) in answer.headers() {
+        headers.insert(name, HeaderValue::from_str(&value).ok()?);
     }
+    headers.insert(X_REQUEST_ID, HeaderValue::from_str(&id.0).ok()?);
     for (name, value) in security_headers() {
         headers.insert(name.clone(), value.clone());
     }
-    if !not_modified {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
-    }
     let method = if head { "HEAD" } else { "GET" };
     let took = started.elapsed();
-    service.metrics().jwks_answered(not_modified);
     service.metrics().http(PATH, method, status, took);
     super::log_request(&id.0, method, PATH, status, took);
     Some(out)
@@ -620,10 +627,28 @@ async fn dispatch(
         out = out.header(CONNECTION, HeaderValue::from_static("close"));
     }
     let body = response.into_bytes().await.unwrap_or_default();
-    out.body(Full::new(Bytes::from(body))).unwrap_or_else(|e| {
+    let out = out.body(Full::new(Bytes::from(body))).unwrap_or_else(|e| {
         tracing::error!("the application's answer is not a valid HTTP response: {e}");
         refusal(500, "server_error", "the answer could not be sent".into())
-    })
+    });
+    without_body_for_head(parts.method == hyper::Method::HEAD, out)
+}
+
+/// The answer to a HEAD request: the headers of the GET answer, its `Content-Length`
+/// included, and no body. (hyper leaves a HEAD answer's body out on HTTP/1 by itself, but
+/// on HTTP/2 would send it, which clients take as a protocol error.)
+fn without_body_for_head(head: bool, response: hyper::Response<Full<Bytes>>) -> hyper::Response<Full<Bytes>> {
+    if !head {
+        return response;
+    }
+    let length = response.body().size_hint().exact().unwrap_or(0);
+    let (mut parts, _) = response.into_parts();
+    // A 304 or 204 has no body to give the length of.
+    let bodiless = matches!(parts.status, hyper::StatusCode::NOT_MODIFIED | hyper::StatusCode::NO_CONTENT);
+    if !bodiless {
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    hyper::Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
 /// An answer the server gives itself (the request never reached the application), in the

@@ -17,7 +17,7 @@ pub fn routes() -> Vec<Route> {
 }
 
 /// The `If-None-Match` request header, when present.
-pub struct IfNoneMatch(Option<String>);
+pub struct IfNoneMatch(pub Option<String>);
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for IfNoneMatch {
@@ -37,8 +37,29 @@ pub struct Cached {
 }
 
 impl Cached {
-    fn new(doc: Document, content_type: ContentType, max_age: u64, inm: &IfNoneMatch) -> Self {
+    fn new(doc: Document, content_type: ContentType, max_age: u64, inm: Option<&str>) -> Self {
         Cached::with_cache_control(doc, content_type, format!("public, max-age={max_age}"), inm)
+    }
+
+    /// The status: 200, or 304 Not Modified.
+    pub fn status(&self) -> u16 {
+        if self.not_modified {
+            304
+        } else {
+            200
+        }
+    }
+
+    /// The answer's own headers (`ETag`, `Cache-Control`, and `Content-Type` with a body).
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        [("ETag", self.doc.etag.to_string()), ("Cache-Control", self.cache_control.clone())]
+            .into_iter()
+            .chain((!self.not_modified).then(|| ("Content-Type", self.content_type.to_string())))
+    }
+
+    /// The body: the document, or nothing for 304.
+    pub fn body(&self) -> Option<&Arc<[u8]>> {
+        (!self.not_modified).then_some(&self.doc.body)
     }
 
     /// A document with its own `Cache-Control`.
@@ -46,9 +67,9 @@ impl Cached {
         doc: Document,
         content_type: ContentType,
         cache_control: String,
-        inm: &IfNoneMatch,
+        inm: Option<&str>,
     ) -> Self {
-        let not_modified = inm.0.as_deref().is_some_and(|h| doc.matches_if_none_match(h));
+        let not_modified = inm.is_some_and(|h| doc.matches_if_none_match(h));
         Cached { doc, content_type, cache_control, not_modified }
     }
 }
@@ -56,20 +77,27 @@ impl Cached {
 impl<'r> Responder<'r, 'static> for Cached {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
         let mut res = Response::build();
-        res.header(Header::new("ETag", self.doc.etag.to_string()))
-            .header(Header::new("Cache-Control", self.cache_control));
-        if self.not_modified {
-            res.status(Status::NotModified);
-        } else {
-            let body = self.doc.body.clone();
+        res.status(Status::new(self.status()));
+        for (name, value) in self.headers() {
+            res.header(Header::new(name, value));
+        }
+        if let Some(body) = self.body().cloned() {
             // One chunk of exactly the document: Rocket otherwise streams every body through a
             // fresh zeroed 4 KiB buffer (seen in the JWKS profile).
-            res.header(self.content_type)
-                .max_chunk_size(body.len().max(1))
-                .sized_body(body.len(), std::io::Cursor::new(body));
+            res.max_chunk_size(body.len().max(1)).sized_body(body.len(), std::io::Cursor::new(body));
         }
         res.ok()
     }
+}
+
+/// The JWKS answer, from the published snapshot: the one function both the route below and
+/// the server's short path for the JWKS (`web::serve`) answer with.
+pub fn jwks_answer(service: &Keyturn, if_none_match: Option<&str>) -> Cached {
+    let published = service.published();
+    let max_age = published.policy.jwks_max_age.as_secs();
+    let answer = Cached::new(published.jwks.clone(), jwk_set_json(), max_age, if_none_match);
+    service.metrics().jwks_answered(answer.not_modified);
+    answer
 }
 
 fn openmetrics() -> ContentType {
@@ -82,10 +110,7 @@ fn jwk_set_json() -> ContentType {
 
 #[get("/.well-known/jwks.json")]
 fn jwks(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
-    let published = service.published();
-    let answer = Cached::new(published.jwks.clone(), jwk_set_json(), published.policy.jwks_max_age.as_secs(), &inm);
-    service.metrics().jwks_answered(answer.not_modified);
-    answer
+    jwks_answer(service, inm.0.as_deref())
 }
 
 #[get("/.well-known/openid-configuration")]
@@ -95,14 +120,19 @@ fn openid_configuration(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cach
         published.openid_configuration.clone(),
         ContentType::JSON,
         published.policy.jwks_max_age.as_secs(),
-        &inm,
+        inm.0.as_deref(),
     )
 }
 
 #[get("/.well-known/oauth-authorization-server")]
 fn oauth_metadata(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
     let published = service.published();
-    Cached::new(published.oauth_metadata.clone(), ContentType::JSON, published.policy.jwks_max_age.as_secs(), &inm)
+    Cached::new(
+        published.oauth_metadata.clone(),
+        ContentType::JSON,
+        published.policy.jwks_max_age.as_secs(),
+        inm.0.as_deref(),
+    )
 }
 
 /// Health answers without a store: the process is alive and serving.

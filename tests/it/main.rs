@@ -21,6 +21,7 @@ mod deploy;
 mod docs;
 mod faults;
 mod forward;
+mod front;
 mod gateways;
 mod http2;
 mod interop;
