@@ -269,7 +269,7 @@ settings! {
             Some(s) => quoted(s.as_str()),
             None => not_pinned(crate::schedule::DEFAULT_SCHEDULE),
         },
-        help: "cron (UTC): five fields, `minute hour day-of-month month day-of-week` (`MON`–`SUN` or `0`–`7`), or six with **seconds first** (for demos that rotate every few seconds), or `@weekly`, `@daily`, …; an invalid field is refused by name; setting it pins it",
+        help: "cron (UTC): five fields, `minute hour day-of-month month day-of-week` (`MON`–`SUN` or `0`–`7`), or six with **seconds first** (for demos that rotate every few seconds), or `@weekly`, `@daily`, …; an invalid field is refused by name; setting it pins it; `cron` (`KEYTURN_CRON`) is accepted as its alias, with a warning",
     }
     publish_lead: Option<Duration> {
         parse: |v| parse_duration(v).map(Some),
@@ -644,6 +644,7 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
                             ));
                             continue;
                         };
+                        warnings.extend(alias_used(&key, &format!("in {}", path.display())));
                         match toml_value(&value) {
                             Some(v) => set(&mut raw, &mut problems, setting, from_file, v, src),
                             None => problems.push(format!(
@@ -667,6 +668,7 @@ pub fn load(inputs: &Inputs) -> Result<Config, ConfigError> {
         let key = name["KEYTURN_".len()..].to_ascii_lowercase();
         match lookup(&key) {
             Some((setting, from_file)) => {
+                warnings.extend(alias_used(&key, name));
                 set(&mut raw, &mut problems, setting, from_file, value.clone(), Source::Env(name.clone()))
             }
             // The environment is shared with other programs (deploy/'s Apache file reads
@@ -713,7 +715,17 @@ fn did_you_mean(closest: Option<&str>) -> String {
 }
 
 /// Finds a setting by name; `<secret>_file` finds the secret, read from that file.
+/// Other names settings are known by: accepted, and reported as aliases.
+const ALIASES: &[(&str, &str)] = &[("cron", "rotation_schedule")];
+
+/// The warning for a setting given by its alias, if `key` is one.
+fn alias_used(key: &str, source: &str) -> Option<String> {
+    let (alias, name) = ALIASES.iter().find(|(alias, _)| *alias == key)?;
+    Some(format!("{alias} ({source}) is an alias of {name}: {name} is its name"))
+}
+
 fn lookup(key: &str) -> Option<(&'static Setting, bool)> {
+    let key = ALIASES.iter().find(|(alias, _)| *alias == key).map_or(key, |(_, name)| *name);
     if let Some(s) = SETTINGS.iter().find(|s| s.name == key) {
         return Some((s, false));
     }
@@ -926,6 +938,22 @@ mod tests {
         assert_eq!(c.sources["port"], Source::Env("KEYTURN_PORT".into()));
         assert_eq!(c.sources["issuer"], Source::File(file));
         assert!(c.warnings.iter().any(|w| w.contains("KEYTURN_NOPE")), "{:?}", c.warnings);
+    }
+
+    /// The schedule's other name sets it, in the environment or a file, and is reported as
+    /// an alias.
+    #[test]
+    fn cron_is_an_alias_of_rotation_schedule() {
+        let c = load(&inputs(&[("KEYTURN_CRON", "0 3 * * *")])).expect("the alias is accepted");
+        assert_eq!(c.rotation_schedule.as_ref().map(|s| s.as_str()), Some("0 3 * * *"));
+        assert!(c.warnings.iter().any(|w| w.contains("is an alias of rotation_schedule")), "{:?}", c.warnings);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("k.toml");
+        std::fs::write(&file, "cron = \"0 4 * * *\"\n").expect("write");
+        let mut i = inputs(&[]);
+        i.config_path = Some(file);
+        let c = load(&i).expect("the alias is accepted in a file");
+        assert_eq!(c.rotation_schedule.as_ref().map(|s| s.as_str()), Some("0 4 * * *"));
     }
 
     /// The reported case: `rotation_scheduel` was a warning and then "valid", leaving the

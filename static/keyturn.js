@@ -17,7 +17,7 @@ document.addEventListener('click', (event) => {
 
 // Live preview of the next fire times while the cron expression is typed. Without this
 // script the Preview button does the same with a round trip.
-const cron = document.getElementById('cron');
+const cron = document.getElementById('rotation_schedule');
 const fires = document.getElementById('fires');
 const firesError = document.getElementById('fires-error');
 if (cron && fires && !cron.readOnly) {

@@ -1,7 +1,7 @@
 //! The timing policy: configured pins over values stored through the API over defaults, and
 //! the validation every change passes before it is stored.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -15,28 +15,79 @@ use crate::keys::lifecycle::{self, Policy};
 use crate::schedule::{Schedule, DEFAULT_SCHEDULE};
 use crate::store::{self};
 
-/// Names of the editable policy values, as the API and the settings table spell them.
-pub const CRON: &str = "cron";
-pub const PUBLISH_LEAD: &str = "publish_lead";
-pub const CLOCK_SKEW: &str = "clock_skew";
-pub const MAX_TOKEN_TTL: &str = "max_token_ttl";
-pub const LEEWAY: &str = "leeway";
-pub const JWKS_MAX_AGE: &str = "jwks_max_age";
+/// The rotation schedule's one name: in the configuration, the API, the dashboard and the
+/// settings table.
+pub const ROTATION_SCHEDULE: &str = "rotation_schedule";
+
+/// The schedule's other name (the API's before): accepted wherever the name is, and answered
+/// with a warning that it is an alias.
+pub const ROTATION_SCHEDULE_ALIAS: &str = "cron";
+
+/// One timing setting: its name (the same in the configuration, the API, the dashboard and
+/// the settings table), the configuration's pin, and its place in the [`Policy`].
+pub struct Timing {
+    pub name: &'static str,
+    /// What it is, in a few words (the schedule page's label).
+    pub label: &'static str,
+    pub pinned: fn(&Config) -> Option<Duration>,
+    pub get: fn(&Policy) -> Duration,
+    pub set: fn(&mut Policy, Duration),
+}
+
+/// The timing settings, declared once: the policy, `config check`, the API and the schedule
+/// page all read this table.
+pub const TIMINGS: [Timing; 5] = [
+    Timing {
+        name: "publish_lead",
+        label: "Publish lead (a key is in the JWKS this long before it signs)",
+        pinned: |c| c.publish_lead,
+        get: |p| p.publish_lead,
+        set: |p, d| p.publish_lead = d,
+    },
+    Timing {
+        name: "clock_skew",
+        label: "Clock skew allowed",
+        pinned: |c| c.clock_skew,
+        get: |p| p.clock_skew,
+        set: |p, d| p.clock_skew = d,
+    },
+    Timing {
+        name: "max_token_ttl",
+        label: "Longest token lifetime",
+        pinned: |c| c.max_token_ttl,
+        get: |p| p.max_token_ttl,
+        set: |p, d| p.max_token_ttl = d,
+    },
+    Timing {
+        name: "leeway",
+        label: "Leeway after the last token expires",
+        pinned: |c| c.leeway,
+        get: |p| p.leeway,
+        set: |p, d| p.leeway = d,
+    },
+    Timing {
+        name: "jwks_max_age",
+        label: "JWKS max-age (how long verifiers may cache the key set)",
+        pinned: |c| c.jwks_max_age,
+        get: |p| p.jwks_max_age,
+        set: |p, d| p.jwks_max_age = d,
+    },
+];
+
+/// Every editable name, the schedule first: for messages that list them.
+fn editable() -> String {
+    let mut names = vec![format!("{ROTATION_SCHEDULE} (or {ROTATION_SCHEDULE_ALIAS})")];
+    names.extend(TIMINGS.iter().map(|t| t.name.to_owned()));
+    names.join(", ")
+}
 
 /// Builds the policy in force from the configuration and the stored settings. A stored
 /// value that no longer parses is ignored with a warning (it was validated when stored).
 /// The parsed schedule of `previous` is kept when its expression is unchanged, so its
 /// memoized interval statistics survive snapshot rebuilds.
 pub fn effective(config: &Config, stored: &HashMap<String, String>, previous: Option<&Policy>) -> Policy {
-    let dur = |name: &str, pin: Option<Duration>, default: Duration| {
-        pin.or_else(|| {
-            let v = stored.get(name)?;
-            parse_duration(v).map_err(|e| tracing::warn!(setting = name, "ignoring stored value: {e}")).ok()
-        })
-        .unwrap_or(default)
-    };
     let schedule = config.rotation_schedule.clone().unwrap_or_else(|| {
-        let text = stored.get(CRON).map(String::as_str).unwrap_or(DEFAULT_SCHEDULE);
+        let text = stored.get(ROTATION_SCHEDULE).map(String::as_str).unwrap_or(DEFAULT_SCHEDULE);
         if let Some(prev) = previous.filter(|p| p.schedule.as_str() == text.trim()) {
             return prev.schedule.clone();
         }
@@ -44,14 +95,22 @@ pub fn effective(config: &Config, stored: &HashMap<String, String>, previous: Op
             .map_err(|e| tracing::warn!("ignoring stored schedule: {e}"))
             .unwrap_or_else(|_| default_schedule())
     });
-    Policy {
+    let mut policy = Policy {
         schedule,
-        publish_lead: dur(PUBLISH_LEAD, config.publish_lead, config::default_duration("publish_lead")),
-        clock_skew: dur(CLOCK_SKEW, config.clock_skew, config::default_duration("clock_skew")),
-        max_token_ttl: dur(MAX_TOKEN_TTL, config.max_token_ttl, config::default_duration("max_token_ttl")),
-        leeway: dur(LEEWAY, config.leeway, config::default_duration("leeway")),
-        jwks_max_age: dur(JWKS_MAX_AGE, config.jwks_max_age, config::default_duration("jwks_max_age")),
+        publish_lead: Duration::ZERO,
+        clock_skew: Duration::ZERO,
+        max_token_ttl: Duration::ZERO,
+        leeway: Duration::ZERO,
+        jwks_max_age: Duration::ZERO,
+    };
+    for t in &TIMINGS {
+        let stored = || {
+            let v = stored.get(t.name)?;
+            parse_duration(v).map_err(|e| tracing::warn!(setting = t.name, "ignoring stored value: {e}")).ok()
+        };
+        (t.set)(&mut policy, (t.pinned)(config).or_else(stored).unwrap_or_else(|| config::default_duration(t.name)));
     }
+    policy
 }
 
 /// Where a timing setting's value in force comes from.
@@ -79,15 +138,12 @@ pub fn in_force(config: &Config, stored: Option<&HashMap<String, String>>) -> Ve
             InForce::Default
         }
     };
-    let d = |v: Duration| format_duration(v);
-    vec![
-        ("rotation_schedule", policy.schedule.as_str().to_owned(), source(config.rotation_schedule.is_some(), CRON)),
-        ("publish_lead", d(policy.publish_lead), source(config.publish_lead.is_some(), PUBLISH_LEAD)),
-        ("clock_skew", d(policy.clock_skew), source(config.clock_skew.is_some(), CLOCK_SKEW)),
-        ("max_token_ttl", d(policy.max_token_ttl), source(config.max_token_ttl.is_some(), MAX_TOKEN_TTL)),
-        ("leeway", d(policy.leeway), source(config.leeway.is_some(), LEEWAY)),
-        ("jwks_max_age", d(policy.jwks_max_age), source(config.jwks_max_age.is_some(), JWKS_MAX_AGE)),
-    ]
+    let schedule = policy.schedule.as_str().to_owned();
+    let mut out = vec![(ROTATION_SCHEDULE, schedule, source(config.rotation_schedule.is_some(), ROTATION_SCHEDULE))];
+    for t in &TIMINGS {
+        out.push((t.name, format_duration((t.get)(&policy)), source((t.pinned)(config).is_some(), t.name)));
+    }
+    out
 }
 
 /// The settings stored in the database `config` names, without creating anything: `None`
@@ -110,18 +166,8 @@ pub fn default_schedule() -> Schedule {
 
 /// Which policy values the configuration pins (read-only through the API).
 pub fn pinned(config: &Config) -> Vec<&'static str> {
-    let p = config;
-    [
-        (CRON, p.rotation_schedule.is_some()),
-        (PUBLISH_LEAD, p.publish_lead.is_some()),
-        (CLOCK_SKEW, p.clock_skew.is_some()),
-        (MAX_TOKEN_TTL, p.max_token_ttl.is_some()),
-        (LEEWAY, p.leeway.is_some()),
-        (JWKS_MAX_AGE, p.jwks_max_age.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(n, pinned)| pinned.then_some(n))
-    .collect()
+    let schedule = config.rotation_schedule.is_some().then_some(ROTATION_SCHEDULE);
+    schedule.into_iter().chain(TIMINGS.iter().filter(|t| (t.pinned)(config).is_some()).map(|t| t.name)).collect()
 }
 
 /// Hard rules a policy must satisfy; each violation is a sentence naming the values.
@@ -139,15 +185,13 @@ pub fn warnings(p: &Policy, now: Instant) -> Vec<String> {
     lifecycle::pace_warning(p.schedule.shortest_interval(now), p.publish_lead).into_iter().collect()
 }
 
-/// The policy as the API shows it.
+/// The policy as the API shows it: `rotation_schedule` and each timing setting by name.
 #[derive(Clone, Debug, Serialize)]
 pub struct PolicyView {
-    pub cron: String,
-    pub publish_lead: String,
-    pub clock_skew: String,
-    pub max_token_ttl: String,
-    pub leeway: String,
-    pub jwks_max_age: String,
+    pub rotation_schedule: String,
+    /// Each of [`TIMINGS`], by name, as text (`"15m"`).
+    #[serde(flatten)]
+    pub timings: BTreeMap<&'static str, String>,
     /// Values the configuration pins: read-only here.
     pub pinned: Vec<&'static str>,
     /// The next five fire times (RFC 3339, UTC).
@@ -155,14 +199,17 @@ pub struct PolicyView {
     pub warnings: Vec<String>,
 }
 
+impl PolicyView {
+    /// A timing setting's value, by name.
+    pub fn timing(&self, name: &str) -> &str {
+        self.timings.get(name).map_or("", String::as_str)
+    }
+}
+
 pub fn view(config: &Config, p: &Policy, now: Instant) -> PolicyView {
     PolicyView {
-        cron: p.schedule.as_str().to_owned(),
-        publish_lead: format_duration(p.publish_lead),
-        clock_skew: format_duration(p.clock_skew),
-        max_token_ttl: format_duration(p.max_token_ttl),
-        leeway: format_duration(p.leeway),
-        jwks_max_age: format_duration(p.jwks_max_age),
+        rotation_schedule: p.schedule.as_str().to_owned(),
+        timings: TIMINGS.iter().map(|t| (t.name, format_duration((t.get)(p)))).collect(),
         pinned: pinned(config),
         next_fires: p.schedule.preview(now, 5).into_iter().map(clock::rfc3339).collect(),
         warnings: warnings(p, now),
@@ -172,32 +219,32 @@ pub fn view(config: &Config, p: &Policy, now: Instant) -> PolicyView {
 /// Normalized (name, value) pairs to store.
 pub type StoredValues = Vec<(&'static str, String)>;
 
-/// A requested change: any subset of the editable values, as text.
+/// A requested change: any of the editable values, by name, as text (the body of `PUT
+/// /api/v1/schedule`, the schedule form).
 #[derive(Clone, Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyChange {
-    pub cron: Option<String>,
-    pub publish_lead: Option<String>,
-    pub clock_skew: Option<String>,
-    pub max_token_ttl: Option<String>,
-    pub leeway: Option<String>,
-    pub jwks_max_age: Option<String>,
+#[serde(transparent)]
+pub struct PolicyChange(BTreeMap<String, String>);
+
+impl<const N: usize> From<[(&str, &str); N]> for PolicyChange {
+    fn from(pairs: [(&str, &str); N]) -> Self {
+        PolicyChange(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())
+    }
 }
 
 impl PolicyChange {
-    /// The (name, value) pairs present.
-    pub fn entries(&self) -> Vec<(&'static str, &str)> {
-        [
-            (CRON, &self.cron),
-            (PUBLISH_LEAD, &self.publish_lead),
-            (CLOCK_SKEW, &self.clock_skew),
-            (MAX_TOKEN_TTL, &self.max_token_ttl),
-            (LEEWAY, &self.leeway),
-            (JWKS_MAX_AGE, &self.jwks_max_age),
-        ]
-        .into_iter()
-        .filter_map(|(n, v)| v.as_deref().map(|v| (n, v.trim())))
-        .collect()
+    /// Sets `name` to `value` in the change.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.0.insert(name.to_owned(), value.to_owned());
+    }
+
+    /// Whether the change names nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether it names the schedule by its alias (answered with a warning).
+    pub fn uses_alias(&self) -> bool {
+        self.0.contains_key(ROTATION_SCHEDULE_ALIAS)
     }
 
     /// Applies the change to `current`, checking each value and then the whole. Returns the
@@ -207,36 +254,41 @@ impl PolicyChange {
         let mut next = current.clone();
         let mut store = Vec::new();
         let mut errors = Vec::new();
-        if self.entries().is_empty() {
-            errors.push(
-                "nothing to change: give at least one of cron, publish_lead, clock_skew, max_token_ttl, leeway".into(),
-            );
+        if self.0.is_empty() {
+            errors.push(format!("nothing to change: give at least one of {}", editable()));
         }
-        for (name, value) in self.entries() {
-            if pinned.contains(&name) {
-                errors.push(format!("{name} is pinned by the configuration and read-only here"));
-                continue;
-            }
-            if name == CRON {
+        if self.0.contains_key(ROTATION_SCHEDULE) && self.uses_alias() {
+            errors.push(format!("give {ROTATION_SCHEDULE} or its alias {ROTATION_SCHEDULE_ALIAS}, not both"));
+        }
+        for (given, value) in &self.0 {
+            let value = value.trim();
+            let name = if given == ROTATION_SCHEDULE_ALIAS { ROTATION_SCHEDULE } else { given.as_str() };
+            if name == ROTATION_SCHEDULE {
+                if pinned.contains(&ROTATION_SCHEDULE) {
+                    errors.push(format!("{given} is pinned by the configuration and read-only here"));
+                    continue;
+                }
                 match Schedule::parse(value) {
                     Ok(s) => {
-                        store.push((name, s.as_str().to_owned()));
+                        store.push((ROTATION_SCHEDULE, s.as_str().to_owned()));
                         next.schedule = s;
                     }
-                    Err(e) => errors.push(format!("cron: {e}")),
+                    Err(e) => errors.push(format!("{given}: {e}")),
                 }
+                continue;
+            }
+            let Some(timing) = TIMINGS.iter().find(|t| t.name == name) else {
+                errors.push(format!("unknown setting {given:?}: the editable ones are {}", editable()));
+                continue;
+            };
+            if pinned.contains(&timing.name) {
+                errors.push(format!("{name} is pinned by the configuration and read-only here"));
                 continue;
             }
             match parse_duration(value) {
                 Ok(d) => {
-                    store.push((name, format_duration(d)));
-                    match name {
-                        PUBLISH_LEAD => next.publish_lead = d,
-                        CLOCK_SKEW => next.clock_skew = d,
-                        MAX_TOKEN_TTL => next.max_token_ttl = d,
-                        JWKS_MAX_AGE => next.jwks_max_age = d,
-                        _ => next.leeway = d,
-                    }
+                    store.push((timing.name, format_duration(d)));
+                    (timing.set)(&mut next, d);
                 }
                 Err(e) => errors.push(format!("{name}: {e}")),
             }
@@ -275,6 +327,10 @@ impl Keyturn {
             })
             .await?;
         self.reload().await?;
-        Ok(self.policy_view())
+        let mut view = self.policy_view();
+        if change.uses_alias() {
+            view.warnings.push(format!("{ROTATION_SCHEDULE_ALIAS} is an alias of {ROTATION_SCHEDULE}"));
+        }
+        Ok(view)
     }
 }

@@ -47,6 +47,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_signins.sql"),
     include_str!("migrations/0006_signin_attempts.sql"),
     include_str!("migrations/0007_sessions.sql"),
+    include_str!("migrations/0008_schedule_name.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_keys.sql"),
@@ -56,6 +57,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0005_signins.sql"),
     include_str!("migrations/postgres/0006_signin_attempts.sql"),
     include_str!("migrations/postgres/0007_sessions.sql"),
+    include_str!("migrations/postgres/0008_schedule_name.sql"),
 ];
 const _: () = assert!(SQLITE_MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 

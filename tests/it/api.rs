@@ -414,17 +414,22 @@ async fn schedule_read_change_preview_and_refuse() {
     let api = Api::start(&[("KEYTURN_LEEWAY", "2m")]).await;
     let (status, body) = api.call("GET", "/api/v1/schedule", Some(&api.admin), None).await;
     assert_eq!(status, 200);
-    assert_eq!(body["cron"], "0 0 * * MON");
+    assert_eq!(body["rotation_schedule"], "0 0 * * MON");
     assert_eq!(body["publish_lead"], "15m");
     assert_eq!(body["pinned"], json!(["leeway"]));
     assert_eq!(body["next_fires"].as_array().expect("fires").len(), 5);
     assert_eq!(body["next_fires"][0], "2026-06-08T00:00:00Z");
 
     let (status, body) = api
-        .call("PUT", "/api/v1/schedule", Some(&api.admin), Some(json!({"cron": "0 6 * * *", "publish_lead": "20m"})))
+        .call(
+            "PUT",
+            "/api/v1/schedule",
+            Some(&api.admin),
+            Some(json!({"rotation_schedule": "0 6 * * *", "publish_lead": "20m"})),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["cron"], "0 6 * * *");
+    assert_eq!(body["rotation_schedule"], "0 6 * * *");
     assert_eq!(body["publish_lead"], "20m");
     assert_eq!(
         body["next_fires"],
@@ -452,7 +457,7 @@ async fn schedule_read_change_preview_and_refuse() {
     let (status, _) = api.call("PUT", "/api/v1/schedule", Some(&api.admin), Some(json!({"crontab": "x"}))).await;
     assert!(status == 400 || status == 422, "unknown fields are refused");
     let (_, body) = api.call("GET", "/api/v1/schedule", Some(&api.admin), None).await;
-    assert_eq!(body["cron"], "0 6 * * *", "nothing changed by the refused requests");
+    assert_eq!(body["rotation_schedule"], "0 6 * * *", "nothing changed by the refused requests");
     assert_eq!(body["publish_lead"], "20m");
 
     // JWKS max-age is a policy value too: it drives the JWKS Cache-Control, and must stay
@@ -466,8 +471,20 @@ async fn schedule_read_change_preview_and_refuse() {
         api.call("PUT", "/api/v1/schedule", Some(&api.admin), Some(json!({"jwks_max_age": "30m"}))).await;
     assert_eq!(status, 400, "a max-age longer than the lead allows is refused: {body}");
 
+    // The schedule's other name is accepted, and the answer says it is an alias.
     let (_, body) = api.call("PUT", "/api/v1/schedule", Some(&api.admin), Some(json!({"cron": "*/5 * * * *"}))).await;
+    assert_eq!(body["rotation_schedule"], "*/5 * * * *", "{body}");
     assert!(body["warnings"][0].as_str().expect("warning").contains("more often than the publish lead"), "{body}");
+    assert_eq!(body["warnings"][1], "cron is an alias of rotation_schedule", "{body}");
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/api/v1/schedule",
+            Some(&api.admin),
+            Some(json!({"cron": "0 1 * * *", "rotation_schedule": "0 2 * * *"})),
+        )
+        .await;
+    assert_eq!(status, 400, "the name and its alias together are refused: {body}");
     api.stop().await;
 }
 

@@ -330,7 +330,7 @@ async fn issue_verify_and_revoke_a_token_and_every_page_renders() {
 
     // An invalid schedule is refused with a clear error, and nothing changes.
     b.goto(&api.url("/admin/schedule")).await;
-    b.fill("#cron", "every tuesday").await;
+    b.fill("#rotation_schedule", "every tuesday").await;
     b.submit("button[value=save]").await;
     let text = b.wait_text("nothing was changed").await;
     assert!(text.contains("invalid cron expression"), "{text}");
@@ -338,9 +338,9 @@ async fn issue_verify_and_revoke_a_token_and_every_page_renders() {
     // The preview follows typing (script), and the Preview button does the same without it.
     b.goto(&api.url("/admin/schedule")).await;
     b.wait_text("Next fire times").await;
-    b.fill("#cron", "30 4 * * *").await;
+    b.fill("#rotation_schedule", "30 4 * * *").await;
     b.wait_text("04:30 UTC").await;
-    b.fill("#cron", "0 6 * * *").await;
+    b.fill("#rotation_schedule", "0 6 * * *").await;
     b.submit("button[value=preview]").await;
     b.wait_text("06:00 UTC").await;
     assert_eq!(api.server.service.policy().schedule.as_str(), "0 0 * * MON", "a preview saves nothing");

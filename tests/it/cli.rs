@@ -124,11 +124,8 @@ async fn config_check_shows_the_values_in_force_and_their_source() {
     }
     {
         let service = Keyturn::open(config(&data, &[]), crate::support::fake_clock()).await.expect("open");
-        let change = keyturn::service::policy::PolicyChange {
-            cron: Some("0 3 * * *".into()),
-            leeway: Some("2m".into()),
-            ..Default::default()
-        };
+        let change =
+            keyturn::service::policy::PolicyChange::from([("rotation_schedule", "0 3 * * *"), ("leeway", "2m")]);
         service.update_policy(&change, &keyturn::service::Actor::cli()).await.expect("store a schedule");
     }
     let text = check(&[("KEYTURN_LEEWAY", "5m")]);

@@ -1,9 +1,10 @@
 //! The rotation schedule and timing policy, with a live preview of the next fire times.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
-use rocket::form::{Form, FromForm};
+use rocket::form::Form;
 use rocket::http::Status;
 use rocket::response::content::RawHtml;
 use rocket::response::Redirect;
@@ -12,7 +13,7 @@ use rocket::{get, post, routes, Route, State};
 use super::format::when;
 use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
 use super::AdminSession;
-use crate::service::policy::PolicyChange;
+use crate::service::policy::{PolicyChange, ROTATION_SCHEDULE, ROTATION_SCHEDULE_ALIAS, TIMINGS};
 use crate::service::Keyturn;
 use crate::web::error::ApiError;
 
@@ -24,12 +25,9 @@ pub fn routes() -> Vec<Route> {
 #[template(path = "admin/schedule.html")]
 struct SchedulePage {
     f: Frame,
-    cron: String,
-    publish_lead: String,
-    clock_skew: String,
-    max_token_ttl: String,
-    leeway: String,
-    jwks_max_age: String,
+    rotation_schedule: String,
+    /// Each timing setting: name, label, value shown.
+    timings: Vec<(&'static str, &'static str, String)>,
     pinned: Vec<&'static str>,
     preview: Vec<String>,
     warnings: Vec<String>,
@@ -52,23 +50,20 @@ fn schedule_view(
 ) -> SchedulePage {
     let v = service.policy_view();
     let now = service.now();
-    let pick = |form: Option<&String>, current: &str| {
-        form.map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).unwrap_or_else(|| current.to_owned())
+    // What the form sent, where it sent something; else the value in force.
+    let pick = |name: &str, current: &str| {
+        change.and_then(|c| c.value(name)).map(str::to_owned).unwrap_or_else(|| current.to_owned())
     };
-    let cron = pick(change.map(|c| &c.cron), &v.cron);
-    let preview = crate::schedule::Schedule::parse(&cron)
+    let rotation_schedule = pick(ROTATION_SCHEDULE, &v.rotation_schedule);
+    let preview = crate::schedule::Schedule::parse(&rotation_schedule)
         .map(|sch| sch.preview(now, 5).into_iter().map(|t| when(now, t)).collect())
         .unwrap_or_default();
     SchedulePage {
         f: frame(service, "Schedule", Some(s)),
-        publish_lead: pick(change.map(|c| &c.publish_lead), &v.publish_lead),
-        clock_skew: pick(change.map(|c| &c.clock_skew), &v.clock_skew),
-        max_token_ttl: pick(change.map(|c| &c.max_token_ttl), &v.max_token_ttl),
-        leeway: pick(change.map(|c| &c.leeway), &v.leeway),
-        jwks_max_age: pick(change.map(|c| &c.jwks_max_age), &v.jwks_max_age),
+        timings: TIMINGS.iter().map(|t| (t.name, t.label, pick(t.name, v.timing(t.name)))).collect(),
         pinned: v.pinned,
         warnings: v.warnings,
-        cron,
+        rotation_schedule,
         preview,
         error,
         saved,
@@ -94,45 +89,48 @@ fn schedule_preview(
     })
 }
 
-#[derive(FromForm)]
-struct ScheduleForm {
-    csrf: Option<String>,
-    cron: String,
-    publish_lead: String,
-    clock_skew: String,
-    max_token_ttl: String,
-    leeway: String,
-    jwks_max_age: String,
-    /// "preview" shows the next fire times without saving.
-    action: Option<String>,
+/// The schedule form: the CSRF token, the action, and the settings by name (the rotation
+/// schedule, or its alias, and each timing setting).
+struct ScheduleForm(HashMap<String, String>);
+
+impl ScheduleForm {
+    /// What the form sent for `name` (the schedule also under its alias), trimmed, if not empty.
+    fn value(&self, name: &str) -> Option<&str> {
+        let given = self
+            .0
+            .get(name)
+            .or_else(|| (name == ROTATION_SCHEDULE).then(|| self.0.get(ROTATION_SCHEDULE_ALIAS)).flatten());
+        given.map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
 }
 
 #[post("/admin/schedule", data = "<form>")]
 async fn schedule_save(
     service: &State<Arc<Keyturn>>,
     s: AdminSession,
-    form: Form<ScheduleForm>,
+    form: Form<HashMap<String, String>>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
-    csrf_checked(&s, &form.csrf).map_err(bare)?;
-    let form = form.into_inner();
-    if let Err(e) = crate::schedule::Schedule::parse(&form.cron) {
+    let form = ScheduleForm(form.into_inner());
+    csrf_checked(&s, &form.0.get("csrf").cloned()).map_err(bare)?;
+    if let Err(e) = crate::schedule::Schedule::parse(form.value(ROTATION_SCHEDULE).unwrap_or_default()) {
         return Err(refused(Status::BadRequest, schedule_view(service, &s, Some(&form), Some(e), false)));
     }
-    if form.action.as_deref() == Some("preview") {
+    if form.value("action") == Some("preview") {
         return Err(refused(Status::Ok, schedule_view(service, &s, Some(&form), None, false)));
     }
     // Only what differs from the current values (pinned ones cannot be sent).
     let current = service.policy_view();
-    let differs = |new: &str, cur: &str| (new.trim() != cur && !new.trim().is_empty()).then(|| new.trim().to_owned());
-    let change = PolicyChange {
-        cron: differs(&form.cron, &current.cron),
-        publish_lead: differs(&form.publish_lead, &current.publish_lead),
-        clock_skew: differs(&form.clock_skew, &current.clock_skew),
-        max_token_ttl: differs(&form.max_token_ttl, &current.max_token_ttl),
-        leeway: differs(&form.leeway, &current.leeway),
-        jwks_max_age: differs(&form.jwks_max_age, &current.jwks_max_age),
+    let mut change = PolicyChange::default();
+    let mut differs = |name: &str, current: &str| {
+        if let Some(new) = form.value(name).filter(|new| *new != current) {
+            change.set(name, new);
+        }
     };
-    if change.entries().is_empty() {
+    differs(ROTATION_SCHEDULE, &current.rotation_schedule);
+    for t in &TIMINGS {
+        differs(t.name, current.timing(t.name));
+    }
+    if change.is_empty() {
         return Ok(Redirect::to("/admin/schedule"));
     }
     let actor = s.actor();
