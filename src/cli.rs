@@ -366,7 +366,7 @@ async fn on_service(command: Command, service: &crate::service::Keyturn) -> Exit
                     .read_line(&mut password)
                     .map_err(|e| crate::error::Error::Invalid(vec![format!("reading the password: {e}")]))?;
                 let password = zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
-                s.set_password(&name, &password, &actor).await?;
+                s.admins().set_password(&name, &password, &actor).await?;
                 println!("password of {name} set; their sessions are ended");
                 Ok(())
             })
@@ -374,7 +374,7 @@ async fn on_service(command: Command, service: &crate::service::Keyturn) -> Exit
         }
         Command::Admin { command: AdminCommand::Remove { name } } => {
             with_service(service, async |s, actor| {
-                s.remove_admin(&name, &actor).await?;
+                s.admins().remove_admin(&name, &actor).await?;
                 println!("administrator {name} removed; their sessions are ended");
                 Ok(())
             })
@@ -614,10 +614,10 @@ async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> Ex
 }
 
 async fn admin_add(service: &crate::service::Keyturn) -> ExitCode {
-    match service.create_setup_link(&crate::service::Actor::cli()).await {
+    match service.admins().create_setup_link(&crate::service::Actor::cli()).await {
         Ok(token) => {
             eprintln!("open this one-time link within 15 minutes to create an administrator:");
-            println!("{}", service.setup_url(&token));
+            println!("{}", service.admins().setup_url(&token));
             ExitCode::SUCCESS
         }
         Err(e) => {

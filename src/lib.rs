@@ -92,11 +92,11 @@ async fn bind(config: &Config) -> Result<web::serve::Bound> {
 /// With no administrator yet, logs a one-time link (15 minutes) that creates the first.
 async fn announce_setup_link(service: &Arc<Keyturn>) {
     let link = async {
-        if service.admin_count().await? > 0 {
+        if service.admins().admin_count().await? > 0 {
             return Ok::<_, Error>(None);
         }
-        let token = service.create_setup_link(&service::Actor::system()).await?;
-        Ok(Some(service.setup_url(&token)))
+        let token = service.admins().create_setup_link(&service::Actor::system()).await?;
+        Ok(Some(service.admins().setup_url(&token)))
     };
     match link.await {
         Ok(Some(url)) => tracing::warn!(

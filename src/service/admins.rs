@@ -1,17 +1,18 @@
 //! Dashboard administrators: argon2id passwords, one-time setup links, server-side sessions
 //! with idle and absolute time-outs, and sign-in rate limiting per address and per account.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use zeroize::Zeroizing;
 
-use super::{audited, random_id, secret_digest, secret_matches, Actor, Keyturn};
-use crate::clock::Instant;
+use super::{audited, random_id, secret_digest, secret_matches, Actor};
+use crate::clock::{Clock, Instant};
 use crate::error::{Error, Result};
-use crate::store::{self};
+use crate::metrics::Metrics;
+use crate::store::{self, Store};
 
 /// How long a setup link stays usable.
 pub const SETUP_LINK_TTL: Duration = Duration::from_secs(15 * 60);
@@ -49,7 +50,23 @@ pub enum SignIn {
 /// from serving.
 static ARGON2: Mutex<()> = Mutex::new(());
 
-impl Keyturn {
+/// The dashboard's administrators: their passwords, setup links, sessions and sign-in limits.
+/// It holds what that needs and nothing else: the dashboard's handlers take it alone.
+pub struct Admins {
+    store: Store,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    /// Setup links are URLs under it.
+    issuer: String,
+}
+
+impl Admins {
+    pub(super) fn new(store: Store, clock: Clock, metrics: Arc<Metrics>, issuer: String) -> Admins {
+        Admins { store, clock, metrics, issuer }
+    }
+}
+
+impl Admins {
     /// An argon2id hash of `password` (counted, one at a time).
     async fn password_hash(&self, password: &str) -> Result<String> {
         self.metrics.password_hashed();
@@ -109,13 +126,13 @@ fn check_password(password: &str) -> Result<()> {
     }
 }
 
-impl Keyturn {
+impl Admins {
     pub async fn admin_count(&self) -> Result<u64> {
         Ok(self.store.read(|c| Box::pin(store::admins::count(c))).await?)
     }
 
     /// Administrators with when they were created and last changed their password.
-    pub async fn admins(&self) -> Result<Vec<(String, Instant, Instant)>> {
+    pub async fn list(&self) -> Result<Vec<(String, Instant, Instant)>> {
         Ok(self.store.read(|c| Box::pin(store::admins::names(c))).await?)
     }
 
@@ -139,7 +156,7 @@ impl Keyturn {
 
     /// The URL of a setup link.
     pub fn setup_url(&self, token: &str) -> String {
-        format!("{}/admin/setup?token={token}", self.config.issuer)
+        format!("{}/admin/setup?token={token}", self.issuer)
     }
 
     pub async fn setup_link_usable(&self, token: &str) -> Result<bool> {
@@ -504,4 +521,61 @@ async fn replace_password(
         store::admins::delete_sessions_of(tx, admin, keep).await?;
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Administrators over a SQLite database of their own and a fake clock: no daemon.
+    async fn admins() -> (Admins, Clock, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).expect("open");
+        store.migrate().await.expect("migrate");
+        let clock = Clock::fake(crate::clock::from_unix(1_800_000_000));
+        let admins = Admins::new(store, clock.clone(), Arc::new(Metrics::default()), "https://kt.example".into());
+        (admins, clock, dir)
+    }
+
+    #[test]
+    fn names_and_passwords_follow_the_rules() {
+        assert!(check_name("alice.b-c_d@x").is_ok());
+        assert!(check_name("").is_err() && check_name("a b").is_err() && check_name(&"a".repeat(65)).is_err());
+        assert!(check_password(&"x".repeat(MIN_PASSWORD)).is_ok());
+        assert!(check_password(&"x".repeat(MIN_PASSWORD - 1)).is_err());
+        assert!(check_password(&"x".repeat(1025)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_setup_link_is_single_use_and_expires() {
+        let (a, clock, _dir) = admins().await;
+        let link = a.create_setup_link(&Actor::cli()).await.expect("link");
+        assert_eq!(a.setup_url(&link), format!("https://kt.example/admin/setup?token={}", link.as_str()));
+        a.complete_setup(&link, "alice", "a long enough password", None).await.expect("first use");
+        assert!(a.complete_setup(&link, "bob", "a long enough password", None).await.is_err(), "used");
+        let late = a.create_setup_link(&Actor::cli()).await.expect("link");
+        clock.advance(SETUP_LINK_TTL);
+        assert!(!a.setup_link_usable(&late).await.expect("check"), "expired");
+        assert_eq!(a.list().await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn failures_are_limited_per_account_and_sessions_time_out() {
+        let (a, clock, _dir) = admins().await;
+        let link = a.create_setup_link(&Actor::cli()).await.expect("link");
+        a.complete_setup(&link, "alice", "a long enough password", None).await.expect("setup");
+        for i in 0..SIGN_IN_FAILURES {
+            let from = format!("10.0.0.{i}");
+            assert_eq!(a.sign_in("alice", "wrong password!", &from).await.expect("sign in"), SignIn::Refused);
+        }
+        let limited = a.sign_in("alice", "a long enough password", "10.0.1.1").await.expect("sign in");
+        assert!(matches!(limited, SignIn::Limited(_)), "the account is limited from any address: {limited:?}");
+        clock.advance(SIGN_IN_WINDOW);
+        let SignIn::Ok(id, _) = a.sign_in("alice", "a long enough password", "10.0.1.1").await.expect("sign in") else {
+            panic!("the window passed");
+        };
+        assert!(a.session(&id).await.expect("session").is_some());
+        clock.advance(SESSION_IDLE);
+        assert!(a.session(&id).await.expect("session").is_none(), "idle for the time-out");
+    }
 }

@@ -141,7 +141,11 @@ pub struct Keyturn {
     /// When revocations were last pruned.
     last_prune: Mutex<Option<Instant>>,
     /// Counters for `/metrics`.
-    metrics: crate::metrics::Metrics,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// The dashboard's administrators.
+    admins: Arc<admins::Admins>,
+    /// The audit log.
+    audit: Arc<audit::Audit>,
     /// API key rows, so authenticating a request needs no database read.
     api_keys: apikeys::ApiKeyCache,
     /// OAuth client rows, for the same reason.
@@ -264,6 +268,10 @@ impl Keyturn {
         });
         let revocations = revocations::load_index(&store).await?;
         let throttle = throttle::Throttle::new(config.auth_failure_limit, config.auth_failure_window, clock.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let admins =
+            Arc::new(admins::Admins::new(store.clone(), clock.clone(), metrics.clone(), config.issuer.clone()));
+        let audit = Arc::new(audit::Audit::new(store.clone()));
         let service = Keyturn {
             config: Arc::new(config),
             clock,
@@ -277,7 +285,9 @@ impl Keyturn {
             policy_version: tokio::sync::watch::channel(0).0,
             revocations: Arc::new(RwLock::new(revocations)),
             last_prune: Mutex::new(None),
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
+            admins,
+            audit,
             api_keys: apikeys::ApiKeyCache::default(),
             clients: clients::ClientCache::default(),
             throttle,
@@ -378,6 +388,16 @@ impl Keyturn {
     /// The process's counters.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
+    }
+
+    /// The dashboard's administrators.
+    pub fn admins(&self) -> &Arc<admins::Admins> {
+        &self.admins
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &Arc<audit::Audit> {
+        &self.audit
     }
 
     /// The current time.

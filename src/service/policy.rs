@@ -334,3 +334,66 @@ impl Keyturn {
         Ok(view)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Inputs;
+
+    fn config(env: &[(&str, &str)]) -> Config {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        config::load(&Inputs { config_path: None, cwd: std::env::temp_dir(), env }).expect("configuration")
+    }
+
+    fn policy(config: &Config) -> Policy {
+        effective(config, &HashMap::new(), None)
+    }
+
+    #[test]
+    fn every_timing_setting_is_read_stored_and_shown_by_its_one_name() {
+        let c = config(&[]);
+        let stored: HashMap<String, String> = TIMINGS.iter().map(|t| (t.name.to_owned(), "7m".to_owned())).collect();
+        let p = effective(&c, &stored, None);
+        for t in &TIMINGS {
+            assert_eq!((t.get)(&p), Duration::from_secs(420), "{} is read from the settings table", t.name);
+        }
+        let shown = view(&c, &p, clock::from_unix(0));
+        assert_eq!(shown.timings.len(), TIMINGS.len());
+        assert!(TIMINGS.iter().all(|t| shown.timing(t.name) == "7m"));
+        let names: Vec<_> = in_force(&c, Some(&stored)).into_iter().map(|(n, _, _)| n).collect();
+        assert_eq!(names[0], ROTATION_SCHEDULE);
+        assert!(TIMINGS.iter().all(|t| names.contains(&t.name)), "config check shows every one: {names:?}");
+    }
+
+    #[test]
+    fn a_change_is_checked_whole_and_names_each_problem() {
+        let c = config(&[("KEYTURN_LEEWAY", "2m")]);
+        let p = policy(&c);
+        let refused = |pairs: &[(&str, &str)]| {
+            let mut change = PolicyChange::default();
+            for (n, v) in pairs {
+                change.set(n, v);
+            }
+            change.apply(&c, &p).expect_err("refused").join("; ")
+        };
+        let empty = PolicyChange::default().apply(&c, &p).expect_err("nothing to change").join("; ");
+        assert!(TIMINGS.iter().all(|t| empty.contains(t.name)), "the message lists every setting: {empty}");
+        assert!(refused(&[("leeway", "5m")]).contains("pinned"));
+        assert!(refused(&[("crontab", "x")]).contains("unknown setting \"crontab\""));
+        assert!(refused(&[("cron", "0 1 * * *"), ("rotation_schedule", "0 2 * * *")]).contains("not both"));
+        assert!(refused(&[("publish_lead", "1m")]).contains("must be at least"));
+        assert!(refused(&[("max_token_ttl", "0s")]).contains("longer than 0s"));
+    }
+
+    #[test]
+    fn the_alias_changes_the_schedule_and_is_stored_under_the_one_name() {
+        let c = config(&[]);
+        let change = PolicyChange::from([("cron", " 0 3 * * * "), ("publish_lead", "20m")]);
+        assert!(change.uses_alias());
+        let (next, stored) = change.apply(&c, &policy(&c)).expect("valid");
+        assert_eq!(next.schedule.as_str(), "0 3 * * *");
+        assert_eq!(next.publish_lead, Duration::from_secs(1200));
+        assert!(stored.contains(&(ROTATION_SCHEDULE, "0 3 * * *".to_owned())), "{stored:?}");
+        assert!(stored.contains(&("publish_lead", "20m".to_owned())), "{stored:?}");
+    }
+}

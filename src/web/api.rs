@@ -196,7 +196,7 @@ async fn rotate(
     let (mode, dry_run) = (body.mode, body.dry_run);
     let actor = caller.actor();
     if dry_run {
-        let preview = async { service.rotate_preview(alg, mode) }.await.map_err(ApiError::from)?;
+        let preview = service.rotate_preview(alg, mode).map_err(ApiError::from)?;
         return Ok((Status::Ok, Json(json!(preview))));
     }
     let outcome = service.rotate(alg, mode, &actor).await.map_err(ApiError::from)?;
@@ -270,7 +270,7 @@ async fn audit(
     caller.require_admin()?;
     let (before, limit) = (strict("before", before)?, strict("limit", limit)?);
     let limit = limit.unwrap_or(100).clamp(1, 1000);
-    let entries = service.audit(before, limit).await.map_err(ApiError::from)?;
+    let entries = service.audit().page(before, limit).await.map_err(ApiError::from)?;
     let next = if entries.len() as u32 == limit { entries.last().map(|e| e.id) } else { None };
     Ok(Json(json!({ "entries": entries, "next": next })))
 }

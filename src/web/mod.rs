@@ -40,6 +40,7 @@ pub fn body_limit() -> rocket::data::ByteUnit {
 /// Builds the Rocket instance serving `service`, configured by `figment`.
 pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
     rocket::custom(figment)
+        .manage(service.admins().clone())
         .manage(service)
         // keyturn sets its own security headers (below), so Rocket's default Shield, which
         // would set a subset of them again on every response, is replaced by an empty one.

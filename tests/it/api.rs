@@ -289,7 +289,7 @@ async fn emergency_rotation_without_a_published_pending_key_says_so_and_signs_wi
     let published = service.published();
     assert!(published.verifier(&fresh).is_some(), "the fresh key is published");
     assert_eq!(published.signer(service.resolve_alg(None).expect("alg")).expect("signer").kid().to_string(), fresh);
-    let audit = service.audit(None, 50).await.expect("audit");
+    let audit = service.audit().page(None, 50).await.expect("audit");
     let entry = audit.iter().find(|e| e.action == "key.rotate.emergency").expect("audited");
     assert!(entry.detail.as_deref().unwrap_or("").contains("until they refetch"), "{entry:?}");
 }
@@ -320,7 +320,7 @@ async fn a_second_emergency_rotation_says_what_the_first_did_and_an_unseen_pendi
     assert_ne!(fresh, young, "the young pending key does not sign");
     assert_eq!(first.retire.as_deref(), Some(active.as_str()));
     assert_eq!(kid_of(KeyState::Pending).as_deref(), Some(young.as_str()), "it stays pending, its lead running");
-    let audit = service.audit(None, 50).await.expect("audit");
+    let audit = service.audit().page(None, 50).await.expect("audit");
     let entry = audit.iter().find(|e| e.action == "key.rotate.emergency").expect("audited");
     assert!(entry.detail.as_deref().unwrap_or("").contains("fresh key"), "audited as fresh: {entry:?}");
 
@@ -334,7 +334,7 @@ async fn a_second_emergency_rotation_says_what_the_first_did_and_an_unseen_pendi
     assert_eq!(again.at, first.at);
     assert_eq!(service.list_keys().await.expect("keys").len(), keys_before, "no key made");
     assert_eq!(kid_of(KeyState::Active).as_deref(), Some(fresh.as_str()));
-    let audit = service.audit(None, 50).await.expect("audit");
+    let audit = service.audit().page(None, 50).await.expect("audit");
     assert!(audit.iter().any(|e| e.action == "key.rotate.emergency.repeated"), "the repeat is audited");
 
     // Once the young key has been published for jwks_max_age + clock_skew, an emergency

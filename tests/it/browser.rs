@@ -145,7 +145,7 @@ const PASSWORD: &str = "correct horse battery staple";
 /// Creates the first administrator through the setup link, in the browser.
 async fn first_admin(api: &Api, b: &Browser) {
     let svc = api.server.service.clone();
-    let token = tokio::spawn(async move { svc.create_setup_link(&keyturn::service::Actor::system()).await })
+    let token = tokio::spawn(async move { svc.admins().create_setup_link(&keyturn::service::Actor::system()).await })
         .await
         .expect("join")
         .expect("link");

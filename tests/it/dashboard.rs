@@ -17,8 +17,8 @@ struct Session {
 async fn create_alice(api: &Api) {
     let svc = api.server.service.clone();
     tokio::spawn(async move {
-        let link = svc.create_setup_link(&Actor::cli()).await.expect("link");
-        svc.complete_setup(&link, "alice", PW, None).await.expect("setup");
+        let link = svc.admins().create_setup_link(&Actor::cli()).await.expect("link");
+        svc.admins().complete_setup(&link, "alice", PW, None).await.expect("setup");
     })
     .await
     .expect("join");
@@ -172,7 +172,9 @@ async fn the_dashboard_removes_an_administrator_but_never_the_last() {
     let api = Api::start(&[]).await;
     let s = sign_in(&api).await;
     let svc = api.server.service.clone();
-    tokio::spawn(async move { svc.add_admin("bob", PW, &Actor::cli()).await.expect("bob") }).await.expect("join");
+    tokio::spawn(async move { svc.admins().add_admin("bob", PW, &Actor::cli()).await.expect("bob") })
+        .await
+        .expect("join");
     let (status, page) = get(&api, Some(&s), "/admin/admins").await;
     assert_eq!(status, 200);
     assert!(page.contains("/admin/admins/bob/remove"), "a Remove link per administrator");
@@ -182,11 +184,11 @@ async fn the_dashboard_removes_an_administrator_but_never_the_last() {
     let (status, page) = post(&api, &s, "/admin/admins/bob/remove", &[]).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Administrator bob removed"), "a message says what happened");
-    assert_eq!(api.server.service.admin_count().await.expect("count"), 1);
+    assert_eq!(api.server.service.admins().admin_count().await.expect("count"), 1);
     let (status, page) = post(&api, &s, "/admin/admins/alice/remove", &[]).await;
     assert_eq!(status, 409, "the last administrator stays");
     assert!(page.contains("last administrator"), "{page}");
-    assert_eq!(api.server.service.admin_count().await.expect("count"), 1);
+    assert_eq!(api.server.service.admins().admin_count().await.expect("count"), 1);
     api.stop().await;
 }
 
@@ -285,7 +287,7 @@ async fn form_of(client: &reqwest::Client, url: &str) -> (String, String) {
 async fn sign_in_and_setup_refuse_forms_sent_from_another_site() {
     let api = Api::start(&[]).await;
     let svc = api.server.service.clone();
-    let link = tokio::spawn(async move { svc.create_setup_link(&Actor::cli()).await.expect("link") })
+    let link = tokio::spawn(async move { svc.admins().create_setup_link(&Actor::cli()).await.expect("link") })
         .await
         .expect("join")
         .to_string();
@@ -342,7 +344,7 @@ async fn sign_in_and_setup_refuse_forms_sent_from_another_site() {
         assert!(res.text().await.expect("page").contains("sent from another site"), "{what}: the page says why");
     }
     let svc = api.server.service.clone();
-    assert_eq!(tokio::spawn(async move { svc.admin_count().await }).await.expect("join").expect("count"), 0);
+    assert_eq!(tokio::spawn(async move { svc.admins().admin_count().await }).await.expect("join").expect("count"), 0);
     // The same form from this site creates the administrator. (A browser's own form sends
     // `Origin: null` under `Referrer-Policy: no-referrer`, with `Sec-Fetch-Site: same-origin`.)
     let same = [("Origin", origin.as_str()), ("Sec-Fetch-Site", "same-origin")];

@@ -176,8 +176,14 @@ async fn catch_up_after_downtime_rotates_exactly_once() {
     // Down for five weeks: five fire times missed.
     clock.advance(Duration::from_secs(35 * 86_400));
     let service = Keyturn::open(config(dir.path(), &[]), clock.clone()).await.expect("reopen");
-    let activations: Vec<_> =
-        service.audit(None, 1000).await.expect("audit").into_iter().filter(|e| e.action == "key.activate").collect();
+    let activations: Vec<_> = service
+        .audit()
+        .page(None, 1000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.action == "key.activate")
+        .collect();
     assert_eq!(activations.len(), 1, "one catch-up rotation: {activations:?}");
     assert!(activations[0].detail.as_deref().unwrap_or("").contains("scheduled rotation"));
     let pending_before =
@@ -190,8 +196,14 @@ async fn catch_up_after_downtime_rotates_exactly_once() {
     // Neither does a restart at the same instant.
     drop(service);
     let service = Keyturn::open(config(dir.path(), &[]), clock).await.expect("reopen");
-    let count =
-        service.audit(None, 1000).await.expect("audit").into_iter().filter(|e| e.action == "key.activate").count();
+    let count = service
+        .audit()
+        .page(None, 1000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.action == "key.activate")
+        .count();
     assert_eq!(count, 1);
 }
 

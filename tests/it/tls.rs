@@ -30,7 +30,7 @@ async fn serves_https_and_session_cookies_become_secure() {
 
     // First administrator through a setup link: the session cookie it sets.
     let svc = server.service.clone();
-    let token = tokio::spawn(async move { svc.create_setup_link(&keyturn::service::Actor::system()).await })
+    let token = tokio::spawn(async move { svc.admins().create_setup_link(&keyturn::service::Actor::system()).await })
         .await
         .expect("join")
         .expect("link");

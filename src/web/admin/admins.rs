@@ -12,6 +12,7 @@ use rocket::{get, post, routes, Route, State};
 use super::format::when;
 use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
 use super::AdminSession;
+use crate::service::admins::Admins;
 use crate::service::Keyturn;
 use crate::web::error::ApiError;
 
@@ -37,6 +38,7 @@ async fn admins_view(
     let now = service.now();
     let admins = service
         .admins()
+        .list()
         .await
         .map_err(ApiError::from)
         .map_err(|_| Status::InternalServerError)?
@@ -61,12 +63,13 @@ struct AddAdminForm {
 #[post("/admin/admins", data = "<form>")]
 async fn admin_add(
     service: &State<Arc<Keyturn>>,
+    admins: &State<Arc<Admins>>,
     s: AdminSession,
     form: Form<AddAdminForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let (name, password, actor) = (form.name.trim().to_owned(), form.password.clone(), s.actor());
-    let result = service.add_admin(&name, &password, &actor).await.map_err(ApiError::from);
+    let result = admins.add_admin(&name, &password, &actor).await.map_err(ApiError::from);
     let (error, notice) = match result {
         Ok(()) => (None, Some(format!("Administrator {} added.", form.name.trim()))),
         Err(e) => (Some(e.description), None),
@@ -100,6 +103,7 @@ async fn password_change(
         let (admin, current, new, actor) = (s.session.admin.clone(), form.current.clone(), form.new.clone(), s.actor());
         let session_id = s.id.clone();
         service
+            .admins()
             .change_password(&admin, &current, &new, Some(&session_id), &actor)
             .await
             .map_err(ApiError::from)
@@ -129,6 +133,7 @@ struct RemoveConfirm {
 async fn remove_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, name: &str) -> Page {
     let exists = service
         .admins()
+        .list()
         .await
         .map_err(ApiError::from)
         .map_err(|_| Status::InternalServerError)?
@@ -149,13 +154,14 @@ struct RemoveForm {
 #[post("/admin/admins/<name>/remove", data = "<form>")]
 async fn admin_remove(
     service: &State<Arc<Keyturn>>,
+    admins: &State<Arc<Admins>>,
     s: AdminSession,
     name: &str,
     form: Form<RemoveForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let (target, actor) = (name.to_owned(), s.actor());
-    let result = service.remove_admin(&target, &actor).await.map_err(ApiError::from);
+    let result = admins.remove_admin(&target, &actor).await.map_err(ApiError::from);
     let (error, notice) = match result {
         Ok(()) if s.session.admin == name => {
             // Their own sessions ended with the removal, this one included.

@@ -57,7 +57,7 @@ async fn audit_page(service: &State<Arc<Keyturn>>, s: AdminSession, q: AuditPara
         limit: 500,
     };
     let entries =
-        service.audit_search(&filter).await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
+        service.audit().search(&filter).await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
     let now = service.now();
     let rows = entries
         .into_iter()

@@ -31,7 +31,7 @@ use rocket::{Catcher, Request};
 use super::error::ApiError;
 use super::source::ClientAddress;
 use crate::service::admins::Session;
-use crate::service::{Actor, Keyturn};
+use crate::service::Actor;
 
 /// Every dashboard route.
 pub fn routes() -> Vec<rocket::Route> {
@@ -101,11 +101,11 @@ impl<'r> FromRequest<'r> for AdminSession {
         let Some(id) = req.cookies().get_private(&name).map(|c| c.value().to_owned()) else {
             return Outcome::Error((Status::Unauthorized, ()));
         };
-        let Some(service) = req.rocket().state::<Arc<Keyturn>>() else {
+        let Some(admins) = req.rocket().state::<Arc<crate::service::admins::Admins>>() else {
             return Outcome::Error((Status::InternalServerError, ()));
         };
         let lookup = id.clone();
-        match service.session(&lookup).await.map_err(ApiError::from) {
+        match admins.session(&lookup).await.map_err(ApiError::from) {
             Ok(Some(session)) => Outcome::Success(AdminSession { id, session, source: ClientAddress::of(req).0 }),
             Ok(None) => {
                 req.cookies().remove_private(Cookie::from(name));

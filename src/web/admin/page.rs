@@ -36,7 +36,7 @@ pub(super) fn frame(service: &Keyturn, title: &str, s: Option<&AdminSession>) ->
 }
 
 pub(super) fn csrf_checked(s: &AdminSession, presented: &Option<String>) -> Result<(), Status> {
-    if Keyturn::csrf_ok(&s.session, presented.as_deref()) {
+    if crate::service::admins::Admins::csrf_ok(&s.session, presented.as_deref()) {
         Ok(())
     } else {
         tracing::warn!(admin = %s.session.admin, "form refused: missing or wrong CSRF token");

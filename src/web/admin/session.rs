@@ -20,6 +20,7 @@ use rocket::{get, post, routes, Route, State};
 
 use super::page::{csrf_checked, frame, render, Frame, MessagePage, Page};
 use super::{cookie_name, set_private_cookie, set_session_cookie, AdminSession};
+use crate::service::admins::Admins;
 use crate::service::admins::SignIn;
 use crate::service::Keyturn;
 use crate::web::error::ApiError;
@@ -42,7 +43,7 @@ struct LoginPage {
 /// Whether no administrator exists yet (a failure to read counts as "some exist": the hint
 /// is only help).
 async fn no_admin_yet(service: &Arc<Keyturn>) -> bool {
-    service.admin_count().await.map_err(ApiError::from).is_ok_and(|n| n == 0)
+    service.admins().admin_count().await.map_err(ApiError::from).is_ok_and(|n| n == 0)
 }
 
 /// The base name of the pre-session form cookie.
@@ -134,6 +135,7 @@ struct LoginForm {
 #[post("/admin/login", data = "<form>")]
 async fn login(
     service: &State<Arc<Keyturn>>,
+    admins: &State<Arc<Admins>>,
     jar: &CookieJar<'_>,
     config: &rocket::Config,
     from: ClientAddress,
@@ -156,7 +158,7 @@ async fn login(
     let source = from.text();
     let (name, password) = (form.name.trim().to_owned(), form.password);
     let attempt = name.clone();
-    let outcome = service.sign_in(&attempt, &password, &source).await.map_err(ApiError::from);
+    let outcome = admins.sign_in(&attempt, &password, &source).await.map_err(ApiError::from);
     match outcome {
         Ok(SignIn::Ok(id, _)) => {
             // A new session id at every sign-in; any earlier session cookie is replaced.
@@ -186,7 +188,7 @@ struct CsrfOnly {
 
 #[post("/admin/logout", data = "<form>")]
 async fn logout(
-    service: &State<Arc<Keyturn>>,
+    admins: &State<Arc<Admins>>,
     jar: &CookieJar<'_>,
     s: AdminSession,
     form: Form<CsrfOnly>,
@@ -194,18 +196,12 @@ async fn logout(
     csrf_checked(&s, &form.csrf)?;
     let (id, actor, admin, everywhere) =
         (s.id.clone(), s.actor(), s.session.admin.clone(), form.everywhere.unwrap_or(false));
-    async {
-        {
-            if everywhere {
-                service.sign_out_everywhere(&admin, &actor).await.map(drop)
-            } else {
-                service.sign_out(&id, &actor).await
-            }
-        }
-    }
-    .await
-    .map_err(ApiError::from)
-    .map_err(|_| Status::InternalServerError)?;
+    let ended = if everywhere {
+        admins.sign_out_everywhere(&admin, &actor).await.map(drop)
+    } else {
+        admins.sign_out(&id, &actor).await
+    };
+    ended.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
     for name in ["keyturn-session", "__Host-keyturn-session"] {
         jar.remove_private(Cookie::from(name));
     }
@@ -223,13 +219,14 @@ struct SetupPage {
 #[get("/admin/setup?<token>")]
 async fn setup_page(
     service: &State<Arc<Keyturn>>,
+    admins: &State<Arc<Admins>>,
     jar: &CookieJar<'_>,
     config: &rocket::Config,
     token: Option<String>,
 ) -> Page {
     let token = token.unwrap_or_default();
     let check = token.clone();
-    let usable = service.setup_link_usable(&check).await.map_err(ApiError::from).unwrap_or(false);
+    let usable = admins.setup_link_usable(&check).await.map_err(ApiError::from).unwrap_or(false);
     if !usable {
         return render(&MessagePage {
             f: frame(service, "Setup link", None),
@@ -254,6 +251,7 @@ struct SetupForm {
 #[post("/admin/setup", data = "<form>")]
 async fn setup(
     service: &State<Arc<Keyturn>>,
+    admins: &State<Arc<Admins>>,
     jar: &CookieJar<'_>,
     config: &rocket::Config,
     from: ClientAddress,
@@ -278,12 +276,12 @@ async fn setup(
     let source = from.text();
     let (token, name, password, src) =
         (form.token.clone(), form.name.trim().to_owned(), form.password.clone(), source.clone());
-    match service.complete_setup(&token, &name, &password, Some(&src)).await.map_err(ApiError::from) {
+    match admins.complete_setup(&token, &name, &password, Some(&src)).await.map_err(ApiError::from) {
         Ok(()) => {}
         Err(e) => return Err(again(e.status, e.description)),
     }
     let (name, password) = (form.name.trim().to_owned(), form.password.clone());
-    match service.sign_in(&name, &password, &source).await.map_err(ApiError::from) {
+    match admins.sign_in(&name, &password, &source).await.map_err(ApiError::from) {
         Ok(SignIn::Ok(id, _)) => {
             set_session_cookie(config.tls_enabled(), jar, &id);
             Ok(Redirect::to("/admin"))

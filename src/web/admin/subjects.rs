@@ -141,15 +141,11 @@ async fn end(
     };
     let (actor, owned, session) = (s.actor(), sub.to_owned(), form.session.clone().filter(|x| !x.is_empty()));
     let one = session.is_some();
-    async {
-        match session {
-            Some(id) => service.end_session(&id, &Viewer::Admin, &reason, &actor).await.map(drop),
-            None => service.end_sessions_of(&owned, &Viewer::Admin, &reason, &actor).await.map(drop),
-        }
-    }
-    .await
-    .map_err(ApiError::from)
-    .map_err(|e| e.status)?;
+    let ended = match session {
+        Some(id) => service.end_session(&id, &Viewer::Admin, &reason, &actor).await.map(drop),
+        None => service.end_sessions_of(&owned, &Viewer::Admin, &reason, &actor).await.map(drop),
+    };
+    ended.map_err(|e| ApiError::from(e).status)?;
     let code = if one { "ended" } else { "ended-all" };
     Ok(Redirect::to(format!("/admin/subjects/{}?notice={code}", path_segment(sub))))
 }
