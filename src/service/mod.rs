@@ -15,8 +15,12 @@ pub mod apikeys;
 pub mod audit;
 mod cache;
 pub mod clients;
+mod documents;
+mod installation;
 pub mod introspect;
+pub mod issued;
 pub mod kek;
+pub mod key_changes;
 pub mod overview;
 pub mod policy;
 pub mod revocations;
@@ -24,6 +28,11 @@ pub mod rotation;
 pub mod sessions;
 pub mod throttle;
 pub mod tokens;
+
+use documents::{discovery, serialize_jwks};
+use installation::{cluster_secrets_given, schema_present, COPIED_AWAY_LABEL};
+pub use installation::{database_location, installed, reuse_copied_database};
+pub(crate) use installation::{installation_exists, refuse_copied_away};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -34,7 +43,6 @@ use crate::clock::{Clock, Instant};
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
-use crate::keys::generate::PublicJwk;
 use crate::keys::jwks::{self, Document};
 use crate::keys::lifecycle::Policy;
 use crate::keys::sealed::Kek;
@@ -567,108 +575,6 @@ impl Keyturn {
     }
 }
 
-/// Where the configured database is: PostgreSQL when `database_url` is set, else the SQLite
-/// file in the data dir.
-pub fn database_location(config: &Config) -> Result<store::Location> {
-    match &config.database_url {
-        Some(url) => {
-            let target = store::Target::parse(url.expose()).map_err(|e| Error::Invalid(vec![e]))?;
-            Ok(store::Location::Postgres(Box::new(target)))
-        }
-        None => Ok(store::Location::File(DataDir::new(&config.data_dir).database)),
-    }
-}
-
-/// The `meta` row `db copy` leaves in the database it copied: where to and when.
-const COPIED_AWAY_LABEL: &str = "copied-away-to";
-
-/// Refuses a database marked by `db copy`, saying where it went and how to undo the mark.
-pub(crate) async fn refuse_copied_away(store: &Store) -> Result<()> {
-    let Some(mark) = store.read(move |c| Box::pin(async move { meta::get(c, COPIED_AWAY_LABEL).await })).await? else {
-        return Ok(());
-    };
-    Err(Error::CopiedAway(format!(
-        "the database {} was copied to {} by `keyturn db copy`, and the installation lives there now: serving or changing this copy as well would split it in two (two key sets, revocations one side never sees). Point database_url at the copy; or, to go back to this file and abandon the copy, run `keyturn db reuse` with this data dir. Nothing was changed",
-        store.location(),
-        String::from_utf8_lossy(&mark)
-    )))
-}
-
-/// Takes back the mark `db copy` left in the SQLite database the configuration points at, so
-/// it can be served again (audited). Returns where the copy had gone, or `None` when the
-/// database carried no mark.
-pub async fn reuse_copied_database(config: &Config, clock: &Clock) -> Result<Option<String>> {
-    let location = database_location(config)?;
-    installation_exists(config, &location).await?;
-    let store = Store::open_at(&location)?;
-    let now = clock.now();
-    let mark = store
-        .write(move |tx| {
-            Box::pin(async move {
-                let mark = meta::get(tx, COPIED_AWAY_LABEL).await?;
-                if let Some(m) = &mark {
-                    meta::delete(tx, COPIED_AWAY_LABEL).await?;
-                    let detail = format!(
-                        "the copy made to {} is abandoned; this database is served again",
-                        String::from_utf8_lossy(m)
-                    );
-                    audited(tx, now, &Actor::cli(), "database.reuse", None, Some(&detail)).await?;
-                }
-                Ok(mark)
-            })
-        })
-        .await?;
-    Ok(mark.map(|m| String::from_utf8_lossy(&m).into_owned()))
-}
-
-/// Whether a keyturn installation exists where `config` points.
-pub async fn installed(config: &Config) -> bool {
-    match database_location(config) {
-        Ok(location) => installation_exists(config, &location).await.is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// Fails, saying where it looked, unless a keyturn database exists at `location`: a
-/// non-empty SQLite file, or a PostgreSQL database holding keyturn's schema.
-pub(crate) async fn installation_exists(config: &Config, location: &store::Location) -> Result<()> {
-    match location {
-        store::Location::File(path) => {
-            if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
-                return Ok(());
-            }
-            Err(Error::NotInstalled(format!(
-                "no keyturn database at {} (data_dir = {}): run this command where the daemon runs, or point --config or KEYTURN_DATA_DIR at its data dir; `keyturn serve` or `keyturn init` creates a new installation",
-                path.display(),
-                config.data_dir.display()
-            )))
-        }
-        store::Location::Postgres(_) => schema_present(&Store::open_at(location)?, location).await,
-    }
-}
-
-/// Fails unless the PostgreSQL database `store` is connected to holds keyturn's schema.
-async fn schema_present(store: &Store, location: &store::Location) -> Result<()> {
-    if store.schema_version().await? > 0 {
-        return Ok(());
-    }
-    Err(Error::NotInstalled(format!(
-        "the PostgreSQL database {location} holds no keyturn schema: check database_url; `keyturn serve` or `keyturn init` creates a new installation there (or `keyturn db copy` moves one in)"
-    )))
-}
-
-/// Refuses to join a cluster without the cookie secret every node must share, so a dashboard
-/// session works whichever node answers. (The key-encryption key is checked against the
-/// cluster's check value: a node with another key refuses to start.)
-fn cluster_secrets_given(config: &Config) -> Result<()> {
-    if config.secret_key.is_none() {
-        return Err(Error::ClusterSetup(
-            "with database_url set, every node needs the same cookie secret: set secret_key or secret_key_file (`head -c 32 /dev/urandom | base64`) to the same value on every node".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Appends the audit record of `actor` doing `action` (to `target`) inside the caller's
 /// transaction, so it commits with the change or not at all (DESIGN.md invariant 7).
 pub(crate) async fn audited(
@@ -700,65 +606,4 @@ pub fn random_id(bytes: usize) -> String {
     // The system RNG failing is not recoverable; aws-lc aborts before returning an error.
     let _ = aws_lc_rs::rand::fill(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
-}
-
-/// The JWKS of every published key, grouped by algorithm, oldest first within each; with
-/// each key's certificate (`x5c`, `x5t#S256`) unless `x5c` is off.
-fn serialize_jwks(keys: &[KeyRecord], x5c: bool) -> Result<Document> {
-    let mut published: Vec<&KeyRecord> = keys.iter().filter(|k| k.state.is_published()).collect();
-    published.sort_by(|a, b| (a.alg, a.published_at, &a.kid).cmp(&(b.alg, b.published_at, &b.kid)));
-    let jwks: Vec<PublicJwk> = published
-        .iter()
-        .map(|k| {
-            let mut jwk = PublicJwk::parse(&k.public_jwk).map_err(|reason| Error::KeyDoesNotLoad {
-                kid: k.kid.clone(),
-                reason: format!("stored public key: {reason}"),
-            })?;
-            if !x5c {
-                jwk.x5c.clear();
-                jwk.x5t_s256.clear();
-            }
-            Ok(jwk)
-        })
-        .collect::<Result<_>>()?;
-    Ok(jwks::serialize(&jwks.iter().collect::<Vec<_>>()))
-}
-
-/// The discovery documents: RFC 8414 authorization-server metadata, and the same metadata
-/// at the OpenID Connect path for resource-server libraries that only look there.
-///
-/// Everything in them is true. keyturn has no authorization endpoint, so no grant type it
-/// lists uses one and the only response type is `none` (RFC 8414 and strict validators
-/// require a non-empty list). Introspection lists the registered client authentication
-/// methods only (an API key as Bearer works too, but is no registered method). keyturn issues
-/// no ID tokens, so the document at the OpenID path is not OpenID Provider metadata (no
-/// `subject_types_supported`, no authorization endpoint): it only adds
-/// `id_token_signing_alg_values_supported`, which resource-server libraries
-/// (express-oauth2-jwt-bearer) read as the issuer's signing algorithms, and which is
-/// therefore the algorithms of the keys in the published JWKS, not the configuration: a
-/// retired key of an algorithm no longer configured still verifies its tokens.
-fn discovery(config: &Config, keys: &[KeyRecord], openid: bool) -> Document {
-    let client_auth = ["client_secret_basic", "client_secret_post"];
-    let mut doc = serde_json::json!({
-        "issuer": config.issuer,
-        "jwks_uri": format!("{}/.well-known/jwks.json", config.issuer),
-        "response_types_supported": ["none"],
-        "token_endpoint": format!("{}/oauth/token", config.issuer),
-        "introspection_endpoint": format!("{}/oauth/introspect", config.issuer),
-        "revocation_endpoint": format!("{}/oauth/revoke", config.issuer),
-        "grant_types_supported": ["client_credentials", "refresh_token"],
-        "token_endpoint_auth_methods_supported": client_auth,
-        "introspection_endpoint_auth_methods_supported": client_auth,
-        "revocation_endpoint_auth_methods_supported": client_auth,
-    });
-    if openid {
-        // The configured ones first, in their order, then any other still published.
-        let published: std::collections::BTreeSet<Algorithm> =
-            keys.iter().filter(|k| k.state.is_published()).map(|k| k.alg).collect();
-        let mut algs: Vec<Algorithm> = config.algorithms.iter().copied().filter(|a| published.contains(a)).collect();
-        algs.extend(published.iter().filter(|a| !config.algorithms.contains(a)));
-        doc["id_token_signing_alg_values_supported"] =
-            serde_json::json!(algs.iter().map(|a| a.as_str()).collect::<Vec<_>>());
-    }
-    Document::new(serde_json::to_vec(&doc).unwrap_or_default())
 }

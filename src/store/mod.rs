@@ -15,6 +15,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod clients;
 pub mod copy;
+mod group;
 pub mod keys;
 pub mod lease;
 pub mod meta;
@@ -29,9 +30,11 @@ mod sqlite;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use futures_util::future::BoxFuture;
+
+use self::group::{group_committer, GroupedJob};
 
 pub use self::postgres::Target;
 pub use self::sql::{args, Conn, Dialect, Row, Value};
@@ -257,13 +260,6 @@ impl Inner {
     }
 }
 
-/// An answered token's recording, waiting for the group committer; its caller hears back
-/// only after the shared transaction committed.
-struct GroupedJob {
-    recording: tokens::Recording,
-    done: tokio::sync::oneshot::Sender<Result<()>>,
-}
-
 /// Whether `e` says the database's storage failed (full, unwritable, unreadable,
 /// unreachable), as opposed to a statement refused (a constraint, a lost race), which says
 /// nothing about the database.
@@ -286,96 +282,6 @@ fn is_storage_failure(e: &StoreError) -> bool {
             })
         }
         _ => false,
-    }
-}
-
-/// The most jobs one group transaction takes.
-const GROUP_MAX: usize = 256;
-
-/// A group committer: takes every waiting job, writes the batch in one transaction
-/// ([`tokens::record_batch`]: a few statements for the whole batch), commits once, then
-/// answers each job. When the batch's transaction fails, it is rolled back and, if it held
-/// several jobs, run again job by job, each in a savepoint, so one job's failure does not
-/// fail the others. Stops when the store is dropped.
-async fn group_committer(inner: Weak<Inner>, mut queue: tokio::sync::mpsc::UnboundedReceiver<GroupedJob>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        gather(&mut queue, &mut batch).await;
-        let Some(inner) = inner.upgrade() else { break };
-        let (recordings, answers): (Vec<tokens::Recording>, Vec<_>) =
-            batch.into_iter().map(|job| (job.recording, job.done)).unzip();
-        let recordings = Arc::new(recordings);
-        let all = recordings.clone();
-        let mut outcome = inner
-            .transact(Lock::Shared, move |tx| {
-                Box::pin(async move { tokens::record_batch(tx, &all.iter().collect::<Vec<_>>()).await })
-            })
-            .await;
-        if recordings.len() > 1 && matches!(&outcome, Err(e) if !matches!(e, StoreError::Unavailable(_))) {
-            let each = recordings.clone();
-            outcome = inner
-                .transact(Lock::Shared, move |tx| {
-                    Box::pin(async move {
-                        // Savepoints by cached statements: parsing SAVEPOINT and RELEASE for
-                        // every token showed in the profile of the issuance benchmark.
-                        let mut results = Vec::with_capacity(each.len());
-                        for recording in each.iter() {
-                            tx.execute("SAVEPOINT grouped_job", args![]).await?;
-                            let r = tokens::record_batch(tx, &[recording]).await.and_then(|mut one| one.remove(0));
-                            if r.is_err() {
-                                // A failed job's writes are undone; the others stand.
-                                tx.execute("ROLLBACK TO grouped_job", args![]).await?;
-                            }
-                            tx.execute("RELEASE grouped_job", args![]).await?;
-                            results.push(r);
-                        }
-                        Ok(results)
-                    })
-                })
-                .await;
-        }
-        drop(inner);
-        match outcome {
-            Ok(results) => {
-                // A caller that went away no longer needs its answer.
-                for (done, r) in answers.into_iter().zip(results) {
-                    let _ = done.send(r);
-                }
-            }
-            Err(e) => {
-                let text = e.to_string();
-                let unavailable = matches!(e, StoreError::Unavailable(_));
-                for done in answers {
-                    let e = if unavailable {
-                        StoreError::Unavailable(text.clone())
-                    } else {
-                        StoreError::Task(format!("group commit failed: {text}"))
-                    };
-                    let _ = done.send(Err(e));
-                }
-            }
-        }
-    }
-}
-
-/// Adds the waiting jobs to `batch`, then lets every other task of this runtime thread go
-/// first and takes what they queued meanwhile, until a turn adds nothing or the batch is
-/// full. Where the committer shares a core with the request handlers, this is what makes
-/// batches large: without it, the committer woke at the first job and committed the few the
-/// handlers had finished, and each commit's fsync and page writes were shared by fewer
-/// tokens.
-async fn gather(queue: &mut tokio::sync::mpsc::UnboundedReceiver<GroupedJob>, batch: &mut Vec<GroupedJob>) {
-    while batch.len() < GROUP_MAX {
-        match queue.try_recv() {
-            Ok(job) => batch.push(job),
-            Err(_) => {
-                tokio::task::yield_now().await;
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => return,
-                }
-            }
-        }
     }
 }
 
