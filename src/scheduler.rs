@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use uuid::Uuid;
 
-use crate::service::rotation::TickReport;
+use crate::service::rotation::{ScheduledRotations, TickReport};
 use crate::service::Keyturn;
 
 /// How often housekeeping runs.
@@ -112,7 +112,8 @@ impl Scheduler {
                 }
                 let job = installed.load(Ordering::Acquire);
                 let s = service.clone();
-                run("housekeeping", async move { s.housekeeping(job).await }).await;
+                let scheduled = if job { ScheduledRotations::LeftToTheJob } else { ScheduledRotations::AppliedHere };
+                run("housekeeping", async move { s.housekeeping(scheduled).await }).await;
             }
         });
         Ok(Scheduler { jobs, follower, housekeeping, stop })

@@ -147,9 +147,8 @@ impl Keyturn {
                 Box::pin(async move {
                     let (rev, covers_until) = match &target {
                         RevokeTarget::Jti(jti) => {
-                            let t = store::tokens::get(tx, jti)
-                                .await?
-                                .ok_or_else(|| store::StoreError::Conflict(format!("no token with jti {jti}")))?;
+                            // An unknown jti revokes nothing: answered "not found" below.
+                            let Some(t) = store::tokens::get(tx, jti).await? else { return Ok(None) };
                             (Revocation::Jti(jti.clone()), t.exp)
                         }
                         RevokeTarget::Sub(v) | RevokeTarget::Client(v) => {
@@ -163,22 +162,15 @@ impl Keyturn {
                             let last = store::tokens::last_exp_of(tx, column, v).await?.unwrap_or(now);
                             (rev, last.max(now + max_ttl))
                         }
-                        RevokeTarget::Kid(kid) => {
-                            return Err(store::StoreError::Conflict(format!(
-                                "key {kid} is revoked through revoke_key"
-                            )));
-                        }
+                        // Revoked through revoke_key, above.
+                        RevokeTarget::Kid(_) => return Ok(None),
                     };
                     let row = insert(tx, &rev, covers_until, &reason_owned, now, &by).await?;
-                    Ok((rev, row))
+                    Ok(Some((rev, row)))
                 })
             })
-            .await;
-        let (rev, row) = match row {
-            Ok(r) => r,
-            Err(store::StoreError::Conflict(msg)) => return Err(Error::NotFound(msg)),
-            Err(e) => return Err(e.into()),
-        };
+            .await?;
+        let Some((rev, row)) = row else { return Err(Error::NotFound(format!("no token with jti {value}"))) };
         self.revocations_write().insert(row.id, &rev);
         tracing::info!(kind = %row.kind, actor = %actor.name, "revocation recorded");
         Ok(RevocationView::from(&row))

@@ -34,13 +34,15 @@ const WRITE_PROBE: &str = "write-probe";
 /// How long after a fire time housekeeping leaves the scheduled rotation to the rotation job.
 pub const ROTATION_JOB_GRACE: Duration = Duration::from_secs(10);
 
-/// What woke a tick.
+/// Who applies a scheduled rotation at its fire time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Wake {
-    /// The rotation schedule fired (or start-up, a request, a test): apply everything due.
-    Schedule,
-    /// The housekeeping interval, beside a running rotation job.
-    Housekeeping,
+pub enum ScheduledRotations {
+    /// This run: the rotation job itself, start-up, a request, or housekeeping when no
+    /// rotation job runs (a schedule the cron scheduler cannot run).
+    AppliedHere,
+    /// The rotation job, which runs beside housekeeping: housekeeping leaves a rotation whose
+    /// fire time has just come to it, and applies one it missed.
+    LeftToTheJob,
 }
 
 /// The fire time of a scheduled rotation that is due at that very time, which is the
@@ -89,20 +91,21 @@ impl Keyturn {
     /// it at the schedule's fire times; start-up calls it once (catch-up), and so do graceful
     /// rotations and tests.
     pub async fn tick(&self) -> Result<TickReport> {
-        self.tick_for(Wake::Schedule).await
+        self.tick_for(ScheduledRotations::AppliedHere).await
     }
 
     /// The housekeeping run (every second): follows other processes' changes, renews the
     /// rotator lease, applies what falls due between fire times (an activation the publish
     /// lead deferred, a graceful request, an expiry, a key whose certificate ends) and prunes
-    /// revocations. A scheduled rotation whose fire time has just come is left to the rotation
-    /// job (`rotation_job: true`); one it missed by more than [`ROTATION_JOB_GRACE`] (this
-    /// process did not hold the lease then, or the job did not run) is applied, with a warning.
-    pub async fn housekeeping(&self, rotation_job: bool) -> Result<TickReport> {
+    /// revocations. With [`ScheduledRotations::LeftToTheJob`], a scheduled rotation whose fire
+    /// time has just come is left to the rotation job; one it missed by more than
+    /// [`ROTATION_JOB_GRACE`] (this process did not hold the lease then, or the job did not
+    /// run) is applied, with a warning.
+    pub async fn housekeeping(&self, scheduled: ScheduledRotations) -> Result<TickReport> {
         self.retry_failed_writes().await;
         self.throttle.prune();
         self.prune_verified();
-        self.tick_for(if rotation_job { Wake::Housekeeping } else { Wake::Schedule }).await
+        self.tick_for(scheduled).await
     }
 
     /// After a write failed in the database itself (a full disk), one small durable write a
@@ -120,13 +123,13 @@ impl Keyturn {
         }
     }
 
-    async fn tick_for(&self, wake: Wake) -> Result<TickReport> {
+    async fn tick_for(&self, scheduled: ScheduledRotations) -> Result<TickReport> {
         self.reload_if_changed().await?;
         let now = self.clock.now();
         let policy = self.policy();
         let snap = self.snapshot().await?;
         let mut plan = lifecycle::plan(&self.world(now, &snap, &policy));
-        if wake == Wake::Housekeeping {
+        if scheduled == ScheduledRotations::LeftToTheJob {
             plan.retain(|t| match scheduled_fire(t, &snap.keys, &policy) {
                 Some(fire) if now < fire + ROTATION_JOB_GRACE => false,
                 Some(fire) => {

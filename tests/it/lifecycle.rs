@@ -9,6 +9,7 @@ use jsonwebtoken::{DecodingKey, Validation};
 use keyturn::clock::{Clock, Instant};
 use keyturn::keys::lifecycle::Transition;
 use keyturn::keys::{Algorithm, KeyState};
+use keyturn::service::rotation::ScheduledRotations;
 use keyturn::service::tokens::IssueRequest;
 use keyturn::service::{Actor, Keyturn};
 use time::macros::datetime;
@@ -223,7 +224,11 @@ async fn the_rotation_job_rotates_and_housekeeping_catches_up_only_what_it_misse
     // At the fire time, housekeeping (beside a running rotation job) leaves the rotation to
     // the job; the job's tick applies it.
     clock.set(datetime!(2026-01-12 00:00:00 UTC));
-    assert_eq!(rotations(service.housekeeping(true).await.expect("housekeeping")), 0, "the job's to apply");
+    assert_eq!(
+        rotations(service.housekeeping(ScheduledRotations::LeftToTheJob).await.expect("housekeeping")),
+        0,
+        "the job's to apply"
+    );
     assert_eq!(active(&service), first);
     assert_eq!(rotations(service.tick().await.expect("the rotation job")), 1);
     let second = active(&service);
@@ -232,16 +237,24 @@ async fn the_rotation_job_rotates_and_housekeeping_catches_up_only_what_it_misse
     // A fire time the job missed (this process did not hold the lease then, say) is applied
     // by housekeeping once the grace has passed, and only then.
     clock.set(datetime!(2026-01-19 00:00:05 UTC));
-    assert_eq!(rotations(service.housekeeping(true).await.expect("housekeeping")), 0, "within the grace");
+    assert_eq!(
+        rotations(service.housekeeping(ScheduledRotations::LeftToTheJob).await.expect("housekeeping")),
+        0,
+        "within the grace"
+    );
     assert_eq!(active(&service), second);
     clock.set(datetime!(2026-01-19 00:00:00 UTC) + keyturn::service::rotation::ROTATION_JOB_GRACE);
-    assert_eq!(rotations(service.housekeeping(true).await.expect("housekeeping")), 1, "caught up");
+    assert_eq!(
+        rotations(service.housekeeping(ScheduledRotations::LeftToTheJob).await.expect("housekeeping")),
+        1,
+        "caught up"
+    );
     assert_ne!(active(&service), second);
 
     // Without a rotation job (a schedule the cron scheduler cannot run), housekeeping applies
     // the scheduled rotation at its fire time.
     let third = active(&service);
     clock.set(datetime!(2026-01-26 00:00:00 UTC));
-    assert_eq!(rotations(service.housekeeping(false).await.expect("housekeeping")), 1);
+    assert_eq!(rotations(service.housekeeping(ScheduledRotations::AppliedHere).await.expect("housekeeping")), 1);
     assert_ne!(active(&service), third);
 }
