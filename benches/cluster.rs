@@ -278,7 +278,7 @@ fn main() {
     for (name, url, n) in setups {
         let root = dir.path().join(name.replace(' ', "-"));
         let setup = Setup { name, database_url: url, kek: kek.clone(), root };
-        setup.cli(&["keys", "list"]);
+        setup.cli(&["init"]);
         let nodes: Vec<Node> = (0..n).map(|i| setup.node(i)).collect();
         let m = measure(&setup, &nodes, dir.path());
         let per_sec = m.recorded as f64 / LOAD_SECS as f64;

@@ -81,18 +81,18 @@ pub(super) async fn group_committer(inner: Weak<Inner>, mut queue: tokio::sync::
     }
 }
 
-/// Adds the waiting jobs to `batch`, then lets every other task of this runtime thread go
-/// first and takes what they queued meanwhile, until a turn adds nothing or the batch is
-/// full. Where the committer shares a core with the request handlers, this is what makes
-/// batches large: without it, the committer woke at the first job and committed the few the
-/// handlers had finished, and each commit's fsync and page writes were shared by fewer
-/// tokens.
+/// Adds the waiting jobs to `batch`, then lets every other runnable thread of the process go
+/// first (`yield_now`: the committer has a thread of its own) and takes what they queued
+/// meanwhile, until a turn adds nothing or the batch is full. Where the committer shares a
+/// core with the request handlers, this is what makes batches large: without it, the
+/// committer woke at the first job and committed the few the handlers had finished, and
+/// each commit's fsync and page writes were shared by fewer tokens.
 async fn gather(queue: &mut tokio::sync::mpsc::UnboundedReceiver<GroupedJob>, batch: &mut Vec<GroupedJob>) {
     while batch.len() < GROUP_MAX {
         match queue.try_recv() {
             Ok(job) => batch.push(job),
             Err(_) => {
-                tokio::task::yield_now().await;
+                std::thread::yield_now();
                 match queue.try_recv() {
                     Ok(job) => batch.push(job),
                     Err(_) => return,

@@ -129,7 +129,13 @@ struct Inner {
 
 enum Backend {
     Sqlite(sqlite::Threads),
-    Postgres(Box<postgres::Pool>),
+    /// The pool every caller shares, and the group committer's own: its connections live on
+    /// the committer's thread, so a batch's round trips never wait behind request handlers
+    /// for a turn on the runtime's threads.
+    Postgres {
+        pool: Box<postgres::Pool>,
+        committer: Box<postgres::Pool>,
+    },
 }
 
 /// How a write transaction excludes the others (PostgreSQL; SQLite has one writer anyway).
@@ -213,7 +219,9 @@ impl Inner {
                 })
                 .await
                 .and_then(|r| r),
-            Backend::Postgres(pool) => {
+            Backend::Postgres { pool, committer } => {
+                // Shared: the group committer's token records, on its own connection.
+                let pool = if matches!(lock, Lock::Shared) { committer } else { pool };
                 let session = InUse(Some(pool.get().await?));
                 // One round trip: the transaction and its lock.
                 let take = match lock {
@@ -247,7 +255,7 @@ impl Inner {
             // caller reads what it needs in one statement, or tolerates a change committed
             // between two (a change mark is read first, so a reload that saw newer rows than
             // its mark only reloads once more).
-            Backend::Postgres(pool) => {
+            Backend::Postgres { pool, .. } => {
                 let session = InUse(Some(pool.get().await?));
                 let result = {
                     let conn = session.conn();
@@ -303,13 +311,14 @@ impl Store {
     pub fn open_at(location: &Location) -> Result<Store> {
         match location {
             Location::File(path) => Store::open(path),
-            Location::Postgres(target) => Store::start(Backend::Postgres(Box::new(postgres::Pool::open(target)?))),
+            Location::Postgres(target) => Store::start(Backend::Postgres {
+                pool: Box::new(postgres::Pool::open(target, postgres::POOL_SIZE)?),
+                committer: Box::new(postgres::Pool::open(target, 1)?),
+            }),
         }
     }
 
     fn start(backend: Backend) -> Result<Store> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| StoreError::Task("the store is opened inside the async runtime".into()))?;
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             backend,
@@ -321,7 +330,19 @@ impl Store {
         // One committer on either backend: while its batch commits, the next one gathers, and
         // a batch costs the same few statements whatever its size (several committers on
         // PostgreSQL made smaller batches and less throughput: see docs/BENCHMARKS.md).
-        runtime.spawn(group_committer(Arc::downgrade(&inner), receiver));
+        //
+        // It runs on a thread of its own, with a runtime of its own: a batch's round trips
+        // (SQLite's writer thread, PostgreSQL's server) are a chain of wake-ups, and on the
+        // runtime that serves requests each waited its turn behind the handlers (one
+        // PostgreSQL node issued 0.62 as many tokens a second: docs/BENCHMARKS.md).
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("keyturn-commit".into())
+            .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(group_committer(weak, receiver)),
+                Err(e) => tracing::error!("the group committer cannot start: {e}"),
+            })
+            .map_err(|e| StoreError::Task(format!("cannot start the group committer: {e}")))?;
         Ok(Store { inner })
     }
 
@@ -329,7 +350,7 @@ impl Store {
     pub fn location(&self) -> String {
         match &self.inner.backend {
             Backend::Sqlite(threads) => threads.path().display().to_string(),
-            Backend::Postgres(pool) => pool.target().shown.clone(),
+            Backend::Postgres { pool, .. } => pool.target().shown.clone(),
         }
     }
 
@@ -337,7 +358,7 @@ impl Store {
     pub fn dialect(&self) -> Dialect {
         match self.inner.backend {
             Backend::Sqlite(_) => Dialect::Sqlite,
-            Backend::Postgres(_) => Dialect::Postgres,
+            Backend::Postgres { .. } => Dialect::Postgres,
         }
     }
 
@@ -457,7 +478,7 @@ impl Store {
                     .await?
             }
             // The generation the change triggers count, read before `f`.
-            Backend::Postgres(_) => {
+            Backend::Postgres { .. } => {
                 self.read(move |c| {
                     Box::pin(async move {
                         let mark = change_mark(c).await?;
@@ -480,7 +501,7 @@ impl Store {
     /// is all there is. Notifications can be lost (a dropped connection): they only make a
     /// change arrive sooner than the periodic check would. Called inside the async runtime.
     pub fn change_notices(&self) -> Option<Arc<tokio::sync::Notify>> {
-        let Backend::Postgres(pool) = &self.inner.backend else { return None };
+        let Backend::Postgres { pool, .. } = &self.inner.backend else { return None };
         let notify = self.inner.changes.get_or_init(|| {
             let notify = Arc::new(tokio::sync::Notify::new());
             let (target, wake, alive) = (pool.target().clone(), notify.clone(), Arc::downgrade(&self.inner.alive));

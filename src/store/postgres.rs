@@ -33,8 +33,8 @@ pub(super) const CHANNEL: &str = "keyturn_changes";
 /// How long a caller waits for a connection before the store answers "unavailable".
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How many connections one node keeps.
-const POOL_SIZE: usize = 8;
+/// How many connections one node's shared pool keeps.
+pub(super) const POOL_SIZE: usize = 8;
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -179,7 +179,9 @@ pub(super) struct Pool {
 const FAIL_FAST_FOR: Duration = Duration::from_millis(500);
 
 impl Pool {
-    pub(super) fn open(target: &Target) -> Result<Pool> {
+    /// A pool of at most `size` connections, made when first asked for: each connection's
+    /// task runs on the runtime of the caller that made it.
+    pub(super) fn open(target: &Target, size: usize) -> Result<Pool> {
         // Recycled connections are not tested (a round trip per operation): a connection the
         // server dropped fails its next statement, is found closed, and replaced.
         let manager = Manager::from_config(
@@ -188,7 +190,7 @@ impl Pool {
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(POOL_SIZE)
+            .max_size(size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(CHECKOUT_TIMEOUT))
             .create_timeout(Some(CHECKOUT_TIMEOUT))

@@ -35,6 +35,32 @@ pub enum SessionWrite {
 /// write, and the token records go in one statement on PostgreSQL. An `Err` of the whole is
 /// a failed statement: the caller rolls the transaction back.
 pub async fn record_batch(tx: &Conn<'_>, batch: &[&Recording]) -> Result<Vec<Result<()>>> {
+    let access_tokens_only = batch.iter().all(|r| r.spends.is_none() && r.refresh.is_none() && r.session.is_none());
+    if tx.dialect() == Dialect::Postgres && access_tokens_only && !batch.is_empty() {
+        // The common case (no refresh token spent or handed out) in one round trip: the
+        // key-state check is part of the insert, and the records it did not write are the
+        // ones whose key no longer signs.
+        let written = tx
+            .query(
+                "INSERT INTO issued_tokens (jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family)
+                 SELECT r.jti, r.sub, r.kid, r.aud, r.client_id, r.scope, r.iat, r.exp, r.issued_by, r.family
+                 FROM json_populate_recordset(NULL::issued_tokens, ?1::text::json) r
+                 WHERE EXISTS (SELECT 1 FROM signing_keys k WHERE k.kid = r.kid AND k.state = 'active')
+                 RETURNING jti",
+                args![json_rows(batch)],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get::<String>(0))
+            .collect::<Result<std::collections::HashSet<String>>>()?;
+        return Ok(batch
+            .iter()
+            .map(|r| match written.contains(&r.token.jti) {
+                true => Ok(()),
+                false => Err(StoreError::KeyStoppedSigning(r.token.kid.clone())),
+            })
+            .collect());
+    }
     let mut signing: HashMap<&KeyId, bool> = HashMap::new();
     let mut outcomes = Vec::with_capacity(batch.len());
     for r in batch {
@@ -87,35 +113,40 @@ async fn insert_many(tx: &Conn<'_>, batch: &[&Recording]) -> Result<()> {
         }
         Dialect::Postgres if batch.is_empty() => Ok(()),
         Dialect::Postgres => {
-            let rows: Vec<serde_json::Value> = batch
-                .iter()
-                .map(|r| {
-                    let t = &r.token;
-                    serde_json::json!({
-                        "jti": t.jti,
-                        "sub": t.sub,
-                        "kid": t.kid.as_str(),
-                        "aud": serde_json::to_string(&t.aud).unwrap_or_else(|_| "[]".into()),
-                        "client_id": t.client_id,
-                        "scope": t.scope,
-                        "iat": to_unix(t.iat),
-                        "exp": to_unix(t.exp),
-                        "issued_by": t.issued_by,
-                        "family": t.family,
-                    })
-                })
-                .collect();
-            let rows = serde_json::Value::Array(rows).to_string();
             tx.execute(
                 "INSERT INTO issued_tokens (jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family)
                  SELECT jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family
                  FROM json_populate_recordset(NULL::issued_tokens, ?1::text::json)",
-                args![rows],
+                args![json_rows(batch)],
             )
             .await?;
             Ok(())
         }
     }
+}
+
+/// The token records of `batch` as one JSON array (PostgreSQL's `json_populate_recordset`
+/// reads it), so the statement is the same whatever the batch's size.
+fn json_rows(batch: &[&Recording]) -> String {
+    let rows: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|r| {
+            let t = &r.token;
+            serde_json::json!({
+                "jti": t.jti,
+                "sub": t.sub,
+                "kid": t.kid.as_str(),
+                "aud": serde_json::to_string(&t.aud).unwrap_or_else(|_| "[]".into()),
+                "client_id": t.client_id,
+                "scope": t.scope,
+                "iat": to_unix(t.iat),
+                "exp": to_unix(t.exp),
+                "issued_by": t.issued_by,
+                "family": t.family,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
 }
 
 pub async fn insert(tx: &Conn<'_>, t: &TokenRecord) -> Result<()> {
