@@ -231,7 +231,21 @@ impl Inner {
                 let begin = format!("BEGIN; SELECT {take}({})", postgres::WRITE_LOCK);
                 let result = {
                     let conn = session.conn();
-                    in_transaction(&conn, &begin, f).await
+                    // Pipelined: the work's first statement is sent right behind the BEGIN
+                    // and its lock, without waiting for their answer (one connection runs
+                    // its statements in order, so it still runs inside the transaction and
+                    // under the lock; if either failed, the transaction is aborted and the
+                    // statement fails with it). One round trip less per transaction.
+                    let (begun, out) = futures_util::future::join(conn.batch(&begin), f(&conn)).await;
+                    let result = match (begun, out) {
+                        (Ok(()), Ok(out)) => conn.batch("COMMIT").await.map(|()| out),
+                        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+                    };
+                    if result.is_err() {
+                        // A broken connection is dropped by the pool; a live one is left clean.
+                        let _ = conn.batch("ROLLBACK").await;
+                    }
+                    result
                 };
                 session.finish();
                 result
