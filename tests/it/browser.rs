@@ -2,6 +2,7 @@
 //! W3C WebDriver client). `./scripts/test` installs Debian's chromium and chromium-driver. Each test
 //! saves a screenshot under target/screenshots/; the README's come from docs/screenshots/.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -29,7 +30,10 @@ impl Browser {
             .find(|p| std::path::Path::new(p).exists())
             .expect("chromedriver is not installed: run ./scripts/test, which installs Debian's chromium-driver");
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        // A process group of its own: chromedriver's Chromium processes end with it (killing
+        // chromedriver alone left every Chromium it started running).
         let driver = Command::new(chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -135,7 +139,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // The whole group: chromedriver and the browser it started.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
 }
