@@ -135,6 +135,8 @@ pub struct Keyturn {
     published: RwLock<Arc<Published>>,
     /// This process's identity for the rotator lease.
     holder: String,
+    /// Whether this process handed the lease over (a clean shutdown, `close`).
+    lease_released: std::sync::atomic::AtomicBool,
     /// The store's mark of other processes' commits when the snapshot was last rebuilt: when
     /// another process (the CLI, a second daemon) commits, the snapshot is rebuilt too.
     seen: Mutex<Option<ChangeMark>>,
@@ -288,6 +290,7 @@ impl Keyturn {
             data_dir,
             published: RwLock::new(empty),
             holder: random_id(12),
+            lease_released: std::sync::atomic::AtomicBool::new(false),
             seen: Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
             policy_version: tokio::sync::watch::channel(0).0,

@@ -202,8 +202,8 @@ impl Keyturn {
 
     /// Gives the lease up (clean shutdown), so a stand-by can take over at once.
     pub async fn release_lease(&self) -> Result<()> {
-        let holder = self.holder.clone();
-        self.store.write(move |tx| Box::pin(async move { lease::release(tx, &holder).await })).await?;
+        release(&self.store, self.holder.clone()).await?;
+        self.lease_released.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -358,14 +358,22 @@ impl Keyturn {
     }
 }
 
+/// Gives `holder`'s rotator lease up.
+async fn release(store: &store::Store, holder: String) -> store::Result<()> {
+    store.write(move |tx| Box::pin(async move { lease::release(tx, &holder).await })).await
+}
+
 impl Drop for Keyturn {
     fn drop(&mut self) {
-        // Best effort: hand the lease over at once instead of letting it lapse (a clean
-        // shutdown has released it already, and waited for that).
+        // Best effort, when nothing released it (a clean shutdown and `close` have, and
+        // waited for it): hand the lease over at once instead of letting it lapse.
+        if self.lease_released.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (store, holder) = (self.store.clone(), self.holder.clone());
         runtime.spawn(async move {
-            if let Err(e) = store.write(move |tx| Box::pin(async move { lease::release(tx, &holder).await })).await {
+            if let Err(e) = release(&store, holder).await {
                 tracing::debug!("releasing the rotator lease: {e}");
             }
         });

@@ -86,6 +86,15 @@ pub type Tx<'a> = Conn<'a>;
 /// connection (`|c| Box::pin(async move { … })`).
 pub type Work<'c, T> = BoxFuture<'c, Result<T>>;
 
+/// `f`, typed as database work for any connection (a closure kept in a variable is not
+/// given that signature by inference).
+fn work<T, F>(f: F) -> F
+where
+    F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T>,
+{
+    f
+}
+
 /// Where the database stood, as far as other processes' commits go. Two marks differ when
 /// another process (the CLI, another node) committed a change in between.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,22 +158,32 @@ enum Lock {
 
 /// Runs `f` inside a transaction on `c` that `begin` opened: committed when `f` returns
 /// `Ok`, rolled back otherwise (and when the commit itself fails).
-async fn in_transaction<'c, T, F>(c: &'c Conn<'c>, begin: &str, f: F) -> Result<T>
+///
+/// `pipelined` (PostgreSQL): `f`'s first statement is sent right behind `begin` without
+/// waiting for its answer, one round trip less. One connection runs its statements in order,
+/// so the statement still runs inside the transaction (and under the lock `begin` takes);
+/// if `begin` failed, the transaction is aborted and the statement fails with it. Not on
+/// SQLite, where a `BEGIN IMMEDIATE` that finds the file busy leaves no transaction, and the
+/// statement would run (and commit) alone.
+async fn in_transaction<'c, T, F>(c: &'c Conn<'c>, begin: &str, pipelined: bool, f: F) -> Result<T>
 where
     F: FnOnce(&'c Conn<'c>) -> Work<'c, T>,
 {
-    c.batch(begin).await?;
-    let out = f(c).await;
-    let ended = match &out {
-        Ok(_) => c.batch("COMMIT").await,
-        Err(_) => Ok(()),
+    let (begun, out) = if pipelined {
+        futures_util::future::join(c.batch(begin), f(c)).await
+    } else {
+        c.batch(begin).await?;
+        (Ok(()), f(c).await)
     };
-    if out.is_err() || ended.is_err() {
+    let result = match (begun, out) {
+        (Ok(()), Ok(out)) => c.batch("COMMIT").await.map(|()| out),
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+    };
+    if result.is_err() {
         // A broken connection is dropped by its owner; a live one is left clean.
         let _ = c.batch("ROLLBACK").await;
     }
-    ended?;
-    out
+    result
 }
 
 /// A pooled PostgreSQL connection in use. Given back to the pool only when its work ran to
@@ -210,15 +229,9 @@ impl Inner {
         F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
     {
         let result = match &self.backend {
-            Backend::Sqlite(threads) => threads
-                .on_writer(move |conn| {
-                    let c = Conn::sqlite(conn);
-                    // The work only awaits statements on this very connection, which run
-                    // at once: it completes in one poll, on this thread.
-                    futures_executor::block_on(in_transaction(&c, "BEGIN IMMEDIATE", f))
-                })
-                .await
-                .and_then(|r| r),
+            Backend::Sqlite(threads) => {
+                threads.work_on_writer(move |c| Box::pin(in_transaction(c, "BEGIN IMMEDIATE", false, f))).await
+            }
             Backend::Postgres { pool, committer } => {
                 // Shared: the group committer's token records, on its own connection.
                 let pool = if matches!(lock, Lock::Shared) { committer } else { pool };
@@ -231,21 +244,7 @@ impl Inner {
                 let begin = format!("BEGIN; SELECT {take}({})", postgres::WRITE_LOCK);
                 let result = {
                     let conn = session.conn();
-                    // Pipelined: the work's first statement is sent right behind the BEGIN
-                    // and its lock, without waiting for their answer (one connection runs
-                    // its statements in order, so it still runs inside the transaction and
-                    // under the lock; if either failed, the transaction is aborted and the
-                    // statement fails with it). One round trip less per transaction.
-                    let (begun, out) = futures_util::future::join(conn.batch(&begin), f(&conn)).await;
-                    let result = match (begun, out) {
-                        (Ok(()), Ok(out)) => conn.batch("COMMIT").await.map(|()| out),
-                        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
-                    };
-                    if result.is_err() {
-                        // A broken connection is dropped by the pool; a live one is left clean.
-                        let _ = conn.batch("ROLLBACK").await;
-                    }
-                    result
+                    in_transaction(&conn, &begin, true, f).await
                 };
                 session.finish();
                 result
@@ -262,9 +261,7 @@ impl Inner {
         F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
     {
         match &self.backend {
-            Backend::Sqlite(threads) => {
-                threads.on_reader(move |conn| futures_executor::block_on(f(&Conn::sqlite(conn)))).await?
-            }
+            Backend::Sqlite(threads) => threads.work_on_reader(f).await,
             // Reads run statement by statement (one round trip each, no transaction): every
             // caller reads what it needs in one statement, or tolerates a change committed
             // between two (a change mark is read first, so a reload that saw newer rows than
@@ -477,30 +474,18 @@ impl Store {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
     {
+        let marked = work(move |c| {
+            Box::pin(async move {
+                let mark = change_mark(c).await?;
+                Ok((f(c).await?, mark))
+            })
+        });
         match &self.inner.backend {
             // `data_version` is per connection, so every mark is read on the writer
             // connection, which also sees this process's latest commit.
-            Backend::Sqlite(threads) => {
-                threads
-                    .on_writer(move |conn| {
-                        futures_executor::block_on(async {
-                            let c = Conn::sqlite(conn);
-                            let mark = change_mark(&c).await?;
-                            Ok((f(&c).await?, mark))
-                        })
-                    })
-                    .await?
-            }
+            Backend::Sqlite(threads) => threads.work_on_writer(marked).await,
             // The generation the change triggers count, read before `f`.
-            Backend::Postgres { .. } => {
-                self.read(move |c| {
-                    Box::pin(async move {
-                        let mark = change_mark(c).await?;
-                        Ok((f(c).await?, mark))
-                    })
-                })
-                .await
-            }
+            Backend::Postgres { .. } => self.read(marked).await,
         }
     }
 

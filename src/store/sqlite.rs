@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Result, StoreError};
+use super::{Conn, Result, StoreError, Work};
 
 /// How many read connections (and threads) the backend keeps.
 pub(super) const READERS: usize = 4;
@@ -82,6 +82,37 @@ impl Threads {
     ) -> Result<T> {
         run(self.readers.as_ref(), job).await
     }
+}
+
+impl Threads {
+    /// Runs database work on the writer connection's thread and awaits its result.
+    pub(super) async fn work_on_writer<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
+    {
+        self.on_writer(move |conn| drive(conn, f)).await?
+    }
+
+    /// Runs database work on a free read connection's thread and awaits its result.
+    pub(super) async fn work_on_reader<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
+    {
+        self.on_reader(move |conn| drive(conn, f)).await?
+    }
+}
+
+/// Runs `f`'s work on this thread, which owns `conn`. The work only awaits statements on
+/// this very connection, which run at once: the local executor finishes it in one poll, and
+/// no thread of the async runtime ever waits on the file.
+fn drive<T, F>(conn: &Mutex<Connection>, f: F) -> Result<T>
+where
+    F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T>,
+{
+    let c = Conn::sqlite(conn);
+    futures_executor::block_on(f(&c))
 }
 
 async fn run<T: Send + 'static>(

@@ -1,6 +1,7 @@
 //! The documents verifiers fetch: JWKS, discovery, and the health probes. Served from the
 //! service's in-memory snapshot: no database read, no serialization per request.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rocket::http::{ContentType, Header, Status};
@@ -51,10 +52,10 @@ impl Cached {
     }
 
     /// The answer's own headers (`ETag`, `Cache-Control`, and `Content-Type` with a body).
-    pub fn headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
-        [("ETag", self.doc.etag.to_string()), ("Cache-Control", self.cache_control.clone())]
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> + '_ {
+        [("ETag", Cow::Borrowed(&*self.doc.etag)), ("Cache-Control", Cow::Borrowed(self.cache_control.as_str()))]
             .into_iter()
-            .chain((!self.not_modified).then(|| ("Content-Type", self.content_type.to_string())))
+            .chain((!self.not_modified).then(|| ("Content-Type", Cow::Owned(self.content_type.to_string()))))
     }
 
     /// The body: the document, or nothing for 304.
@@ -79,7 +80,7 @@ impl<'r> Responder<'r, 'static> for Cached {
         let mut res = Response::build();
         res.status(Status::new(self.status()));
         for (name, value) in self.headers() {
-            res.header(Header::new(name, value));
+            res.header(Header::new(name, value.into_owned()));
         }
         if let Some(body) = self.body().cloned() {
             // One chunk of exactly the document: Rocket otherwise streams every body through a
