@@ -83,14 +83,14 @@ async fn on_service(command: Command, service: &crate::service::Keyturn) -> Exit
         Command::Apikey { command: ApikeyCommand::Create { role, name } } => apikey_create(service, &role, &name).await,
         Command::Apikey { command } => {
             with_service(service, async |s, actor| match command {
-                ApikeyCommand::List => s.list_api_keys().await.map(|keys| {
+                ApikeyCommand::List => s.clients().list_api_keys().await.map(|keys| {
                     for k in keys {
                         let state = k.revoked_at.map(|r| format!("revoked {r}")).unwrap_or_else(|| "active".into());
                         println!("{}\t{}\t{}\t{}\t{state}", k.id, k.name, k.role, k.created_at);
                     }
                 }),
                 ApikeyCommand::Revoke { id } => {
-                    s.revoke_api_key(&id, &actor).await.map(|()| println!("revoked API key {id}"))
+                    s.clients().revoke_api_key(&id, &actor).await.map(|()| println!("revoked API key {id}"))
                 }
                 ApikeyCommand::Create { .. } => Ok(()),
             })
@@ -128,7 +128,7 @@ async fn on_service(command: Command, service: &crate::service::Keyturn) -> Exit
         }
         Command::Kek { command: KekCommand::Rotate } => {
             with_service(service, async |s, actor| {
-                s.rotate_kek(&actor).await?;
+                s.keys().rotate_kek(&actor).await?;
                 println!(
                     "re-sealed every private key under a new key-encryption key in {}",
                     s.config().kek_file.display()
@@ -206,7 +206,7 @@ async fn apikey_create(service: &crate::service::Keyturn, role: &str, name: &str
     let Ok(role) = role.parse() else {
         return ExitCode::from(2);
     };
-    match service.create_api_key(role, name, &crate::service::Actor::cli()).await {
+    match service.clients().create_api_key(role, name, &crate::service::Actor::cli()).await {
         Ok((identity, secret)) => {
             eprintln!("created {} API key '{}' (id {}); it is shown once:", identity.role, identity.name, identity.id);
             println!("{}", secret.as_str());
@@ -352,13 +352,13 @@ async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> Ex
                 }
             };
             let new = crate::service::clients::NewClient { name, scopes, audiences, max_ttl };
-            service.create_client(&new, &actor).await.map(|(view, secret)| {
+            service.clients().create_client(&new, &actor).await.map(|(view, secret)| {
                 eprintln!("created client '{}'; its secret is shown once:", view.name);
                 println!("client_id={}", view.client_id);
                 println!("client_secret={}", secret.as_str());
             })
         }
-        ClientCommand::List => service.list_clients().await.map(|clients| {
+        ClientCommand::List => service.clients().list_clients().await.map(|clients| {
             for c in clients {
                 let state = c.disabled_at.map(|d| format!("disabled {d}")).unwrap_or_else(|| "enabled".into());
                 println!(
@@ -372,7 +372,7 @@ async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> Ex
                 );
             }
         }),
-        ClientCommand::Disable { client_id } => service.disable_client(&client_id, &actor).await.map(|c| {
+        ClientCommand::Disable { client_id } => service.clients().disable_client(&client_id, &actor).await.map(|c| {
             println!("disabled {}; its tokens are revoked", c.client_id);
         }),
     };
@@ -441,7 +441,7 @@ async fn keys(
     use crate::service::rotation::RotateMode;
     match command {
         KeysCommand::List => {
-            for k in s.list_keys().await? {
+            for k in s.keys().list_keys().await? {
                 let next = k
                     .next
                     .map(|n| format!("{} {}", n.event, n.at.map(crate::clock::rfc3339).unwrap_or_else(|| "-".into())))
@@ -453,7 +453,7 @@ async fn keys(
         }
         KeysCommand::Rotate { alg, emergency } => {
             let mode = if emergency { RotateMode::Emergency } else { RotateMode::Graceful };
-            let out = s.rotate(parse_alg(alg.as_deref())?, mode, actor).await?;
+            let out = s.keys().rotate(parse_alg(alg.as_deref())?, mode, actor).await?;
             if out.done {
                 println!("{} now signs with {}", out.alg, out.activate.unwrap_or_default());
             } else {
@@ -467,7 +467,7 @@ async fn keys(
             Ok(())
         }
         KeysCommand::Revoke { kid, reason } => {
-            let out = s.revoke_key(&crate::keys::KeyId::new(kid), &reason, actor).await?;
+            let out = s.keys().revoke_key(&crate::keys::KeyId::new(kid), &reason, actor).await?;
             println!(
                 "revoked {} ({}); {} unexpired tokens invalidated; replacement: {}",
                 out.kid,
@@ -505,14 +505,14 @@ async fn token(service: &crate::service::Keyturn, command: TokenCommand) -> Exit
                     claims,
                     ..Default::default()
                 };
-                let issued = service.issue_token(&req, &actor).await?;
+                let issued = service.tokens().issue_token(&req, &actor).await?;
                 println!("{}", issued.access_token);
                 Ok(())
             }
             .await
         }
         TokenCommand::Verify { token } => {
-            let answer = service.introspect(token.trim());
+            let answer = service.tokens().introspect(token.trim());
             println!("{}", answer.to_json());
             return if answer.active { ExitCode::SUCCESS } else { ExitCode::from(1) };
         }
@@ -526,6 +526,7 @@ async fn token(service: &crate::service::Keyturn, command: TokenCommand) -> Exit
             };
             match target {
                 Some(t) => service
+                    .revocations()
                     .revoke(&t, &reason, &actor)
                     .await
                     .map(|r| println!("revoked {} {} (feed id {})", r.kind, r.value, r.id)),

@@ -62,7 +62,7 @@ impl Server {
         if let Some(s) = self.scheduler.take() {
             s.shutdown().await;
         }
-        let lease = match self.service.release_lease().await {
+        let lease = match self.service.keys().release_lease().await {
             Ok(()) => "handed over".to_owned(),
             Err(e) => format!("not handed over ({e}): it lapses by itself"),
         };

@@ -73,7 +73,7 @@ impl Scheduler {
         jobs.start().await?;
 
         // Follow schedule changes: replace the rotation job whenever the policy changes.
-        let mut changes = service.watch_policy();
+        let mut changes = service.keys().watch_policy();
         let (follower_jobs, follower_service, follower_installed) = (jobs.clone(), service.clone(), installed.clone());
         let follower = tokio::spawn(async move {
             while changes.changed().await.is_ok() {

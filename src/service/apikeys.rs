@@ -11,7 +11,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::revocations::RevokeTarget;
-use super::{audited, random_id, secret_digest, secret_matches, Actor, Keyturn};
+use super::{audited, random_id, secret_digest, secret_matches, Actor, Clients};
 use crate::error::{Error, Result};
 use crate::store::{self, apikeys::ApiKeyRow};
 
@@ -65,7 +65,7 @@ pub struct ApiKeyIdentity {
 
 const PREFIX: &str = "kt_";
 
-impl Keyturn {
+impl Clients {
     /// Creates an API key. The returned secret is the only copy: it is stored as a hash.
     pub async fn create_api_key(
         &self,
@@ -133,7 +133,7 @@ impl Keyturn {
         Ok(cached.check(secret))
     }
 
-    /// [`Keyturn::authenticate_api_key`] from memory alone, for the request path: the answer,
+    /// [`Clients::authenticate_api_key`] from memory alone, for the request path: the answer,
     /// or `None` when the key's row is not cached and the database must be asked.
     pub fn authenticate_api_key_cached(&self, presented: &str) -> Option<Option<ApiKeyIdentity>> {
         let Some((id, secret)) = split_presented(presented) else { return Some(None) };
@@ -196,7 +196,7 @@ pub struct ApiKeyView {
 /// How often one node notes an API key's use in the database.
 const USE_NOTED_EVERY: time::Duration = time::Duration::MINUTE;
 
-impl Keyturn {
+impl Clients {
     /// Notes that the key `id` authenticated a request: written at most once a minute per
     /// node, so the dashboard can say when each key was last used without a write per call.
     pub async fn note_api_key_use(&self, id: &str) {
@@ -255,7 +255,7 @@ impl Keyturn {
         // What the key minted ends with it: its tokens carry `client_id` "apikey:<name>",
         // and revoking that client covers their access tokens and their refresh families.
         let minter = Actor::api_key(&name, None).name;
-        self.revoke(&RevokeTarget::Client(minter), "its API key was revoked", actor).await?;
+        self.revocations.revoke(&RevokeTarget::Client(minter), "its API key was revoked", actor).await?;
         Ok(())
     }
 }

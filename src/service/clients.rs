@@ -7,10 +7,13 @@ use std::time::Duration;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{audited, random_id, secret_digest, secret_matches, Actor, Keyturn};
-use crate::clock;
+use super::shared::Shared;
+use super::{audited, random_id, secret_digest, secret_matches, Actor, Revocations};
+use crate::clock::{self, Clock, Instant};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::store::{self, clients::ClientRow};
+use crate::metrics::Metrics;
+use crate::store::{self, clients::ClientRow, Store};
 
 /// A client as the API and CLI show it (never its secret).
 #[derive(Clone, Debug, Serialize)]
@@ -62,7 +65,51 @@ fn valid_word(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
 }
 
-impl Keyturn {
+/// Who may ask for tokens: OAuth clients and API keys, each secret stored as a hash and
+/// every row held in memory so authenticating needs no database read, and the throttle on
+/// failed authentications per address.
+pub struct Clients {
+    pub(super) clock: Clock,
+    pub(super) store: Store,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) revocations: Arc<Revocations>,
+    /// OAuth client rows.
+    client_rows: ClientCache,
+    /// API key rows.
+    pub(super) api_keys: super::apikeys::ApiKeyCache,
+    /// When this node last noted each API key's use in the database.
+    pub(super) api_key_uses: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// Failed authentications per client address.
+    pub(super) throttle: super::throttle::Throttle,
+}
+
+impl Clients {
+    pub(super) fn new(
+        config: &Arc<Config>,
+        clock: &Clock,
+        store: &Store,
+        metrics: &Arc<Metrics>,
+        shared: &Arc<Shared>,
+        revocations: &Arc<Revocations>,
+    ) -> Clients {
+        Clients {
+            clock: clock.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            shared: shared.clone(),
+            revocations: revocations.clone(),
+            client_rows: ClientCache::default(),
+            api_keys: super::apikeys::ApiKeyCache::default(),
+            api_key_uses: std::sync::Mutex::default(),
+            throttle: super::throttle::Throttle::new(
+                config.auth_failure_limit,
+                config.auth_failure_window,
+                clock.clone(),
+            ),
+        }
+    }
+
     /// Registers a client. The returned secret is the only copy.
     pub async fn create_client(&self, new: &NewClient, actor: &Actor) -> Result<(ClientView, Zeroizing<String>)> {
         let mut problems = Vec::new();
@@ -83,7 +130,7 @@ impl Keyturn {
                 problems.push(format!("audience {a:?}: use printable characters without spaces or quotes"));
             }
         }
-        let policy_max = self.policy().max_token_ttl;
+        let policy_max = self.shared.policy().max_token_ttl;
         let max_ttl = new.max_ttl.unwrap_or(policy_max);
         if max_ttl.is_zero() || max_ttl > policy_max {
             problems.push(format!(
@@ -163,7 +210,9 @@ impl Keyturn {
         if !changed {
             return Err(Error::Conflict(format!("client {client_id} is already disabled")));
         }
-        self.revoke(&super::revocations::RevokeTarget::Client(client_id.to_owned()), "client disabled", actor).await?;
+        self.revocations
+            .revoke(&super::revocations::RevokeTarget::Client(client_id.to_owned()), "client disabled", actor)
+            .await?;
         Ok(ClientView::from(&row))
     }
 
@@ -175,14 +224,14 @@ impl Keyturn {
             return Ok(None);
         }
         // A row read before a concurrent refresh must not be remembered after it.
-        let generation = self.clients.generation();
+        let generation = self.client_rows.generation();
         let id = client_id.to_owned();
         let Some(row) = self.store.read(move |c| Box::pin(async move { store::clients::get(c, &id).await })).await?
         else {
             return Ok(None);
         };
         let row = Arc::new(row);
-        self.clients.remember(generation, row.client_id.clone(), row.clone());
+        self.client_rows.remember(generation, row.client_id.clone(), row.clone());
         Ok(check_client(&row, secret))
     }
 
@@ -192,7 +241,7 @@ impl Keyturn {
         if client_id.len() > 128 || secret.len() > 256 {
             return Some(None);
         }
-        if let Some(row) = self.clients.get(client_id) {
+        if let Some(row) = self.client_rows.get(client_id) {
             return Some(check_client(&row, secret));
         }
         // Every client was loaded at the last refresh: an unknown id costs no database read
@@ -204,7 +253,7 @@ impl Keyturn {
     /// process changed the database.
     pub(super) async fn refresh_clients(&self) {
         let rows = self.store.read(|c| Box::pin(store::clients::list(c))).await.ok();
-        self.clients.replace(rows.map(|rows| rows.into_iter().map(|row| (row.client_id.clone(), row))));
+        self.client_rows.replace(rows.map(|rows| rows.into_iter().map(|row| (row.client_id.clone(), row))));
     }
 }
 

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use super::clients::AuthenticatedClient;
-use super::Keyturn;
+use super::Tokens;
 use crate::clock::from_unix;
 use crate::keys::signer::ACCESS_TOKEN_TYP;
 use crate::revocation::TokenFacts;
@@ -58,7 +58,13 @@ impl serde::Serialize for Introspection {
     }
 }
 
-impl Keyturn {
+impl Tokens {
+    /// Fails when this node's memory may miss revocations made elsewhere: see
+    /// [`super::Shared::require_fresh_state`]. Introspection and forward auth ask first.
+    pub fn require_fresh_state(&self) -> crate::error::Result<()> {
+        self.shared.require_fresh_state()
+    }
+
     /// Introspects an access token (and counts the answer for `/metrics`).
     pub fn introspect(&self, token: &str) -> Introspection {
         let answer = self.introspect_uncounted(token);
@@ -112,7 +118,7 @@ impl Keyturn {
     }
 
     fn introspect_uncounted(&self, token: &str) -> Introspection {
-        let published = self.published();
+        let published = self.shared.published();
         let v = match self.verified(token, &published) {
             Ok(v) => v,
             Err(reason) => return Introspection::inactive(reason),
@@ -132,7 +138,7 @@ impl Keyturn {
             sid: v.sid.as_deref(),
             iat: from_unix(v.iat),
         };
-        if self.revocations_read().check(&facts).is_some() {
+        if self.shared.revoked().check(&facts).is_some() {
             return Introspection::inactive("revoked");
         }
         Introspection { active: true, claims: v.claims.clone(), reason: "" }

@@ -1,15 +1,14 @@
 //! Issued-token records (never the tokens): the listing the API and the dashboard show, and
 //! what each record means now.
 
-use std::sync::{PoisonError, RwLock};
-
 use serde::Serialize;
 
-use super::Keyturn;
+use super::shared::Shared;
+use super::Tokens;
 use crate::error::Result;
 use crate::keys::KeyId;
 use crate::records::{TokenQuery, TokenRecord};
-use crate::revocation::{RevocationIndex, TokenFacts};
+use crate::revocation::TokenFacts;
 use crate::store;
 
 /// Where an issued token stands now. Decided here once, for the API and the dashboard.
@@ -51,13 +50,13 @@ pub struct TokenView {
     pub status: TokenStatus,
 }
 
-impl Keyturn {
+impl Tokens {
     /// Issued-token records matching `query`, newest first.
     pub async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenView>> {
         let now = self.clock.now();
         let query = query.clone();
         let rows = self.store.read(move |c| Box::pin(async move { store::tokens::list(c, &query, now).await })).await?;
-        let revocations = self.revocations_read();
+        let revocations = self.shared.revoked();
         Ok(rows
             .into_iter()
             .map(|(cursor, t)| {
@@ -88,14 +87,14 @@ impl Keyturn {
         let of = kid.clone();
         let live =
             self.store.read(move |c| Box::pin(async move { store::tokens::live_of_key(c, &of, now).await })).await?;
-        Ok(unrevoked(&self.revocations, kid, &live))
+        Ok(unrevoked(&self.shared, kid, &live))
     }
 }
 
 /// How many of `live` (tokens `kid` signed) no revocation in `index` covers yet: what
 /// revoking the key would newly invalidate.
-pub(super) fn unrevoked(index: &RwLock<RevocationIndex>, kid: &KeyId, live: &[store::tokens::LiveToken]) -> u64 {
-    let index = index.read().unwrap_or_else(PoisonError::into_inner);
+pub(super) fn unrevoked(shared: &Shared, kid: &KeyId, live: &[store::tokens::LiveToken]) -> u64 {
+    let index = shared.revoked();
     live.iter()
         .filter(|(jti, sub, client_id, family, iat)| {
             let sid = family.as_deref();

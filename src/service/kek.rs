@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{audited, Actor, Keyturn};
+use super::{audited, Actor, Keys};
 use crate::datadir::{self, DataDir};
 use crate::error::{Error, Result};
 use crate::keys::generate::{PrivateKey, PublicJwk};
@@ -126,7 +126,7 @@ pub async fn check_installation(config: &crate::config::Config) -> Result<String
     ))
 }
 
-impl Keyturn {
+impl Keys {
     /// Fails unless this process's key-encryption key still opens the database's check value:
     /// after a `kek rotate` elsewhere, a process holding the old key must not seal new keys.
     pub(super) async fn ensure_kek_current(&self) -> Result<()> {

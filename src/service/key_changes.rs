@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{audited, Actor, Keyturn};
+use super::{audited, resolve_alg, Actor, Keys};
 use crate::clock::{self, Instant};
 use crate::error::{Error, Result};
 use crate::keys::lifecycle::{self, Transition};
@@ -95,7 +95,7 @@ pub struct RevokeOutcome {
     pub revocation_id: i64,
 }
 
-impl Keyturn {
+impl Keys {
     /// Every key (history included) with its times and next planned transition.
     pub async fn list_keys(&self) -> Result<Vec<KeyView>> {
         let all = self.store.read(|c| Box::pin(store::keys::all(c))).await?;
@@ -131,7 +131,7 @@ impl Keyturn {
 
     /// Rotates `alg` now: gracefully (as soon as the timing rules allow) or in an emergency.
     pub async fn rotate(&self, alg: Option<Algorithm>, mode: RotateMode, actor: &Actor) -> Result<RotateOutcome> {
-        let alg = self.resolve_alg(alg)?;
+        let alg = resolve_alg(&self.config, alg)?;
         let now = self.clock.now();
         let policy = self.policy();
         match mode {
@@ -155,7 +155,7 @@ impl Keyturn {
                 };
                 let done = at <= now
                     && self
-                        .tick()
+                        .apply_due(super::rotation::ScheduledRotations::AppliedHere)
                         .await?
                         .applied
                         .iter()
@@ -176,51 +176,10 @@ impl Keyturn {
                 // The replacement pending key (or, when no pending key is seasoned, the
                 // fresh key that signs), made ahead of the transaction.
                 let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy).await?;
-                let by = actor.clone();
-                let seasoned = policy.seen_by_caches();
-                let outcome = self.store.write(move |tx| Box::pin(async move {
-                    let live = store::keys::live(tx).await?;
-                    let find = |state| live.iter().find(|r| r.record.alg == alg && r.record.state == state);
-                    let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
-                    if let Some(earlier) = repeated_emergency(tx, &live, active.map(|a| &a.record), now, seasoned).await? {
-                        let detail = format!(
-                            "{alg}: emergency rotation asked again within jwks_max_age + clock_skew of the one that made {} sign: nothing changed (revoke the key if it is compromised)",
-                            earlier.activate.as_deref().unwrap_or("-")
-                        );
-                        audited(tx, now, &by, "key.rotate.emergency.repeated", earlier.activate.as_deref(), Some(&detail)).await?;
-                        return Ok(RotateOutcome { mode, ..earlier });
-                    }
-                    // Only a pending key every caching verifier has fetched may sign at once.
-                    let pending = pending.filter(|p| p.record.published_at + seasoned <= now);
-                    let detail = match pending {
-                        Some(p) => format!(
-                            "{alg}: emergency rotation, the pending key {} (published since {}) signs at once; verifiers holding the current JWKS already have it",
-                            p.record.kid,
-                            clock::rfc3339(p.record.published_at)
-                        ),
-                        None => format!(
-                            "{alg}: emergency rotation with a fresh key: no pending key had been published for jwks_max_age + clock_skew, so verifiers that cached the JWKS may refuse its tokens until they refetch it"
-                        ),
-                    };
-                    if let Some(a) = active {
-                        store::keys::transition(tx, &a.record.kid, KeyState::Active, KeyState::Retired, now, None).await?;
-                        audited(tx, now, &by, "key.retire", Some(a.record.kid.as_str()), Some(&detail)).await?;
-                    }
-                    let pending = pending.map(|p| &p.record.kid);
-                    let next = sign_with_next(tx, pending, fresh, &sealed, now, &by, "key.rotate.emergency", &detail).await?;
-                    let fresh_key = next.signs == next.fresh;
-                    Ok(RotateOutcome {
-                        mode,
-                        alg,
-                        activate: Some(next.signs.to_string()),
-                        retire: active.map(|a| a.record.kid.to_string()),
-                        at: clock::rfc3339(now),
-                        done: true,
-                        fresh_key,
-                        pending: (!fresh_key).then(|| next.fresh.to_string()),
-                        repeated: false,
-                    })
-                })).await?;
+                let (by, seasoned) = (actor.clone(), policy.seen_by_caches());
+                let change = Emergency { alg, now, seasoned, by };
+                let outcome =
+                    self.store.write(move |tx| Box::pin(async move { change.apply(tx, fresh, &sealed).await })).await?;
                 if !outcome.repeated {
                     self.reload().await?;
                 }
@@ -242,7 +201,7 @@ impl Keyturn {
     /// from the published snapshot; a graceful rotation takes effect once the pending key has
     /// been published for the lead (`Policy::earliest_activation`), as a real request would.
     pub fn rotate_preview(&self, alg: Option<Algorithm>, mode: RotateMode) -> Result<RotateOutcome> {
-        let alg = self.resolve_alg(alg)?;
+        let alg = resolve_alg(&self.config, alg)?;
         let now = self.clock.now();
         let published = self.published();
         let find = |state| published.keys.iter().find(|k| k.alg == alg && k.state == state);
@@ -289,42 +248,144 @@ impl Keyturn {
         }
         // A replacement pending key, made ahead of the transaction.
         let (fresh, sealed) = self.make_key(alg, KeyState::Pending, now, &policy).await?;
-        let by = actor.clone();
-        let kid_owned = kid.clone();
-        let reason_owned = reason.to_owned();
-        let configured = self.config.algorithms.contains(&alg);
-        let revocations = self.revocations.clone();
-        let outcome = self.store.write(move |tx| Box::pin(async move {
-            let kid = &kid_owned;
-            let state = store::keys::state(tx, kid).await?.ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
-            if !state.is_published() {
-                return Err(StoreError::Conflict(format!("key {kid} is already {}", state.as_str())));
-            }
-            let live_tokens = super::issued::unrevoked(&revocations, kid, &store::tokens::live_of_key(tx, kid, now).await?);
-            store::keys::transition(tx, kid, state, KeyState::Revoked, now, Some(&reason_owned)).await?;
-            // Every token it signed counts as revoked: introspection and the feed say so.
-            let last = store::tokens::last_exp(tx, kid).await?.unwrap_or(now);
-            let rev = crate::revocation::Revocation::Key(kid.to_string());
-            let row = super::revocations::insert(tx, &rev, last, &format!("key revoked: {reason_owned}"), now, &by).await?;
-            audited(tx, now, &by, "key.revoke", Some(kid.as_str()), Some(&format!("{alg} {} key revoked: {reason_owned}; {live_tokens} unexpired tokens it signed now count as revoked", state.as_str()))).await?;
-            let mut replacement = None;
-            if state == KeyState::Active && configured {
-                let pending = store::keys::live(tx).await?.into_iter().find(|r| r.record.alg == alg && r.record.state == KeyState::Pending);
-                let detail = format!(
-                    "{alg}: emergency replacement of revoked key {kid}; verifiers that cached the JWKS before this key was published may fail until they refetch it"
-                );
-                let pending = pending.map(|p| p.record.kid);
-                replacement = Some(sign_with_next(tx, pending.as_ref(), fresh, &sealed, now, &by, "key.activate.emergency", &detail).await?.signs);
-            } else if configured && state == KeyState::Pending {
-                insert_fresh(tx, &fresh, &sealed, now).await?;
-            }
-            Ok((RevokeOutcome { kid: kid.to_string(), previous_state: state, replacement: replacement.map(|k| k.to_string()), live_tokens_invalidated: live_tokens, revocation_id: row.id }, row.id, rev))
-        })).await?;
-        let (outcome, rev_id, rev) = outcome;
-        self.revocations_write().insert(rev_id, &rev);
+        let change = KeyRevocation {
+            kid: kid.clone(),
+            alg,
+            reason: reason.to_owned(),
+            configured: self.config.algorithms.contains(&alg),
+            now,
+            by: actor.clone(),
+        };
+        let shared = self.shared.clone();
+        let (outcome, rev) = self
+            .store
+            .write(move |tx| Box::pin(async move { change.apply(tx, &shared, fresh, &sealed).await }))
+            .await?;
+        let rev_id = outcome.revocation_id;
+        self.shared.revoked_mut().insert(rev_id, &rev);
         self.reload().await?;
         tracing::warn!(%kid, actor = %actor.name, "key revoked");
         Ok(outcome)
+    }
+}
+
+/// An emergency rotation of `alg`, asked for at `now` by `by`; `seasoned` is how long a key
+/// must have been published before every caching verifier has it.
+struct Emergency {
+    alg: Algorithm,
+    now: Instant,
+    seasoned: Duration,
+    by: Actor,
+}
+
+impl Emergency {
+    /// Inside the write transaction: the active key retires and the next one signs (see
+    /// [`sign_with_next`]), unless the same rotation was answered moments ago.
+    async fn apply(&self, tx: &store::Tx<'_>, fresh: KeyRecord, sealed: &[u8]) -> store::Result<RotateOutcome> {
+        let Emergency { alg, now, seasoned, ref by } = *self;
+        let live = store::keys::live(tx).await?;
+        let find = |state| live.iter().find(|r| r.record.alg == alg && r.record.state == state);
+        let (active, pending) = (find(KeyState::Active), find(KeyState::Pending));
+        if let Some(earlier) = repeated_emergency(tx, &live, active.map(|a| &a.record), now, seasoned).await? {
+            let made = earlier.activate.as_deref().unwrap_or("-");
+            let detail = format!(
+                "{alg}: emergency rotation asked again within jwks_max_age + clock_skew of the one that made {made} sign: nothing changed (revoke the key if it is compromised)"
+            );
+            audited(tx, now, by, "key.rotate.emergency.repeated", earlier.activate.as_deref(), Some(&detail)).await?;
+            return Ok(RotateOutcome { mode: RotateMode::Emergency, ..earlier });
+        }
+        // Only a pending key every caching verifier has fetched may sign at once.
+        let pending = pending.filter(|p| p.record.published_at + seasoned <= now);
+        let detail = match pending {
+            Some(p) => format!(
+                "{alg}: emergency rotation, the pending key {} (published since {}) signs at once; verifiers holding the current JWKS already have it",
+                p.record.kid,
+                clock::rfc3339(p.record.published_at)
+            ),
+            None => format!(
+                "{alg}: emergency rotation with a fresh key: no pending key had been published for jwks_max_age + clock_skew, so verifiers that cached the JWKS may refuse its tokens until they refetch it"
+            ),
+        };
+        if let Some(a) = active {
+            store::keys::transition(tx, &a.record.kid, KeyState::Active, KeyState::Retired, now, None).await?;
+            audited(tx, now, by, "key.retire", Some(a.record.kid.as_str()), Some(&detail)).await?;
+        }
+        let pending = pending.map(|p| &p.record.kid);
+        let next = sign_with_next(tx, pending, fresh, sealed, now, by, "key.rotate.emergency", &detail).await?;
+        let fresh_key = next.signs == next.fresh;
+        Ok(RotateOutcome {
+            mode: RotateMode::Emergency,
+            alg,
+            activate: Some(next.signs.to_string()),
+            retire: active.map(|a| a.record.kid.to_string()),
+            at: clock::rfc3339(now),
+            done: true,
+            fresh_key,
+            pending: (!fresh_key).then(|| next.fresh.to_string()),
+            repeated: false,
+        })
+    }
+}
+
+/// The revocation of key `kid` (of `alg`, still `configured` or not) for `reason`.
+struct KeyRevocation {
+    kid: KeyId,
+    alg: Algorithm,
+    reason: String,
+    configured: bool,
+    now: Instant,
+    by: Actor,
+}
+
+impl KeyRevocation {
+    /// Inside the write transaction: the key is revoked (with a revocation entry covering
+    /// every token it signed) and, if it was active, the next key signs at once.
+    async fn apply(
+        &self,
+        tx: &store::Tx<'_>,
+        shared: &super::Shared,
+        fresh: KeyRecord,
+        sealed: &[u8],
+    ) -> store::Result<(RevokeOutcome, crate::revocation::Revocation)> {
+        let KeyRevocation { ref kid, alg, ref reason, configured, now, ref by } = *self;
+        let state =
+            store::keys::state(tx, kid).await?.ok_or_else(|| StoreError::Conflict(format!("key {kid} vanished")))?;
+        if !state.is_published() {
+            return Err(StoreError::Conflict(format!("key {kid} is already {}", state.as_str())));
+        }
+        let live_tokens = super::issued::unrevoked(shared, kid, &store::tokens::live_of_key(tx, kid, now).await?);
+        store::keys::transition(tx, kid, state, KeyState::Revoked, now, Some(reason)).await?;
+        // Every token it signed counts as revoked: introspection and the feed say so.
+        let last = store::tokens::last_exp(tx, kid).await?.unwrap_or(now);
+        let rev = crate::revocation::Revocation::Key(kid.to_string());
+        let row = super::revocations::insert(tx, &rev, last, &format!("key revoked: {reason}"), now, by).await?;
+        let detail = format!(
+            "{alg} {} key revoked: {reason}; {live_tokens} unexpired tokens it signed now count as revoked",
+            state.as_str()
+        );
+        audited(tx, now, by, "key.revoke", Some(kid.as_str()), Some(&detail)).await?;
+        let mut replacement = None;
+        if state == KeyState::Active && configured {
+            let live = store::keys::live(tx).await?;
+            let pending = live.into_iter().find(|r| r.record.alg == alg && r.record.state == KeyState::Pending);
+            let detail = format!(
+                "{alg}: emergency replacement of revoked key {kid}; verifiers that cached the JWKS before this key was published may fail until they refetch it"
+            );
+            let pending = pending.map(|p| p.record.kid);
+            let action = "key.activate.emergency";
+            replacement =
+                Some(sign_with_next(tx, pending.as_ref(), fresh, sealed, now, by, action, &detail).await?.signs);
+        } else if configured && state == KeyState::Pending {
+            insert_fresh(tx, &fresh, sealed, now).await?;
+        }
+        let outcome = RevokeOutcome {
+            kid: kid.to_string(),
+            previous_state: state,
+            replacement: replacement.map(|k| k.to_string()),
+            live_tokens_invalidated: live_tokens,
+            revocation_id: row.id,
+        };
+        Ok((outcome, rev))
     }
 }
 

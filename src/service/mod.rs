@@ -1,10 +1,15 @@
-//! The one entry point that routes, the CLI and the scheduler call.
+//! The service: what keyturn does, by capability, with no HTTP in it.
 //!
-//! `Keyturn` owns the store, the key-encryption key, the clock and the published snapshot.
-//! It turns domain decisions (`keys::lifecycle::plan`) into transactions with their audit
-//! records, and after each change rebuilds the in-memory snapshot the web layer serves from.
+//! Each capability is a type holding what it needs: [`Keys`] (signing keys, rotation, the
+//! policy and the published snapshot), [`Tokens`] (issuance, refresh, sessions,
+//! introspection), [`Revocations`], [`Clients`] (OAuth clients, API keys, the failed
+//! authentication throttle), [`Admins`] and [`Audit`]. They share the in-memory state in
+//! [`Shared`]. [`Keyturn`] opens an installation, builds them together and runs the work
+//! that spans them (following other processes' changes, housekeeping, readiness).
+//! Each turns domain decisions (`keys::lifecycle::plan`) into transactions with their audit
+//! records.
 //!
-//! Its methods are async and never block the runtime's threads: database work awaits the
+//! Their methods are async and never block the runtime's threads: database work awaits the
 //! store (whose SQLite connections live on threads of their own), and the few CPU-heavy
 //! steps (argon2, key generation, RSA signatures) run on the blocking pool. The request hot
 //! paths that need no database (`introspect`, `authenticate_api_key_cached`) are plain
@@ -21,21 +26,33 @@ pub mod introspect;
 pub mod issued;
 pub mod kek;
 pub mod key_changes;
+pub mod keyset;
 pub mod overview;
 pub mod policy;
+mod refresh;
 pub mod revocations;
 pub mod rotation;
 pub mod sessions;
+pub mod shared;
 pub mod throttle;
 pub mod tokens;
 
-use documents::{discovery, serialize_jwks};
+#[cfg(test)]
+mod tests;
+
+pub use admins::Admins;
+pub use audit::Audit;
+pub use clients::Clients;
 use installation::{cluster_secrets_given, schema_present, COPIED_AWAY_LABEL};
 pub use installation::{database_location, installed, reuse_copied_database};
 pub(crate) use installation::{installation_exists, refuse_copied_away};
+pub use keyset::Keys;
+pub use revocations::Revocations;
+pub use shared::{Shared, SYNC_STALE_AFTER};
+pub use tokens::Tokens;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::DecodingKey;
 
@@ -45,23 +62,13 @@ use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::keys::jwks::{self, Document};
 use crate::keys::lifecycle::Policy;
-use crate::keys::sealed::Kek;
 use crate::keys::signer::SigningKey;
-use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
-use crate::revocation::RevocationIndex;
-use crate::store::{self, meta, ChangeMark, Store};
+use crate::keys::{Algorithm, KeyId, KeyRecord};
+use crate::store::{self, meta, Store};
 
 /// Below this much free space on the database's disk, keyturn reports itself not ready: a
 /// token is answered only once recorded, and the next group commit may not fit.
 const MIN_FREE_BYTES: u64 = 1024 * 1024;
-
-/// How long a cluster node keeps answering introspection from memory without hearing from
-/// its database. Safe because a revocation exists only once the database recorded it: while
-/// the database is down for every node, none can be made anywhere, so what a node holds is
-/// complete. Only a node cut off alone could miss revocations made through other nodes, and
-/// for at most this long, the same staleness a verifier polling the feed accepts; after it,
-/// introspection answers 503 instead of guessing.
-pub const SYNC_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Who did something, and from where: every audit record names both.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,54 +132,29 @@ impl Published {
     }
 }
 
-/// The keyturn service.
+/// The daemon: the capabilities, built together on one installation, and the periodic work
+/// that spans them (following other processes' changes, housekeeping, readiness, the
+/// overview). Handlers take the capability they use, not this.
 pub struct Keyturn {
     config: Arc<Config>,
     clock: Clock,
     store: Store,
-    kek: Kek,
     data_dir: DataDir,
-    published: RwLock<Arc<Published>>,
-    /// This process's identity for the rotator lease.
-    holder: String,
-    /// Whether this process handed the lease over (a clean shutdown, `close`).
-    lease_released: std::sync::atomic::AtomicBool,
-    /// The store's mark of other processes' commits when the snapshot was last rebuilt: when
-    /// another process (the CLI, a second daemon) commits, the snapshot is rebuilt too.
-    seen: Mutex<Option<ChangeMark>>,
-    /// Held through a reload, from its read to its install: two reloads at once (a local
-    /// change and another node's notice) could otherwise finish out of order and leave the
-    /// older state published.
-    reloading: tokio::sync::Mutex<()>,
-    /// Bumped whenever the policy changes, so the scheduler can follow a new cron expression.
-    policy_version: tokio::sync::watch::Sender<u64>,
-    /// Every revocation in force, for O(1) checks.
-    revocations: Arc<RwLock<RevocationIndex>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    shared: Arc<Shared>,
+    keys: Arc<Keys>,
+    tokens: Arc<Tokens>,
+    revocations: Arc<Revocations>,
+    clients: Arc<Clients>,
+    admins: Arc<Admins>,
+    audit: Arc<Audit>,
     /// When revocations were last pruned.
     last_prune: Mutex<Option<Instant>>,
-    /// Counters for `/metrics`.
-    metrics: Arc<crate::metrics::Metrics>,
-    /// The dashboard's administrators.
-    admins: Arc<admins::Admins>,
-    /// The audit log.
-    audit: Arc<audit::Audit>,
-    /// API key rows, so authenticating a request needs no database read.
-    api_keys: apikeys::ApiKeyCache,
-    /// OAuth client rows, for the same reason.
-    clients: clients::ClientCache,
-    /// Failed authentications per client address.
-    throttle: throttle::Throttle,
-    /// When this node last noted each API key's use in the database.
-    api_key_uses: Mutex<HashMap<String, Instant>>,
-    /// Signatures already verified, for repeated introspection and forward auth.
-    verified: introspect::VerifiedCache,
-    /// Since this node last compared its state with the database.
-    synced: crate::clock::Watchdog,
 }
 
 impl std::fmt::Debug for Keyturn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyturn").field("store", &self.store).field("holder", &self.holder).finish_non_exhaustive()
+        f.debug_struct("Keyturn").field("store", &self.store).field("holder", &self.keys.holder).finish_non_exhaustive()
     }
 }
 
@@ -267,7 +249,7 @@ impl Keyturn {
         }
 
         let policy = policy::effective(&config, &store.read(|c| Box::pin(store::settings::all(c))).await?, None);
-        let empty = Arc::new(Published {
+        let empty = Published {
             keys: Vec::new(),
             policy,
             jwks: jwks::serialize(&[]),
@@ -275,46 +257,44 @@ impl Keyturn {
             oauth_metadata: Document::new(b"{}".to_vec()),
             signers: BTreeMap::new(),
             verifiers: HashMap::new(),
-        });
-        let revocations = revocations::load_index(&store).await?;
-        let throttle = throttle::Throttle::new(config.auth_failure_limit, config.auth_failure_window, clock.clone());
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        let admins =
-            Arc::new(admins::Admins::new(store.clone(), clock.clone(), metrics.clone(), config.issuer.clone()));
-        let audit = Arc::new(audit::Audit::new(store.clone()));
+        };
+        let shared = Arc::new(Shared::new(empty, revocations::load_index(&store).await?, store.dialect()));
+        let (config, metrics) = (Arc::new(config), Arc::new(crate::metrics::Metrics::default()));
+        let keys = Arc::new(Keys::new(config.clone(), clock.clone(), store.clone(), shared.clone(), kek));
+        let tokens = Arc::new(Tokens::new(&config, &clock, &store, &metrics, &shared, &keys));
+        let revocations = Arc::new(Revocations::new(&clock, &store, &shared, &keys, &tokens));
+        let clients = Arc::new(Clients::new(&config, &clock, &store, &metrics, &shared, &revocations));
+        let admins = Arc::new(Admins::new(store.clone(), clock.clone(), metrics.clone(), config.issuer.clone()));
+        let audit = Arc::new(Audit::new(store.clone()));
         let service = Keyturn {
-            config: Arc::new(config),
+            config,
             clock,
             store,
-            kek,
             data_dir,
-            published: RwLock::new(empty),
-            holder: random_id(12),
-            lease_released: std::sync::atomic::AtomicBool::new(false),
-            seen: Mutex::new(None),
-            reloading: tokio::sync::Mutex::new(()),
-            policy_version: tokio::sync::watch::channel(0).0,
-            revocations: Arc::new(RwLock::new(revocations)),
-            last_prune: Mutex::new(None),
             metrics,
+            shared,
+            keys,
+            tokens,
+            revocations,
+            clients,
             admins,
             audit,
-            api_keys: apikeys::ApiKeyCache::default(),
-            clients: clients::ClientCache::default(),
-            throttle,
-            api_key_uses: Mutex::default(),
-            verified: introspect::VerifiedCache::default(),
-            synced: crate::clock::Watchdog::default(),
+            last_prune: Mutex::new(None),
         };
-        service.reload().await?;
-        service.forget_api_keys().await;
-        service.refresh_clients().await;
+        service.keys.reload().await?;
+        service.clients.forget_api_keys().await;
+        service.clients.refresh_clients().await;
         service.tick().await?;
         Ok(service)
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The settings, shared.
+    pub fn config_handle(&self) -> Arc<Config> {
+        self.config.clone()
     }
 
     pub fn clock(&self) -> &Clock {
@@ -383,31 +363,51 @@ impl Keyturn {
 
     /// The current snapshot: live keys, policy, JWKS, discovery and signers.
     pub fn published(&self) -> Arc<Published> {
-        self.published.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.shared.published()
     }
 
     /// The timing policy in force.
     pub fn policy(&self) -> Policy {
-        self.published().policy.clone()
-    }
-
-    /// Subscribes to policy changes (the scheduler follows the cron expression).
-    pub fn watch_policy(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.policy_version.subscribe()
+        self.shared.policy()
     }
 
     /// The process's counters.
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
     }
 
+    /// The in-memory state the capabilities share.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The signing keys: rotation, key revocation, the policy, the published snapshot.
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    /// Issuance, refresh, sessions, introspection and the issued-token list.
+    pub fn tokens(&self) -> &Arc<Tokens> {
+        &self.tokens
+    }
+
+    /// Revocations: made, fed to verifiers, pruned.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
+    /// OAuth clients and API keys, and who may authenticate.
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.clients
+    }
+
     /// The dashboard's administrators.
-    pub fn admins(&self) -> &Arc<admins::Admins> {
+    pub fn admins(&self) -> &Arc<Admins> {
         &self.admins
     }
 
     /// The audit log.
-    pub fn audit(&self) -> &Arc<audit::Audit> {
+    pub fn audit(&self) -> &Arc<Audit> {
         &self.audit
     }
 
@@ -416,78 +416,20 @@ impl Keyturn {
         self.clock.now()
     }
 
-    /// Rebuilds the published snapshot from the database.
-    pub async fn reload(&self) -> Result<()> {
-        let _one_at_a_time = self.reloading.lock().await;
-        let ((rows, stored), mark) = self
-            .store
-            .read_marked(|c| Box::pin(async move { Ok((store::keys::live(c).await?, store::settings::all(c).await?)) }))
-            .await?;
-        let current = self.published();
-        let mut signers = BTreeMap::new();
-        for row in &rows {
-            if row.record.state != KeyState::Active {
-                continue;
-            }
-            // Keep a signer already loaded for the same kid; open the others.
-            if let Some(existing) = current.signers.get(&row.record.alg).filter(|s| *s.kid() == row.record.kid) {
-                signers.insert(row.record.alg, existing.clone());
-                continue;
-            }
-            let sealed = row.sealed_private.as_deref().ok_or_else(|| Error::KeyDoesNotLoad {
-                kid: row.record.kid.clone(),
-                reason: "an active key has no private key".into(),
-            })?;
-            let private = kek::open_private(&self.kek, &row.record, sealed)?;
-            let signer = SigningKey::new(row.record.kid.clone(), row.record.alg, &private)
-                .map_err(|e| Error::KeyDoesNotLoad { kid: row.record.kid.clone(), reason: e.to_string() })?;
-            signers.insert(row.record.alg, Arc::new(signer));
-        }
-        let mut verifiers = HashMap::new();
-        for row in rows.iter().filter(|r| r.record.state.is_published()) {
-            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(&row.record.public_jwk).map_err(|e| {
-                Error::KeyDoesNotLoad { kid: row.record.kid.clone(), reason: format!("stored public key: {e}") }
-            })?;
-            let key = DecodingKey::from_jwk(&jwk).map_err(|e| Error::KeyDoesNotLoad {
-                kid: row.record.kid.clone(),
-                reason: format!("stored public key: {e}"),
-            })?;
-            verifiers.insert(row.record.kid.to_string(), (row.record.alg, Arc::new(key)));
-        }
-        let keys: Vec<KeyRecord> = rows.into_iter().map(|r| r.record).collect();
-        let policy = policy::effective(&self.config, &stored, Some(&current.policy));
-        let policy_changed = policy != current.policy;
-        let published = Published {
-            jwks: serialize_jwks(&keys, self.config.jwks_x5c)?,
-            openid_configuration: discovery(&self.config, &keys, true),
-            oauth_metadata: discovery(&self.config, &keys, false),
-            keys,
-            policy,
-            signers,
-            verifiers,
-        };
-        *self.published.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(published);
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(mark);
-        if policy_changed {
-            self.policy_version.send_modify(|v| *v += 1);
-        }
-        Ok(())
-    }
-
-    /// Rebuilds the snapshot if another process changed the database since the last rebuild.
+    /// Follows what other processes committed: when the database changed since the snapshot
+    /// was last rebuilt, re-reads API keys, clients, the key set and new revocations.
     pub async fn reload_if_changed(&self) -> Result<bool> {
-        let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let changed = match seen {
+        let changed = match self.keys.seen() {
             Some(mark) => self.store.changed_since(mark).await?,
             None => true,
         };
         if changed {
-            self.forget_api_keys().await;
-            self.refresh_clients().await;
-            self.reload().await?;
-            self.load_new_revocations().await?;
+            self.clients.forget_api_keys().await;
+            self.clients.refresh_clients().await;
+            self.keys.reload().await?;
+            self.revocations.load_new_revocations().await?;
         }
-        self.synced.reset();
+        self.shared.synced();
         Ok(changed)
     }
 
@@ -495,67 +437,6 @@ impl Keyturn {
     /// housekeeping's check each second is how changes arrive.
     pub fn change_notices(&self) -> Option<Arc<tokio::sync::Notify>> {
         self.store.change_notices()
-    }
-
-    /// Refuses answers from memory once this cluster node has gone [`SYNC_STALE_AFTER`]
-    /// without hearing from its database. A single SQLite node's memory is always current.
-    pub fn require_fresh_state(&self) -> Result<()> {
-        let quiet = self.synced.elapsed();
-        if self.store.dialect() == store::Dialect::Postgres && quiet > SYNC_STALE_AFTER {
-            return Err(Error::Store(store::StoreError::Unavailable(format!(
-                "this node has not reached the database for {}s; it does not answer from state that old",
-                quiet.as_secs()
-            ))));
-        }
-        Ok(())
-    }
-
-    /// How long `addr` must wait before it may authenticate again, when it failed too often.
-    pub fn auth_refused(
-        &self,
-        addr: Option<std::net::IpAddr>,
-        credential: throttle::Credential,
-    ) -> Option<std::time::Duration> {
-        let wait = self.auth_blocked(addr)?;
-        self.metrics.auth_throttled(credential.as_str());
-        Some(wait)
-    }
-
-    /// [`Self::auth_refused`] without counting a refusal (the caller already did).
-    pub fn auth_blocked(&self, addr: Option<std::net::IpAddr>) -> Option<std::time::Duration> {
-        self.throttle.refused(addr)
-    }
-
-    /// Counts a failed authentication from `addr`; returns how long it must now wait when
-    /// this failure took it over `auth_failure_limit`.
-    pub fn auth_failed(
-        &self,
-        addr: Option<std::net::IpAddr>,
-        credential: throttle::Credential,
-    ) -> Option<std::time::Duration> {
-        let wait = self.throttle.failed(addr)?;
-        self.metrics.auth_throttled(credential.as_str());
-        if let Some(a) = addr {
-            tracing::warn!(address = %a, credential = credential.as_str(), wait_secs = wait.as_secs(), "too many failed authentications from one address: refused with 429 until it waits");
-        }
-        Some(wait)
-    }
-
-    fn revocations_read(&self) -> RwLockReadGuard<'_, RevocationIndex> {
-        self.revocations.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn revocations_write(&self) -> RwLockWriteGuard<'_, RevocationIndex> {
-        self.revocations.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The algorithm to use: the one asked for if configured, else the first configured.
-    pub fn resolve_alg(&self, alg: Option<Algorithm>) -> Result<Algorithm> {
-        let alg = alg.unwrap_or(self.config.algorithms[0]);
-        if !self.config.algorithms.contains(&alg) {
-            return Err(Error::AlgorithmNotConfigured(alg));
-        }
-        Ok(alg)
     }
 
     /// Whether the daemon can serve: the database answers and every configured algorithm
@@ -576,6 +457,15 @@ impl Keyturn {
         }
         Ok(())
     }
+}
+
+/// The algorithm to use: the one asked for if configured, else the first configured.
+pub fn resolve_alg(config: &Config, alg: Option<Algorithm>) -> Result<Algorithm> {
+    let alg = alg.unwrap_or(config.algorithms[0]);
+    if !config.algorithms.contains(&alg) {
+        return Err(Error::AlgorithmNotConfigured(alg));
+    }
+    Ok(alg)
 }
 
 /// Appends the audit record of `actor` doing `action` (to `target`) inside the caller's

@@ -111,7 +111,7 @@ impl Keyturn {
             algorithms,
             next_fire: policy.schedule.next_after(now),
             tokens_24h,
-            revocations: self.revocation_count(),
+            revocations: self.revocations.revocation_count(),
             jwks_bytes,
             warnings,
         })

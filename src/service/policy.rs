@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{audited, Actor, Keyturn};
+use super::{audited, Actor, Keys};
 use crate::clock::{self, Instant};
 use crate::config::{self, Config};
 use crate::duration::{format_duration, parse_duration};
@@ -304,7 +304,7 @@ impl PolicyChange {
     }
 }
 
-impl Keyturn {
+impl Keys {
     /// The policy as the API shows it.
     pub fn policy_view(&self) -> PolicyView {
         view(&self.config, &self.policy(), self.clock.now())

@@ -3,8 +3,12 @@
 
 use serde::Serialize;
 
-use super::{audited, Actor, Keyturn};
-use crate::clock::{self, Instant};
+use std::sync::Arc;
+
+use super::sessions::Viewer;
+use super::shared::Shared;
+use super::{audited, Actor, Keys, Tokens};
+use crate::clock::{self, Clock, Instant};
 use crate::error::{Error, Result};
 use crate::revocation::{Revocation, RevocationIndex};
 use crate::store::{self, revocations::RevocationRow, Store};
@@ -109,7 +113,33 @@ pub(super) async fn insert(
     Ok(row)
 }
 
-impl Keyturn {
+/// Revocations: by every handle an incident needs, the feed and the in-memory index kept
+/// in step with the database.
+pub struct Revocations {
+    pub(super) clock: Clock,
+    pub(super) store: Store,
+    pub(super) shared: Arc<Shared>,
+    pub(super) keys: Arc<Keys>,
+    pub(super) tokens: Arc<Tokens>,
+}
+
+impl Revocations {
+    pub(super) fn new(
+        clock: &Clock,
+        store: &Store,
+        shared: &Arc<Shared>,
+        keys: &Arc<Keys>,
+        tokens: &Arc<Tokens>,
+    ) -> Revocations {
+        Revocations {
+            clock: clock.clone(),
+            store: store.clone(),
+            shared: shared.clone(),
+            keys: keys.clone(),
+            tokens: tokens.clone(),
+        }
+    }
+
     /// Revokes tokens by `target`. Subjects and clients: every token issued until now (and
     /// their refresh tokens). A jti must name a token keyturn issued.
     pub async fn revoke(&self, target: &RevokeTarget, reason: &str, actor: &Actor) -> Result<RevocationView> {
@@ -126,7 +156,7 @@ impl Keyturn {
         // A key is revoked as a compromise: it leaves the JWKS, its private key is erased and
         // a replacement signs, so no new token is born revoked.
         if let RevokeTarget::Kid(kid) = target {
-            let outcome = self.revoke_key(&crate::keys::KeyId::new(kid.as_str()), reason, actor).await?;
+            let outcome = self.keys.revoke_key(&crate::keys::KeyId::new(kid.as_str()), reason, actor).await?;
             let rows = self
                 .store
                 .read(move |c| {
@@ -139,7 +169,7 @@ impl Keyturn {
                 .ok_or_else(|| Error::NotFound(format!("no revocation for {kid}")));
         }
         let now = self.clock.now();
-        let max_ttl = self.policy().max_token_ttl;
+        let max_ttl = self.shared.policy().max_token_ttl;
         let (target, reason_owned, by) = (target.clone(), reason.to_owned(), actor.clone());
         let row = self
             .store
@@ -171,7 +201,7 @@ impl Keyturn {
             })
             .await?;
         let Some((rev, row)) = row else { return Err(Error::NotFound(format!("no token with jti {value}"))) };
-        self.revocations_write().insert(row.id, &rev);
+        self.shared.revoked_mut().insert(row.id, &rev);
         tracing::info!(kind = %row.kind, actor = %actor.name, "revocation recorded");
         Ok(RevocationView::from(&row))
     }
@@ -187,7 +217,7 @@ impl Keyturn {
     /// Deletes revocations (and refresh tokens) that can no longer matter, and rebuilds the
     /// index if anything went. Returns how many revocations were pruned.
     pub(super) async fn prune(&self, now: Instant) -> Result<usize> {
-        let leeway = self.policy().leeway;
+        let leeway = self.shared.policy().leeway;
         let before = now - leeway;
         let pruned = self
             .store
@@ -212,15 +242,14 @@ impl Keyturn {
             .await?;
         if pruned > 0 {
             let idx = load_index(&self.store).await?;
-            *self.revocations_write() = idx;
+            *self.shared.revoked_mut() = idx;
         }
-        self.prune_sessions(now).await?;
         Ok(pruned)
     }
 
     /// Picks up revocations other processes committed.
     pub(super) async fn load_new_revocations(&self) -> Result<()> {
-        let after = self.revocations_read().last_id;
+        let after = self.shared.revoked().last_id;
         let rows = self
             .store
             .read(move |c| Box::pin(async move { store::revocations::after(c, after, 1_000_000).await }))
@@ -228,7 +257,7 @@ impl Keyturn {
         if rows.is_empty() {
             return Ok(());
         }
-        apply_rows(&mut self.revocations_write(), &rows);
+        apply_rows(&mut self.shared.revoked_mut(), &rows);
         Ok(())
     }
 
@@ -238,17 +267,20 @@ impl Keyturn {
     pub async fn revoke_for_client(&self, token: &str, client: &super::clients::AuthenticatedClient) -> Result<()> {
         let actor = Actor { name: format!("client:{}", client.client_id), source: None };
         if token.starts_with(super::tokens::REFRESH_PREFIX) {
-            return self.revoke_refresh_token(token, Some(&client.client_id), "revoked by its client (RFC 7009)").await;
+            return self
+                .tokens
+                .revoke_refresh_token(token, Some(&client.client_id), "revoked by its client (RFC 7009)")
+                .await;
         }
-        let answer = self.introspect(token);
+        let answer = self.tokens.introspect(token);
         let owned =
             answer.claims.get("client_id").and_then(serde_json::Value::as_str) == Some(client.client_id.as_str());
         if answer.active && owned {
             let why = "revoked by its client (RFC 7009)";
             if let Some(sid) = answer.claims.get("sid").and_then(serde_json::Value::as_str) {
                 // A token of a session ends the session.
-                let owner = super::sessions::Viewer::Owner(actor.name.clone());
-                if self.end_session(sid, &owner, why, &actor).await? {
+                let owner = Viewer::Owner(actor.name.clone());
+                if self.tokens.end_session(sid, &owner, why, &actor).await? {
                     return Ok(());
                 }
             }
@@ -259,8 +291,50 @@ impl Keyturn {
         Ok(())
     }
 
+    /// RFC 7009 for an API key: an access or refresh token of a session the key may end
+    /// ends that whole session; an access token minted outside a session by this key is
+    /// revoked alone. Anything else (unknown, invalid, another key's) changes nothing.
+    pub async fn revoke_for_api_key(&self, token: &str, viewer: &Viewer, actor: &Actor) -> Result<()> {
+        const WHY: &str = "revoked by the app that minted it (RFC 7009)";
+        if token.starts_with(super::tokens::REFRESH_PREFIX) {
+            let hash = super::secret_digest(token);
+            let Some(row) =
+                self.store.read(move |c| Box::pin(async move { store::refresh::get(c, &hash).await })).await?
+            else {
+                return Ok(());
+            };
+            self.tokens.end_session(&row.family, viewer, WHY, actor).await?;
+            return Ok(());
+        }
+        let answer = self.tokens.introspect(token);
+        if !answer.active {
+            return Ok(());
+        }
+        let text = |name: &str| answer.claims.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+        match (text("sid"), text("jti")) {
+            (Some(sid), _) => {
+                self.tokens.end_session(&sid, viewer, WHY, actor).await?;
+            }
+            (None, Some(jti)) => {
+                let minted_by_caller = self
+                    .store
+                    .read({
+                        let jti = jti.clone();
+                        move |c| Box::pin(async move { store::tokens::get(c, &jti).await })
+                    })
+                    .await?
+                    .is_some_and(|t| matches!(viewer, Viewer::Admin) || t.issued_by == actor.name);
+                if minted_by_caller {
+                    self.revoke(&RevokeTarget::Jti(jti), WHY, actor).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// How many revocations are in force.
     pub fn revocation_count(&self) -> usize {
-        self.revocations_read().len()
+        self.shared.revoked().len()
     }
 }

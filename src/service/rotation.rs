@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 pub use super::key_changes::{KeyView, NextView, RevokeOutcome, RotateMode, RotateOutcome};
-use super::{audited, Actor, Keyturn};
+use super::{audited, Actor, Keys, Keyturn};
 use crate::clock::{self, Instant};
 use crate::error::{Error, Result};
 use crate::keys::generate;
@@ -61,6 +61,68 @@ pub(super) struct Snapshot {
 }
 
 impl Keyturn {
+    /// Looks at the lifecycle and applies whatever is due. Idempotent: the rotation job calls
+    /// it at the schedule's fire times; start-up calls it once (catch-up), and so do graceful
+    /// rotations and tests.
+    pub async fn tick(&self) -> Result<TickReport> {
+        self.tick_for(ScheduledRotations::AppliedHere).await
+    }
+
+    /// The housekeeping run (every second): follows other processes' changes, renews the
+    /// rotator lease, applies what falls due between fire times (an activation the publish
+    /// lead deferred, a graceful request, an expiry, a key whose certificate ends) and prunes
+    /// revocations. With [`ScheduledRotations::LeftToTheJob`], a scheduled rotation whose fire
+    /// time has just come is left to the rotation job; one it missed by more than
+    /// [`ROTATION_JOB_GRACE`] (this process did not hold the lease then, or the job did not
+    /// run) is applied, with a warning.
+    pub async fn housekeeping(&self, scheduled: ScheduledRotations) -> Result<TickReport> {
+        self.retry_failed_writes().await;
+        self.clients.prune_throttle();
+        self.tokens.prune_verified();
+        self.tick_for(scheduled).await
+    }
+
+    /// After a write failed in the database itself (a full disk), one small durable write a
+    /// second until one succeeds: readiness then recovers by itself even when nothing else
+    /// writes (a node out of rotation gets no requests that would).
+    async fn retry_failed_writes(&self) {
+        if self.store.write_failure().is_none() {
+            return;
+        }
+        let stamp = clock::to_unix(self.clock.now()).to_be_bytes();
+        if let Err(e) =
+            self.store.write(move |tx| Box::pin(async move { store::meta::set(tx, WRITE_PROBE, &stamp).await })).await
+        {
+            tracing::warn!("the database still does not take writes: {e}");
+        }
+    }
+
+    async fn tick_for(&self, scheduled: ScheduledRotations) -> Result<TickReport> {
+        self.reload_if_changed().await?;
+        let report = self.keys.apply_due(scheduled).await?;
+        let now = self.clock.now();
+        let due = self.last_prune.lock().map(|l| l.is_none_or(|t| now - t >= time::Duration::MINUTE)).unwrap_or(true);
+        if due {
+            self.revocations.prune(now).await?;
+            self.tokens.prune_sessions(now).await?;
+            if let Ok(mut l) = self.last_prune.lock() {
+                *l = Some(now);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Ends this process's use of the installation: hands the rotator lease over (so another
+    /// process need not wait for it to lapse) and closes the database. What every command
+    /// that opened it does before the process exits.
+    pub async fn close(self) {
+        if let Err(e) = self.keys.release_lease().await {
+            tracing::debug!("releasing the rotator lease: {e}");
+        }
+    }
+}
+
+impl Keys {
     pub(super) async fn snapshot(&self) -> Result<Snapshot> {
         Ok(self
             .store
@@ -87,44 +149,9 @@ impl Keyturn {
         }
     }
 
-    /// Looks at the lifecycle and applies whatever is due. Idempotent: the rotation job calls
-    /// it at the schedule's fire times; start-up calls it once (catch-up), and so do graceful
-    /// rotations and tests.
-    pub async fn tick(&self) -> Result<TickReport> {
-        self.tick_for(ScheduledRotations::AppliedHere).await
-    }
-
-    /// The housekeeping run (every second): follows other processes' changes, renews the
-    /// rotator lease, applies what falls due between fire times (an activation the publish
-    /// lead deferred, a graceful request, an expiry, a key whose certificate ends) and prunes
-    /// revocations. With [`ScheduledRotations::LeftToTheJob`], a scheduled rotation whose fire
-    /// time has just come is left to the rotation job; one it missed by more than
-    /// [`ROTATION_JOB_GRACE`] (this process did not hold the lease then, or the job did not
-    /// run) is applied, with a warning.
-    pub async fn housekeeping(&self, scheduled: ScheduledRotations) -> Result<TickReport> {
-        self.retry_failed_writes().await;
-        self.throttle.prune();
-        self.prune_verified();
-        self.tick_for(scheduled).await
-    }
-
-    /// After a write failed in the database itself (a full disk), one small durable write a
-    /// second until one succeeds: readiness then recovers by itself even when nothing else
-    /// writes (a node out of rotation gets no requests that would).
-    async fn retry_failed_writes(&self) {
-        if self.store.write_failure().is_none() {
-            return;
-        }
-        let stamp = clock::to_unix(self.clock.now()).to_be_bytes();
-        if let Err(e) =
-            self.store.write(move |tx| Box::pin(async move { store::meta::set(tx, WRITE_PROBE, &stamp).await })).await
-        {
-            tracing::warn!("the database still does not take writes: {e}");
-        }
-    }
-
-    async fn tick_for(&self, scheduled: ScheduledRotations) -> Result<TickReport> {
-        self.reload_if_changed().await?;
+    /// Plans the lifecycle on the database's current state and, holding the rotator lease,
+    /// applies each transition in its own transaction; republishes when any applied.
+    pub(super) async fn apply_due(&self, scheduled: ScheduledRotations) -> Result<TickReport> {
         let now = self.clock.now();
         let policy = self.policy();
         let snap = self.snapshot().await?;
@@ -160,13 +187,6 @@ impl Keyturn {
         if !report.applied.is_empty() {
             self.reload().await?;
         }
-        let due = self.last_prune.lock().map(|l| l.is_none_or(|t| now - t >= time::Duration::MINUTE)).unwrap_or(true);
-        if due {
-            self.prune(now).await?;
-            if let Ok(mut l) = self.last_prune.lock() {
-                *l = Some(now);
-            }
-        }
         Ok(report)
     }
 
@@ -189,22 +209,6 @@ impl Keyturn {
             tracing::info!(holder = %self.holder, "took the rotator lease");
         }
         Ok(took.holds())
-    }
-
-    /// Ends this process's use of the installation: hands the rotator lease over (so another
-    /// process need not wait for it to lapse) and closes the database. What every command
-    /// that opened it does before the process exits.
-    pub async fn close(self) {
-        if let Err(e) = self.release_lease().await {
-            tracing::debug!("releasing the rotator lease: {e}");
-        }
-    }
-
-    /// Gives the lease up (clean shutdown), so a stand-by can take over at once.
-    pub async fn release_lease(&self) -> Result<()> {
-        release(&self.store, self.holder.clone()).await?;
-        self.lease_released.store(true, std::sync::atomic::Ordering::Release);
-        Ok(())
     }
 
     /// Generates and seals a key, ready to insert.
@@ -355,27 +359,5 @@ impl Keyturn {
             tracing::info!(transition = ?t, "applied lifecycle transition");
         }
         Ok(applied)
-    }
-}
-
-/// Gives `holder`'s rotator lease up.
-async fn release(store: &store::Store, holder: String) -> store::Result<()> {
-    store.write(move |tx| Box::pin(async move { lease::release(tx, &holder).await })).await
-}
-
-impl Drop for Keyturn {
-    fn drop(&mut self) {
-        // Best effort, when nothing released it (a clean shutdown and `close` have, and
-        // waited for it): hand the lease over at once instead of letting it lapse.
-        if self.lease_released.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (store, holder) = (self.store.clone(), self.holder.clone());
-        runtime.spawn(async move {
-            if let Err(e) = release(&store, holder).await {
-                tracing::debug!("releasing the rotator lease: {e}");
-            }
-        });
     }
 }

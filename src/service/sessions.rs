@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use super::{audited, Actor, Keyturn};
+use super::{audited, Actor, Tokens};
 use crate::clock::{self, Instant};
 use crate::error::{Error, Result};
 use crate::revocation::Revocation;
@@ -143,15 +143,7 @@ pub(super) async fn end_family(
     Ok(added)
 }
 
-impl Keyturn {
-    /// Adds revocations committed here to the in-memory index.
-    pub(super) fn apply_revocations(&self, added: &[(i64, Revocation)]) {
-        let mut idx = self.revocations_write();
-        for (id, rev) in added {
-            idx.insert(*id, rev);
-        }
-    }
-
+impl Tokens {
     /// Sessions `viewer` may see, newest first: of `sub` when given, running ones only when
     /// `active_only`.
     pub async fn list_sessions(
@@ -197,7 +189,7 @@ impl Keyturn {
                 })
             })
             .await?;
-        self.apply_revocations(&added);
+        self.shared.apply_revocations(&added);
         let ended = added.iter().any(|(_, r)| matches!(r, Revocation::Session(_)));
         if ended {
             tracing::info!(session = %id, actor = %actor.name, "session ended");
@@ -223,52 +215,10 @@ impl Keyturn {
                 })
             })
             .await?;
-        self.apply_revocations(&added);
+        self.shared.apply_revocations(&added);
         let ended = added.iter().filter(|(_, r)| matches!(r, Revocation::Session(_))).count();
         tracing::info!(%sub, ended, actor = %actor.name, "sessions of a subject ended");
         Ok(ended)
-    }
-
-    /// RFC 7009 for an API key: an access or refresh token of a session the key may end
-    /// ends that whole session; an access token minted outside a session by this key is
-    /// revoked alone. Anything else (unknown, invalid, another key's) changes nothing.
-    pub async fn revoke_for_api_key(&self, token: &str, viewer: &Viewer, actor: &Actor) -> Result<()> {
-        const WHY: &str = "revoked by the app that minted it (RFC 7009)";
-        if token.starts_with(super::tokens::REFRESH_PREFIX) {
-            let hash = super::secret_digest(token);
-            let Some(row) =
-                self.store.read(move |c| Box::pin(async move { store::refresh::get(c, &hash).await })).await?
-            else {
-                return Ok(());
-            };
-            self.end_session(&row.family, viewer, WHY, actor).await?;
-            return Ok(());
-        }
-        let answer = self.introspect(token);
-        if !answer.active {
-            return Ok(());
-        }
-        let text = |name: &str| answer.claims.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
-        match (text("sid"), text("jti")) {
-            (Some(sid), _) => {
-                self.end_session(&sid, viewer, WHY, actor).await?;
-            }
-            (None, Some(jti)) => {
-                let minted_by_caller = self
-                    .store
-                    .read({
-                        let jti = jti.clone();
-                        move |c| Box::pin(async move { store::tokens::get(c, &jti).await })
-                    })
-                    .await?
-                    .is_some_and(|t| matches!(viewer, Viewer::Admin) || t.issued_by == actor.name);
-                if minted_by_caller {
-                    self.revoke(&super::revocations::RevokeTarget::Jti(jti), WHY, actor).await?;
-                }
-            }
-            _ => {}
-        }
-        Ok(())
     }
 
     /// Forgets sessions ended more than [`ENDED_KEPT`] ago.

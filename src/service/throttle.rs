@@ -116,6 +116,36 @@ impl Throttle {
     }
 }
 
+impl super::Clients {
+    /// How long `addr` must wait before it may authenticate again, when it failed too often.
+    pub fn auth_refused(&self, addr: Option<IpAddr>, credential: Credential) -> Option<Duration> {
+        let wait = self.auth_blocked(addr)?;
+        self.metrics.auth_throttled(credential.as_str());
+        Some(wait)
+    }
+
+    /// [`Self::auth_refused`] without counting a refusal (the caller already did).
+    pub fn auth_blocked(&self, addr: Option<IpAddr>) -> Option<Duration> {
+        self.throttle.refused(addr)
+    }
+
+    /// Counts a failed authentication from `addr`; returns how long it must now wait when
+    /// this failure took it over `auth_failure_limit`.
+    pub fn auth_failed(&self, addr: Option<IpAddr>, credential: Credential) -> Option<Duration> {
+        let wait = self.throttle.failed(addr)?;
+        self.metrics.auth_throttled(credential.as_str());
+        if let Some(a) = addr {
+            tracing::warn!(address = %a, credential = credential.as_str(), wait_secs = wait.as_secs(), "too many failed authentications from one address: refused with 429 until it waits");
+        }
+        Some(wait)
+    }
+
+    /// Forgets addresses whose failures no longer count (housekeeping).
+    pub(super) fn prune_throttle(&self) {
+        self.throttle.prune();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! hashes, single use, rotated on every use; presenting a spent one revokes its family.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -11,13 +12,18 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::clients::AuthenticatedClient;
-use super::{audited, random_id, secret_digest, Actor, Keyturn};
+use super::shared::Shared;
+use super::{random_id, resolve_alg, secret_digest, Actor, Keys};
+use crate::clock::Clock;
 use crate::clock::{to_unix, Instant};
+use crate::config::Config;
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::keys::signer::ACCESS_TOKEN_TYP;
 use crate::keys::Algorithm;
+use crate::metrics::Metrics;
 use crate::records::TokenRecord;
+use crate::store::Store;
 use crate::store::{self, refresh::RefreshRow, StoreError};
 
 /// The longest subject, audience, client id or scope accepted.
@@ -93,7 +99,7 @@ pub struct IssuedToken {
 }
 
 /// How a minted token relates to refresh tokens.
-enum RefreshPlan {
+pub(super) enum RefreshPlan {
     None,
     /// Start a new family.
     NewFamily,
@@ -124,7 +130,39 @@ fn check_value(name: &str, v: &str, problems: &mut Vec<String>) {
     }
 }
 
-impl Keyturn {
+/// Access and refresh tokens: issuance, refresh, sessions, introspection and the list of
+/// issued tokens. Signs with the key [`Keys`] publishes.
+pub struct Tokens {
+    pub(super) config: Arc<Config>,
+    pub(super) clock: Clock,
+    pub(super) store: Store,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) keys: Arc<Keys>,
+    /// Signatures already verified, for repeated introspection and forward auth.
+    pub(super) verified: super::introspect::VerifiedCache,
+}
+
+impl Tokens {
+    pub(super) fn new(
+        config: &Arc<Config>,
+        clock: &Clock,
+        store: &Store,
+        metrics: &Arc<Metrics>,
+        shared: &Arc<Shared>,
+        keys: &Arc<Keys>,
+    ) -> Tokens {
+        Tokens {
+            config: config.clone(),
+            clock: clock.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            shared: shared.clone(),
+            keys: keys.clone(),
+            verified: super::introspect::VerifiedCache::default(),
+        }
+    }
+
     /// Validates and issues a token for a trusted caller (the API, the dashboard, the CLI).
     pub async fn issue_token(&self, req: &IssueRequest, actor: &Actor) -> Result<IssuedToken> {
         let (ttl, plan) = self.check_issue_request(req)?;
@@ -134,7 +172,7 @@ impl Keyturn {
     /// Checks an issuance request: the lifetime and refresh plan it asks for, or every
     /// problem with it.
     fn check_issue_request(&self, req: &IssueRequest) -> Result<(Duration, RefreshPlan)> {
-        let published = self.published();
+        let published = self.shared.published();
         let policy = &published.policy;
         let mut problems = Vec::new();
         check_value("sub", &req.sub, &mut problems);
@@ -168,7 +206,7 @@ impl Keyturn {
                 format_duration(policy.max_token_ttl)
             ));
         }
-        if let Err(e) = self.resolve_alg(req.alg) {
+        if let Err(e) = resolve_alg(&self.config, req.alg) {
             problems.push(e.to_string());
         }
         if let Some(label) = &req.session_label {
@@ -186,7 +224,7 @@ impl Keyturn {
     }
 
     /// OAuth `client_credentials`: a token for the client itself, within its allowed scopes
-    /// and audiences, issued like [`Keyturn::issue_token`].
+    /// and audiences, issued like [`Tokens::issue_token`].
     pub async fn client_credentials(
         &self,
         client: &AuthenticatedClient,
@@ -221,7 +259,7 @@ impl Keyturn {
             }
             None => client.audiences.clone(),
         };
-        let ttl = client.max_ttl.min(self.published().policy.max_token_ttl);
+        let ttl = client.max_ttl.min(self.shared.policy().max_token_ttl);
         let req = IssueRequest {
             sub: client.client_id.clone(),
             aud,
@@ -233,161 +271,25 @@ impl Keyturn {
         self.mint(&req, ttl, RefreshPlan::None, &actor).await
     }
 
-    /// OAuth `refresh_token`: spends the presented refresh token and issues a new access
-    /// token and refresh token in the same family. A spent token revokes the family — except
-    /// within `refresh_grace` of its spending while its successor is unused, when the client
-    /// is retrying a refresh whose answer it lost (or raced itself): it gets the same
-    /// successor again, with a new access token.
-    pub async fn redeem_refresh(&self, presented: &str, client: Option<&AuthenticatedClient>) -> Result<IssuedToken> {
-        let grant = |why: &str| Error::InvalidGrant(why.to_owned());
-        if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
-            return Err(grant("the refresh token is not valid"));
-        }
-        let hash = secret_digest(presented);
-        let successor = self.refresh_successor(presented);
-        // A second pass only after losing a race to spend it: then it is spent, and the
-        // winner's successor is what this request gets.
-        for _ in 0..2 {
-            let looked_up = hash.clone();
-            let row = self
-                .store
-                .read(move |c| Box::pin(async move { store::refresh::get(c, &looked_up).await }))
-                .await?
-                .ok_or_else(|| grant("the refresh token is not valid"))?;
-            let now = self.clock.now();
-            // A client's refresh token is redeemed with that client's authentication only; one
-            // minted through the Admin API belongs to no client and is redeemed without any.
-            // Checked before anything is spent, so a refusal changes nothing.
-            match (row.client_id.as_deref().filter(|o| o.starts_with("kc_")), client) {
-                (Some(owner), Some(c)) if c.client_id == owner => {}
-                (Some(_), Some(_)) => return Err(grant("the refresh token was issued to another client")),
-                (Some(_), None) => {
-                    return Err(grant("the refresh token was issued to a client: authenticate as that client"))
-                }
-                (None, Some(_)) => {
-                    return Err(grant(
-                        "the refresh token was minted through the Admin API and belongs to no client: redeem it without client authentication",
-                    ))
-                }
-                (None, None) => {}
-            }
-            // The session the family forms (families from before sessions have none): an
-            // ended session or one past its absolute end redeems nothing, and its tokens keep
-            // the lifetime first asked for, within today's policy.
-            let family = row.family.clone();
-            let session =
-                self.store.read(move |c| Box::pin(async move { store::sessions::get(c, &family).await })).await?;
-            if let Some(s) = &session {
-                if s.ended_at.is_some() {
-                    return Err(grant("the session has ended"));
-                }
-                if s.ends_at <= now {
-                    return Err(grant("the session reached its absolute lifetime: sign in again"));
-                }
-            }
-            let max_ttl = self.policy().max_token_ttl;
-            let ttl = session
-                .as_ref()
-                .and_then(|s| s.ttl)
-                .map(|secs| Duration::from_secs(secs.max(1) as u64))
-                .unwrap_or(DEFAULT_TTL)
-                .min(max_ttl);
-            let ends_at = session.as_ref().map(|s| s.ends_at);
-            if let Some(used) = row.used_at {
-                if !self.config.refresh_grace.is_zero()
-                    && now - used <= self.config.refresh_grace
-                    && self.successor_unused(&successor).await?
-                {
-                    let (req, actor) = refresh_grant(&row);
-                    let plan = RefreshPlan::Retry { family: row.family.clone(), successor: successor.clone(), ends_at };
-                    return self.mint(&req, ttl, plan, &actor).await;
-                }
-                self.revoke_family(&row, now, "refresh token reuse detected", "refresh.reuse").await?;
-                return Err(grant("the refresh token was already used; every token of its family is now revoked"));
-            }
-            if row.revoked_at.is_some() || row.expires_at <= now {
-                return Err(grant("the refresh token is revoked or expired"));
-            }
-            if self.revocations_read().grant_revoked(&row.sub, row.client_id.as_deref(), row.issued_at) {
-                return Err(grant("the subject's or client's tokens have been revoked"));
-            }
-            let (req, actor) = refresh_grant(&row);
-            let plan = RefreshPlan::Continue {
-                family: row.family.clone(),
-                spent: hash.clone(),
-                successor: successor.clone(),
-                ends_at,
-            };
-            match self.mint(&req, ttl, plan, &actor).await {
-                // Another request spent it first: look again.
-                Err(Error::InvalidGrant(_)) => continue,
-                other => return other,
-            }
-        }
-        Err(grant("the refresh token was already used"))
-    }
-
-    /// The refresh token that succeeds `presented`: derived from it under a key from the KEK,
-    /// so every retry, on any node, names the same successor.
-    fn refresh_successor(&self, presented: &str) -> Zeroizing<String> {
-        use base64::Engine as _;
-        let mac = self.kek.mac("refresh-successor", presented.as_bytes());
-        Zeroizing::new(format!("{REFRESH_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac)))
-    }
-
-    /// Whether `successor` was recorded and is neither spent nor revoked.
-    async fn successor_unused(&self, successor: &str) -> Result<bool> {
-        let hash = secret_digest(successor);
-        let row = self.store.read(move |c| Box::pin(async move { store::refresh::get(c, &hash).await })).await?;
-        Ok(row.is_some_and(|r| r.used_at.is_none() && r.revoked_at.is_none()))
-    }
-
-    /// Revokes a refresh token and its family, if it exists and (when `owner` is given)
-    /// belongs to that client. Unknown tokens are ignored.
-    pub async fn revoke_refresh_token(&self, presented: &str, owner: Option<&str>, reason: &str) -> Result<()> {
-        let hash = secret_digest(presented);
-        let Some(row) = self.store.read(move |c| Box::pin(async move { store::refresh::get(c, &hash).await })).await?
-        else {
-            return Ok(());
-        };
-        if owner.is_some() && row.client_id.as_deref() != owner {
-            return Ok(());
-        }
-        self.revoke_family(&row, self.clock.now(), reason, "refresh.revoke").await
-    }
-
-    /// Revokes a refresh family, which ends its session: see [`Keyturn::end_family`].
-    async fn revoke_family(&self, row: &RefreshRow, now: Instant, reason: &str, action: &str) -> Result<()> {
-        let actor = Actor::system();
-        let (family, why, action) = (row.family.clone(), reason.to_owned(), action.to_owned());
-        let added = self
-            .store
-            .write(move |tx| {
-                Box::pin(async move {
-                    let added = super::sessions::end_family(tx, &family, now, &why, &actor).await?;
-                    audited(tx, now, &actor, &action, Some(&family), Some(&why)).await?;
-                    Ok(added)
-                })
-            })
-            .await?;
-        self.apply_revocations(&added);
-        tracing::warn!(family = %row.family, %reason, "refresh family revoked");
-        Ok(())
-    }
-
     /// Signs, records and returns a token: the one issuance loop. A rotation can commit
     /// between signing and recording; then the record is refused (its key no longer signs),
     /// the snapshot is reloaded and the token is signed again with the new active key, so no
     /// token is recorded under a key that no longer signs. The record is a grouped write.
-    async fn mint(&self, req: &IssueRequest, ttl: Duration, plan: RefreshPlan, actor: &Actor) -> Result<IssuedToken> {
-        let alg = self.resolve_alg(req.alg)?;
+    pub(super) async fn mint(
+        &self,
+        req: &IssueRequest,
+        ttl: Duration,
+        plan: RefreshPlan,
+        actor: &Actor,
+    ) -> Result<IssuedToken> {
+        let alg = resolve_alg(&self.config, req.alg)?;
         let refresh = refresh_parts(plan);
         for _ in 0..3 {
             let minted = self.mint_one(req, ttl, alg, &refresh, actor).await?;
             let recorded = self.store.record_token(minted.recording()).await;
             match self.settle(minted, recorded)? {
                 Some(issued) => return Ok(issued),
-                None => self.reload().await?,
+                None => self.keys.reload().await?,
             }
         }
         Err(Error::NoActiveKey(alg))
@@ -403,7 +305,7 @@ impl Keyturn {
         actor: &Actor,
     ) -> Result<Minted> {
         let client_id = req.client_id.clone().unwrap_or_else(|| actor.name.clone());
-        let published = self.published();
+        let published = self.shared.published();
         let policy = &published.policy;
         let signer = published.signer(alg).ok_or(Error::NoActiveKey(alg))?.clone();
         let key = published.key(signer.kid()).ok_or(Error::NoActiveKey(alg))?;
@@ -528,25 +430,6 @@ impl Keyturn {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// What redeeming the refresh token `row` issues (the grant its family was started with),
-/// and who issues it.
-fn refresh_grant(row: &RefreshRow) -> (IssueRequest, Actor) {
-    let req = IssueRequest {
-        sub: row.sub.clone(),
-        aud: row.aud.clone(),
-        alg: row.alg.as_deref().and_then(|a| a.parse().ok()),
-        scope: row.scope.clone(),
-        client_id: row.client_id.clone(),
-        claims: row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default(),
-        refresh: true,
-        ttl: None,
-        session_label: None,
-        session_owner: None,
-    };
-    let actor = Actor { name: format!("refresh:{}", row.client_id.as_deref().unwrap_or("-")), source: None };
-    (req, actor)
 }
 
 /// A token id: the issuing second and a per-process sequence number in fixed-width hex,

@@ -27,7 +27,8 @@ use crate::service::revocations::RevokeTarget;
 use crate::service::rotation::RotateMode;
 use crate::service::throttle::Credential;
 use crate::service::tokens::{IssueRequest, IssuedToken};
-use crate::service::{Actor, Keyturn};
+use crate::service::Actor;
+use crate::service::{Audit, Clients, Keys, Revocations, Tokens};
 
 pub fn routes() -> Vec<Route> {
     routes![
@@ -132,27 +133,27 @@ impl<'r> FromRequest<'r> for Caller {
         let Authorization::Bearer(presented) = Authorization::parse(header) else {
             return fail("the Authorization header must use the Bearer scheme");
         };
-        let Some(service) = req.rocket().state::<Arc<Keyturn>>() else {
+        let Some(clients) = req.rocket().state::<Arc<Clients>>() else {
             return Outcome::Error((Status::InternalServerError, "service missing"));
         };
         let source = ClientAddress::of(req).0;
         // An address that failed too often is refused before its key is looked at.
-        if let Some(wait) = service.auth_refused(source, Credential::ApiKey) {
+        if let Some(wait) = clients.auth_refused(source, Credential::ApiKey) {
             return throttled(req, wait);
         }
-        let found = match service.authenticate_api_key_cached(presented) {
+        let found = match clients.authenticate_api_key_cached(presented) {
             Some(answer) => Ok(answer),
             None => {
                 let presented = presented.to_owned();
-                service.authenticate_api_key(&presented).await.map_err(ApiError::from)
+                clients.authenticate_api_key(&presented).await.map_err(ApiError::from)
             }
         };
         match found {
             Ok(Some(key)) => {
-                service.note_api_key_use(&key.id).await;
+                clients.note_api_key_use(&key.id).await;
                 Outcome::Success(Caller { key, source })
             }
-            Ok(None) => match service.auth_failed(source, Credential::ApiKey) {
+            Ok(None) => match clients.auth_failed(source, Credential::ApiKey) {
                 Some(wait) => throttled(req, wait),
                 None => fail("unknown, wrong or revoked API key"),
             },
@@ -167,9 +168,9 @@ fn parse_alg(alg: Option<&str>) -> Result<Option<Algorithm>, ApiError> {
 }
 
 #[get("/api/v1/keys")]
-async fn list_keys(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list_keys(keys: &State<Arc<Keys>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let keys = service.list_keys().await.map_err(ApiError::from)?;
+    let keys = keys.list_keys().await.map_err(ApiError::from)?;
     Ok(Json(json!({ "keys": keys })))
 }
 
@@ -186,7 +187,7 @@ struct RotateBody {
 
 #[post("/api/v1/keys/rotate", data = "<body>")]
 async fn rotate(
-    service: &State<Arc<Keyturn>>,
+    keys: &State<Arc<Keys>>,
     caller: Caller,
     _json: JsonContent,
     body: Json<RotateBody>,
@@ -196,10 +197,10 @@ async fn rotate(
     let (mode, dry_run) = (body.mode, body.dry_run);
     let actor = caller.actor();
     if dry_run {
-        let preview = service.rotate_preview(alg, mode).map_err(ApiError::from)?;
+        let preview = keys.rotate_preview(alg, mode).map_err(ApiError::from)?;
         return Ok((Status::Ok, Json(json!(preview))));
     }
-    let outcome = service.rotate(alg, mode, &actor).await.map_err(ApiError::from)?;
+    let outcome = keys.rotate(alg, mode, &actor).await.map_err(ApiError::from)?;
     let status = if outcome.done { Status::Ok } else { Status::Accepted };
     Ok((status, Json(json!(outcome))))
 }
@@ -212,7 +213,7 @@ struct RevokeBody {
 
 #[post("/api/v1/keys/<kid>/revoke", data = "<body>")]
 async fn revoke_key(
-    service: &State<Arc<Keyturn>>,
+    keys: &State<Arc<Keys>>,
     caller: Caller,
     _json: JsonContent,
     kid: &str,
@@ -222,19 +223,19 @@ async fn revoke_key(
     let kid = KeyId::new(kid);
     let actor = caller.actor();
     let reason = body.into_inner().reason;
-    let outcome = service.revoke_key(&kid, &reason, &actor).await.map_err(ApiError::from)?;
+    let outcome = keys.revoke_key(&kid, &reason, &actor).await.map_err(ApiError::from)?;
     Ok(Json(json!(outcome)))
 }
 
 #[get("/api/v1/schedule")]
-async fn get_schedule(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn get_schedule(keys: &State<Arc<Keys>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    Ok(Json(json!(service.policy_view())))
+    Ok(Json(json!(keys.policy_view())))
 }
 
 #[put("/api/v1/schedule", data = "<body>")]
 async fn put_schedule(
-    service: &State<Arc<Keyturn>>,
+    keys: &State<Arc<Keys>>,
     caller: Caller,
     _json: JsonContent,
     body: Json<PolicyChange>,
@@ -242,7 +243,7 @@ async fn put_schedule(
     caller.require_admin()?;
     let actor = caller.actor();
     let change = body.into_inner();
-    let view = service.update_policy(&change, &actor).await.map_err(ApiError::from)?;
+    let view = keys.update_policy(&change, &actor).await.map_err(ApiError::from)?;
     Ok(Json(json!(view)))
 }
 
@@ -262,7 +263,7 @@ fn strict<T>(name: &str, value: Query<'_, T>) -> Result<Option<T>, ApiError> {
 
 #[get("/api/v1/audit?<before>&<limit>")]
 async fn audit(
-    service: &State<Arc<Keyturn>>,
+    audit: &State<Arc<Audit>>,
     caller: Caller,
     before: Query<'_, i64>,
     limit: Query<'_, u32>,
@@ -270,7 +271,7 @@ async fn audit(
     caller.require_admin()?;
     let (before, limit) = (strict("before", before)?, strict("limit", limit)?);
     let limit = limit.unwrap_or(100).clamp(1, 1000);
-    let entries = service.audit().page(before, limit).await.map_err(ApiError::from)?;
+    let entries = audit.page(before, limit).await.map_err(ApiError::from)?;
     let next = if entries.len() as u32 == limit { entries.last().map(|e| e.id) } else { None };
     Ok(Json(json!({ "entries": entries, "next": next })))
 }
@@ -301,7 +302,7 @@ struct TokenBody {
 
 #[post("/api/v1/tokens", data = "<body>")]
 async fn issue_token(
-    service: &State<Arc<Keyturn>>,
+    tokens: &State<Arc<Tokens>>,
     caller: Caller,
     _json: JsonContent,
     body: Json<TokenBody>,
@@ -330,13 +331,13 @@ async fn issue_token(
         session_label: body.session_label,
         session_owner: Some(crate::service::sessions::api_key_owner(&caller.key.id)),
     };
-    Ok(Json(service.issue_token(&req, &caller.actor()).await.map_err(ApiError::from)?))
+    Ok(Json(tokens.issue_token(&req, &caller.actor()).await.map_err(ApiError::from)?))
 }
 
 #[get("/api/v1/tokens?<sub>&<client_id>&<kid>&<active>&<before>&<limit>")]
 #[allow(clippy::too_many_arguments)]
 async fn list_tokens(
-    service: &State<Arc<Keyturn>>,
+    tokens: &State<Arc<Tokens>>,
     caller: Caller,
     sub: Option<String>,
     client_id: Option<String>,
@@ -363,7 +364,7 @@ async fn list_tokens(
         before,
         limit,
     };
-    let tokens = service.list_tokens(&query).await.map_err(ApiError::from)?;
+    let tokens = tokens.list_tokens(&query).await.map_err(ApiError::from)?;
     let next = if tokens.len() as u32 == limit { tokens.last().map(|t| t.cursor) } else { None };
     Ok(Json(json!({ "tokens": tokens, "next": next })))
 }
@@ -380,7 +381,7 @@ struct ClientBody {
 
 #[post("/api/v1/clients", data = "<body>")]
 async fn create_client(
-    service: &State<Arc<Keyturn>>,
+    clients: &State<Arc<Clients>>,
     caller: Caller,
     _json: JsonContent,
     body: Json<ClientBody>,
@@ -396,28 +397,28 @@ async fn create_client(
         .transpose()?;
     let new = NewClient { name: body.name, scopes: body.scopes, audiences: body.audiences, max_ttl };
     let actor = caller.actor();
-    let (view, secret) = service.create_client(&new, &actor).await.map_err(ApiError::from)?;
+    let (view, secret) = clients.create_client(&new, &actor).await.map_err(ApiError::from)?;
     let mut out = json!(view);
     out["client_secret"] = Value::from(secret.as_str());
     Ok((Status::Created, Json(out)))
 }
 
 #[get("/api/v1/clients")]
-async fn list_clients(service: &State<Arc<Keyturn>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list_clients(clients: &State<Arc<Clients>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let clients = service.list_clients().await.map_err(ApiError::from)?;
+    let clients = clients.list_clients().await.map_err(ApiError::from)?;
     Ok(Json(json!({ "clients": clients })))
 }
 
 #[post("/api/v1/clients/<client_id>/disable")]
 async fn disable_client(
-    service: &State<Arc<Keyturn>>,
+    clients: &State<Arc<Clients>>,
     caller: Caller,
     client_id: &str,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let (id, actor) = (client_id.to_owned(), caller.actor());
-    let view = service.disable_client(&id, &actor).await.map_err(ApiError::from)?;
+    let view = clients.disable_client(&id, &actor).await.map_err(ApiError::from)?;
     Ok(Json(json!(view)))
 }
 
@@ -433,7 +434,7 @@ struct RevocationBody {
 
 #[post("/api/v1/revocations", data = "<body>")]
 async fn create_revocation(
-    service: &State<Arc<Keyturn>>,
+    revocations: &State<Arc<Revocations>>,
     caller: Caller,
     _json: JsonContent,
     body: Json<RevocationBody>,
@@ -454,7 +455,7 @@ async fn create_revocation(
     })?;
     let actor = caller.actor();
     let reason = b.reason;
-    let entry = service.revoke(&target, &reason, &actor).await.map_err(ApiError::from)?;
+    let entry = revocations.revoke(&target, &reason, &actor).await.map_err(ApiError::from)?;
     Ok((Status::Created, Json(json!(entry))))
 }
 
@@ -462,7 +463,7 @@ async fn create_revocation(
 /// newest first; `?sub=` one subject's, `?active=true` running ones only.
 #[get("/api/v1/sessions?<sub>&<active>")]
 async fn list_sessions(
-    service: &State<Arc<Keyturn>>,
+    tokens: &State<Arc<Tokens>>,
     caller: Caller,
     sub: Option<String>,
     active: Option<&str>,
@@ -474,7 +475,7 @@ async fn list_sessions(
         Some(_) => return Err(ApiError::invalid_request("`active` is `true` or `false`")),
     };
     let viewer = caller.session_viewer();
-    let sessions = service.list_sessions(&viewer, sub.as_deref(), active).await.map_err(ApiError::from)?;
+    let sessions = tokens.list_sessions(&viewer, sub.as_deref(), active).await.map_err(ApiError::from)?;
     Ok(Json(json!({ "sessions": sessions })))
 }
 
@@ -494,7 +495,7 @@ fn end_reason(reason: Option<String>) -> String {
 /// another key's: 200 and nothing changes, as RFC 7009 answers.
 #[post("/api/v1/sessions/<id>/end", data = "<body>")]
 async fn end_session(
-    service: &State<Arc<Keyturn>>,
+    tokens: &State<Arc<Tokens>>,
     caller: Caller,
     id: &str,
     _json: JsonContent,
@@ -506,14 +507,14 @@ async fn end_session(
         return Err(ApiError::invalid_request("a session is named in the path; `sub` belongs to /api/v1/sessions/end"));
     }
     let (id, viewer, actor, reason) = (id.to_owned(), caller.session_viewer(), caller.actor(), end_reason(body.reason));
-    service.end_session(&id, &viewer, &reason, &actor).await.map_err(ApiError::from)?;
+    tokens.end_session(&id, &viewer, &reason, &actor).await.map_err(ApiError::from)?;
     Ok(Json(json!({})))
 }
 
 /// Ends every running session of a subject the caller may end ("log out everywhere").
 #[post("/api/v1/sessions/end", data = "<body>")]
 async fn end_sessions_of(
-    service: &State<Arc<Keyturn>>,
+    tokens: &State<Arc<Tokens>>,
     caller: Caller,
     _json: JsonContent,
     body: Json<EndBody>,
@@ -523,7 +524,7 @@ async fn end_sessions_of(
     let sub =
         body.sub.filter(|s| !s.trim().is_empty()).ok_or_else(|| ApiError::invalid_request("`sub` is required"))?;
     let (viewer, actor, reason) = (caller.session_viewer(), caller.actor(), end_reason(body.reason));
-    let ended = service.end_sessions_of(&sub, &viewer, &reason, &actor).await.map_err(ApiError::from)?;
+    let ended = tokens.end_sessions_of(&sub, &viewer, &reason, &actor).await.map_err(ApiError::from)?;
     Ok(Json(json!({ "ended": ended })))
 }
 
@@ -531,7 +532,7 @@ async fn end_sessions_of(
 /// ETag (304 on `If-None-Match`) and a short max-age.
 #[get("/api/v1/revocations?<since>&<limit>")]
 async fn revocation_feed(
-    service: &State<Arc<Keyturn>>,
+    revocations: &State<Arc<Revocations>>,
     caller: Caller,
     since: Query<'_, i64>,
     limit: Query<'_, u32>,
@@ -541,7 +542,7 @@ async fn revocation_feed(
     let (since, limit) = (strict("since", since)?, strict("limit", limit)?);
     let since = since.unwrap_or(0).max(0);
     let limit = limit.unwrap_or(1000).clamp(1, 10_000);
-    let (entries, next) = service.revocation_feed(since, limit).await.map_err(ApiError::from)?;
+    let (entries, next) = revocations.revocation_feed(since, limit).await.map_err(ApiError::from)?;
     let body = serde_json::to_vec(&json!({ "revocations": entries, "next": next })).unwrap_or_default();
     Ok(Cached::with_cache_control(
         Document::new(body),

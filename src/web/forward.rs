@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 use crate::credentials::Authorization;
 use crate::service::introspect::{ForwardAuth, Requirements};
-use crate::service::Keyturn;
+use crate::service::Tokens;
 
 /// The response headers of an allowed request, and the claim each carries. Values outside
 /// printable ASCII are percent-encoded. Every one is sent, empty when the token lacks the
@@ -55,14 +55,16 @@ struct Verify;
 #[rocket::async_trait]
 impl Handler for Verify {
     async fn handle<'r>(&self, req: &'r Request<'_>, _data: Data<'r>) -> Outcome<'r> {
-        let Some(service) = req.rocket().state::<Arc<Keyturn>>() else {
+        let state = req.rocket();
+        let (Some(tokens), Some(config)) = (state.state::<Arc<Tokens>>(), state.state::<Arc<crate::config::Config>>())
+        else {
             return Outcome::Error(Status::InternalServerError);
         };
-        if let Err(e) = service.require_fresh_state() {
+        if let Err(e) = tokens.require_fresh_state() {
             return Outcome::from(req, ApiError::from(e));
         }
         let required = requirements(req.uri().query().map(|q| q.as_str()).unwrap_or(""));
-        let answer = service.forward_auth(token_of(req, service.config().forward_auth_cookie.as_deref()), &required);
+        let answer = tokens.forward_auth(token_of(req, config.forward_auth_cookie.as_deref()), &required);
         Outcome::Success(respond(answer))
     }
 }

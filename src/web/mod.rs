@@ -16,13 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant as Monotonic;
 
+use crate::service::Keyturn;
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::figment::Figment;
 use rocket::http::Header;
 use rocket::shield::Shield;
 use rocket::{Build, Data, Request, Response, Rocket};
-
-use crate::service::Keyturn;
 
 /// Largest request body accepted anywhere, in bytes: the one limit the server
 /// (`serve::BODY_BYTES` reads one byte more, to tell a longer body), Rocket's JSON and form
@@ -39,8 +38,19 @@ pub fn body_limit() -> rocket::data::ByteUnit {
 
 /// Builds the Rocket instance serving `service`, configured by `figment`.
 pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
+    // Each handler takes the capability it uses; the daemon itself only where a page spans
+    // them (the overview, readiness, metrics).
     rocket::custom(figment)
+        .manage(service.config_handle())
+        .manage(service.clock().clone())
+        .manage(service.metrics().clone())
+        .manage(service.shared().clone())
+        .manage(service.keys().clone())
+        .manage(service.tokens().clone())
+        .manage(service.revocations().clone())
+        .manage(service.clients().clone())
         .manage(service.admins().clone())
+        .manage(service.audit().clone())
         .manage(service)
         // keyturn sets its own security headers (below), so Rocket's default Shield, which
         // would set a subset of them again on every response, is replaced by an empty one.
@@ -111,9 +121,9 @@ impl Fairing for RequestLog {
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         let started = req.local_cache(Monotonic::now);
         let took = started.elapsed();
-        if let Some(service) = req.rocket().state::<Arc<Keyturn>>() {
+        if let Some(metrics) = req.rocket().state::<Arc<crate::metrics::Metrics>>() {
             let route = req.route().map_or("unmatched", |r| r.uri.as_str());
-            service.metrics().http(route, req.method().as_str(), res.status().code, took);
+            metrics.http(route, req.method().as_str(), res.status().code, took);
         }
         let id = &req.local_cache(RequestId::next).0;
         res.set_header(Header::new("X-Request-Id", id.clone()));

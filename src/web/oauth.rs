@@ -24,7 +24,7 @@ use crate::service::apikeys::Role;
 use crate::service::clients::AuthenticatedClient;
 use crate::service::throttle::Credential;
 use crate::service::tokens::Target;
-use crate::service::Keyturn;
+use crate::service::{Clients, Revocations, Tokens};
 
 pub fn routes() -> Vec<Route> {
     routes![token, revoke, introspect]
@@ -120,21 +120,21 @@ fn client_credentials(auth: &AuthHeader, form: &HashMap<String, String>) -> Resu
 /// Authenticates the client from memory, or answers `invalid_client` — or 429 when its
 /// address failed too often (checked before the secret is, so a refusal reveals nothing).
 async fn authenticate(
-    service: &Arc<Keyturn>,
+    clients: &Clients,
     creds: Option<(String, String)>,
     from: ClientAddress,
 ) -> Result<AuthenticatedClient, ApiError> {
-    if let Some(wait) = service.auth_refused(from.0, Credential::Client) {
+    if let Some(wait) = clients.auth_refused(from.0, Credential::Client) {
         return Err(ApiError::throttled(wait.as_secs()));
     }
     let Some((id, secret)) = creds else { return Err(ApiError::invalid_client("client authentication is required")) };
-    let found = match service.authenticate_client_cached(&id, &secret) {
+    let found = match clients.authenticate_client_cached(&id, &secret) {
         Some(answer) => answer,
-        None => service.authenticate_client(&id, &secret).await.map_err(ApiError::from)?,
+        None => clients.authenticate_client(&id, &secret).await.map_err(ApiError::from)?,
     };
     match found {
         Some(client) => Ok(client),
-        None => match service.auth_failed(from.0, Credential::Client) {
+        None => match clients.auth_failed(from.0, Credential::Client) {
             Some(wait) => Err(ApiError::throttled(wait.as_secs())),
             None => Err(ApiError::invalid_client("client authentication failed")),
         },
@@ -157,7 +157,8 @@ impl<'r> Responder<'r, 'static> for NoStore {
 
 #[post("/oauth/token", data = "<data>")]
 async fn token(
-    service: &State<Arc<Keyturn>>,
+    clients: &State<Arc<Clients>>,
+    tokens: &State<Arc<Tokens>>,
     auth: AuthHeader,
     from: ClientAddress,
     ct: Option<&ContentType>,
@@ -166,10 +167,9 @@ async fn token(
     let form = read_form(ct, data).await?;
     let creds = client_credentials(&auth, &form)?;
     let grant = form.get("grant_type").ok_or_else(|| ApiError::invalid_request("grant_type is required"))?;
-    let service = service.inner().clone();
     let issued = match grant.as_str() {
         "client_credentials" => {
-            let client = authenticate(&service, creds, from).await?;
+            let client = authenticate(clients, creds, from).await?;
             let scope = form.get("scope").cloned();
             let target = match (form.get("audience"), form.get("resource")) {
                 (Some(a), Some(r)) if a != r => {
@@ -179,18 +179,18 @@ async fn token(
                 (Some(a), None) => Some(Target::Audience(a.clone())),
                 (None, None) => None,
             };
-            service.client_credentials(&client, scope.as_deref(), target.as_ref()).await?
+            tokens.client_credentials(&client, scope.as_deref(), target.as_ref()).await?
         }
         "refresh_token" => {
             let client = match creds {
-                Some(c) => Some(authenticate(&service, Some(c), from).await?),
+                Some(c) => Some(authenticate(clients, Some(c), from).await?),
                 None => None,
             };
             let presented = form
                 .get("refresh_token")
                 .cloned()
                 .ok_or_else(|| ApiError::invalid_request("refresh_token is required"))?;
-            service.redeem_refresh(&presented, client.as_ref()).await.map_err(ApiError::from)?
+            tokens.redeem_refresh(&presented, client.as_ref()).await.map_err(ApiError::from)?
         }
         other => {
             let shown: String = other.chars().take(64).collect();
@@ -224,7 +224,8 @@ async fn token(
 /// caller's, so it reveals nothing.
 #[post("/oauth/revoke", data = "<data>")]
 async fn revoke(
-    service: &State<Arc<Keyturn>>,
+    clients: &State<Arc<Clients>>,
+    revocations: &State<Arc<Revocations>>,
     auth: AuthHeader,
     from: ClientAddress,
     caller: Option<Caller>,
@@ -232,12 +233,11 @@ async fn revoke(
     data: Data<'_>,
 ) -> Result<Status, ApiError> {
     let form = read_form(ct, data).await?;
-    let service = service.inner().clone();
     if Authorization::bearer(auth.0.as_deref()).is_some() {
         // An API key: the guard refused it (429 over the failure limit, else 401), or it is
         // an issuer's or an administrator's.
         let Some(caller) = caller else {
-            if let Some(wait) = service.auth_blocked(from.0) {
+            if let Some(wait) = clients.auth_blocked(from.0) {
                 return Err(ApiError::throttled(wait.as_secs()));
             }
             return Err(ApiError::new(Status::Unauthorized, "invalid_token", "unknown, wrong or revoked API key"));
@@ -246,13 +246,13 @@ async fn revoke(
         let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
         let viewer = caller.session_viewer();
         let actor = caller.actor();
-        service.revoke_for_api_key(&token, &viewer, &actor).await.map_err(ApiError::from)?;
+        revocations.revoke_for_api_key(&token, &viewer, &actor).await.map_err(ApiError::from)?;
         return Ok(Status::Ok);
     }
     let creds = client_credentials(&auth, &form)?;
-    let client = authenticate(&service, creds, from).await?;
+    let client = authenticate(clients, creds, from).await?;
     let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
-    service.revoke_for_client(&token, &client).await.map_err(ApiError::from)?;
+    revocations.revoke_for_client(&token, &client).await.map_err(ApiError::from)?;
     Ok(Status::Ok)
 }
 
@@ -261,7 +261,8 @@ async fn revoke(
 /// its audiences; any other token is `{"active": false}` to it.
 #[post("/oauth/introspect", data = "<data>")]
 async fn introspect(
-    service: &State<Arc<Keyturn>>,
+    clients: &State<Arc<Clients>>,
+    tokens: &State<Arc<Tokens>>,
     auth: AuthHeader,
     from: ClientAddress,
     caller: Option<Caller>,
@@ -269,7 +270,6 @@ async fn introspect(
     data: Data<'_>,
 ) -> Result<NoStore, ApiError> {
     let form = read_form(ct, data).await?;
-    let service = service.inner().clone();
     let bearer = Authorization::bearer(auth.0.as_deref()).is_some();
     let client = match (bearer, caller) {
         (true, Some(c)) => {
@@ -278,19 +278,19 @@ async fn introspect(
         }
         (true, None) => {
             // The guard refused the key: over the failure limit (429), or unknown (401).
-            if let Some(wait) = service.auth_blocked(from.0) {
+            if let Some(wait) = clients.auth_blocked(from.0) {
                 return Err(ApiError::throttled(wait.as_secs()));
             }
             return Err(ApiError::new(Status::Unauthorized, "invalid_token", "unknown, wrong or revoked API key"));
         }
-        (false, _) => Some(authenticate(&service, client_credentials(&auth, &form)?, from).await?),
+        (false, _) => Some(authenticate(clients, client_credentials(&auth, &form)?, from).await?),
     };
     let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
-    service.require_fresh_state()?;
+    tokens.require_fresh_state()?;
     // Verification is microseconds of CPU and touches only memory: no blocking thread.
     let answer = match client {
-        Some(c) => service.introspect_for_client(&token, &c),
-        None => service.introspect(&token),
+        Some(c) => tokens.introspect_for_client(&token, &c),
+        None => tokens.introspect(&token),
     };
     Ok(NoStore(answer.to_json()))
 }

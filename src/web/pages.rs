@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::service::Keys;
 use askama::Template;
 use rocket::http::{Header, Status};
 use rocket::response::content::RawHtml;
 use rocket::{get, routes, Route, State};
-
-use crate::service::Keyturn;
 
 pub fn routes() -> Vec<Route> {
     routes![index, stylesheet, script, favicon_svg, favicon_ico]
@@ -32,9 +33,13 @@ struct Index {
 
 /// The landing page: what this server is, where its documents are, which keys it publishes.
 #[get("/")]
-fn index(service: &State<Arc<Keyturn>>) -> Result<RawHtml<String>, Status> {
-    let published = service.published();
-    let published_now = service.now();
+fn index(
+    keys: &State<Arc<Keys>>,
+    clock: &State<Clock>,
+    config: &State<Arc<Config>>,
+) -> Result<RawHtml<String>, Status> {
+    let published = keys.published();
+    let published_now = clock.now();
     let keys = published
         .keys
         .iter()
@@ -46,7 +51,7 @@ fn index(service: &State<Arc<Keyturn>>) -> Result<RawHtml<String>, Status> {
             published: crate::web::admin::format::when(published_now, k.published_at),
         })
         .collect();
-    let page = Index { issuer: service.config().issuer.clone(), version: env!("CARGO_PKG_VERSION"), keys };
+    let page = Index { issuer: config.issuer.clone(), version: env!("CARGO_PKG_VERSION"), keys };
     page.render().map(RawHtml).map_err(|e| {
         tracing::error!("rendering the index page failed: {e}");
         Status::InternalServerError

@@ -51,10 +51,10 @@ use rocket::local::asynchronous::Client;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::Config;
-use crate::service::Keyturn;
 
 mod conn;
 
+use crate::service::Keyturn;
 use conn::{Activity, BodyBudget, FirstByteDeadline, Held};
 
 /// The most request-body bytes read: the application's one limit ([`super::BODY_LIMIT_BYTES`]).
@@ -380,7 +380,7 @@ fn jwks_answer(service: &Keyturn, req: &hyper::Request<Incoming>) -> Option<hype
     }
     let started = std::time::Instant::now();
     let inm = req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-    let answer = super::wellknown::jwks_answer(service, inm);
+    let answer = super::wellknown::jwks_answer(service.keys(), service.metrics(), inm);
     let (id, status) = (super::RequestId::next(), answer.status());
     let body = answer.body().map_or_else(Bytes::new, |b| Bytes::from_owner(b.clone()));
     let mut out = hyper::Response::new(Full::new(body));

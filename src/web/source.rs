@@ -10,8 +10,6 @@ use std::sync::Arc;
 use rocket::request::{FromRequest, Outcome};
 use rocket::Request;
 
-use crate::service::Keyturn;
-
 /// The address a request comes from, as keyturn counts and audits it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddress(pub Option<IpAddr>);
@@ -20,7 +18,7 @@ impl ClientAddress {
     /// The address of `req`'s client.
     pub fn of(req: &Request<'_>) -> ClientAddress {
         let Some(peer) = req.remote().map(|r| r.ip()) else { return ClientAddress(None) };
-        let proxies = req.rocket().state::<Arc<Keyturn>>().map(|s| s.config().trusted_proxies.as_slice());
+        let proxies = req.rocket().state::<Arc<crate::config::Config>>().map(|c| c.trusted_proxies.as_slice());
         let headers = req.headers();
         ClientAddress(Some(resolve(
             peer,

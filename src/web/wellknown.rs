@@ -11,7 +11,8 @@ use rocket::serde::json::serde_json::json;
 use rocket::{get, routes, Request, Response, Route, State};
 
 use crate::keys::jwks::Document;
-use crate::service::Keyturn;
+use crate::metrics::Metrics;
+use crate::service::{Keys, Keyturn};
 
 pub fn routes() -> Vec<Route> {
     routes![jwks, openid_configuration, oauth_metadata, healthz, readyz, metrics]
@@ -93,11 +94,11 @@ impl<'r> Responder<'r, 'static> for Cached {
 
 /// The JWKS answer, from the published snapshot: the one function both the route below and
 /// the server's short path for the JWKS (`web::serve`) answer with.
-pub fn jwks_answer(service: &Keyturn, if_none_match: Option<&str>) -> Cached {
-    let published = service.published();
+pub fn jwks_answer(keys: &Keys, metrics: &Metrics, if_none_match: Option<&str>) -> Cached {
+    let published = keys.published();
     let max_age = published.policy.jwks_max_age.as_secs();
     let answer = Cached::new(published.jwks.clone(), jwk_set_json(), max_age, if_none_match);
-    service.metrics().jwks_answered(answer.not_modified);
+    metrics.jwks_answered(answer.not_modified);
     answer
 }
 
@@ -110,13 +111,13 @@ fn jwk_set_json() -> ContentType {
 }
 
 #[get("/.well-known/jwks.json")]
-fn jwks(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
-    jwks_answer(service, inm.0.as_deref())
+fn jwks(keys: &State<Arc<Keys>>, metrics: &State<Arc<Metrics>>, inm: IfNoneMatch) -> Cached {
+    jwks_answer(keys, metrics, inm.0.as_deref())
 }
 
 #[get("/.well-known/openid-configuration")]
-fn openid_configuration(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
-    let published = service.published();
+fn openid_configuration(keys: &State<Arc<Keys>>, inm: IfNoneMatch) -> Cached {
+    let published = keys.published();
     Cached::new(
         published.openid_configuration.clone(),
         ContentType::JSON,
@@ -126,8 +127,8 @@ fn openid_configuration(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cach
 }
 
 #[get("/.well-known/oauth-authorization-server")]
-fn oauth_metadata(service: &State<Arc<Keyturn>>, inm: IfNoneMatch) -> Cached {
-    let published = service.published();
+fn oauth_metadata(keys: &State<Arc<Keys>>, inm: IfNoneMatch) -> Cached {
+    let published = keys.published();
     Cached::new(
         published.oauth_metadata.clone(),
         ContentType::JSON,

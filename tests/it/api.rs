@@ -27,7 +27,7 @@ impl Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = support::start(dir.path(), env, fake_clock()).await;
         let make = async |role, name: &str| {
-            server.service.create_api_key(role, name, &Actor::cli()).await.expect("api key").1.to_string()
+            server.service.clients().create_api_key(role, name, &Actor::cli()).await.expect("api key").1.to_string()
         };
         let (admin, issuer, verifier) =
             (make(Role::Admin, "ops").await, make(Role::Issuer, "backend").await, make(Role::Verifier, "rs").await);
@@ -138,7 +138,7 @@ async fn authentication_and_roles() {
     let (status, _) = api.call("GET", "/api/v1/keys", Some(&format!("{}x", api.admin)), None).await;
     assert_eq!(status, 401, "a wrong secret for a cached key");
     let id = api.admin.trim_start_matches("kt_").split('.').next().expect("id").to_owned();
-    api.server.service.revoke_api_key(&id, &Actor::cli()).await.expect("revoke");
+    api.server.service.clients().revoke_api_key(&id, &Actor::cli()).await.expect("revoke");
     let (status, _) = api.call("GET", "/api/v1/keys", Some(&api.admin), None).await;
     assert_eq!(status, 401, "a revoked key is refused at once");
     api.stop().await;
@@ -278,17 +278,24 @@ async fn emergency_rotation_without_a_published_pending_key_says_so_and_signs_wi
         "UPDATE signing_keys SET state = 'expired', sealed_private = NULL WHERE kid = ?1",
         args![pending.as_str()],
     );
-    service.reload().await.expect("reload");
-    let preview = service.rotate_preview(None, RotateMode::Emergency).expect("preview");
+    service.keys().reload().await.expect("reload");
+    let preview = service.keys().rotate_preview(None, RotateMode::Emergency).expect("preview");
     assert!(preview.fresh_key, "the preview warns before the administrator confirms: {preview:?}");
     assert_eq!(preview.activate, None);
-    let done = service.rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("rotate");
+    let done = service.keys().rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("rotate");
     assert!(done.fresh_key && done.done);
     let fresh = done.activate.expect("kid");
     assert_ne!(fresh, pending.to_string());
     let published = service.published();
     assert!(published.verifier(&fresh).is_some(), "the fresh key is published");
-    assert_eq!(published.signer(service.resolve_alg(None).expect("alg")).expect("signer").kid().to_string(), fresh);
+    assert_eq!(
+        published
+            .signer(keyturn::service::resolve_alg(service.config(), None).expect("alg"))
+            .expect("signer")
+            .kid()
+            .to_string(),
+        fresh
+    );
     let audit = service.audit().page(None, 50).await.expect("audit");
     let entry = audit.iter().find(|e| e.action == "key.rotate.emergency").expect("audited");
     assert!(entry.detail.as_deref().unwrap_or("").contains("until they refetch"), "{entry:?}");
@@ -312,9 +319,9 @@ async fn a_second_emergency_rotation_says_what_the_first_did_and_an_unseen_pendi
 
     // The pending key was published a moment ago: caching verifiers may not have it yet.
     clock.advance(Duration::from_secs(60));
-    let preview = service.rotate_preview(None, RotateMode::Emergency).expect("preview");
+    let preview = service.keys().rotate_preview(None, RotateMode::Emergency).expect("preview");
     assert!(preview.fresh_key, "the preview says a never-seen key will sign: {preview:?}");
-    let first = service.rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("rotate");
+    let first = service.keys().rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("rotate");
     assert!(first.done && first.fresh_key && !first.repeated, "{first:?}");
     let fresh = first.activate.clone().expect("kid");
     assert_ne!(fresh, young, "the young pending key does not sign");
@@ -326,13 +333,13 @@ async fn a_second_emergency_rotation_says_what_the_first_did_and_an_unseen_pendi
 
     // Asked again a moment later: nothing changes, and the answer is the first one's.
     clock.advance(Duration::from_secs(5));
-    let keys_before = service.list_keys().await.expect("keys").len();
-    let again = service.rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("rotate again");
+    let keys_before = service.keys().list_keys().await.expect("keys").len();
+    let again = service.keys().rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("rotate again");
     assert!(again.repeated && again.done && again.fresh_key, "{again:?}");
     assert_eq!(again.activate.as_deref(), Some(fresh.as_str()));
     assert_eq!(again.retire.as_deref(), Some(active.as_str()));
     assert_eq!(again.at, first.at);
-    assert_eq!(service.list_keys().await.expect("keys").len(), keys_before, "no key made");
+    assert_eq!(service.keys().list_keys().await.expect("keys").len(), keys_before, "no key made");
     assert_eq!(kid_of(KeyState::Active).as_deref(), Some(fresh.as_str()));
     let audit = service.audit().page(None, 50).await.expect("audit");
     assert!(audit.iter().any(|e| e.action == "key.rotate.emergency.repeated"), "the repeat is audited");
@@ -340,7 +347,7 @@ async fn a_second_emergency_rotation_says_what_the_first_did_and_an_unseen_pendi
     // Once the young key has been published for jwks_max_age + clock_skew, an emergency
     // promotes it: every caching verifier has it.
     clock.advance(Duration::from_secs(6 * 60));
-    let later = service.rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("a later emergency");
+    let later = service.keys().rotate(None, RotateMode::Emergency, &Actor::cli()).await.expect("a later emergency");
     assert!(!later.repeated && !later.fresh_key, "{later:?}");
     assert_eq!(later.activate.as_deref(), Some(young.as_str()));
 }
@@ -570,7 +577,11 @@ async fn revoking_a_key_counts_only_live_unrevoked_tokens() {
         assert_eq!(status, 201);
     }
     let kid = keyturn::keys::KeyId::new(issued[0]["kid"].as_str().expect("kid"));
-    assert_eq!(api.server.service.live_tokens_of(&kid).await.expect("count"), 2, "6 live tokens, 4 already revoked");
+    assert_eq!(
+        api.server.service.tokens().live_tokens_of(&kid).await.expect("count"),
+        2,
+        "6 live tokens, 4 already revoked"
+    );
     let (status, body) = api
         .call("POST", &format!("/api/v1/keys/{kid}/revoke"), Some(&api.admin), Some(json!({"reason": "test"})))
         .await;

@@ -111,6 +111,48 @@ fn no_source_file_is_longer_than_650_lines() {
     assert!(long.is_empty(), "split these by what they do:\n{}", long.join("\n"));
 }
 
+/// The routes that span capabilities and so take the daemon itself: the dashboard's
+/// overview, readiness and the metrics. Every other handler takes the capability it uses.
+const SPANNING_ROUTES: &[(&str, &str)] = &[
+    ("web/admin/overview.rs", "async fn overview("),
+    ("web/wellknown.rs", "async fn readyz("),
+    ("web/wellknown.rs", "async fn metrics("),
+];
+
+#[test]
+fn handlers_take_the_capability_they_use() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &root, &mut files);
+    let mut found = Vec::new();
+    let mut wrong = Vec::new();
+    for (rel, text) in files.iter().filter(|(rel, _)| rel.starts_with("web/")) {
+        // A handler's parameters run from its `fn` line to the line that opens its body.
+        let mut current: Option<(usize, String)> = None;
+        for (n, line) in code_lines(text) {
+            if let Some(at) = line.find("fn ") {
+                current = Some((n, line[at..].split('(').next().unwrap_or_default().to_owned()));
+            }
+            let takes_daemon = line.contains("State<Arc<Keyturn>>") || line.contains("state::<Arc<Keyturn>>");
+            if takes_daemon {
+                let (start, name) = current.clone().unwrap_or((n, "?".into()));
+                let fn_line = format!("async {name}(");
+                if SPANNING_ROUTES.contains(&(rel.as_str(), fn_line.as_str())) {
+                    found.push(fn_line);
+                } else {
+                    wrong.push(format!("src/{rel}:{start}: {name} takes the whole daemon"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "take the capability (Keys, Tokens, Revocations, Clients, Admins, Audit):\n{}",
+        wrong.join("\n")
+    );
+    assert_eq!(found.len(), SPANNING_ROUTES.len(), "the spanning routes were found: {found:?}");
+}
+
 /// Every file under `root`, relative to it.
 fn walkdir(root: &Path) -> Vec<String> {
     let mut out = Vec::new();

@@ -89,8 +89,9 @@ async fn attacks_are_refused_and_change_nothing() {
     let revoked_key = {
         let s = api.server.service.clone();
         let key = tokio::spawn(async move {
-            let (identity, key) = s.create_api_key(Role::Issuer, "gone", &Actor::cli()).await.expect("api key");
-            s.revoke_api_key(&identity.id, &Actor::cli()).await.expect("revoke");
+            let (identity, key) =
+                s.clients().create_api_key(Role::Issuer, "gone", &Actor::cli()).await.expect("api key");
+            s.clients().revoke_api_key(&identity.id, &Actor::cli()).await.expect("revoke");
             key.to_string()
         })
         .await
@@ -136,12 +137,11 @@ async fn attacks_are_refused_and_change_nothing() {
     let session_access = session["access_token"].as_str().expect("token").to_owned();
     let other_app = {
         let s = api.server.service.clone();
-        let key =
-            tokio::spawn(
-                async move { s.create_api_key(Role::Issuer, "other-app", &Actor::cli()).await.expect("key").1 },
-            )
-            .await
-            .expect("join");
+        let key = tokio::spawn(async move {
+            s.clients().create_api_key(Role::Issuer, "other-app", &Actor::cli()).await.expect("key").1
+        })
+        .await
+        .expect("join");
         bearer(&key)
     };
     let end_other = format!("/api/v1/sessions/{sid}/end");

@@ -45,9 +45,9 @@ async fn client_create_list_disable_and_apikey_create() {
 
     {
         let service = Keyturn::open(config(&data, &[]), Clock::system()).await.expect("open");
-        assert!(service.authenticate_client(&id, &secret).await.expect("auth").is_some());
-        assert!(service.authenticate_client(&id, "wrong").await.expect("auth").is_none());
-        let who = service.authenticate_api_key(&api_key).await.expect("auth").expect("known");
+        assert!(service.clients().authenticate_client(&id, &secret).await.expect("auth").is_some());
+        assert!(service.clients().authenticate_client(&id, "wrong").await.expect("auth").is_none());
+        let who = service.clients().authenticate_api_key(&api_key).await.expect("auth").expect("known");
         assert_eq!((who.name.as_str(), who.role.as_str()), ("rs", "verifier"));
     }
 
@@ -59,7 +59,7 @@ async fn client_create_list_disable_and_apikey_create() {
     assert_eq!(out.status.code(), Some(2), "invalid input is exit 2");
     let service = Keyturn::open(config(&data, &[]), Clock::system()).await.expect("open");
     assert!(
-        service.authenticate_client(&id, &secret).await.expect("auth").is_none(),
+        service.clients().authenticate_client(&id, &secret).await.expect("auth").is_none(),
         "a disabled client cannot authenticate"
     );
 }
@@ -126,7 +126,7 @@ async fn config_check_shows_the_values_in_force_and_their_source() {
         let service = Keyturn::open(config(&data, &[]), crate::support::fake_clock()).await.expect("open");
         let change =
             keyturn::service::policy::PolicyChange::from([("rotation_schedule", "0 3 * * *"), ("leeway", "2m")]);
-        service.update_policy(&change, &keyturn::service::Actor::cli()).await.expect("store a schedule");
+        service.keys().update_policy(&change, &keyturn::service::Actor::cli()).await.expect("store a schedule");
     }
     let text = check(&[("KEYTURN_LEEWAY", "5m")]);
     assert_eq!(

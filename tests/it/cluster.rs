@@ -484,7 +484,8 @@ async fn three_nodes_and_a_strict_verifier_through_two_hundred_rotations() {
     }
     let svc = nodes[0].service.clone();
     let issuer = tokio::spawn(async move {
-        svc.create_api_key(keyturn::service::apikeys::Role::Issuer, "svc", &keyturn::service::Actor::cli())
+        svc.clients()
+            .create_api_key(keyturn::service::apikeys::Role::Issuer, "svc", &keyturn::service::Actor::cli())
             .await
             .expect("key")
             .1

@@ -69,7 +69,7 @@ async fn bad_form_input_is_refused_with_the_form_and_changes_nothing() {
     let api = Api::start(&[]).await;
     let s = sign_in(&api).await;
     let svc = api.server.service.clone();
-    let clients = async move || svc.list_clients().await.expect("clients").len();
+    let clients = async move || svc.clients().list_clients().await.expect("clients").len();
 
     let (status, html) = post(
         &api,
@@ -84,7 +84,11 @@ async fn bad_form_input_is_refused_with_the_form_and_changes_nothing() {
 
     let svc = api.server.service.clone();
     let tokens = async move || {
-        svc.list_tokens(&keyturn::records::TokenQuery { limit: 100, ..Default::default() }).await.expect("tokens").len()
+        svc.tokens()
+            .list_tokens(&keyturn::records::TokenQuery { limit: 100, ..Default::default() })
+            .await
+            .expect("tokens")
+            .len()
     };
     let (status, html) = post(
         &api,
@@ -216,7 +220,7 @@ async fn the_pages_help_a_newcomer_find_their_way() {
             audiences: vec!["orders-api".into()],
             max_ttl: None,
         };
-        svc.create_client(&new, &Actor::cli()).await.expect("client").0
+        svc.clients().create_client(&new, &Actor::cli()).await.expect("client").0
     })
     .await
     .expect("join");
@@ -256,7 +260,7 @@ async fn actions_say_what_they_did() {
             audiences: vec!["orders-api".into()],
             max_ttl: None,
         };
-        svc.create_client(&new, &Actor::cli()).await.expect("client").0.client_id
+        svc.clients().create_client(&new, &Actor::cli()).await.expect("client").0.client_id
     })
     .await
     .expect("join");

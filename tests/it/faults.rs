@@ -77,7 +77,8 @@ async fn a_full_disk_is_reported_and_refused_then_recovered_without_a_restart() 
     let server = support::start(&data, &[support::SQLITE], fake_clock()).await;
     let svc = server.service.clone();
     let key = tokio::spawn(async move {
-        svc.create_api_key(keyturn::service::apikeys::Role::Issuer, "i", &keyturn::service::Actor::cli())
+        svc.clients()
+            .create_api_key(keyturn::service::apikeys::Role::Issuer, "i", &keyturn::service::Actor::cli())
             .await
             .expect("key")
             .1

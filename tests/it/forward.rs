@@ -207,8 +207,10 @@ async fn refresh_tokens_are_redeemed_only_by_their_party_and_a_refusal_changes_n
     // client_credentials gets none, so it is issued in process): only client a redeems it.
     let client_refresh = {
         let family = api.server.service.clone();
-        let client = family.authenticate_client(&a, &a_secret).await.expect("auth").expect("client a authenticates");
+        let client =
+            family.clients().authenticate_client(&a, &a_secret).await.expect("auth").expect("client a authenticates");
         let issued = family
+            .tokens()
             .issue_token(
                 &keyturn::service::tokens::IssueRequest {
                     sub: client.client_id.clone(),

@@ -16,7 +16,7 @@ const ALL: &str = "ES256,ES384,EdDSA,RS256,PS256";
 /// Issues (and records) a token for `sub` with audience `api`, the way every token is made.
 async fn issue(server: &keyturn::Server, alg: Algorithm, sub: &str) -> (String, String) {
     let req = IssueRequest { sub: sub.into(), aud: vec!["api".into()], alg: Some(alg), ..IssueRequest::default() };
-    let t = server.service.issue_token(&req, &Actor::system()).await.expect("issue");
+    let t = server.service.tokens().issue_token(&req, &Actor::system()).await.expect("issue");
     (t.access_token, t.kid)
 }
 

@@ -121,7 +121,7 @@ async fn simulate(
                 alg: Some(*alg),
                 ..IssueRequest::default()
             };
-            let issued = service.issue_token(&req, &actor).await.expect("issue");
+            let issued = service.tokens().issue_token(&req, &actor).await.expect("issue");
             let exp = service.now() + Duration::from_secs(issued.expires_in);
             tokens.push(Issued { jti: issued.jti, kid: issued.kid, token: issued.access_token, exp });
         }

@@ -415,10 +415,11 @@ async fn revocations_survive_a_restart_and_tokens_are_listed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = crate::support::fake_clock();
     let server = crate::support::start(dir.path(), &[], clock.clone()).await;
-    let (_, key) = server.service.create_api_key(Role::Admin, "ops", &Actor::cli()).await.expect("key");
+    let (_, key) = server.service.clients().create_api_key(Role::Admin, "ops", &Actor::cli()).await.expect("key");
     let issue = async |sub: &str| {
         server
             .service
+            .tokens()
             .issue_token(
                 &keyturn::service::tokens::IssueRequest {
                     sub: sub.into(),
@@ -433,14 +434,15 @@ async fn revocations_survive_a_restart_and_tokens_are_listed() {
     let t2 = issue("bob").await.expect("t2");
     server
         .service
+        .revocations()
         .revoke(&keyturn::service::revocations::RevokeTarget::Jti(t1.jti.clone()), "test", &Actor::cli())
         .await
         .expect("revoke");
     server.stop().await.expect("stop");
 
     let server = crate::support::start(dir.path(), &[], clock).await;
-    assert!(!server.service.introspect(&t1.access_token).active, "the index is loaded at start-up");
-    assert!(server.service.introspect(&t2.access_token).active);
+    assert!(!server.service.tokens().introspect(&t1.access_token).active, "the index is loaded at start-up");
+    assert!(server.service.tokens().introspect(&t2.access_token).active);
     let list: Value = get_with_key(&server.url(), "/api/v1/tokens?sub=alice", key.as_str()).await;
     let tokens = list["tokens"].as_array().expect("tokens");
     assert_eq!(tokens.len(), 1);
@@ -461,7 +463,8 @@ async fn revoking_an_issuer_key_ends_what_it_minted_refresh_tokens_included() {
     let api = Api::start(&[]).await;
     let svc = api.server.service.clone();
     let (id, key) = tokio::spawn(async move {
-        let (identity, secret) = svc.create_api_key(Role::Issuer, "minter", &Actor::cli()).await.expect("key");
+        let (identity, secret) =
+            svc.clients().create_api_key(Role::Issuer, "minter", &Actor::cli()).await.expect("key");
         (identity.id, secret.to_string())
     })
     .await
@@ -476,7 +479,10 @@ async fn revoking_an_issuer_key_ends_what_it_minted_refresh_tokens_included() {
     let other = api.mint(json!({"sub": "bob", "aud": "api", "refresh": true})).await;
 
     let svc = api.server.service.clone();
-    tokio::spawn(async move { svc.revoke_api_key(&id, &Actor::cli()).await }).await.expect("join").expect("revoke");
+    tokio::spawn(async move { svc.clients().revoke_api_key(&id, &Actor::cli()).await })
+        .await
+        .expect("join")
+        .expect("revoke");
 
     let (status, _, body) =
         api.form("/oauth/token", None, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;

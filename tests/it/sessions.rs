@@ -54,10 +54,12 @@ async fn revoke(api: &Api, key: &str, token: &str) -> u16 {
 
 async fn other_issuer(api: &Api) -> String {
     let s = api.server.service.clone();
-    tokio::spawn(async move { s.create_api_key(Role::Issuer, "other-app", &Actor::cli()).await.expect("key").1 })
-        .await
-        .expect("join")
-        .to_string()
+    tokio::spawn(
+        async move { s.clients().create_api_key(Role::Issuer, "other-app", &Actor::cli()).await.expect("key").1 },
+    )
+    .await
+    .expect("join")
+    .to_string()
 }
 
 /// The reported case: a refreshed token lived 15 minutes whatever the first asked (1m), and

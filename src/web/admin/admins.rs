@@ -12,8 +12,9 @@ use rocket::{get, post, routes, Route, State};
 use super::format::when;
 use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
 use super::AdminSession;
-use crate::service::admins::Admins;
-use crate::service::Keyturn;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::service::Admins;
 use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
@@ -29,15 +30,17 @@ struct AdminsPage {
     notice: Option<String>,
 }
 
+/// Every state a dashboard page of administrators needs.
+type Ctx<'a> = (&'a Config, &'a Clock, &'a Admins);
+
 async fn admins_view(
-    service: &Arc<Keyturn>,
+    (config, clock, admins): Ctx<'_>,
     s: &AdminSession,
     error: Option<String>,
     notice: Option<String>,
 ) -> Result<AdminsPage, Status> {
-    let now = service.now();
-    let admins = service
-        .admins()
+    let now = clock.now();
+    let admins = admins
         .list()
         .await
         .map_err(ApiError::from)
@@ -45,12 +48,17 @@ async fn admins_view(
         .into_iter()
         .map(|(n, created, changed)| (n, when(now, created), when(now, changed)))
         .collect();
-    Ok(AdminsPage { f: frame(service, "Administrators", Some(s)), admins, error, notice })
+    Ok(AdminsPage { f: frame(config, "Administrators", Some(s)), admins, error, notice })
 }
 
 #[get("/admin/admins")]
-async fn admins_page(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
-    render(&admins_view(service, &s, None, None).await?)
+async fn admins_page(
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    admins: &State<Arc<Admins>>,
+    s: AdminSession,
+) -> Page {
+    render(&admins_view((config, clock, admins), &s, None, None).await?)
 }
 
 #[derive(FromForm)]
@@ -62,7 +70,8 @@ struct AddAdminForm {
 
 #[post("/admin/admins", data = "<form>")]
 async fn admin_add(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
     admins: &State<Arc<Admins>>,
     s: AdminSession,
     form: Form<AddAdminForm>,
@@ -74,7 +83,7 @@ async fn admin_add(
         Ok(()) => (None, Some(format!("Administrator {} added.", form.name.trim()))),
         Err(e) => (Some(e.description), None),
     };
-    let page = admins_view(service, &s, error.clone(), notice).await.map_err(bare)?;
+    let page = admins_view((config, clock, admins), &s, error.clone(), notice).await.map_err(bare)?;
     if error.is_some() {
         Err(refused(Status::BadRequest, page))
     } else {
@@ -92,7 +101,9 @@ struct PasswordForm {
 
 #[post("/admin/admins/password", data = "<form>")]
 async fn password_change(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    admins: &State<Arc<Admins>>,
     s: AdminSession,
     form: Form<PasswordForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
@@ -102,8 +113,7 @@ async fn password_change(
     } else {
         let (admin, current, new, actor) = (s.session.admin.clone(), form.current.clone(), form.new.clone(), s.actor());
         let session_id = s.id.clone();
-        service
-            .admins()
+        admins
             .change_password(&admin, &current, &new, Some(&session_id), &actor)
             .await
             .map_err(ApiError::from)
@@ -113,7 +123,7 @@ async fn password_change(
         Ok(()) => (None, Some("Password changed.".to_owned())),
         Err(e) => (Some(e), None),
     };
-    let page = admins_view(service, &s, error.clone(), notice).await.map_err(bare)?;
+    let page = admins_view((config, clock, admins), &s, error.clone(), notice).await.map_err(bare)?;
     if error.is_some() {
         Err(refused(Status::BadRequest, page))
     } else {
@@ -130,9 +140,8 @@ struct RemoveConfirm {
 }
 
 #[get("/admin/admins/<name>/remove")]
-async fn remove_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, name: &str) -> Page {
-    let exists = service
-        .admins()
+async fn remove_confirm(config: &State<Arc<Config>>, admins: &State<Arc<Admins>>, s: AdminSession, name: &str) -> Page {
+    let exists = admins
         .list()
         .await
         .map_err(ApiError::from)
@@ -143,7 +152,7 @@ async fn remove_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, name: &s
         return Err(Status::NotFound);
     }
     let yourself = s.session.admin == name;
-    render(&RemoveConfirm { f: frame(service, "Remove administrator", Some(&s)), name: name.to_owned(), yourself })
+    render(&RemoveConfirm { f: frame(config, "Remove administrator", Some(&s)), name: name.to_owned(), yourself })
 }
 
 #[derive(FromForm)]
@@ -153,7 +162,8 @@ struct RemoveForm {
 
 #[post("/admin/admins/<name>/remove", data = "<form>")]
 async fn admin_remove(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
     admins: &State<Arc<Admins>>,
     s: AdminSession,
     name: &str,
@@ -166,7 +176,7 @@ async fn admin_remove(
         Ok(()) if s.session.admin == name => {
             // Their own sessions ended with the removal, this one included.
             let page = super::page::MessagePage {
-                f: frame(service, "Signed out", None),
+                f: frame(config, "Signed out", None),
                 heading: "Signed out".into(),
                 message: format!(
                     "Administrator {name} removed; every session of theirs, this one included, has ended."
@@ -177,7 +187,7 @@ async fn admin_remove(
         Ok(()) => (None, Some(format!("Administrator {name} removed; their sessions ended."))),
         Err(e) => (Some(e.description), None),
     };
-    let page = admins_view(service, &s, error.clone(), notice).await.map_err(bare)?;
+    let page = admins_view((config, clock, admins), &s, error.clone(), notice).await.map_err(bare)?;
     if error.is_some() {
         Err(refused(Status::Conflict, page))
     } else {

@@ -10,8 +10,10 @@ use rocket::{get, routes, Route, State};
 use super::format::when;
 use super::page::{frame, parse_time, render, Frame, Page};
 use super::AdminSession;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::records::AuditQuery;
-use crate::service::Keyturn;
+use crate::service::Audit;
 use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
@@ -47,7 +49,13 @@ struct AuditParams {
 }
 
 #[get("/admin/audit?<q..>")]
-async fn audit_page(service: &State<Arc<Keyturn>>, s: AdminSession, q: AuditParams) -> Page {
+async fn audit_page(
+    config: &State<Arc<Config>>,
+    audit: &State<Arc<Audit>>,
+    clock: &State<Clock>,
+    s: AdminSession,
+    q: AuditParams,
+) -> Page {
     let filter = AuditQuery {
         actor: q.actor.clone().filter(|v| !v.trim().is_empty()),
         action: q.action.clone().filter(|v| !v.trim().is_empty()),
@@ -56,9 +64,8 @@ async fn audit_page(service: &State<Arc<Keyturn>>, s: AdminSession, q: AuditPara
         before: None,
         limit: 500,
     };
-    let entries =
-        service.audit().search(&filter).await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
-    let now = service.now();
+    let entries = audit.search(&filter).await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
+    let now = clock.now();
     let rows = entries
         .into_iter()
         .map(|e| AuditRow {
@@ -71,7 +78,7 @@ async fn audit_page(service: &State<Arc<Keyturn>>, s: AdminSession, q: AuditPara
         })
         .collect();
     render(&AuditPage {
-        f: frame(service, "Audit log", Some(&s)),
+        f: frame(config, "Audit log", Some(&s)),
         rows,
         actor: q.actor.unwrap_or_default(),
         action: q.action.unwrap_or_default(),

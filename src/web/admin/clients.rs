@@ -12,10 +12,12 @@ use rocket::{get, post, routes, Route, State};
 use super::format::when_text;
 use super::page::{answer, bare, csrf_checked, frame, refused, render, Frame, Page, Refusable};
 use super::AdminSession;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::duration::parse_duration;
 use crate::service::apikeys::Role;
 use crate::service::clients::NewClient;
-use crate::service::Keyturn;
+use crate::service::Clients;
 use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
@@ -34,12 +36,15 @@ struct ClientsPage {
     notice: Option<String>,
 }
 
-async fn clients_view(service: &Arc<Keyturn>, s: &AdminSession) -> Result<ClientsPage, Status> {
+/// Every state the page needs.
+type Ctx<'a> = (&'a Config, &'a Clock, &'a Clients);
+
+async fn clients_view((config, clock, clients): Ctx<'_>, s: &AdminSession) -> Result<ClientsPage, Status> {
     let internal = |_| Status::InternalServerError;
-    let mut clients = service.list_clients().await.map_err(internal)?;
-    let mut api_keys = service.list_api_keys().await.map_err(internal)?;
+    let mut api_keys = clients.list_api_keys().await.map_err(internal)?;
+    let mut clients = clients.list_clients().await.map_err(internal)?;
     // One time format on every page: absolute UTC and relative.
-    let now = service.now();
+    let now = clock.now();
     for c in &mut clients {
         c.created_at = when_text(now, &c.created_at);
         c.disabled_at = c.disabled_at.as_deref().map(|t| when_text(now, t));
@@ -50,7 +55,7 @@ async fn clients_view(service: &Arc<Keyturn>, s: &AdminSession) -> Result<Client
         k.last_used_at = k.last_used_at.as_deref().map(|t| when_text(now, t));
     }
     Ok(ClientsPage {
-        f: frame(service, "Clients and API keys", Some(s)),
+        f: frame(config, "Clients and API keys", Some(s)),
         clients,
         api_keys,
         new_secret: None,
@@ -65,8 +70,15 @@ fn plain_id(id: Option<&str>) -> Option<&str> {
 }
 
 #[get("/admin/clients?<done>&<id>")]
-async fn clients_page(service: &State<Arc<Keyturn>>, s: AdminSession, done: Option<&str>, id: Option<&str>) -> Page {
-    let mut page = clients_view(service, &s).await?;
+async fn clients_page(
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    clients: &State<Arc<Clients>>,
+    s: AdminSession,
+    done: Option<&str>,
+    id: Option<&str>,
+) -> Page {
+    let mut page = clients_view((config, clock, clients), &s).await?;
     page.notice = match (done, plain_id(id)) {
         (Some("client-disabled"), Some(id)) => {
             Some(format!("Client {id} disabled: it can no longer authenticate and its tokens are revoked."))
@@ -88,7 +100,9 @@ struct ClientForm {
 
 #[post("/admin/clients", data = "<form>")]
 async fn client_create(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    clients: &State<Arc<Clients>>,
     s: AdminSession,
     form: Form<ClientForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
@@ -98,7 +112,7 @@ async fn client_create(
         t => match parse_duration(t) {
             Ok(d) => Some(d),
             Err(e) => {
-                let mut page = clients_view(service, &s).await.map_err(bare)?;
+                let mut page = clients_view((config, clock, clients), &s).await.map_err(bare)?;
                 page.refuse(format!("maximum lifetime: {e}"));
                 return Err(refused(Status::BadRequest, page));
             }
@@ -111,8 +125,8 @@ async fn client_create(
         max_ttl,
     };
     let actor = s.actor();
-    let outcome = service.create_client(&new, &actor).await.map_err(ApiError::from);
-    let page = clients_view(service, &s).await.map_err(bare)?;
+    let outcome = clients.create_client(&new, &actor).await.map_err(ApiError::from);
+    let page = clients_view((config, clock, clients), &s).await.map_err(bare)?;
     answer(page, outcome, |page, (view, secret)| {
         page.new_secret = Some((format!("client {} — client_id {}", view.name, view.client_id), secret.to_string()));
     })
@@ -132,13 +146,13 @@ struct IdForm {
 
 #[post("/admin/clients/disable", data = "<form>")]
 async fn client_disable(
-    service: &State<Arc<Keyturn>>,
+    clients: &State<Arc<Clients>>,
     s: AdminSession,
     form: Form<IdForm>,
 ) -> Result<Redirect, Status> {
     csrf_checked(&s, &form.csrf)?;
     let (id, actor) = (form.id.clone(), s.actor());
-    service.disable_client(&id, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
+    clients.disable_client(&id, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
     Ok(Redirect::to(format!("/admin/clients?done=client-disabled&id={}", form.id)))
 }
 
@@ -151,24 +165,26 @@ struct ApiKeyForm {
 
 #[post("/admin/apikeys", data = "<form>")]
 async fn apikey_create(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    clients: &State<Arc<Clients>>,
     s: AdminSession,
     form: Form<ApiKeyForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let role: Role = form.role.parse().map_err(|_| bare(Status::BadRequest))?;
     let (name, actor) = (form.name.clone(), s.actor());
-    let outcome = service.create_api_key(role, &name, &actor).await.map_err(ApiError::from);
-    let page = clients_view(service, &s).await.map_err(bare)?;
+    let outcome = clients.create_api_key(role, &name, &actor).await.map_err(ApiError::from);
+    let page = clients_view((config, clock, clients), &s).await.map_err(bare)?;
     answer(page, outcome, |page, (identity, secret)| {
         page.new_secret = Some((format!("{} API key {}", identity.role, identity.name), secret.to_string()));
     })
 }
 
 #[post("/admin/apikeys/revoke", data = "<form>")]
-async fn apikey_revoke(service: &State<Arc<Keyturn>>, s: AdminSession, form: Form<IdForm>) -> Result<Redirect, Status> {
+async fn apikey_revoke(clients: &State<Arc<Clients>>, s: AdminSession, form: Form<IdForm>) -> Result<Redirect, Status> {
     csrf_checked(&s, &form.csrf)?;
     let (id, actor) = (form.id.clone(), s.actor());
-    service.revoke_api_key(&id, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
+    clients.revoke_api_key(&id, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
     Ok(Redirect::to(format!("/admin/clients?done=apikey-revoked&id={}", form.id)))
 }

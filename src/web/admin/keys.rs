@@ -12,9 +12,11 @@ use rocket::{get, post, routes, Route, State};
 use super::format::{when, when_text};
 use super::page::{csrf_checked, frame, render, Frame, Page};
 use super::AdminSession;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::keys::KeyId;
 use crate::service::rotation::RotateMode;
-use crate::service::Keyturn;
+use crate::service::{Keys, Tokens};
 use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
@@ -66,14 +68,16 @@ fn done_message(done: Option<&str>, alg: Option<&str>, kid: Option<&str>) -> Opt
 
 #[get("/admin/keys?<done>&<alg>&<kid>")]
 async fn keys_page(
-    service: &State<Arc<Keyturn>>,
+    keyset: &State<Arc<Keys>>,
+    clock: &State<Clock>,
+    config: &State<Arc<Config>>,
     s: AdminSession,
     done: Option<&str>,
     alg: Option<&str>,
     kid: Option<&str>,
 ) -> Page {
-    let views = service.list_keys().await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
-    let now = service.now();
+    let views = keyset.list_keys().await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
+    let now = clock.now();
     let at = |v: Option<crate::clock::Instant>| v.map(|t| when(now, t)).unwrap_or_else(|| "—".into());
     let mut keys: Vec<KeyRow> = views
         .iter()
@@ -91,11 +95,11 @@ async fn keys_page(
         })
         .collect();
     keys.sort_by(|a, b| a.alg.cmp(&b.alg));
-    let algorithms: Vec<String> = service.config().algorithms.iter().map(|a| a.to_string()).collect();
-    let next_fire = service.policy().schedule.next_after(now);
+    let algorithms: Vec<String> = config.algorithms.iter().map(|a| a.to_string()).collect();
+    let next_fire = keyset.policy().schedule.next_after(now);
     let timeline = super::timeline::draw(&views, &algorithms, now, next_fire, 14, 14);
     let notice = done_message(done, alg, kid);
-    render(&KeysPage { f: frame(service, "Keys", Some(&s)), algorithms, keys, timeline, notice })
+    render(&KeysPage { f: frame(config, "Keys", Some(&s)), algorithms, keys, timeline, notice })
 }
 
 #[derive(Template)]
@@ -112,19 +116,26 @@ struct RotateConfirm {
 }
 
 #[get("/admin/keys/rotate?<alg>&<mode>")]
-async fn rotate_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, alg: String, mode: String) -> Page {
+async fn rotate_confirm(
+    config: &State<Arc<Config>>,
+    keys: &State<Arc<Keys>>,
+    clock: &State<Clock>,
+    s: AdminSession,
+    alg: String,
+    mode: String,
+) -> Page {
     let alg: crate::keys::Algorithm = alg.parse().map_err(|_| Status::BadRequest)?;
     let mode = if mode == "emergency" { RotateMode::Emergency } else { RotateMode::Graceful };
     // The same preview the API's dry_run gives.
-    let preview = service.rotate_preview(Some(alg), mode).map_err(|e| ApiError::from(e).status)?;
+    let preview = keys.rotate_preview(Some(alg), mode).map_err(|e| ApiError::from(e).status)?;
     let dash = || "—".to_owned();
     render(&RotateConfirm {
-        f: frame(service, "Rotate now", Some(&s)),
+        f: frame(config, "Rotate now", Some(&s)),
         alg: alg.to_string(),
         emergency: mode == RotateMode::Emergency,
         active: preview.retire.unwrap_or_else(dash),
         pending: preview.activate.unwrap_or_else(dash),
-        when: when_text(service.now(), &preview.at),
+        when: when_text(clock.now(), &preview.at),
         fresh_key: preview.fresh_key,
     })
 }
@@ -137,12 +148,12 @@ struct RotateForm {
 }
 
 #[post("/admin/keys/rotate", data = "<form>")]
-async fn rotate(service: &State<Arc<Keyturn>>, s: AdminSession, form: Form<RotateForm>) -> Result<Redirect, Status> {
+async fn rotate(keys: &State<Arc<Keys>>, s: AdminSession, form: Form<RotateForm>) -> Result<Redirect, Status> {
     csrf_checked(&s, &form.csrf)?;
     let alg = form.alg.parse().map_err(|_| Status::BadRequest)?;
     let mode = if form.mode == "emergency" { RotateMode::Emergency } else { RotateMode::Graceful };
     let actor = s.actor();
-    let outcome = service.rotate(Some(alg), mode, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
+    let outcome = keys.rotate(Some(alg), mode, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
     let done = match (outcome.repeated, outcome.done) {
         (true, _) => "repeated",
         (false, true) => "rotated",
@@ -163,12 +174,18 @@ struct RevokeConfirm {
 }
 
 #[get("/admin/keys/<kid>/revoke")]
-async fn revoke_confirm(service: &State<Arc<Keyturn>>, s: AdminSession, kid: &str) -> Page {
-    let key = service.published().key(&KeyId::new(kid)).cloned().ok_or(Status::NotFound)?;
+async fn revoke_confirm(
+    config: &State<Arc<Config>>,
+    keys: &State<Arc<Keys>>,
+    tokens: &State<Arc<Tokens>>,
+    s: AdminSession,
+    kid: &str,
+) -> Page {
+    let key = keys.published().key(&KeyId::new(kid)).cloned().ok_or(Status::NotFound)?;
     let k = key.kid.clone();
-    let live = service.live_tokens_of(&k).await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
+    let live = tokens.live_tokens_of(&k).await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
     render(&RevokeConfirm {
-        f: frame(service, "Revoke key", Some(&s)),
+        f: frame(config, "Revoke key", Some(&s)),
         kid: key.kid.to_string(),
         alg: key.alg.to_string(),
         state: key.state.as_str(),
@@ -184,13 +201,13 @@ struct RevokeForm {
 
 #[post("/admin/keys/<kid>/revoke", data = "<form>")]
 async fn revoke(
-    service: &State<Arc<Keyturn>>,
+    keys: &State<Arc<Keys>>,
     s: AdminSession,
     kid: &str,
     form: Form<RevokeForm>,
 ) -> Result<Redirect, Status> {
     csrf_checked(&s, &form.csrf)?;
     let (kid, reason, actor) = (KeyId::new(kid), form.reason.clone(), s.actor());
-    let outcome = service.revoke_key(&kid, &reason, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
+    let outcome = keys.revoke_key(&kid, &reason, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
     Ok(Redirect::to(format!("/admin/keys?done=revoked&kid={}", outcome.kid)))
 }

@@ -9,7 +9,9 @@ use rocket::{get, routes, Route, State};
 use super::format::when;
 use super::page::{frame, render, Frame, Page};
 use super::AdminSession;
-use crate::service::Keyturn;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::service::{Keys, Keyturn};
 
 pub fn routes() -> Vec<Route> {
     routes![overview]
@@ -42,19 +44,25 @@ struct OverviewPage {
 }
 
 #[get("/admin")]
-async fn overview(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
+async fn overview(
+    service: &State<Arc<Keyturn>>,
+    keys: &State<Arc<Keys>>,
+    config: &State<Arc<Config>>,
+    metrics: &State<Arc<Metrics>>,
+    s: AdminSession,
+) -> Page {
     let o = service.overview().await.map_err(|_| Status::InternalServerError)?;
     let internal = |_| Status::InternalServerError;
-    let views = service.list_keys().await.map_err(internal)?;
+    let views = keys.list_keys().await.map_err(internal)?;
     let hours = service.activity(24, 3600).await.map_err(internal)?;
     let days = service.activity(30, 86_400).await.map_err(internal)?;
-    let algs: Vec<String> = service.config().algorithms.iter().map(|a| a.to_string()).collect();
+    let algs: Vec<String> = config.algorithms.iter().map(|a| a.to_string()).collect();
     let timeline = super::timeline::draw(&views, &algs, o.now, o.next_fire, 3, 7);
     let hour = |a: &crate::service::overview::Activity| format!("{:02}:00", a.start.hour());
     let day = |a: &crate::service::overview::Activity| format!("{:02}-{:02}", u8::from(a.start.month()), a.start.day());
     let chart = super::chart::draw("Last 24 hours, per hour (UTC)", &hours, hour);
     let chart_days = super::chart::draw("Last 30 days, per day (UTC)", &days, day);
-    let policy = service.policy();
+    let policy = keys.policy();
     let dash = || "—".to_owned();
     let algorithms = o
         .algorithms
@@ -68,13 +76,13 @@ async fn overview(service: &State<Arc<Keyturn>>, s: AdminSession) -> Page {
         })
         .collect();
     render(&OverviewPage {
-        f: frame(service, "Overview", Some(&s)),
+        f: frame(config, "Overview", Some(&s)),
         algorithms,
         next_fire: o.next_fire.map(|t| when(o.now, t)).unwrap_or_else(dash),
         tokens_24h: o.tokens_24h,
         revocations: o.revocations,
         jwks_size: format!("{:.1} KB", o.jwks_bytes as f64 / 1024.0),
-        introspections: service.metrics().introspections(),
+        introspections: metrics.introspections(),
         warnings: o.warnings,
         timeline,
         charts: vec![chart, chart_days],

@@ -7,7 +7,6 @@ use rocket::response::content::RawHtml;
 
 use super::AdminSession;
 use crate::clock::Instant;
-use crate::service::Keyturn;
 
 pub(super) type Page = Result<RawHtml<String>, Status>;
 
@@ -26,12 +25,12 @@ pub struct Frame {
     pub issuer: String,
 }
 
-pub(super) fn frame(service: &Keyturn, title: &str, s: Option<&AdminSession>) -> Frame {
+pub(super) fn frame(config: &crate::config::Config, title: &str, s: Option<&AdminSession>) -> Frame {
     Frame {
         title: title.to_owned(),
         admin: s.map(|s| s.session.admin.clone()),
         csrf: s.map(|s| s.session.csrf.clone()).unwrap_or_default(),
-        issuer: service.config().issuer.clone(),
+        issuer: config.issuer.clone(),
     }
 }
 

@@ -12,8 +12,10 @@ use rocket::{get, post, routes, Route, State};
 use super::format::when;
 use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
 use super::AdminSession;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::service::revocations::RevokeTarget;
-use crate::service::Keyturn;
+use crate::service::Revocations;
 use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
@@ -39,15 +41,21 @@ struct RevocationsPage {
     notice: Option<String>,
 }
 
+/// Every state the page needs.
+type Ctx<'a> = (&'a Config, &'a Clock, &'a Revocations);
+
 async fn revocations_view(
-    service: &Arc<Keyturn>,
+    (config, clock, revocations): Ctx<'_>,
     s: &AdminSession,
     search: String,
     error: Option<String>,
 ) -> Result<RevocationsPage, Status> {
-    let (entries, _) =
-        service.revocation_feed(0, 100_000).await.map_err(ApiError::from).map_err(|_| Status::InternalServerError)?;
-    let now = service.now();
+    let (entries, _) = revocations
+        .revocation_feed(0, 100_000)
+        .await
+        .map_err(ApiError::from)
+        .map_err(|_| Status::InternalServerError)?;
+    let now = clock.now();
     let needle = search.trim().to_owned();
     let rows = entries
         .iter()
@@ -62,17 +70,19 @@ async fn revocations_view(
             reason: e.reason.clone(),
         })
         .collect();
-    Ok(RevocationsPage { f: frame(service, "Revocations", Some(s)), rows, search, error, notice: None })
+    Ok(RevocationsPage { f: frame(config, "Revocations", Some(s)), rows, search, error, notice: None })
 }
 
 #[get("/admin/revocations?<search>&<done>")]
 async fn revocations_page(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    revocations: &State<Arc<Revocations>>,
     s: AdminSession,
     search: Option<String>,
     done: Option<&str>,
 ) -> Page {
-    let mut page = revocations_view(service, &s, search.unwrap_or_default(), None).await?;
+    let mut page = revocations_view((config, clock, revocations), &s, search.unwrap_or_default(), None).await?;
     if done == Some("added") {
         page.notice = Some("Revocation added: the token is refused from now on, and the feed says so.".into());
     }
@@ -88,16 +98,20 @@ struct AddRevocationForm {
 
 #[post("/admin/revocations", data = "<form>")]
 async fn revocation_add(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    revocations: &State<Arc<Revocations>>,
     s: AdminSession,
     form: Form<AddRevocationForm>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let (target, reason, actor) = (RevokeTarget::Jti(form.jti.trim().to_owned()), form.reason.clone(), s.actor());
-    match service.revoke(&target, &reason, &actor).await.map_err(ApiError::from) {
+    match revocations.revoke(&target, &reason, &actor).await.map_err(ApiError::from) {
         Ok(_) => Ok(Redirect::to("/admin/revocations?done=added")),
         Err(e) => {
-            let page = revocations_view(service, &s, String::new(), Some(e.description)).await.map_err(bare)?;
+            let page = revocations_view((config, clock, revocations), &s, String::new(), Some(e.description))
+                .await
+                .map_err(bare)?;
             Err(refused(e.status, page))
         }
     }

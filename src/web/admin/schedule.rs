@@ -13,8 +13,10 @@ use rocket::{get, post, routes, Route, State};
 use super::format::when;
 use super::page::{bare, csrf_checked, frame, refused, render, Frame, Page};
 use super::AdminSession;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::service::policy::{PolicyChange, ROTATION_SCHEDULE, ROTATION_SCHEDULE_ALIAS, TIMINGS};
-use crate::service::Keyturn;
+use crate::service::Keys;
 use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
@@ -41,15 +43,18 @@ impl SchedulePage {
     }
 }
 
+/// Every state the page needs.
+type Ctx<'a> = (&'a Config, &'a Clock, &'a Keys);
+
 fn schedule_view(
-    service: &Keyturn,
+    (config, clock, keys): Ctx<'_>,
     s: &AdminSession,
     change: Option<&ScheduleForm>,
     error: Option<String>,
     saved: bool,
 ) -> SchedulePage {
-    let v = service.policy_view();
-    let now = service.now();
+    let v = keys.policy_view();
+    let now = clock.now();
     // What the form sent, where it sent something; else the value in force.
     let pick = |name: &str, current: &str| {
         change.and_then(|c| c.value(name)).map(str::to_owned).unwrap_or_else(|| current.to_owned())
@@ -59,7 +64,7 @@ fn schedule_view(
         .map(|sch| sch.preview(now, 5).into_iter().map(|t| when(now, t)).collect())
         .unwrap_or_default();
     SchedulePage {
-        f: frame(service, "Schedule", Some(s)),
+        f: frame(config, "Schedule", Some(s)),
         timings: TIMINGS.iter().map(|t| (t.name, t.label, pick(t.name, v.timing(t.name)))).collect(),
         pinned: v.pinned,
         warnings: v.warnings,
@@ -71,18 +76,24 @@ fn schedule_view(
 }
 
 #[get("/admin/schedule?<saved>")]
-fn schedule_page(service: &State<Arc<Keyturn>>, s: AdminSession, saved: Option<bool>) -> Page {
-    render(&schedule_view(service, &s, None, None, saved.unwrap_or(false)))
+fn schedule_page(
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    keys: &State<Arc<Keys>>,
+    s: AdminSession,
+    saved: Option<bool>,
+) -> Page {
+    render(&schedule_view((config, clock, keys), &s, None, None, saved.unwrap_or(false)))
 }
 
 /// The next fire times of an expression, for the schedule page's live preview.
 #[get("/admin/schedule/preview?<cron>")]
 fn schedule_preview(
-    service: &State<Arc<Keyturn>>,
+    clock: &State<Clock>,
     _s: AdminSession,
     cron: &str,
 ) -> rocket::serde::json::Json<serde_json::Value> {
-    let now = service.now();
+    let now = clock.now();
     rocket::serde::json::Json(match crate::schedule::Schedule::parse(cron) {
         Ok(s) => serde_json::json!({"fires": s.preview(now, 5).into_iter().map(|t| when(now, t)).collect::<Vec<_>>()}),
         Err(e) => serde_json::json!({"error": e}),
@@ -106,20 +117,22 @@ impl ScheduleForm {
 
 #[post("/admin/schedule", data = "<form>")]
 async fn schedule_save(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    keys: &State<Arc<Keys>>,
     s: AdminSession,
     form: Form<HashMap<String, String>>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
     let form = ScheduleForm(form.into_inner());
     csrf_checked(&s, &form.0.get("csrf").cloned()).map_err(bare)?;
     if let Err(e) = crate::schedule::Schedule::parse(form.value(ROTATION_SCHEDULE).unwrap_or_default()) {
-        return Err(refused(Status::BadRequest, schedule_view(service, &s, Some(&form), Some(e), false)));
+        return Err(refused(Status::BadRequest, schedule_view((config, clock, keys), &s, Some(&form), Some(e), false)));
     }
     if form.value("action") == Some("preview") {
-        return Err(refused(Status::Ok, schedule_view(service, &s, Some(&form), None, false)));
+        return Err(refused(Status::Ok, schedule_view((config, clock, keys), &s, Some(&form), None, false)));
     }
     // Only what differs from the current values (pinned ones cannot be sent).
-    let current = service.policy_view();
+    let current = keys.policy_view();
     let mut change = PolicyChange::default();
     let mut differs = |name: &str, current: &str| {
         if let Some(new) = form.value(name).filter(|new| *new != current) {
@@ -134,8 +147,10 @@ async fn schedule_save(
         return Ok(Redirect::to("/admin/schedule"));
     }
     let actor = s.actor();
-    match service.update_policy(&change, &actor).await.map_err(ApiError::from) {
+    match keys.update_policy(&change, &actor).await.map_err(ApiError::from) {
         Ok(_) => Ok(Redirect::to("/admin/schedule?saved=true")),
-        Err(e) => Err(refused(e.status, schedule_view(service, &s, Some(&form), Some(e.description), false))),
+        Err(e) => {
+            Err(refused(e.status, schedule_view((config, clock, keys), &s, Some(&form), Some(e.description), false)))
+        }
     }
 }

@@ -20,9 +20,9 @@ use rocket::{get, post, routes, Route, State};
 
 use super::page::{csrf_checked, frame, render, Frame, MessagePage, Page};
 use super::{cookie_name, set_private_cookie, set_session_cookie, AdminSession};
-use crate::service::admins::Admins;
+use crate::config::Config;
 use crate::service::admins::SignIn;
-use crate::service::Keyturn;
+use crate::service::Admins;
 use crate::web::error::ApiError;
 use crate::web::source::ClientAddress;
 
@@ -42,8 +42,8 @@ struct LoginPage {
 
 /// Whether no administrator exists yet (a failure to read counts as "some exist": the hint
 /// is only help).
-async fn no_admin_yet(service: &Arc<Keyturn>) -> bool {
-    service.admins().admin_count().await.map_err(ApiError::from).is_ok_and(|n| n == 0)
+async fn no_admin_yet(admins: &Admins) -> bool {
+    admins.admin_count().await.map_err(ApiError::from).is_ok_and(|n| n == 0)
 }
 
 /// The base name of the pre-session form cookie.
@@ -80,7 +80,7 @@ impl<'r> FromRequest<'r> for SameSite {
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
         let headers = req.headers();
-        let issuer = req.rocket().state::<Arc<Keyturn>>().map(|s| s.config().issuer.clone()).unwrap_or_default();
+        let issuer = req.rocket().state::<Arc<Config>>().map(|c| c.issuer.clone()).unwrap_or_default();
         let cross_site = headers.get_one("Sec-Fetch-Site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site"));
         let foreign_origin = headers
             .get_one("Origin")
@@ -118,10 +118,15 @@ const FORM_REFUSED: &str =
     "This form expired or was sent from another site. Nothing was done; send it again from this page.";
 
 #[get("/admin/login")]
-async fn login_page(service: &State<Arc<Keyturn>>, jar: &CookieJar<'_>, config: &rocket::Config) -> Page {
-    let no_admin = no_admin_yet(service).await;
-    let mut f = frame(service, "Sign in", None);
-    f.csrf = form_token(jar, config.tls_enabled());
+async fn login_page(
+    config: &State<Arc<Config>>,
+    admins: &State<Arc<Admins>>,
+    jar: &CookieJar<'_>,
+    rocket_config: &rocket::Config,
+) -> Page {
+    let no_admin = no_admin_yet(admins).await;
+    let mut f = frame(config, "Sign in", None);
+    f.csrf = form_token(jar, rocket_config.tls_enabled());
     render(&LoginPage { f, error: None, name: String::new(), no_admin })
 }
 
@@ -134,19 +139,19 @@ struct LoginForm {
 
 #[post("/admin/login", data = "<form>")]
 async fn login(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
     admins: &State<Arc<Admins>>,
     jar: &CookieJar<'_>,
-    config: &rocket::Config,
+    rocket_config: &rocket::Config,
     from: ClientAddress,
     same_site: SameSite,
     form: Form<LoginForm>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
     let form = form.into_inner();
-    let tls = config.tls_enabled();
-    let no_admin = no_admin_yet(service).await;
+    let tls = rocket_config.tls_enabled();
+    let no_admin = no_admin_yet(admins).await;
     let page = |status: Status, error: &str, name: String| {
-        let mut f = frame(service, "Sign in", None);
+        let mut f = frame(config, "Sign in", None);
         f.csrf = form_token(jar, tls);
         let html =
             render(&LoginPage { f, error: Some(error.to_owned()), name, no_admin }).map(|h| h.0).unwrap_or_default();
@@ -162,7 +167,7 @@ async fn login(
     match outcome {
         Ok(SignIn::Ok(id, _)) => {
             // A new session id at every sign-in; any earlier session cookie is replaced.
-            set_session_cookie(config.tls_enabled(), jar, &id);
+            set_session_cookie(rocket_config.tls_enabled(), jar, &id);
             Ok(Redirect::to("/admin"))
         }
         Ok(SignIn::Refused) => Err(page(Status::Unauthorized, "Wrong name or password.", name)),
@@ -218,10 +223,10 @@ struct SetupPage {
 
 #[get("/admin/setup?<token>")]
 async fn setup_page(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
     admins: &State<Arc<Admins>>,
     jar: &CookieJar<'_>,
-    config: &rocket::Config,
+    rocket_config: &rocket::Config,
     token: Option<String>,
 ) -> Page {
     let token = token.unwrap_or_default();
@@ -229,13 +234,13 @@ async fn setup_page(
     let usable = admins.setup_link_usable(&check).await.map_err(ApiError::from).unwrap_or(false);
     if !usable {
         return render(&MessagePage {
-            f: frame(service, "Setup link", None),
+            f: frame(config, "Setup link", None),
             heading: "This setup link cannot be used".into(),
             message: "It is unknown, already used, or older than 15 minutes. Ask for a new one with `keyturn admin add` on the host.".into(),
         });
     }
-    let mut f = frame(service, "Create an administrator", None);
-    f.csrf = form_token(jar, config.tls_enabled());
+    let mut f = frame(config, "Create an administrator", None);
+    f.csrf = form_token(jar, rocket_config.tls_enabled());
     render(&SetupPage { f, token, error: None })
 }
 
@@ -250,18 +255,18 @@ struct SetupForm {
 
 #[post("/admin/setup", data = "<form>")]
 async fn setup(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
     admins: &State<Arc<Admins>>,
     jar: &CookieJar<'_>,
-    config: &rocket::Config,
+    rocket_config: &rocket::Config,
     from: ClientAddress,
     same_site: SameSite,
     form: Form<SetupForm>,
 ) -> Result<Redirect, (Status, RawHtml<String>)> {
     let form = form.into_inner();
-    let tls = config.tls_enabled();
+    let tls = rocket_config.tls_enabled();
     let again = |status: Status, error: String| {
-        let mut f = frame(service, "Create an administrator", None);
+        let mut f = frame(config, "Create an administrator", None);
         f.csrf = form_token(jar, tls);
         let html =
             render(&SetupPage { f, token: form.token.clone(), error: Some(error) }).map(|h| h.0).unwrap_or_default();
@@ -283,7 +288,7 @@ async fn setup(
     let (name, password) = (form.name.trim().to_owned(), form.password.clone());
     match admins.sign_in(&name, &password, &source).await.map_err(ApiError::from) {
         Ok(SignIn::Ok(id, _)) => {
-            set_session_cookie(config.tls_enabled(), jar, &id);
+            set_session_cookie(rocket_config.tls_enabled(), jar, &id);
             Ok(Redirect::to("/admin"))
         }
         _ => Ok(Redirect::to("/admin/login")),

@@ -14,8 +14,10 @@ use rocket::{get, post, routes, Route, State};
 use super::format::{path_segment, when};
 use super::page::{csrf_checked, frame, render, Frame, Page};
 use super::AdminSession;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::service::sessions::Viewer;
-use crate::service::Keyturn;
+use crate::service::Tokens;
 use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
@@ -46,14 +48,21 @@ struct SubjectPage {
 }
 
 #[get("/admin/subjects/<sub>?<notice>")]
-async fn subject_page(service: &State<Arc<Keyturn>>, s: AdminSession, sub: &str, notice: Option<&str>) -> Page {
+async fn subject_page(
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    tokens: &State<Arc<Tokens>>,
+    s: AdminSession,
+    sub: &str,
+    notice: Option<&str>,
+) -> Page {
     let owned = sub.to_owned();
-    let sessions = service
+    let sessions = tokens
         .list_sessions(&Viewer::Admin, Some(&owned), false)
         .await
         .map_err(ApiError::from)
         .map_err(|e| e.status)?;
-    let now = service.clock().now();
+    let now = clock.now();
     let rows: Vec<SessionRow> = sessions
         .into_iter()
         .map(|v| SessionRow {
@@ -81,14 +90,7 @@ async fn subject_page(service: &State<Arc<Keyturn>>, s: AdminSession, sub: &str,
         _ => None,
     };
     let (sub_path, sub) = (path_segment(sub), sub.to_owned());
-    render(&SubjectPage {
-        f: frame(service, &format!("Subject {sub}"), Some(&s)),
-        sub,
-        sub_path,
-        rows,
-        running,
-        notice,
-    })
+    render(&SubjectPage { f: frame(config, &format!("Subject {sub}"), Some(&s)), sub, sub_path, rows, running, notice })
 }
 
 #[derive(Template)]
@@ -103,16 +105,22 @@ struct ConfirmEnd {
 }
 
 #[get("/admin/subjects/<sub>/end?<session>")]
-async fn confirm_end(service: &State<Arc<Keyturn>>, s: AdminSession, sub: &str, session: Option<&str>) -> Page {
+async fn confirm_end(
+    config: &State<Arc<Config>>,
+    tokens: &State<Arc<Tokens>>,
+    s: AdminSession,
+    sub: &str,
+    session: Option<&str>,
+) -> Page {
     let owned = sub.to_owned();
-    let running = service
+    let running = tokens
         .list_sessions(&Viewer::Admin, Some(&owned), true)
         .await
         .map_err(ApiError::from)
         .map_err(|e| e.status)?
         .len();
     render(&ConfirmEnd {
-        f: frame(service, "End sessions", Some(&s)),
+        f: frame(config, "End sessions", Some(&s)),
         sub: sub.to_owned(),
         sub_path: path_segment(sub),
         session: session.unwrap_or_default().to_owned(),
@@ -128,12 +136,7 @@ struct EndForm {
 }
 
 #[post("/admin/subjects/<sub>/end", data = "<form>")]
-async fn end(
-    service: &State<Arc<Keyturn>>,
-    s: AdminSession,
-    sub: &str,
-    form: Form<EndForm>,
-) -> Result<Redirect, Status> {
+async fn end(tokens: &State<Arc<Tokens>>, s: AdminSession, sub: &str, form: Form<EndForm>) -> Result<Redirect, Status> {
     csrf_checked(&s, &form.csrf)?;
     let reason = match form.reason.trim() {
         "" => "ended from the dashboard".to_owned(),
@@ -142,8 +145,8 @@ async fn end(
     let (actor, owned, session) = (s.actor(), sub.to_owned(), form.session.clone().filter(|x| !x.is_empty()));
     let one = session.is_some();
     let ended = match session {
-        Some(id) => service.end_session(&id, &Viewer::Admin, &reason, &actor).await.map(drop),
-        None => service.end_sessions_of(&owned, &Viewer::Admin, &reason, &actor).await.map(drop),
+        Some(id) => tokens.end_session(&id, &Viewer::Admin, &reason, &actor).await.map(drop),
+        None => tokens.end_sessions_of(&owned, &Viewer::Admin, &reason, &actor).await.map(drop),
     };
     ended.map_err(|e| ApiError::from(e).status)?;
     let code = if one { "ended" } else { "ended-all" };

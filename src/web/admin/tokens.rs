@@ -13,11 +13,13 @@ use rocket::{get, post, routes, Route, State};
 use super::format::when;
 use super::page::{answer, bare, csrf_checked, frame, refused, render, Frame, Page, Refusable};
 use super::AdminSession;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::duration::parse_duration;
 use crate::records::{Lifetime, TokenQuery};
 use crate::service::revocations::RevokeTarget;
 use crate::service::tokens::IssueRequest;
-use crate::service::Keyturn;
+use crate::service::{Clients, Revocations, Shared, Tokens};
 use crate::web::error::ApiError;
 
 pub fn routes() -> Vec<Route> {
@@ -60,7 +62,14 @@ struct TokensPage {
     max_ttl: String,
 }
 
-async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -> Result<TokensPage, Status> {
+/// Every state the page needs.
+type Ctx<'a> = (&'a Config, &'a Clock, &'a Shared, &'a Tokens, &'a Clients);
+
+async fn tokens_view(
+    (config, clock, shared, tokens, clients): Ctx<'_>,
+    s: &AdminSession,
+    q: TokenParams,
+) -> Result<TokensPage, Status> {
     let lifetime = match q.active.as_deref() {
         Some("active") => Some(Lifetime::Unexpired),
         Some("expired") => Some(Lifetime::Expired),
@@ -74,10 +83,10 @@ async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -
         before: None,
         limit: 200,
     };
-    let now = service.now();
+    let now = clock.now();
     let internal = |_| Status::InternalServerError;
-    let rows = service.list_tokens(&query).await.map_err(internal)?;
-    let clients = service.list_clients().await.map_err(internal)?;
+    let rows = tokens.list_tokens(&query).await.map_err(internal)?;
+    let clients = clients.list_clients().await.map_err(internal)?;
     let enabled = || clients.iter().filter(|c| c.disabled_at.is_none());
     let mut audiences: Vec<String> = enabled().flat_map(|c| c.audiences.clone()).collect();
     let mut scopes: Vec<String> = enabled().flat_map(|c| c.scopes.clone()).collect();
@@ -108,8 +117,8 @@ async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -
         })
         .collect();
     Ok(TokensPage {
-        f: frame(service, "Tokens", Some(s)),
-        algorithms: service.config().algorithms.iter().map(|a| a.to_string()).collect(),
+        f: frame(config, "Tokens", Some(s)),
+        algorithms: config.algorithms.iter().map(|a| a.to_string()).collect(),
         rows,
         filter_sub: q.sub.unwrap_or_default(),
         filter_client: q.client_id.unwrap_or_default(),
@@ -125,7 +134,7 @@ async fn tokens_view(service: &Arc<Keyturn>, s: &AdminSession, q: TokenParams) -
         }),
         known_audiences: audiences.join(" "),
         known_scopes: scopes.join(" "),
-        max_ttl: crate::duration::format_duration(service.policy().max_token_ttl),
+        max_ttl: crate::duration::format_duration(shared.policy().max_token_ttl),
     })
 }
 
@@ -139,8 +148,17 @@ struct TokenParams {
 }
 
 #[get("/admin/tokens?<q..>")]
-async fn tokens_page(service: &State<Arc<Keyturn>>, s: AdminSession, q: TokenParams) -> Page {
-    render(&tokens_view(service, &s, q).await?)
+#[allow(clippy::too_many_arguments)]
+async fn tokens_page(
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    shared: &State<Arc<Shared>>,
+    tokens: &State<Arc<Tokens>>,
+    clients: &State<Arc<Clients>>,
+    s: AdminSession,
+    q: TokenParams,
+) -> Page {
+    render(&tokens_view((config, clock, shared, tokens, clients), &s, q).await?)
 }
 
 #[derive(FromForm)]
@@ -156,14 +174,21 @@ struct IssueForm {
 }
 
 #[post("/admin/tokens", data = "<form>")]
+#[allow(clippy::too_many_arguments)]
 async fn token_issue(
-    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<Config>>,
+    clock: &State<Clock>,
+    shared: &State<Arc<Shared>>,
+    tokens: &State<Arc<Tokens>>,
+    clients: &State<Arc<Clients>>,
     s: AdminSession,
     form: Form<IssueForm>,
 ) -> Result<RawHtml<String>, (Status, RawHtml<String>)> {
     csrf_checked(&s, &form.csrf).map_err(bare)?;
     let form = form.into_inner();
-    let mut page = tokens_view(service, &s, <TokenParams as Default>::default()).await.map_err(bare)?;
+    let mut page = tokens_view((config, clock, shared, tokens, clients), &s, <TokenParams as Default>::default())
+        .await
+        .map_err(bare)?;
     let mut problems = Vec::new();
     let claims = if form.claims.trim().is_empty() {
         serde_json::Map::new()
@@ -212,9 +237,11 @@ async fn token_issue(
         ..IssueRequest::default()
     };
     let actor = s.actor();
-    let outcome = service.issue_token(&req, &actor).await.map_err(ApiError::from);
+    let outcome = tokens.issue_token(&req, &actor).await.map_err(ApiError::from);
     // Reloaded after issuing, so the list shows the new token.
-    let page = tokens_view(service, &s, <TokenParams as Default>::default()).await.map_err(bare)?;
+    let page = tokens_view((config, clock, shared, tokens, clients), &s, <TokenParams as Default>::default())
+        .await
+        .map_err(bare)?;
     answer(page, outcome, |page, t| {
         page.issued = Some(t.access_token);
         page.issued_refresh = t.refresh_token;
@@ -238,7 +265,7 @@ struct RevokeTokenForm {
 
 #[post("/admin/tokens/revoke", data = "<form>")]
 async fn token_revoke(
-    service: &State<Arc<Keyturn>>,
+    revocations: &State<Arc<Revocations>>,
     s: AdminSession,
     form: Form<RevokeTokenForm>,
 ) -> Result<Redirect, Status> {
@@ -252,15 +279,15 @@ async fn token_revoke(
         if form.reason.trim().is_empty() { "revoked from the dashboard".to_owned() } else { form.reason.clone() },
         s.actor(),
     );
-    service.revoke(&target, &reason, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
+    revocations.revoke(&target, &reason, &actor).await.map_err(ApiError::from).map_err(|e| e.status)?;
     Ok(Redirect::to("/admin/tokens?notice=revoked"))
 }
 
 #[post("/admin/tokens/revoke-subject", data = "<form>")]
 async fn subject_revoke(
-    service: &State<Arc<Keyturn>>,
+    revocations: &State<Arc<Revocations>>,
     s: AdminSession,
     form: Form<RevokeTokenForm>,
 ) -> Result<Redirect, Status> {
-    token_revoke(service, s, form).await
+    token_revoke(revocations, s, form).await
 }
