@@ -137,8 +137,53 @@ fn load(nodes: &[Node], path: &str, script: Option<&Path>) -> Wrk {
     total
 }
 
+/// Processor time in seconds, from `/proc`: of the processes named `comm` (`keyturn`,
+/// `postgres`, `wrk`), and of the whole machine (busy, every core).
+fn cpu_seconds() -> (std::collections::HashMap<String, f64>, f64) {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut by_name = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state …`: the fields after the closing parenthesis, utime and stime 14th and 15th.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let used = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *by_name.entry(comm).or_insert(0.0) += (used(11) + used(12)) / tick;
+        if entry.file_name().to_str() == Some(&std::process::id().to_string()) {
+            // The children this bench ran and reaped (wrk, once it exited): cutime and cstime.
+            by_name.insert("reaped".into(), (used(13) + used(14)) / tick);
+        }
+    }
+    let busy = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let cpu: Vec<f64> = s.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+            Some(cpu.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum::<f64>() / tick)
+        })
+        .unwrap_or(0.0);
+    (by_name, busy)
+}
+
+/// Where the cores went during one load: cores used (processor seconds per second of load)
+/// by keyturn, PostgreSQL, wrk, and by everything.
+fn cores_used(before: &(std::collections::HashMap<String, f64>, f64), secs: f64) -> String {
+    let after = cpu_seconds();
+    let of = |name: &str| (after.0.get(name).unwrap_or(&0.0) - before.0.get(name).unwrap_or(&0.0)) / secs;
+    format!(
+        "keyturn {:.2}, PostgreSQL {:.2}, wrk {:.2}; all {:.2}",
+        of("keyturn"),
+        of("postgres"),
+        of("wrk") + of("reaped"),
+        (after.1 - before.1) / secs
+    )
+}
+
 struct Measured {
     issue: Wrk,
+    /// Cores used during the issuance load, by whom.
+    issue_cores: String,
     answered: u64,
     recorded: u64,
     introspect: Wrk,
@@ -153,7 +198,9 @@ fn measure(setup: &Setup, nodes: &[Node], dir: &Path) -> Measured {
     keys_known(&refs, &issuer, &verifier);
     let script = issue_script(dir, "ES256", &issuer);
     let before = setup.recorded();
+    let cpu = cpu_seconds();
     let issue = load(nodes, "/api/v1/tokens", Some(&script));
+    let issue_cores = cores_used(&cpu, LOAD_SECS as f64);
     let recorded = setup.recorded() - before;
     let answered = issue.requests - issue.errors;
     assert!(recorded >= answered, "{}: {answered} tokens answered but only {recorded} recorded", setup.name);
@@ -174,7 +221,7 @@ fn measure(setup: &Setup, nodes: &[Node], dir: &Path) -> Measured {
     let script = introspect_script(dir, &verifier, &tokens);
     let introspect = load(nodes, "/", Some(&script));
     let jwks = load(nodes, "/.well-known/jwks.json", None);
-    Measured { issue, answered, recorded, introspect, jwks }
+    Measured { issue, issue_cores, answered, recorded, introspect, jwks }
 }
 
 /// Waits until every node knows the API keys the CLI just created (within a second).
@@ -267,11 +314,15 @@ fn main() {
         admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
         format!("{server}/{name}")
     };
+    // `BENCH_SETUPS=2` runs the first two only (one SQLite node and one PostgreSQL node).
+    let count = std::env::var("BENCH_SETUPS").ok().and_then(|n| n.parse().ok()).unwrap_or(3);
     let setups = [
         ("one SQLite node", None, 1usize),
         ("one PostgreSQL node", Some(database("bench_one")), 1),
         ("three PostgreSQL nodes", Some(database("bench_three")), 3),
     ];
+    let setups = setups.into_iter().take(count);
+    let mut used = Vec::new();
     let mut rows = Vec::new();
     let mut reference: Option<f64> = None;
     let mut prop = None;
@@ -297,6 +348,7 @@ fn main() {
             m.jwks.rps,
             m.jwks.p99_ms,
         ));
+        used.push(format!("| {name} | {:.0}/s | {} |", m.issue.rps, m.issue_cores));
         if n == 3 {
             prop = Some(propagation(&setup, &nodes[0], &nodes[1], 100));
         }
@@ -308,6 +360,14 @@ fn main() {
     println!("|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
+    }
+    println!();
+    println!("Cores used during the issuance load (processor seconds per second, from /proc):");
+    println!();
+    println!("| setup | issuance | cores used |");
+    println!("|---|---|---|");
+    for c in used {
+        println!("{c}");
     }
     if let Some((p50, p99)) = prop {
         println!();
