@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Weak};
 
-use super::{args, tokens, Inner, Lock, Result, StoreError};
+use super::{args, tokens, Inner, Lock, Pipelining, Result, StoreError};
 
 /// An answered token's recording, waiting for the group committer; its caller hears back
 /// only after the shared transaction committed.
@@ -29,8 +29,12 @@ pub(super) async fn group_committer(inner: Weak<Inner>, mut queue: tokio::sync::
             batch.into_iter().map(|job| (job.recording, job.done)).unzip();
         let recordings = Arc::new(recordings);
         let all = recordings.clone();
+        // A batch that is one statement goes in one round trip with its transaction.
+        let one_statement = tokens::one_statement(inner.backend.dialect(), &recordings.iter().collect::<Vec<_>>());
+        let pipelining =
+            if one_statement { Pipelining::Whole { sql: tokens::RECORD_ACCESS_TOKENS } } else { Pipelining::First };
         let mut outcome = inner
-            .transact(Lock::Shared, move |tx| {
+            .transact_pipelined(Lock::Shared, pipelining, move |tx| {
                 Box::pin(async move { tokens::record_batch(tx, &all.iter().collect::<Vec<_>>()).await })
             })
             .await;

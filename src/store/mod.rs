@@ -147,6 +147,15 @@ enum Backend {
     },
 }
 
+impl Backend {
+    fn dialect(&self) -> Dialect {
+        match self {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres { .. } => Dialect::Postgres,
+        }
+    }
+}
+
 /// How a write transaction excludes the others (PostgreSQL; SQLite has one writer anyway).
 #[derive(Clone, Copy)]
 enum Lock {
@@ -156,28 +165,54 @@ enum Lock {
     Shared,
 }
 
-/// Runs `f` inside a transaction on `c` that `begin` opened: committed when `f` returns
-/// `Ok`, rolled back otherwise (and when the commit itself fails).
+/// How much of a transaction is sent without waiting for answers (PostgreSQL).
 ///
-/// `pipelined` (PostgreSQL): `f`'s first statement is sent right behind `begin` without
-/// waiting for its answer, one round trip less. One connection runs its statements in order,
-/// so the statement still runs inside the transaction (and under the lock `begin` takes);
-/// if `begin` failed, the transaction is aborted and the statement fails with it. Not on
-/// SQLite, where a `BEGIN IMMEDIATE` that finds the file busy leaves no transaction, and the
-/// statement would run (and commit) alone.
-async fn in_transaction<'c, T, F>(c: &'c Conn<'c>, begin: &str, pipelined: bool, f: F) -> Result<T>
+/// One connection runs its statements in order, so a statement sent behind `BEGIN` and the
+/// lock still runs inside the transaction and under the lock (in READ COMMITTED each
+/// statement reads the database as it stands once the ones before it finished); if one
+/// fails, the transaction is aborted and what follows fails with it (a `COMMIT` then rolls
+/// back). Never on SQLite, where a `BEGIN IMMEDIATE` that finds the file busy leaves no
+/// transaction, and a statement sent behind it would run (and commit) alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pipelining {
+    /// Each step waits for the one before: SQLite.
+    None,
+    /// `f`'s first statement goes right behind `BEGIN` and the lock: one round trip less.
+    First,
+    /// `f` runs the one statement `sql`: `BEGIN`, the lock, it and `COMMIT` in one round trip.
+    /// The statement is prepared first (once per connection), so that `f` sends it as soon
+    /// as it is first polled, before `COMMIT` is sent; a statement still to be prepared
+    /// would be sent only after the answer to its preparation, behind the `COMMIT`.
+    Whole { sql: &'static str },
+}
+
+/// Runs `f` inside a transaction on `c` that `begin` opened: committed when `f` returns
+/// `Ok`, rolled back otherwise (and when the commit itself fails). `pipelining`: see
+/// [`Pipelining`].
+async fn in_transaction<'c, T, F>(c: &'c Conn<'c>, begin: &str, pipelining: Pipelining, f: F) -> Result<T>
 where
     F: FnOnce(&'c Conn<'c>) -> Work<'c, T>,
 {
-    let (begun, out) = if pipelined {
-        futures_util::future::join(c.batch(begin), f(c)).await
-    } else {
-        c.batch(begin).await?;
-        (Ok(()), f(c).await)
-    };
-    let result = match (begun, out) {
-        (Ok(()), Ok(out)) => c.batch("COMMIT").await.map(|()| out),
-        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+    let result = match pipelining {
+        Pipelining::None => match c.batch(begin).await {
+            Ok(()) => match f(c).await {
+                Ok(out) => c.batch("COMMIT").await.map(|()| out),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        Pipelining::First => match futures_util::future::join(c.batch(begin), f(c)).await {
+            (Ok(()), Ok(out)) => c.batch("COMMIT").await.map(|()| out),
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+        },
+        Pipelining::Whole { sql } => match c.prepare(sql).await {
+            // `join3` polls the three in order: each sends its messages on its first poll.
+            Ok(()) => match futures_util::future::join3(c.batch(begin), f(c), c.batch("COMMIT")).await {
+                (Ok(()), Ok(out), Ok(())) => Ok(out),
+                (Err(e), _, _) | (Ok(()), Err(e), _) | (Ok(()), Ok(_), Err(e)) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
     };
     if result.is_err() {
         // A broken connection is dropped by its owner; a live one is left clean.
@@ -228,9 +263,21 @@ impl Inner {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
     {
+        self.transact_pipelined(lock, Pipelining::First, f).await
+    }
+
+    /// [`Self::transact`], with as much of the transaction sent at once as `pipelining` says
+    /// (on PostgreSQL).
+    async fn transact_pipelined<T, F>(&self, lock: Lock, pipelining: Pipelining, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
+    {
         let result = match &self.backend {
             Backend::Sqlite(threads) => {
-                threads.work_on_writer(move |c| Box::pin(in_transaction(c, "BEGIN IMMEDIATE", false, f))).await
+                threads
+                    .work_on_writer(move |c| Box::pin(in_transaction(c, "BEGIN IMMEDIATE", Pipelining::None, f)))
+                    .await
             }
             Backend::Postgres { pool, committer } => {
                 // Shared: the group committer's token records, on its own connection.
@@ -244,7 +291,7 @@ impl Inner {
                 let begin = format!("BEGIN; SELECT {take}({})", postgres::WRITE_LOCK);
                 let result = {
                     let conn = session.conn();
-                    in_transaction(&conn, &begin, true, f).await
+                    in_transaction(&conn, &begin, pipelining, f).await
                 };
                 session.finish();
                 result
@@ -367,10 +414,7 @@ impl Store {
 
     /// Which backend this is.
     pub fn dialect(&self) -> Dialect {
-        match self.inner.backend {
-            Backend::Sqlite(_) => Dialect::Sqlite,
-            Backend::Postgres { .. } => Dialect::Postgres,
-        }
+        self.inner.backend.dialect()
     }
 
     /// The schema version recorded in the database (0 for a new one).

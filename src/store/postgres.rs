@@ -71,6 +71,12 @@ pub(super) async fn query(client: &ClientWrapper, sql: &str, values: &[Value]) -
 }
 
 /// Runs `sql` (with SQLite's placeholders) on `client`; returns the rows it changed.
+/// Prepares `sql` (with `?N` placeholders) into the connection's statement cache.
+pub(super) async fn prepare(client: &ClientWrapper, sql: &str) -> Result<()> {
+    client.prepare_cached(&postgres_placeholders(sql)).await?;
+    Ok(())
+}
+
 pub(super) async fn execute(client: &ClientWrapper, sql: &str, values: &[Value]) -> Result<u64> {
     let stmt = client.prepare_cached(&postgres_placeholders(sql)).await?;
     let args: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();

@@ -238,6 +238,15 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// Prepares `sql` on PostgreSQL (once per connection: it is cached), so that running it
+    /// later sends it at once, with no round trip to prepare it first. Nothing on SQLite.
+    pub(super) async fn prepare(&self, sql: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(c) => super::postgres::prepare(c, sql).await,
+        }
+    }
+
     /// Runs several statements without arguments (migrations, savepoints).
     pub(super) async fn batch(&self, sql: &str) -> Result<()> {
         match &self.backend {

@@ -28,6 +28,23 @@ pub enum SessionWrite {
     Refreshed { id: String, at: Instant },
 }
 
+/// The one statement of a batch of access tokens on PostgreSQL (see [`one_statement`]).
+pub(super) const RECORD_ACCESS_TOKENS: &str =
+    "INSERT INTO issued_tokens (jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family)
+     SELECT r.jti, r.sub, r.kid, r.aud, r.client_id, r.scope, r.iat, r.exp, r.issued_by, r.family
+     FROM json_populate_recordset(NULL::issued_tokens, ?1::text::json) r
+     WHERE EXISTS (SELECT 1 FROM signing_keys k WHERE k.kid = r.kid AND k.state = 'active')
+     RETURNING jti";
+
+/// Whether [`record_batch`] writes `batch` in one statement, [`RECORD_ACCESS_TOKENS`]: on
+/// PostgreSQL, a batch of access tokens alone (no refresh token spent or handed out, no
+/// session written).
+pub(super) fn one_statement(dialect: Dialect, batch: &[&Recording]) -> bool {
+    dialect == Dialect::Postgres
+        && !batch.is_empty()
+        && batch.iter().all(|r| r.spends.is_none() && r.refresh.is_none() && r.session.is_none())
+}
+
 /// Writes a batch of recordings in one transaction and says, for each, whether it stands:
 /// one refused because its key no longer signs (`KeyStoppedSigning`) or its refresh token
 /// was already spent (`RefreshSpent`, also when an earlier recording of the batch spent it)
@@ -35,20 +52,12 @@ pub enum SessionWrite {
 /// write, and the token records go in one statement on PostgreSQL. An `Err` of the whole is
 /// a failed statement: the caller rolls the transaction back.
 pub async fn record_batch(tx: &Conn<'_>, batch: &[&Recording]) -> Result<Vec<Result<()>>> {
-    let access_tokens_only = batch.iter().all(|r| r.spends.is_none() && r.refresh.is_none() && r.session.is_none());
-    if tx.dialect() == Dialect::Postgres && access_tokens_only && !batch.is_empty() {
-        // The common case (no refresh token spent or handed out) in one round trip: the
+    if one_statement(tx.dialect(), batch) {
+        // The common case (no refresh token spent or handed out) in one statement: the
         // key-state check is part of the insert, and the records it did not write are the
         // ones whose key no longer signs.
         let written = tx
-            .query(
-                "INSERT INTO issued_tokens (jti, sub, kid, aud, client_id, scope, iat, exp, issued_by, family)
-                 SELECT r.jti, r.sub, r.kid, r.aud, r.client_id, r.scope, r.iat, r.exp, r.issued_by, r.family
-                 FROM json_populate_recordset(NULL::issued_tokens, ?1::text::json) r
-                 WHERE EXISTS (SELECT 1 FROM signing_keys k WHERE k.kid = r.kid AND k.state = 'active')
-                 RETURNING jti",
-                args![json_rows(batch)],
-            )
+            .query(RECORD_ACCESS_TOKENS, args![json_rows(batch)])
             .await?
             .iter()
             .map(|row| row.get::<String>(0))
