@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::keys::{Algorithm, KeyId, KeyState};
+use crate::keys::{Algorithm, Custody, KeyId, KeyState};
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -55,6 +55,7 @@ struct RouteLabels {
 struct KeyLabels {
     alg: &'static str,
     state: &'static str,
+    custody: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,8 +109,8 @@ fn latency_histogram() -> Histogram {
 /// The state the gauges show, gathered by the service at scrape time.
 #[derive(Clone, Debug, Default)]
 pub struct State {
-    /// How many keys are in each state, per algorithm.
-    pub keys: Vec<(Algorithm, KeyState, u64)>,
+    /// How many keys are in each state, per algorithm and custody.
+    pub keys: Vec<(Algorithm, KeyState, Custody, u64)>,
     pub until_next_rotation: Option<Duration>,
     /// Per algorithm: how long until its pending key starts signing.
     pub until_next_activation: Vec<(Algorithm, Duration)>,
@@ -193,7 +194,7 @@ impl Default for Metrics {
                 "Time to answer a request, by route",
                 Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             ),
-            keys: register(r, "keyturn_keys", "Signing keys by algorithm and state", Family::default()),
+            keys: register(r, "keyturn_keys", "Signing keys by algorithm, state and custody (where the private half lives)", Family::default()),
             until_next_rotation: register(
                 r,
                 "keyturn_seconds_until_next_rotation",
@@ -293,8 +294,8 @@ impl Metrics {
     /// Every metric in OpenMetrics text, the gauges set from `state` first.
     pub fn render(&self, state: &State) -> String {
         self.keys.clear();
-        for (alg, key_state, n) in &state.keys {
-            let labels = KeyLabels { alg: alg.as_str(), state: key_state.as_str() };
+        for (alg, key_state, custody, n) in &state.keys {
+            let labels = KeyLabels { alg: alg.as_str(), state: key_state.as_str(), custody: custody.as_str() };
             self.keys.get_or_create(&labels).set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
         self.until_next_rotation.set(state.until_next_rotation.map(whole_seconds));
@@ -334,7 +335,7 @@ mod tests {
         m.jwks_answered(true);
         m.jwks_answered(true);
         let state = State {
-            keys: vec![(Algorithm::ES256, KeyState::Active, 1)],
+            keys: vec![(Algorithm::ES256, KeyState::Active, Custody::Software, 1)],
             until_next_rotation: Some(Duration::from_secs(90)),
             until_next_activation: vec![(Algorithm::ES256, Duration::from_secs(30))],
             revocations: 2,
@@ -349,7 +350,7 @@ mod tests {
             "keyturn_http_request_duration_seconds_count{route=\"/x\"} 3\n",
             "keyturn_http_requests_total{route=\"/x\",method=\"GET\",status=\"200\"} 2\n",
             "keyturn_http_requests_total{route=\"/x\",method=\"POST\",status=\"400\"} 1\n",
-            "keyturn_keys{alg=\"ES256\",state=\"active\"} 1\n",
+            "keyturn_keys{alg=\"ES256\",state=\"active\",custody=\"software\"} 1\n",
             "keyturn_seconds_until_next_rotation 90\n",
             "keyturn_seconds_until_next_activation{alg=\"ES256\"} 30\n",
             "keyturn_revocations 2\n",

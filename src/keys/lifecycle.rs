@@ -301,6 +301,7 @@ mod tests {
             revoked_at: None,
             revoke_reason: None,
             not_after: published + 365 * DAY,
+            custody: crate::keys::Custody::Software,
         }
     }
 

@@ -200,6 +200,33 @@ impl FromStr for KeyState {
     }
 }
 
+/// Where a key's private half lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Custody {
+    /// Made in this process and kept in the database, sealed under the key-encryption key;
+    /// opened into memory to sign.
+    Software,
+}
+
+impl Custody {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Custody::Software => "software",
+        }
+    }
+}
+
+impl FromStr for Custody {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "software" => Ok(Custody::Software),
+            other => Err(format!("unknown key custody '{other}'")),
+        }
+    }
+}
+
 /// Everything keyturn records about a key except its private half.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -218,4 +245,6 @@ pub struct KeyRecord {
     pub revoke_reason: Option<String>,
     /// End of the self-signed certificate's validity: the longest life planned for the key.
     pub not_after: Instant,
+    /// Where its private half lives.
+    pub custody: Custody,
 }

@@ -10,7 +10,7 @@ use super::{audited, resolve_alg, Actor, Keys};
 use crate::clock::{self, Instant};
 use crate::error::{Error, Result};
 use crate::keys::lifecycle::{self, Transition};
-use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
+use crate::keys::{Algorithm, Custody, KeyId, KeyRecord, KeyState};
 use crate::store::{self, lease, StoreError};
 
 /// A key, its times, and what is next for it.
@@ -34,6 +34,8 @@ pub struct KeyView {
     pub revoke_reason: Option<String>,
     #[serde(serialize_with = "clock::serialize_rfc3339")]
     pub not_after: Instant,
+    /// Where its private half lives: `software` (sealed under the key-encryption key).
+    pub custody: Custody,
     /// The next planned transition: `{"event": "activate"|"retire"|"expire", "at": time}`.
     pub next: Option<NextView>,
 }
@@ -123,6 +125,7 @@ impl Keys {
                     revoked_at: k.revoked_at,
                     revoke_reason: k.revoke_reason,
                     not_after: k.not_after,
+                    custody: k.custody,
                     next,
                 }
             })

@@ -11,15 +11,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use jsonwebtoken::DecodingKey;
 
+use super::custody::Custodian;
 use super::documents::{discovery, serialize_jwks};
 use super::shared::Shared;
-use super::{kek, policy, Published};
+use super::{policy, Published};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::lifecycle::Policy;
 use crate::keys::sealed::Kek;
-use crate::keys::signer::SigningKey;
 use crate::keys::{KeyRecord, KeyState};
 use crate::store::{self, ChangeMark, Store};
 
@@ -29,7 +29,9 @@ pub struct Keys {
     pub(super) clock: Clock,
     pub(super) store: Store,
     pub(super) shared: Arc<Shared>,
-    pub(super) kek: Kek,
+    pub(super) kek: Arc<Kek>,
+    /// Makes keys and opens their signers.
+    pub(super) custodian: Custodian,
     /// This process's identity for the rotator lease.
     pub(super) holder: String,
     /// Whether this process handed the lease over (a clean shutdown, `close`).
@@ -46,8 +48,9 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub(super) fn new(config: Arc<Config>, clock: Clock, store: Store, shared: Arc<Shared>, kek: Kek) -> Keys {
+    pub(super) fn new(config: Arc<Config>, clock: Clock, store: Store, shared: Arc<Shared>, kek: Arc<Kek>) -> Keys {
         Keys {
+            custodian: Custodian::new(config.clone(), kek.clone()),
             config,
             clock,
             store,
@@ -105,14 +108,7 @@ impl Keys {
                 signers.insert(row.record.alg, existing.clone());
                 continue;
             }
-            let sealed = row.sealed_private.as_deref().ok_or_else(|| Error::KeyDoesNotLoad {
-                kid: row.record.kid.clone(),
-                reason: "an active key has no private key".into(),
-            })?;
-            let private = kek::open_private(&self.kek, &row.record, sealed)?;
-            let signer = SigningKey::new(row.record.kid.clone(), row.record.alg, &private)
-                .map_err(|e| Error::KeyDoesNotLoad { kid: row.record.kid.clone(), reason: e.to_string() })?;
-            signers.insert(row.record.alg, Arc::new(signer));
+            signers.insert(row.record.alg, Arc::new(self.custodian.signer(row)?));
         }
         let mut verifiers = HashMap::new();
         for row in rows.iter().filter(|r| r.record.state.is_published()) {

@@ -20,6 +20,7 @@ pub mod apikeys;
 pub mod audit;
 mod cache;
 pub mod clients;
+mod custody;
 mod documents;
 mod installation;
 pub mod introspect;
@@ -218,10 +219,10 @@ impl Keyturn {
             .read(|c| Box::pin(store::keys::all(c)))
             .await
             .map_err(|e| Error::KeyStoreUnreadable(e.to_string()))?;
+        let kek = Arc::new(kek);
+        let custodian = custody::Custodian::new(Arc::new(config.clone()), kek.clone());
         for row in keys.iter().filter(|r| r.record.state.is_published()) {
-            if let Some(sealed) = &row.sealed_private {
-                kek::open_private(&kek, &row.record, sealed)?;
-            }
+            custodian.check(row)?;
         }
         if stored_check.is_none() {
             // Nodes starting together on a new database: the first check value written

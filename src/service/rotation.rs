@@ -12,7 +12,6 @@ pub use super::key_changes::{KeyView, NextView, RevokeOutcome, RotateMode, Rotat
 use super::{audited, Actor, Keys, Keyturn};
 use crate::clock::{self, Instant};
 use crate::error::{Error, Result};
-use crate::keys::generate;
 use crate::keys::lifecycle::{self, Policy, RotationCause, Transition, World};
 use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
 use crate::store::{self, lease, StoreError};
@@ -211,7 +210,7 @@ impl Keys {
         Ok(took.holds())
     }
 
-    /// Generates and seals a key, ready to insert.
+    /// Makes a key, ready to insert, with the custodian the settings choose.
     pub(super) async fn make_key(
         &self,
         alg: Algorithm,
@@ -220,32 +219,7 @@ impl Keys {
         policy: &Policy,
     ) -> Result<(KeyRecord, Vec<u8>)> {
         self.ensure_kek_current().await?;
-        let not_after = now + policy.planned_life(now);
-        // Key generation takes a core for a while (RSA most): it runs on the blocking pool.
-        let (rsa_bits, issuer, skew) = (self.config.rsa_bits, self.config.issuer.clone(), policy.clock_skew);
-        let new = tokio::task::spawn_blocking(move || generate::generate(alg, rsa_bits, &issuer, now, skew, not_after))
-            .await
-            .map_err(|e| Error::Sign(format!("key generation failed: {e}")))??;
-        let sealed = self
-            .kek
-            .seal(new.kid.as_str(), new.private.der())
-            .map_err(|e| Error::Kek { path: self.config.kek_file.clone(), reason: e.to_string() })?;
-        let public_jwk = serde_json::to_string(&new.public).map_err(|e| Error::Sign(e.to_string()))?;
-        let record = KeyRecord {
-            kid: new.kid,
-            alg,
-            state,
-            public_jwk,
-            created_at: now,
-            published_at: now,
-            activated_at: (state == KeyState::Active).then_some(now),
-            retired_at: None,
-            expired_at: None,
-            revoked_at: None,
-            revoke_reason: None,
-            not_after,
-        };
-        Ok((record, sealed))
+        self.custodian.make(alg, state, now, policy).await
     }
 
     /// Applies one planned transition in one transaction, under the lease. Returns false if

@@ -12,7 +12,7 @@ use super::{args, Conn, Dialect, Result, Store, StoreError, Value};
 const TABLES: &[(&str, &str)] = &[
     (
         "signing_keys",
-        "kid, alg, state, public_jwk, sealed_private, created_at, published_at, activated_at, retired_at, expired_at, revoked_at, revoke_reason, not_after",
+        "kid, alg, state, public_jwk, sealed_private, created_at, published_at, activated_at, retired_at, expired_at, revoked_at, revoke_reason, not_after, custody",
     ),
     ("meta", "name, value"),
     ("audit_log", "id, at, actor, action, target, source, detail"),

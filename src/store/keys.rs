@@ -2,7 +2,7 @@
 
 use super::{args, Conn, Result, Row, StoreError, Tx};
 use crate::clock::{from_unix, to_unix, Instant};
-use crate::keys::{Algorithm, KeyId, KeyRecord, KeyState};
+use crate::keys::{Algorithm, Custody, KeyId, KeyRecord, KeyState};
 
 /// A key row: the public record and, while the key lives, its sealed private half.
 #[derive(Clone, Debug)]
@@ -12,7 +12,7 @@ pub struct KeyRow {
 }
 
 const COLUMNS: &str = "kid, alg, state, public_jwk, sealed_private, created_at, published_at, activated_at, \
-                       retired_at, expired_at, revoked_at, revoke_reason, not_after";
+                       retired_at, expired_at, revoked_at, revoke_reason, not_after, custody";
 
 fn from_row(row: &Row) -> Result<KeyRow> {
     let kid: String = row.get(0)?;
@@ -21,6 +21,8 @@ fn from_row(row: &Row) -> Result<KeyRow> {
     let opt_time = |i: usize| -> Result<Option<Instant>> { Ok(row.get::<Option<i64>>(i)?.map(from_unix)) };
     let alg = alg.parse::<Algorithm>().map_err(|e| StoreError::Corrupt(format!("key {kid}: {e}")))?;
     let state = state.parse::<KeyState>().map_err(|e| StoreError::Corrupt(format!("key {kid}: {e}")))?;
+    let custody: String = row.get(13)?;
+    let custody = custody.parse::<Custody>().map_err(|e| StoreError::Corrupt(format!("key {kid}: {e}")))?;
     Ok(KeyRow {
         record: KeyRecord {
             kid: KeyId::new(kid),
@@ -35,6 +37,7 @@ fn from_row(row: &Row) -> Result<KeyRow> {
             revoked_at: opt_time(10)?,
             revoke_reason: row.get(11)?,
             not_after: from_unix(row.get(12)?),
+            custody,
         },
         sealed_private: row.get(4)?,
     })
@@ -86,7 +89,7 @@ pub async fn insert(tx: &Tx<'_>, record: &KeyRecord, sealed_private: &[u8]) -> R
     let t = |v: Option<Instant>| v.map(to_unix);
     tx.execute(
         &format!(
-            "INSERT INTO signing_keys ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            "INSERT INTO signing_keys ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         ),
         args![
             record.kid.as_str(),
@@ -102,6 +105,7 @@ pub async fn insert(tx: &Tx<'_>, record: &KeyRecord, sealed_private: &[u8]) -> R
             t(record.revoked_at),
             record.revoke_reason,
             to_unix(record.not_after),
+            record.custody.as_str(),
         ],
     )
     .await?;
@@ -149,14 +153,17 @@ pub async fn reseal(tx: &Tx<'_>, kid: &KeyId, sealed: &[u8]) -> Result<()> {
 }
 
 /// How many keys there are per (algorithm, state).
-pub async fn counts(conn: &Conn<'_>) -> Result<Vec<(Algorithm, KeyState, u64)>> {
-    let rows = conn.query("SELECT alg, state, count(*) FROM signing_keys GROUP BY alg, state", args![]).await?;
+pub async fn counts(conn: &Conn<'_>) -> Result<Vec<(Algorithm, KeyState, Custody, u64)>> {
+    let rows = conn
+        .query("SELECT alg, state, custody, count(*) FROM signing_keys GROUP BY alg, state, custody", args![])
+        .await?;
     let mut out = Vec::new();
     for row in rows {
-        let (alg, state, n) = (row.get::<String>(0)?, row.get::<String>(1)?, row.get::<i64>(2)?);
+        let (alg, state, custody) = (row.get::<String>(0)?, row.get::<String>(1)?, row.get::<String>(2)?);
         let alg = alg.parse().map_err(|e: crate::keys::UnknownAlgorithm| StoreError::Corrupt(e.to_string()))?;
         let state = state.parse().map_err(|e: String| StoreError::Corrupt(e))?;
-        out.push((alg, state, n.max(0) as u64));
+        let custody = custody.parse().map_err(|e: String| StoreError::Corrupt(e))?;
+        out.push((alg, state, custody, row.get::<i64>(3)?.max(0) as u64));
     }
     Ok(out)
 }

@@ -51,6 +51,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_signin_attempts.sql"),
     include_str!("migrations/0007_sessions.sql"),
     include_str!("migrations/0008_schedule_name.sql"),
+    include_str!("migrations/0009_key_custody.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_keys.sql"),
@@ -61,6 +62,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0006_signin_attempts.sql"),
     include_str!("migrations/postgres/0007_sessions.sql"),
     include_str!("migrations/postgres/0008_schedule_name.sql"),
+    include_str!("migrations/postgres/0009_key_custody.sql"),
 ];
 const _: () = assert!(SQLITE_MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 

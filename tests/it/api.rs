@@ -153,6 +153,7 @@ async fn keys_list_states_times_and_next_transition() {
     let pending = keys.iter().find(|k| k["state"] == "pending").expect("pending");
     assert_eq!(active["alg"], "ES256");
     assert!(active["activated_at"].is_string() && active["created_at"].is_string() && active["not_after"].is_string());
+    assert_eq!(active["custody"], "software", "where the key lives: {active}");
     assert_eq!(active["next"]["event"], "retire");
     assert_eq!(pending["next"]["event"], "activate");
     // The fake clock starts on Monday 2026-06-01 12:00; the next Monday 00:00 is the next fire.

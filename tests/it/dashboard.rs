@@ -211,6 +211,10 @@ async fn the_pages_help_a_newcomer_find_their_way() {
         "once one exists, no hint"
     );
     let keys = get(&api, Some(&s), "/admin/keys").await.1;
+    assert!(
+        keys.contains("<th scope=\"col\">Custody</th>") && keys.contains("<td>software</td>"),
+        "each key says where it lives"
+    );
     // The token form says what its fields may hold; every page writes times one way.
     let svc = api.server.service.clone();
     let created = tokio::spawn(async move {

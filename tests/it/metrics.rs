@@ -44,8 +44,8 @@ async fn metrics_count_what_happened() {
     let text = res.text().await.expect("text");
     let m = parse(&text);
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("missing {k} in:\n{text}"));
-    assert_eq!(get("keyturn_keys{alg=\"ES256\",state=\"active\"}"), 1.0);
-    assert_eq!(get("keyturn_keys{alg=\"EdDSA\",state=\"pending\"}"), 1.0);
+    assert_eq!(get("keyturn_keys{alg=\"ES256\",state=\"active\",custody=\"software\"}"), 1.0);
+    assert_eq!(get("keyturn_keys{alg=\"EdDSA\",state=\"pending\",custody=\"software\"}"), 1.0);
     assert!(get("keyturn_seconds_until_next_rotation") > 0.0);
     assert!(get("keyturn_seconds_until_next_activation{alg=\"ES256\"}") > 0.0);
     assert_eq!(

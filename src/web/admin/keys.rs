@@ -27,6 +27,8 @@ struct KeyRow {
     kid: String,
     alg: String,
     state: &'static str,
+    /// Where its private half lives.
+    custody: &'static str,
     published: String,
     activated: String,
     retired: String,
@@ -86,6 +88,7 @@ async fn keys_page(
             kid: k.kid.clone(),
             alg: k.alg.to_string(),
             state: k.state.as_str(),
+            custody: k.custody.as_str(),
             published: at(Some(k.published_at)),
             activated: at(k.activated_at),
             retired: at(k.retired_at),
