@@ -6,6 +6,7 @@
 pub mod generate;
 pub mod jwks;
 pub mod lifecycle;
+pub mod pkcs11;
 pub mod sealed;
 pub mod signer;
 

@@ -1,0 +1,533 @@
+//! Signing keys inside a PKCS#11 token (a hardware security module, or SoftHSM2 in the
+//! tests), through the `cryptoki` crate.
+//!
+//! A key pair is generated inside the token as token objects: the private half sensitive and
+//! never extractable, both halves labelled with the key's kid (`CKA_LABEL`, also `CKA_ID`)
+//! and found by it. keyturn reads the public half back to publish it and builds every JWS
+//! itself; only the signature comes from the token: ECDSA as raw `r‖s` over a digest keyturn
+//! computes (`CKM_ECDSA`), Ed25519 (`CKM_EDDSA`), RSA PKCS#1 v1.5 and PSS over SHA-256
+//! (`CKM_SHA256_RSA_PKCS`, `CKM_SHA256_RSA_PKCS_PSS`). What the token cannot do is named when
+//! it is opened ([`Token::supports`]).
+//!
+//! Sessions are pooled: each signature takes one (opening another while all are busy) and
+//! gives it back. The login is the application's for the whole token, made once when the
+//! token is opened; the PIN is read from its file then and kept nowhere else.
+
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::{AuthPin, Ulong};
+use zeroize::Zeroizing;
+
+use super::generate::PublicParts;
+use super::{Algorithm, KeyId, RsaBits};
+
+/// Why the token could not be opened or used. Never carries the PIN.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the PKCS#11 module {path} cannot be loaded: {reason}")]
+    Module { path: String, reason: String },
+    #[error("no PKCS#11 token labelled '{label}' is present (tokens seen: {seen})")]
+    Absent { label: String, seen: String },
+    #[error("the PIN in {path} cannot be read: {reason}")]
+    PinFile { path: String, reason: String },
+    #[error("the token '{label}' refused the PIN from {path} (a wrong PIN, or the token is locked)")]
+    WrongPin { label: String, path: String },
+    #[error("the token '{label}' cannot do {alg}: it lacks {mechanism}")]
+    Unsupported { label: String, alg: Algorithm, mechanism: &'static str },
+    #[error("the token has no key {0}")]
+    Missing(KeyId),
+    #[error("the token failed: {0}")]
+    Failed(String),
+}
+
+impl From<CkError> for TokenError {
+    fn from(e: CkError) -> Self {
+        TokenError::Failed(e.to_string())
+    }
+}
+
+/// The module at `path`, loaded and initialised once per process and kept: a PKCS#11 module
+/// is initialised for the whole process, and unloading it (when its last handle went) would
+/// end every session any other token of it had open.
+fn loaded(path: &Path) -> Result<Pkcs11, TokenError> {
+    static LOADED: Mutex<Vec<(std::path::PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+    let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, context)) = loaded.iter().find(|(p, _)| p == path) {
+        return Ok(context.clone());
+    }
+    let shown = path.display().to_string();
+    let context = Pkcs11::new(path).map_err(|e| TokenError::Module { path: shown.clone(), reason: e.to_string() })?;
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(TokenError::Module { path: shown, reason: e.to_string() }),
+    }
+    loaded.push((path.to_owned(), context.clone()));
+    Ok(context)
+}
+
+/// An open, logged-in token.
+pub struct Token {
+    context: Pkcs11,
+    slot: Slot,
+    label: String,
+    /// Idle sessions, logged in (the login belongs to the token, not the session).
+    idle: Mutex<Vec<Session>>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token").field("label", &self.label).finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    /// Loads `module`, finds the token labelled `label` and logs in with the PIN in
+    /// `pin_file` (its first line). Each failure says which of the three it was.
+    pub fn open(module: &Path, label: &str, pin_file: &Path) -> Result<Token, TokenError> {
+        let context = loaded(module)?;
+        let mut seen = Vec::new();
+        let mut found = None;
+        for slot in context.get_slots_with_token()? {
+            let info = context.get_token_info(slot)?;
+            let name = info.label().trim().to_owned();
+            if name == label {
+                found = Some(slot);
+                break;
+            }
+            seen.push(format!("'{name}'"));
+        }
+        let Some(slot) = found else {
+            let seen = if seen.is_empty() { "none".to_owned() } else { seen.join(", ") };
+            return Err(TokenError::Absent { label: label.to_owned(), seen });
+        };
+        let pin_path = pin_file.display().to_string();
+        let pin = std::fs::read_to_string(pin_file)
+            .map(Zeroizing::new)
+            .map_err(|e| TokenError::PinFile { path: pin_path.clone(), reason: e.to_string() })?;
+        let pin = AuthPin::new(pin.lines().next().unwrap_or_default().trim().into());
+        let session = context.open_rw_session(slot)?;
+        match session.login(UserType::User, Some(&pin)) {
+            // The login belongs to the process: a token this process already opened is
+            // logged in, and its PIN is not checked a second time.
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLocked | RvError::PinInvalid, _)) => {
+                return Err(TokenError::WrongPin { label: label.to_owned(), path: pin_path });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Token { context, slot, label: label.to_owned(), idle: Mutex::new(vec![session]) })
+    }
+
+    /// The token's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether the token can make and use keys of `alg`; the error names what it lacks.
+    pub fn supports(&self, alg: Algorithm) -> Result<(), TokenError> {
+        let have = self.context.get_mechanism_list(self.slot)?;
+        let need: &[(MechanismType, &'static str)] = match alg {
+            Algorithm::ES256 | Algorithm::ES384 => {
+                &[(MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN"), (MechanismType::ECDSA, "CKM_ECDSA")]
+            }
+            Algorithm::EdDSA => &[
+                (MechanismType::ECC_EDWARDS_KEY_PAIR_GEN, "CKM_EC_EDWARDS_KEY_PAIR_GEN"),
+                (MechanismType::EDDSA, "CKM_EDDSA"),
+            ],
+            Algorithm::RS256 => &[
+                (MechanismType::RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN"),
+                (MechanismType::SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS"),
+            ],
+            Algorithm::PS256 => &[
+                (MechanismType::RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN"),
+                (MechanismType::SHA256_RSA_PKCS_PSS, "CKM_SHA256_RSA_PKCS_PSS"),
+            ],
+        };
+        match need.iter().find(|(m, _)| !have.contains(m)) {
+            Some((_, mechanism)) => Err(TokenError::Unsupported { label: self.label.clone(), alg, mechanism }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` on an idle session (a new one when every session is busy), then keeps it.
+    fn with_session<T>(&self, f: impl FnOnce(&Session) -> Result<T, TokenError>) -> Result<T, TokenError> {
+        let taken = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let session = match taken {
+            Some(s) => s,
+            None => self.context.open_rw_session(self.slot)?,
+        };
+        let out = f(&session);
+        // A session the token failed under is closed (dropped), not kept.
+        if !matches!(&out, Err(TokenError::Failed(_))) {
+            self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(session);
+        }
+        out
+    }
+
+    /// Generates a key pair for `alg` inside the token and labels both halves with its kid
+    /// (the RFC 7638 thumbprint of the public half, known only once it exists). Returns the
+    /// public half.
+    pub fn generate(&self, alg: Algorithm, rsa_bits: RsaBits) -> Result<(KeyId, PublicParts), TokenError> {
+        self.supports(alg)?;
+        let (mechanism, mut public) = match alg {
+            Algorithm::ES256 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(P256_OID.to_vec())]),
+            Algorithm::ES384 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(P384_OID.to_vec())]),
+            Algorithm::EdDSA => (Mechanism::EccEdwardsKeyPairGen, vec![Attribute::EcParams(ED25519_NAME.to_vec())]),
+            Algorithm::RS256 | Algorithm::PS256 => {
+                let bits: u64 = match rsa_bits {
+                    RsaBits::B2048 => 2048,
+                    RsaBits::B3072 => 3072,
+                    RsaBits::B4096 => 4096,
+                };
+                (
+                    Mechanism::RsaPkcsKeyPairGen,
+                    vec![Attribute::ModulusBits(Ulong::new(bits)), Attribute::PublicExponent(vec![1, 0, 1])],
+                )
+            }
+        };
+        public.extend([Attribute::Token(true), Attribute::Verify(true), Attribute::Private(false)]);
+        let private = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+        ];
+        self.with_session(|s| {
+            let (pub_handle, priv_handle) = s.generate_key_pair(&mechanism, &public, &private)?;
+            let parts = match public_parts(s, pub_handle, alg) {
+                Ok(parts) => parts,
+                Err(e) => {
+                    let _ = s.destroy_object(pub_handle);
+                    let _ = s.destroy_object(priv_handle);
+                    return Err(e);
+                }
+            };
+            let kid = parts.thumbprint();
+            let name = kid.as_str().as_bytes().to_vec();
+            for handle in [pub_handle, priv_handle] {
+                s.update_attributes(handle, &[Attribute::Label(name.clone()), Attribute::Id(name.clone())])?;
+            }
+            Ok((kid, parts))
+        })
+    }
+
+    /// The private key object labelled `kid`.
+    fn private_key(&self, s: &Session, kid: &KeyId) -> Result<ObjectHandle, TokenError> {
+        let found = s.find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(kid.as_str().as_bytes().to_vec()),
+        ])?;
+        found.into_iter().next().ok_or_else(|| TokenError::Missing(kid.clone()))
+    }
+
+    /// Whether the token holds the private key labelled `kid`, usable for signing and never
+    /// extractable.
+    pub fn check(&self, kid: &KeyId) -> Result<(), TokenError> {
+        self.with_session(|s| {
+            let handle = self.private_key(s, kid)?;
+            let attrs = s.get_attributes(handle, &[AttributeType::Sign, AttributeType::Extractable])?;
+            let usable = attrs.iter().any(|a| matches!(a, Attribute::Sign(true)))
+                && attrs.iter().any(|a| matches!(a, Attribute::Extractable(false)));
+            if usable {
+                Ok(())
+            } else {
+                Err(TokenError::Failed(format!("key {kid} in the token cannot sign or can be extracted")))
+            }
+        })
+    }
+
+    /// The JWS signature of `message` by the key labelled `kid`, for `alg`.
+    pub fn sign(&self, kid: &KeyId, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, TokenError> {
+        self.with_session(|s| {
+            let key = self.private_key(s, kid)?;
+            let signature = match alg {
+                Algorithm::ES256 => {
+                    s.sign(&Mechanism::Ecdsa, key, digest(&aws_lc_rs::digest::SHA256, message).as_ref())?
+                }
+                Algorithm::ES384 => {
+                    s.sign(&Mechanism::Ecdsa, key, digest(&aws_lc_rs::digest::SHA384, message).as_ref())?
+                }
+                Algorithm::EdDSA => {
+                    s.sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), key, message)?
+                }
+                Algorithm::RS256 => s.sign(&Mechanism::Sha256RsaPkcs, key, message)?,
+                Algorithm::PS256 => {
+                    let params = PkcsPssParams {
+                        hash_alg: MechanismType::SHA256,
+                        mgf: PkcsMgfType::MGF1_SHA256,
+                        s_len: Ulong::new(32),
+                    };
+                    s.sign(&Mechanism::Sha256RsaPkcsPss(params), key, message)?
+                }
+            };
+            Ok(signature)
+        })
+    }
+
+    /// Destroys both halves of the key labelled `kid`. A key already gone is not an error.
+    pub fn destroy(&self, kid: &KeyId) -> Result<(), TokenError> {
+        self.with_session(|s| {
+            for handle in s.find_objects(&[Attribute::Label(kid.as_str().as_bytes().to_vec())])? {
+                s.destroy_object(handle)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn digest(alg: &'static aws_lc_rs::digest::Algorithm, message: &[u8]) -> aws_lc_rs::digest::Digest {
+    aws_lc_rs::digest::digest(alg, message)
+}
+
+/// DER of the OID of P-256 (`CKA_EC_PARAMS`).
+const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// DER of the OID of P-384.
+const P384_OID: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// DER of the curve name `edwards25519` as PKCS#11 3.0 names Ed25519 (a PrintableString).
+const ED25519_NAME: [u8; 14] = [0x13, 0x0c, b'e', b'd', b'w', b'a', b'r', b'd', b's', b'2', b'5', b'5', b'1', b'9'];
+
+/// The public half of a key the token made, as the JWK publishes it.
+fn public_parts(s: &Session, handle: ObjectHandle, alg: Algorithm) -> Result<PublicParts, TokenError> {
+    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let bad = |what: &str| TokenError::Failed(format!("the token returned {what}"));
+    match alg {
+        Algorithm::RS256 | Algorithm::PS256 => {
+            let attrs = s.get_attributes(handle, &[AttributeType::Modulus, AttributeType::PublicExponent])?;
+            let (mut n, mut e) = (None, None);
+            for a in attrs {
+                match a {
+                    Attribute::Modulus(v) => n = Some(v),
+                    Attribute::PublicExponent(v) => e = Some(v),
+                    _ => {}
+                }
+            }
+            let (n, e) = n.zip(e).ok_or_else(|| bad("an RSA public key without modulus or exponent"))?;
+            Ok(PublicParts::Rsa { n: b64(strip_zeros(&n)), e: b64(strip_zeros(&e)) })
+        }
+        _ => {
+            let attrs = s.get_attributes(handle, &[AttributeType::EcPoint])?;
+            let point = attrs
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::EcPoint(v) => Some(v),
+                    _ => None,
+                })
+                .ok_or_else(|| bad("a public key without CKA_EC_POINT"))?;
+            // CKA_EC_POINT is the point in a DER OCTET STRING (some modules give it bare).
+            let point = octet_string(&point).unwrap_or(&point);
+            match alg {
+                Algorithm::EdDSA if point.len() == 32 => Ok(PublicParts::Okp { crv: "Ed25519", x: b64(point) }),
+                Algorithm::ES256 | Algorithm::ES384 => {
+                    let (crv, size) = if alg == Algorithm::ES256 { ("P-256", 32) } else { ("P-384", 48) };
+                    if point.len() != 1 + 2 * size || point[0] != 4 {
+                        return Err(bad("an EC point that is not an uncompressed point of the curve"));
+                    }
+                    Ok(PublicParts::Ec { crv, x: b64(&point[1..=size]), y: b64(&point[1 + size..]) })
+                }
+                _ => Err(bad("an Ed25519 point of the wrong length")),
+            }
+        }
+    }
+}
+
+/// The contents of a DER OCTET STRING, if `der` is one.
+fn octet_string(der: &[u8]) -> Option<&[u8]> {
+    let (&tag, rest) = der.split_first()?;
+    if tag != 0x04 {
+        return None;
+    }
+    let (&len, rest) = rest.split_first()?;
+    let (len, rest) = match len {
+        l if l < 0x80 => (usize::from(l), rest),
+        0x81 => (usize::from(*rest.first()?), rest.get(1..)?),
+        _ => return None,
+    };
+    (rest.len() == len).then_some(rest)
+}
+
+/// An unsigned big-endian integer without leading zero bytes (as JWK wants it).
+fn strip_zeros(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| *b != 0).unwrap_or(v.len().saturating_sub(1));
+    &v[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    use aws_lc_rs::signature::{self as sig, RsaPublicKeyComponents, UnparsedPublicKey};
+
+    use super::*;
+
+    /// SoftHSM2's module, as Debian installs it.
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    const PIN: &str = "4711-keyturn";
+    /// One token per test, all made before the module is first loaded (a PKCS#11 module is
+    /// initialised once per process, and reads its token directory then).
+    const TOKENS: [&str; 4] = ["born", "refusals", "destroyed", "pool"];
+
+    /// The token directory of this test process, its tokens initialised with `softhsm2-util`,
+    /// and the PIN file.
+    fn fixture() -> &'static (tempfile::TempDir, PathBuf) {
+        static FIXTURE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let tokens = dir.path().join("tokens");
+            std::fs::create_dir(&tokens).expect("token dir");
+            let conf = dir.path().join("softhsm2.conf");
+            let text = format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display());
+            std::fs::write(&conf, text).expect("conf");
+            std::env::set_var("SOFTHSM2_CONF", &conf);
+            for label in TOKENS {
+                let out = std::process::Command::new("softhsm2-util")
+                    .args(["--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", "9999-so"])
+                    .env("SOFTHSM2_CONF", &conf)
+                    .output()
+                    .expect("softhsm2-util (Debian's softhsm2; scripts/test installs it)");
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+            let pin = dir.path().join("pin");
+            std::fs::write(&pin, format!("{PIN}\n")).expect("pin file");
+            (dir, pin)
+        })
+    }
+
+    fn open(label: &str) -> Token {
+        Token::open(Path::new(MODULE), label, &fixture().1).expect("the token opens")
+    }
+
+    /// Verifies a JWS signature with aws-lc against the published public half.
+    fn verifies(alg: Algorithm, parts: &PublicParts, message: &[u8], signature: &[u8]) -> bool {
+        let d = |s: &String| URL_SAFE_NO_PAD.decode(s).expect("base64url");
+        match (alg, parts) {
+            (Algorithm::ES256 | Algorithm::ES384, PublicParts::Ec { x, y, .. }) => {
+                let point = [vec![4], d(x), d(y)].concat();
+                let verify =
+                    if alg == Algorithm::ES256 { &sig::ECDSA_P256_SHA256_FIXED } else { &sig::ECDSA_P384_SHA384_FIXED };
+                UnparsedPublicKey::new(verify, point).verify(message, signature).is_ok()
+            }
+            (Algorithm::EdDSA, PublicParts::Okp { x, .. }) => {
+                UnparsedPublicKey::new(&sig::ED25519, d(x)).verify(message, signature).is_ok()
+            }
+            (Algorithm::RS256 | Algorithm::PS256, PublicParts::Rsa { n, e }) => {
+                let params = if alg == Algorithm::RS256 {
+                    &sig::RSA_PKCS1_2048_8192_SHA256
+                } else {
+                    &sig::RSA_PSS_2048_8192_SHA256
+                };
+                RsaPublicKeyComponents { n: d(n), e: d(e) }.verify(params, message, signature).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn keys_are_born_in_the_token_never_leave_it_and_sign_as_verifiers_expect() {
+        let token = open("born");
+        for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, Algorithm::RS256, Algorithm::PS256] {
+            let (kid, parts) = token.generate(alg, RsaBits::B2048).expect("generated in the token");
+            assert_eq!(kid, parts.thumbprint(), "the kid is the RFC 7638 thumbprint of the public half");
+            token.check(&kid).expect("found by its kid, can sign, cannot be extracted");
+            let message = b"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9";
+            let signature = token.sign(&kid, alg, message).expect("signed");
+            assert!(verifies(alg, &parts, message, &signature), "{alg}: the signature verifies");
+            assert!(!verifies(alg, &parts, b"another message", &signature), "{alg}: and only for its message");
+            // The private half as the token holds it: sensitive, never extractable, labelled.
+            token
+                .with_session(|s| {
+                    let key = token.private_key(s, &kid)?;
+                    let attrs = s.get_attributes(
+                        key,
+                        &[
+                            AttributeType::Sensitive,
+                            AttributeType::Extractable,
+                            AttributeType::Token,
+                            AttributeType::Label,
+                        ],
+                    )?;
+                    for want in [
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Token(true),
+                        Attribute::Label(kid.as_str().as_bytes().to_vec()),
+                    ] {
+                        assert!(attrs.contains(&want), "{alg}: {want:?} in {attrs:?}");
+                    }
+                    let value = s.get_attributes(key, &[AttributeType::Value]);
+                    assert!(!matches!(value.as_deref(), Ok([Attribute::Value(_)])), "{alg}: its value cannot be read");
+                    Ok(())
+                })
+                .expect("attributes");
+        }
+    }
+
+    #[test]
+    fn each_refusal_names_its_problem_and_never_the_pin() {
+        let (dir, pin) = fixture();
+        let missing = Token::open(Path::new("/nonexistent/libpkcs11.so"), "refusals", pin).map(drop);
+        assert!(
+            matches!(&missing, Err(TokenError::Module { path, .. }) if path.contains("/nonexistent/")),
+            "{missing:?}"
+        );
+        let absent = Token::open(Path::new(MODULE), "no-such-token", pin).map(drop);
+        let Err(TokenError::Absent { seen, .. }) = &absent else { panic!("{absent:?}") };
+        assert!(seen.contains("'refusals'"), "the tokens it saw are named: {seen}");
+        let wrong = dir.path().join("wrong-pin");
+        std::fs::write(&wrong, "1234").expect("pin");
+        let refused = Token::open(Path::new(MODULE), "refusals", &wrong).map(drop);
+        assert!(matches!(&refused, Err(TokenError::WrongPin { .. })), "{refused:?}");
+        let unreadable = Token::open(Path::new(MODULE), "refusals", &dir.path().join("no-pin-file")).map(drop);
+        assert!(matches!(&unreadable, Err(TokenError::PinFile { .. })), "{unreadable:?}");
+        for e in [refused, unreadable, absent] {
+            let text = e.expect_err("refused").to_string();
+            assert!(!text.contains(PIN) && !text.contains("1234"), "no PIN in: {text}");
+        }
+        open("refusals");
+    }
+
+    #[test]
+    fn a_destroyed_key_is_gone_and_says_so() {
+        let token = open("destroyed");
+        let (kid, _) = token.generate(Algorithm::ES256, RsaBits::B2048).expect("generated");
+        token.destroy(&kid).expect("destroyed");
+        assert!(matches!(token.check(&kid), Err(TokenError::Missing(k)) if k == kid));
+        assert!(matches!(token.sign(&kid, Algorithm::ES256, b"m"), Err(TokenError::Missing(_))));
+        token.destroy(&kid).expect("destroying it again changes nothing");
+    }
+
+    #[test]
+    fn concurrent_signers_share_the_session_pool() {
+        let token = std::sync::Arc::new(open("pool"));
+        let (kid, parts) = token.generate(Algorithm::ES256, RsaBits::B2048).expect("generated");
+        let signers: Vec<_> = (0..8)
+            .map(|i| {
+                let (token, kid, parts) = (token.clone(), kid.clone(), parts.clone());
+                std::thread::spawn(move || {
+                    for j in 0..25 {
+                        let message = format!("token {i}.{j}");
+                        let signature = token.sign(&kid, Algorithm::ES256, message.as_bytes()).expect("signed");
+                        assert!(verifies(Algorithm::ES256, &parts, message.as_bytes(), &signature));
+                    }
+                })
+            })
+            .collect();
+        for s in signers {
+            s.join().expect("signer");
+        }
+        let idle = token.idle.lock().unwrap_or_else(PoisonError::into_inner).len();
+        assert!((1..=8).contains(&idle), "sessions opened as needed and kept: {idle}");
+    }
+}
