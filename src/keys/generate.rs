@@ -249,17 +249,30 @@ pub fn generate(
     let parts =
         private.public_parts().ok_or_else(|| KeyError::Generate(alg, "could not derive the public key".into()))?;
     let kid = parts.thumbprint();
+    let public = published(alg, &kid, &parts, &pair, issuer, created - skew, not_after)?;
+    Ok(NewKey { kid, public, private })
+}
 
+/// The public JWK of a key, with its self-signed certificate (subject `issuer`, valid from
+/// `not_before` until `not_after`) signed by `signer`: the key pair itself, wherever it lives.
+pub fn published(
+    alg: Algorithm,
+    kid: &KeyId,
+    parts: &PublicParts,
+    signer: &impl rcgen::SigningKey,
+    issuer: &str,
+    not_before: Instant,
+    not_after: Instant,
+) -> Result<PublicJwk, KeyError> {
     let mut params =
         CertificateParams::new(Vec::<String>::new()).map_err(|e| KeyError::Certificate(kid.clone(), e.to_string()))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, issuer);
     params.distinguished_name = dn;
-    params.not_before = created - skew;
+    params.not_before = not_before;
     params.not_after = not_after;
-    let cert = params.self_signed(&pair).map_err(|e| KeyError::Certificate(kid.clone(), e.to_string()))?;
-    let public = PublicJwk::new(alg, &kid, &parts, cert.der());
-    Ok(NewKey { kid, public, private })
+    let cert = params.self_signed(signer).map_err(|e| KeyError::Certificate(kid.clone(), e.to_string()))?;
+    Ok(PublicJwk::new(alg, kid, parts, cert.der()))
 }
 
 /// The private key in the form `PrivateKey::encoding_key` takes.

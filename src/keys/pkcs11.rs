@@ -287,6 +287,90 @@ impl Token {
     }
 }
 
+/// A key in the token as rcgen signs a certificate with it: its public half in the form
+/// X.509 carries, and signatures from the token in the form X.509 wants (ECDSA as DER).
+pub struct CertSigner<'a> {
+    token: &'a Token,
+    kid: KeyId,
+    alg: Algorithm,
+    public_der: Vec<u8>,
+}
+
+impl<'a> CertSigner<'a> {
+    /// The signer of the certificate of `kid` (of `alg`, public half `parts`).
+    pub fn new(token: &'a Token, kid: &KeyId, alg: Algorithm, parts: &PublicParts) -> Result<Self, TokenError> {
+        let d = |v: &String| {
+            URL_SAFE_NO_PAD.decode(v).map_err(|e| TokenError::Failed(format!("a public key that does not decode: {e}")))
+        };
+        let public_der = match parts {
+            PublicParts::Ec { x, y, .. } => [vec![4], d(x)?, d(y)?].concat(),
+            PublicParts::Okp { x, .. } => d(x)?,
+            // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+            PublicParts::Rsa { n, e } => der_sequence(&[der_integer(&d(n)?), der_integer(&d(e)?)]),
+        };
+        Ok(CertSigner { token, kid: kid.clone(), alg, public_der })
+    }
+}
+
+impl rcgen::PublicKeyData for CertSigner<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public_der
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self.alg {
+            Algorithm::ES256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Algorithm::ES384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            Algorithm::EdDSA => &rcgen::PKCS_ED25519,
+            // As for software keys: the certificate of an RSA key is signed with PKCS#1 v1.5.
+            Algorithm::RS256 | Algorithm::PS256 => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+}
+
+impl rcgen::SigningKey for CertSigner<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let fail = |_| rcgen::Error::RemoteKeyError;
+        match self.alg {
+            Algorithm::ES256 | Algorithm::ES384 => {
+                let raw = self.token.sign(&self.kid, self.alg, msg).map_err(fail)?;
+                let (r, s) = raw.split_at(raw.len() / 2);
+                Ok(der_sequence(&[der_integer(r), der_integer(s)]))
+            }
+            Algorithm::EdDSA => self.token.sign(&self.kid, self.alg, msg).map_err(fail),
+            Algorithm::RS256 | Algorithm::PS256 => self.token.sign(&self.kid, Algorithm::RS256, msg).map_err(fail),
+        }
+    }
+}
+
+/// A DER INTEGER holding the unsigned big-endian `value`.
+fn der_integer(value: &[u8]) -> Vec<u8> {
+    let value = strip_zeros(value);
+    let mut content = Vec::with_capacity(value.len() + 1);
+    if value.first().is_some_and(|b| b & 0x80 != 0) {
+        content.push(0);
+    }
+    content.extend_from_slice(value);
+    der_tagged(0x02, &content)
+}
+
+/// A DER SEQUENCE of already encoded `items`.
+fn der_sequence(items: &[Vec<u8>]) -> Vec<u8> {
+    der_tagged(0x30, &items.concat())
+}
+
+fn der_tagged(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![tag];
+    match len {
+        0..=0x7f => out.push(len as u8),
+        0x80..=0xff => out.extend([0x81, len as u8]),
+        _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 fn digest(alg: &'static aws_lc_rs::digest::Algorithm, message: &[u8]) -> aws_lc_rs::digest::Digest {
     aws_lc_rs::digest::digest(alg, message)
 }
@@ -471,6 +555,49 @@ mod tests {
                     Ok(())
                 })
                 .expect("attributes");
+        }
+    }
+
+    /// One DER element at the start of `der`: (the whole element, its content, what follows).
+    fn element(der: &[u8]) -> (&[u8], &[u8], &[u8]) {
+        let (len, head) = match der[1] {
+            l if l < 0x80 => (usize::from(l), 2),
+            0x81 => (usize::from(der[2]), 3),
+            0x82 => ((usize::from(der[2]) << 8) | usize::from(der[3]), 4),
+            other => panic!("length form {other:#x}"),
+        };
+        (&der[..head + len], &der[head..head + len], &der[head + len..])
+    }
+
+    #[test]
+    fn a_token_key_certifies_itself_for_the_jwks() {
+        let token = open("born");
+        let now = crate::clock::from_unix(1_800_000_000);
+        for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, Algorithm::RS256, Algorithm::PS256] {
+            let (kid, parts) = token.generate(alg, RsaBits::B2048).expect("generated");
+            let signer = CertSigner::new(&token, &kid, alg, &parts).expect("signer");
+            let later = now + std::time::Duration::from_secs(86_400);
+            let jwk = super::super::generate::published(alg, &kid, &parts, &signer, "https://kt.example", now, later)
+                .expect("certified");
+            assert_eq!(jwk.kid, kid.as_str());
+            let cert = base64::engine::general_purpose::STANDARD.decode(&jwk.x5c[0]).expect("DER");
+            assert!(cert.windows(signer.public_der.len()).any(|w| w == signer.public_der), "{alg}: carries its key");
+            // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue BIT STRING }
+            let (_, body, _) = element(&cert);
+            let (tbs, _, rest) = element(body);
+            let (_, _, rest) = element(rest);
+            let (_, bits, _) = element(rest);
+            let signature = &bits[1..];
+            let point = signer.public_der.clone();
+            let ok = match alg {
+                Algorithm::ES256 => UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_ASN1, point).verify(tbs, signature),
+                Algorithm::ES384 => UnparsedPublicKey::new(&sig::ECDSA_P384_SHA384_ASN1, point).verify(tbs, signature),
+                Algorithm::EdDSA => UnparsedPublicKey::new(&sig::ED25519, point).verify(tbs, signature),
+                Algorithm::RS256 | Algorithm::PS256 => {
+                    UnparsedPublicKey::new(&sig::RSA_PKCS1_2048_8192_SHA256, point).verify(tbs, signature)
+                }
+            };
+            assert!(ok.is_ok(), "{alg}: the token's signature on its certificate verifies");
         }
     }
 
