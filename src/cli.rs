@@ -321,9 +321,12 @@ fn serve(inputs: &Inputs, tls_self_signed: bool) -> ExitCode {
 fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::new(format!(
-        "{level},rocket=off,_=off,hyper=warn,tokio_cron_scheduler=warn",
+        "{level},rocket=off,_=off,hyper=warn,tokio_cron_scheduler=warn,cryptoki=off",
         level = config.log_level.as_str()
     ));
+    // cryptoki logs, as errors, every mechanism of a token's list it has no name for: noise
+    // on every start with a PKCS#11 token; what fails reaches keyturn as an error and is
+    // logged by it.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Rocket's generated route code logs every guard refusal (a signed-out visitor, a wrong
     // API key) as a warning, under the route module's path plus `::_`: those are ordinary

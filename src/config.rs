@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::duration::{format_duration, parse_duration};
 use crate::keys::lifecycle;
-use crate::keys::{Algorithm, RsaBits};
+use crate::keys::{Algorithm, Custody, RsaBits};
 use crate::schedule::Schedule;
 
 /// Where a setting's value came from.
@@ -176,6 +176,34 @@ settings! {
         documented: "<data_dir>/kek",
         show: |c| path_text(&c.kek_file),
         help: "key-encryption key: 32 bytes, raw or base64; created 0600 on first start",
+    }
+    key_custody: Custody {
+        parse: |v| v.trim().parse::<Custody>(),
+        default: doc,
+        documented: "software",
+        show: |c| quoted(c.key_custody.as_str()),
+        help: "where new signing keys are made and kept: `software` (generated here, sealed under the key-encryption key in the database) or `pkcs11` (generated inside a PKCS#11 token and never leaving it; set `pkcs11_module`, `pkcs11_token_label` and `pkcs11_pin_file`)",
+    }
+    pkcs11_module: Option<PathBuf> {
+        parse: |v| readable_file(v).map(Some),
+        default: (None),
+        documented: "unset",
+        show: |c| c.pkcs11_module.as_deref().map(path_text).unwrap_or_else(|| "\"\"".into()),
+        help: "the PKCS#11 module (a shared library, e.g. SoftHSM2's `/usr/lib/softhsm/libsofthsm2.so`), with `key_custody = \"pkcs11\"`",
+    }
+    pkcs11_token_label: Option<String> {
+        parse: |v| Ok(Some(v.trim().to_owned()).filter(|l| !l.is_empty())),
+        default: (None),
+        documented: "unset",
+        show: |c| quoted(c.pkcs11_token_label.as_deref().unwrap_or("")),
+        help: "the label of the token that holds the keys, with `key_custody = \"pkcs11\"`",
+    }
+    pkcs11_pin_file: Option<PathBuf> {
+        parse: |v| readable_file(v).map(Some),
+        default: (None),
+        documented: "unset",
+        show: |c| c.pkcs11_pin_file.as_deref().map(path_text).unwrap_or_else(|| "\"\"".into()),
+        help: "a file whose first line is the token's user PIN, with `key_custody = \"pkcs11\"` (the PIN itself is never shown or logged)",
     }
     tls_cert_file: Option<PathBuf> {
         parse: |v| readable_file(v).map(Some),
@@ -495,6 +523,20 @@ fn check_across(c: &Config, problems: &mut Vec<String>, warnings: &mut Vec<Strin
         problems.push(format!(
             "tls_cert_file ({source}): tls_cert_file and tls_key_file go together: set both for HTTPS, or neither"
         ));
+    }
+    if c.key_custody == Custody::Pkcs11 {
+        let source = c.sources.get("key_custody").map(Source::to_string).unwrap_or_default();
+        let missing: Vec<&str> = [
+            ("pkcs11_module", c.pkcs11_module.is_none()),
+            ("pkcs11_token_label", c.pkcs11_token_label.is_none()),
+            ("pkcs11_pin_file", c.pkcs11_pin_file.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, unset)| unset.then_some(name))
+        .collect();
+        if !missing.is_empty() {
+            problems.push(format!("key_custody ({source}): pkcs11 keys need {} set too", missing.join(", ")));
+        }
     }
     let lead = c.publish_lead.unwrap_or_else(|| default_duration("publish_lead"));
     let skew = c.clock_skew.unwrap_or_else(|| default_duration("clock_skew"));

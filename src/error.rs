@@ -40,6 +40,9 @@ pub enum Error {
     AlgorithmNotConfigured(Algorithm),
     #[error("signing failed: {0}")]
     Sign(String),
+    /// The key custodian (a PKCS#11 token) failed or refused: names the problem, never a PIN.
+    #[error("key custody: {0}")]
+    Custody(String),
     #[error("{}", .0.join("; "))]
     Invalid(Vec<String>),
     #[error("{0}")]

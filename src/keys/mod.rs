@@ -208,12 +208,15 @@ pub enum Custody {
     /// Made in this process and kept in the database, sealed under the key-encryption key;
     /// opened into memory to sign.
     Software,
+    /// Made inside a PKCS#11 token and never leaving it; the token signs.
+    Pkcs11,
 }
 
 impl Custody {
     pub fn as_str(self) -> &'static str {
         match self {
             Custody::Software => "software",
+            Custody::Pkcs11 => "pkcs11",
         }
     }
 }
@@ -223,7 +226,8 @@ impl FromStr for Custody {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "software" => Ok(Custody::Software),
-            other => Err(format!("unknown key custody '{other}'")),
+            "pkcs11" => Ok(Custody::Pkcs11),
+            other => Err(format!("'{other}' is not a key custody: use software or pkcs11")),
         }
     }
 }

@@ -21,11 +21,12 @@ use super::{Algorithm, KeyId};
 /// The typ of access tokens (RFC 9068), whose header is encoded once per key.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
-/// A parsed key pair of one of keyturn's algorithms.
+/// A parsed key pair of one of keyturn's algorithms, or a key a PKCS#11 token holds.
 enum Pair {
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
     Rsa(RsaKeyPair, &'static dyn sig::RsaEncoding),
+    Token(std::sync::Arc<super::pkcs11::Token>),
 }
 
 /// A private key ready to sign. aws-lc clears its key material when dropped.
@@ -76,6 +77,23 @@ impl SigningKey {
         Ok(SigningKey { kid, alg, pair, access_header })
     }
 
+    /// A key the PKCS#11 `token` holds under `kid`: the token signs.
+    pub fn in_token(kid: KeyId, alg: Algorithm, token: std::sync::Arc<super::pkcs11::Token>) -> Self {
+        let access_header = format!("{}.", encode_header(alg, &kid, ACCESS_TOKEN_TYP));
+        SigningKey { kid, alg, pair: Pair::Token(token), access_header }
+    }
+
+    /// Whether a signature takes long enough to leave the async threads: RSA (milliseconds)
+    /// and any key in a token (a call into the module, which may wait on hardware).
+    pub fn is_slow(&self) -> bool {
+        self.alg.is_rsa() || matches!(self.pair, Pair::Token(_))
+    }
+
+    /// Whether a PKCS#11 token holds the key (its failures are the token's, not keyturn's).
+    pub fn held_by_token(&self) -> bool {
+        matches!(self.pair, Pair::Token(_))
+    }
+
     pub fn kid(&self) -> &KeyId {
         &self.kid
     }
@@ -115,6 +133,9 @@ impl SigningKey {
                     .map_err(|_| fail("signing failed"))?;
                 Ok(signature)
             }
+            Pair::Token(token) => token
+                .sign(&self.kid, self.alg, message)
+                .map_err(|e| SignerError { alg: self.alg, reason: format!("the PKCS#11 token: {e}") }),
         }
     }
 }

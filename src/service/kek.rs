@@ -163,7 +163,8 @@ impl Keys {
         let check = check_value(&new, &self.config.kek_file)?;
         let rows = self.store.read(|c| Box::pin(store::keys::live(c))).await?;
         let mut resealed = Vec::new();
-        for row in &rows {
+        // Keys a token holds have nothing sealed here.
+        for row in rows.iter().filter(|r| r.record.custody == crate::keys::Custody::Software) {
             if let Some(sealed) = &row.sealed_private {
                 let der = self.kek.open(row.record.kid.as_str(), sealed).map_err(kek_err)?;
                 resealed.push((row.record.kid.clone(), new.seal(row.record.kid.as_str(), &der).map_err(kek_err)?));

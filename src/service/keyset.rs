@@ -48,9 +48,16 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub(super) fn new(config: Arc<Config>, clock: Clock, store: Store, shared: Arc<Shared>, kek: Arc<Kek>) -> Keys {
+    pub(super) fn new(
+        config: Arc<Config>,
+        clock: Clock,
+        store: Store,
+        shared: Arc<Shared>,
+        kek: Arc<Kek>,
+        token: Option<Arc<crate::keys::pkcs11::Token>>,
+    ) -> Keys {
         Keys {
-            custodian: Custodian::new(config.clone(), kek.clone()),
+            custodian: Custodian::new(config.clone(), kek.clone(), token),
             config,
             clock,
             store,

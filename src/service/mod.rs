@@ -181,6 +181,9 @@ impl Keyturn {
 
     async fn open_with(config: Config, clock: Clock, create: bool) -> Result<Keyturn> {
         crate::keys::install_crypto_provider();
+        // A token the settings name must open (module, token, PIN) and do every configured
+        // algorithm before anything is touched.
+        let token = custody::Custodian::open_token(&config).await?;
         let data_dir = DataDir::new(&config.data_dir);
         let location = database_location(&config)?;
         // Without `create`, the installation must be there before anything is made: a SQLite
@@ -220,7 +223,7 @@ impl Keyturn {
             .await
             .map_err(|e| Error::KeyStoreUnreadable(e.to_string()))?;
         let kek = Arc::new(kek);
-        let custodian = custody::Custodian::new(Arc::new(config.clone()), kek.clone());
+        let custodian = custody::Custodian::new(Arc::new(config.clone()), kek.clone(), token.clone());
         for row in keys.iter().filter(|r| r.record.state.is_published()) {
             custodian.check(row)?;
         }
@@ -261,7 +264,7 @@ impl Keyturn {
         };
         let shared = Arc::new(Shared::new(empty, revocations::load_index(&store).await?, store.dialect()));
         let (config, metrics) = (Arc::new(config), Arc::new(crate::metrics::Metrics::default()));
-        let keys = Arc::new(Keys::new(config.clone(), clock.clone(), store.clone(), shared.clone(), kek));
+        let keys = Arc::new(Keys::new(config.clone(), clock.clone(), store.clone(), shared.clone(), kek, token));
         let tokens = Arc::new(Tokens::new(&config, &clock, &store, &metrics, &shared, &keys));
         let revocations = Arc::new(Revocations::new(&clock, &store, &shared, &keys, &tokens));
         let clients = Arc::new(Clients::new(&config, &clock, &store, &metrics, &shared, &revocations));

@@ -333,9 +333,9 @@ impl Tokens {
         if let Some(s) = &req.scope {
             claims.insert("scope".into(), Value::from(s.as_str()));
         }
-        let token = if alg.is_rsa() {
-            // RSA signs in milliseconds, EC and EdDSA in microseconds: only RSA leaves the
-            // async threads, for the blocking pool.
+        let token = if signer.is_slow() {
+            // RSA signs in milliseconds, EC and EdDSA in microseconds: only RSA (and a key in
+            // a token, which may wait on hardware) leaves the async threads.
             let rsa = signer.clone();
             tokio::task::spawn_blocking(move || rsa.sign(ACCESS_TOKEN_TYP, &claims))
                 .await
@@ -343,7 +343,13 @@ impl Tokens {
         } else {
             signer.sign(ACCESS_TOKEN_TYP, &claims)
         }
-        .map_err(|e| Error::Sign(e.to_string()))?;
+        .map_err(|e| {
+            if signer.held_by_token() {
+                Error::Custody(e.to_string())
+            } else {
+                Error::Sign(e.to_string())
+            }
+        })?;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Error::Invalid(vec![format!(
                 "the token would be {} bytes, more than the {MAX_TOKEN_BYTES} keyturn issues and introspects: ask for fewer audiences, a shorter scope or fewer claims",

@@ -84,7 +84,8 @@ pub async fn get(conn: &Conn<'_>, kid: &KeyId) -> Result<Option<KeyRow>> {
         .transpose()
 }
 
-/// Inserts a new key.
+/// Inserts a new key. A key a token holds has an empty `sealed_private`: the table ties
+/// `NULL` to the end of a key's life, whoever holds it.
 pub async fn insert(tx: &Tx<'_>, record: &KeyRecord, sealed_private: &[u8]) -> Result<()> {
     let t = |v: Option<Instant>| v.map(to_unix);
     tx.execute(

@@ -82,6 +82,18 @@ impl From<crate::error::Error> for ApiError {
                     )
                 }
             }
+            E::Custody(why) => {
+                // The token did not sign: nothing was recorded or answered; it may come back.
+                tracing::warn!("request refused, the key custodian failed: {why}");
+                ApiError {
+                    retry_after: Some(2),
+                    ..ApiError::new(
+                        Status::ServiceUnavailable,
+                        "temporarily_unavailable",
+                        "the signing key's custodian is unavailable; nothing was changed, retry shortly",
+                    )
+                }
+            }
             other => {
                 tracing::error!("request failed: {other}");
                 ApiError::new(Status::InternalServerError, "server_error", "internal error; see the server log")

@@ -15,6 +15,7 @@ mod cli;
 mod cluster;
 mod connections;
 mod crash;
+mod custody;
 mod daemon;
 mod dashboard;
 mod deploy;

@@ -1,0 +1,160 @@
+//! Keys that never leave a PKCS#11 token: SoftHSM2 (Debian's package, which the test
+//! command installs), a token initialised in a temp dir per test, the real `keyturn` binary,
+//! OpenSC's `pkcs11-tool` to look at what the token holds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::daemon::{client, Daemon};
+use crate::support::{database, keyturn_ok, run_keyturn, scalar};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "2718-user";
+
+/// A SoftHSM2 token directory of its own, with one token initialised.
+struct Hsm {
+    dir: tempfile::TempDir,
+    label: &'static str,
+}
+
+impl Hsm {
+    fn new(label: &'static str) -> Hsm {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("tokens")).expect("token dir");
+        let conf =
+            format!("directories.tokendir = {}\nobjectstore.backend = file\n", dir.path().join("tokens").display());
+        std::fs::write(dir.path().join("softhsm2.conf"), conf).expect("conf");
+        std::fs::write(dir.path().join("pin"), format!("{PIN}\n")).expect("pin");
+        let hsm = Hsm { dir, label };
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", "3141-so"])
+            .env("SOFTHSM2_CONF", hsm.conf())
+            .output()
+            .expect("softhsm2-util (Debian's softhsm2)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        hsm
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("softhsm2.conf")
+    }
+
+    fn pin_file(&self) -> PathBuf {
+        self.dir.path().join("pin")
+    }
+
+    /// The settings that put keys in this token.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SOFTHSM2_CONF", self.conf().display().to_string()),
+            ("KEYTURN_KEY_CUSTODY", "pkcs11".into()),
+            ("KEYTURN_PKCS11_MODULE", MODULE.into()),
+            ("KEYTURN_PKCS11_TOKEN_LABEL", self.label.into()),
+            ("KEYTURN_PKCS11_PIN_FILE", self.pin_file().display().to_string()),
+        ]
+    }
+
+    /// What `pkcs11-tool` lists of the token's private keys.
+    fn private_keys(&self) -> String {
+        let out = Command::new("pkcs11-tool")
+            .args(["--module", MODULE, "--token-label", self.label, "--login", "--pin", PIN])
+            .args(["--list-objects", "--type", "privkey"])
+            .env("SOFTHSM2_CONF", self.conf())
+            .output()
+            .expect("pkcs11-tool (Debian's opensc)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+}
+
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[test]
+fn keys_are_born_in_the_token_and_its_tokens_verify_against_the_jwks() {
+    let hsm = Hsm::new("keyturn-keys");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let mut env = hsm.env();
+    env.push(("KEYTURN_ALGORITHMS", "ES256,EdDSA,PS256".into()));
+    let env = borrowed(&env);
+    let daemon = Daemon::start(&data, &env, "custody");
+    let admin = keyturn_ok(&data, &["apikey", "create", "--role", "admin", "--name", "ops"], &env);
+    let admin = admin.lines().find(|l| l.starts_with("kt_")).expect("the key").trim().to_owned();
+
+    let keys = daemon.get("/api/v1/keys", Some(&admin));
+    let keys = keys["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 6, "an active and a pending key per algorithm: {keys:?}");
+    assert!(keys.iter().all(|k| k["custody"] == "pkcs11"), "every key lives in the token: {keys:?}");
+    // The token holds each private key under its kid, sensitive and never extractable.
+    let listed = hsm.private_keys();
+    for k in keys {
+        let kid = k["kid"].as_str().expect("kid");
+        let entry =
+            listed.split("Private Key Object").find(|o| o.contains(kid)).unwrap_or_else(|| panic!("{kid} in {listed}"));
+        assert!(entry.contains("sensitive") && entry.contains("never extractable"), "{entry}");
+    }
+    // The database keeps no private half of any of them.
+    let db = database(&data, &env);
+    assert_eq!(scalar(&db, "SELECT count(*) FROM signing_keys WHERE length(sealed_private) > 0", &[]), 0);
+    drop(db);
+
+    // Tokens signed by the token verify against the published JWKS, x5c and all.
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        client().get(format!("{}/.well-known/jwks.json", daemon.url)).send().expect("jwks").json().expect("json");
+    for alg in ["ES256", "EdDSA", "PS256"] {
+        let res = client()
+            .post(format!("{}/api/v1/tokens", daemon.url))
+            .bearer_auth(&admin)
+            .json(&json!({"sub": "alice", "aud": "api", "alg": alg}))
+            .send()
+            .expect("issue");
+        assert!(res.status().is_success(), "{alg}: {}", res.status());
+        let issued: Value = res.json().expect("json");
+        let token = issued["access_token"].as_str().expect("token");
+        let header = jsonwebtoken::decode_header(token).expect("header");
+        let jwk = jwks.find(header.kid.as_deref().expect("kid")).expect("the signing key is published");
+        assert!(jwk.common.x509_chain.as_ref().is_some_and(|c| !c.is_empty()), "{alg}: its certificate is published");
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("key");
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.set_audience(&["api"]);
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).map(|d| d.claims);
+        assert_eq!(claims.expect("verifies")["sub"], "alice", "{alg}");
+    }
+    assert!(!daemon.log_text().contains(PIN), "the PIN is never logged");
+}
+
+#[test]
+fn a_wrong_pin_a_missing_module_or_an_absent_token_refuses_to_start_and_changes_nothing() {
+    let hsm = Hsm::new("keyturn-refusals");
+    let root = tempfile::tempdir().expect("tempdir");
+    let wrong_pin = root.path().join("wrong-pin");
+    std::fs::write(&wrong_pin, "0000").expect("pin");
+    let data = root.path().join("data");
+    let data_dir = data.display().to_string();
+    let cases: [(&str, &str, &str); 3] = [
+        ("KEYTURN_PKCS11_PIN_FILE", wrong_pin.to_str().expect("path"), "refused the PIN"),
+        ("KEYTURN_PKCS11_MODULE", "/etc/hostname", "cannot be loaded"),
+        ("KEYTURN_PKCS11_TOKEN_LABEL", "no-such-token", "no PKCS#11 token labelled 'no-such-token'"),
+    ];
+    for (name, value, says) in cases {
+        let mut env = hsm.env();
+        env.retain(|(k, _)| *k != name);
+        env.push((name, value.to_owned()));
+        env.push(("KEYTURN_DATA_DIR", data_dir.clone()));
+        let out = run_keyturn(&["serve"], &borrowed(&env), root.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}={value}: refused");
+        assert!(stderr.contains(says), "{name}={value}: the refusal names the problem: {stderr}");
+        assert!(!stderr.contains(PIN) && !stderr.contains("0000"), "no PIN in: {stderr}");
+        assert!(!Path::new(&data).exists(), "{name}={value}: nothing was created");
+    }
+    // Each part missing from the settings is named too.
+    let env = vec![("KEYTURN_KEY_CUSTODY", "pkcs11"), ("KEYTURN_DATA_DIR", data_dir.as_str())];
+    let out = run_keyturn(&["serve"], &env, root.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pkcs11_module, pkcs11_token_label, pkcs11_pin_file"), "{stderr}");
+}
