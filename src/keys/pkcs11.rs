@@ -276,13 +276,15 @@ impl Token {
         })
     }
 
-    /// Destroys both halves of the key labelled `kid`. A key already gone is not an error.
-    pub fn destroy(&self, kid: &KeyId) -> Result<(), TokenError> {
+    /// Destroys both halves of the key labelled `kid`; returns how many objects went. A key
+    /// already gone is not an error.
+    pub fn destroy(&self, kid: &KeyId) -> Result<usize, TokenError> {
         self.with_session(|s| {
-            for handle in s.find_objects(&[Attribute::Label(kid.as_str().as_bytes().to_vec())])? {
-                s.destroy_object(handle)?;
+            let found = s.find_objects(&[Attribute::Label(kid.as_str().as_bytes().to_vec())])?;
+            for handle in &found {
+                s.destroy_object(*handle)?;
             }
-            Ok(())
+            Ok(found.len())
         })
     }
 }
@@ -629,10 +631,10 @@ mod tests {
     fn a_destroyed_key_is_gone_and_says_so() {
         let token = open("destroyed");
         let (kid, _) = token.generate(Algorithm::ES256, RsaBits::B2048).expect("generated");
-        token.destroy(&kid).expect("destroyed");
+        assert_eq!(token.destroy(&kid).expect("destroyed"), 2, "both halves");
         assert!(matches!(token.check(&kid), Err(TokenError::Missing(k)) if k == kid));
         assert!(matches!(token.sign(&kid, Algorithm::ES256, b"m"), Err(TokenError::Missing(_))));
-        token.destroy(&kid).expect("destroying it again changes nothing");
+        assert_eq!(token.destroy(&kid).expect("destroying it again changes nothing"), 0);
     }
 
     #[test]

@@ -171,6 +171,19 @@ impl Custodian {
             .map_err(|e| Error::KeyDoesNotLoad { kid: record.kid.clone(), reason: e.to_string() })
     }
 
+    /// Destroys what the token holds of `kid`, a key that has ended (expired or revoked) and
+    /// whose row no longer holds anything; returns whether the token held it. Nothing for a
+    /// software key: its sealed half went with the transaction that ended it.
+    pub(super) async fn destroy(&self, kid: &crate::keys::KeyId) -> Result<bool> {
+        let Some(token) = self.token.clone() else { return Ok(false) };
+        let kid = kid.clone();
+        let gone = tokio::task::spawn_blocking(move || token.destroy(&kid))
+            .await
+            .map_err(|e| Error::Custody(e.to_string()))?
+            .map_err(|e| Error::Custody(e.to_string()))?;
+        Ok(gone > 0)
+    }
+
     /// Checks, before anything is written at start-up, that a published key's private half
     /// is there and is the key its record describes.
     pub(super) fn check(&self, row: &KeyRow) -> Result<()> {

@@ -267,6 +267,7 @@ impl Keys {
         let rev_id = outcome.revocation_id;
         self.shared.revoked_mut().insert(rev_id, &rev);
         self.reload().await?;
+        self.destroy_in_custody(kid, actor).await;
         tracing::warn!(%kid, actor = %actor.name, "key revoked");
         Ok(outcome)
     }

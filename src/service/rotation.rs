@@ -122,6 +122,30 @@ impl Keyturn {
 }
 
 impl Keys {
+    /// After a key ended (expired, revoked): destroys what a token holds of it, audited. A
+    /// failure is logged; the key is out of the JWKS and never signs again either way.
+    pub(super) async fn destroy_in_custody(&self, kid: &KeyId, by: &Actor) {
+        match self.custodian.destroy(kid).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let (now, kid, by) = (self.clock.now(), kid.clone(), by.clone());
+                let recorded = self
+                    .store
+                    .write(move |tx| {
+                        Box::pin(async move {
+                            let detail = "its private key was destroyed in the PKCS#11 token";
+                            audited(tx, now, &by, "key.destroy", Some(kid.as_str()), Some(detail)).await
+                        })
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::warn!("recording a key's destruction in the token: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(%kid, "the key has ended but the token did not destroy it: {e}"),
+        }
+    }
+
     pub(super) async fn snapshot(&self) -> Result<Snapshot> {
         Ok(self
             .store
@@ -331,6 +355,10 @@ impl Keys {
             .await?;
         if applied {
             tracing::info!(transition = ?t, "applied lifecycle transition");
+            if let Transition::Expire { kid } = t {
+                let sys = Actor { source: Some(format!("rotator {}", self.holder)), ..Actor::system() };
+                self.destroy_in_custody(kid, &sys).await;
+            }
         }
         Ok(applied)
     }

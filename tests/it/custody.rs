@@ -124,6 +124,28 @@ fn keys_are_born_in_the_token_and_its_tokens_verify_against_the_jwks() {
         let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).map(|d| d.claims);
         assert_eq!(claims.expect("verifies")["sub"], "alice", "{alg}");
     }
+    // A revoked key is destroyed in the token, and the audit log says so; another key signs.
+    let active = keys.iter().find(|k| k["alg"] == "ES256" && k["state"] == "active").expect("active ES256");
+    let kid = active["kid"].as_str().expect("kid");
+    let res = client()
+        .post(format!("{}/api/v1/keys/{kid}/revoke", daemon.url))
+        .bearer_auth(&admin)
+        .json(&json!({"reason": "the HSM's audit found a leak"}))
+        .send()
+        .expect("revoke");
+    assert!(res.status().is_success(), "revoke: {}", res.status());
+    assert!(!hsm.private_keys().contains(kid), "the revoked key is gone from the token");
+    let audit = daemon.audit(&admin);
+    assert!(audit.iter().any(|e| e["action"] == "key.destroy" && e["target"] == kid), "audited: {audit:?}");
+    let res = client()
+        .post(format!("{}/api/v1/tokens", daemon.url))
+        .bearer_auth(&admin)
+        .json(&json!({"sub": "alice", "aud": "api", "alg": "ES256"}))
+        .send()
+        .expect("issue");
+    let issued: Value = res.json().expect("json");
+    assert_ne!(issued["kid"], kid, "the replacement signs");
+    assert!(hsm.private_keys().contains(issued["kid"].as_str().expect("kid")), "and lives in the token");
     assert!(!daemon.log_text().contains(PIN), "the PIN is never logged");
 }
 
