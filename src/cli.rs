@@ -272,6 +272,15 @@ async fn config_check(inputs: &Inputs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    match crate::service::check_key_custody(&config).await {
+        Ok(Some(line)) => println!("# {line}"),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            eprintln!("keyturn: the configuration is not usable as it stands");
+            return ExitCode::from(2);
+        }
+    }
     println!("# configuration is valid");
     ExitCode::SUCCESS
 }

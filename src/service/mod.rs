@@ -463,6 +463,14 @@ impl Keyturn {
     }
 }
 
+/// For `config check`: opens the PKCS#11 token the settings name, if any, and says what it
+/// can do (the PIN is read from its file, never shown).
+pub async fn check_key_custody(config: &Config) -> Result<Option<String>> {
+    let Some(token) = custody::Custodian::open_token(config).await? else { return Ok(None) };
+    let algorithms: Vec<&str> = config.algorithms.iter().map(|a| a.as_str()).collect();
+    Ok(Some(format!("PKCS#11 token '{}' opens, and can make and use keys of {}", token.label(), algorithms.join(", "))))
+}
+
 /// The algorithm to use: the one asked for if configured, else the first configured.
 pub fn resolve_alg(config: &Config, alg: Option<Algorithm>) -> Result<Algorithm> {
     let alg = alg.unwrap_or(config.algorithms[0]);

@@ -174,6 +174,20 @@ fn a_wrong_pin_a_missing_module_or_an_absent_token_refuses_to_start_and_changes_
         assert!(!stderr.contains(PIN) && !stderr.contains("0000"), "no PIN in: {stderr}");
         assert!(!Path::new(&data).exists(), "{name}={value}: nothing was created");
     }
+    // `config check` shows the settings (never the PIN) and opens the token.
+    let mut env = hsm.env();
+    env.push(("KEYTURN_DATA_DIR", data_dir.clone()));
+    let out = run_keyturn(&["config", "check"], &borrowed(&env), root.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("key_custody = \"pkcs11\""), "{stdout}");
+    assert!(stdout.contains("PKCS#11 token 'keyturn-refusals' opens"), "{stdout}");
+    assert!(!stdout.contains(PIN), "{stdout}");
+    env.retain(|(k, _)| *k != "KEYTURN_PKCS11_PIN_FILE");
+    env.push(("KEYTURN_PKCS11_PIN_FILE", wrong_pin.display().to_string()));
+    let out = run_keyturn(&["config", "check"], &borrowed(&env), root.path());
+    assert_eq!(out.status.code(), Some(2), "a wrong PIN fails the check");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the PIN"));
     // Each part missing from the settings is named too.
     let env = vec![("KEYTURN_KEY_CUSTODY", "pkcs11"), ("KEYTURN_DATA_DIR", data_dir.as_str())];
     let out = run_keyturn(&["serve"], &env, root.path());
