@@ -184,6 +184,16 @@ impl Custodian {
         Ok(gone > 0)
     }
 
+    /// Whether the token still holds `kid`, usable for signing (readiness).
+    pub(super) async fn usable(&self, kid: &crate::keys::KeyId) -> Result<()> {
+        let token = self.token(kid)?.clone();
+        let kid = kid.clone();
+        tokio::task::spawn_blocking(move || token.check(&kid))
+            .await
+            .map_err(|e| Error::Custody(e.to_string()))?
+            .map_err(|e| Error::Custody(e.to_string()))
+    }
+
     /// Checks, before anything is written at start-up, that a published key's private half
     /// is there and is the key its record describes.
     pub(super) fn check(&self, row: &KeyRow) -> Result<()> {

@@ -459,6 +459,13 @@ impl Keyturn {
         if !missing.is_empty() {
             return Err(format!("no active key for {}", missing.join(", ")));
         }
+        // A key a token holds must still be there and usable: keyturn never signs with
+        // another key than the published active one, so without it the algorithm cannot issue.
+        for alg in &self.config.algorithms {
+            if let Some(signer) = published.signer(*alg).filter(|s| s.held_by_token()) {
+                self.keys.custodian.usable(signer.kid()).await.map_err(|e| format!("{alg}: {e}"))?;
+            }
+        }
         Ok(())
     }
 }

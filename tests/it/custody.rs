@@ -194,3 +194,44 @@ fn a_wrong_pin_a_missing_module_or_an_absent_token_refuses_to_start_and_changes_
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("pkcs11_module, pkcs11_token_label, pkcs11_pin_file"), "{stderr}");
 }
+
+#[test]
+fn a_key_gone_from_the_token_makes_readyz_503_and_issuance_answer_retry_later() {
+    let hsm = Hsm::new("keyturn-gone");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let mut env = hsm.env();
+    env.push(("KEYTURN_ALGORITHMS", "ES256".into()));
+    let env = borrowed(&env);
+    let daemon = Daemon::start(&data, &env, "gone");
+    let issuer = keyturn_ok(&data, &["apikey", "create", "--role", "issuer", "--name", "app"], &env);
+    let issuer = issuer.lines().find(|l| l.starts_with("kt_")).expect("the key").trim().to_owned();
+    let issue = || {
+        client()
+            .post(format!("{}/api/v1/tokens", daemon.url))
+            .bearer_auth(&issuer)
+            .json(&json!({"sub": "bob", "aud": "api"}))
+            .send()
+            .expect("issue")
+    };
+    let issued: Value = issue().json().expect("json");
+    let kid = issued["kid"].as_str().expect("kid").to_owned();
+    // Someone deletes the signing key from the token behind keyturn's back.
+    let out = Command::new("pkcs11-tool")
+        .args(["--module", MODULE, "--token-label", hsm.label, "--login", "--pin", PIN])
+        .args(["--delete-object", "--type", "privkey", "--label", &kid])
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .output()
+        .expect("pkcs11-tool");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ready = client().get(format!("{}/readyz", daemon.url)).send().expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+    let why = ready.text().expect("body");
+    assert!(why.contains(&kid), "readiness names the key: {why}");
+    let refused = issue();
+    assert_eq!(refused.status().as_u16(), 503, "no token without its key");
+    assert!(refused.headers().contains_key("retry-after"));
+    let jwks = client().get(format!("{}/.well-known/jwks.json", daemon.url)).send().expect("jwks");
+    assert!(jwks.status().is_success(), "the JWKS is still served");
+    assert!(!daemon.log_text().contains(PIN));
+}
