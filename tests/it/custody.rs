@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -234,4 +235,37 @@ fn a_key_gone_from_the_token_makes_readyz_503_and_issuance_answer_retry_later() 
     let jwks = client().get(format!("{}/.well-known/jwks.json", daemon.url)).send().expect("jwks");
     assert!(jwks.status().is_success(), "the JWKS is still served");
     assert!(!daemon.log_text().contains(PIN));
+}
+
+/// Two nodes on one database and one token (in a cluster, every node names the same token):
+/// a key one node makes in the token signs on the other.
+#[test]
+fn a_key_one_node_makes_in_the_token_signs_on_another() {
+    let hsm = Hsm::new("keyturn-shared");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let mut env = hsm.env();
+    env.push(("KEYTURN_ALGORITHMS", "ES256".into()));
+    let env = borrowed(&env);
+    let a = Daemon::start(&data, &env, "node-a");
+    let b = Daemon::start(&data, &env, "node-b");
+    let admin = keyturn_ok(&data, &["apikey", "create", "--role", "admin", "--name", "ops"], &env);
+    let admin = admin.lines().find(|l| l.starts_with("kt_")).expect("the key").trim().to_owned();
+    let post = |node: &Daemon, path: &str, body: Value| -> Value {
+        let res = client().post(format!("{}{path}", node.url)).bearer_auth(&admin).json(&body).send().expect("post");
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().expect("json")
+    };
+    let rotated = post(&a, "/api/v1/keys/rotate", json!({"mode": "emergency"}));
+    // On a new installation no pending key is seasoned yet: a fresh key, made by node a in
+    // the token, signs at once.
+    assert_eq!(rotated["fresh_key"], true, "{rotated}");
+    let fresh = rotated["activate"].as_str().expect("the key that signs now").to_owned();
+    assert!(hsm.private_keys().contains(&fresh), "node a made it in the token");
+    // Node b follows the key set within a second and signs with it, through the same token.
+    crate::support::eventually("node b to sign with the key node a made", Duration::from_secs(10), || {
+        let issued = post(&b, "/api/v1/tokens", json!({"sub": "carol", "aud": "api"}));
+        (issued["kid"] == fresh.as_str()).then_some(())
+    });
+    drop(a);
 }
