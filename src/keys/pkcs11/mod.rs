@@ -83,6 +83,10 @@ pub struct Token {
     label: String,
     /// Idle sessions, logged in (the login belongs to the token, not the session).
     idle: Mutex<Vec<Session>>,
+    /// The private key object of each kid signed with, so a signature needs no search (a
+    /// search costs SoftHSM2 more than the signature). Forgotten when the key is destroyed,
+    /// or when the token no longer knows the handle (someone deleted the object).
+    handles: Mutex<std::collections::HashMap<KeyId, ObjectHandle>>,
 }
 
 impl std::fmt::Debug for Token {
@@ -126,7 +130,7 @@ impl Token {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(Token { context, slot, label: label.to_owned(), idle: Mutex::new(vec![session]) })
+        Ok(Token { context, slot, label: label.to_owned(), idle: Mutex::new(vec![session]), handles: Mutex::default() })
     }
 
     /// The token's label.
@@ -251,34 +255,47 @@ impl Token {
     /// The JWS signature of `message` by the key labelled `kid`, for `alg`.
     pub fn sign(&self, kid: &KeyId, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, TokenError> {
         self.with_session(|s| {
+            let cached = self.handles.lock().unwrap_or_else(PoisonError::into_inner).get(kid).copied();
+            if let Some(key) = cached {
+                match self.sign_with(s, key, alg, message) {
+                    Err(TokenError::Failed(_)) => {
+                        // The handle may be gone (the object deleted): search again, once.
+                        self.handles.lock().unwrap_or_else(PoisonError::into_inner).remove(kid);
+                    }
+                    done => return done,
+                }
+            }
             let key = self.private_key(s, kid)?;
-            let signature = match alg {
-                Algorithm::ES256 => {
-                    s.sign(&Mechanism::Ecdsa, key, digest(&aws_lc_rs::digest::SHA256, message).as_ref())?
-                }
-                Algorithm::ES384 => {
-                    s.sign(&Mechanism::Ecdsa, key, digest(&aws_lc_rs::digest::SHA384, message).as_ref())?
-                }
-                Algorithm::EdDSA => {
-                    s.sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), key, message)?
-                }
-                Algorithm::RS256 => s.sign(&Mechanism::Sha256RsaPkcs, key, message)?,
-                Algorithm::PS256 => {
-                    let params = PkcsPssParams {
-                        hash_alg: MechanismType::SHA256,
-                        mgf: PkcsMgfType::MGF1_SHA256,
-                        s_len: Ulong::new(32),
-                    };
-                    s.sign(&Mechanism::Sha256RsaPkcsPss(params), key, message)?
-                }
-            };
-            Ok(signature)
+            self.handles.lock().unwrap_or_else(PoisonError::into_inner).insert(kid.clone(), key);
+            self.sign_with(s, key, alg, message)
         })
+    }
+
+    /// `C_Sign` with `key` on `s`, as `alg` wants the signature.
+    fn sign_with(&self, s: &Session, key: ObjectHandle, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, TokenError> {
+        let signature = match alg {
+            Algorithm::ES256 => s.sign(&Mechanism::Ecdsa, key, digest(&aws_lc_rs::digest::SHA256, message).as_ref())?,
+            Algorithm::ES384 => s.sign(&Mechanism::Ecdsa, key, digest(&aws_lc_rs::digest::SHA384, message).as_ref())?,
+            Algorithm::EdDSA => {
+                s.sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), key, message)?
+            }
+            Algorithm::RS256 => s.sign(&Mechanism::Sha256RsaPkcs, key, message)?,
+            Algorithm::PS256 => {
+                let params = PkcsPssParams {
+                    hash_alg: MechanismType::SHA256,
+                    mgf: PkcsMgfType::MGF1_SHA256,
+                    s_len: Ulong::new(32),
+                };
+                s.sign(&Mechanism::Sha256RsaPkcsPss(params), key, message)?
+            }
+        };
+        Ok(signature)
     }
 
     /// Destroys both halves of the key labelled `kid`; returns how many objects went. A key
     /// already gone is not an error.
     pub fn destroy(&self, kid: &KeyId) -> Result<usize, TokenError> {
+        self.handles.lock().unwrap_or_else(PoisonError::into_inner).remove(kid);
         self.with_session(|s| {
             let found = s.find_objects(&[Attribute::Label(kid.as_str().as_bytes().to_vec())])?;
             for handle in &found {
