@@ -96,22 +96,7 @@ impl Custodian {
             .kek
             .seal(new.kid.as_str(), new.private.der())
             .map_err(|e| Error::Kek { path: self.config.kek_file.clone(), reason: e.to_string() })?;
-        let public_jwk = serde_json::to_string(&new.public).map_err(|e| Error::Sign(e.to_string()))?;
-        let record = KeyRecord {
-            kid: new.kid,
-            alg,
-            state,
-            public_jwk,
-            created_at: now,
-            published_at: now,
-            activated_at: (state == KeyState::Active).then_some(now),
-            retired_at: None,
-            expired_at: None,
-            revoked_at: None,
-            revoke_reason: None,
-            not_after,
-            custody: Custody::Software,
-        };
+        let record = new_record(new.kid, alg, state, &new.public, now, not_after, Custody::Software)?;
         Ok((record, sealed))
     }
 
@@ -135,23 +120,7 @@ impl Custodian {
         })
         .await
         .map_err(|e| Error::Custody(format!("key generation failed: {e}")))??;
-        let public_jwk = serde_json::to_string(&public).map_err(|e| Error::Sign(e.to_string()))?;
-        let record = KeyRecord {
-            kid,
-            alg,
-            state,
-            public_jwk,
-            created_at: now,
-            published_at: now,
-            activated_at: (state == KeyState::Active).then_some(now),
-            retired_at: None,
-            expired_at: None,
-            revoked_at: None,
-            revoke_reason: None,
-            not_after,
-            custody: Custody::Pkcs11,
-        };
-        Ok((record, Vec::new()))
+        Ok((new_record(kid, alg, state, &public, now, not_after, Custody::Pkcs11)?, Vec::new()))
     }
 
     /// The signer of a stored key that holds its private half.
@@ -209,4 +178,31 @@ impl Custodian {
         }
         Ok(())
     }
+}
+
+/// The record of a key made at `now` in `state`, whoever holds its private half.
+fn new_record(
+    kid: crate::keys::KeyId,
+    alg: Algorithm,
+    state: KeyState,
+    public: &generate::PublicJwk,
+    now: Instant,
+    not_after: Instant,
+    custody: Custody,
+) -> Result<KeyRecord> {
+    Ok(KeyRecord {
+        kid,
+        alg,
+        state,
+        public_jwk: serde_json::to_string(public).map_err(|e| Error::Sign(e.to_string()))?,
+        created_at: now,
+        published_at: now,
+        activated_at: (state == KeyState::Active).then_some(now),
+        retired_at: None,
+        expired_at: None,
+        revoked_at: None,
+        revoke_reason: None,
+        not_after,
+        custody,
+    })
 }
