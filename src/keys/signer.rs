@@ -46,7 +46,7 @@ impl std::fmt::Debug for SigningKey {
 
 /// Why a private key could not be made ready to sign.
 #[derive(Debug, thiserror::Error)]
-#[error("the {alg} private key does not parse: {reason}")]
+#[error("the {alg} key cannot sign: {reason}")]
 pub struct SignerError {
     alg: Algorithm,
     reason: String,

@@ -76,6 +76,25 @@ fn loaded(path: &Path) -> Result<Pkcs11, TokenError> {
     Ok(context)
 }
 
+/// A session on `slot` with the user logged in with the PIN from `pin_file`.
+fn login(context: &Pkcs11, slot: Slot, label: &str, pin_file: &Path) -> Result<Session, TokenError> {
+    let pin_path = pin_file.display().to_string();
+    let pin = std::fs::read_to_string(pin_file)
+        .map(Zeroizing::new)
+        .map_err(|e| TokenError::PinFile { path: pin_path.clone(), reason: e.to_string() })?;
+    let pin = AuthPin::new(pin.lines().next().unwrap_or_default().trim().into());
+    let session = context.open_rw_session(slot)?;
+    match session.login(UserType::User, Some(&pin)) {
+        // The login belongs to the process: a token this process already opened is logged
+        // in, and its PIN is not checked a second time.
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+        Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLocked | RvError::PinInvalid, _)) => {
+            Err(TokenError::WrongPin { label: label.to_owned(), path: pin_path })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// An open, logged-in token.
 pub struct Token {
     context: Pkcs11,
@@ -83,6 +102,8 @@ pub struct Token {
     label: String,
     /// Idle sessions, logged in (the login belongs to the token, not the session).
     idle: Mutex<Vec<Session>>,
+    /// Where the PIN is read from, again when the token must be logged in anew.
+    pin_file: std::path::PathBuf,
     /// The private key object of each kid signed with, so a signature needs no search (a
     /// search costs SoftHSM2 more than the signature). Forgotten when the key is destroyed,
     /// or when the token no longer knows the handle (someone deleted the object).
@@ -115,22 +136,37 @@ impl Token {
             let seen = if seen.is_empty() { "none".to_owned() } else { seen.join(", ") };
             return Err(TokenError::Absent { label: label.to_owned(), seen });
         };
-        let pin_path = pin_file.display().to_string();
-        let pin = std::fs::read_to_string(pin_file)
-            .map(Zeroizing::new)
-            .map_err(|e| TokenError::PinFile { path: pin_path.clone(), reason: e.to_string() })?;
-        let pin = AuthPin::new(pin.lines().next().unwrap_or_default().trim().into());
-        let session = context.open_rw_session(slot)?;
-        match session.login(UserType::User, Some(&pin)) {
-            // The login belongs to the process: a token this process already opened is
-            // logged in, and its PIN is not checked a second time.
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLocked | RvError::PinInvalid, _)) => {
-                return Err(TokenError::WrongPin { label: label.to_owned(), path: pin_path });
+        let session = login(&context, slot, label, pin_file)?;
+        Ok(Token {
+            context,
+            slot,
+            label: label.to_owned(),
+            pin_file: pin_file.to_owned(),
+            idle: Mutex::new(vec![session]),
+            handles: Mutex::default(),
+        })
+    }
+
+    /// After the token failed (its device gone and back): forgets every session and handle,
+    /// and logs in again with the PIN read anew from its file.
+    fn recover(&self) -> Result<(), TokenError> {
+        self.handles.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        let session = login(&self.context, self.slot, &self.label, &self.pin_file)?;
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(session);
+        Ok(())
+    }
+
+    /// `op`, and once more after [`Self::recover`] when the token failed or lost the key:
+    /// a token that went away and came back serves again by itself.
+    fn recovering<T>(&self, op: impl Fn() -> Result<T, TokenError>) -> Result<T, TokenError> {
+        match op() {
+            Err(TokenError::Failed(_) | TokenError::Missing(_)) => {
+                self.recover()?;
+                op()
             }
-            Err(e) => return Err(e.into()),
+            done => done,
         }
-        Ok(Token { context, slot, label: label.to_owned(), idle: Mutex::new(vec![session]), handles: Mutex::default() })
     }
 
     /// The token's label.
@@ -239,6 +275,10 @@ impl Token {
     /// Whether the token holds the private key labelled `kid`, usable for signing and never
     /// extractable.
     pub fn check(&self, kid: &KeyId) -> Result<(), TokenError> {
+        self.recovering(|| self.check_once(kid))
+    }
+
+    fn check_once(&self, kid: &KeyId) -> Result<(), TokenError> {
         self.with_session(|s| {
             let handle = self.private_key(s, kid)?;
             let attrs = s.get_attributes(handle, &[AttributeType::Sign, AttributeType::Extractable])?;
@@ -254,6 +294,10 @@ impl Token {
 
     /// The JWS signature of `message` by the key labelled `kid`, for `alg`.
     pub fn sign(&self, kid: &KeyId, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, TokenError> {
+        self.recovering(|| self.sign_once(kid, alg, message))
+    }
+
+    fn sign_once(&self, kid: &KeyId, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, TokenError> {
         self.with_session(|s| {
             let cached = self.handles.lock().unwrap_or_else(PoisonError::into_inner).get(kid).copied();
             if let Some(key) = cached {
