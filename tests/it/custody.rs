@@ -269,3 +269,50 @@ fn a_key_one_node_makes_in_the_token_signs_on_another() {
     });
     drop(a);
 }
+
+/// An installation with software keys moves to a token: the software keys serve on, every
+/// key made from then on is made in the token, and revoking the software keys makes a token
+/// key sign.
+#[test]
+fn an_installation_moves_from_software_keys_to_the_token() {
+    let hsm = Hsm::new("keyturn-move");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let software = [("KEYTURN_ALGORITHMS", "ES256")];
+    let admin = {
+        let _d = Daemon::start(&data, &software, "software");
+        let out = keyturn_ok(&data, &["apikey", "create", "--role", "admin", "--name", "ops"], &software);
+        out.lines().find(|l| l.starts_with("kt_")).expect("the key").trim().to_owned()
+    };
+    let mut env = hsm.env();
+    env.push(("KEYTURN_ALGORITHMS", "ES256".into()));
+    let env = borrowed(&env);
+    let d = Daemon::start(&data, &env, "moved");
+    let post = |path: &str, body: Value| -> Value {
+        let res = client().post(format!("{}{path}", d.url)).bearer_auth(&admin).json(&body).send().expect("post");
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().expect("json")
+    };
+    let custody_of = |kid: &str| -> Value {
+        let keys = d.get("/api/v1/keys", Some(&admin));
+        keys["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == kid).expect("the key")["custody"].clone()
+    };
+    let token = json!({"sub": "erin", "aud": "api"});
+    let software_kid = post("/api/v1/tokens", token.clone())["kid"].as_str().expect("kid").to_owned();
+    assert_eq!(custody_of(&software_kid), "software", "the software keys serve on");
+    // Revoking the active software key: the software pending key signs, and the new pending
+    // key is made in the token.
+    post(&format!("/api/v1/keys/{software_kid}/revoke"), json!({"reason": "moving to the HSM"}));
+    let next = post("/api/v1/tokens", token.clone())["kid"].as_str().expect("kid").to_owned();
+    assert_eq!(custody_of(&next), "software");
+    let keys = d.get("/api/v1/keys", Some(&admin));
+    let pending =
+        keys["keys"].as_array().expect("keys").iter().find(|k| k["state"] == "pending").expect("pending").clone();
+    assert_eq!(pending["custody"], "pkcs11", "a key made after the move is made in the token");
+    // Revoking that one too: the token's key signs.
+    post(&format!("/api/v1/keys/{next}/revoke"), json!({"reason": "moving to the HSM"}));
+    let in_token = post("/api/v1/tokens", token)["kid"].as_str().expect("kid").to_owned();
+    assert_eq!(in_token, pending["kid"].as_str().expect("kid"));
+    assert_eq!(custody_of(&in_token), "pkcs11");
+    assert!(hsm.private_keys().contains(&in_token));
+}
