@@ -54,10 +54,10 @@ impl Keys {
         store: Store,
         shared: Arc<Shared>,
         kek: Arc<Kek>,
-        token: Option<Arc<crate::keys::pkcs11::Token>>,
+        custodian: Custodian,
     ) -> Keys {
         Keys {
-            custodian: Custodian::new(config.clone(), kek.clone(), token),
+            custodian,
             config,
             clock,
             store,

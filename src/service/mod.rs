@@ -222,8 +222,8 @@ impl Keyturn {
             .read(|c| Box::pin(store::keys::all(c)))
             .await
             .map_err(|e| Error::KeyStoreUnreadable(e.to_string()))?;
-        let kek = Arc::new(kek);
-        let custodian = custody::Custodian::new(Arc::new(config.clone()), kek.clone(), token.clone());
+        let (config, kek) = (Arc::new(config), Arc::new(kek));
+        let custodian = custody::Custodian::new(config.clone(), kek.clone(), token);
         for row in keys.iter().filter(|r| r.record.state.is_published()) {
             custodian.check(row)?;
         }
@@ -263,8 +263,8 @@ impl Keyturn {
             verifiers: HashMap::new(),
         };
         let shared = Arc::new(Shared::new(empty, revocations::load_index(&store).await?, store.dialect()));
-        let (config, metrics) = (Arc::new(config), Arc::new(crate::metrics::Metrics::default()));
-        let keys = Arc::new(Keys::new(config.clone(), clock.clone(), store.clone(), shared.clone(), kek, token));
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let keys = Arc::new(Keys::new(config.clone(), clock.clone(), store.clone(), shared.clone(), kek, custodian));
         let tokens = Arc::new(Tokens::new(&config, &clock, &store, &metrics, &shared, &keys));
         let revocations = Arc::new(Revocations::new(&clock, &store, &shared, &keys, &tokens));
         let clients = Arc::new(Clients::new(&config, &clock, &store, &metrics, &shared, &revocations));
