@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::daemon::{client, Daemon};
-use crate::support::{database, keyturn_ok, run_keyturn, scalar};
+use crate::support::{database, eventually, keyturn_ok, run_keyturn, scalar};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "2718-user";
@@ -151,7 +151,7 @@ fn keys_are_born_in_the_token_and_its_tokens_verify_against_the_jwks() {
 }
 
 #[test]
-fn a_wrong_pin_a_missing_module_or_an_absent_token_refuses_to_start_and_changes_nothing() {
+fn a_wrong_pin_a_missing_module_an_absent_token_or_a_missing_mechanism_refuses_to_start() {
     let hsm = Hsm::new("keyturn-refusals");
     let root = tempfile::tempdir().expect("tempdir");
     let wrong_pin = root.path().join("wrong-pin");
@@ -194,6 +194,22 @@ fn a_wrong_pin_a_missing_module_or_an_absent_token_refuses_to_start_and_changes_
     let out = run_keyturn(&["serve"], &env, root.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("pkcs11_module, pkcs11_token_label, pkcs11_pin_file"), "{stderr}");
+    // A token that cannot do an algorithm the settings name is refused by the mechanism's
+    // name, before anything is written: SoftHSM2 told by its own setting to offer ECDSA and
+    // Ed25519 key generation but not Ed25519 signing.
+    let conf = std::fs::read_to_string(hsm.conf()).expect("conf");
+    let offered = "CKM_EC_KEY_PAIR_GEN,CKM_ECDSA,CKM_EC_EDWARDS_KEY_PAIR_GEN";
+    std::fs::write(hsm.conf(), format!("{conf}slots.mechanisms = {offered}\n")).expect("conf");
+    let mut env = hsm.env();
+    env.push(("KEYTURN_DATA_DIR", data_dir.clone()));
+    env.push(("KEYTURN_ALGORITHMS", "ES256,EdDSA".into()));
+    for args in [&["serve"][..], &["config", "check"]] {
+        let out = run_keyturn(args, &borrowed(&env), root.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: refused");
+        assert!(stderr.contains("cannot do EdDSA: it lacks CKM_EDDSA"), "{args:?}: {stderr}");
+        assert!(!Path::new(&data).exists(), "{args:?}: nothing was created");
+    }
 }
 
 #[test]
@@ -237,6 +253,63 @@ fn a_key_gone_from_the_token_makes_readyz_503_and_issuance_answer_retry_later() 
     assert!(!daemon.log_text().contains(PIN));
 }
 
+/// The token's device goes away while keyturn serves (its SoftHSM2 token directory moved
+/// aside) and comes back: meanwhile issuance answers 503 with `Retry-After`, `/readyz` 503,
+/// the JWKS is served and nothing is recorded; afterwards the same key signs again without
+/// a restart.
+#[test]
+fn a_token_that_fails_while_serving_comes_back_by_itself() {
+    let hsm = Hsm::new("keyturn-away");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let mut env = hsm.env();
+    env.push(("KEYTURN_ALGORITHMS", "ES256".into()));
+    let env = borrowed(&env);
+    let daemon = Daemon::start(&data, &env, "away");
+    let issuer = keyturn_ok(&data, &["apikey", "create", "--role", "issuer", "--name", "app"], &env);
+    let issuer = issuer.lines().find(|l| l.starts_with("kt_")).expect("the key").trim().to_owned();
+    let issue = || {
+        client()
+            .post(format!("{}/api/v1/tokens", daemon.url))
+            .bearer_auth(&issuer)
+            .json(&json!({"sub": "bob", "aud": "api"}))
+            .send()
+            .expect("issue")
+    };
+    let issued: Value = issue().json().expect("json");
+    let kid = issued["kid"].as_str().expect("kid").to_owned();
+    let db = database(&data, &env);
+    let recorded = || scalar(&db, "SELECT count(*) FROM issued_tokens", &[]);
+    let before = recorded();
+
+    let tokens = hsm.dir.path().join("tokens");
+    let aside = hsm.dir.path().join("tokens-aside");
+    std::fs::rename(&tokens, &aside).expect("the device goes");
+    std::fs::create_dir(&tokens).expect("an empty token directory");
+    for _ in 0..3 {
+        let refused = issue();
+        assert_eq!(refused.status().as_u16(), 503, "no token while the token is away");
+        assert!(refused.headers().contains_key("retry-after"));
+    }
+    let ready = client().get(format!("{}/readyz", daemon.url)).send().expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+    let jwks = client().get(format!("{}/.well-known/jwks.json", daemon.url)).send().expect("jwks");
+    assert!(jwks.status().is_success(), "the JWKS is still served");
+    assert_eq!(recorded(), before, "nothing recorded that was not answered");
+
+    std::fs::remove_dir(&tokens).expect("the empty directory goes");
+    std::fs::rename(&aside, &tokens).expect("the device comes back");
+    let again: Value = eventually("issuance with the token back", Duration::from_secs(30), || {
+        let answer = issue();
+        answer.status().is_success().then(|| answer.json().expect("json"))
+    });
+    assert_eq!(again["kid"], kid.as_str(), "the same key signs: no rotation, no software key");
+    let ready = client().get(format!("{}/readyz", daemon.url)).send().expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200, "{}", ready.text().unwrap_or_default());
+    assert_eq!(recorded(), before + 1);
+    assert!(!daemon.log_text().contains(PIN));
+}
+
 /// Two nodes on one database and one token (in a cluster, every node names the same token):
 /// a key one node makes in the token signs on the other.
 #[test]
@@ -263,7 +336,7 @@ fn a_key_one_node_makes_in_the_token_signs_on_another() {
     let fresh = rotated["activate"].as_str().expect("the key that signs now").to_owned();
     assert!(hsm.private_keys().contains(&fresh), "node a made it in the token");
     // Node b follows the key set within a second and signs with it, through the same token.
-    crate::support::eventually("node b to sign with the key node a made", Duration::from_secs(10), || {
+    eventually("node b to sign with the key node a made", Duration::from_secs(10), || {
         let issued = post(&b, "/api/v1/tokens", json!({"sub": "carol", "aud": "api"}));
         (issued["kid"] == fresh.as_str()).then_some(())
     });

@@ -14,7 +14,8 @@
 //! token is opened; the PIN is read from its file then and kept nowhere else.
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -57,23 +58,72 @@ impl From<CkError> for TokenError {
     }
 }
 
+/// A module loaded into the process: its context, and what keeps calls out of it while it
+/// is initialised anew.
+struct Module {
+    context: Pkcs11,
+    /// Every call into the module holds it shared; initialising the module anew
+    /// (`C_Finalize`, `C_Initialize`) holds it alone (no call may be under way then).
+    gate: RwLock<()>,
+    /// How many times the module was initialised anew. Sessions and object handles belong to
+    /// one initialisation: a token that made them under an older one forgets them.
+    generation: AtomicU64,
+}
+
+impl Module {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// `C_Finalize` then `C_Initialize`: what makes a module that lost its device see it
+    /// again (SoftHSM2 reads its token directory when initialised, and a token whose files
+    /// went away answers `CKR_GENERAL_ERROR` until then). The caller holds the gate alone.
+    fn initialise_anew(&self) -> Result<(), TokenError> {
+        match self.context.clone().finalize() {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        initialise(&self.context).map_err(|e| TokenError::Failed(e.to_string()))
+    }
+}
+
+fn initialise(context: &Pkcs11) -> Result<(), CkError> {
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The module at `path`, loaded and initialised once per process and kept: a PKCS#11 module
 /// is initialised for the whole process, and unloading it (when its last handle went) would
 /// end every session any other token of it had open.
-fn loaded(path: &Path) -> Result<Pkcs11, TokenError> {
-    static LOADED: Mutex<Vec<(std::path::PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+fn loaded(path: &Path) -> Result<Arc<Module>, TokenError> {
+    static LOADED: Mutex<Vec<(std::path::PathBuf, Arc<Module>)>> = Mutex::new(Vec::new());
     let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, context)) = loaded.iter().find(|(p, _)| p == path) {
-        return Ok(context.clone());
+    if let Some((_, module)) = loaded.iter().find(|(p, _)| p == path) {
+        return Ok(module.clone());
     }
     let shown = path.display().to_string();
     let context = Pkcs11::new(path).map_err(|e| TokenError::Module { path: shown.clone(), reason: e.to_string() })?;
-    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => return Err(TokenError::Module { path: shown, reason: e.to_string() }),
+    initialise(&context).map_err(|e| TokenError::Module { path: shown, reason: e.to_string() })?;
+    let module = Arc::new(Module { context, gate: RwLock::new(()), generation: AtomicU64::new(0) });
+    loaded.push((path.to_owned(), module.clone()));
+    Ok(module)
+}
+
+/// The slot of the token labelled `label`.
+fn find_slot(context: &Pkcs11, label: &str) -> Result<Slot, TokenError> {
+    let mut seen = Vec::new();
+    for slot in context.get_slots_with_token()? {
+        let name = context.get_token_info(slot)?.label().trim().to_owned();
+        if name == label {
+            return Ok(slot);
+        }
+        seen.push(format!("'{name}'"));
     }
-    loaded.push((path.to_owned(), context.clone()));
-    Ok(context)
+    let seen = if seen.is_empty() { "none".to_owned() } else { seen.join(", ") };
+    Err(TokenError::Absent { label: label.to_owned(), seen })
 }
 
 /// A session on `slot` with the user logged in with the PIN from `pin_file`.
@@ -95,11 +145,18 @@ fn login(context: &Pkcs11, slot: Slot, label: &str, pin_file: &Path) -> Result<S
     }
 }
 
+/// Where the token was found, under which initialisation of its module.
+#[derive(Clone, Copy)]
+struct Attached {
+    slot: Slot,
+    generation: u64,
+}
+
 /// An open, logged-in token.
 pub struct Token {
-    context: Pkcs11,
-    slot: Slot,
+    module: Arc<Module>,
     label: String,
+    attached: Mutex<Attached>,
     /// Idle sessions, logged in (the login belongs to the token, not the session).
     idle: Mutex<Vec<Session>>,
     /// Where the PIN is read from, again when the token must be logged in anew.
@@ -120,49 +177,76 @@ impl Token {
     /// Loads `module`, finds the token labelled `label` and logs in with the PIN in
     /// `pin_file` (its first line). Each failure says which of the three it was.
     pub fn open(module: &Path, label: &str, pin_file: &Path) -> Result<Token, TokenError> {
-        let context = loaded(module)?;
-        let mut seen = Vec::new();
-        let mut found = None;
-        for slot in context.get_slots_with_token()? {
-            let info = context.get_token_info(slot)?;
-            let name = info.label().trim().to_owned();
-            if name == label {
-                found = Some(slot);
-                break;
-            }
-            seen.push(format!("'{name}'"));
-        }
-        let Some(slot) = found else {
-            let seen = if seen.is_empty() { "none".to_owned() } else { seen.join(", ") };
-            return Err(TokenError::Absent { label: label.to_owned(), seen });
-        };
-        let session = login(&context, slot, label, pin_file)?;
+        let module = loaded(module)?;
+        let _in = module.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let generation = module.generation();
+        let slot = find_slot(&module.context, label)?;
+        let session = login(&module.context, slot, label, pin_file)?;
+        drop(_in);
         Ok(Token {
-            context,
-            slot,
+            module,
             label: label.to_owned(),
+            attached: Mutex::new(Attached { slot, generation }),
             pin_file: pin_file.to_owned(),
             idle: Mutex::new(vec![session]),
             handles: Mutex::default(),
         })
     }
 
-    /// After the token failed (its device gone and back): forgets every session and handle,
-    /// and logs in again with the PIN read anew from its file.
-    fn recover(&self) -> Result<(), TokenError> {
+    fn context(&self) -> &Pkcs11 {
+        &self.module.context
+    }
+
+    /// Forgets every idle session and cached handle. Under the initialisation they were made
+    /// in they are closed; under a later one they are only forgotten (their numbers may now
+    /// name another's sessions and objects, which closing would end).
+    fn forget_sessions(&self) {
         self.handles.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        let session = login(&self.context, self.slot, &self.label, &self.pin_file)?;
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+        let current =
+            self.attached.lock().unwrap_or_else(PoisonError::into_inner).generation == self.module.generation();
+        for session in idle {
+            if current {
+                drop(session);
+            } else {
+                std::mem::forget(session);
+            }
+        }
+    }
+
+    /// Finds the token again and logs in anew, the PIN read again from its file.
+    fn attach(&self) -> Result<(), TokenError> {
+        let generation = self.module.generation();
+        let slot = find_slot(self.context(), &self.label)?;
+        let session = login(self.context(), slot, &self.label, &self.pin_file)?;
+        *self.attached.lock().unwrap_or_else(PoisonError::into_inner) = Attached { slot, generation };
         self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(session);
         Ok(())
+    }
+
+    /// After the token failed (its device gone and back) under the module's initialisation
+    /// `seen`: forgets every session and handle and logs in again; when the token cannot be
+    /// found or logged in to, initialises the module anew first, unless another caller has
+    /// already done so since `seen`. Callers that fail together recover once.
+    fn recover(&self, seen: u64) -> Result<(), TokenError> {
+        let _alone = self.module.gate.write().unwrap_or_else(PoisonError::into_inner);
+        self.forget_sessions();
+        if self.module.generation() == seen {
+            match self.attach() {
+                Err(TokenError::Failed(_) | TokenError::Absent { .. }) => self.module.initialise_anew()?,
+                done => return done,
+            }
+        }
+        self.attach()
     }
 
     /// `op`, and once more after [`Self::recover`] when the token failed or lost the key:
     /// a token that went away and came back serves again by itself.
     fn recovering<T>(&self, op: impl Fn() -> Result<T, TokenError>) -> Result<T, TokenError> {
+        let seen = self.module.generation();
         match op() {
             Err(TokenError::Failed(_) | TokenError::Missing(_)) => {
-                self.recover()?;
+                self.recover(seen)?;
                 op()
             }
             done => done,
@@ -176,7 +260,9 @@ impl Token {
 
     /// Whether the token can make and use keys of `alg`; the error names what it lacks.
     pub fn supports(&self, alg: Algorithm) -> Result<(), TokenError> {
-        let have = self.context.get_mechanism_list(self.slot)?;
+        let _in = self.module.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let slot = self.attached.lock().unwrap_or_else(PoisonError::into_inner).slot;
+        let have = self.context().get_mechanism_list(slot)?;
         let need: &[(MechanismType, &'static str)] = match alg {
             Algorithm::ES256 | Algorithm::ES384 => {
                 &[(MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN"), (MechanismType::ECDSA, "CKM_ECDSA")]
@@ -201,11 +287,17 @@ impl Token {
     }
 
     /// Runs `f` on an idle session (a new one when every session is busy), then keeps it.
+    /// Fails when the module was initialised anew since the token's sessions were made.
     fn with_session<T>(&self, f: impl FnOnce(&Session) -> Result<T, TokenError>) -> Result<T, TokenError> {
+        let _in = self.module.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let attached = *self.attached.lock().unwrap_or_else(PoisonError::into_inner);
+        if attached.generation != self.module.generation() {
+            return Err(TokenError::Failed("the module was initialised anew".into()));
+        }
         let taken = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let session = match taken {
             Some(s) => s,
-            None => self.context.open_rw_session(self.slot)?,
+            None => self.context().open_rw_session(attached.slot)?,
         };
         let out = f(&session);
         // A session the token failed under is closed (dropped), not kept.

@@ -177,7 +177,7 @@ fn a_destroyed_key_is_gone_and_says_so() {
 
 #[test]
 fn concurrent_signers_share_the_session_pool() {
-    let token = std::sync::Arc::new(open("pool"));
+    let token = Arc::new(open("pool"));
     let (kid, parts) = token.generate(Algorithm::ES256, RsaBits::B2048).expect("generated");
     let signers: Vec<_> = (0..8)
         .map(|i| {
