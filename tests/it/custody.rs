@@ -15,13 +15,13 @@ const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "2718-user";
 
 /// A SoftHSM2 token directory of its own, with one token initialised.
-struct Hsm {
+pub(crate) struct Hsm {
     dir: tempfile::TempDir,
     label: &'static str,
 }
 
 impl Hsm {
-    fn new(label: &'static str) -> Hsm {
+    pub(crate) fn new(label: &'static str) -> Hsm {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("tokens")).expect("token dir");
         let conf =
@@ -47,7 +47,7 @@ impl Hsm {
     }
 
     /// The settings that put keys in this token.
-    fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("SOFTHSM2_CONF", self.conf().display().to_string()),
             ("KEYTURN_KEY_CUSTODY", "pkcs11".into()),
@@ -58,7 +58,7 @@ impl Hsm {
     }
 
     /// What `pkcs11-tool` lists of the token's private keys.
-    fn private_keys(&self) -> String {
+    pub(crate) fn private_keys(&self) -> String {
         let out = Command::new("pkcs11-tool")
             .args(["--module", MODULE, "--token-label", self.label, "--login", "--pin", PIN])
             .args(["--list-objects", "--type", "privkey"])

@@ -104,12 +104,28 @@ fn issue(d: &Daemon, key: &str, alg: &str) -> Value {
 
 #[test]
 fn jose_and_pyjwt_verify_across_live_rotations_and_reject_revoked_keys() {
+    across_live_rotations(ENV, "interop");
+}
+
+/// The same with every key made, used and destroyed inside a PKCS#11 token (SoftHSM2): the
+/// tokens it signs look to the clients exactly like those of software keys.
+#[test]
+fn jose_and_pyjwt_verify_keys_held_in_a_token_across_live_rotations() {
+    let hsm = crate::custody::Hsm::new("keyturn-interop");
+    let mut env: Vec<(&str, String)> = ENV.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    env.extend(hsm.env());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    across_live_rotations(&env, "interop-token");
+    assert!(hsm.private_keys().contains("Private Key Object"), "the keys are in the token");
+}
+
+fn across_live_rotations(env: &[(&str, &str)], name: &str) {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     let issuer = "https://issuer.interop.test";
-    keyturn_once(&data, &["init"], ENV);
-    let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "interop"], ENV).trim().to_owned();
-    let d = Daemon::start(&data, ENV, "interop");
+    keyturn_once(&data, &["init"], env);
+    let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "interop"], env).trim().to_owned();
+    let d = Daemon::start(&data, env, name);
     let (mut jose, mut pyjwt) = verifiers(&format!("{}/.well-known/jwks.json", d.url), issuer);
 
     // Issue and verify continuously until every algorithm has signed with 11 keys (at least
@@ -134,7 +150,7 @@ fn jose_and_pyjwt_verify_across_live_rotations_and_reject_revoked_keys() {
     });
     assert!(failures.is_empty(), "{} of {} verifications failed:\n{}", failures.len(), 2 * id, failures.join("\n"));
     eprintln!(
-        "interop: {id} tokens verified by jose and PyJWT across {:?} keys per algorithm",
+        "{name}: {id} tokens verified by jose and PyJWT across {:?} keys per algorithm",
         signers.values().map(BTreeSet::len).collect::<Vec<_>>()
     );
 
