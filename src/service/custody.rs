@@ -153,6 +153,16 @@ impl Custodian {
         Ok(gone > 0)
     }
 
+    /// The kids of the private keys the token holds (none without a token).
+    pub(super) async fn held(&self) -> Result<Vec<crate::keys::KeyId>> {
+        let Some(token) = self.token.clone() else { return Ok(Vec::new()) };
+        let labels = tokio::task::spawn_blocking(move || token.held())
+            .await
+            .map_err(|e| Error::Custody(e.to_string()))?
+            .map_err(|e| Error::Custody(e.to_string()))?;
+        Ok(labels.into_iter().map(crate::keys::KeyId::new).collect())
+    }
+
     /// Whether the token still holds `kid`, usable for signing (readiness).
     pub(super) async fn usable(&self, kid: &crate::keys::KeyId) -> Result<()> {
         let token = self.token(kid)?.clone();

@@ -36,6 +36,9 @@ pub struct Keys {
     pub(super) holder: String,
     /// Whether this process handed the lease over (a clean shutdown, `close`).
     lease_released: AtomicBool,
+    /// Whether the token may still hold a key that has ended: true at start-up and after a
+    /// destruction failed; housekeeping then looks (`destroy_ended_in_custody`).
+    pub(super) undestroyed: AtomicBool,
     /// The store's mark of other processes' commits when the snapshot was last rebuilt: when
     /// another process (the CLI, a second daemon) commits, the snapshot is rebuilt too.
     seen: Mutex<Option<ChangeMark>>,
@@ -65,6 +68,7 @@ impl Keys {
             kek,
             holder: super::random_id(12),
             lease_released: AtomicBool::new(false),
+            undestroyed: AtomicBool::new(true),
             seen: Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
             policy_version: tokio::sync::watch::channel(0).0,

@@ -6,6 +6,7 @@
 //! every change is guarded by the key's current state, so none can apply twice.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use super::key_changes::{KeyView, NextView, RevokeOutcome, RotateMode, RotateOutcome};
@@ -78,6 +79,9 @@ impl Keyturn {
         self.retry_failed_writes().await;
         self.clients.prune_throttle();
         self.tokens.prune_verified();
+        if self.keys.undestroyed.swap(false, Ordering::AcqRel) {
+            self.keys.destroy_ended_in_custody().await;
+        }
         self.tick_for(scheduled).await
     }
 
@@ -142,7 +146,37 @@ impl Keys {
                     tracing::warn!("recording a key's destruction in the token: {e}");
                 }
             }
-            Err(e) => tracing::warn!(%kid, "the key has ended but the token did not destroy it: {e}"),
+            Err(e) => {
+                tracing::warn!(%kid, "the key has ended but the token did not destroy it (tried again each second): {e}");
+                self.undestroyed.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Destroys what the token still holds of keys that have ended: a destruction that
+    /// failed when the key ended (the token away then; tried again each housekeeping tick
+    /// until it succeeds), or what ended while no process had the token open (at start-up). Keys the database does not know are left alone: another
+    /// node's key not yet recorded, or another application's.
+    pub(super) async fn destroy_ended_in_custody(&self) {
+        let held = match self.custodian.held().await {
+            Ok(held) => held,
+            Err(e) => {
+                self.undestroyed.store(true, Ordering::Release);
+                return tracing::warn!("listing the keys the token holds: {e}");
+            }
+        };
+        let sys = Actor { source: Some(format!("rotator {}", self.holder)), ..Actor::system() };
+        for kid in held {
+            let looked = kid.clone();
+            let state = self.store.read(move |c| Box::pin(async move { store::keys::state(c, &looked).await })).await;
+            match state {
+                Ok(Some(KeyState::Expired | KeyState::Revoked)) => self.destroy_in_custody(&kid, &sys).await,
+                Ok(_) => {}
+                Err(e) => {
+                    self.undestroyed.store(true, Ordering::Release);
+                    tracing::warn!(%kid, "looking up a key the token holds: {e}");
+                }
+            }
         }
     }
 
@@ -195,6 +229,9 @@ impl Keys {
             report.deferred = plan.len();
             return Ok(report);
         }
+        // A transition that fails (a key the token cannot make now) does not hold back the
+        // others (a retired key still expires on time); the first failure is the answer.
+        let mut failed = None;
         for transition in plan {
             match self.apply(&transition, now, &policy).await {
                 Ok(true) => report.applied.push(transition),
@@ -204,13 +241,19 @@ impl Keys {
                     tracing::debug!(%reason, "transition skipped");
                     report.deferred += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(transition = ?transition, "transition failed: {e}");
+                    failed.get_or_insert(e);
+                }
             }
         }
         if !report.applied.is_empty() {
             self.reload().await?;
         }
-        Ok(report)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     /// Takes or renews the rotator lease when needed (`want`) or when half of it has passed.
@@ -355,7 +398,7 @@ impl Keys {
             .await?;
         if applied {
             tracing::info!(transition = ?t, "applied lifecycle transition");
-            if let Transition::Expire { kid } = t {
+            if let Transition::Expire { kid } | Transition::Withdraw { kid } = t {
                 let sys = Actor { source: Some(format!("rotator {}", self.holder)), ..Actor::system() };
                 self.destroy_in_custody(kid, &sys).await;
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::daemon::{client, Daemon};
+use crate::daemon::{client, Daemon, FAST_LIFECYCLE};
 use crate::support::{database, eventually, keyturn_ok, run_keyturn, scalar};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -307,6 +307,65 @@ fn a_token_that_fails_while_serving_comes_back_by_itself() {
     let ready = client().get(format!("{}/readyz", daemon.url)).send().expect("readyz");
     assert_eq!(ready.status().as_u16(), 200, "{}", ready.text().unwrap_or_default());
     assert_eq!(recorded(), before + 1);
+    assert!(!daemon.log_text().contains(PIN));
+}
+
+/// Keys end on their schedule and are destroyed in the token, audited; a key that ends while
+/// the token is away is destroyed once it is back.
+#[test]
+fn keys_that_end_are_destroyed_in_the_token_even_when_it_was_away_then() {
+    let hsm = Hsm::new("keyturn-ends");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let mut env: Vec<(&str, String)> = FAST_LIFECYCLE.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    env.extend(hsm.env());
+    env.push(("KEYTURN_ALGORITHMS", "ES256".into()));
+    let env = borrowed(&env);
+    let daemon = Daemon::start(&data, &env, "ends");
+    let admin = keyturn_ok(&data, &["apikey", "create", "--role", "admin", "--name", "ops"], &env);
+    let admin = admin.lines().find(|l| l.starts_with("kt_")).expect("the key").trim().to_owned();
+    let targets = |action: &str| -> Vec<String> {
+        let audit = daemon.audit(&admin);
+        audit.iter().filter(|e| e["action"] == action).filter_map(|e| e["target"].as_str().map(str::to_owned)).collect()
+    };
+    let expired = eventually("a key to expire and be destroyed", Duration::from_secs(30), || {
+        let destroyed = targets("key.destroy");
+        targets("key.expire").into_iter().find(|kid| destroyed.contains(kid))
+    });
+    assert!(!hsm.private_keys().contains(&expired), "{expired} is gone from the token");
+
+    // A token signed by the active key keeps that key until the token expires after the
+    // key retires (4 s, plus 1 s of leeway). The token goes away as soon as it has retired,
+    // so the key expires while the token is away; then the token comes back.
+    let issued: Value = client()
+        .post(format!("{}/api/v1/tokens", daemon.url))
+        .bearer_auth(&admin)
+        .json(&json!({"sub": "bob", "aud": "api", "ttl": "4s"}))
+        .send()
+        .expect("issue")
+        .json()
+        .expect("json");
+    let signer = issued["kid"].as_str().expect("kid").to_owned();
+    eventually("the signer to retire", Duration::from_secs(30), || {
+        let keys = daemon.get("/api/v1/keys", Some(&admin));
+        let keys = keys["keys"].as_array().expect("keys").clone();
+        keys.iter().any(|k| k["kid"] == signer.as_str() && k["state"] == "retired").then_some(())
+    });
+    let tokens = hsm.dir.path().join("tokens");
+    let aside = hsm.dir.path().join("tokens-aside");
+    std::fs::rename(&tokens, &aside).expect("the device goes");
+    std::fs::create_dir(&tokens).expect("an empty token directory");
+    eventually("the signer to expire while the token is away", Duration::from_secs(30), || {
+        targets("key.expire").contains(&signer).then_some(())
+    });
+    assert!(!targets("key.destroy").contains(&signer), "not destroyed: the token is away");
+    let stranded = signer;
+    std::fs::remove_dir(&tokens).expect("the empty directory goes");
+    std::fs::rename(&aside, &tokens).expect("the device comes back");
+    eventually("the stranded key destroyed", Duration::from_secs(30), || {
+        targets("key.destroy").contains(&stranded).then_some(())
+    });
+    assert!(!hsm.private_keys().contains(&stranded), "{stranded} is gone from the token");
     assert!(!daemon.log_text().contains(PIN));
 }
 

@@ -311,7 +311,6 @@ impl Token {
     /// (the RFC 7638 thumbprint of the public half, known only once it exists). Returns the
     /// public half.
     pub fn generate(&self, alg: Algorithm, rsa_bits: RsaBits) -> Result<(KeyId, PublicParts), TokenError> {
-        self.supports(alg)?;
         let (mechanism, mut public) = match alg {
             Algorithm::ES256 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(P256_OID.to_vec())]),
             Algorithm::ES384 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(P384_OID.to_vec())]),
@@ -336,22 +335,25 @@ impl Token {
             Attribute::Extractable(false),
             Attribute::Sign(true),
         ];
-        self.with_session(|s| {
-            let (pub_handle, priv_handle) = s.generate_key_pair(&mechanism, &public, &private)?;
-            let parts = match public_parts(s, pub_handle, alg) {
-                Ok(parts) => parts,
-                Err(e) => {
-                    let _ = s.destroy_object(pub_handle);
-                    let _ = s.destroy_object(priv_handle);
-                    return Err(e);
+        self.recovering(|| {
+            self.supports(alg)?;
+            self.with_session(|s| {
+                let (pub_handle, priv_handle) = s.generate_key_pair(&mechanism, &public, &private)?;
+                let parts = match public_parts(s, pub_handle, alg) {
+                    Ok(parts) => parts,
+                    Err(e) => {
+                        let _ = s.destroy_object(pub_handle);
+                        let _ = s.destroy_object(priv_handle);
+                        return Err(e);
+                    }
+                };
+                let kid = parts.thumbprint();
+                let name = kid.as_str().as_bytes().to_vec();
+                for handle in [pub_handle, priv_handle] {
+                    s.update_attributes(handle, &[Attribute::Label(name.clone()), Attribute::Id(name.clone())])?;
                 }
-            };
-            let kid = parts.thumbprint();
-            let name = kid.as_str().as_bytes().to_vec();
-            for handle in [pub_handle, priv_handle] {
-                s.update_attributes(handle, &[Attribute::Label(name.clone()), Attribute::Id(name.clone())])?;
-            }
-            Ok((kid, parts))
+                Ok((kid, parts))
+            })
         })
     }
 
@@ -428,16 +430,35 @@ impl Token {
         Ok(signature)
     }
 
+    /// The labels (kids) of every private key the token holds, keyturn's and any other's.
+    pub fn held(&self) -> Result<Vec<String>, TokenError> {
+        self.recovering(|| {
+            self.with_session(|s| {
+                let mut labels = Vec::new();
+                for handle in s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])? {
+                    for attr in s.get_attributes(handle, &[AttributeType::Label])? {
+                        if let Attribute::Label(label) = attr {
+                            labels.push(String::from_utf8_lossy(&label).into_owned());
+                        }
+                    }
+                }
+                Ok(labels)
+            })
+        })
+    }
+
     /// Destroys both halves of the key labelled `kid`; returns how many objects went. A key
     /// already gone is not an error.
     pub fn destroy(&self, kid: &KeyId) -> Result<usize, TokenError> {
         self.handles.lock().unwrap_or_else(PoisonError::into_inner).remove(kid);
-        self.with_session(|s| {
-            let found = s.find_objects(&[Attribute::Label(kid.as_str().as_bytes().to_vec())])?;
-            for handle in &found {
-                s.destroy_object(*handle)?;
-            }
-            Ok(found.len())
+        self.recovering(|| {
+            self.with_session(|s| {
+                let found = s.find_objects(&[Attribute::Label(kid.as_str().as_bytes().to_vec())])?;
+                for handle in &found {
+                    s.destroy_object(*handle)?;
+                }
+                Ok(found.len())
+            })
         })
     }
 }
