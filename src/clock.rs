@@ -39,10 +39,28 @@ impl Default for Watchdog {
     }
 }
 
+/// A moment on the monotonic clock, taken before something that may take a while, for
+/// [`Watchdog::reset_to`].
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp(std::time::Instant);
+
+impl Stamp {
+    /// Now.
+    pub fn now() -> Stamp {
+        Stamp(std::time::Instant::now())
+    }
+}
+
 impl Watchdog {
     /// It happened now.
     pub fn reset(&self) {
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = std::time::Instant::now();
+    }
+
+    /// It happened at `at` (kept only when later than what it holds).
+    pub fn reset_to(&self, at: Stamp) {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        *last = (*last).max(at.0);
     }
 
     /// How long since it last happened.

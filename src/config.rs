@@ -383,6 +383,26 @@ settings! {
         show: |c| quoted(format_duration(c.lease_ttl)),
         help: "how long the rotator lease lasts unrenewed; a stand-by daemon takes over rotation this long after the rotator stops",
     }
+    database_timeout: Duration {
+        parse: timeout,
+        default: doc,
+        documented: "2s",
+        show: |c| quoted(format_duration(c.database_timeout)),
+        help: "how long one PostgreSQL call may take, connecting included (also the server's `statement_timeout` and `lock_timeout`): past it the request answers 503 with `Retry-After`; a stalled or unreachable database never holds a request longer (the migrations and `db copy` are not bound by it)",
+    }
+    max_revocation_lag: Duration {
+        parse: |v| parse_duration(v).and_then(|d| {
+            if d < Duration::from_secs(2) {
+                Err("must be at least 2s: a node checks the database for changes every second".into())
+            } else {
+                Ok(d)
+            }
+        }),
+        default: doc,
+        documented: "5s",
+        show: |c| quoted(format_duration(c.max_revocation_lag)),
+        help: "on PostgreSQL, how long a node may go without hearing from the database and still answer introspection and `/auth/verify` from the revocations it holds; past it those answer 503 with `Retry-After` (never `active: true` from state that old) and `/readyz` says why, until the database answers again",
+    }
     auth_failure_limit: u32 {
         parse: |v| positive_count(v, 100_000).map(|n| n as u32),
         default: doc,

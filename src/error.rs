@@ -91,6 +91,11 @@ pub enum StoreError {
     /// the caller may retry shortly.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The server took the connection but refuses writes (SQLSTATE 25006: a standby, or a
+    /// primary demoted by a failover). The store never lets it reach a caller: it drops the
+    /// connection and every idle one, and answers [`StoreError::Unavailable`].
+    #[error("the database server is read-only: {0}")]
+    ReadOnly(String),
     /// The operation does not apply to this backend.
     #[error("{0}")]
     Unsupported(String),

@@ -117,6 +117,11 @@ pub struct State {
     pub revocations: u64,
     /// The size of the JWKS served now.
     pub jwks_bytes: u64,
+    /// Whether the database answered the reads these figures needed (when it did not, the
+    /// figures only the database knows are left out).
+    pub database_up: bool,
+    /// A cluster node: how long since its state last matched the database's.
+    pub revocation_lag: Option<Duration>,
 }
 
 /// Every metric keyturn exports, counted from the start of the process.
@@ -137,6 +142,8 @@ pub struct Metrics {
     revocations: Gauge,
     jwks_not_modified_ratio: Gauge<f64, AtomicU64>,
     jwks_bytes: Gauge,
+    database_up: Gauge,
+    revocation_lag: Gauge<f64, AtomicU64>,
     auth_throttled: Family<CredentialLabels, Counter>,
     forward_auth: Family<ResultLabels, Counter>,
 }
@@ -215,6 +222,18 @@ impl Default for Metrics {
                 Gauge::default(),
             ),
             jwks_bytes: register(r, "keyturn_jwks_bytes", "Size of the JWKS served now, in bytes", Gauge::default()),
+            database_up: register(
+                r,
+                "keyturn_database_up",
+                "1 when the database answered this scrape's reads within database_timeout, else 0",
+                Gauge::default(),
+            ),
+            revocation_lag: register(
+                r,
+                "keyturn_revocation_lag_seconds",
+                "Seconds since this node last heard from its database (PostgreSQL; 0 on SQLite): past max_revocation_lag it answers introspection and /auth/verify with 503",
+                Gauge::default(),
+            ),
             auth_throttled: register(
                 r,
                 "keyturn_auth_throttled",
@@ -305,6 +324,8 @@ impl Metrics {
         }
         self.revocations.set(i64::try_from(state.revocations).unwrap_or(i64::MAX));
         self.jwks_bytes.set(i64::try_from(state.jwks_bytes).unwrap_or(i64::MAX));
+        self.database_up.set(i64::from(state.database_up));
+        self.revocation_lag.set(state.revocation_lag.map_or(0.0, |d| d.as_secs_f64()));
         let count = |status| self.jwks_responses.get_or_create(&StatusLabels { status }).get();
         let (ok, not_modified) = (count(200), count(304));
         let answered = ok + not_modified;
@@ -340,11 +361,15 @@ mod tests {
             until_next_activation: vec![(Algorithm::ES256, Duration::from_secs(30))],
             revocations: 2,
             jwks_bytes: 2048,
+            database_up: true,
+            revocation_lag: Some(Duration::from_millis(1500)),
         };
         let out = m.render(&state);
         for want in [
             "# HELP keyturn_tokens_issued Tokens issued and recorded, by signing key.\n",
             "keyturn_tokens_issued_total{kid=\"k1\",alg=\"ES256\"} 2\n",
+            "keyturn_database_up 1\n",
+            "keyturn_revocation_lag_seconds 1.5\n",
             "keyturn_http_request_duration_seconds_bucket{le=\"0.0005\",route=\"/x\"} 2\n",
             "keyturn_http_request_duration_seconds_bucket{le=\"0.001\",route=\"/x\"} 3\n",
             "keyturn_http_request_duration_seconds_count{route=\"/x\"} 3\n",

@@ -13,7 +13,9 @@ use crate::store::{self, meta, Store};
 pub fn database_location(config: &Config) -> Result<store::Location> {
     match &config.database_url {
         Some(url) => {
-            let target = store::Target::parse(url.expose()).map_err(|e| Error::Invalid(vec![e]))?;
+            let target = store::Target::parse(url.expose())
+                .map_err(|e| Error::Invalid(vec![e]))?
+                .with_deadline(config.database_timeout);
             Ok(store::Location::Postgres(Box::new(target)))
         }
         None => Ok(store::Location::File(DataDir::new(&config.data_dir).database)),

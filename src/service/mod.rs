@@ -49,7 +49,7 @@ pub use installation::{database_location, installed, reuse_copied_database};
 pub(crate) use installation::{installation_exists, refuse_copied_away};
 pub use keyset::Keys;
 pub use revocations::Revocations;
-pub use shared::{Shared, SYNC_STALE_AFTER};
+pub use shared::Shared;
 pub use tokens::Tokens;
 
 use std::collections::{BTreeMap, HashMap};
@@ -262,7 +262,12 @@ impl Keyturn {
             signers: BTreeMap::new(),
             verifiers: HashMap::new(),
         };
-        let shared = Arc::new(Shared::new(empty, revocations::load_index(&store).await?, store.dialect()));
+        let shared = Arc::new(Shared::new(
+            empty,
+            revocations::load_index(&store).await?,
+            store.dialect(),
+            config.max_revocation_lag,
+        ));
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let keys = Arc::new(Keys::new(config.clone(), clock.clone(), store.clone(), shared.clone(), kek, custodian));
         let tokens = Arc::new(Tokens::new(&config, &clock, &store, &metrics, &shared, &keys));
@@ -423,6 +428,7 @@ impl Keyturn {
     /// Follows what other processes committed: when the database changed since the snapshot
     /// was last rebuilt, re-reads API keys, clients, the key set and new revocations.
     pub async fn reload_if_changed(&self) -> Result<bool> {
+        let asked = crate::clock::Stamp::now();
         let changed = match self.keys.seen() {
             Some(mark) => self.store.changed_since(mark).await?,
             None => true,
@@ -433,7 +439,7 @@ impl Keyturn {
             self.keys.reload().await?;
             self.revocations.load_new_revocations().await?;
         }
-        self.shared.synced();
+        self.shared.synced(asked);
         Ok(changed)
     }
 
@@ -446,6 +452,8 @@ impl Keyturn {
     /// Whether the daemon can serve: the database answers and every configured algorithm
     /// has an active key. The error says what is missing.
     pub async fn readiness(&self) -> std::result::Result<(), String> {
+        // First what verifiers must know: introspection and /auth/verify refuse meanwhile.
+        self.shared.require_fresh_state().map_err(|e| e.to_string())?;
         self.store.ping().await.map_err(|e| format!("database: {e}"))?;
         if let Some(why) = self.store.write_failure() {
             return Err(format!("the database cannot take writes: {why}"));

@@ -159,15 +159,45 @@ impl Keyturn {
 
 impl Keyturn {
     /// The `/metrics` document: gauges read now, then the process's counters.
+    /// While the database does not answer, the figures it alone knows are left out and
+    /// `keyturn_database_up` says 0: an outage is when operators need the rest most.
     pub async fn metrics_text(&self) -> Result<String> {
-        let o = self.overview().await?;
-        let until = |t: Instant| std::time::Duration::from_secs((t - o.now).whole_seconds().max(0) as u64);
-        let state = crate::metrics::State {
-            keys: self.store.read(|c| Box::pin(store::keys::counts(c))).await?,
-            until_next_rotation: o.next_fire.map(until),
-            until_next_activation: o.algorithms.iter().filter_map(|a| Some((a.alg, until(a.next_rotation?)))).collect(),
-            revocations: o.revocations as u64,
-            jwks_bytes: self.published().jwks.body.len() as u64,
+        let jwks_bytes = self.published().jwks.body.len() as u64;
+        let revocation_lag = self.shared.revocation_lag();
+        let from_database = async {
+            let o = self.overview().await?;
+            let keys = self.store.read(|c| Box::pin(store::keys::counts(c))).await?;
+            Ok::<_, crate::error::Error>((o, keys))
+        };
+        let state = match from_database.await {
+            Ok((o, keys)) => {
+                let until = |t: Instant| std::time::Duration::from_secs((t - o.now).whole_seconds().max(0) as u64);
+                crate::metrics::State {
+                    keys,
+                    until_next_rotation: o.next_fire.map(until),
+                    until_next_activation: o
+                        .algorithms
+                        .iter()
+                        .filter_map(|a| Some((a.alg, until(a.next_rotation?))))
+                        .collect(),
+                    revocations: o.revocations as u64,
+                    jwks_bytes,
+                    database_up: true,
+                    revocation_lag,
+                }
+            }
+            Err(e) => {
+                tracing::warn!("metrics without the database's figures: {e}");
+                crate::metrics::State {
+                    keys: Vec::new(),
+                    until_next_rotation: None,
+                    until_next_activation: Vec::new(),
+                    revocations: self.shared.revoked().len() as u64,
+                    jwks_bytes,
+                    database_up: false,
+                    revocation_lag,
+                }
+            }
         };
         Ok(self.metrics.render(&state))
     }

@@ -10,14 +10,6 @@ use crate::keys::lifecycle::Policy;
 use crate::revocation::{Revocation, RevocationIndex};
 use crate::store::{self, Dialect};
 
-/// How long a cluster node keeps answering introspection from memory without hearing from
-/// its database. Safe because a revocation exists only once the database recorded it: while
-/// the database is down for every node, none can be made anywhere, so what a node holds is
-/// complete. Only a node cut off alone could miss revocations made through other nodes, and
-/// for at most this long, the same staleness a verifier polling the feed accepts; after it,
-/// introspection answers 503 instead of guessing.
-pub const SYNC_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// The state every capability reads and one writes: the key set [`super::Keys`] publishes,
 /// the revocations in force, and this node's last word from its database.
 pub struct Shared {
@@ -25,15 +17,24 @@ pub struct Shared {
     revoked: RwLock<RevocationIndex>,
     synced: crate::clock::Watchdog,
     dialect: Dialect,
+    /// `max_revocation_lag`: how long a cluster node answers from the revocations it holds
+    /// without hearing from its database.
+    max_lag: std::time::Duration,
 }
 
 impl Shared {
-    pub(super) fn new(published: Published, revoked: RevocationIndex, dialect: Dialect) -> Shared {
+    pub(super) fn new(
+        published: Published,
+        revoked: RevocationIndex,
+        dialect: Dialect,
+        max_lag: std::time::Duration,
+    ) -> Shared {
         Shared {
             published: RwLock::new(Arc::new(published)),
             revoked: RwLock::new(revoked),
             synced: crate::clock::Watchdog::default(),
             dialect,
+            max_lag,
         }
     }
 
@@ -70,21 +71,31 @@ impl Shared {
         }
     }
 
-    /// Notes that this node has just compared its state with the database.
-    pub(super) fn synced(&self) {
-        self.synced.reset();
+    /// Notes that this node's state holds every change the database had committed at `at`
+    /// (taken before the check that found so).
+    pub(super) fn synced(&self, at: crate::clock::Stamp) {
+        self.synced.reset_to(at);
     }
 
-    /// Refuses answers from memory once this cluster node has gone [`SYNC_STALE_AFTER`]
-    /// without hearing from its database. A single SQLite node's memory is always current.
+    /// How far behind the database this node's revocations may be: the time since it last
+    /// heard from it (a cluster node; `None` for a single SQLite node, whose memory is the
+    /// only writer's and always current).
+    pub fn revocation_lag(&self) -> Option<std::time::Duration> {
+        (self.dialect == Dialect::Postgres).then(|| self.synced.elapsed())
+    }
+
+    /// Refuses answers from memory once this cluster node has gone longer than
+    /// `max_revocation_lag` without hearing from its database: a node cut off alone could
+    /// miss revocations made through the others, so past the bound it answers 503, never
+    /// "active" from state that old.
     pub fn require_fresh_state(&self) -> Result<()> {
-        let quiet = self.synced.elapsed();
-        if self.dialect == Dialect::Postgres && quiet > SYNC_STALE_AFTER {
-            return Err(Error::Store(store::StoreError::Unavailable(format!(
-                "this node has not reached the database for {}s; it does not answer from state that old",
-                quiet.as_secs()
-            ))));
+        match self.revocation_lag() {
+            Some(lag) if lag > self.max_lag => Err(Error::Store(store::StoreError::Unavailable(format!(
+                "this node has not heard from the database for {} ms (max_revocation_lag {} s): it does not answer from revocations that may be stale",
+                lag.as_millis(),
+                self.max_lag.as_secs()
+            )))),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }

@@ -50,7 +50,7 @@ where
     F: for<'c> FnOnce(&'c Conn<'c>) -> super::Work<'c, ()> + Send + 'static,
 {
     let (from, to_shown) = (from.clone(), to.location());
-    to.write(move |tx| {
+    to.write_unbounded(move |tx| {
         Box::pin(async move {
         let keys: i64 = tx.query_one("SELECT count(*) FROM signing_keys", args![]).await?.get(0)?;
         let meta: i64 = tx.query_one("SELECT count(*) FROM meta", args![]).await?.get(0)?;

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Weak};
 
-use super::{args, tokens, Inner, Lock, Pipelining, Result, StoreError};
+use super::{args, tokens, Bound, Inner, Lock, Pipelining, Result, StoreError};
 
 /// An answered token's recording, waiting for the group committer; its caller hears back
 /// only after the shared transaction committed.
@@ -34,7 +34,7 @@ pub(super) async fn group_committer(inner: Weak<Inner>, mut queue: tokio::sync::
         let pipelining =
             if one_statement { Pipelining::Whole { sql: tokens::RECORD_ACCESS_TOKENS } } else { Pipelining::First };
         let mut outcome = inner
-            .transact_pipelined(Lock::Shared, pipelining, move |tx| {
+            .transact_pipelined(Lock::Shared, pipelining, Bound::Deadline, move |tx| {
                 Box::pin(async move { tokens::record_batch(tx, &all.iter().collect::<Vec<_>>()).await })
             })
             .await;

@@ -236,6 +236,27 @@ impl InUse {
     fn finish(mut self) {
         drop(self.0.take());
     }
+
+    /// Ends the use with `result`: the connection goes back to the pool, unless its server
+    /// refused a write as read-only (a standby, or a primary a failover demoted): then it is
+    /// closed, with every idle one, and the caller hears "unavailable".
+    fn settle<T>(self, pool: &postgres::Pool, result: Result<T>) -> Result<T> {
+        match result {
+            Err(StoreError::ReadOnly(why)) => {
+                drop(self);
+                pool.forget_idle();
+                tracing::warn!(
+                    "PostgreSQL at {} is read-only ({why}): its connections are closed",
+                    pool.target().shown
+                );
+                Err(StoreError::Unavailable(format!("the server is read-only: {why}")))
+            }
+            result => {
+                self.finish();
+                result
+            }
+        }
+    }
 }
 
 impl Drop for InUse {
@@ -265,12 +286,12 @@ impl Inner {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
     {
-        self.transact_pipelined(lock, Pipelining::First, f).await
+        self.transact_pipelined(lock, Pipelining::First, Bound::Deadline, f).await
     }
 
     /// [`Self::transact`], with as much of the transaction sent at once as `pipelining` says
-    /// (on PostgreSQL).
-    async fn transact_pipelined<T, F>(&self, lock: Lock, pipelining: Pipelining, f: F) -> Result<T>
+    /// (on PostgreSQL), within the deadline or not (`bound`).
+    async fn transact_pipelined<T, F>(&self, lock: Lock, pipelining: Pipelining, bound: Bound, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
@@ -284,19 +305,28 @@ impl Inner {
             Backend::Postgres { pool, committer } => {
                 // Shared: the group committer's token records, on its own connection.
                 let pool = if matches!(lock, Lock::Shared) { committer } else { pool };
-                let session = InUse(Some(pool.get().await?));
                 // One round trip: the transaction and its lock.
                 let take = match lock {
                     Lock::Exclusive => "pg_advisory_xact_lock",
                     Lock::Shared => "pg_advisory_xact_lock_shared",
                 };
-                let begin = format!("BEGIN; SELECT {take}({})", postgres::WRITE_LOCK);
-                let result = {
-                    let conn = session.conn();
-                    in_transaction(&conn, &begin, pipelining, f).await
+                let unbounded = match bound {
+                    Bound::Deadline => "",
+                    Bound::None => "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0; ",
                 };
-                session.finish();
-                result
+                let begin = format!("BEGIN; {unbounded}SELECT {take}({})", postgres::WRITE_LOCK);
+                let work = async {
+                    let session = InUse(Some(pool.get().await?));
+                    let result = {
+                        let conn = session.conn();
+                        in_transaction(&conn, &begin, pipelining, f).await
+                    };
+                    session.settle(pool, result)
+                };
+                match bound {
+                    Bound::Deadline => within_deadline(pool, work).await,
+                    Bound::None => work.await,
+                }
             }
         };
         self.note_write(&result);
@@ -316,16 +346,39 @@ impl Inner {
             // between two (a change mark is read first, so a reload that saw newer rows than
             // its mark only reloads once more).
             Backend::Postgres { pool, .. } => {
-                let session = InUse(Some(pool.get().await?));
-                let result = {
-                    let conn = session.conn();
-                    f(&conn).await
-                };
-                session.finish();
-                result
+                within_deadline(pool, async {
+                    let session = InUse(Some(pool.get().await?));
+                    let result = {
+                        let conn = session.conn();
+                        f(&conn).await
+                    };
+                    session.settle(pool, result)
+                })
+                .await
             }
         }
     }
+}
+
+/// Whether a PostgreSQL call is held to the deadline (`database_timeout`): every call is,
+/// but the migrations and `db copy`, whose one transaction may rightly take long.
+#[derive(Clone, Copy)]
+enum Bound {
+    Deadline,
+    None,
+}
+
+/// `work` (a call on `pool`'s database), or "unavailable" once the deadline has passed. A
+/// connection the work held is then closed, not given back (see [`InUse`]).
+async fn within_deadline<T>(pool: &postgres::Pool, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let deadline = pool.target().deadline();
+    tokio::time::timeout(deadline, work).await.unwrap_or_else(|_elapsed| {
+        Err(StoreError::Unavailable(format!(
+            "PostgreSQL at {} did not answer within {} ms (database_timeout)",
+            pool.target().shown,
+            deadline.as_millis()
+        )))
+    })
 }
 
 /// Whether `e` says the database's storage failed (full, unwritable, unreadable,
@@ -334,7 +387,7 @@ impl Inner {
 fn is_storage_failure(e: &StoreError) -> bool {
     use rusqlite::ErrorCode::{CannotOpen, DatabaseCorrupt, DiskFull, NotADatabase, ReadOnly, SystemIoFailure};
     match e {
-        StoreError::Unavailable(_) => true,
+        StoreError::Unavailable(_) | StoreError::ReadOnly(_) => true,
         StoreError::Database(inner) => {
             if let Some(code) = inner.downcast_ref::<rusqlite::Error>().and_then(rusqlite::Error::sqlite_error_code) {
                 return matches!(
@@ -430,7 +483,7 @@ impl Store {
         loop {
             let location = self.location();
             let applied = self
-                .write(move |tx| {
+                .write_unbounded(move |tx| {
                     Box::pin(async move {
                         let found = schema_version_of(tx).await?;
                         if found > SCHEMA_VERSION {
@@ -481,6 +534,25 @@ impl Store {
         self.inner.transact(Lock::Exclusive, f).await
     }
 
+    /// [`Store::write`] without the deadline (`database_timeout`): for the migrations and
+    /// `db copy`, whose one transaction may rightly take long.
+    pub async fn write_unbounded<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Work<'c, T> + Send + 'static,
+    {
+        self.inner.transact_pipelined(Lock::Exclusive, Pipelining::First, Bound::None, f).await
+    }
+
+    /// How long a database call may take before the store answers "unavailable" (a
+    /// PostgreSQL server's; `None` for SQLite, a local file).
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres { pool, .. } => Some(pool.target().deadline()),
+        }
+    }
+
     /// Why the database cannot take writes, if the last write failed in the database
     /// itself; `None` once a write succeeded.
     pub fn write_failure(&self) -> Option<String> {
@@ -496,7 +568,19 @@ impl Store {
             .grouped
             .send(GroupedJob { recording, done })
             .map_err(|_| StoreError::Task("the group committer stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Task("the group committer stopped".into()))?
+        let stopped = |_| StoreError::Task("the group committer stopped".into());
+        match self.deadline() {
+            None => answer.await.map_err(stopped)?,
+            // The batch before this one and this one's each have the deadline; the caller
+            // waits for no more than one (a record that commits later was never answered).
+            Some(deadline) => match tokio::time::timeout(deadline, answer).await {
+                Ok(answered) => answered.map_err(stopped)?,
+                Err(_elapsed) => Err(StoreError::Unavailable(format!(
+                    "the token's record was not committed within {} ms (database_timeout)",
+                    deadline.as_millis()
+                ))),
+            },
+        }
     }
 
     /// Copies a SQLite database to `dest` with SQLite's online backup API: consistent while

@@ -30,8 +30,8 @@ pub(super) const WRITE_LOCK: i64 = 0x006b_6579_7475_726e;
 /// migrations).
 pub(super) const CHANNEL: &str = "keyturn_changes";
 
-/// How long a caller waits for a connection before the store answers "unavailable".
-const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a database call may take, unless the settings say (`database_timeout`).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How many connections one node's shared pool keeps.
 pub(super) const POOL_SIZE: usize = 8;
@@ -42,6 +42,9 @@ impl From<tokio_postgres::Error> for StoreError {
         // server's own "try again": lost connection (08), shutting down (57), out of
         // resources (53), a lock not had in time (55P03), a serialization failure or
         // deadlock (40001, 40P01).
+        if e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) {
+            return StoreError::ReadOnly(e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()));
+        }
         let transient = match e.code().map(tokio_postgres::error::SqlState::code) {
             None => true,
             Some(code) => matches!(&code[..2], "08" | "57" | "53") || matches!(code, "55P03" | "40001" | "40P01"),
@@ -133,9 +136,15 @@ impl<'a> FromSql<'a> for Value {
 /// The parsed `database_url`, with what to show of it.
 #[derive(Clone)]
 pub struct Target {
+    /// The URL as given.
+    parsed: tokio_postgres::Config,
+    /// What connections are made with: the URL and keyturn's session settings.
     config: tokio_postgres::Config,
     /// The URL with its password replaced, for logs and `config check`.
     pub shown: String,
+    /// How long one database call may take, connection included: past it the caller hears
+    /// "unavailable" (and the server ends the statement: `statement_timeout`).
+    deadline: Duration,
 }
 
 impl std::fmt::Debug for Target {
@@ -149,25 +158,46 @@ impl Target {
     pub fn parse(url: &str) -> std::result::Result<Target, String> {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| format!("database_url {}: {e}", redact_url(url)))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CHECKOUT_TIMEOUT);
-        }
         // A partitioned database is noticed within seconds, not the kernel's minutes.
         config.keepalives(true).keepalives_idle(Duration::from_secs(5)).tcp_user_timeout(Duration::from_secs(10));
         if config.get_application_name().is_none() {
             config.application_name("keyturn");
         }
-        // A node paused (or cut off) inside a transaction must not hold the cluster's write
-        // lock for long: the server ends such a transaction after 5 s, and a writer waits at
-        // most 5 s for the lock (then answers "unavailable") instead of hanging.
+        let target = Target { parsed: config.clone(), config, shown: redact_url(url), deadline: DEFAULT_DEADLINE };
+        Ok(target.with_deadline(DEFAULT_DEADLINE))
+    }
+
+    /// The same database, each call given at most `deadline` (`database_timeout`).
+    pub fn with_deadline(mut self, deadline: Duration) -> Target {
+        self.deadline = deadline;
+        let mut config = self.parsed.clone();
+        // Connecting counts against the call's deadline, unless the URL says otherwise.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(deadline);
+        }
+        // The server ends what the caller stopped waiting for: a statement at the deadline;
+        // a node paused (or cut off) inside a transaction does not hold the cluster's write
+        // lock for long (5 s, then the server ends the transaction); a writer waits for the
+        // lock no longer than its deadline. A setting the URL names itself is kept.
+        let ms = format!("{}ms", deadline.as_millis());
         let mut options = config.get_options().unwrap_or_default().to_owned();
-        for (name, value) in [("idle_in_transaction_session_timeout", "5s"), ("lock_timeout", "5s")] {
-            if !options.contains(name) {
+        for (name, value) in [
+            ("statement_timeout", ms.as_str()),
+            ("lock_timeout", ms.as_str()),
+            ("idle_in_transaction_session_timeout", "5s"),
+        ] {
+            if !options.contains(&format!("-c {name}=")) {
                 options.push_str(&format!(" -c {name}={value}"));
             }
         }
         config.options(options.trim());
-        Ok(Target { config, shown: redact_url(url) })
+        self.config = config;
+        self
+    }
+
+    /// How long one database call may take.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 }
 
@@ -198,8 +228,8 @@ impl Pool {
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(size)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CHECKOUT_TIMEOUT))
-            .create_timeout(Some(CHECKOUT_TIMEOUT))
+            .wait_timeout(Some(target.deadline))
+            .create_timeout(Some(target.deadline))
             .build()
             .map_err(|e| StoreError::Task(format!("cannot build the PostgreSQL pool: {e}")))?;
         Ok(Pool {
@@ -232,6 +262,13 @@ impl Pool {
 
     pub(super) fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// After a connection found its server read-only: closes every idle connection too (they
+    /// are likely on the same server), so the next callers connect anew, and the URL's
+    /// `target_session_attrs=read-write` finds the server that takes writes.
+    pub(super) fn forget_idle(&self) {
+        self.pool.retain(|_, _| false);
     }
 }
 

@@ -71,14 +71,16 @@ impl From<crate::error::Error> for ApiError {
             E::InvalidTarget(_) => ApiError::new(Status::BadRequest, "invalid_target", text),
             E::NoActiveKey(_) => ApiError::new(Status::ServiceUnavailable, "temporarily_unavailable", text),
             E::Store(crate::error::StoreError::Unavailable(why)) => {
-                // Nothing was recorded, so nothing was answered: the caller retries.
+                // Nothing was answered: a token not answered was either never recorded or
+                // recorded and never seen (harmless); a change the caller asked for may
+                // have committed after the deadline, and asking again is safe.
                 tracing::warn!("request refused, the database is unavailable: {why}");
                 ApiError {
                     retry_after: Some(2),
                     ..ApiError::new(
                         Status::ServiceUnavailable,
                         "temporarily_unavailable",
-                        "the database is unavailable; nothing was changed, retry shortly",
+                        "the database did not answer in time; retry shortly",
                     )
                 }
             }

@@ -145,8 +145,16 @@ fn healthz() -> (Status, (ContentType, String)) {
 
 /// Readiness: the database answers and every configured algorithm has an active key.
 #[get("/readyz")]
-async fn readyz(service: &State<Arc<Keyturn>>) -> (Status, (ContentType, String)) {
-    match service.readiness().await {
+async fn readyz(
+    service: &State<Arc<Keyturn>>,
+    config: &State<Arc<crate::config::Config>>,
+) -> (Status, (ContentType, String)) {
+    // Its own deadline: the database's, which bounds each call it makes, once over.
+    let deadline = config.database_timeout;
+    let checked = tokio::time::timeout(deadline, service.readiness()).await.unwrap_or_else(|_| {
+        Err(format!("the readiness checks did not finish within {} ms (database_timeout)", deadline.as_millis()))
+    });
+    match checked {
         Ok(()) => (Status::Ok, (ContentType::JSON, json!({"status": "ready"}).to_string())),
         Err(reason) => (
             Status::ServiceUnavailable,

@@ -18,24 +18,29 @@ const SECRET: &str = "Y2x1c3Rlci1jb29raWUtc2VjcmV0LTMyLWJ5dGVzISE=";
 
 /// A cluster's shared settings: one database, one key-encryption key, one cookie secret,
 /// one issuer; each node has its own data dir.
-struct Cluster {
+pub(crate) struct Cluster {
     root: tempfile::TempDir,
     url: String,
     kek: PathBuf,
 }
 
 impl Cluster {
-    fn new(server: &PgServer, database: &str) -> Cluster {
+    pub(crate) fn new(server: &PgServer, database: &str) -> Cluster {
+        Cluster::at(server.database(database))
+    }
+
+    /// A cluster on the database at `url` (a multi-host URL, say).
+    pub(crate) fn at(url: String) -> Cluster {
         let root = tempfile::tempdir().expect("tempdir");
         let kek = root.path().join("kek");
         let mut bytes = [0u8; 32];
         aws_lc_rs::rand::fill(&mut bytes).expect("random");
         std::fs::write(&kek, bytes).expect("kek");
         std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
-        Cluster { url: server.database(database), kek, root }
+        Cluster { url, kek, root }
     }
 
-    fn env(&self) -> Vec<(&str, &str)> {
+    pub(crate) fn env(&self) -> Vec<(&str, &str)> {
         vec![
             ("KEYTURN_DATABASE_URL", self.url.as_str()),
             ("KEYTURN_KEK_FILE", self.kek.to_str().expect("utf8")),
@@ -44,35 +49,35 @@ impl Cluster {
         ]
     }
 
-    fn data(&self, node: &str) -> PathBuf {
+    pub(crate) fn data(&self, node: &str) -> PathBuf {
         self.root.path().join(node)
     }
 
-    fn node(&self, name: &str, extra: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn node(&self, name: &str, extra: &[(&str, &str)]) -> Daemon {
         let mut env = self.env();
         env.extend_from_slice(extra);
         Daemon::start(&self.data(name), &env, name)
     }
 
-    fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         keyturn_once(&self.data("cli"), args, &self.env()).trim().to_owned()
     }
 }
 
-fn etag(d: &Daemon, path: &str) -> (String, Vec<u8>) {
+pub(crate) fn etag(d: &Daemon, path: &str) -> (String, Vec<u8>) {
     let res = client().get(format!("{}{path}", d.url)).send().expect("get");
     assert!(res.status().is_success(), "{path}: {}", res.status());
     let tag = res.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     (tag, res.bytes().expect("body").to_vec())
 }
 
-fn post(d: &Daemon, path: &str, key: &str, body: Value) -> (u16, Value) {
+pub(crate) fn post(d: &Daemon, path: &str, key: &str, body: Value) -> (u16, Value) {
     let res = client().post(format!("{}{path}", d.url)).bearer_auth(key).json(&body).send().expect("post");
     let status = res.status().as_u16();
     (status, res.json().unwrap_or(Value::Null))
 }
 
-fn introspect(d: &Daemon, verifier: &str, token: &str) -> Option<bool> {
+pub(crate) fn introspect(d: &Daemon, verifier: &str, token: &str) -> Option<bool> {
     let res = client()
         .post(format!("{}/oauth/introspect", d.url))
         .bearer_auth(verifier)
@@ -241,7 +246,7 @@ fn a_node_with_another_key_encryption_key_refuses_to_join() {
 
 /// Issues tokens on `nodes` until `stop`, recording every answered token's jti and every
 /// refusal's status.
-fn load(
+pub(crate) fn load(
     nodes: Vec<String>,
     key: String,
     stop: Arc<AtomicBool>,
@@ -281,7 +286,10 @@ fn postgresql_stopped_under_load_answers_503_loses_nothing_and_recovers_by_itsel
     cluster.cli(&["init"]);
     let issuer = cluster.cli(&["apikey", "create", "--role", "issuer", "--name", "svc"]);
     let verifier = cluster.cli(&["apikey", "create", "--role", "verifier", "--name", "gw"]);
-    let (a, b) = (cluster.node("a", &[]), cluster.node("b", &[]));
+    // Introspection answers from memory while the node's word from the database is younger
+    // than max_revocation_lag: a minute here, so that it can be seen doing so.
+    let lag = [("KEYTURN_MAX_REVOCATION_LAG", "60s")];
+    let (a, b) = (cluster.node("a", &lag), cluster.node("b", &lag));
     let (status, token) = post(&a, "/api/v1/tokens", &issuer, json!({"sub": "before", "aud": "api"}));
     assert_eq!(status, 200);
     let token = token["access_token"].as_str().expect("token").to_owned();

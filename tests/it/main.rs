@@ -18,6 +18,7 @@ mod crash;
 mod custody;
 mod daemon;
 mod dashboard;
+mod dbfaults;
 mod deploy;
 mod docs;
 mod faults;

@@ -29,14 +29,19 @@ fn is_root() -> bool {
 }
 
 impl PgServer {
-    pub fn start() -> PgServer {
+    /// A server not started yet, its directory empty and the server's user's.
+    fn empty() -> PgServer {
         let dir = tempfile::Builder::new().prefix("keyturn-pg").tempdir().expect("tempdir");
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
         if is_root() {
             let ok = Command::new("chown").arg("postgres").arg(dir.path()).status().expect("chown");
             assert!(ok.success(), "chown postgres {}", dir.path().display());
         }
-        let server = PgServer { bin: bin_dir(), port: free_port(), dir };
+        PgServer { bin: bin_dir(), port: free_port(), dir }
+    }
+
+    pub fn start() -> PgServer {
+        let server = PgServer::empty();
         let data = server.dir.path().join("db");
         let out = server.run("initdb", &["-D", data.to_str().expect("utf8"), "-A", "trust", "-U", "keyturn"]);
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
@@ -79,6 +84,68 @@ impl PgServer {
     pub fn halt(&self) {
         let out = self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
         assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A standby of this server, copied with `pg_basebackup` and streaming from it, started;
+    /// this server then waits for it to have every commit before it answers one
+    /// (`synchronous_standby_names`).
+    pub fn synchronous_standby(&self) -> PgServer {
+        let standby = PgServer::empty();
+        let data = standby.dir.path().join("db").display().to_string();
+        let port = self.port.to_string();
+        let args = ["-h", "127.0.0.1", "-p", &port, "-U", "keyturn", "-D", &data, "-R", "-X", "stream", "-c", "fast"];
+        let out = standby.run("pg_basebackup", &args);
+        assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
+        standby.resume();
+        self.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = '*'");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        crate::support::eventually("the standby to be synchronous", std::time::Duration::from_secs(30), || {
+            let state = self.psql("postgres", "SELECT sync_state FROM pg_stat_replication");
+            (state.trim() == "sync").then_some(())
+        });
+        standby
+    }
+
+    /// Makes this standby the primary.
+    pub fn promote(&self) {
+        let out = self.pg_ctl(&["-w", "promote"]);
+        assert!(out.status.success(), "pg_ctl promote: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs `sql` on database `db` with `psql`; returns what it printed (unaligned, no headers).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let port = self.port.to_string();
+        let args = ["-h", "127.0.0.1", "-p", &port, "-U", "keyturn", "-d", db, "-XAtqc", sql];
+        let out = self.run("psql", &args);
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The server's processes: the postmaster (the first line of `postmaster.pid`) and its
+    /// children.
+    pub fn processes(&self) -> Vec<u32> {
+        let pid_file = self.dir.path().join("db/postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        let main: u32 = text.lines().next().and_then(|l| l.trim().parse().ok()).expect("the postmaster's pid");
+        let mut pids = vec![main];
+        for entry in std::fs::read_dir("/proc").expect("/proc").filter_map(|e| e.ok()) {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // pid (comm) state ppid …: the command may hold spaces, so read after its ')'.
+            let parent =
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if parent == Some(main) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`) to every process of the server.
+    pub fn signal(&self, signal: &str) {
+        let pids: Vec<String> = self.processes().iter().map(u32::to_string).collect();
+        let out = Command::new("kill").arg("-s").arg(signal).args(&pids).output().expect("kill");
+        assert!(out.status.success(), "kill -s {signal}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// The URL of database `name`, created when missing.
