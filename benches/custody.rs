@@ -11,10 +11,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::{issue_script, raw_rate, signer_and_input, wrk};
+use common::{issue_script, issuer_key, raw_rate, serve, signer_and_input, wrk, Node};
 use serde_json::json;
 
 const LOAD_SECS: u64 = 5;
@@ -47,18 +46,6 @@ fn token(dir: &Path) -> Vec<(String, String)> {
     ]
 }
 
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
 fn keyturn(data: &Path, env: &[(String, String)], args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyturn"));
     cmd.args(args)
@@ -71,27 +58,11 @@ fn keyturn(data: &Path, env: &[(String, String)], args: &[&str]) -> Command {
 }
 
 fn start(data: &Path, env: &[(String, String)]) -> Node {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let child = keyturn(data, env, &["serve"])
-        .env("KEYTURN_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::new();
-    let started = Instant::now();
-    while !http.get(format!("{url}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
-        assert!(started.elapsed() < Duration::from_secs(60), "node did not start");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Node { child, url }
+    serve(keyturn(data, env, &["serve"]))
 }
 
 fn api_key(data: &Path, env: &[(String, String)]) -> String {
-    let out = keyturn(data, env, &["apikey", "create", "--role", "issuer", "--name", "bench"]).output().expect("cli");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").lines().find(|l| l.starts_with("kt_")).expect("key").trim().to_owned()
+    issuer_key(keyturn(data, env, &["apikey", "create", "--role", "issuer", "--name", "bench"]))
 }
 
 fn main() {

@@ -239,3 +239,43 @@ end
 pub fn introspect_script(dir: &Path, key: &str, tokens: &[String]) -> PathBuf {
     rotating_script(dir, "introspect", "POST", "/oauth/introspect", &format!("Bearer {key}"), tokens)
 }
+
+/// A `keyturn serve` of a benchmark, stopped (SIGTERM) when dropped.
+pub struct Node {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `cmd` (a `keyturn serve` with its settings) on a free port of 127.0.0.1 and waits
+/// until it is ready.
+pub fn serve(mut cmd: Command) -> Node {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = cmd
+        .env("KEYTURN_PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::new();
+    let started = Instant::now();
+    while !http.get(format!("{url}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
+        assert!(started.elapsed() < Duration::from_secs(60), "node did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Node { child, url }
+}
+
+/// Runs `cmd` (a `keyturn apikey create …`) and returns the key it printed.
+pub fn issuer_key(mut cmd: Command) -> String {
+    let out = cmd.output().expect("cli");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").lines().find(|l| l.starts_with("kt_")).expect("key").trim().to_owned()
+}

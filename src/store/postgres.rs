@@ -206,9 +206,22 @@ pub(super) struct Pool {
     pool: deadpool_postgres::Pool,
     target: Target,
     /// When the last checkout failed: for a moment after, callers hear "unavailable" at once
-    /// instead of each waiting out the checkout timeout (an outage answers 503s quickly).
+    /// instead of each waiting out the checkout timeout (an outage answers 503s quickly),
+    /// but one at a time tries, and the first that connects ends the moment.
     failed: std::sync::Mutex<Option<String>>,
     since_failure: crate::clock::Watchdog,
+    /// Whether a caller is trying to connect meanwhile: one at a time does, so that the
+    /// database is found again as soon as it answers (a promoted standby, say).
+    probing: std::sync::atomic::AtomicBool,
+}
+
+/// Lets the next caller probe once this one is done.
+struct Probe<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// How long after a failed checkout the next ones fail at once.
@@ -237,16 +250,25 @@ impl Pool {
             target: target.clone(),
             failed: std::sync::Mutex::new(None),
             since_failure: crate::clock::Watchdog::default(),
+            probing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// A connection, or "unavailable" with the reason when none can be had.
     pub(super) async fn get(&self) -> Result<Object> {
         let recent = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if let Some(why) = recent.filter(|_| self.since_failure.elapsed() < FAIL_FAST_FOR) {
-            return Err(StoreError::Unavailable(why));
+        let _probe = match recent.filter(|_| self.since_failure.elapsed() < FAIL_FAST_FOR) {
+            Some(why) if self.probing.swap(true, std::sync::atomic::Ordering::AcqRel) => {
+                return Err(StoreError::Unavailable(why));
+            }
+            Some(_) => Some(Probe(&self.probing)),
+            None => None,
+        };
+        let got = self.pool.get().await;
+        if got.is_ok() {
+            *self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
-        self.pool.get().await.map_err(|e| {
+        got.map_err(|e| {
             let why = match e {
                 PoolError::Backend(e) => {
                     let detail = e.source().map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));

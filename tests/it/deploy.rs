@@ -216,3 +216,22 @@ fn the_cluster_manifests_give_every_node_the_same_database_and_secrets() {
     assert_eq!(kind("PodDisruptionBudget")["spec"]["minAvailable"], 2);
     assert_eq!(kind("Service")["spec"]["selector"]["app"], "keyturn");
 }
+
+/// The PostgreSQL HA member config passes Patroni's own validator (Debian's patroni, which
+/// the test command installs) and keeps what keyturn's failover story relies on: a commit is
+/// answered only once a standby has it, and a lagging standby is never promoted.
+#[test]
+fn the_patroni_member_config_validates_and_commits_synchronously() {
+    let out = Command::new("patroni")
+        .arg("--validate-config")
+        .arg(deploy("patroni.yml"))
+        .output()
+        .expect("patroni (Debian's patroni; scripts/test installs it)");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let member = &yaml_documents("patroni.yml")[0];
+    let dcs = &member["bootstrap"]["dcs"];
+    assert_eq!(dcs["synchronous_mode"], true, "{dcs}");
+    assert_eq!(dcs["maximum_lag_on_failover"], 0, "{dcs}");
+    let text = std::fs::read_to_string(deploy("patroni.yml")).expect("patroni.yml");
+    assert!(text.contains("target_session_attrs=read-write"), "the connection string keyturn's nodes use");
+}
