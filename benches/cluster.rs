@@ -13,10 +13,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{introspect_script, issue_script, wrk, Wrk};
+use common::{introspect_script, issue_script, serve, wrk, Node, Wrk};
 use serde_json::{json, Value};
 
 const LOAD_SECS: u64 = 5;
@@ -57,25 +57,11 @@ impl Setup {
     }
 
     fn node(&self, i: usize) -> Node {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         // One SQLite node uses the CLI's data dir: that is where its database is.
         let data = if self.database_url.is_some() { self.root.join(format!("node{i}")) } else { self.root.join("cli") };
-        let child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
-            .arg("serve")
-            .envs(self.env(&data))
-            .env("KEYTURN_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::blocking::Client::new();
-        let started = Instant::now();
-        while !client.get(format!("{url}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
-            assert!(started.elapsed() < Duration::from_secs(60), "node did not start");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Node { child, url }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyturn"));
+        cmd.arg("serve").envs(self.env(&data));
+        serve(cmd)
     }
 
     fn recorded(&self) -> u64 {
@@ -102,19 +88,6 @@ impl Setup {
     }
 }
 
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-/// wrk against every node at once, the connections shared out; the totals.
 fn load(nodes: &[Node], path: &str, script: Option<&Path>) -> Wrk {
     let per = 32 / nodes.len() as u32;
     let runs: Vec<_> = nodes

@@ -74,6 +74,39 @@ fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// A daemon signing ES256 with keys in `hsm`'s token, and an issuer API key for it.
+struct Signing {
+    daemon: Daemon,
+    issuer: String,
+    data: PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Signing {
+    fn start(hsm: &Hsm, root: &Path, name: &str) -> Signing {
+        let data = root.join("data");
+        let mut env = hsm.env();
+        env.push(("KEYTURN_ALGORITHMS", "ES256".into()));
+        let daemon = Daemon::start(&data, &borrowed(&env), name);
+        let issuer = keyturn_ok(&data, &["apikey", "create", "--role", "issuer", "--name", "app"], &borrowed(&env));
+        let issuer = issuer.lines().find(|l| l.starts_with("kt_")).expect("the key").trim().to_owned();
+        Signing { daemon, issuer, data, env }
+    }
+
+    fn env(&self) -> Vec<(&'static str, &str)> {
+        borrowed(&self.env)
+    }
+
+    fn issue(&self) -> reqwest::blocking::Response {
+        client()
+            .post(format!("{}/api/v1/tokens", self.daemon.url))
+            .bearer_auth(&self.issuer)
+            .json(&json!({"sub": "bob", "aud": "api"}))
+            .send()
+            .expect("issue")
+    }
+}
+
 #[test]
 fn keys_are_born_in_the_token_and_its_tokens_verify_against_the_jwks() {
     let hsm = Hsm::new("keyturn-keys");
@@ -216,21 +249,9 @@ fn a_wrong_pin_a_missing_module_an_absent_token_or_a_missing_mechanism_refuses_t
 fn a_key_gone_from_the_token_makes_readyz_503_and_issuance_answer_retry_later() {
     let hsm = Hsm::new("keyturn-gone");
     let root = tempfile::tempdir().expect("tempdir");
-    let data = root.path().join("data");
-    let mut env = hsm.env();
-    env.push(("KEYTURN_ALGORITHMS", "ES256".into()));
-    let env = borrowed(&env);
-    let daemon = Daemon::start(&data, &env, "gone");
-    let issuer = keyturn_ok(&data, &["apikey", "create", "--role", "issuer", "--name", "app"], &env);
-    let issuer = issuer.lines().find(|l| l.starts_with("kt_")).expect("the key").trim().to_owned();
-    let issue = || {
-        client()
-            .post(format!("{}/api/v1/tokens", daemon.url))
-            .bearer_auth(&issuer)
-            .json(&json!({"sub": "bob", "aud": "api"}))
-            .send()
-            .expect("issue")
-    };
+    let signing = Signing::start(&hsm, root.path(), "gone");
+    let daemon = &signing.daemon;
+    let issue = || signing.issue();
     let issued: Value = issue().json().expect("json");
     let kid = issued["kid"].as_str().expect("kid").to_owned();
     // Someone deletes the signing key from the token behind keyturn's back.
@@ -261,24 +282,12 @@ fn a_key_gone_from_the_token_makes_readyz_503_and_issuance_answer_retry_later() 
 fn a_token_that_fails_while_serving_comes_back_by_itself() {
     let hsm = Hsm::new("keyturn-away");
     let root = tempfile::tempdir().expect("tempdir");
-    let data = root.path().join("data");
-    let mut env = hsm.env();
-    env.push(("KEYTURN_ALGORITHMS", "ES256".into()));
-    let env = borrowed(&env);
-    let daemon = Daemon::start(&data, &env, "away");
-    let issuer = keyturn_ok(&data, &["apikey", "create", "--role", "issuer", "--name", "app"], &env);
-    let issuer = issuer.lines().find(|l| l.starts_with("kt_")).expect("the key").trim().to_owned();
-    let issue = || {
-        client()
-            .post(format!("{}/api/v1/tokens", daemon.url))
-            .bearer_auth(&issuer)
-            .json(&json!({"sub": "bob", "aud": "api"}))
-            .send()
-            .expect("issue")
-    };
+    let signing = Signing::start(&hsm, root.path(), "away");
+    let (daemon, data, env) = (&signing.daemon, &signing.data, signing.env());
+    let issue = || signing.issue();
     let issued: Value = issue().json().expect("json");
     let kid = issued["kid"].as_str().expect("kid").to_owned();
-    let db = database(&data, &env);
+    let db = database(data, &env);
     let recorded = || scalar(&db, "SELECT count(*) FROM issued_tokens", &[]);
     let before = recorded();
 
