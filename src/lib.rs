@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod datadir;
+pub mod dpop;
 pub mod duration;
 pub mod error;
 pub mod keys;

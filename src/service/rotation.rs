@@ -108,6 +108,7 @@ impl Keyturn {
         if due {
             self.revocations.prune(now).await?;
             self.tokens.prune_sessions(now).await?;
+            self.store.write(move |tx| Box::pin(async move { store::replay::prune(tx, now).await })).await?;
             if let Ok(mut l) = self.last_prune.lock() {
                 *l = Some(now);
             }

@@ -34,6 +34,7 @@ const TABLES: &[(&str, &str)] = &[
     ("admin_sessions", "id_hash, admin, csrf, created_at, last_seen, source"),
     ("setup_links", "token_hash, created_at, expires_at, used_at, created_by"),
     ("sign_in_failures", "key, at, attempt"),
+    ("seen_jtis", "key, jti, expires_at"),
 ];
 
 /// Identity columns whose sequence must continue after the copied ids (PostgreSQL).

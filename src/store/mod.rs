@@ -21,6 +21,7 @@ pub mod lease;
 pub mod meta;
 pub mod postgres;
 pub mod refresh;
+pub mod replay;
 pub mod revocations;
 pub mod sessions;
 pub mod settings;
@@ -52,6 +53,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_sessions.sql"),
     include_str!("migrations/0008_schedule_name.sql"),
     include_str!("migrations/0009_key_custody.sql"),
+    include_str!("migrations/0010_seen_jtis.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_keys.sql"),
@@ -63,6 +65,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0007_sessions.sql"),
     include_str!("migrations/postgres/0008_schedule_name.sql"),
     include_str!("migrations/postgres/0009_key_custody.sql"),
+    include_str!("migrations/postgres/0010_seen_jtis.sql"),
 ];
 const _: () = assert!(SQLITE_MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 

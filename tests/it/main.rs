@@ -37,6 +37,7 @@ mod oauth;
 mod operate;
 mod pg;
 mod proxies;
+mod replay;
 mod sessions;
 mod shutdown;
 mod startup;

@@ -190,7 +190,7 @@ impl Db {
     }
 
     /// Runs `work` on the store and waits for its answer.
-    fn run<T: Send + 'static>(
+    pub fn run<T: Send + 'static>(
         &self,
         work: impl for<'a> FnOnce(&'a keyturn::store::Store) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>
             + Send

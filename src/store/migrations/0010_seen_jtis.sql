@@ -1,0 +1,11 @@
+-- The one replay cache of the installation: the jti of every DPoP proof (and, later, client
+-- assertion) accepted, keyed by the key that signed it (its RFC 7638 thumbprint), kept until
+-- the proof could no longer be accepted anyway, then pruned. In the database, so a proof
+-- accepted by one node is refused by every other.
+CREATE TABLE seen_jtis (
+    key         TEXT NOT NULL,
+    jti         TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (key, jti)
+);
+CREATE INDEX seen_jtis_expiry ON seen_jtis (expires_at);
