@@ -60,6 +60,9 @@ pub enum Error {
     /// RFC 8707 §2 `invalid_target`: a `resource` (or `audience`) the client may not get.
     #[error("{0}")]
     InvalidTarget(String),
+    /// RFC 9449 §5 `invalid_dpop_proof`: a DPoP proof that fails a check, or was used before.
+    #[error("{0}")]
+    InvalidDpopProof(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

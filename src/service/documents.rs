@@ -54,6 +54,8 @@ pub(super) fn discovery(config: &Config, keys: &[KeyRecord], openid: bool) -> Do
         "token_endpoint_auth_methods_supported": client_auth,
         "introspection_endpoint_auth_methods_supported": client_auth,
         "revocation_endpoint_auth_methods_supported": client_auth,
+        // RFC 9449 §5.1: a DPoP proof at the token endpoint binds the token to its key.
+        "dpop_signing_alg_values_supported": crate::dpop::PROOF_ALGORITHMS.map(|a| format!("{a:?}")),
     });
     if openid {
         // The configured ones first, in their order, then any other still published.

@@ -50,7 +50,9 @@ impl serde::Serialize for Introspection {
         }
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("active", &true)?;
-        map.serialize_entry("token_type", "Bearer")?;
+        // A token bound to a key (RFC 9449 `cnf.jkt`) is a DPoP token.
+        let bound = self.claims.get("cnf").and_then(|c| c.get("jkt")).is_some();
+        map.serialize_entry("token_type", if bound { "DPoP" } else { "Bearer" })?;
         for (name, value) in self.claims.iter().filter(|(name, _)| !matches!(name.as_str(), "active" | "token_type")) {
             map.serialize_entry(name, value)?;
         }

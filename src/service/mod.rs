@@ -22,6 +22,7 @@ mod cache;
 pub mod clients;
 mod custody;
 mod documents;
+pub mod dpop;
 mod installation;
 pub mod introspect;
 pub mod issued;

@@ -19,7 +19,14 @@ impl Tokens {
     /// within `refresh_grace` of its spending while its successor is unused, when the client
     /// is retrying a refresh whose answer it lost (or raced itself): it gets the same
     /// successor again, with a new access token.
-    pub async fn redeem_refresh(&self, presented: &str, client: Option<&AuthenticatedClient>) -> Result<IssuedToken> {
+    /// `bound_to`: the thumbprint of the key of the request's DPoP proof, which the new access
+    /// token is bound to.
+    pub async fn redeem_refresh(
+        &self,
+        presented: &str,
+        client: Option<&AuthenticatedClient>,
+        bound_to: Option<&str>,
+    ) -> Result<IssuedToken> {
         let grant = |why: &str| Error::InvalidGrant(why.to_owned());
         if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
             return Err(grant("the refresh token is not valid"));
@@ -79,7 +86,8 @@ impl Tokens {
                     && now - used <= self.config.refresh_grace
                     && self.successor_unused(&successor).await?
                 {
-                    let (req, actor) = refresh_grant(&row);
+                    let (mut req, actor) = refresh_grant(&row);
+                    super::tokens::bind(&mut req, bound_to);
                     let plan = RefreshPlan::Retry { family: row.family.clone(), successor: successor.clone(), ends_at };
                     return self.mint(&req, ttl, plan, &actor).await;
                 }
@@ -92,7 +100,8 @@ impl Tokens {
             if self.shared.revoked().grant_revoked(&row.sub, row.client_id.as_deref(), row.issued_at) {
                 return Err(grant("the subject's or client's tokens have been revoked"));
             }
-            let (req, actor) = refresh_grant(&row);
+            let (mut req, actor) = refresh_grant(&row);
+            super::tokens::bind(&mut req, bound_to);
             let plan = RefreshPlan::Continue {
                 family: row.family.clone(),
                 spent: hash.clone(),

@@ -38,19 +38,19 @@ async fn a_spent_refresh_token_replayed_after_the_grace_ends_its_whole_session()
     let tokens = k.tokens();
     let first = tokens.issue_token(&request("alice", true), &Actor::cli()).await.expect("issued");
     let spent = first.refresh_token.clone().expect("a refresh token");
-    let second = tokens.redeem_refresh(&spent, None).await.expect("refreshed");
+    let second = tokens.redeem_refresh(&spent, None, None).await.expect("refreshed");
     // Within the grace, the same successor again (a retry whose answer was lost).
-    let retry = tokens.redeem_refresh(&spent, None).await.expect("retried");
+    let retry = tokens.redeem_refresh(&spent, None, None).await.expect("retried");
     assert_eq!(retry.refresh_token, second.refresh_token);
     assert!(tokens.introspect(&second.access_token).active);
     clock.advance(Duration::from_secs(11));
-    let replay = tokens.redeem_refresh(&spent, None).await;
+    let replay = tokens.redeem_refresh(&spent, None, None).await;
     assert!(matches!(replay, Err(Error::InvalidGrant(_))), "{replay:?}");
     for t in [&first, &second, &retry] {
         assert!(!tokens.introspect(&t.access_token).active, "the session's tokens are refused");
     }
     let successor = second.refresh_token.expect("successor");
-    assert!(tokens.redeem_refresh(&successor, None).await.is_err(), "and its live refresh token stopped");
+    assert!(tokens.redeem_refresh(&successor, None, None).await.is_err(), "and its live refresh token stopped");
 }
 
 #[tokio::test]
@@ -79,8 +79,8 @@ async fn a_client_authenticates_while_enabled_and_disabling_it_revokes_its_token
     let (view, secret) = k.clients().create_client(&new, &Actor::cli()).await.expect("created");
     let client = k.clients().authenticate_client(&view.client_id, &secret).await.expect("read").expect("its secret");
     assert_eq!(k.clients().authenticate_client_cached(&view.client_id, "wrong"), Some(None));
-    let issued = k.tokens().client_credentials(&client, Some("read"), None).await.expect("issued");
-    let refused = k.tokens().client_credentials(&client, Some("write"), None).await;
+    let issued = k.tokens().client_credentials(&client, Some("read"), None, None).await.expect("issued");
+    let refused = k.tokens().client_credentials(&client, Some("write"), None, None).await;
     assert!(matches!(refused, Err(Error::InvalidScope(_))), "{refused:?}");
     assert!(k.tokens().introspect(&issued.access_token).active);
     k.clients().disable_client(&view.client_id, &Actor::cli()).await.expect("disabled");

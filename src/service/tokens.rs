@@ -33,7 +33,8 @@ pub const MAX_VALUE_LEN: usize = 255;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Claims keyturn sets itself; a caller's custom claims may not name them.
-pub const RESERVED_CLAIMS: [&str; 10] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "sid"];
+pub const RESERVED_CLAIMS: [&str; 11] =
+    ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "sid", "cnf"];
 
 /// The longest session label an app may give (a device or browser name).
 pub const MAX_LABEL_LEN: usize = 200;
@@ -230,6 +231,7 @@ impl Tokens {
         client: &AuthenticatedClient,
         scope: Option<&str>,
         target: Option<&Target>,
+        bound_to: Option<&str>,
     ) -> Result<IssuedToken> {
         let scope = match scope.map(str::trim).filter(|s| !s.is_empty()) {
             Some(requested) => {
@@ -260,13 +262,14 @@ impl Tokens {
             None => client.audiences.clone(),
         };
         let ttl = client.max_ttl.min(self.shared.policy().max_token_ttl);
-        let req = IssueRequest {
+        let mut req = IssueRequest {
             sub: client.client_id.clone(),
             aud,
             scope,
             client_id: Some(client.client_id.clone()),
             ..IssueRequest::default()
         };
+        bind(&mut req, bound_to);
         let actor = Actor { name: format!("client:{}", client.client_id), source: None };
         self.mint(&req, ttl, RefreshPlan::None, &actor).await
     }
@@ -378,7 +381,13 @@ impl Tokens {
                 client_id: Some(client_id.clone()),
                 aud: req.aud.clone(),
                 scope: req.scope.clone(),
-                claims: (!req.claims.is_empty()).then(|| Value::Object(req.claims.clone()).to_string()),
+                // The caller's claims only: a binding (`cnf`) is the request's, each refresh
+                // binds anew to its own proof's key.
+                claims: {
+                    let mut own = req.claims.clone();
+                    own.remove("cnf");
+                    (!own.is_empty()).then(|| Value::Object(own).to_string())
+                },
                 alg: Some(alg.as_str().to_owned()),
                 issued_at: now,
                 // The idle end, never past the session's absolute end.
@@ -500,5 +509,13 @@ impl Minted {
             refresh: self.new_refresh.as_ref().and_then(|(_, row)| row.clone()),
             session: self.session.clone(),
         }
+    }
+}
+
+/// Binds the token `req` asks for to the key whose RFC 7638 thumbprint is `jkt` (RFC 9449
+/// §6.1: `cnf.jkt`), when the request came with a DPoP proof.
+pub(super) fn bind(req: &mut IssueRequest, jkt: Option<&str>) {
+    if let Some(jkt) = jkt {
+        req.claims.insert("cnf".into(), serde_json::json!({ "jkt": jkt }));
     }
 }

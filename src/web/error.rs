@@ -69,6 +69,7 @@ impl From<crate::error::Error> for ApiError {
             E::InvalidGrant(_) => ApiError::new(Status::BadRequest, "invalid_grant", text),
             E::InvalidScope(_) => ApiError::new(Status::BadRequest, "invalid_scope", text),
             E::InvalidTarget(_) => ApiError::new(Status::BadRequest, "invalid_target", text),
+            E::InvalidDpopProof(_) => ApiError::new(Status::BadRequest, "invalid_dpop_proof", text),
             E::NoActiveKey(_) => ApiError::new(Status::ServiceUnavailable, "temporarily_unavailable", text),
             E::Store(crate::error::StoreError::Unavailable(why)) => {
                 // Nothing was answered: a token not answered was either never recorded or

@@ -64,18 +64,88 @@ impl Handler for Verify {
             return Outcome::from(req, ApiError::from(e));
         }
         let required = requirements(req.uri().query().map(|q| q.as_str()).unwrap_or(""));
-        let answer = tokens.forward_auth(token_of(req, config.forward_auth_cookie.as_deref()), &required);
+        let presented = token_of(req, config.forward_auth_cookie.as_deref());
+        let answer = tokens.forward_auth(presented.map(|(token, _)| token), &required);
+        // A token bound to a key (`cnf.jkt`) is good only with a proof of that key for the
+        // request the gateway forwards (RFC 9449 §7).
+        if let (ForwardAuth::Allowed(claims), Some((token, dpop))) = (&answer, presented) {
+            if let Some(jkt) = claims.get("cnf").and_then(|c| c.get("jkt")).and_then(Value::as_str) {
+                if let Err(why) = holder_proves(req, tokens, token, dpop, jkt).await {
+                    return Outcome::Success(refuse_dpop(why));
+                }
+            }
+        }
         Outcome::Success(respond(answer))
     }
 }
 
-/// The token to check: the bearer token of the `Authorization` header; without that
-/// header, the value of the cookie named by `forward_auth_cookie` (an app that keeps its
-/// access token in an HttpOnly cookie), if it is set.
-fn token_of<'r>(req: &'r Request<'_>, cookie: Option<&str>) -> Option<&'r str> {
+/// Whether the request carries a DPoP proof of the key `jkt` for the gateway's original
+/// request and `token`, never used before; the error is the `WWW-Authenticate` error code.
+async fn holder_proves(
+    req: &Request<'_>,
+    tokens: &Tokens,
+    token: &str,
+    dpop_scheme: bool,
+    jkt: &str,
+) -> Result<(), &'static str> {
+    let mut proofs = req.headers().get("DPoP");
+    let (Some(proof), None) = (proofs.next(), proofs.next()) else { return Err("invalid_dpop_proof") };
+    if !dpop_scheme {
+        return Err("invalid_token");
+    }
+    let (Some(method), Some(url)) = (original_method(req), original_url(req)) else { return Err("invalid_dpop_proof") };
+    let expected = crate::dpop::Expected { method: &method, url: &url, access_token: Some(token), nonce: None };
+    match tokens.accept_proof(proof, &expected).await {
+        Ok(p) if p.jkt == jkt => Ok(()),
+        _ => Err("invalid_dpop_proof"),
+    }
+}
+
+/// The original request's method, as the gateway forwards it (`X-Forwarded-Method`:
+/// Traefik, Caddy; `X-Original-Method`: nginx as deploy/ configures it).
+fn original_method(req: &Request<'_>) -> Option<String> {
+    let h = req.headers();
+    h.get_one("X-Forwarded-Method").or_else(|| h.get_one("X-Original-Method")).map(str::to_ascii_uppercase)
+}
+
+/// The original request's URL: `X-Original-URL` whole, or `X-Forwarded-Proto`,
+/// `X-Forwarded-Host` and `X-Forwarded-Uri` together.
+fn original_url(req: &Request<'_>) -> Option<String> {
+    let h = req.headers();
+    if let Some(url) = h.get_one("X-Original-URL") {
+        return Some(url.to_owned());
+    }
+    let (proto, host, uri) =
+        (h.get_one("X-Forwarded-Proto")?, h.get_one("X-Forwarded-Host")?, h.get_one("X-Forwarded-Uri")?);
+    Some(format!("{proto}://{host}{uri}"))
+}
+
+/// 401 with RFC 9449's challenge.
+fn refuse_dpop(error: &'static str) -> Response<'static> {
+    let algs = crate::dpop::PROOF_ALGORITHMS.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" ");
+    let text = json!({"error": error, "error_description": "the token is bound to a key: present it with `Authorization: DPoP` and a fresh DPoP proof of that key for this request"}).to_string();
+    Response::build()
+        .status(Status::Unauthorized)
+        .header(Header::new("WWW-Authenticate", format!("DPoP error=\"{error}\", algs=\"{algs}\"")))
+        .header(Header::new("Cache-Control", "no-store"))
+        .header(ContentType::JSON)
+        .sized_body(text.len(), std::io::Cursor::new(text.into_bytes()))
+        .finalize()
+}
+
+/// The token to check, and whether it came under the `DPoP` scheme: the token of the
+/// `Authorization` header (`Bearer` or `DPoP`); without that header, the value of the cookie
+/// named by `forward_auth_cookie` (an app that keeps its access token in an HttpOnly
+/// cookie), if it is set.
+fn token_of<'r>(req: &'r Request<'_>, cookie: Option<&str>) -> Option<(&'r str, bool)> {
     match req.headers().get_one("Authorization") {
-        Some(header) => Authorization::bearer(Some(header)),
-        None => cookie.and_then(|name| req.cookies().get(name)).map(|c| c.value()),
+        Some(header) => match header.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("DPoP") && !token.trim().is_empty() => {
+                Some((token.trim(), true))
+            }
+            _ => Authorization::bearer(Some(header)).map(|t| (t, false)),
+        },
+        None => cookie.and_then(|name| req.cookies().get(name)).map(|c| (c.value(), false)),
     }
 }
 

@@ -41,6 +41,21 @@ impl<'r> FromRequest<'r> for AuthHeader {
     }
 }
 
+/// The `DPoP` header (RFC 9449): `Err` when there are several.
+pub struct DpopHeader(Option<String>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for DpopHeader {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let mut all = req.headers().get("DPoP");
+        let first = all.next().map(str::to_owned);
+        // Several proofs: none is taken (RFC 9449 §4.3: exactly one).
+        let proof = if all.next().is_some() { Some(String::new()) } else { first };
+        Outcome::Success(DpopHeader(proof))
+    }
+}
+
 /// Reads a form body strictly.
 async fn read_form(ct: Option<&ContentType>, data: Data<'_>) -> Result<HashMap<String, String>, ApiError> {
     if !ct.is_some_and(|c| c.is_form()) {
@@ -160,6 +175,7 @@ async fn token(
     clients: &State<Arc<Clients>>,
     tokens: &State<Arc<Tokens>>,
     auth: AuthHeader,
+    dpop: DpopHeader,
     from: ClientAddress,
     ct: Option<&ContentType>,
     data: Data<'_>,
@@ -167,9 +183,22 @@ async fn token(
     let form = read_form(ct, data).await?;
     let creds = client_credentials(&auth, &form)?;
     let grant = form.get("grant_type").ok_or_else(|| ApiError::invalid_request("grant_type is required"))?;
-    let issued = match grant.as_str() {
+    // A DPoP proof binds the access token to the proof's key (RFC 9449 §5); it is checked
+    // (and its jti recorded) once the client, if any, has authenticated.
+    let proof_key = || async {
+        match &dpop.0 {
+            Some(proof) => {
+                let url = tokens.token_endpoint();
+                let expected = crate::dpop::Expected { method: "POST", url: &url, access_token: None, nonce: None };
+                Ok::<_, ApiError>(Some(tokens.accept_proof(proof, &expected).await?.jkt))
+            }
+            None => Ok(None),
+        }
+    };
+    let (issued, bound_to) = match grant.as_str() {
         "client_credentials" => {
             let client = authenticate(clients, creds, from).await?;
+            let bound_to = proof_key().await?;
             let scope = form.get("scope").cloned();
             let target = match (form.get("audience"), form.get("resource")) {
                 (Some(a), Some(r)) if a != r => {
@@ -179,7 +208,10 @@ async fn token(
                 (Some(a), None) => Some(Target::Audience(a.clone())),
                 (None, None) => None,
             };
-            tokens.client_credentials(&client, scope.as_deref(), target.as_ref()).await?
+            (
+                tokens.client_credentials(&client, scope.as_deref(), target.as_ref(), bound_to.as_deref()).await?,
+                bound_to,
+            )
         }
         "refresh_token" => {
             let client = match creds {
@@ -190,7 +222,8 @@ async fn token(
                 .get("refresh_token")
                 .cloned()
                 .ok_or_else(|| ApiError::invalid_request("refresh_token is required"))?;
-            tokens.redeem_refresh(&presented, client.as_ref()).await.map_err(ApiError::from)?
+            let bound_to = proof_key().await?;
+            (tokens.redeem_refresh(&presented, client.as_ref(), bound_to.as_deref()).await?, bound_to)
         }
         other => {
             let shown: String = other.chars().take(64).collect();
@@ -203,7 +236,7 @@ async fn token(
     };
     let mut body = serde_json::json!({
         "access_token": issued.access_token,
-        "token_type": "Bearer",
+        "token_type": if bound_to.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": issued.expires_in,
     });
     if let Some(s) = issued.scope {

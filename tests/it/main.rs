@@ -21,6 +21,7 @@ mod dashboard;
 mod dbfaults;
 mod deploy;
 mod docs;
+mod dpop;
 mod faults;
 mod forward;
 mod front;

@@ -1,0 +1,164 @@
+//! DPoP (RFC 9449) against the real binary: a proof at the token endpoint binds the access
+//! token to the proof's key (`cnf.jkt`, `token_type: DPoP`), introspection says so, and
+//! `/auth/verify` lets a bound token through only with a fresh proof of that key for the
+//! request the gateway forwards. Proofs are made here with real P-256 keys (aws-lc-rs) and
+//! signed with jsonwebtoken, as a client library would.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::daemon::{client, Daemon};
+use crate::support::keyturn_ok;
+
+const ISSUER: &str = "https://keyturn.dpop.test";
+const API: &str = "https://api.dpop.test/orders?page=2";
+
+/// A holder of a P-256 key, making proofs with it.
+struct Holder {
+    key: EncodingKey,
+    jwk: Value,
+    made: std::cell::Cell<u32>,
+}
+
+impl Holder {
+    fn new() -> Holder {
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("pair");
+        let point = pair.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])});
+        Holder { key: EncodingKey::from_ec_der(pkcs8.as_ref()), jwk, made: std::cell::Cell::new(0) }
+    }
+
+    fn thumbprint(&self) -> String {
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(self.jwk.clone()).expect("jwk");
+        jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).expect("thumbprint")
+    }
+
+    /// A fresh proof for `method` `url`, for `token` when one is presented with it.
+    fn proof(&self, method: &str, url: &str, token: Option<&str>) -> String {
+        self.made.set(self.made.get() + 1);
+        let now = keyturn::clock::to_unix(keyturn::clock::Clock::system().now());
+        let mut claims =
+            json!({"jti": format!("proof-{}-{now}", self.made.get()), "htm": method, "htu": url, "iat": now});
+        if let Some(t) = token {
+            claims["ath"] = Value::from(keyturn::dpop::access_token_hash(t));
+        }
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(serde_json::from_value(self.jwk.clone()).expect("jwk"));
+        jsonwebtoken::encode(&header, &claims, &self.key).expect("sign")
+    }
+}
+
+fn fields(stdout: &str) -> std::collections::HashMap<String, String> {
+    stdout.lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect()
+}
+
+#[test]
+fn a_proof_binds_the_token_to_its_key_and_verifiers_enforce_the_binding() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let env = [("KEYTURN_ISSUER", ISSUER)];
+    let d = Daemon::start(&data, &env, "dpop");
+    let created =
+        keyturn_ok(&data, &["client", "create", "--name", "svc", "--audience", "api", "--scope", "read"], &env);
+    let created = fields(&created);
+    let (id, secret) = (created["client_id"].clone(), created["client_secret"].clone());
+    let verifier = keyturn_ok(&data, &["apikey", "create", "--role", "verifier", "--name", "gw"], &env);
+    let verifier = verifier.lines().find(|l| l.starts_with("kt_")).expect("key").trim().to_owned();
+    let token_url = format!("{ISSUER}/oauth/token");
+    let holder = Holder::new();
+    let ask = |proof: Option<String>| {
+        let mut req = client()
+            .post(format!("{}/oauth/token", d.url))
+            .basic_auth(&id, Some(&secret))
+            .form(&[("grant_type", "client_credentials")]);
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        let res = req.send().expect("token");
+        (res.status().as_u16(), res.json::<Value>().expect("json"))
+    };
+
+    // Bound: cnf.jkt is the proof key's thumbprint, token_type DPoP.
+    let proof = holder.proof("POST", &token_url, None);
+    let (status, body) = ask(Some(proof.clone()));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    let token = body["access_token"].as_str().expect("token").to_owned();
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).expect("payload")).expect("base64"))
+            .expect("claims");
+    assert_eq!(claims["cnf"]["jkt"], holder.thumbprint().as_str());
+    // The same proof again, a proof for another URL, or none at all but the plain grant.
+    let (status, body) = ask(Some(proof));
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_dpop_proof")), "a replayed proof: {body}");
+    let (status, body) = ask(Some(holder.proof("POST", &format!("{ISSUER}/oauth/revoke"), None)));
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_dpop_proof")), "another URL: {body}");
+    let (status, plain) = ask(None);
+    assert_eq!((status, plain["token_type"].as_str()), (200, Some("Bearer")));
+
+    // Introspection tells a resource server the binding.
+    let seen: Value = client()
+        .post(format!("{}/oauth/introspect", d.url))
+        .bearer_auth(&verifier)
+        .form(&[("token", token.as_str())])
+        .send()
+        .expect("introspect")
+        .json()
+        .expect("json");
+    assert_eq!((seen["active"].as_bool(), seen["token_type"].as_str()), (Some(true), Some("DPoP")));
+    assert_eq!(seen["cnf"]["jkt"], holder.thumbprint().as_str());
+
+    // Forward auth: the gateway forwards the original method and URL.
+    let verify = |scheme: &str, proof: Option<String>| {
+        let mut req = client()
+            .get(format!("{}/auth/verify", d.url))
+            .header("Authorization", format!("{scheme} {token}"))
+            .header("X-Forwarded-Method", "GET")
+            .header("X-Original-URL", API);
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        let res = req.send().expect("verify");
+        let challenge = res.headers().get("www-authenticate").map(|v| v.to_str().unwrap_or_default().to_owned());
+        (res.status().as_u16(), challenge)
+    };
+    let good = holder.proof("GET", API, Some(&token));
+    assert_eq!(verify("DPoP", Some(good.clone())).0, 200, "a fresh proof of the key");
+    let refusals = [
+        ("the same proof again", verify("DPoP", Some(good))),
+        ("as a bearer token", verify("Bearer", None)),
+        ("as a bearer token with a proof", verify("Bearer", Some(holder.proof("GET", API, Some(&token))))),
+        ("without a proof", verify("DPoP", None)),
+        ("a proof of another key", verify("DPoP", Some(Holder::new().proof("GET", API, Some(&token))))),
+        ("a proof for another method", verify("DPoP", Some(holder.proof("POST", API, Some(&token))))),
+        (
+            "a proof for another URL",
+            verify("DPoP", Some(holder.proof("GET", "https://api.dpop.test/admin", Some(&token)))),
+        ),
+        ("a proof for another token", verify("DPoP", Some(holder.proof("GET", API, Some("another"))))),
+    ];
+    for (what, (status, challenge)) in refusals {
+        assert_eq!(status, 401, "{what}");
+        assert!(challenge.as_deref().is_some_and(|c| c.starts_with("DPoP error=")), "{what}: {challenge:?}");
+    }
+    // The metadata says which algorithms a proof may use.
+    let meta: Value = client()
+        .get(format!("{}/.well-known/oauth-authorization-server", d.url))
+        .send()
+        .expect("meta")
+        .json()
+        .expect("json");
+    let algs = meta["dpop_signing_alg_values_supported"].as_array().expect("dpop algs");
+    assert!(algs.contains(&Value::from("ES256")) && !algs.contains(&Value::from("HS256")), "{algs:?}");
+    // An unbound token still works as a bearer token.
+    let plain = plain["access_token"].as_str().expect("token");
+    let res = client().get(format!("{}/auth/verify", d.url)).bearer_auth(plain).send().expect("verify");
+    assert_eq!(res.status().as_u16(), 200);
+}
