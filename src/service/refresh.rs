@@ -81,6 +81,14 @@ impl Tokens {
                 .unwrap_or(DEFAULT_TTL)
                 .min(max_ttl);
             let ends_at = session.as_ref().map(|s| s.ends_at);
+            // A refresh token bound to a DPoP key takes a proof of that key (RFC 9449 §5).
+            if let Some(jkt) = &row.jkt {
+                if bound_to != Some(jkt.as_str()) {
+                    return Err(Error::InvalidDpopProof(
+                        "the refresh token is bound to a DPoP key: present a proof of that key".into(),
+                    ));
+                }
+            }
             if let Some(used) = row.used_at {
                 if !self.config.refresh_grace.is_zero()
                     && now - used <= self.config.refresh_grace
@@ -107,6 +115,9 @@ impl Tokens {
                 spent: hash.clone(),
                 successor: successor.clone(),
                 ends_at,
+                // A public holder's successor is bound to its proof's key; a client's
+                // refresh tokens are bound to its credentials instead.
+                jkt: if client.is_none() { bound_to.map(str::to_owned) } else { None },
             };
             match self.mint(&req, ttl, plan, &actor).await {
                 // Another request spent it first: look again.

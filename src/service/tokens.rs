@@ -111,6 +111,8 @@ pub(super) enum RefreshPlan {
         spent: Vec<u8>,
         successor: Zeroizing<String>,
         ends_at: Option<Instant>,
+        /// The DPoP key the successor is bound to (a public holder's).
+        jkt: Option<String>,
     },
     /// A retry of a refresh whose answer was lost: the successor already exists and is
     /// handed out again with a new access token; nothing is spent.
@@ -394,6 +396,7 @@ impl Tokens {
                 expires_at: (now + self.config.refresh_ttl)
                     .min(parts.ends_at.unwrap_or(now + self.config.session_lifetime)),
                 used_at: None,
+                jkt: parts.jkt.clone(),
                 revoked_at: None,
             };
             (token, parts.record.then_some(row))
@@ -468,19 +471,26 @@ struct RefreshParts {
     record: bool,
     /// The session's absolute end, for a family that has one.
     ends_at: Option<Instant>,
+    /// The DPoP key a new refresh token is bound to.
+    jkt: Option<String>,
 }
 
 fn refresh_parts(plan: RefreshPlan) -> Option<RefreshParts> {
     match plan {
         RefreshPlan::None => None,
-        RefreshPlan::NewFamily => {
-            Some(RefreshParts { family: random_id(18), spend: None, token: None, record: true, ends_at: None })
-        }
-        RefreshPlan::Continue { family, spent, successor, ends_at } => {
-            Some(RefreshParts { family, spend: Some(spent), token: Some(successor), record: true, ends_at })
+        RefreshPlan::NewFamily => Some(RefreshParts {
+            family: random_id(18),
+            spend: None,
+            token: None,
+            record: true,
+            ends_at: None,
+            jkt: None,
+        }),
+        RefreshPlan::Continue { family, spent, successor, ends_at, jkt } => {
+            Some(RefreshParts { family, spend: Some(spent), token: Some(successor), record: true, ends_at, jkt })
         }
         RefreshPlan::Retry { family, successor, ends_at } => {
-            Some(RefreshParts { family, spend: None, token: Some(successor), record: false, ends_at })
+            Some(RefreshParts { family, spend: None, token: Some(successor), record: false, ends_at, jkt: None })
         }
     }
 }

@@ -23,7 +23,7 @@ const TABLES: &[(&str, &str)] = &[
     ("clients", "client_id, name, secret_hash, scopes, audiences, max_ttl, created_at, created_by, disabled_at"),
     (
         "refresh_tokens",
-        "token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at",
+        "token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at, jkt",
     ),
     ("revocations", "id, kind, value, cutoff, covers_until, reason, created_at, created_by"),
     (

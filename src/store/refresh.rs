@@ -17,12 +17,14 @@ pub struct RefreshRow {
     pub expires_at: Instant,
     pub used_at: Option<Instant>,
     pub revoked_at: Option<Instant>,
+    /// The thumbprint of the DPoP key it is bound to, if any.
+    pub jkt: Option<String>,
 }
 
 pub async fn insert(tx: &Conn<'_>, r: &RefreshRow) -> Result<()> {
     tx.execute(
-        "INSERT INTO refresh_tokens (token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO refresh_tokens (token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at, jkt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         args![
             r.token_hash,
             r.family,
@@ -35,7 +37,8 @@ pub async fn insert(tx: &Conn<'_>, r: &RefreshRow) -> Result<()> {
             to_unix(r.issued_at),
             to_unix(r.expires_at),
             r.used_at.map(to_unix),
-            r.revoked_at.map(to_unix)
+            r.revoked_at.map(to_unix),
+            r.jkt
         ],
     ).await?;
     Ok(())
@@ -43,7 +46,7 @@ pub async fn insert(tx: &Conn<'_>, r: &RefreshRow) -> Result<()> {
 
 pub async fn get(conn: &Conn<'_>, token_hash: &[u8]) -> Result<Option<RefreshRow>> {
     let row = conn.query_opt(
-        "SELECT token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at
+        "SELECT token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at, jkt
          FROM refresh_tokens WHERE token_hash = ?1",
         args![token_hash],
     ).await?;
@@ -61,6 +64,7 @@ pub async fn get(conn: &Conn<'_>, token_hash: &[u8]) -> Result<Option<RefreshRow
             expires_at: from_unix(r.get(9)?),
             used_at: r.get::<Option<i64>>(10)?.map(from_unix),
             revoked_at: r.get::<Option<i64>>(11)?.map(from_unix),
+            jkt: r.get(12)?,
         })
     })
     .transpose()

@@ -162,3 +162,74 @@ fn a_proof_binds_the_token_to_its_key_and_verifiers_enforce_the_binding() {
     let res = client().get(format!("{}/auth/verify", d.url)).bearer_auth(plain).send().expect("verify");
     assert_eq!(res.status().as_u16(), 200);
 }
+
+/// One replay cache for the cluster: a proof one node accepted is refused by the other.
+#[test]
+fn a_proof_accepted_by_one_node_is_refused_by_another() {
+    let server = crate::pg::PgServer::start();
+    let cluster = crate::cluster::Cluster::new(&server, "dpop");
+    cluster.cli(&["init"]);
+    let created = fields(&cluster.cli(&["client", "create", "--name", "svc", "--audience", "api"]));
+    let (id, secret) = (created["client_id"].clone(), created["client_secret"].clone());
+    let (a, b) = (cluster.node("a", &[]), cluster.node("b", &[]));
+    let holder = Holder::new();
+    let proof = holder.proof("POST", "https://keyturn.cluster.test/oauth/token", None);
+    let ask = |node: &Daemon| {
+        let res = client()
+            .post(format!("{}/oauth/token", node.url))
+            .basic_auth(&id, Some(&secret))
+            .header("DPoP", &proof)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .expect("token");
+        (res.status().as_u16(), res.json::<Value>().expect("json"))
+    };
+    let (status, body) = ask(&a);
+    assert_eq!((status, body["token_type"].as_str()), (200, Some("DPoP")), "{body}");
+    let (status, body) = ask(&b);
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_dpop_proof")), "replayed on node b: {body}");
+}
+
+/// A public holder's refresh (no client authentication, as a web app's session) that comes
+/// with a proof binds the next refresh token to the proof's key: only that key refreshes on.
+#[test]
+fn a_public_holder_s_refresh_token_is_bound_to_its_key() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let env = [("KEYTURN_ISSUER", ISSUER)];
+    let d = Daemon::start(&data, &env, "dpop-refresh");
+    let issuer = keyturn_ok(&data, &["apikey", "create", "--role", "issuer", "--name", "app"], &env);
+    let issuer = issuer.lines().find(|l| l.starts_with("kt_")).expect("key").trim().to_owned();
+    let minted: Value = client()
+        .post(format!("{}/api/v1/tokens", d.url))
+        .bearer_auth(&issuer)
+        .json(&json!({"sub": "alice", "aud": "api", "refresh": true}))
+        .send()
+        .expect("mint")
+        .json()
+        .expect("json");
+    let token_url = format!("{ISSUER}/oauth/token");
+    let refresh = |token: &str, proof: Option<String>| {
+        let mut req = client()
+            .post(format!("{}/oauth/token", d.url))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", token)]);
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        let res = req.send().expect("refresh");
+        (res.status().as_u16(), res.json::<Value>().expect("json"))
+    };
+    let holder = Holder::new();
+    let (status, first) =
+        refresh(minted["refresh_token"].as_str().expect("refresh"), Some(holder.proof("POST", &token_url, None)));
+    assert_eq!((status, first["token_type"].as_str()), (200, Some("DPoP")), "{first}");
+    let next = first["refresh_token"].as_str().expect("successor").to_owned();
+    for (what, proof) in
+        [("no proof", None), ("another key's proof", Some(Holder::new().proof("POST", &token_url, None)))]
+    {
+        let (status, body) = refresh(&next, proof);
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_dpop_proof")), "{what}: {body}");
+    }
+    let (status, again) = refresh(&next, Some(holder.proof("POST", &token_url, None)));
+    assert_eq!((status, again["token_type"].as_str()), (200, Some("DPoP")), "the key's own proof: {again}");
+}

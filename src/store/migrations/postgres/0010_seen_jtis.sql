@@ -9,3 +9,8 @@ CREATE TABLE seen_jtis (
     PRIMARY KEY (key, jti)
 );
 CREATE INDEX seen_jtis_expiry ON seen_jtis (expires_at);
+
+-- A refresh token of a public holder (redeemed without client authentication) that was
+-- issued in answer to a DPoP proof is bound to the proof's key (its thumbprint): redeeming
+-- it takes a proof of the same key.
+ALTER TABLE refresh_tokens ADD COLUMN jkt TEXT;
