@@ -29,10 +29,19 @@ pub fn tool(candidates: &[&str], install: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{} is not installed: run ./scripts/test, which installs {install}", candidates[0]))
 }
 
-/// A child process killed when the test ends.
+/// A child process stopped when the test ends: asked to (SIGTERM), so that a server with
+/// workers of its own (Apache) stops them too, and killed if it has not within 5 s.
 pub struct Killed(pub Child);
 impl Drop for Killed {
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
