@@ -233,3 +233,54 @@ fn a_public_holder_s_refresh_token_is_bound_to_its_key() {
     let (status, again) = refresh(&next, Some(holder.proof("POST", &token_url, None)));
     assert_eq!((status, again["token_type"].as_str()), (200, Some("DPoP")), "the key's own proof: {again}");
 }
+
+/// nginx with the shipped forward-auth config forwards what a proof must name (the original
+/// method and URL) and the proof itself: a bound token passes with a proof for the URL the
+/// client called through nginx, and not without one.
+#[test]
+fn nginx_with_the_shipped_config_passes_a_bound_token_only_with_its_proof() {
+    use crate::gateways::{backend, deploy, nginx_config, register_client, run_nginx, tool};
+    let nginx = tool(&["/usr/sbin/nginx", "/usr/bin/nginx"], "Debian's nginx");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let env = [("KEYTURN_ISSUER", ISSUER)];
+    let d = Daemon::start(&data, &env, "dpop-nginx");
+    let admin = keyturn_ok(&data, &["apikey", "create", "--role", "admin", "--name", "ops"], &env);
+    let admin = admin.lines().find(|l| l.starts_with("kt_")).expect("key").trim().to_owned();
+    let (id, secret) = register_client(&d, &admin, &["orders:read"], &["orders-api"]);
+    let (gateway, api) = (crate::daemon::free_port(), backend());
+    let conf = nginx_config(
+        &deploy("forward-auth/nginx.conf"),
+        d.url.trim_start_matches("http://"),
+        gateway,
+        api,
+        root.path(),
+    );
+    let _nginx = run_nginx(&nginx, &conf);
+    let url = format!("http://127.0.0.1:{gateway}/orders/42");
+    crate::support::eventually("nginx to answer", std::time::Duration::from_secs(10), || {
+        client().get(&url).send().ok()
+    });
+
+    let holder = Holder::new();
+    let res = client()
+        .post(format!("{}/oauth/token", d.url))
+        .basic_auth(&id, Some(&secret))
+        .header("DPoP", holder.proof("POST", &format!("{ISSUER}/oauth/token"), None))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .expect("token");
+    let body: Value = res.json().expect("json");
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    let token = body["access_token"].as_str().expect("token").to_owned();
+    let call = |proof: Option<String>| {
+        let mut req = client().get(&url).header("Authorization", format!("DPoP {token}"));
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        req.send().expect("through nginx").status().as_u16()
+    };
+    assert_eq!(call(Some(holder.proof("GET", &url, Some(&token)))), 200, "with a proof for this URL");
+    assert_eq!(call(None), 401, "without a proof");
+    assert_eq!(call(Some(holder.proof("GET", &format!("{url}/other"), Some(&token)))), 401, "a proof for another URL");
+}

@@ -161,7 +161,7 @@ pub fn unsigned(token: &str) -> String {
     format!("{}.{}.", URL_SAFE_NO_PAD.encode(header.to_string()), parts[1])
 }
 
-fn nginx_config(template: &Path, keyturn: &str, gateway: u16, backend: u16, root: &Path) -> PathBuf {
+pub fn nginx_config(template: &Path, keyturn: &str, gateway: u16, backend: u16, root: &Path) -> PathBuf {
     let conf = std::fs::read_to_string(template)
         .expect("conf")
         .replace("127.0.0.1:8080", keyturn)
