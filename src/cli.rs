@@ -355,7 +355,7 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
 async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> ExitCode {
     let actor = crate::service::Actor::cli();
     let result = match command {
-        ClientCommand::Create { name, audiences, scopes, max_ttl } => {
+        ClientCommand::Create { name, audiences, scopes, max_ttl, require_dpop } => {
             let max_ttl = match max_ttl.as_deref().map(crate::duration::parse_duration).transpose() {
                 Ok(d) => d,
                 Err(e) => {
@@ -363,7 +363,8 @@ async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> Ex
                     return ExitCode::from(2);
                 }
             };
-            let new = crate::service::clients::NewClient { name, scopes, audiences, max_ttl };
+            let new =
+                crate::service::clients::NewClient { name, scopes, audiences, max_ttl, dpop_required: require_dpop };
             service.clients().create_client(&new, &actor).await.map(|(view, secret)| {
                 eprintln!("created client '{}'; its secret is shown once:", view.name);
                 println!("client_id={}", view.client_id);

@@ -195,6 +195,10 @@ pub enum ClientCommand {
         /// Longest lifetime of its tokens, like 10m (default: the maximum token lifetime).
         #[arg(long)]
         max_ttl: Option<String>,
+        /// Every token request of the client must come with a DPoP proof (RFC 9449): its
+        /// tokens are always bound to its key.
+        #[arg(long)]
+        require_dpop: bool,
     },
     /// List clients.
     List,

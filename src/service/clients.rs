@@ -25,6 +25,8 @@ pub struct ClientView {
     pub max_ttl: String,
     pub created_at: String,
     pub disabled_at: Option<String>,
+    /// Whether its token requests must come with a DPoP proof.
+    pub dpop_required: bool,
 }
 
 impl From<&ClientRow> for ClientView {
@@ -37,6 +39,7 @@ impl From<&ClientRow> for ClientView {
             max_ttl: crate::duration::format_duration(Duration::from_secs(c.max_ttl_secs)),
             created_at: clock::rfc3339(c.created_at),
             disabled_at: c.disabled_at.map(clock::rfc3339),
+            dpop_required: c.dpop_required,
         }
     }
 }
@@ -49,6 +52,8 @@ pub struct AuthenticatedClient {
     pub audiences: Vec<String>,
     /// The longest token it may get (capped again by the policy's `max_token_ttl`).
     pub max_ttl: Duration,
+    /// Its token requests must come with a DPoP proof.
+    pub dpop_required: bool,
 }
 
 /// What a new client may do.
@@ -58,6 +63,8 @@ pub struct NewClient {
     pub scopes: Vec<String>,
     pub audiences: Vec<String>,
     pub max_ttl: Option<Duration>,
+    /// Every token request must come with a DPoP proof (RFC 9449).
+    pub dpop_required: bool,
 }
 
 /// A scope token or audience: printable, no spaces or quotes (RFC 6749 §3.3 for scopes).
@@ -153,6 +160,7 @@ impl Clients {
             created_at: now,
             created_by: actor.name.clone(),
             disabled_at: None,
+            dpop_required: new.dpop_required,
         };
         let (by, written) = (actor.clone(), row.clone());
         self.store
@@ -263,6 +271,7 @@ fn check_client(row: &ClientRow, secret: &str) -> Option<AuthenticatedClient> {
         scopes: row.scopes.clone(),
         audiences: row.audiences.clone(),
         max_ttl: Duration::from_secs(row.max_ttl_secs),
+        dpop_required: row.dpop_required,
     })
 }
 

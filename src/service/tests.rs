@@ -74,8 +74,13 @@ async fn a_subject_revocation_covers_what_was_issued_until_then_and_nothing_afte
 #[tokio::test]
 async fn a_client_authenticates_while_enabled_and_disabling_it_revokes_its_tokens() {
     let (k, _clock, _dir) = service(&[]).await;
-    let new =
-        NewClient { name: "billing".into(), scopes: vec!["read".into()], audiences: vec!["api".into()], max_ttl: None };
+    let new = NewClient {
+        name: "billing".into(),
+        scopes: vec!["read".into()],
+        audiences: vec!["api".into()],
+        max_ttl: None,
+        dpop_required: false,
+    };
     let (view, secret) = k.clients().create_client(&new, &Actor::cli()).await.expect("created");
     let client = k.clients().authenticate_client(&view.client_id, &secret).await.expect("read").expect("its secret");
     assert_eq!(k.clients().authenticate_client_cached(&view.client_id, "wrong"), Some(None));

@@ -14,9 +14,12 @@ pub struct ClientRow {
     pub created_at: Instant,
     pub created_by: String,
     pub disabled_at: Option<Instant>,
+    /// Whether every token request of the client must come with a DPoP proof.
+    pub dpop_required: bool,
 }
 
-const COLUMNS: &str = "client_id, name, secret_hash, scopes, audiences, max_ttl, created_at, created_by, disabled_at";
+const COLUMNS: &str =
+    "client_id, name, secret_hash, scopes, audiences, max_ttl, created_at, created_by, disabled_at, dpop_required";
 
 fn from_row(r: &Row) -> Result<ClientRow> {
     let list = |s: String| serde_json::from_str::<Vec<String>>(&s).unwrap_or_default();
@@ -30,13 +33,14 @@ fn from_row(r: &Row) -> Result<ClientRow> {
         created_at: from_unix(r.get(6)?),
         created_by: r.get(7)?,
         disabled_at: r.get::<Option<i64>>(8)?.map(from_unix),
+        dpop_required: r.get::<i64>(9)? != 0,
     })
 }
 
 pub async fn insert(tx: &Tx<'_>, c: &ClientRow) -> Result<()> {
     let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
     tx.execute(
-        &format!("INSERT INTO clients ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        &format!("INSERT INTO clients ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
         args![
             c.client_id,
             c.name,
@@ -46,7 +50,8 @@ pub async fn insert(tx: &Tx<'_>, c: &ClientRow) -> Result<()> {
             c.max_ttl_secs as i64,
             to_unix(c.created_at),
             c.created_by,
-            c.disabled_at.map(to_unix)
+            c.disabled_at.map(to_unix),
+            i64::from(c.dpop_required)
         ],
     )
     .await?;

@@ -20,7 +20,10 @@ const TABLES: &[(&str, &str)] = &[
     ("api_keys", "id, name, role, secret_hash, created_at, created_by, revoked_at, last_used_at"),
     ("settings", "name, value"),
     ("rotation_requests", "alg, requested_at, requested_by"),
-    ("clients", "client_id, name, secret_hash, scopes, audiences, max_ttl, created_at, created_by, disabled_at"),
+    (
+        "clients",
+        "client_id, name, secret_hash, scopes, audiences, max_ttl, created_at, created_by, disabled_at, dpop_required",
+    ),
     (
         "refresh_tokens",
         "token_hash, family, sub, client_id, aud, scope, claims, alg, issued_at, expires_at, used_at, revoked_at, jkt",

@@ -377,6 +377,9 @@ struct ClientBody {
     scopes: Vec<String>,
     audiences: Vec<String>,
     max_ttl: Option<String>,
+    /// Every token request must come with a DPoP proof.
+    #[serde(default)]
+    dpop_required: bool,
 }
 
 #[post("/api/v1/clients", data = "<body>")]
@@ -395,7 +398,13 @@ async fn create_client(
             parse_duration(t).map_err(|e| ApiError::new(Status::BadRequest, "invalid_request", format!("max_ttl: {e}")))
         })
         .transpose()?;
-    let new = NewClient { name: body.name, scopes: body.scopes, audiences: body.audiences, max_ttl };
+    let new = NewClient {
+        name: body.name,
+        scopes: body.scopes,
+        audiences: body.audiences,
+        max_ttl,
+        dpop_required: body.dpop_required,
+    };
     let actor = caller.actor();
     let (view, secret) = clients.create_client(&new, &actor).await.map_err(ApiError::from)?;
     let mut out = json!(view);

@@ -199,6 +199,11 @@ async fn token(
         "client_credentials" => {
             let client = authenticate(clients, creds, from).await?;
             let bound_to = proof_key().await?;
+            if client.dpop_required && bound_to.is_none() {
+                return Err(ApiError::from(crate::error::Error::InvalidDpopProof(
+                    "this client must present a DPoP proof with its token requests".into(),
+                )));
+            }
             let scope = form.get("scope").cloned();
             let target = match (form.get("audience"), form.get("resource")) {
                 (Some(a), Some(r)) if a != r => {

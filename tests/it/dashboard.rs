@@ -223,6 +223,7 @@ async fn the_pages_help_a_newcomer_find_their_way() {
             scopes: vec!["orders:read".into()],
             audiences: vec!["orders-api".into()],
             max_ttl: None,
+            dpop_required: false,
         };
         svc.clients().create_client(&new, &Actor::cli()).await.expect("client").0
     })
@@ -263,6 +264,7 @@ async fn actions_say_what_they_did() {
             scopes: vec![],
             audiences: vec!["orders-api".into()],
             max_ttl: None,
+            dpop_required: false,
         };
         svc.clients().create_client(&new, &Actor::cli()).await.expect("client").0.client_id
     })

@@ -284,3 +284,36 @@ fn nginx_with_the_shipped_config_passes_a_bound_token_only_with_its_proof() {
     assert_eq!(call(None), 401, "without a proof");
     assert_eq!(call(Some(holder.proof("GET", &format!("{url}/other"), Some(&token)))), 401, "a proof for another URL");
 }
+
+/// A client registered with `--require-dpop` gets no token without a proof.
+#[test]
+fn a_client_that_must_use_dpop_gets_no_token_without_a_proof() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let env = [("KEYTURN_ISSUER", ISSUER)];
+    let d = Daemon::start(&data, &env, "dpop-required");
+    let created =
+        keyturn_ok(&data, &["client", "create", "--name", "strict", "--audience", "api", "--require-dpop"], &env);
+    let created = fields(&created);
+    let (id, secret) = (created["client_id"].clone(), created["client_secret"].clone());
+    let ask = |proof: Option<String>| {
+        let mut req = client()
+            .post(format!("{}/oauth/token", d.url))
+            .basic_auth(&id, Some(&secret))
+            .form(&[("grant_type", "client_credentials")]);
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        let res = req.send().expect("token");
+        (res.status().as_u16(), res.json::<Value>().expect("json"))
+    };
+    let (status, body) = ask(None);
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_dpop_proof")), "{body}");
+    let (status, body) = ask(Some(Holder::new().proof("POST", &format!("{ISSUER}/oauth/token"), None)));
+    assert_eq!((status, body["token_type"].as_str()), (200, Some("DPoP")), "{body}");
+    let admin = keyturn_ok(&data, &["apikey", "create", "--role", "admin", "--name", "ops"], &env);
+    let admin = admin.lines().find(|l| l.starts_with("kt_")).expect("key").trim().to_owned();
+    let listed = d.get("/api/v1/clients", Some(&admin));
+    let strict = listed["clients"].as_array().expect("clients").iter().find(|c| c["client_id"] == id.as_str()).cloned();
+    assert_eq!(strict.expect("listed")["dpop_required"], true, "{listed}");
+}

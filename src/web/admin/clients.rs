@@ -123,6 +123,7 @@ async fn client_create(
         audiences: form.audiences.split_whitespace().map(str::to_owned).collect(),
         scopes: form.scopes.split_whitespace().map(str::to_owned).collect(),
         max_ttl,
+        dpop_required: false,
     };
     let actor = s.actor();
     let outcome = clients.create_client(&new, &actor).await.map_err(ApiError::from);

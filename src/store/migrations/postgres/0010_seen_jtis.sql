@@ -14,3 +14,6 @@ CREATE INDEX seen_jtis_expiry ON seen_jtis (expires_at);
 -- issued in answer to a DPoP proof is bound to the proof's key (its thumbprint): redeeming
 -- it takes a proof of the same key.
 ALTER TABLE refresh_tokens ADD COLUMN jkt TEXT;
+
+-- A client that must present a DPoP proof with every token request (1), or may (0).
+ALTER TABLE clients ADD COLUMN dpop_required BIGINT NOT NULL DEFAULT 0;
