@@ -28,6 +28,11 @@ pub(super) fn serialize_jwks(keys: &[KeyRecord], x5c: bool) -> Result<Document> 
     Ok(jwks::serialize(&jwks.iter().collect::<Vec<_>>()))
 }
 
+/// The token endpoint's URL: what the metadata advertises and what a DPoP proof for it names.
+pub(super) fn token_endpoint(config: &Config) -> String {
+    format!("{}/oauth/token", config.issuer)
+}
+
 /// The discovery documents: RFC 8414 authorization-server metadata, and the same metadata
 /// at the OpenID Connect path for resource-server libraries that only look there.
 ///
@@ -47,7 +52,7 @@ pub(super) fn discovery(config: &Config, keys: &[KeyRecord], openid: bool) -> Do
         "issuer": config.issuer,
         "jwks_uri": format!("{}/.well-known/jwks.json", config.issuer),
         "response_types_supported": ["none"],
-        "token_endpoint": format!("{}/oauth/token", config.issuer),
+        "token_endpoint": token_endpoint(config),
         "introspection_endpoint": format!("{}/oauth/introspect", config.issuer),
         "revocation_endpoint": format!("{}/oauth/revoke", config.issuer),
         "grant_types_supported": ["client_credentials", "refresh_token"],

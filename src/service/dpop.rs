@@ -33,6 +33,6 @@ impl Tokens {
 
     /// The URL of the token endpoint, as proofs for it name it (`htu`).
     pub fn token_endpoint(&self) -> String {
-        format!("{}/oauth/token", self.config.issuer)
+        super::documents::token_endpoint(&self.config)
     }
 }
