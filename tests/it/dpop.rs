@@ -55,6 +55,20 @@ impl Holder {
     }
 }
 
+/// `client_credentials` at `d`'s token endpoint as client `id`, with `proof` as its `DPoP`
+/// header if given: the status and the JSON answer.
+fn client_credentials(d: &Daemon, id: &str, secret: &str, proof: Option<&str>) -> (u16, Value) {
+    let mut req = client()
+        .post(format!("{}/oauth/token", d.url))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")]);
+    if let Some(p) = proof {
+        req = req.header("DPoP", p);
+    }
+    let res = req.send().expect("token");
+    (res.status().as_u16(), res.json::<Value>().expect("json"))
+}
+
 fn fields(stdout: &str) -> std::collections::HashMap<String, String> {
     stdout.lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect()
 }
@@ -73,17 +87,7 @@ fn a_proof_binds_the_token_to_its_key_and_verifiers_enforce_the_binding() {
     let verifier = verifier.lines().find(|l| l.starts_with("kt_")).expect("key").trim().to_owned();
     let token_url = format!("{ISSUER}/oauth/token");
     let holder = Holder::new();
-    let ask = |proof: Option<String>| {
-        let mut req = client()
-            .post(format!("{}/oauth/token", d.url))
-            .basic_auth(&id, Some(&secret))
-            .form(&[("grant_type", "client_credentials")]);
-        if let Some(p) = proof {
-            req = req.header("DPoP", p);
-        }
-        let res = req.send().expect("token");
-        (res.status().as_u16(), res.json::<Value>().expect("json"))
-    };
+    let ask = |proof: Option<String>| client_credentials(&d, &id, &secret, proof.as_deref());
 
     // Bound: cnf.jkt is the proof key's thumbprint, token_type DPoP.
     let proof = holder.proof("POST", &token_url, None);
@@ -174,16 +178,7 @@ fn a_proof_accepted_by_one_node_is_refused_by_another() {
     let (a, b) = (cluster.node("a", &[]), cluster.node("b", &[]));
     let holder = Holder::new();
     let proof = holder.proof("POST", "https://keyturn.cluster.test/oauth/token", None);
-    let ask = |node: &Daemon| {
-        let res = client()
-            .post(format!("{}/oauth/token", node.url))
-            .basic_auth(&id, Some(&secret))
-            .header("DPoP", &proof)
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .expect("token");
-        (res.status().as_u16(), res.json::<Value>().expect("json"))
-    };
+    let ask = |node: &Daemon| client_credentials(node, &id, &secret, Some(&proof));
     let (status, body) = ask(&a);
     assert_eq!((status, body["token_type"].as_str()), (200, Some("DPoP")), "{body}");
     let (status, body) = ask(&b);
@@ -263,14 +258,8 @@ fn nginx_with_the_shipped_config_passes_a_bound_token_only_with_its_proof() {
     });
 
     let holder = Holder::new();
-    let res = client()
-        .post(format!("{}/oauth/token", d.url))
-        .basic_auth(&id, Some(&secret))
-        .header("DPoP", holder.proof("POST", &format!("{ISSUER}/oauth/token"), None))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .expect("token");
-    let body: Value = res.json().expect("json");
+    let proof = holder.proof("POST", &format!("{ISSUER}/oauth/token"), None);
+    let (_, body) = client_credentials(&d, &id, &secret, Some(&proof));
     assert_eq!(body["token_type"], "DPoP", "{body}");
     let token = body["access_token"].as_str().expect("token").to_owned();
     let call = |proof: Option<String>| {
@@ -296,17 +285,7 @@ fn a_client_that_must_use_dpop_gets_no_token_without_a_proof() {
         keyturn_ok(&data, &["client", "create", "--name", "strict", "--audience", "api", "--require-dpop"], &env);
     let created = fields(&created);
     let (id, secret) = (created["client_id"].clone(), created["client_secret"].clone());
-    let ask = |proof: Option<String>| {
-        let mut req = client()
-            .post(format!("{}/oauth/token", d.url))
-            .basic_auth(&id, Some(&secret))
-            .form(&[("grant_type", "client_credentials")]);
-        if let Some(p) = proof {
-            req = req.header("DPoP", p);
-        }
-        let res = req.send().expect("token");
-        (res.status().as_u16(), res.json::<Value>().expect("json"))
-    };
+    let ask = |proof: Option<String>| client_credentials(&d, &id, &secret, proof.as_deref());
     let (status, body) = ask(None);
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_dpop_proof")), "{body}");
     let (status, body) = ask(Some(Holder::new().proof("POST", &format!("{ISSUER}/oauth/token"), None)));
