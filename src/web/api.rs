@@ -108,38 +108,35 @@ impl<'r> FromRequest<'r> for JsonContent {
     }
 }
 
-/// Refuses a request whose address failed authentication too often: 429, with how long it
-/// must wait kept for the catcher's `Retry-After`.
-pub fn throttled<T>(req: &Request<'_>, wait: std::time::Duration) -> Outcome<T, &'static str> {
-    req.local_cache(|| super::error::Throttled(wait.as_secs().max(1)));
-    Outcome::Error((Status::TooManyRequests, "too many failed authentications from this address"))
+/// Refuses a request with `refusal`, kept for the catcher (which renders it when the route
+/// needs the guard) and handed to a route that takes the guard as a `Result`.
+fn refuse<T>(req: &Request<'_>, refusal: ApiError) -> Outcome<T, ApiError> {
+    let status = refusal.status;
+    req.local_cache(|| super::error::GuardRefusal(Some(refusal.clone())));
+    Outcome::Error((status, refusal))
 }
-
-/// Why authentication failed, kept for the 401 catcher's description.
-pub struct AuthFailure(pub &'static str);
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for Caller {
-    type Error = &'static str;
+    /// 401 (no, unknown, wrong or revoked key), 429 (this address failed too often) or 503
+    /// (the key could not be looked up: the database is away — never a 401 then).
+    type Error = ApiError;
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        let fail = |why: &'static str| {
-            req.local_cache(|| AuthFailure(why));
-            Outcome::Error((Status::Unauthorized, why))
-        };
+        let unauthorized = |why: &'static str| refuse(req, ApiError::new(Status::Unauthorized, "unauthorized", why));
         let Some(header) = req.headers().get_one("Authorization") else {
-            return fail("missing Authorization header: send 'Authorization: Bearer <API key>'");
+            return unauthorized("missing Authorization header: send 'Authorization: Bearer <API key>'");
         };
         let Authorization::Bearer(presented) = Authorization::parse(header) else {
-            return fail("the Authorization header must use the Bearer scheme");
+            return unauthorized("the Authorization header must use the Bearer scheme");
         };
         let Some(clients) = req.rocket().state::<Arc<Clients>>() else {
-            return Outcome::Error((Status::InternalServerError, "service missing"));
+            return refuse(req, ApiError::new(Status::InternalServerError, "server_error", "service missing"));
         };
         let source = ClientAddress::of(req).0;
         // An address that failed too often is refused before its key is looked at.
         if let Some(wait) = clients.auth_refused(source, Credential::ApiKey) {
-            return throttled(req, wait);
+            return refuse(req, ApiError::throttled(wait.as_secs().max(1)));
         }
         let found = match clients.authenticate_api_key_cached(presented) {
             Some(answer) => Ok(answer),
@@ -154,10 +151,10 @@ impl<'r> FromRequest<'r> for Caller {
                 Outcome::Success(Caller { key, source })
             }
             Ok(None) => match clients.auth_failed(source, Credential::ApiKey) {
-                Some(wait) => throttled(req, wait),
-                None => fail("unknown, wrong or revoked API key"),
+                Some(wait) => refuse(req, ApiError::throttled(wait.as_secs().max(1))),
+                None => unauthorized("unknown, wrong or revoked API key"),
             },
-            Err(_) => Outcome::Error((Status::InternalServerError, "authentication failed")),
+            Err(e) => refuse(req, e),
         }
     }
 }

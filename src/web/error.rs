@@ -7,7 +7,7 @@ use rocket::serde::json::serde_json::json;
 use rocket::{Catcher, Request, Response};
 
 /// An API error response.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiError {
     pub status: Status,
     pub error: &'static str,
@@ -124,13 +124,15 @@ impl<'r> Responder<'r, 'static> for ApiError {
     }
 }
 
-/// Set by a guard that refused a request with 429: seconds until its address may retry.
-pub struct Throttled(pub u64);
+/// Set by a guard that refused a request: its whole answer, for the catcher.
+pub struct GuardRefusal(pub Option<ApiError>);
 
 #[rocket::catch(default)]
 fn default_catcher(status: Status, req: &Request<'_>) -> ApiError {
-    if status == Status::TooManyRequests {
-        return ApiError::throttled(req.local_cache(|| Throttled(1)).0);
+    if let Some(refusal) = &req.local_cache(|| GuardRefusal(None)).0 {
+        if refusal.status == status {
+            return refusal.clone();
+        }
     }
     let error = match status.code {
         400 | 422 => "invalid_request",
@@ -144,7 +146,7 @@ fn default_catcher(status: Status, req: &Request<'_>) -> ApiError {
         _ => "invalid_request",
     };
     let reason = match status.code {
-        401 => req.local_cache(|| crate::web::api::AuthFailure("authentication required")).0.to_owned(),
+        401 => "authentication required".to_owned(),
         400 => "the request is malformed (bad JSON, wrong content type or invalid encoding)".to_owned(),
         422 => "the request body does not have the expected fields and types".to_owned(),
         413 => format!("the request body is larger than {}", crate::web::BODY_LIMIT),

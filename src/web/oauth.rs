@@ -266,20 +266,15 @@ async fn revoke(
     revocations: &State<Arc<Revocations>>,
     auth: AuthHeader,
     from: ClientAddress,
-    caller: Option<Caller>,
+    caller: Result<Caller, ApiError>,
     ct: Option<&ContentType>,
     data: Data<'_>,
 ) -> Result<Status, ApiError> {
     let form = read_form(ct, data).await?;
     if Authorization::bearer(auth.0.as_deref()).is_some() {
-        // An API key: the guard refused it (429 over the failure limit, else 401), or it is
-        // an issuer's or an administrator's.
-        let Some(caller) = caller else {
-            if let Some(wait) = clients.auth_blocked(from.0) {
-                return Err(ApiError::throttled(wait.as_secs()));
-            }
-            return Err(ApiError::new(Status::Unauthorized, "invalid_token", "unknown, wrong or revoked API key"));
-        };
+        // An API key: the guard refused it (401, 429, or 503 when it could not be looked
+        // up), or it is an issuer's or an administrator's.
+        let caller = caller?;
         caller.require(&[Role::Issuer])?;
         let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
         let viewer = caller.session_viewer();
@@ -303,25 +298,18 @@ async fn introspect(
     tokens: &State<Arc<Tokens>>,
     auth: AuthHeader,
     from: ClientAddress,
-    caller: Option<Caller>,
+    caller: Result<Caller, ApiError>,
     ct: Option<&ContentType>,
     data: Data<'_>,
 ) -> Result<NoStore, ApiError> {
     let form = read_form(ct, data).await?;
     let bearer = Authorization::bearer(auth.0.as_deref()).is_some();
-    let client = match (bearer, caller) {
-        (true, Some(c)) => {
-            c.require(&[Role::Verifier])?;
-            None
-        }
-        (true, None) => {
-            // The guard refused the key: over the failure limit (429), or unknown (401).
-            if let Some(wait) = clients.auth_blocked(from.0) {
-                return Err(ApiError::throttled(wait.as_secs()));
-            }
-            return Err(ApiError::new(Status::Unauthorized, "invalid_token", "unknown, wrong or revoked API key"));
-        }
-        (false, _) => Some(authenticate(clients, client_credentials(&auth, &form)?, from).await?),
+    let client = if bearer {
+        // An API key: the guard's refusal (401, 429, or 503 when it could not be looked up).
+        caller?.require(&[Role::Verifier])?;
+        None
+    } else {
+        Some(authenticate(clients, client_credentials(&auth, &form)?, from).await?)
     };
     let token = form.get("token").cloned().ok_or_else(|| ApiError::invalid_request("token is required"))?;
     tokens.require_fresh_state()?;

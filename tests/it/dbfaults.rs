@@ -202,6 +202,16 @@ fn a_node_cut_off_from_the_database_stops_saying_active_within_max_revocation_la
     let res = client().post(format!("{}/oauth/revoke", b.url)).bearer_auth(&issuer).form(&[("token", &token)]).send();
     assert!(res.expect("revoke").status().is_success());
     assert_eq!(introspect(&b, &verifier, &token), Some(false), "revoked on b");
+    // A key node a has never seen must be looked up, and cannot be: that is 503, not 401.
+    let newcomer = cluster.cli(&["apikey", "create", "--role", "verifier", "--name", "gw2"]);
+    let res = client()
+        .post(format!("{}/oauth/introspect", a.url))
+        .bearer_auth(&newcomer)
+        .form(&[("token", token.as_str())])
+        .send()
+        .expect("introspect");
+    assert_eq!(res.status().as_u16(), 503, "a key that cannot be looked up");
+    assert!(res.headers().contains_key("retry-after"));
     // Node a cannot hear of it. It may say "active" only while its last word from the
     // database is younger than max_revocation_lag (its checks run each second; the slack is
     // for a loaded machine); then it answers 503, never "active".
