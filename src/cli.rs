@@ -355,7 +355,7 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
 async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> ExitCode {
     let actor = crate::service::Actor::cli();
     let result = match command {
-        ClientCommand::Create { name, audiences, scopes, max_ttl, require_dpop } => {
+        ClientCommand::Create { name, audiences, scopes, max_ttl, require_dpop, jwks_file, jwks_uri } => {
             let max_ttl = match max_ttl.as_deref().map(crate::duration::parse_duration).transpose() {
                 Ok(d) => d,
                 Err(e) => {
@@ -363,12 +363,38 @@ async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> Ex
                     return ExitCode::from(2);
                 }
             };
-            let new =
-                crate::service::clients::NewClient { name, scopes, audiences, max_ttl, dpop_required: require_dpop };
+            use crate::service::clients::NewCredential;
+            let credential = match (jwks_file, jwks_uri) {
+                (Some(path), _) => match std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}")))
+                {
+                    Ok(set) => NewCredential::Jwks(set),
+                    Err(e) => {
+                        eprintln!("keyturn: --jwks-file {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, Some(url)) => NewCredential::JwksUri(url),
+                (None, None) => NewCredential::Secret,
+            };
+            let new = crate::service::clients::NewClient {
+                name,
+                scopes,
+                audiences,
+                max_ttl,
+                dpop_required: require_dpop,
+                credential,
+            };
             service.clients().create_client(&new, &actor).await.map(|(view, secret)| {
-                eprintln!("created client '{}'; its secret is shown once:", view.name);
                 println!("client_id={}", view.client_id);
-                println!("client_secret={}", secret.as_str());
+                match secret {
+                    Some(secret) => {
+                        eprintln!("created client '{}'; its secret is shown once:", view.name);
+                        println!("client_secret={}", secret.as_str());
+                    }
+                    None => eprintln!("created client '{}'; it authenticates with private_key_jwt", view.name),
+                }
             })
         }
         ClientCommand::List => service.clients().list_clients().await.map(|clients| {

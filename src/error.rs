@@ -24,6 +24,9 @@ pub enum Error {
     ClusterSetup(String),
     #[error("{0}. Nothing was created")]
     NotInstalled(String),
+    /// The HTTP client that fetches others' key sets could not be made (no TLS backend).
+    #[error("{0}")]
+    HttpClient(String),
     #[error("{0}")]
     CopiedAway(String),
     #[error("key {kid} failed to load: {reason}; refusing to sign with it. Nothing was changed")]

@@ -4,6 +4,7 @@
 //! verifier, and publishes them as a JWKS. `main.rs` only parses the command line
 //! ([`cli`]); this crate holds everything else. See ARCHITECTURE.md for the map.
 
+pub mod assertion;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod records;
+pub mod remote_keys;
 pub mod revocation;
 pub mod schedule;
 pub mod scheduler;

@@ -199,6 +199,14 @@ pub enum ClientCommand {
         /// tokens are always bound to its key.
         #[arg(long)]
         require_dpop: bool,
+        /// Authenticate with private_key_jwt instead of a secret, with the public keys (a
+        /// JWKS) in this file; no secret is made.
+        #[arg(long, value_name = "FILE", conflicts_with = "jwks_uri")]
+        jwks_file: Option<PathBuf>,
+        /// Authenticate with private_key_jwt instead of a secret, with the public keys the
+        /// client publishes at this URL (https; http only on a loopback address).
+        #[arg(long, value_name = "URL")]
+        jwks_uri: Option<String>,
     },
     /// List clients.
     List,

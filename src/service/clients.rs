@@ -27,6 +27,14 @@ pub struct ClientView {
     pub disabled_at: Option<String>,
     /// Whether its token requests must come with a DPoP proof.
     pub dpop_required: bool,
+    /// How it authenticates: `client_secret_basic` (or `_post`), or `private_key_jwt`.
+    pub token_endpoint_auth_method: &'static str,
+    /// Where it publishes its public keys (private_key_jwt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Its public keys, held here (private_key_jwt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
 }
 
 impl From<&ClientRow> for ClientView {
@@ -40,6 +48,13 @@ impl From<&ClientRow> for ClientView {
             created_at: clock::rfc3339(c.created_at),
             disabled_at: c.disabled_at.map(clock::rfc3339),
             dpop_required: c.dpop_required,
+            token_endpoint_auth_method: if c.jwks.is_some() || c.jwks_uri.is_some() {
+                "private_key_jwt"
+            } else {
+                "client_secret_basic"
+            },
+            jwks_uri: c.jwks_uri.clone(),
+            jwks: c.jwks.as_deref().and_then(|j| serde_json::from_str(j).ok()),
         }
     }
 }
@@ -65,7 +80,26 @@ pub struct NewClient {
     pub max_ttl: Option<Duration>,
     /// Every token request must come with a DPoP proof (RFC 9449).
     pub dpop_required: bool,
+    /// How it will prove who it is.
+    pub credential: NewCredential,
 }
+
+/// How a new client will authenticate.
+#[derive(Clone, Debug, Default)]
+pub enum NewCredential {
+    /// A secret keyturn makes and shows once (`client_secret_basic` or `_post`).
+    #[default]
+    Secret,
+    /// private_key_jwt with these public keys (a JWKS), held here.
+    Jwks(serde_json::Value),
+    /// private_key_jwt with the keys the client publishes at this URL.
+    JwksUri(String),
+}
+
+/// The most keys a client may register inline (a few for rotation is the use).
+pub const MAX_CLIENT_KEYS: usize = 10;
+/// The largest inline JWKS a client may register.
+pub const MAX_CLIENT_JWKS_BYTES: usize = 16 * 1024;
 
 /// A scope token or audience: printable, no spaces or quotes (RFC 6749 §3.3 for scopes).
 fn valid_word(s: &str) -> bool {
@@ -89,6 +123,10 @@ pub struct Clients {
     pub(super) api_key_uses: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// Failed authentications per client address.
     pub(super) throttle: super::throttle::Throttle,
+    /// Clients' published key sets (private_key_jwt with a `jwks_uri`).
+    pub(super) remote_keys: Arc<crate::remote_keys::RemoteKeySets>,
+    /// What a client assertion's `aud` may name: the issuer and the endpoints that take one.
+    pub(super) assertion_audiences: Vec<String>,
 }
 
 impl Clients {
@@ -99,6 +137,7 @@ impl Clients {
         metrics: &Arc<Metrics>,
         shared: &Arc<Shared>,
         revocations: &Arc<Revocations>,
+        remote_keys: &Arc<crate::remote_keys::RemoteKeySets>,
     ) -> Clients {
         Clients {
             clock: clock.clone(),
@@ -114,11 +153,18 @@ impl Clients {
                 config.auth_failure_window,
                 clock.clone(),
             ),
+            remote_keys: remote_keys.clone(),
+            assertion_audiences: super::documents::assertion_audiences(config),
         }
     }
 
-    /// Registers a client. The returned secret is the only copy.
-    pub async fn create_client(&self, new: &NewClient, actor: &Actor) -> Result<(ClientView, Zeroizing<String>)> {
+    /// Registers a client. The returned secret (none for a client with public keys) is the
+    /// only copy.
+    pub async fn create_client(
+        &self,
+        new: &NewClient,
+        actor: &Actor,
+    ) -> Result<(ClientView, Option<Zeroizing<String>>)> {
         let mut problems = Vec::new();
         let name = new.name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -145,15 +191,36 @@ impl Clients {
                 crate::duration::format_duration(policy_max)
             ));
         }
+        let (jwks, jwks_uri) = match &new.credential {
+            NewCredential::Secret => (None, None),
+            NewCredential::Jwks(set) => match crate::assertion::check_public_key_set(set, MAX_CLIENT_KEYS) {
+                Ok(_) => (Some(set.to_string()), None),
+                Err(why) => {
+                    problems.push(format!("jwks: {why}"));
+                    (None, None)
+                }
+            },
+            NewCredential::JwksUri(url) => match crate::remote_keys::check_url(url) {
+                Ok(()) => (None, Some(url.clone())),
+                Err(why) => {
+                    problems.push(format!("jwks_uri: {why}"));
+                    (None, None)
+                }
+            },
+        };
+        if jwks.as_ref().is_some_and(|j| j.len() > MAX_CLIENT_JWKS_BYTES) {
+            problems.push(format!("jwks: larger than {MAX_CLIENT_JWKS_BYTES} bytes"));
+        }
         if !problems.is_empty() {
             return Err(Error::Invalid(problems));
         }
-        let secret = Zeroizing::new(random_id(32));
+        // A client with public keys has no secret: an empty digest matches none.
+        let secret = matches!(new.credential, NewCredential::Secret).then(|| Zeroizing::new(random_id(32)));
         let now = self.clock.now();
         let row = ClientRow {
             client_id: format!("kc_{}", random_id(12)),
             name: name.to_owned(),
-            secret_hash: secret_digest(&secret),
+            secret_hash: secret.as_deref().map(|s| secret_digest(s)).unwrap_or_default(),
             scopes: new.scopes.clone(),
             audiences: new.audiences.clone(),
             max_ttl_secs: max_ttl.as_secs(),
@@ -161,6 +228,8 @@ impl Clients {
             created_by: actor.name.clone(),
             disabled_at: None,
             dpop_required: new.dpop_required,
+            jwks,
+            jwks_uri,
         };
         let (by, written) = (actor.clone(), row.clone());
         self.store
@@ -231,6 +300,14 @@ impl Clients {
         if client_id.len() > 128 || secret.len() > 256 {
             return Ok(None);
         }
+        Ok(self.client_row(client_id).await?.and_then(|row| check_client(&row, secret)))
+    }
+
+    /// The row of `client_id`, from memory or else from the database (then remembered).
+    pub(super) async fn client_row(&self, client_id: &str) -> Result<Option<Arc<ClientRow>>> {
+        if let Some(row) = self.client_rows.get(client_id) {
+            return Ok(Some(row));
+        }
         // A row read before a concurrent refresh must not be remembered after it.
         let generation = self.client_rows.generation();
         let id = client_id.to_owned();
@@ -240,7 +317,7 @@ impl Clients {
         };
         let row = Arc::new(row);
         self.client_rows.remember(generation, row.client_id.clone(), row.clone());
-        Ok(check_client(&row, secret))
+        Ok(Some(row))
     }
 
     /// [`Self::authenticate_client`] from memory: `None` when the client is not in memory
@@ -266,7 +343,12 @@ impl Clients {
 }
 
 fn check_client(row: &ClientRow, secret: &str) -> Option<AuthenticatedClient> {
-    (secret_matches(&row.secret_hash, secret) && row.disabled_at.is_none()).then(|| AuthenticatedClient {
+    secret_matches(&row.secret_hash, secret).then(|| enabled(row)).flatten()
+}
+
+/// What an enabled client may do; `None` when it is disabled.
+pub(super) fn enabled(row: &ClientRow) -> Option<AuthenticatedClient> {
+    row.disabled_at.is_none().then(|| AuthenticatedClient {
         client_id: row.client_id.clone(),
         scopes: row.scopes.clone(),
         audiences: row.audiences.clone(),

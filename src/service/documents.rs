@@ -33,6 +33,13 @@ pub(super) fn token_endpoint(config: &Config) -> String {
     format!("{}/oauth/token", config.issuer)
 }
 
+/// What a client assertion's `aud` may name (RFC 7523 §3, OIDC Core §9): the issuer, or the
+/// endpoint it authenticates at.
+pub(super) fn assertion_audiences(config: &Config) -> Vec<String> {
+    let at = |path: &str| format!("{}{path}", config.issuer);
+    vec![config.issuer.clone(), token_endpoint(config), at("/oauth/introspect"), at("/oauth/revoke")]
+}
+
 /// The discovery documents: RFC 8414 authorization-server metadata, and the same metadata
 /// at the OpenID Connect path for resource-server libraries that only look there.
 ///
@@ -47,7 +54,8 @@ pub(super) fn token_endpoint(config: &Config) -> String {
 /// therefore the algorithms of the keys in the published JWKS, not the configuration: a
 /// retired key of an algorithm no longer configured still verifies its tokens.
 pub(super) fn discovery(config: &Config, keys: &[KeyRecord], openid: bool) -> Document {
-    let client_auth = ["client_secret_basic", "client_secret_post"];
+    let client_auth = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+    let assertion_algs = crate::assertion::ASSERTION_ALGORITHMS.map(|a| format!("{a:?}"));
     let mut doc = serde_json::json!({
         "issuer": config.issuer,
         "jwks_uri": format!("{}/.well-known/jwks.json", config.issuer),
@@ -59,6 +67,9 @@ pub(super) fn discovery(config: &Config, keys: &[KeyRecord], openid: bool) -> Do
         "token_endpoint_auth_methods_supported": client_auth,
         "introspection_endpoint_auth_methods_supported": client_auth,
         "revocation_endpoint_auth_methods_supported": client_auth,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
         // RFC 9449 §5.1: a DPoP proof at the token endpoint binds the token to its key.
         "dpop_signing_alg_values_supported": crate::dpop::PROOF_ALGORITHMS.map(|a| format!("{a:?}")),
     });

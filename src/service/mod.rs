@@ -19,6 +19,7 @@ pub mod admins;
 pub mod apikeys;
 pub mod audit;
 mod cache;
+pub mod client_keys;
 pub mod clients;
 mod custody;
 mod documents;
@@ -273,7 +274,8 @@ impl Keyturn {
         let keys = Arc::new(Keys::new(config.clone(), clock.clone(), store.clone(), shared.clone(), kek, custodian));
         let tokens = Arc::new(Tokens::new(&config, &clock, &store, &metrics, &shared, &keys));
         let revocations = Arc::new(Revocations::new(&clock, &store, &shared, &keys, &tokens));
-        let clients = Arc::new(Clients::new(&config, &clock, &store, &metrics, &shared, &revocations));
+        let remote_keys = Arc::new(crate::remote_keys::RemoteKeySets::new(clock.clone()).map_err(Error::HttpClient)?);
+        let clients = Arc::new(Clients::new(&config, &clock, &store, &metrics, &shared, &revocations, &remote_keys));
         let admins = Arc::new(Admins::new(store.clone(), clock.clone(), metrics.clone(), config.issuer.clone()));
         let audit = Arc::new(Audit::new(store.clone()));
         let service = Keyturn {

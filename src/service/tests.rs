@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::clients::NewClient;
+use super::clients::{NewClient, NewCredential};
 use super::revocations::RevokeTarget;
 use super::throttle::Credential;
 use super::tokens::IssueRequest;
@@ -80,8 +80,10 @@ async fn a_client_authenticates_while_enabled_and_disabling_it_revokes_its_token
         audiences: vec!["api".into()],
         max_ttl: None,
         dpop_required: false,
+        credential: NewCredential::Secret,
     };
     let (view, secret) = k.clients().create_client(&new, &Actor::cli()).await.expect("created");
+    let secret = secret.expect("a secret is made");
     let client = k.clients().authenticate_client(&view.client_id, &secret).await.expect("read").expect("its secret");
     assert_eq!(k.clients().authenticate_client_cached(&view.client_id, "wrong"), Some(None));
     let issued = k.tokens().client_credentials(&client, Some("read"), None, None).await.expect("issued");
@@ -91,6 +93,53 @@ async fn a_client_authenticates_while_enabled_and_disabling_it_revokes_its_token
     k.clients().disable_client(&view.client_id, &Actor::cli()).await.expect("disabled");
     assert_eq!(k.clients().authenticate_client(&view.client_id, &secret).await.expect("read"), None);
     assert!(!k.tokens().introspect(&issued.access_token).active, "its tokens are revoked with it");
+}
+
+#[tokio::test]
+async fn a_client_with_public_keys_authenticates_once_per_assertion_and_never_with_a_secret() {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+    let (k, clock, _dir) = service(&[]).await;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("pair");
+    let point = pair.public_key().as_ref();
+    let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": "c1",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])});
+    let new = NewClient {
+        name: "batch".into(),
+        audiences: vec!["api".into()],
+        credential: NewCredential::Jwks(serde_json::json!({"keys": [jwk]})),
+        ..NewClient::default()
+    };
+    let (view, secret) = k.clients().create_client(&new, &Actor::cli()).await.expect("created");
+    assert!(secret.is_none(), "no secret is made");
+    assert_eq!(view.token_endpoint_auth_method, "private_key_jwt");
+    let id = view.client_id.clone();
+    let signing = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
+    let assertion = |jti: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("c1".into());
+        let now = crate::clock::to_unix(clock.now());
+        let claims = serde_json::json!({"iss": id, "sub": id, "aud": k.config().issuer, "iat": now, "exp": now + 60, "jti": jti});
+        jsonwebtoken::encode(&header, &claims, &signing).expect("sign")
+    };
+    let first = assertion("one");
+    let client = k.clients().authenticate_assertion(None, &first).await.expect("read").expect("authenticated");
+    assert_eq!(client.client_id, view.client_id);
+    assert_eq!(k.clients().authenticate_assertion(None, &first).await.expect("read"), None, "a replay");
+    assert_eq!(k.clients().authenticate_assertion(Some("kc_other"), &assertion("two")).await.expect("read"), None);
+    assert!(k
+        .clients()
+        .authenticate_assertion(Some(&view.client_id), &assertion("three"))
+        .await
+        .expect("read")
+        .is_some());
+    assert_eq!(k.clients().authenticate_client(&view.client_id, "").await.expect("read"), None, "no secret works");
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(k.clients().authenticate_assertion(None, &first).await.expect("read"), None, "expired");
+    k.clients().disable_client(&view.client_id, &Actor::cli()).await.expect("disabled");
+    assert_eq!(k.clients().authenticate_assertion(None, &assertion("four")).await.expect("read"), None, "disabled");
 }
 
 #[tokio::test]

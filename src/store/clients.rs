@@ -16,10 +16,14 @@ pub struct ClientRow {
     pub disabled_at: Option<Instant>,
     /// Whether every token request of the client must come with a DPoP proof.
     pub dpop_required: bool,
+    /// The client's public keys (a JWKS, JSON), when it authenticates with private_key_jwt.
+    pub jwks: Option<String>,
+    /// Where the client publishes its public keys, when it authenticates with private_key_jwt.
+    pub jwks_uri: Option<String>,
 }
 
-const COLUMNS: &str =
-    "client_id, name, secret_hash, scopes, audiences, max_ttl, created_at, created_by, disabled_at, dpop_required";
+const COLUMNS: &str = "client_id, name, secret_hash, scopes, audiences, max_ttl, created_at, created_by, \
+                       disabled_at, dpop_required, jwks, jwks_uri";
 
 fn from_row(r: &Row) -> Result<ClientRow> {
     let list = |s: String| serde_json::from_str::<Vec<String>>(&s).unwrap_or_default();
@@ -34,13 +38,15 @@ fn from_row(r: &Row) -> Result<ClientRow> {
         created_by: r.get(7)?,
         disabled_at: r.get::<Option<i64>>(8)?.map(from_unix),
         dpop_required: r.get::<i64>(9)? != 0,
+        jwks: r.get(10)?,
+        jwks_uri: r.get(11)?,
     })
 }
 
 pub async fn insert(tx: &Tx<'_>, c: &ClientRow) -> Result<()> {
     let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
     tx.execute(
-        &format!("INSERT INTO clients ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        &format!("INSERT INTO clients ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         args![
             c.client_id,
             c.name,
@@ -51,7 +57,9 @@ pub async fn insert(tx: &Tx<'_>, c: &ClientRow) -> Result<()> {
             to_unix(c.created_at),
             c.created_by,
             c.disabled_at.map(to_unix),
-            i64::from(c.dpop_required)
+            i64::from(c.dpop_required),
+            c.jwks,
+            c.jwks_uri
         ],
     )
     .await?;

@@ -22,7 +22,7 @@ const TABLES: &[(&str, &str)] = &[
     ("rotation_requests", "alg, requested_at, requested_by"),
     (
         "clients",
-        "client_id, name, secret_hash, scopes, audiences, max_ttl, created_at, created_by, disabled_at, dpop_required",
+        "client_id, name, secret_hash, scopes, audiences, max_ttl, created_at, created_by, disabled_at, dpop_required, jwks, jwks_uri",
     ),
     (
         "refresh_tokens",

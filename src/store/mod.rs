@@ -57,6 +57,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_schedule_name.sql"),
     include_str!("migrations/0009_key_custody.sql"),
     include_str!("migrations/0010_seen_jtis.sql"),
+    include_str!("migrations/0011_client_keys.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_keys.sql"),
@@ -69,6 +70,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0008_schedule_name.sql"),
     include_str!("migrations/postgres/0009_key_custody.sql"),
     include_str!("migrations/postgres/0010_seen_jtis.sql"),
+    include_str!("migrations/postgres/0011_client_keys.sql"),
 ];
 const _: () = assert!(SQLITE_MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 

@@ -21,7 +21,7 @@ use crate::keys::jwks::Document;
 use crate::keys::{Algorithm, KeyId};
 use crate::records::{Lifetime, TokenQuery};
 use crate::service::apikeys::{ApiKeyIdentity, Role};
-use crate::service::clients::NewClient;
+use crate::service::clients::{NewClient, NewCredential};
 use crate::service::policy::PolicyChange;
 use crate::service::revocations::RevokeTarget;
 use crate::service::rotation::RotateMode;
@@ -377,6 +377,10 @@ struct ClientBody {
     /// Every token request must come with a DPoP proof.
     #[serde(default)]
     dpop_required: bool,
+    /// private_key_jwt with these public keys instead of a secret.
+    jwks: Option<Value>,
+    /// private_key_jwt with the keys the client publishes at this URL instead of a secret.
+    jwks_uri: Option<String>,
 }
 
 #[post("/api/v1/clients", data = "<body>")]
@@ -401,11 +405,19 @@ async fn create_client(
         audiences: body.audiences,
         max_ttl,
         dpop_required: body.dpop_required,
+        credential: match (body.jwks, body.jwks_uri) {
+            (Some(_), Some(_)) => return Err(ApiError::invalid_request("give jwks or jwks_uri, not both")),
+            (Some(set), None) => NewCredential::Jwks(set),
+            (None, Some(url)) => NewCredential::JwksUri(url),
+            (None, None) => NewCredential::Secret,
+        },
     };
     let actor = caller.actor();
     let (view, secret) = clients.create_client(&new, &actor).await.map_err(ApiError::from)?;
     let mut out = json!(view);
-    out["client_secret"] = Value::from(secret.as_str());
+    if let Some(secret) = secret {
+        out["client_secret"] = Value::from(secret.as_str());
+    }
     Ok((Status::Created, Json(out)))
 }
 

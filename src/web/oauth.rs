@@ -21,6 +21,7 @@ use super::error::ApiError;
 use super::source::ClientAddress;
 use crate::credentials::Authorization;
 use crate::service::apikeys::Role;
+use crate::service::client_keys::CLIENT_ASSERTION_TYPE;
 use crate::service::clients::AuthenticatedClient;
 use crate::service::throttle::Credential;
 use crate::service::tokens::Target;
@@ -105,8 +106,17 @@ fn form_decode(raw: &str) -> Cow<'_, str> {
     Cow::Owned(decoded.unwrap_or_default())
 }
 
-/// Client credentials presented by `client_secret_basic` or `client_secret_post`.
-fn client_credentials(auth: &AuthHeader, form: &HashMap<String, String>) -> Result<Option<(String, String)>, ApiError> {
+/// How a client proved who it is.
+enum Presented {
+    /// `client_secret_basic` or `client_secret_post`: its id and secret.
+    Secret(String, String),
+    /// `private_key_jwt`: an assertion it signed, and the `client_id` sent with it, if any.
+    Assertion(Option<String>, String),
+}
+
+/// Client credentials presented by `client_secret_basic`, `client_secret_post` or
+/// `private_key_jwt` (RFC 7523 §2.2); more than one method is refused (RFC 6749 §2.3).
+fn client_credentials(auth: &AuthHeader, form: &HashMap<String, String>) -> Result<Option<Presented>, ApiError> {
     let basic = match auth.0.as_deref().map(Authorization::parse) {
         Some(Authorization::Basic(encoded)) => {
             let decoded = STANDARD
@@ -117,35 +127,53 @@ fn client_credentials(auth: &AuthHeader, form: &HashMap<String, String>) -> Resu
             let (id, secret) =
                 decoded.split_once(':').ok_or_else(|| ApiError::invalid_client("malformed Basic credentials"))?;
             // RFC 6749 §2.3.1: both halves are form-urlencoded.
-            Some((form_decode(id).into_owned(), form_decode(secret).into_owned()))
+            Some(Presented::Secret(form_decode(id).into_owned(), form_decode(secret).into_owned()))
         }
         _ => None,
     };
     let post = match (form.get("client_id"), form.get("client_secret")) {
-        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        (Some(id), Some(secret)) => Some(Presented::Secret(id.clone(), secret.clone())),
         (None, Some(_)) => return Err(ApiError::invalid_request("client_secret without client_id")),
         _ => None,
     };
-    match (basic, post) {
-        (Some(_), Some(_)) => Err(ApiError::invalid_request("use one client authentication method, not two")),
-        (b, p) => Ok(b.or(p)),
+    let assertion = match (form.get("client_assertion_type"), form.get("client_assertion")) {
+        (Some(t), Some(a)) if t == CLIENT_ASSERTION_TYPE => {
+            Some(Presented::Assertion(form.get("client_id").cloned(), a.clone()))
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_request(format!("client_assertion_type must be {CLIENT_ASSERTION_TYPE}")))
+        }
+        (None, Some(_)) | (Some(_), None) => {
+            return Err(ApiError::invalid_request("client_assertion and client_assertion_type come together"))
+        }
+        (None, None) => None,
+    };
+    match [basic, post, assertion].into_iter().flatten().collect::<Vec<_>>() {
+        found if found.len() > 1 => Err(ApiError::invalid_request("use one client authentication method, not two")),
+        mut found => Ok(found.pop()),
     }
 }
 
-/// Authenticates the client from memory, or answers `invalid_client` — or 429 when its
-/// address failed too often (checked before the secret is, so a refusal reveals nothing).
+/// Authenticates the client from memory (or the database, or its published keys), or
+/// answers `invalid_client` — or 429 when its address failed too often (checked before the
+/// credential is, so a refusal reveals nothing).
 async fn authenticate(
     clients: &Clients,
-    creds: Option<(String, String)>,
+    creds: Option<Presented>,
     from: ClientAddress,
 ) -> Result<AuthenticatedClient, ApiError> {
     if let Some(wait) = clients.auth_refused(from.0, Credential::Client) {
         return Err(ApiError::throttled(wait.as_secs()));
     }
-    let Some((id, secret)) = creds else { return Err(ApiError::invalid_client("client authentication is required")) };
-    let found = match clients.authenticate_client_cached(&id, &secret) {
-        Some(answer) => answer,
-        None => clients.authenticate_client(&id, &secret).await.map_err(ApiError::from)?,
+    let found = match creds {
+        None => return Err(ApiError::invalid_client("client authentication is required")),
+        Some(Presented::Secret(id, secret)) => match clients.authenticate_client_cached(&id, &secret) {
+            Some(answer) => answer,
+            None => clients.authenticate_client(&id, &secret).await.map_err(ApiError::from)?,
+        },
+        Some(Presented::Assertion(id, assertion)) => {
+            clients.authenticate_assertion(id.as_deref(), &assertion).await.map_err(ApiError::from)?
+        }
     };
     match found {
         Some(client) => Ok(client),

@@ -222,8 +222,7 @@ async fn the_pages_help_a_newcomer_find_their_way() {
             name: "orders".into(),
             scopes: vec!["orders:read".into()],
             audiences: vec!["orders-api".into()],
-            max_ttl: None,
-            dpop_required: false,
+            ..Default::default()
         };
         svc.clients().create_client(&new, &Actor::cli()).await.expect("client").0
     })
@@ -263,8 +262,7 @@ async fn actions_say_what_they_did() {
             name: "orders".into(),
             scopes: vec![],
             audiences: vec!["orders-api".into()],
-            max_ttl: None,
-            dpop_required: false,
+            ..Default::default()
         };
         svc.clients().create_client(&new, &Actor::cli()).await.expect("client").0.client_id
     })
@@ -529,5 +527,40 @@ async fn activity_is_counted_in_whole_utc_hours_and_days_and_an_empty_chart_says
     assert_eq!((today.start.day(), today.start.hour(), today.issued), (1, 0, 1), "today, 2026-06-01");
     let (_, page) = get(&api, Some(&s), "/admin").await;
     assert!(page.contains("12:00: 1 tokens issued"), "{page}");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_form_makes_a_client_with_public_keys_and_no_secret() {
+    let api = Api::start(&[]).await;
+    let s = sign_in(&api).await;
+    let (_, jwk) = crate::support::p256_key();
+    let jwks = serde_json::json!({"keys": [jwk]}).to_string();
+    let fields = [("name", "batch"), ("audiences", "api"), ("scopes", ""), ("max_ttl", ""), ("require_dpop", "true")];
+    let with = |extra: &[(&'static str, &'static str)]| fields.iter().chain(extra).copied().collect::<Vec<_>>();
+    let (status, page) =
+        post(&api, &s, "/admin/clients", &with(&[("jwks_uri", "https://batch.example/jwks.json")])).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("it authenticates with private_key_jwt"), "{page}");
+    assert!(!page.contains("Secret of"), "no secret is shown");
+    assert!(page.contains("private_key_jwt (https://batch.example/jwks.json), DPoP required"), "{page}");
+    let mut inline = fields.iter().map(|(k, v)| (*k, v.to_string())).collect::<Vec<_>>();
+    inline.push(("jwks", jwks));
+    let inline: Vec<(&str, &str)> = inline.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, page) = post(&api, &s, "/admin/clients", &inline).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.matches("private_key_jwt").count() >= 2, "{page}");
+    for (extra, why) in [
+        (with(&[("jwks", "{not json")]), "not JSON"),
+        (with(&[("jwks_uri", "http://batch.example/jwks.json")]), "https"),
+        (with(&[("jwks_uri", "https://a.example/j"), ("jwks", "{}")]), "not both"),
+    ] {
+        let (status, page) = post(&api, &s, "/admin/clients", &extra).await;
+        assert_eq!(status, 400, "{page}");
+        assert!(page.contains(why) && page.contains("nothing was created"), "{why}: {page}");
+    }
+    let listed = api.server.service.clients().list_clients().await.expect("clients");
+    assert_eq!(listed.len(), 2, "the refused forms made nothing");
+    assert!(listed.iter().all(|c| c.dpop_required && c.token_endpoint_auth_method == "private_key_jwt"));
     api.stop().await;
 }

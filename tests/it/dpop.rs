@@ -24,14 +24,8 @@ struct Holder {
 
 impl Holder {
     fn new() -> Holder {
-        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("pair");
-        let point = pair.public_key().as_ref();
-        let jwk = json!({"kty": "EC", "crv": "P-256",
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])});
-        Holder { key: EncodingKey::from_ec_der(pkcs8.as_ref()), jwk, made: std::cell::Cell::new(0) }
+        let (key, jwk) = crate::support::p256_key();
+        Holder { key, jwk, made: std::cell::Cell::new(0) }
     }
 
     fn thumbprint(&self) -> String {

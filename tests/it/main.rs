@@ -12,6 +12,7 @@ mod attacks;
 mod badinput;
 mod browser;
 mod cli;
+mod clientkeys;
 mod cluster;
 mod connections;
 mod crash;

@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::duration::parse_duration;
 use crate::service::apikeys::Role;
-use crate::service::clients::NewClient;
+use crate::service::clients::{NewClient, NewCredential};
 use crate::service::Clients;
 use crate::web::error::ApiError;
 
@@ -96,6 +96,9 @@ struct ClientForm {
     audiences: String,
     scopes: String,
     max_ttl: String,
+    require_dpop: bool,
+    jwks_uri: Option<String>,
+    jwks: Option<String>,
 }
 
 #[post("/admin/clients", data = "<form>")]
@@ -123,13 +126,42 @@ async fn client_create(
         audiences: form.audiences.split_whitespace().map(str::to_owned).collect(),
         scopes: form.scopes.split_whitespace().map(str::to_owned).collect(),
         max_ttl,
-        dpop_required: false,
+        dpop_required: form.require_dpop,
+        credential: match (
+            form.jwks_uri.as_deref().unwrap_or_default().trim(),
+            form.jwks.as_deref().unwrap_or_default().trim(),
+        ) {
+            ("", "") => NewCredential::Secret,
+            (url, "") => NewCredential::JwksUri(url.to_owned()),
+            ("", set) => match serde_json::from_str(set) {
+                Ok(set) => NewCredential::Jwks(set),
+                Err(e) => {
+                    let mut page = clients_view((config, clock, clients), &s).await.map_err(bare)?;
+                    page.refuse(format!("public keys: not JSON ({e})"));
+                    return Err(refused(Status::BadRequest, page));
+                }
+            },
+            _ => {
+                let mut page = clients_view((config, clock, clients), &s).await.map_err(bare)?;
+                page.refuse("give the public keys' URL or the keys, not both".into());
+                return Err(refused(Status::BadRequest, page));
+            }
+        },
     };
     let actor = s.actor();
     let outcome = clients.create_client(&new, &actor).await.map_err(ApiError::from);
     let page = clients_view((config, clock, clients), &s).await.map_err(bare)?;
-    answer(page, outcome, |page, (view, secret)| {
-        page.new_secret = Some((format!("client {} — client_id {}", view.name, view.client_id), secret.to_string()));
+    answer(page, outcome, |page, (view, secret)| match secret {
+        Some(secret) => {
+            page.new_secret =
+                Some((format!("client {} — client_id {}", view.name, view.client_id), secret.to_string()));
+        }
+        None => {
+            page.notice = Some(format!(
+                "Created client {} — client_id {}; it authenticates with private_key_jwt.",
+                view.name, view.client_id
+            ));
+        }
     })
 }
 
