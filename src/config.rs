@@ -417,6 +417,13 @@ settings! {
         show: |c| quoted(format_duration(c.auth_failure_window)),
         help: "how fast the burst of failed authentications refills: `auth_failure_limit` failures per this long",
     }
+    use_dpop_nonce: bool {
+        parse: parse_bool,
+        default: doc,
+        documented: "false",
+        show: |c| c.use_dpop_nonce.to_string(),
+        help: "DPoP proofs at the token endpoint and at `/auth/verify` must carry a nonce keyturn handed out (RFC 9449 §8, sent as `DPoP-Nonce`, good for one to two minutes on every node): a proof made in advance by a stolen key's thief is useless",
+    }
     log_level: LogLevel {
         parse: LogLevel::parse,
         default: doc,

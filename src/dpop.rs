@@ -3,8 +3,8 @@
 //! else: its type, an asymmetric algorithm keyturn accepts, a public `jwk` that verifies the
 //! signature, the request's method and URL, a recent `iat`, a `jti`, and `ath` (the hash of
 //! the access token it is presented with) where one is. That the `jti` was never seen before
-//! is the store's part (one replay cache for the whole cluster); server nonces are the
-//! caller's.
+//! is the store's part (one replay cache for the whole cluster); whether its `nonce` is one
+//! the server handed out is the caller's (the proof's nonce is returned).
 
 use std::time::Duration;
 
@@ -40,8 +40,6 @@ pub struct Expected<'a> {
     /// The access token presented with the proof (at a resource server): `ath` must be its
     /// hash. `None` at the token endpoint, where no access token comes with it.
     pub access_token: Option<&'a str>,
-    /// The server nonce the proof must carry, when the server hands them out.
-    pub nonce: Option<&'a str>,
 }
 
 /// A proof that passed every check but the replay cache's.
@@ -52,6 +50,8 @@ pub struct Proof {
     pub jti: String,
     /// When the holder says it made the proof.
     pub iat: Instant,
+    /// The server nonce it carries, if any.
+    pub nonce: Option<String>,
 }
 
 /// Why a proof was refused; the text says which check failed (never the proof itself).
@@ -129,14 +129,12 @@ pub fn check(proof: &str, expected: &Expected<'_>, now: Instant, window: Duratio
         (Some(_), None) => return Err(refused("no ath")),
         (None, _) => {}
     }
-    if let Some(nonce) = expected.nonce {
-        if claims.nonce.as_deref() != Some(nonce) {
-            return Err(refused("nonce is missing or stale"));
-        }
+    if claims.nonce.as_ref().is_some_and(|n| n.len() > MAX_JTI_LEN) {
+        return Err(refused(format!("nonce longer than {MAX_JTI_LEN} characters")));
     }
     let jkt = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|_| refused("its jwk has no thumbprint"))?;
     let iat = time::OffsetDateTime::from_unix_timestamp(iat).map_err(|_| refused("iat is out of range"))?;
-    Ok(Proof { jkt, jti, iat })
+    Ok(Proof { jkt, jti, iat, nonce: claims.nonce })
 }
 
 /// `ath`: the base64url SHA-256 of an access token.

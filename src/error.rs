@@ -66,6 +66,10 @@ pub enum Error {
     /// RFC 9449 §5 `invalid_dpop_proof`: a DPoP proof that fails a check, or was used before.
     #[error("{0}")]
     InvalidDpopProof(String),
+    /// RFC 9449 §8 `use_dpop_nonce`: the proof lacks the server's current nonce; the client
+    /// is handed `nonce` to make a new proof with.
+    #[error("the DPoP proof must carry the server's nonce (DPoP-Nonce)")]
+    UseDpopNonce { nonce: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

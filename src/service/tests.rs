@@ -97,15 +97,9 @@ async fn a_client_authenticates_while_enabled_and_disabling_it_revokes_its_token
 
 #[tokio::test]
 async fn a_client_with_public_keys_authenticates_once_per_assertion_and_never_with_a_secret() {
-    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
-    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
     let (k, clock, _dir) = service(&[]).await;
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("pair");
-    let point = pair.public_key().as_ref();
-    let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": "c1",
-        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])});
+    let (signing, mut jwk) = p256();
+    jwk["kid"] = "c1".into();
     let new = NewClient {
         name: "batch".into(),
         audiences: vec!["api".into()],
@@ -116,7 +110,6 @@ async fn a_client_with_public_keys_authenticates_once_per_assertion_and_never_wi
     assert!(secret.is_none(), "no secret is made");
     assert_eq!(view.token_endpoint_auth_method, "private_key_jwt");
     let id = view.client_id.clone();
-    let signing = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
     let assertion = |jti: &str| {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some("c1".into());
@@ -170,4 +163,49 @@ async fn a_key_revocation_republishes_without_the_key_and_signs_with_another() {
     assert_eq!(next.kid, replacement);
     assert!(!k.tokens().introspect(&issued.access_token).active);
     assert!(k.tokens().introspect(&next.access_token).active);
+}
+
+/// A fresh P-256 key: what signs with it, and its public JWK.
+fn p256() -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("pair");
+    let point = pair.public_key().as_ref();
+    let jwk = serde_json::json!({"kty": "EC", "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])});
+    (jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()), jwk)
+}
+
+#[tokio::test]
+async fn a_dpop_nonce_is_good_for_one_to_two_minutes_and_a_proof_without_one_spends_nothing() {
+    let (k, clock, _dir) = service(&[("KEYTURN_USE_DPOP_NONCE", "true")]).await;
+    let (signing, jwk) = p256();
+    let url = k.tokens().token_endpoint();
+    let proof = |jti: &str, nonce: Option<&str>| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(serde_json::from_value(jwk.clone()).expect("jwk"));
+        let mut claims =
+            serde_json::json!({"jti": jti, "htm": "POST", "htu": url, "iat": crate::clock::to_unix(clock.now())});
+        if let Some(n) = nonce {
+            claims["nonce"] = n.into();
+        }
+        jsonwebtoken::encode(&header, &claims, &signing).expect("sign")
+    };
+    let expected = crate::dpop::Expected { method: "POST", url: &url, access_token: None };
+    let nonce = match k.tokens().accept_proof(&proof("p-1", None), &expected).await {
+        Err(Error::UseDpopNonce { nonce }) => nonce,
+        other => panic!("a nonce is asked for: {other:?}"),
+    };
+    assert_eq!(k.tokens().dpop_nonce().as_deref(), Some(nonce.as_str()));
+    // The refused proof's jti was not spent.
+    k.tokens().accept_proof(&proof("p-1", Some(&nonce)), &expected).await.expect("with the nonce");
+    clock.advance(Duration::from_secs(60));
+    k.tokens().accept_proof(&proof("p-2", Some(&nonce)), &expected).await.expect("a minute later");
+    assert_ne!(k.tokens().dpop_nonce().as_deref(), Some(nonce.as_str()), "a new one is handed out");
+    clock.advance(Duration::from_secs(60));
+    let stale = k.tokens().accept_proof(&proof("p-3", Some(&nonce)), &expected).await;
+    assert!(matches!(stale, Err(Error::UseDpopNonce { .. })), "two minutes later: {stale:?}");
 }

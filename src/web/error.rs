@@ -16,6 +16,8 @@ pub struct ApiError {
     pub challenge: &'static str,
     /// Seconds after which a retry may succeed (`Retry-After`, with a 503 or 429).
     pub retry_after: Option<u64>,
+    /// A DPoP nonce for the client's next proof (`DPoP-Nonce`, RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             description: description.into(),
             challenge: "Bearer realm=\"keyturn\"",
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -70,6 +73,9 @@ impl From<crate::error::Error> for ApiError {
             E::InvalidScope(_) => ApiError::new(Status::BadRequest, "invalid_scope", text),
             E::InvalidTarget(_) => ApiError::new(Status::BadRequest, "invalid_target", text),
             E::InvalidDpopProof(_) => ApiError::new(Status::BadRequest, "invalid_dpop_proof", text),
+            E::UseDpopNonce { nonce } => {
+                ApiError { dpop_nonce: Some(nonce), ..ApiError::new(Status::BadRequest, "use_dpop_nonce", text) }
+            }
             E::NoActiveKey(_) => ApiError::new(Status::ServiceUnavailable, "temporarily_unavailable", text),
             E::Store(crate::error::StoreError::Unavailable(why)) => {
                 // Nothing was answered: a token not answered was either never recorded or
@@ -114,6 +120,9 @@ impl<'r> Responder<'r, 'static> for ApiError {
         }
         if let Some(secs) = self.retry_after {
             res.header(Header::new("Retry-After", secs.to_string()));
+        }
+        if let Some(nonce) = self.dpop_nonce {
+            res.header(Header::new("DPoP-Nonce", nonce));
         }
         res.status(self.status)
             .header(ContentType::JSON)

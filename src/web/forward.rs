@@ -71,7 +71,7 @@ impl Handler for Verify {
         if let (ForwardAuth::Allowed(claims), Some((token, dpop))) = (&answer, presented) {
             if let Some(jkt) = claims.get("cnf").and_then(|c| c.get("jkt")).and_then(Value::as_str) {
                 if let Err(why) = holder_proves(req, tokens, token, dpop, jkt).await {
-                    return Outcome::Success(refuse_dpop(why));
+                    return Outcome::Success(refuse_dpop(why, tokens.dpop_nonce()));
                 }
             }
         }
@@ -94,9 +94,10 @@ async fn holder_proves(
         return Err("invalid_token");
     }
     let (Some(method), Some(url)) = (original_method(req), original_url(req)) else { return Err("invalid_dpop_proof") };
-    let expected = crate::dpop::Expected { method: &method, url: &url, access_token: Some(token), nonce: None };
+    let expected = crate::dpop::Expected { method: &method, url: &url, access_token: Some(token) };
     match tokens.accept_proof(proof, &expected).await {
         Ok(p) if p.jkt == jkt => Ok(()),
+        Err(crate::error::Error::UseDpopNonce { .. }) => Err("use_dpop_nonce"),
         _ => Err("invalid_dpop_proof"),
     }
 }
@@ -120,12 +121,15 @@ fn original_url(req: &Request<'_>) -> Option<String> {
     Some(format!("{proto}://{host}{uri}"))
 }
 
-/// 401 with RFC 9449's challenge.
-fn refuse_dpop(error: &'static str) -> Response<'static> {
+/// 401 with RFC 9449's challenge, and the nonce the next proof must carry when nonces are on.
+fn refuse_dpop(error: &'static str, nonce: Option<String>) -> Response<'static> {
     let algs = crate::dpop::PROOF_ALGORITHMS.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" ");
     let text = json!({"error": error, "error_description": "the token is bound to a key: present it with `Authorization: DPoP` and a fresh DPoP proof of that key for this request"}).to_string();
-    Response::build()
-        .status(Status::Unauthorized)
+    let mut res = Response::build();
+    if let Some(nonce) = nonce {
+        res.header(Header::new("DPoP-Nonce", nonce));
+    }
+    res.status(Status::Unauthorized)
         .header(Header::new("WWW-Authenticate", format!("DPoP error=\"{error}\", algs=\"{algs}\"")))
         .header(Header::new("Cache-Control", "no-store"))
         .header(ContentType::JSON)

@@ -184,13 +184,17 @@ async fn authenticate(
     }
 }
 
-/// A token or introspection response: JSON text, never cached.
-pub struct NoStore(String);
+/// A token or introspection response: JSON text, never cached; with the DPoP nonce for the
+/// client's next proof when nonces are on (RFC 9449 §8.2).
+pub struct NoStore(String, Option<String>);
 
 impl<'r> Responder<'r, 'static> for NoStore {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
-        Response::build()
-            .header(ContentType::JSON)
+        let mut res = Response::build();
+        if let Some(nonce) = self.1 {
+            res.header(Header::new("DPoP-Nonce", nonce));
+        }
+        res.header(ContentType::JSON)
             .header(Header::new("Cache-Control", "no-store"))
             .header(Header::new("Pragma", "no-cache"))
             .sized_body(self.0.len(), std::io::Cursor::new(self.0))
@@ -217,7 +221,7 @@ async fn token(
         match &dpop.0 {
             Some(proof) => {
                 let url = tokens.token_endpoint();
-                let expected = crate::dpop::Expected { method: "POST", url: &url, access_token: None, nonce: None };
+                let expected = crate::dpop::Expected { method: "POST", url: &url, access_token: None };
                 Ok::<_, ApiError>(Some(tokens.accept_proof(proof, &expected).await?.jkt))
             }
             None => Ok(None),
@@ -281,7 +285,7 @@ async fn token(
     if let Some(sid) = issued.session_id {
         body["session_id"] = Value::from(sid);
     }
-    Ok(NoStore(body.to_string()))
+    Ok(NoStore(body.to_string(), tokens.dpop_nonce()))
 }
 
 /// RFC 7009: a client revokes one of its tokens, or an app with its issuer API key
@@ -346,5 +350,5 @@ async fn introspect(
         Some(c) => tokens.introspect_for_client(&token, &c),
         None => tokens.introspect(&token),
     };
-    Ok(NoStore(answer.to_json()))
+    Ok(NoStore(answer.to_json(), None))
 }

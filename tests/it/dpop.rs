@@ -35,12 +35,20 @@ impl Holder {
 
     /// A fresh proof for `method` `url`, for `token` when one is presented with it.
     fn proof(&self, method: &str, url: &str, token: Option<&str>) -> String {
+        self.proof_with_nonce(method, url, token, None)
+    }
+
+    /// [`Holder::proof`] carrying a server nonce.
+    fn proof_with_nonce(&self, method: &str, url: &str, token: Option<&str>, nonce: Option<&str>) -> String {
         self.made.set(self.made.get() + 1);
         let now = keyturn::clock::to_unix(keyturn::clock::Clock::system().now());
         let mut claims =
             json!({"jti": format!("proof-{}-{now}", self.made.get()), "htm": method, "htu": url, "iat": now});
         if let Some(t) = token {
             claims["ath"] = Value::from(keyturn::dpop::access_token_hash(t));
+        }
+        if let Some(n) = nonce {
+            claims["nonce"] = Value::from(n);
         }
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("dpop+jwt".into());
@@ -289,4 +297,58 @@ fn a_client_that_must_use_dpop_gets_no_token_without_a_proof() {
     let listed = d.get("/api/v1/clients", Some(&admin));
     let strict = listed["clients"].as_array().expect("clients").iter().find(|c| c["client_id"] == id.as_str()).cloned();
     assert_eq!(strict.expect("listed")["dpop_required"], true, "{listed}");
+}
+
+/// With `use_dpop_nonce`, a proof without the server's nonce is turned away with the nonce to
+/// use (RFC 9449 §8), at the token endpoint and at `/auth/verify`; one with it passes.
+#[test]
+fn with_server_nonces_a_proof_must_carry_the_one_it_was_handed() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let env = [("KEYTURN_ISSUER", ISSUER), ("KEYTURN_USE_DPOP_NONCE", "true")];
+    let d = Daemon::start(&data, &env, "dpop-nonce");
+    let created = fields(&keyturn_ok(&data, &["client", "create", "--name", "svc", "--audience", "api"], &env));
+    let (id, secret) = (created["client_id"].clone(), created["client_secret"].clone());
+    let token_url = format!("{ISSUER}/oauth/token");
+    let holder = Holder::new();
+    let ask = |proof: &str| {
+        let res = client()
+            .post(format!("{}/oauth/token", d.url))
+            .basic_auth(&id, Some(&secret))
+            .header("DPoP", proof)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .expect("token");
+        let nonce = res.headers().get("dpop-nonce").map(|v| v.to_str().expect("ascii").to_owned());
+        (res.status().as_u16(), nonce, res.json::<Value>().expect("json"))
+    };
+    let (status, nonce, body) = ask(&holder.proof("POST", &token_url, None));
+    assert_eq!((status, body["error"].as_str()), (400, Some("use_dpop_nonce")), "{body}");
+    let nonce = nonce.expect("the nonce to use");
+    for wrong in ["made-up", ""] {
+        let (status, _, body) = ask(&holder.proof_with_nonce("POST", &token_url, None, Some(wrong)));
+        assert_eq!((status, body["error"].as_str()), (400, Some("use_dpop_nonce")), "{wrong:?}: {body}");
+    }
+    let (status, next, body) = ask(&holder.proof_with_nonce("POST", &token_url, None, Some(&nonce)));
+    assert_eq!((status, body["token_type"].as_str()), (200, Some("DPoP")), "{body}");
+    assert!(next.is_some(), "a token response hands out the next nonce");
+    let token = body["access_token"].as_str().expect("token").to_owned();
+
+    let verify = |proof: String| {
+        let res = client()
+            .get(format!("{}/auth/verify", d.url))
+            .header("Authorization", format!("DPoP {token}"))
+            .header("X-Forwarded-Method", "GET")
+            .header("X-Original-URL", API)
+            .header("DPoP", proof)
+            .send()
+            .expect("verify");
+        let header = |name: &str| res.headers().get(name).map(|v| v.to_str().expect("ascii").to_owned());
+        (res.status().as_u16(), header("www-authenticate"), header("dpop-nonce"))
+    };
+    let (status, challenge, handed) = verify(holder.proof("GET", API, Some(&token)));
+    assert_eq!(status, 401);
+    assert!(challenge.is_some_and(|c| c.starts_with("DPoP error=\"use_dpop_nonce\"")));
+    let handed = handed.expect("the nonce to use");
+    assert_eq!(verify(holder.proof_with_nonce("GET", API, Some(&token), Some(&handed))).0, 200);
 }
