@@ -199,3 +199,68 @@ fn openid_client_and_authlib_discover_and_use_every_endpoint() {
     assert_eq!(py["revoke_status"], 200);
     assert_eq!(py["after_revocation"]["active"], false, "{py}");
 }
+
+/// Clients without a secret, each library as its own documentation shows: openid-client with
+/// private_key_jwt (ES256) and DPoP (server nonces on, which it takes up by itself) through
+/// keyturn's `/auth/verify`; authlib with private_key_jwt (RS256, the service registering its
+/// own public key through the Admin API).
+#[test]
+fn openid_client_and_authlib_authenticate_with_private_key_jwt_and_openid_client_binds_with_dpop() {
+    use base64::Engine as _;
+    node_module("openid-client");
+    let python = python();
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    keyturn_once(&data, &["init"], &[]);
+    let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "libs"], &[]).trim().to_owned();
+    let d = Daemon::start(&data, &[("KEYTURN_USE_DPOP_NONCE", "true")], "libraries-secretless");
+    let (pkcs8, mut jwk) = crate::support::p256_key_pkcs8();
+    jwk["kid"] = Value::from("svc-2026");
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&pkcs8)
+    );
+    let pem_file = root.path().join("client-key.pem");
+    std::fs::write(&pem_file, pem).expect("write");
+    let pem_file = pem_file.to_str().expect("path");
+    let body = json!({"name": "svc", "audiences": ["orders-api"], "scopes": ["orders:read"], "jwks": {"keys": [jwk]}});
+    let created: Value = client()
+        .post(format!("{}/api/v1/clients", d.url))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .expect("register")
+        .json()
+        .expect("json");
+    let id = created["client_id"].as_str().expect("client_id").to_owned();
+
+    let out = Command::new("node")
+        .current_dir(interop_dir())
+        .args(["secretless.mjs", &d.url, &id, pem_file, "svc-2026"])
+        .output()
+        .expect("node secretless.mjs");
+    assert!(out.status.success(), "openid-client: {}", String::from_utf8_lossy(&out.stderr));
+    let node: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(node["token_type"], "dpop", "openid-client lower-cases it: {node}");
+    assert_eq!(node["introspected"]["active"], true, "{node}");
+    assert_eq!(node["introspected"]["token_type"], "DPoP", "{node}");
+    assert!(node["introspected"]["cnf"]["jkt"].is_string(), "{node}");
+    assert_eq!(node["verify_status"], 200, "{node}");
+    assert_eq!(node["verify_subject"], id.as_str(), "{node}");
+    assert_eq!(node["copied_status"], 401, "{node}");
+    assert_eq!(node["after_revocation"], false, "{node}");
+
+    let out = Command::new(python)
+        .current_dir(interop_dir())
+        .args(["secretless.py", &d.url, &key])
+        .output()
+        .expect("python secretless.py");
+    assert!(out.status.success(), "authlib: {}", String::from_utf8_lossy(&out.stderr));
+    let py: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(py["advertised"], true);
+    assert_eq!(py["token"]["token_type"], "Bearer", "{py}");
+    assert_eq!(py["introspected"]["active"], true, "{py}");
+    assert_eq!(py["introspected"]["client_id"], py["client_id"], "{py}");
+    assert_eq!(py["revoke_status"], 200);
+    assert_eq!(py["after_revocation"]["active"], false, "{py}");
+}

@@ -419,6 +419,12 @@ pub fn form_token(html: &str) -> String {
 
 /// A fresh P-256 key pair (aws-lc-rs): what signs with it, and its public JWK.
 pub fn p256_key() -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+    let (pkcs8, jwk) = p256_key_pkcs8();
+    (jsonwebtoken::EncodingKey::from_ec_der(&pkcs8), jwk)
+}
+
+/// A fresh P-256 key pair: its private half as PKCS#8 DER, and its public JWK.
+pub fn p256_key_pkcs8() -> (Vec<u8>, serde_json::Value) {
     use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
@@ -428,5 +434,5 @@ pub fn p256_key() -> (jsonwebtoken::EncodingKey, serde_json::Value) {
     let point = pair.public_key().as_ref();
     let jwk = serde_json::json!({"kty": "EC", "crv": "P-256",
         "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])});
-    (jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()), jwk)
+    (pkcs8.as_ref().to_vec(), jwk)
 }
