@@ -115,6 +115,7 @@ fn the_readme_examples_run_as_written() {
     let issuer = d.url.clone();
     let interop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     let js = blocks(&readme, "js").into_iter().next().expect("the jose snippet");
+    assert!(js.contains("jwtVerify") && !js.contains("DPoP"), "the first js block is the plain verifier");
     let js = format!(
         "const token = process.argv[2];\n{}\nconsole.log(payload.sub);\n",
         js.replace("https://auth.example.com", &issuer)
@@ -154,7 +155,7 @@ fn the_readme_examples_run_as_written() {
         minted["access_token"].as_str().expect("token").to_owned()
     };
     let logout = format!("{issuer}/oauth/revoke");
-    let feed_js = blocks(&readme, "js").into_iter().nth(1).expect("the jose feed snippet");
+    let feed_js = blocks(&readme, "js").into_iter().find(|b| b.contains("pollRevocations")).expect("the feed snippet");
     let feed_js = format!(
         "const [token, issuerKey] = process.argv.slice(2);\n{}\n\
          const part = (i) => JSON.parse(Buffer.from(token.split('.')[i], 'base64url'));\n\
@@ -202,4 +203,54 @@ fn the_readme_examples_run_as_written() {
         .expect("python");
     assert!(out.status.success(), "the Python feed snippet: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "False True", "live, then refused after the logout");
+}
+
+/// The README's jose resource server for DPoP-bound tokens accepts a bound token with a fresh
+/// proof of its key for the request, and refuses the replayed proof, a proof for another
+/// URL, and the token without a proof.
+#[test]
+fn the_readme_dpop_resource_server_checks_the_binding() {
+    use std::process::Command;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let snippet = blocks(&readme, "js").into_iter().find(|b| b.contains("verifyBound")).expect("the DPoP snippet");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let d = crate::daemon::Daemon::start(&data, &[crate::support::SQLITE], "readme-dpop");
+    let env = [crate::support::SQLITE];
+    let created =
+        crate::support::keyturn_ok(&data, &["client", "create", "--name", "svc", "--audience", "orders-api"], &env);
+    let field =
+        |name: &str| created.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).expect("field").to_owned();
+    let holder = crate::dpop::Holder::new();
+    let proof = holder.proof("POST", &format!("{}/oauth/token", d.url), None);
+    let (status, body) =
+        crate::dpop::client_credentials(&d, &field("client_id"), &field("client_secret"), Some(&proof));
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().expect("token");
+    let api = "https://orders.example/orders";
+    // RFC 9449 §4.2: htu without the query (the request itself has one).
+    let good = holder.proof("GET", api, Some(token));
+    let elsewhere = holder.proof("GET", "https://orders.example/admin", Some(token));
+    let script = format!(
+        "const [token, good, elsewhere] = process.argv.slice(2);\n{}\n\
+         const answers = [];\n\
+         for (const [auth, proof] of [[`DPoP ${{token}}`, good], [`DPoP ${{token}}`, good], [`DPoP ${{token}}`, elsewhere], [`Bearer ${{token}}`, undefined]]) {{\n\
+           try {{ answers.push((await verifyBound('GET', '{api}?page=2', auth, proof)).sub); }} catch (e) {{ answers.push(e.message); }}\n\
+         }}\n\
+         console.log(JSON.stringify(answers));\n",
+        snippet.replace("https://auth.example.com", &d.url)
+    );
+    let interop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    let file = interop.join(format!("readme-dpop-{}.mjs", std::process::id()));
+    std::fs::write(&file, script).expect("write");
+    let out = Command::new("node").arg(&file).args([token, &good, &elsewhere]).current_dir(&interop).output();
+    let _ = std::fs::remove_file(&file);
+    let out = out.expect("node");
+    assert!(out.status.success(), "the DPoP snippet: {}", String::from_utf8_lossy(&out.stderr));
+    let answers: Vec<String> = serde_json::from_slice(&out.stdout).expect("JSON");
+    let sub = field("client_id");
+    assert_eq!(
+        answers,
+        [sub.as_str(), "replayed proof", "proof for another request", "a bound token comes with a DPoP proof"],
+    );
 }

@@ -16,14 +16,14 @@ const ISSUER: &str = "https://keyturn.dpop.test";
 const API: &str = "https://api.dpop.test/orders?page=2";
 
 /// A holder of a P-256 key, making proofs with it.
-struct Holder {
+pub struct Holder {
     key: EncodingKey,
     jwk: Value,
     made: std::cell::Cell<u32>,
 }
 
 impl Holder {
-    fn new() -> Holder {
+    pub fn new() -> Holder {
         let (key, jwk) = crate::support::p256_key();
         Holder { key, jwk, made: std::cell::Cell::new(0) }
     }
@@ -34,7 +34,7 @@ impl Holder {
     }
 
     /// A fresh proof for `method` `url`, for `token` when one is presented with it.
-    fn proof(&self, method: &str, url: &str, token: Option<&str>) -> String {
+    pub fn proof(&self, method: &str, url: &str, token: Option<&str>) -> String {
         self.proof_with_nonce(method, url, token, None)
     }
 
@@ -59,7 +59,7 @@ impl Holder {
 
 /// `client_credentials` at `d`'s token endpoint as client `id`, with `proof` as its `DPoP`
 /// header if given: the status and the JSON answer.
-fn client_credentials(d: &Daemon, id: &str, secret: &str, proof: Option<&str>) -> (u16, Value) {
+pub fn client_credentials(d: &Daemon, id: &str, secret: &str, proof: Option<&str>) -> (u16, Value) {
     let mut req = client()
         .post(format!("{}/oauth/token", d.url))
         .basic_auth(id, Some(secret))
