@@ -40,6 +40,9 @@ pub struct Expected<'a> {
     /// The access token presented with the proof (at a resource server): `ath` must be its
     /// hash. `None` at the token endpoint, where no access token comes with it.
     pub access_token: Option<&'a str>,
+    /// The key the proof must be made with (a bound token's `cnf.jkt`), when one is known
+    /// before the proof is checked.
+    pub key: Option<&'a str>,
 }
 
 /// A proof that passed every check but the replay cache's.
@@ -133,6 +136,9 @@ pub fn check(proof: &str, expected: &Expected<'_>, now: Instant, window: Duratio
         return Err(refused(format!("nonce longer than {MAX_JTI_LEN} characters")));
     }
     let jkt = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|_| refused("its jwk has no thumbprint"))?;
+    if expected.key.is_some_and(|k| k != jkt) {
+        return Err(refused("it is made with another key than the token is bound to"));
+    }
     let iat = time::OffsetDateTime::from_unix_timestamp(iat).map_err(|_| refused("iat is out of range"))?;
     Ok(Proof { jkt, jti, iat, nonce: claims.nonce })
 }

@@ -48,7 +48,7 @@ fn forged(raw_header: &Value, claims: &Value, key: Option<&EncodingKey>) -> Stri
     format!("{input}.{signature}")
 }
 
-const AT_TOKEN_ENDPOINT: Expected<'static> = Expected { method: "POST", url: URL, access_token: None };
+const AT_TOKEN_ENDPOINT: Expected<'static> = Expected { method: "POST", url: URL, access_token: None, key: None };
 const WINDOW: Duration = Duration::from_secs(60);
 
 #[test]
@@ -66,11 +66,17 @@ fn a_proof_for_this_request_passes_and_names_its_key() {
     let mut with_ath = claims();
     with_ath["ath"] = Value::from(access_token_hash("the-token"));
     let proof = sign(&h, &h.jwk, &with_ath);
-    let at_api = Expected { method: "GET", url: URL, access_token: Some("the-token") };
+    let at_api = Expected { method: "GET", url: URL, access_token: Some("the-token"), key: None };
     let mut get = with_ath.clone();
     get["htm"] = Value::from("GET");
     assert!(check(&sign(&h, &h.jwk, &get), &at_api, NOW, WINDOW).is_ok());
     assert!(check(&proof, &at_api, NOW, WINDOW).is_err(), "htm POST for a GET");
+    // Bound to this key: passes; bound to another: refused.
+    let get_proof = sign(&h, &h.jwk, &get);
+    let this_key = checked.jkt.clone();
+    assert!(check(&get_proof, &Expected { key: Some(&this_key), ..at_api }, NOW, WINDOW).is_ok());
+    let refused = check(&get_proof, &Expected { key: Some("another-thumbprint"), ..at_api }, NOW, WINDOW);
+    assert!(refused.expect_err("another key").to_string().contains("another key"));
 }
 
 #[test]
@@ -126,7 +132,7 @@ fn every_check_refuses_what_it_should() {
         assert!(err.to_string().contains(says), "{what}: {err}");
     }
     // At a resource server: ath missing, or for another token; a nonce missing or stale.
-    let at_api = Expected { method: "POST", url: URL, access_token: Some("the-token") };
+    let at_api = Expected { method: "POST", url: URL, access_token: Some("the-token"), key: None };
     let err = check(&sign(&h, &h.jwk, &claims()), &at_api, NOW, WINDOW).expect_err("no ath");
     assert!(err.to_string().contains("ath"), "{err}");
     let other_token = with(&|c| c["ath"] = access_token_hash("another-token").into());

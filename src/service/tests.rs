@@ -194,7 +194,7 @@ async fn a_dpop_nonce_is_good_for_one_to_two_minutes_and_a_proof_without_one_spe
         }
         jsonwebtoken::encode(&header, &claims, &signing).expect("sign")
     };
-    let expected = crate::dpop::Expected { method: "POST", url: &url, access_token: None };
+    let expected = crate::dpop::Expected { method: "POST", url: &url, access_token: None, key: None };
     let nonce = match k.tokens().accept_proof(&proof("p-1", None), &expected).await {
         Err(Error::UseDpopNonce { nonce }) => nonce,
         other => panic!("a nonce is asked for: {other:?}"),

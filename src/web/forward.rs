@@ -94,9 +94,10 @@ async fn holder_proves(
         return Err("invalid_token");
     }
     let (Some(method), Some(url)) = (original_method(req), original_url(req)) else { return Err("invalid_dpop_proof") };
-    let expected = crate::dpop::Expected { method: &method, url: &url, access_token: Some(token) };
+    // The key is checked before the proof's jti is recorded: another key's proof spends nothing.
+    let expected = crate::dpop::Expected { method: &method, url: &url, access_token: Some(token), key: Some(jkt) };
     match tokens.accept_proof(proof, &expected).await {
-        Ok(p) if p.jkt == jkt => Ok(()),
+        Ok(_) => Ok(()),
         Err(crate::error::Error::UseDpopNonce { .. }) => Err("use_dpop_nonce"),
         _ => Err("invalid_dpop_proof"),
     }

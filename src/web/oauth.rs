@@ -221,7 +221,7 @@ async fn token(
         match &dpop.0 {
             Some(proof) => {
                 let url = tokens.token_endpoint();
-                let expected = crate::dpop::Expected { method: "POST", url: &url, access_token: None };
+                let expected = crate::dpop::Expected { method: "POST", url: &url, access_token: None, key: None };
                 Ok::<_, ApiError>(Some(tokens.accept_proof(proof, &expected).await?.jkt))
             }
             None => Ok(None),

@@ -18,14 +18,18 @@
 //! | the CLI run where no installation is, or on a database copied away | `cli::commands_other_than_serve_and_init_never_create_an_installation`, `cluster::db_copy_moves_one_sqlite_node_into_a_cluster_without_reissuing_anything` |
 //! | a misspelt setting, a short or missing key file, a bad cron field | `cli::config_check_fails_on_what_start_up_would_refuse_and_names_each_problem` |
 //! | `Authorization: bearer …` in lower case | rows below, and `credentials::tests` |
+//! | DPoP proofs for another request, old, future, replayed, unsigned, HMAC; a bound token without its proof | rows below (`holder_rows`), `dpop::tests`, and `dpop::a_proof_accepted_by_one_node_is_refused_by_another` for a replay on another node |
+//! | client assertions for another audience, reused, unsigned, HMAC, of another client | rows below (`holder_rows`), `assertion::tests`, `clientkeys::an_assertion_accepted_by_one_node_is_refused_by_another` |
+//! | a flood of unknown key ids against a client's `jwks_uri` | `clientkeys::a_client_with_a_jwks_uri_authenticates_everywhere_and_rotates_its_own_keys` |
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use serde_json::json;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{json, Value};
 
 use keyturn::service::apikeys::Role;
 use keyturn::service::Actor;
@@ -158,7 +162,7 @@ async fn attacks_are_refused_and_change_nothing() {
     let long_header = "x".repeat(100 * 1024);
     let long_path = format!("/healthz?{}", "a".repeat(70 * 1024));
 
-    let rows = vec![
+    let mut rows = vec![
         // HTTP framing.
         row("unknown method", raw("BREW", "/healthz", &[], b""), 405, None),
         row("TRACE", raw("TRACE", "/", &[], b""), 404, None),
@@ -361,6 +365,7 @@ async fn attacks_are_refused_and_change_nothing() {
             None,
         ),
     ];
+    rows.extend(holder_rows(&api, &client_id, &secret).await);
     assert!(rows.len() >= 40, "{} rows", rows.len());
 
     let before = crate::badinput::counts(&api);
@@ -385,4 +390,214 @@ async fn attacks_are_refused_and_change_nothing() {
     assert!(wrong.is_empty(), "{} of {} rows wrong:\n{}", wrong.len(), rows.len(), wrong.join("\n\n"));
     assert!(api.active(&live).await, "the live token is still active");
     assert!(!api.active(&dead).await, "the revoked token is still revoked");
+}
+
+/// A JWS of `header` and `claims` as written, signed ES256 with `key`, HS256 with `secret`, or
+/// not at all.
+fn jws(header: &Value, claims: &Value, key: Option<&EncodingKey>) -> String {
+    let part = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).expect("json"));
+    let input = format!("{}.{}", part(header), part(claims));
+    let alg = match header["alg"].as_str() {
+        Some("HS256") => Algorithm::HS256,
+        _ => Algorithm::ES256,
+    };
+    let signature =
+        key.map_or_else(String::new, |k| jsonwebtoken::crypto::sign(input.as_bytes(), k, alg).expect("sign"));
+    format!("{input}.{signature}")
+}
+
+/// Rows for tokens bound to their holder (DPoP) and clients without a secret
+/// (private_key_jwt): each made with real keys, refused, and nothing recorded.
+async fn holder_rows(api: &Api, client_id: &str, secret: &str) -> Vec<Row> {
+    let issuer = api.server.service.config().issuer.clone();
+    let token_url = format!("{issuer}/oauth/token");
+    let now = keyturn::clock::to_unix(api.server.service.now());
+    let (key, jwk) = crate::support::p256_key();
+    let hmac = EncodingKey::from_secret(b"a shared secret");
+    let form_type = ("Content-Type", "application/x-www-form-urlencoded");
+    let basic = format!("Basic {}", STANDARD.encode(format!("{client_id}:{secret}")));
+    let mut n = 0;
+    let mut proof = |edit: &dyn Fn(&mut Value, &mut Value), signer: Option<&EncodingKey>| {
+        n += 1;
+        let mut header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk});
+        let mut claims = json!({"jti": format!("attack-{n}"), "htm": "POST", "htu": token_url, "iat": now});
+        edit(&mut header, &mut claims);
+        jws(&header, &claims, signer)
+    };
+    let token_with = |proof: &str| {
+        raw(
+            "POST",
+            "/oauth/token",
+            &[form_type, ("Authorization", &basic), ("DPoP", proof)],
+            b"grant_type=client_credentials",
+        )
+    };
+    let spent = proof(&|_, _| {}, Some(&key));
+    let addr = api.server.address.to_string();
+    let (status, answer) = send(&addr, &token_with(&spent));
+    assert_eq!(status, 200, "{answer}");
+    let first: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    assert_eq!(first["token_type"], "DPoP", "{first}");
+    let bound = first["access_token"].as_str().expect("bound token").to_owned();
+    let other_key = crate::support::p256_key();
+    let resource = "https://api.keyturn.test/orders";
+    let ath = keyturn::dpop::access_token_hash(&bound);
+    let resource_proof = |signer: &EncodingKey, public: &Value, jti: &str| {
+        let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": public});
+        jws(&header, &json!({"jti": jti, "htm": "GET", "htu": resource, "iat": now, "ath": ath}), Some(signer))
+    };
+    let verify = |scheme: &str, proof: Option<String>| {
+        let auth = format!("{scheme} {bound}");
+        let mut headers =
+            vec![("Authorization", auth.as_str()), ("X-Forwarded-Method", "GET"), ("X-Original-URL", resource)];
+        let proof = proof.unwrap_or_default();
+        if !proof.is_empty() {
+            headers.push(("DPoP", &proof));
+        }
+        raw("GET", "/auth/verify", &headers, b"")
+    };
+
+    // A client with public keys, and its assertions.
+    let (signer, mut client_jwk) = crate::support::p256_key();
+    client_jwk["kid"] = Value::from("k1");
+    let svc = api.server.service.clone();
+    let keyed = tokio::spawn(async move {
+        let new = keyturn::service::clients::NewClient {
+            name: "keyed".into(),
+            audiences: vec!["api".into()],
+            credential: keyturn::service::clients::NewCredential::Jwks(json!({"keys": [client_jwk]})),
+            ..Default::default()
+        };
+        svc.clients().create_client(&new, &Actor::cli()).await.expect("client").0.client_id
+    })
+    .await
+    .expect("join");
+    let assertion = |edit: &dyn Fn(&mut Value, &mut Value), signer: Option<&EncodingKey>| {
+        let mut header = json!({"alg": "ES256", "kid": "k1"});
+        let mut claims = json!({"iss": keyed, "sub": keyed, "aud": token_url, "exp": now + 60, "jti": "a-1"});
+        edit(&mut header, &mut claims);
+        let body = format!(
+            "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}",
+            jws(&header, &claims, signer)
+        );
+        raw("POST", "/oauth/token", &[form_type], body.as_bytes())
+    };
+    let used = assertion(&|_, _| {}, Some(&signer));
+    assert_eq!(send(&addr, &used).0, 200, "the assertion to be replayed");
+
+    vec![
+        row(
+            "a DPoP proof for another method",
+            token_with(&proof(&|_, c| c["htm"] = "GET".into(), Some(&key))),
+            400,
+            Some("invalid_dpop_proof"),
+        ),
+        row(
+            "a DPoP proof for another URL",
+            token_with(&proof(&|_, c| c["htu"] = format!("{issuer}/oauth/revoke").into(), Some(&key))),
+            400,
+            Some("invalid_dpop_proof"),
+        ),
+        row(
+            "a DPoP proof made five minutes ago",
+            token_with(&proof(&|_, c| c["iat"] = (now - 300).into(), Some(&key))),
+            400,
+            Some("invalid_dpop_proof"),
+        ),
+        row(
+            "a DPoP proof from five minutes ahead",
+            token_with(&proof(&|_, c| c["iat"] = (now + 300).into(), Some(&key))),
+            400,
+            Some("invalid_dpop_proof"),
+        ),
+        row("a replayed DPoP proof", token_with(&spent), 400, Some("invalid_dpop_proof")),
+        row(
+            "a DPoP proof with alg none",
+            token_with(&proof(&|h, _| h["alg"] = "none".into(), None)),
+            400,
+            Some("invalid_dpop_proof"),
+        ),
+        row(
+            "a DPoP proof signed with HMAC",
+            token_with(&proof(&|h, _| h["alg"] = "HS256".into(), Some(&hmac))),
+            400,
+            Some("invalid_dpop_proof"),
+        ),
+        row(
+            "a DPoP proof with a private key in its header",
+            token_with(&proof(&|h, _| h["jwk"]["d"] = "AAAA".into(), Some(&key))),
+            400,
+            Some("invalid_dpop_proof"),
+        ),
+        row("a bound token at /auth/verify without its proof", verify("DPoP", None), 401, Some("DPoP error=")),
+        row("a bound token as a bearer token", verify("Bearer", None), 401, Some("DPoP error=")),
+        row(
+            "a bound token with another key's proof",
+            verify("DPoP", Some(resource_proof(&other_key.0, &other_key.1, "other-1"))),
+            401,
+            Some("invalid_dpop_proof"),
+        ),
+        row(
+            "a client assertion for another audience",
+            assertion(
+                &|_, c| {
+                    c["aud"] = "https://elsewhere.test".into();
+                    c["jti"] = "a-2".into();
+                },
+                Some(&signer),
+            ),
+            401,
+            Some("invalid_client"),
+        ),
+        row("a reused client assertion", used, 401, Some("invalid_client")),
+        row(
+            "a client assertion with alg none",
+            assertion(
+                &|h, c| {
+                    h["alg"] = "none".into();
+                    c["jti"] = "a-3".into();
+                },
+                None,
+            ),
+            401,
+            Some("invalid_client"),
+        ),
+        row(
+            "a client assertion signed with HMAC",
+            assertion(
+                &|h, c| {
+                    h["alg"] = "HS256".into();
+                    c["jti"] = "a-4".into();
+                },
+                Some(&hmac),
+            ),
+            401,
+            Some("invalid_client"),
+        ),
+        row(
+            "a client assertion naming another client",
+            assertion(
+                &|_, c| {
+                    c["iss"] = "kc_someone_else".into();
+                    c["sub"] = "kc_someone_else".into();
+                    c["jti"] = "a-5".into();
+                },
+                Some(&signer),
+            ),
+            401,
+            Some("invalid_client"),
+        ),
+        row(
+            "a client assertion that never expires",
+            assertion(
+                &|_, c| {
+                    c["exp"] = (now + 10 * 365 * 86400).into();
+                    c["jti"] = "a-6".into();
+                },
+                Some(&signer),
+            ),
+            401,
+            Some("invalid_client"),
+        ),
+    ]
 }

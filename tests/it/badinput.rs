@@ -24,6 +24,7 @@ pub fn counts(api: &Api) -> Vec<(String, i64)> {
         "settings",
         "api_keys",
         "sessions",
+        "seen_jtis",
     ] {
         out.push((
             t.to_string(),
