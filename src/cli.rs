@@ -10,10 +10,11 @@ use crate::clock::Clock;
 use crate::config::{self, Config, DatabaseUrl, Inputs, LogFormat};
 
 mod args;
+mod issuers;
 
 pub use args::{
-    AdminCommand, ApikeyCommand, Cli, ClientCommand, Command, ConfigCommand, DbCommand, KekCommand, KeysCommand,
-    TokenCommand,
+    AdminCommand, ApikeyCommand, Cli, ClientCommand, Command, ConfigCommand, DbCommand, IssuerCommand, KekCommand,
+    KeysCommand, TokenCommand,
 };
 
 /// Runs the command line and returns the process exit code.
@@ -159,6 +160,7 @@ async fn on_service(command: Command, service: &crate::service::Keyturn) -> Exit
             .await
         }
         Command::Client { command } => client(service, command).await,
+        Command::Issuer { command } => exit_code(issuers::run(service, command).await),
         Command::Admin { command: AdminCommand::Add } => admin_add(service).await,
         Command::Config { .. } | Command::Serve { .. } | Command::Init | Command::Db { command: DbCommand::Reuse } => {
             ExitCode::from(2)
@@ -355,7 +357,7 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
 async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> ExitCode {
     let actor = crate::service::Actor::cli();
     let result = match command {
-        ClientCommand::Create { name, audiences, scopes, max_ttl, require_dpop, jwks_file, jwks_uri } => {
+        ClientCommand::Create { name, audiences, scopes, max_ttl, require_dpop, jwks_file, jwks_uri, federated } => {
             let max_ttl = match max_ttl.as_deref().map(crate::duration::parse_duration).transpose() {
                 Ok(d) => d,
                 Err(e) => {
@@ -376,6 +378,7 @@ async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> Ex
                     }
                 },
                 (None, Some(url)) => NewCredential::JwksUri(url),
+                (None, None) if federated => NewCredential::Federated,
                 (None, None) => NewCredential::Secret,
             };
             let new = crate::service::clients::NewClient {
@@ -393,6 +396,10 @@ async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> Ex
                         eprintln!("created client '{}'; its secret is shown once:", view.name);
                         println!("client_secret={}", secret.as_str());
                     }
+                    None if federated => eprintln!(
+                        "created client '{}' with no credential; map a workload to it with `keyturn issuer map`",
+                        view.name
+                    ),
                     None => eprintln!("created client '{}'; it authenticates with private_key_jwt", view.name),
                 }
             })
@@ -415,19 +422,7 @@ async fn client(service: &crate::service::Keyturn, command: ClientCommand) -> Ex
             println!("disabled {}; its tokens are revoked", c.client_id);
         }),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(
-            e @ (crate::error::Error::Invalid(_) | crate::error::Error::NotFound(_) | crate::error::Error::Conflict(_)),
-        ) => {
-            eprintln!("keyturn: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("keyturn: {e}");
-            ExitCode::from(1)
-        }
-    }
+    exit_code(result)
 }
 
 async fn admin_add(service: &crate::service::Keyturn) -> ExitCode {

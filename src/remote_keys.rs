@@ -126,7 +126,40 @@ impl RemoteKeySets {
         }
     }
 
+    /// The `jwks_uri` of `issuer`, from its OpenID Connect discovery document (or else its
+    /// RFC 8414 metadata), which must name `issuer` as its issuer.
+    pub async fn discover(&self, issuer: &str) -> Result<String, String> {
+        check_url(issuer)?;
+        let base = issuer.trim_end_matches('/');
+        let mut why = Vec::new();
+        for path in ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"] {
+            let url = format!("{base}{path}");
+            match self.fetch_bytes(&url).await.and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| format!("it is not JSON: {e}"))
+            }) {
+                Ok(doc) if doc["issuer"].as_str() != Some(issuer) => {
+                    why.push(format!("{url} names another issuer ({})", doc["issuer"]))
+                }
+                Ok(doc) => match doc["jwks_uri"].as_str() {
+                    Some(jwks_uri) => {
+                        check_url(jwks_uri).map_err(|e| format!("{url}: its jwks_uri: {e}"))?;
+                        return Ok(jwks_uri.to_owned());
+                    }
+                    None => why.push(format!("{url} names no jwks_uri")),
+                },
+                Err(e) => why.push(format!("{url}: {e}")),
+            }
+        }
+        Err(format!("cannot discover the keys of {issuer}: {}", why.join("; ")))
+    }
+
     async fn fetch(&self, url: &str) -> Result<JwkSet, String> {
+        let body = self.fetch_bytes(url).await?;
+        serde_json::from_slice(&body).map_err(|e| format!("it is not a JWKS: {e}"))
+    }
+
+    /// The body at `url`: 200 only, at most [`MAX_SET_BYTES`], within [`FETCH_TIMEOUT`].
+    async fn fetch_bytes(&self, url: &str) -> Result<Vec<u8>, String> {
         let mut res = self.http.get(url).header("Accept", "application/json").send().await.map_err(describe)?;
         if !res.status().is_success() {
             return Err(format!("it answered {}", res.status()));
@@ -141,7 +174,7 @@ impl RemoteKeySets {
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| format!("it is not a JWKS: {e}"))
+        Ok(body)
     }
 }
 

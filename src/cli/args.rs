@@ -81,6 +81,54 @@ pub enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// Trust external issuers whose workloads exchange their own tokens for keyturn's
+    /// (workload identity federation: jwt-bearer and token exchange at /oauth/token).
+    Issuer {
+        #[command(subcommand)]
+        command: IssuerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IssuerCommand {
+    /// Trust an issuer (or change its audience or keys' URL).
+    Trust {
+        /// Its issuer URL, as its tokens' iss says (https; http only on a loopback address).
+        #[arg(long)]
+        issuer: String,
+        /// The audience its tokens must name to be exchanged here.
+        #[arg(long)]
+        audience: String,
+        /// Where its public keys are (default: read from its discovery document now).
+        #[arg(long, value_name = "URL")]
+        jwks_uri: Option<String>,
+    },
+    /// Let a subject of a trusted issuer act as a client.
+    Map {
+        #[arg(long)]
+        issuer: String,
+        /// The sub its tokens carry (a Kubernetes service account:
+        /// system:serviceaccount:<namespace>:<name>).
+        #[arg(long, allow_hyphen_values = true)]
+        subject: String,
+        /// The client_id it acts as.
+        #[arg(long = "client", allow_hyphen_values = true)]
+        client_id: String,
+    },
+    /// Forget what a subject acts as.
+    Unmap {
+        #[arg(long)]
+        issuer: String,
+        #[arg(long, allow_hyphen_values = true)]
+        subject: String,
+    },
+    /// List trusted issuers and their subjects.
+    List,
+    /// Stop trusting an issuer (its subjects' mappings go with it).
+    Forget {
+        #[arg(long)]
+        issuer: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,8 +253,12 @@ pub enum ClientCommand {
         jwks_file: Option<PathBuf>,
         /// Authenticate with private_key_jwt instead of a secret, with the public keys the
         /// client publishes at this URL (https; http only on a loopback address).
-        #[arg(long, value_name = "URL")]
+        #[arg(long, value_name = "URL", conflicts_with = "federated")]
         jwks_uri: Option<String>,
+        /// Make no credential at all: only workloads of a trusted issuer mapped to the client
+        /// (`keyturn issuer map`) get its tokens.
+        #[arg(long, conflicts_with = "jwks_file")]
+        federated: bool,
     },
     /// List clients.
     List,

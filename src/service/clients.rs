@@ -27,7 +27,8 @@ pub struct ClientView {
     pub disabled_at: Option<String>,
     /// Whether its token requests must come with a DPoP proof.
     pub dpop_required: bool,
-    /// How it authenticates: `client_secret_basic` (or `_post`), or `private_key_jwt`.
+    /// How it authenticates: `client_secret_basic` (or `_post`), `private_key_jwt`, or `none`
+    /// (only workloads of a trusted issuer mapped to it get its tokens).
     pub token_endpoint_auth_method: &'static str,
     /// Where it publishes its public keys (private_key_jwt).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,6 +51,8 @@ impl From<&ClientRow> for ClientView {
             dpop_required: c.dpop_required,
             token_endpoint_auth_method: if c.jwks.is_some() || c.jwks_uri.is_some() {
                 "private_key_jwt"
+            } else if c.secret_hash.is_empty() {
+                "none"
             } else {
                 "client_secret_basic"
             },
@@ -94,6 +97,9 @@ pub enum NewCredential {
     Jwks(serde_json::Value),
     /// private_key_jwt with the keys the client publishes at this URL.
     JwksUri(String),
+    /// No credential at all: only workloads of a trusted issuer mapped to it get its tokens
+    /// (workload identity federation).
+    Federated,
 }
 
 /// The most keys a client may register inline (a few for rotation is the use).
@@ -192,7 +198,7 @@ impl Clients {
             ));
         }
         let (jwks, jwks_uri) = match &new.credential {
-            NewCredential::Secret => (None, None),
+            NewCredential::Secret | NewCredential::Federated => (None, None),
             NewCredential::Jwks(set) => match crate::assertion::check_public_key_set(set, MAX_CLIENT_KEYS) {
                 Ok(_) => (Some(set.to_string()), None),
                 Err(why) => {

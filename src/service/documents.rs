@@ -33,6 +33,15 @@ pub(super) fn token_endpoint(config: &Config) -> String {
     format!("{}/oauth/token", config.issuer)
 }
 
+/// The grant types: a workload's own token is exchanged only once an issuer is trusted.
+fn grant_types(federated: bool) -> Vec<&'static str> {
+    let mut grants = vec!["client_credentials", "refresh_token"];
+    if federated {
+        grants.extend([super::federation::JWT_BEARER_GRANT, super::federation::TOKEN_EXCHANGE_GRANT]);
+    }
+    grants
+}
+
 /// What a client assertion's `aud` may name (RFC 7523 §3, OIDC Core §9): the issuer, or the
 /// endpoint it authenticates at.
 pub(super) fn assertion_audiences(config: &Config) -> Vec<String> {
@@ -53,7 +62,7 @@ pub(super) fn assertion_audiences(config: &Config) -> Vec<String> {
 /// (express-oauth2-jwt-bearer) read as the issuer's signing algorithms, and which is
 /// therefore the algorithms of the keys in the published JWKS, not the configuration: a
 /// retired key of an algorithm no longer configured still verifies its tokens.
-pub(super) fn discovery(config: &Config, keys: &[KeyRecord], openid: bool) -> Document {
+pub(super) fn discovery(config: &Config, keys: &[KeyRecord], openid: bool, federated: bool) -> Document {
     let client_auth = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
     let assertion_algs = crate::assertion::ASSERTION_ALGORITHMS.map(|a| format!("{a:?}"));
     let mut doc = serde_json::json!({
@@ -63,7 +72,7 @@ pub(super) fn discovery(config: &Config, keys: &[KeyRecord], openid: bool) -> Do
         "token_endpoint": token_endpoint(config),
         "introspection_endpoint": format!("{}/oauth/introspect", config.issuer),
         "revocation_endpoint": format!("{}/oauth/revoke", config.issuer),
-        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "grant_types_supported": grant_types(federated),
         "token_endpoint_auth_methods_supported": client_auth,
         "introspection_endpoint_auth_methods_supported": client_auth,
         "revocation_endpoint_auth_methods_supported": client_auth,

@@ -104,9 +104,14 @@ impl Keys {
     /// Rebuilds the published snapshot from the database.
     pub async fn reload(&self) -> Result<()> {
         let _one_at_a_time = self.reloading.lock().await;
-        let ((rows, stored), mark) = self
+        let (((rows, stored), federated), mark) = self
             .store
-            .read_marked(|c| Box::pin(async move { Ok((store::keys::live(c).await?, store::settings::all(c).await?)) }))
+            .read_marked(|c| {
+                Box::pin(async move {
+                    let federated = !store::federation::issuers(c).await?.is_empty();
+                    Ok(((store::keys::live(c).await?, store::settings::all(c).await?), federated))
+                })
+            })
             .await?;
         let current = self.published();
         let mut signers = BTreeMap::new();
@@ -137,8 +142,8 @@ impl Keys {
         let policy_changed = policy != current.policy;
         self.shared.publish(Published {
             jwks: serialize_jwks(&keys, self.config.jwks_x5c)?,
-            openid_configuration: discovery(&self.config, &keys, true),
-            oauth_metadata: discovery(&self.config, &keys, false),
+            openid_configuration: discovery(&self.config, &keys, true, federated),
+            oauth_metadata: discovery(&self.config, &keys, false, federated),
             keys,
             policy,
             signers,

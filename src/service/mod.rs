@@ -24,6 +24,7 @@ pub mod clients;
 mod custody;
 mod documents;
 pub mod dpop;
+pub mod federation;
 mod installation;
 pub mod introspect;
 pub mod issued;
@@ -149,6 +150,7 @@ pub struct Keyturn {
     tokens: Arc<Tokens>,
     revocations: Arc<Revocations>,
     clients: Arc<Clients>,
+    federation: Arc<federation::Federation>,
     admins: Arc<Admins>,
     audit: Arc<Audit>,
     /// When revocations were last pruned.
@@ -276,6 +278,7 @@ impl Keyturn {
         let revocations = Arc::new(Revocations::new(&clock, &store, &shared, &keys, &tokens));
         let remote_keys = Arc::new(crate::remote_keys::RemoteKeySets::new(clock.clone()).map_err(Error::HttpClient)?);
         let clients = Arc::new(Clients::new(&config, &clock, &store, &metrics, &shared, &revocations, &remote_keys));
+        let federation = Arc::new(federation::Federation::new(&clock, &store, &clients, &remote_keys, &keys));
         let admins = Arc::new(Admins::new(store.clone(), clock.clone(), metrics.clone(), config.issuer.clone()));
         let audit = Arc::new(Audit::new(store.clone()));
         let service = Keyturn {
@@ -289,6 +292,7 @@ impl Keyturn {
             tokens,
             revocations,
             clients,
+            federation,
             admins,
             audit,
             last_prune: Mutex::new(None),
@@ -296,6 +300,7 @@ impl Keyturn {
         service.keys.reload().await?;
         service.clients.forget_api_keys().await;
         service.clients.refresh_clients().await;
+        service.federation.refresh().await;
         service.tick().await?;
         Ok(service)
     }
@@ -413,6 +418,10 @@ impl Keyturn {
         &self.clients
     }
 
+    pub fn federation(&self) -> &Arc<federation::Federation> {
+        &self.federation
+    }
+
     /// The dashboard's administrators.
     pub fn admins(&self) -> &Arc<Admins> {
         &self.admins
@@ -439,6 +448,7 @@ impl Keyturn {
         if changed {
             self.clients.forget_api_keys().await;
             self.clients.refresh_clients().await;
+            self.federation.refresh().await;
             self.keys.reload().await?;
             self.revocations.load_new_revocations().await?;
         }

@@ -38,6 +38,8 @@ const TABLES: &[(&str, &str)] = &[
     ("setup_links", "token_hash, created_at, expires_at, used_at, created_by"),
     ("sign_in_failures", "key, at, attempt"),
     ("seen_jtis", "key, jti, expires_at"),
+    ("trusted_issuers", "issuer, jwks_uri, audience, created_at, created_by"),
+    ("federated_subjects", "issuer, subject, client_id, created_at, created_by"),
 ];
 
 /// Identity columns whose sequence must continue after the copied ids (PostgreSQL).

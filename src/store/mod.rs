@@ -15,6 +15,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod clients;
 pub mod copy;
+pub mod federation;
 mod group;
 pub mod keys;
 pub mod lease;
@@ -58,6 +59,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_key_custody.sql"),
     include_str!("migrations/0010_seen_jtis.sql"),
     include_str!("migrations/0011_client_keys.sql"),
+    include_str!("migrations/0012_trusted_issuers.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_keys.sql"),
@@ -71,6 +73,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0009_key_custody.sql"),
     include_str!("migrations/postgres/0010_seen_jtis.sql"),
     include_str!("migrations/postgres/0011_client_keys.sql"),
+    include_str!("migrations/postgres/0012_trusted_issuers.sql"),
 ];
 const _: () = assert!(SQLITE_MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 

@@ -381,6 +381,9 @@ struct ClientBody {
     jwks: Option<Value>,
     /// private_key_jwt with the keys the client publishes at this URL instead of a secret.
     jwks_uri: Option<String>,
+    /// No credential: only workloads of a trusted issuer mapped to it get its tokens.
+    #[serde(default)]
+    federated: bool,
 }
 
 #[post("/api/v1/clients", data = "<body>")]
@@ -405,11 +408,15 @@ async fn create_client(
         audiences: body.audiences,
         max_ttl,
         dpop_required: body.dpop_required,
-        credential: match (body.jwks, body.jwks_uri) {
-            (Some(_), Some(_)) => return Err(ApiError::invalid_request("give jwks or jwks_uri, not both")),
-            (Some(set), None) => NewCredential::Jwks(set),
-            (None, Some(url)) => NewCredential::JwksUri(url),
-            (None, None) => NewCredential::Secret,
+        credential: match (body.jwks, body.jwks_uri, body.federated) {
+            (Some(_), Some(_), _) => return Err(ApiError::invalid_request("give jwks or jwks_uri, not both")),
+            (Some(_), _, true) | (_, Some(_), true) => {
+                return Err(ApiError::invalid_request("a federated client has no keys: drop jwks and jwks_uri"))
+            }
+            (Some(set), None, false) => NewCredential::Jwks(set),
+            (None, Some(url), false) => NewCredential::JwksUri(url),
+            (None, None, true) => NewCredential::Federated,
+            (None, None, false) => NewCredential::Secret,
         },
     };
     let actor = caller.actor();

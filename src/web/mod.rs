@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api;
 pub mod error;
+pub mod federation;
 pub mod forward;
 pub mod oauth;
 pub mod pages;
@@ -49,6 +50,7 @@ pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
         .manage(service.tokens().clone())
         .manage(service.revocations().clone())
         .manage(service.clients().clone())
+        .manage(service.federation().clone())
         .manage(service.admins().clone())
         .manage(service.audit().clone())
         .manage(service)
@@ -61,6 +63,7 @@ pub fn build(service: Arc<Keyturn>, figment: Figment) -> Rocket<Build> {
         .mount("/", api::routes())
         .mount("/", oauth::routes())
         .mount("/", forward::routes())
+        .mount("/", federation::routes())
         .mount("/", admin::routes())
         .register("/", error::catchers())
         .register("/admin", admin::catchers())

@@ -23,6 +23,7 @@ use crate::credentials::Authorization;
 use crate::service::apikeys::Role;
 use crate::service::client_keys::CLIENT_ASSERTION_TYPE;
 use crate::service::clients::AuthenticatedClient;
+use crate::service::federation::{Federation, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT};
 use crate::service::throttle::Credential;
 use crate::service::tokens::Target;
 use crate::service::{Clients, Revocations, Tokens};
@@ -202,9 +203,60 @@ impl<'r> Responder<'r, 'static> for NoStore {
     }
 }
 
+/// RFC 8693's token types keyturn takes as a subject token, and the one it issues.
+const SUBJECT_TOKEN_TYPES: [&str; 2] =
+    ["urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:id_token"];
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// The workload's own token: RFC 7523's `assertion`, or RFC 8693's `subject_token` of a JWT
+/// type (with no actor token, and asking for an access token if it asks for a type).
+fn workload_token(form: &HashMap<String, String>, exchange: bool) -> Result<String, ApiError> {
+    if !exchange {
+        return form.get("assertion").cloned().ok_or_else(|| ApiError::invalid_request("assertion is required"));
+    }
+    let token_type = form.get("subject_token_type").map(String::as_str);
+    if !token_type.is_some_and(|t| SUBJECT_TOKEN_TYPES.contains(&t)) {
+        return Err(ApiError::invalid_request(format!(
+            "subject_token_type must be one of {}",
+            SUBJECT_TOKEN_TYPES.join(", ")
+        )));
+    }
+    if form.get("requested_token_type").is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
+        return Err(ApiError::invalid_request(format!(
+            "requested_token_type: keyturn issues {ACCESS_TOKEN_TYPE} only"
+        )));
+    }
+    if form.contains_key("actor_token") {
+        return Err(ApiError::invalid_request("actor_token (delegation) is not supported"));
+    }
+    form.get("subject_token").cloned().ok_or_else(|| ApiError::invalid_request("subject_token is required"))
+}
+
+/// The client a workload's token acts as; a refusal counts against its address like a wrong
+/// secret, and an address over the limit is refused before the token is looked at.
+async fn authenticate_workload(
+    clients: &Clients,
+    federation: &Federation,
+    token: &str,
+    from: ClientAddress,
+) -> Result<AuthenticatedClient, ApiError> {
+    if let Some(wait) = clients.auth_refused(from.0, Credential::Client) {
+        return Err(ApiError::throttled(wait.as_secs()));
+    }
+    match federation.authenticate_workload(token).await {
+        Err(refused @ crate::error::Error::InvalidGrant(_)) => match clients.auth_failed(from.0, Credential::Client) {
+            Some(wait) => Err(ApiError::throttled(wait.as_secs())),
+            None => Err(ApiError::from(refused)),
+        },
+        other => other.map_err(ApiError::from),
+    }
+}
+
 #[post("/oauth/token", data = "<data>")]
+#[allow(clippy::too_many_arguments)]
 async fn token(
     clients: &State<Arc<Clients>>,
+    federation: &State<Arc<Federation>>,
     tokens: &State<Arc<Tokens>>,
     auth: AuthHeader,
     dpop: DpopHeader,
@@ -227,28 +279,40 @@ async fn token(
             None => Ok(None),
         }
     };
-    let (issued, bound_to) = match grant.as_str() {
-        "client_credentials" => {
-            let client = authenticate(clients, creds, from).await?;
-            let bound_to = proof_key().await?;
-            if client.dpop_required && bound_to.is_none() {
-                return Err(ApiError::from(crate::error::Error::InvalidDpopProof(
-                    "this client must present a DPoP proof with its token requests".into(),
-                )));
+    // A client's token, for the client that authenticated or the one a workload acts as.
+    let form = &form;
+    let proof_key = &proof_key;
+    let for_client = |client: AuthenticatedClient| async move {
+        let bound_to = proof_key().await?;
+        if client.dpop_required && bound_to.is_none() {
+            return Err(ApiError::from(crate::error::Error::InvalidDpopProof(
+                "this client must present a DPoP proof with its token requests".into(),
+            )));
+        }
+        let scope = form.get("scope").cloned();
+        let target = match (form.get("audience"), form.get("resource")) {
+            (Some(a), Some(r)) if a != r => {
+                return Err(ApiError::invalid_request("audience and resource name different targets: give one"))
             }
-            let scope = form.get("scope").cloned();
-            let target = match (form.get("audience"), form.get("resource")) {
-                (Some(a), Some(r)) if a != r => {
-                    return Err(ApiError::invalid_request("audience and resource name different targets: give one"))
-                }
-                (_, Some(r)) => Some(Target::Resource(r.clone())),
-                (Some(a), None) => Some(Target::Audience(a.clone())),
-                (None, None) => None,
-            };
-            (
-                tokens.client_credentials(&client, scope.as_deref(), target.as_ref(), bound_to.as_deref()).await?,
-                bound_to,
-            )
+            (_, Some(r)) => Some(Target::Resource(r.clone())),
+            (Some(a), None) => Some(Target::Audience(a.clone())),
+            (None, None) => None,
+        };
+        let issued = tokens.client_credentials(&client, scope.as_deref(), target.as_ref(), bound_to.as_deref()).await?;
+        Ok((issued, bound_to))
+    };
+    let mut exchanged = false;
+    let (issued, bound_to) = match grant.as_str() {
+        "client_credentials" => for_client(authenticate(clients, creds, from).await?).await?,
+        JWT_BEARER_GRANT | TOKEN_EXCHANGE_GRANT => {
+            if creds.is_some() {
+                return Err(ApiError::invalid_request(
+                    "a workload's token is its credential: send no client authentication with it",
+                ));
+            }
+            exchanged = grant == TOKEN_EXCHANGE_GRANT;
+            let workload_token = workload_token(form, exchanged)?;
+            for_client(authenticate_workload(clients, federation, &workload_token, from).await?).await?
         }
         "refresh_token" => {
             let client = match creds {
@@ -267,7 +331,7 @@ async fn token(
             return Err(ApiError::new(
                 Status::BadRequest,
                 "unsupported_grant_type",
-                format!("grant_type '{shown}' is not supported: use client_credentials or refresh_token"),
+                format!("grant_type '{shown}' is not supported: use client_credentials or refresh_token (or, once an issuer is trusted, jwt-bearer or token-exchange)"),
             ));
         }
     };
@@ -284,6 +348,9 @@ async fn token(
     }
     if let Some(sid) = issued.session_id {
         body["session_id"] = Value::from(sid);
+    }
+    if exchanged {
+        body["issued_token_type"] = Value::from(ACCESS_TOKEN_TYPE);
     }
     Ok(NoStore(body.to_string(), tokens.dpop_nonce()))
 }

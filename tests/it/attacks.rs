@@ -20,6 +20,7 @@
 //! | `Authorization: bearer …` in lower case | rows below, and `credentials::tests` |
 //! | DPoP proofs for another request, old, future, replayed, unsigned, HMAC; a bound token without its proof | rows below (`holder_rows`), `dpop::tests`, and `dpop::a_proof_accepted_by_one_node_is_refused_by_another` for a replay on another node |
 //! | client assertions for another audience, reused, unsigned, HMAC, of another client | rows below (`holder_rows`), `assertion::tests`, `clientkeys::an_assertion_accepted_by_one_node_is_refused_by_another` |
+//! | a workload token from an untrusted issuer, for an unmapped subject or another audience, forged | `federation::a_workload_exchanges_its_clusters_token_for_a_clients_token_and_nothing_else_does` |
 //! | a flood of unknown key ids against a client's `jwks_uri` | `clientkeys::a_client_with_a_jwks_uri_authenticates_everywhere_and_rotates_its_own_keys` |
 
 use std::io::{Read, Write};

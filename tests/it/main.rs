@@ -24,6 +24,7 @@ mod deploy;
 mod docs;
 mod dpop;
 mod faults;
+mod federation;
 mod forward;
 mod front;
 mod gateways;
