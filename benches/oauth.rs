@@ -17,85 +17,20 @@
 //! Run through `./scripts/bench oauth`, which installs wrk, nginx and the peer (benches/peer).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 mod common;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use common::{form_list_script, post_script, raw_rate, rotating_script, signer_and_input, wrk_on, Wrk};
+use common::{
+    basic, cli, form_list_script, free_port, pinned, post_script, raw_rate, rotating_script, show, signer_and_input,
+    wrk_on, Pinned, Wrk,
+};
 use serde_json::{json, Value};
 
 const SECS: u64 = 5;
 const CONNS: u32 = 32;
 const ROUNDS: usize = 3;
-
-/// A server process pinned to core 1.
-struct Pinned {
-    child: Child,
-    url: String,
-}
-
-impl Pinned {
-    fn spawn(mut cmd: Command, port: u16, ready: &str, log: &Path) -> Pinned {
-        let log = std::fs::File::create(log).expect("log");
-        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn (taskset, from util-linux)");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::blocking::Client::new();
-        let started = Instant::now();
-        while !http.get(format!("{url}{ready}")).send().is_ok_and(|r| r.status().is_success()) {
-            assert!(started.elapsed() < Duration::from_secs(60), "{url}{ready} never answered");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Pinned { child, url }
-    }
-
-    fn rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    }
-
-    /// CPU time (user and system) the process has used, or its thread named `thread`.
-    fn cpu(&self, thread: Option<&str>) -> Duration {
-        let pid = self.child.id();
-        let stat = match thread {
-            None => std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
-            Some(name) => std::fs::read_dir(format!("/proc/{pid}/task"))
-                .expect("/proc")
-                .flatten()
-                .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
-                .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-                .unwrap_or_else(|| panic!("no thread named {name}")),
-        };
-        // Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-        Duration::from_secs_f64(ticks as f64 / clock_ticks())
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-/// The kernel's clock ticks per second (`getconf CLK_TCK`), the unit of /proc's CPU times.
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
-        String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK")
-    })
-}
 
 /// nginx with one worker on core 1: the same JWKS bytes as a static file, and `/floor`
 /// answering every request with a fixed short body.
@@ -149,30 +84,9 @@ fn raw_es256_on_core_1() -> f64 {
     rate
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn pinned(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", "1"]).arg(program);
-    cmd
-}
-
-fn cli(data: &Path, args: &[&str]) -> String {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_keyturn")).args(args).env("KEYTURN_DATA_DIR", data).output().expect("cli");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
-}
-
 fn count(db: &Path) -> u64 {
     let conn = rusqlite::Connection::open(db).expect("db");
     conn.query_row("SELECT count(*) FROM issued_tokens", [], |r| r.get::<_, i64>(0)).expect("count") as u64
-}
-
-fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
 }
 
 fn post_form(url: &str, auth: &str, body: &str) -> Value {
@@ -185,10 +99,6 @@ fn post_form(url: &str, auth: &str, body: &str) -> Value {
         .expect("post");
     assert!(res.status().is_success(), "{url}: {}", res.status());
     res.json().expect("json")
-}
-
-fn show(w: &Wrk) -> String {
-    format!("{:.0}/s (p50 {:.2} ms, p99 {:.2} ms, {} errors)", w.rps, w.p50_ms, w.p99_ms, w.errors)
 }
 
 fn main() {

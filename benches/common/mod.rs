@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -242,7 +242,7 @@ pub fn introspect_script(dir: &Path, key: &str, tokens: &[String]) -> PathBuf {
 
 /// A `keyturn serve` of a benchmark, stopped (SIGTERM) when dropped.
 pub struct Node {
-    child: std::process::Child,
+    child: Child,
     pub url: String,
 }
 
@@ -257,12 +257,8 @@ impl Drop for Node {
 /// until it is ready.
 pub fn serve(mut cmd: Command) -> Node {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let child = cmd
-        .env("KEYTURN_PORT", port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let child =
+        cmd.env("KEYTURN_PORT", port.to_string()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::new();
     let started = Instant::now();
@@ -278,4 +274,164 @@ pub fn issuer_key(mut cmd: Command) -> String {
     let out = cmd.output().expect("cli");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf8").lines().find(|l| l.starts_with("kt_")).expect("key").trim().to_owned()
+}
+
+/// A server process pinned to core 1.
+pub struct Pinned {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Pinned {
+    pub fn spawn(mut cmd: Command, port: u16, ready: &str, log: &Path) -> Pinned {
+        let log = std::fs::File::create(log).expect("log");
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn (taskset, from util-linux)");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::blocking::Client::new();
+        let started = Instant::now();
+        while !http.get(format!("{url}{ready}")).send().is_ok_and(|r| r.status().is_success()) {
+            assert!(started.elapsed() < Duration::from_secs(60), "{url}{ready} never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Pinned { child, url }
+    }
+
+    pub fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+
+    /// CPU time (user and system) the process has used, or its thread named `thread`.
+    pub fn cpu(&self, thread: Option<&str>) -> Duration {
+        let pid = self.child.id();
+        let stat = match thread {
+            None => std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+            Some(name) => std::fs::read_dir(format!("/proc/{pid}/task"))
+                .expect("/proc")
+                .flatten()
+                .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+                .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+                .unwrap_or_else(|| panic!("no thread named {name}")),
+        };
+        // Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        Duration::from_secs_f64(ticks as f64 / clock_ticks())
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`), the unit of /proc's CPU times.
+pub fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK")
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `program` run on core 1 (`taskset`), for wrk on core 0.
+pub fn pinned(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1"]).arg(program);
+    cmd
+}
+
+/// Runs the keyturn CLI on `data` and returns what it printed.
+pub fn cli(data: &Path, args: &[&str]) -> String {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_keyturn")).args(args).env("KEYTURN_DATA_DIR", data).output().expect("cli");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
+}
+
+pub fn show(w: &Wrk) -> String {
+    format!("{:.0}/s (p50 {:.2} ms, p99 {:.2} ms, {} errors)", w.rps, w.p50_ms, w.p99_ms, w.errors)
+}
+
+/// A wrk script for one thread (`wrk_on`) that sends each of `values` once, in order (read
+/// from a file beside it, so the list may be long): as the header `vary_header` when given,
+/// else appended to `body`. `headers` go with every request. Counts answers that are not 200
+/// as `not_ok`, and requests past the end of the list as `reused`.
+#[allow(clippy::too_many_arguments)]
+pub fn each_once_script(
+    dir: &Path,
+    name: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    vary_header: Option<&str>,
+    body: &str,
+    values: &[String],
+) -> PathBuf {
+    let list = dir.join(format!("{name}.values"));
+    std::fs::write(&list, values.join("\n") + "\n").expect("values");
+    let file = dir.join(format!("{name}.lua"));
+    let fixed: Vec<String> = headers.iter().map(|(k, v)| format!("[{}] = {}", lua_string(k), lua_string(v))).collect();
+    let request = match vary_header {
+        Some(h) => format!(
+            "headers[{}] = v\n  return wrk.format({}, {}, headers, {})",
+            lua_string(h),
+            lua_string(method),
+            lua_string(path),
+            lua_string(body)
+        ),
+        None => format!(
+            "return wrk.format({}, {}, headers, {} .. v)",
+            lua_string(method),
+            lua_string(path),
+            lua_string(body)
+        ),
+    };
+    let script = format!(
+        r#"local values = {{}}
+for line in io.lines({list}) do values[#values + 1] = line end
+local headers = {{ {fixed} }}
+local i = 0
+not_ok = 0
+reused = 0
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function request()
+  i = i + 1
+  if i > #values then reused = reused + 1 end
+  local v = values[(i - 1) % #values + 1]
+  {request}
+end
+function response(status, headers, body)
+  if status ~= 200 then not_ok = not_ok + 1 end
+end
+function done(summary, latency, requests)
+  local n, r = 0, 0
+  for _, t in ipairs(threads) do n = n + t:get("not_ok"); r = r + t:get("reused") end
+  io.write("script: not_ok " .. n .. "\n")
+  io.write("script: reused " .. r .. "\n")
+end
+"#,
+        list = lua_string(&list.display().to_string()),
+        fixed = fixed.join(", ")
+    );
+    std::fs::write(&file, script).expect("script");
+    file
 }

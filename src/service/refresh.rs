@@ -191,6 +191,8 @@ fn refresh_grant(row: &RefreshRow) -> (IssueRequest, Actor) {
         ttl: None,
         session_label: None,
         session_owner: None,
+        // Each refresh binds anew to its own proof's key (checked against the row's).
+        dpop_jkt: None,
     };
     let actor = Actor { name: format!("refresh:{}", row.client_id.as_deref().unwrap_or("-")), source: None };
     (req, actor)

@@ -79,6 +79,10 @@ pub struct IssueRequest {
     /// Who owns the session (may list and end it): `apikey:<id>` for an API key; the actor
     /// when not given.
     pub session_owner: Option<String>,
+    /// Bind the token (and the refresh token, if any) to the DPoP key with this RFC 7638
+    /// thumbprint (RFC 9449 §10's `dpop_jkt`): a web app binds its users' tokens to a key
+    /// their browser holds, and every verifier then asks for that key's proofs.
+    pub dpop_jkt: Option<String>,
 }
 
 /// An issued access token (and refresh token, if asked for).
@@ -102,8 +106,10 @@ pub struct IssuedToken {
 /// How a minted token relates to refresh tokens.
 pub(super) enum RefreshPlan {
     None,
-    /// Start a new family.
-    NewFamily,
+    /// Start a new family (its refresh tokens bound to a DPoP key, if `jkt`).
+    NewFamily {
+        jkt: Option<String>,
+    },
     /// Continue a family: spend the presented refresh token, and record its successor.
     /// `ends_at`: its session's absolute end (none for families from before sessions).
     Continue {
@@ -169,6 +175,11 @@ impl Tokens {
     /// Validates and issues a token for a trusted caller (the API, the dashboard, the CLI).
     pub async fn issue_token(&self, req: &IssueRequest, actor: &Actor) -> Result<IssuedToken> {
         let (ttl, plan) = self.check_issue_request(req)?;
+        if req.dpop_jkt.is_some() {
+            let mut bound = req.clone();
+            bind(&mut bound, req.dpop_jkt.as_deref());
+            return self.mint(&bound, ttl, plan, actor).await;
+        }
         self.mint(req, ttl, plan, actor).await
     }
 
@@ -219,10 +230,17 @@ impl Tokens {
                 problems.push(format!("session_label must be at most {MAX_LABEL_LEN} printable characters"));
             }
         }
+        if req
+            .dpop_jkt
+            .as_deref()
+            .is_some_and(|j| j.len() != 43 || !j.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            problems.push("dpop_jkt must be a key's RFC 7638 SHA-256 thumbprint (43 base64url characters)".into());
+        }
         if !problems.is_empty() {
             return Err(Error::Invalid(problems));
         }
-        let plan = if req.refresh { RefreshPlan::NewFamily } else { RefreshPlan::None };
+        let plan = if req.refresh { RefreshPlan::NewFamily { jkt: req.dpop_jkt.clone() } } else { RefreshPlan::None };
         Ok((ttl, plan))
     }
 
@@ -422,7 +440,8 @@ impl Tokens {
         });
         let spent = refresh.as_ref().and_then(|p| p.spend.clone());
         let session_id = refresh.as_ref().map(|p| p.family.clone());
-        Ok(Minted { token, alg, record, new_refresh, spent, scope: req.scope.clone(), session, session_id })
+        let bound = req.claims.contains_key("cnf");
+        Ok(Minted { token, alg, record, new_refresh, spent, scope: req.scope.clone(), session, session_id, bound })
     }
 
     /// The answer for a minted token once its records were written (or not): the token,
@@ -434,7 +453,7 @@ impl Tokens {
                 self.metrics.token_issued(&record.kid, alg);
                 Ok(Some(IssuedToken {
                     access_token: token,
-                    token_type: "Bearer",
+                    token_type: if minted.bound { "DPoP" } else { "Bearer" },
                     expires_in: (record.exp - record.iat).whole_seconds().max(0) as u64,
                     kid: record.kid.to_string(),
                     jti: record.jti,
@@ -478,14 +497,9 @@ struct RefreshParts {
 fn refresh_parts(plan: RefreshPlan) -> Option<RefreshParts> {
     match plan {
         RefreshPlan::None => None,
-        RefreshPlan::NewFamily => Some(RefreshParts {
-            family: random_id(18),
-            spend: None,
-            token: None,
-            record: true,
-            ends_at: None,
-            jkt: None,
-        }),
+        RefreshPlan::NewFamily { jkt } => {
+            Some(RefreshParts { family: random_id(18), spend: None, token: None, record: true, ends_at: None, jkt })
+        }
         RefreshPlan::Continue { family, spent, successor, ends_at, jkt } => {
             Some(RefreshParts { family, spend: Some(spent), token: Some(successor), record: true, ends_at, jkt })
         }
@@ -497,6 +511,8 @@ fn refresh_parts(plan: RefreshPlan) -> Option<RefreshParts> {
 
 /// A signed access token whose records are not yet written.
 struct Minted {
+    /// Bound to a DPoP key (`cnf.jkt`).
+    bound: bool,
     token: String,
     alg: Algorithm,
     record: TokenRecord,

@@ -295,6 +295,8 @@ struct TokenBody {
     refresh: bool,
     /// With `refresh`: a label for the session (the device or browser).
     session_label: Option<String>,
+    /// Bind the token (and refresh token) to the DPoP key with this RFC 7638 thumbprint.
+    dpop_jkt: Option<String>,
 }
 
 #[post("/api/v1/tokens", data = "<body>")]
@@ -327,6 +329,7 @@ async fn issue_token(
         refresh: body.refresh,
         session_label: body.session_label,
         session_owner: Some(crate::service::sessions::api_key_owner(&caller.key.id)),
+        dpop_jkt: body.dpop_jkt,
     };
     Ok(Json(tokens.issue_token(&req, &caller.actor()).await.map_err(ApiError::from)?))
 }

@@ -229,6 +229,31 @@ fn a_public_holder_s_refresh_token_is_bound_to_its_key() {
     }
     let (status, again) = refresh(&next, Some(holder.proof("POST", &token_url, None)));
     assert_eq!((status, again["token_type"].as_str()), (200, Some("DPoP")), "the key's own proof: {again}");
+
+    // A web app binds a session to its user's browser key from the start (`dpop_jkt`): the
+    // first access token is bound, and the very first refresh needs that key's proof.
+    let browser = Holder::new();
+    let mint = |body: Value| {
+        let res =
+            client().post(format!("{}/api/v1/tokens", d.url)).bearer_auth(&issuer).json(&body).send().expect("mint");
+        (res.status().as_u16(), res.json::<Value>().expect("json"))
+    };
+    let (status, bad) = mint(json!({"sub": "bob", "aud": "api", "dpop_jkt": "not-a-thumbprint"}));
+    assert_eq!(status, 400, "{bad}");
+    let (status, minted) = mint(json!({"sub": "bob", "aud": "api", "refresh": true, "dpop_jkt": browser.thumbprint()}));
+    assert_eq!((status, minted["token_type"].as_str()), (200, Some("DPoP")), "{minted}");
+    let access = minted["access_token"].as_str().expect("token");
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access.split('.').nth(1).expect("payload")).expect("base64"))
+            .expect("claims");
+    assert_eq!(claims["cnf"]["jkt"], browser.thumbprint().as_str());
+    let first_refresh = minted["refresh_token"].as_str().expect("refresh").to_owned();
+    let (status, body) = refresh(&first_refresh, Some(holder.proof("POST", &token_url, None)));
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_dpop_proof")), "another key: {body}");
+    let (status, body) = refresh(&first_refresh, None);
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_dpop_proof")), "no proof: {body}");
+    let (status, body) = refresh(&first_refresh, Some(browser.proof("POST", &token_url, None)));
+    assert_eq!((status, body["token_type"].as_str()), (200, Some("DPoP")), "the browser's key: {body}");
 }
 
 /// nginx with the shipped forward-auth config forwards what a proof must name (the original
