@@ -28,7 +28,7 @@ impl Holder {
         Holder { key, jwk, made: std::cell::Cell::new(0) }
     }
 
-    fn thumbprint(&self) -> String {
+    pub fn thumbprint(&self) -> String {
         let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(self.jwk.clone()).expect("jwk");
         jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).expect("thumbprint")
     }

@@ -328,6 +328,33 @@ fn caddy_forward_auth_passes_keyturns_identity_and_never_the_clients() {
     let (status, challenge, _) = get(no_scope["access_token"].as_str());
     assert_eq!(status, 403, "a token without the required scope");
     assert!(challenge.is_some_and(|c| c.contains("insufficient_scope")), "keyturn's challenge on a 403");
+
+    // A DPoP-bound token: Caddy forwards the method and the URL the client called
+    // (X-Forwarded-Method, -Proto, -Host, -Uri) and the proof; it passes with a proof of its
+    // key for that request only.
+    let holder = crate::dpop::Holder::new();
+    let bound = mint(
+        &d,
+        &key,
+        json!({"sub": "alice", "aud": "orders-api", "scope": "orders:read", "dpop_jkt": holder.thumbprint()}),
+    );
+    let bound = bound["access_token"].as_str().expect("token").to_owned();
+    let with_proof = |proof: Option<String>| {
+        let mut req = client().get(&url).header("Authorization", format!("DPoP {bound}"));
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        let res = req.send().expect("through caddy");
+        let challenge = res.headers().get("www-authenticate").map(|v| v.to_str().unwrap_or("").to_owned());
+        (res.status().as_u16(), challenge)
+    };
+    let (status, challenge) = with_proof(None);
+    assert_eq!(status, 401, "a bound token without its proof");
+    assert!(challenge.is_some_and(|c| c.starts_with("DPoP error=")), "RFC 9449's challenge through Caddy");
+    let elsewhere = format!("http://127.0.0.1:{gateway}/orders/43");
+    assert_eq!(with_proof(Some(holder.proof("GET", &elsewhere, Some(&bound)))).0, 401, "a proof for another URL");
+    let (status, _) = with_proof(Some(holder.proof("GET", &url, Some(&bound))));
+    assert_eq!(status, 200, "with its proof for this request: {}", std::fs::read_to_string(&log).unwrap_or_default());
 }
 
 /// Registers an OAuth client through the Admin API: (client_id, secret).
