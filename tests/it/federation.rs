@@ -20,8 +20,9 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
-fn api_key(data: &std::path::Path, role: &str) -> String {
-    let out = keyturn_ok(data, &["apikey", "create", "--role", role, "--name", role], &[crate::support::SQLITE]);
+/// An API key of `role` on the installation at `data` (`env`: its backend).
+fn api_key(data: &std::path::Path, role: &str, env: &[(&str, &str)]) -> String {
+    let out = keyturn_ok(data, &["apikey", "create", "--role", role, "--name", role], env);
     out.lines().find(|l| l.starts_with("kt_")).expect("key").trim().to_owned()
 }
 
@@ -53,14 +54,17 @@ fn claims(token: &str) -> Value {
 #[test]
 fn a_workload_exchanges_its_clusters_token_for_a_clients_token_and_nothing_else_does() {
     let root = tempfile::tempdir().expect("tempdir");
-    let env = [crate::support::SQLITE];
+    // The stand-in cluster is a single node on SQLite; keyturn runs on the suite's backend.
+    let sqlite = [crate::support::SQLITE];
+    let env: [(&str, &str); 0] = [];
     // The stand-in cluster: its tokens' iss is its URL, its discovery names its JWKS.
     let cluster_data = root.path().join("cluster");
-    let cluster = Daemon::start(&cluster_data, &env, "federation-cluster");
-    let (cluster_issuer, cluster_admin) = (api_key(&cluster_data, "issuer"), api_key(&cluster_data, "admin"));
+    let cluster = Daemon::start(&cluster_data, &sqlite, "federation-cluster");
+    let (cluster_issuer, cluster_admin) =
+        (api_key(&cluster_data, "issuer", &sqlite), api_key(&cluster_data, "admin", &sqlite));
     // keyturn, with a client that has no credential of its own.
     let data = root.path().join("main");
-    let d = Daemon::start(&data, &[crate::support::SQLITE, ("KEYTURN_AUTH_FAILURE_LIMIT", "1000")], "federation");
+    let d = Daemon::start(&data, &[("KEYTURN_AUTH_FAILURE_LIMIT", "1000")], "federation");
     let created = keyturn_ok(
         &data,
         &["client", "create", "--name", "builder", "--audience", "deploy-api", "--scope", "deploy", "--federated"],
@@ -68,7 +72,7 @@ fn a_workload_exchanges_its_clusters_token_for_a_clients_token_and_nothing_else_
     );
     assert!(!created.contains("client_secret"), "no secret is made: {created}");
     let client_id = created.lines().find_map(|l| l.strip_prefix("client_id=")).expect("client_id").to_owned();
-    let verifier = api_key(&data, "verifier");
+    let verifier = api_key(&data, "verifier", &env);
     let meta = || -> Value {
         client()
             .get(format!("{}/.well-known/oauth-authorization-server", d.url))
@@ -150,7 +154,7 @@ fn a_workload_exchanges_its_clusters_token_for_a_clients_token_and_nothing_else_
     // Refusals: each invalid_grant (or invalid_request), and nothing issued.
     let issued =
         || crate::support::scalar(&crate::support::database(&data, &env), "SELECT COUNT(*) FROM issued_tokens", &[]);
-    let keyturns_own = workload_token(&d, &api_key(&data, "issuer"), SERVICE_ACCOUNT, AUDIENCE);
+    let keyturns_own = workload_token(&d, &api_key(&data, "issuer", &env), SERVICE_ACCOUNT, AUDIENCE);
     let forged = {
         let (key, _) = crate::support::p256_key();
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
@@ -224,8 +228,8 @@ fn a_workload_exchanges_its_clusters_token_for_a_clients_token_and_nothing_else_
 fn issuers_are_managed_through_the_admin_api() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
-    let d = Daemon::start(&data, &[crate::support::SQLITE], "federation-api");
-    let (admin, verifier) = (api_key(&data, "admin"), api_key(&data, "verifier"));
+    let d = Daemon::start(&data, &[], "federation-api");
+    let (admin, verifier) = (api_key(&data, "admin", &[]), api_key(&data, "verifier", &[]));
     let call = |key: &str, path: &str, body: Value| {
         let res = client().post(format!("{}{path}", d.url)).bearer_auth(key).json(&body).send().expect("post");
         let status = res.status().as_u16();
