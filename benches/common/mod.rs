@@ -200,38 +200,11 @@ end
 /// the same values. Counts answers that are not 200 as `not_ok`, and requests past the end
 /// of the list (a round that outran it) as `reused`.
 pub fn form_list_script(dir: &Path, name: &str, path: &str, auth: &str, prefix: &str, values: &[String]) -> PathBuf {
-    let file = dir.join(format!("{name}.lua"));
-    let list: Vec<String> = values.iter().map(|t| lua_string(t)).collect();
-    let auth = if auth.is_empty() { String::new() } else { format!(r#"["Authorization"] = {}, "#, lua_string(auth)) };
-    let script = format!(
-        r#"local values = {{ {list} }}
-local i = 0
-not_ok = 0
-reused = 0
-local threads = {{}}
-function setup(thread) table.insert(threads, thread) end
-function request()
-  i = i + 1
-  if i > #values then reused = reused + 1 end
-  local v = values[(i - 1) % #values + 1]
-  return wrk.format("POST", {path}, {{ {auth}["Content-Type"] = "application/x-www-form-urlencoded" }}, {prefix} .. v)
-end
-function response(status, headers, body)
-  if status ~= 200 then not_ok = not_ok + 1 end
-end
-function done(summary, latency, requests)
-  local n, r = 0, 0
-  for _, t in ipairs(threads) do n = n + t:get("not_ok"); r = r + t:get("reused") end
-  io.write("script: not_ok " .. n .. "\n")
-  io.write("script: reused " .. r .. "\n")
-end
-"#,
-        list = list.join(", "),
-        path = lua_string(path),
-        prefix = lua_string(prefix)
-    );
-    std::fs::write(&file, script).expect("script");
-    file
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    if !auth.is_empty() {
+        headers.push(("Authorization", auth));
+    }
+    each_once_script(dir, name, "POST", path, &headers, None, prefix, values)
 }
 
 /// A wrk script that introspects `tokens` round-robin with a verifier API key, counting

@@ -151,15 +151,22 @@ fn express_oauth2_jwt_bearer_across_an_emergency_rotation_and_an_algorithm_chang
     assert_eq!(fresh.get(&token(&other)).0, 401, "another audience");
 }
 
-#[test]
-fn openid_client_and_authlib_discover_and_use_every_endpoint() {
+/// What the OAuth library tests start with: openid-client and authlib at hand, a daemon with
+/// `env` on a new installation, and an admin API key of it.
+fn oauth_libraries(env: &[(&str, &str)], name: &str) -> (tempfile::TempDir, PathBuf, String, Daemon) {
     node_module("openid-client");
     let python = python();
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
     keyturn_once(&data, &["init"], &[]);
     let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "libs"], &[]).trim().to_owned();
-    let d = Daemon::start(&data, &[], "libraries");
+    let d = Daemon::start(&data, env, name);
+    (root, python, key, d)
+}
+
+#[test]
+fn openid_client_and_authlib_discover_and_use_every_endpoint() {
+    let (_root, python, key, d) = oauth_libraries(&[], "libraries");
     let (id, secret) = register_client(&d, &key, &["orders:read", "orders:write"], &["orders-api"]);
     let minted = mint(&d, &key, json!({"sub": "alice", "aud": "orders-api", "refresh": true}));
     let refresh = minted["refresh_token"].as_str().expect("refresh token");
@@ -207,13 +214,7 @@ fn openid_client_and_authlib_discover_and_use_every_endpoint() {
 #[test]
 fn openid_client_and_authlib_authenticate_with_private_key_jwt_and_openid_client_binds_with_dpop() {
     use base64::Engine as _;
-    node_module("openid-client");
-    let python = python();
-    let root = tempfile::tempdir().expect("tempdir");
-    let data = root.path().join("data");
-    keyturn_once(&data, &["init"], &[]);
-    let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "libs"], &[]).trim().to_owned();
-    let d = Daemon::start(&data, &[("KEYTURN_USE_DPOP_NONCE", "true")], "libraries-secretless");
+    let (root, python, key, d) = oauth_libraries(&[("KEYTURN_USE_DPOP_NONCE", "true")], "libraries-secretless");
     let (pkcs8, mut jwk) = crate::support::p256_key_pkcs8();
     jwk["kid"] = Value::from("svc-2026");
     let pem = format!(
