@@ -24,6 +24,14 @@ impl Tokens {
     /// Checks a DPoP proof for the request `expected` describes and records its `jti`;
     /// `invalid_dpop_proof` when a check fails or the proof was used before, on any node.
     pub async fn accept_proof(&self, proof: &str, expected: &Expected<'_>) -> Result<Proof> {
+        let checked = self.check_proof(proof, expected)?;
+        self.spend_proof(&checked).await?;
+        Ok(checked)
+    }
+
+    /// Every check of a DPoP proof but the replay cache's (a current nonce too, when nonces
+    /// are on): for a request that has more to check before the proof is spent.
+    pub fn check_proof(&self, proof: &str, expected: &Expected<'_>) -> Result<Proof> {
         let now = self.clock.now();
         let checked =
             dpop::check(proof, expected, now, PROOF_WINDOW).map_err(|e| Error::InvalidDpopProof(e.to_string()))?;
@@ -34,6 +42,12 @@ impl Tokens {
                 return Err(Error::UseDpopNonce { nonce: current });
             }
         }
+        Ok(checked)
+    }
+
+    /// Records a checked proof's `jti` in the installation's replay cache; refused when any
+    /// node recorded it before.
+    pub async fn spend_proof(&self, checked: &Proof) -> Result<()> {
         let (key, jti, until) = (checked.jkt.clone(), checked.jti.clone(), checked.iat + PROOF_WINDOW);
         let first = self
             .store
@@ -42,7 +56,7 @@ impl Tokens {
         if !first {
             return Err(Error::InvalidDpopProof("invalid DPoP proof: its jti was used before".into()));
         }
-        Ok(checked)
+        Ok(())
     }
 
     /// The nonce proofs must carry now, when `use_dpop_nonce` is on: the same on every node

@@ -19,15 +19,18 @@ impl Tokens {
     /// within `refresh_grace` of its spending while its successor is unused, when the client
     /// is retrying a refresh whose answer it lost (or raced itself): it gets the same
     /// successor again, with a new access token.
-    /// `bound_to`: the thumbprint of the key of the request's DPoP proof, which the new access
-    /// token is bound to.
+    /// `proof`: the request's DPoP proof, checked but not yet spent; the new access token is
+    /// bound to its key. It is spent once the refresh token is found good, so a refused
+    /// refresh records nothing.
     pub async fn redeem_refresh(
         &self,
         presented: &str,
         client: Option<&AuthenticatedClient>,
-        bound_to: Option<&str>,
+        proof: Option<&crate::dpop::Proof>,
     ) -> Result<IssuedToken> {
         let grant = |why: &str| Error::InvalidGrant(why.to_owned());
+        let bound_to = proof.map(|p| p.jkt.as_str());
+        let mut spent_proof = false;
         if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 128 {
             return Err(grant("the refresh token is not valid"));
         }
@@ -94,6 +97,9 @@ impl Tokens {
                     && now - used <= self.config.refresh_grace
                     && self.successor_unused(&successor).await?
                 {
+                    if let (Some(p), false) = (proof, spent_proof) {
+                        self.spend_proof(p).await?;
+                    }
                     let (mut req, actor) = refresh_grant(&row);
                     super::tokens::bind(&mut req, bound_to);
                     let plan = RefreshPlan::Retry { family: row.family.clone(), successor: successor.clone(), ends_at };
@@ -107,6 +113,10 @@ impl Tokens {
             }
             if self.shared.revoked().grant_revoked(&row.sub, row.client_id.as_deref(), row.issued_at) {
                 return Err(grant("the subject's or client's tokens have been revoked"));
+            }
+            if let (Some(p), false) = (proof, spent_proof) {
+                self.spend_proof(p).await?;
+                spent_proof = true;
             }
             let (mut req, actor) = refresh_grant(&row);
             super::tokens::bind(&mut req, bound_to);

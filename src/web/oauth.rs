@@ -267,14 +267,23 @@ async fn token(
     let form = read_form(ct, data).await?;
     let creds = client_credentials(&auth, &form)?;
     let grant = form.get("grant_type").ok_or_else(|| ApiError::invalid_request("grant_type is required"))?;
-    // A DPoP proof binds the access token to the proof's key (RFC 9449 §5); it is checked
-    // (and its jti recorded) once the client, if any, has authenticated.
-    let proof_key = || async {
-        match &dpop.0 {
-            Some(proof) => {
-                let url = tokens.token_endpoint();
-                let expected = crate::dpop::Expected { method: "POST", url: &url, access_token: None, key: None };
-                Ok::<_, ApiError>(Some(tokens.accept_proof(proof, &expected).await?.jkt))
+    // A DPoP proof binds the access token to the proof's key (RFC 9449 §5). It is checked
+    // now and spent (its jti recorded) only once the client, the workload or the refresh
+    // token it comes with is found good, so a refused request records nothing.
+    let proof = match &dpop.0 {
+        Some(proof) => {
+            let url = tokens.token_endpoint();
+            let expected = crate::dpop::Expected { method: "POST", url: &url, access_token: None, key: None };
+            Some(tokens.check_proof(proof, &expected)?)
+        }
+        None => None,
+    };
+    let proof = &proof;
+    let proof_key = || async move {
+        match proof {
+            Some(p) => {
+                tokens.spend_proof(p).await?;
+                Ok::<_, ApiError>(Some(p.jkt.clone()))
             }
             None => Ok(None),
         }
@@ -323,8 +332,8 @@ async fn token(
                 .get("refresh_token")
                 .cloned()
                 .ok_or_else(|| ApiError::invalid_request("refresh_token is required"))?;
-            let bound_to = proof_key().await?;
-            (tokens.redeem_refresh(&presented, client.as_ref(), bound_to.as_deref()).await?, bound_to)
+            let issued = tokens.redeem_refresh(&presented, client.as_ref(), proof.as_ref()).await?;
+            (issued, proof.as_ref().map(|p| p.jkt.clone()))
         }
         other => {
             let shown: String = other.chars().take(64).collect();

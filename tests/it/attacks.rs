@@ -530,6 +530,32 @@ async fn holder_rows(api: &Api, client_id: &str, secret: &str) -> Vec<Row> {
             400,
             Some("invalid_dpop_proof"),
         ),
+        row(
+            "a good DPoP proof with a garbage refresh token (the proof is not spent)",
+            raw(
+                "POST",
+                "/oauth/token",
+                &[form_type, ("DPoP", &proof(&|_, _| {}, Some(&key)))],
+                b"grant_type=refresh_token&refresh_token=ktr_garbage",
+            ),
+            400,
+            Some("invalid_grant"),
+        ),
+        row(
+            "a good DPoP proof with a wrong client secret (the proof is not spent)",
+            raw(
+                "POST",
+                "/oauth/token",
+                &[
+                    form_type,
+                    ("Authorization", &format!("Basic {}", STANDARD.encode(format!("{client_id}:wrong")))),
+                    ("DPoP", &proof(&|_, _| {}, Some(&key))),
+                ],
+                b"grant_type=client_credentials",
+            ),
+            401,
+            Some("invalid_client"),
+        ),
         row("a bound token at /auth/verify without its proof", verify("DPoP", None), 401, Some("DPoP error=")),
         row("a bound token as a bearer token", verify("Bearer", None), 401, Some("DPoP error=")),
         row(
