@@ -88,12 +88,9 @@ impl Clients {
             }
         };
         // Remembered until it could no longer be accepted anyway.
-        let (key, jti, until) =
-            (format!("client_assertion:{issuer}"), verified.jti.unwrap_or_default(), verified.expires_at + LEEWAY);
-        let first = self
-            .store
-            .write(move |tx| Box::pin(async move { store::replay::first_use(tx, &key, &jti, until).await }))
-            .await?;
+        let key = format!("client_assertion:{issuer}");
+        let jti = verified.jti.unwrap_or_default();
+        let first = self.store.first_use(&key, &jti, verified.expires_at + LEEWAY).await?;
         if !first {
             tracing::info!(client_id = %issuer, "client assertion refused: its jti was used before");
             return Ok(None);

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::Tokens;
 use crate::dpop::{self, Expected, Proof};
 use crate::error::{Error, Result};
-use crate::store;
 
 /// How far a proof's `iat` may be from now, either way; its `jti` is remembered this long
 /// after its `iat`, past which the proof is refused as too old anyway.
@@ -48,11 +47,7 @@ impl Tokens {
     /// Records a checked proof's `jti` in the installation's replay cache; refused when any
     /// node recorded it before.
     pub async fn spend_proof(&self, checked: &Proof) -> Result<()> {
-        let (key, jti, until) = (checked.jkt.clone(), checked.jti.clone(), checked.iat + PROOF_WINDOW);
-        let first = self
-            .store
-            .write(move |tx| Box::pin(async move { store::replay::first_use(tx, &key, &jti, until).await }))
-            .await?;
+        let first = self.store.first_use(&checked.jkt, &checked.jti, checked.iat + PROOF_WINDOW).await?;
         if !first {
             return Err(Error::InvalidDpopProof("invalid DPoP proof: its jti was used before".into()));
         }

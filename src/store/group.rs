@@ -1,15 +1,25 @@
 //! The group committer: answered tokens' records share one transaction (and one fsync)
-//! with the others waiting at the same moment.
+//! with the others waiting at the same moment; so do the replay cache's entries (a DPoP
+//! proof's or a client assertion's `jti`, which must be committed before it is accepted).
 
 use std::sync::{Arc, Weak};
 
 use super::{args, tokens, Bound, Inner, Lock, Pipelining, Result, StoreError};
 
-/// An answered token's recording, waiting for the group committer; its caller hears back
-/// only after the shared transaction committed.
-pub(super) struct GroupedJob {
-    pub(super) recording: tokens::Recording,
-    pub(super) done: tokio::sync::oneshot::Sender<Result<()>>,
+/// Work waiting for the group committer; its caller hears back only after the shared
+/// transaction committed.
+pub(super) enum GroupedJob {
+    /// An answered token's recording.
+    Token { recording: Box<tokens::Recording>, done: tokio::sync::oneshot::Sender<Result<()>> },
+    /// A replay-cache entry; the answer is whether it was new ([`super::replay::first_use`]).
+    Seen { seen: Seen, done: tokio::sync::oneshot::Sender<Result<bool>> },
+}
+
+/// A `jti` signed by the key `key` (a thumbprint, or a client), remembered until `until`.
+pub(super) struct Seen {
+    pub(super) key: String,
+    pub(super) jti: String,
+    pub(super) until: crate::clock::Instant,
 }
 
 /// The most jobs one group transaction takes.
@@ -25,8 +35,22 @@ pub(super) async fn group_committer(inner: Weak<Inner>, mut queue: tokio::sync::
         let mut batch = vec![first];
         gather(&mut queue, &mut batch).await;
         let Some(inner) = inner.upgrade() else { break };
-        let (recordings, answers): (Vec<tokens::Recording>, Vec<_>) =
-            batch.into_iter().map(|job| (job.recording, job.done)).unzip();
+        let (mut recordings, mut answers, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+        for job in batch {
+            match job {
+                GroupedJob::Token { recording, done } => {
+                    recordings.push(*recording);
+                    answers.push(done);
+                }
+                GroupedJob::Seen { seen: s, done } => seen.push((s, done)),
+            }
+        }
+        if !seen.is_empty() {
+            commit_seen(&inner, seen).await;
+        }
+        if recordings.is_empty() {
+            continue;
+        }
         let recordings = Arc::new(recordings);
         let all = recordings.clone();
         // A batch that is one statement goes in one round trip with its transaction.
@@ -80,6 +104,42 @@ pub(super) async fn group_committer(inner: Weak<Inner>, mut queue: tokio::sync::
                     };
                     let _ = done.send(Err(e));
                 }
+            }
+        }
+    }
+}
+
+/// Writes a batch of replay-cache entries in one transaction and tells each whether it was
+/// new (an entry seen before, by any node, is not). On a failure every caller hears it.
+async fn commit_seen(inner: &Inner, batch: Vec<(Seen, tokio::sync::oneshot::Sender<Result<bool>>)>) {
+    let (entries, answers): (Vec<Seen>, Vec<_>) = batch.into_iter().unzip();
+    let entries = Arc::new(entries);
+    let outcome = inner
+        .transact(Lock::Shared, move |tx| {
+            Box::pin(async move {
+                let mut firsts = Vec::with_capacity(entries.len());
+                for e in entries.iter() {
+                    firsts.push(super::replay::first_use(tx, &e.key, &e.jti, e.until).await?);
+                }
+                Ok(firsts)
+            })
+        })
+        .await;
+    match outcome {
+        Ok(firsts) => {
+            for (done, first) in answers.into_iter().zip(firsts) {
+                let _ = done.send(Ok(first));
+            }
+        }
+        Err(e) => {
+            let unavailable = matches!(e, StoreError::Unavailable(_));
+            let text = e.to_string();
+            for done in answers {
+                let _ = done.send(Err(if unavailable {
+                    StoreError::Unavailable(text.clone())
+                } else {
+                    StoreError::Task(format!("group commit failed: {text}"))
+                }));
             }
         }
     }

@@ -454,10 +454,26 @@ impl Store {
     /// committed, so the record is durable when this returns `Ok`.
     pub async fn record_token(&self, recording: tokens::Recording) -> Result<()> {
         let (done, answer) = tokio::sync::oneshot::channel();
-        self.inner
-            .grouped
-            .send(GroupedJob { recording, done })
-            .map_err(|_| StoreError::Task("the group committer stopped".into()))?;
+        self.grouped(GroupedJob::Token { recording: Box::new(recording), done }, answer, "the token's record").await
+    }
+
+    /// Records that `jti`, signed by `key`, was used (until `until`), in the group committer's
+    /// next transaction: `false` when any node recorded it before (a replay). Batched like
+    /// token records, so a burst of DPoP proofs shares its commits.
+    pub async fn first_use(&self, key: &str, jti: &str, until: crate::clock::Instant) -> Result<bool> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let seen = group::Seen { key: key.to_owned(), jti: jti.to_owned(), until };
+        self.grouped(GroupedJob::Seen { seen, done }, answer, "the replay-cache entry").await
+    }
+
+    /// Hands `job` to the group committer and waits for its answer, within the deadline.
+    async fn grouped<T>(
+        &self,
+        job: GroupedJob,
+        answer: tokio::sync::oneshot::Receiver<Result<T>>,
+        what: &str,
+    ) -> Result<T> {
+        self.inner.grouped.send(job).map_err(|_| StoreError::Task("the group committer stopped".into()))?;
         let stopped = |_| StoreError::Task("the group committer stopped".into());
         match self.deadline() {
             None => answer.await.map_err(stopped)?,
@@ -466,7 +482,7 @@ impl Store {
             Some(deadline) => match tokio::time::timeout(deadline, answer).await {
                 Ok(answered) => answered.map_err(stopped)?,
                 Err(_elapsed) => Err(StoreError::Unavailable(format!(
-                    "the token's record was not committed within {} ms (database_timeout)",
+                    "{what} was not committed within {} ms (database_timeout)",
                     deadline.as_millis()
                 ))),
             },

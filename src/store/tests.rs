@@ -106,3 +106,33 @@ async fn a_batch_refuses_only_its_bad_recordings() {
         .expect("records");
     assert_eq!(recorded, ["a", "c"]);
 }
+
+/// Replay-cache entries go through the group committer: many at once share commits, each
+/// hears whether it was first, and of the same entry sent together exactly one was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_entries_are_group_committed_and_each_is_first_once() {
+    use crate::clock::from_unix;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("t.db")).expect("open");
+    store.migrate().await.expect("migrate");
+    let until = from_unix(4_000_000_000);
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let store = store.clone();
+        // Every tenth is the same proof sent again and again; the rest are distinct.
+        let jti = if n % 10 == 0 { "again".to_owned() } else { format!("jti-{n}") };
+        tasks.push(tokio::spawn(async move { (jti.clone(), store.first_use("key", &jti, until).await) }));
+    }
+    let mut firsts = std::collections::HashMap::<String, usize>::new();
+    for t in tasks {
+        let (jti, first) = t.await.expect("join");
+        if first.expect("committed") {
+            *firsts.entry(jti).or_default() += 1;
+        }
+    }
+    assert_eq!(firsts.get("again"), Some(&1), "the repeated entry is first exactly once");
+    assert_eq!(firsts.len(), 181, "every distinct entry is first");
+    assert!(firsts.values().all(|n| *n == 1));
+    assert!(!store.first_use("key", "jti-1", until).await.expect("committed"), "a replay later");
+    assert!(store.first_use("another key", "jti-1", until).await.expect("committed"), "keyed by key and jti");
+}
