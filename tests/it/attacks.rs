@@ -20,7 +20,7 @@
 //! | `Authorization: bearer …` in lower case | rows below, and `credentials::tests` |
 //! | DPoP proofs for another request, old, future, replayed, unsigned, HMAC; a bound token without its proof | rows below (`holder_rows`), `dpop::tests`, and `dpop::a_proof_accepted_by_one_node_is_refused_by_another` for a replay on another node |
 //! | client assertions for another audience, reused, unsigned, HMAC, of another client | rows below (`holder_rows`), `assertion::tests`, `clientkeys::an_assertion_accepted_by_one_node_is_refused_by_another` |
-//! | a workload token from an untrusted issuer, for an unmapped subject or another audience, forged | `federation::a_workload_exchanges_its_clusters_token_for_a_clients_token_and_nothing_else_does` |
+//! | a workload token from an untrusted issuer, for an unmapped subject or another audience, forged | rows below (keyturn trusting itself as a workload issuer), and `federation::a_workload_exchanges_its_clusters_token_for_a_clients_token_and_nothing_else_does` |
 //! | a flood of unknown key ids against a client's `jwks_uri` | `clientkeys::a_client_with_a_jwks_uri_authenticates_everywhere_and_rotates_its_own_keys` |
 
 use std::io::{Read, Write};
@@ -486,7 +486,59 @@ async fn holder_rows(api: &Api, client_id: &str, secret: &str) -> Vec<Row> {
     let used = assertion(&|_, _| {}, Some(&signer));
     assert_eq!(send(&addr, &used).0, 200, "the assertion to be replayed");
 
+    // Workload identity federation: keyturn trusts itself as a workload issuer (its own keys
+    // at its own JWKS), with one subject mapped; a token of another subject, or of an issuer
+    // it does not trust, gets nothing.
+    let (svc, own_issuer, jwks_uri) =
+        (api.server.service.clone(), issuer.clone(), format!("http://{addr}/.well-known/jwks.json"));
+    let mapped_to = keyed.clone();
+    tokio::spawn(async move {
+        let new = keyturn::service::federation::NewIssuer {
+            issuer: own_issuer.clone(),
+            jwks_uri: Some(jwks_uri),
+            audience: "workloads".into(),
+        };
+        svc.federation().trust_issuer(&new, &Actor::cli()).await.expect("trust");
+        svc.federation()
+            .map_subject(&own_issuer, "system:serviceaccount:ci:builder", &mapped_to, &Actor::cli())
+            .await
+            .expect("map");
+    })
+    .await
+    .expect("join");
+    let workload = |sub: &str| {
+        let minted = api.server.service.clone();
+        let sub = sub.to_owned();
+        async move {
+            let req =
+                keyturn::service::tokens::IssueRequest { sub, aud: vec!["workloads".into()], ..Default::default() };
+            tokio::spawn(
+                async move { minted.tokens().issue_token(&req, &Actor::cli()).await.expect("mint").access_token },
+            )
+            .await
+            .expect("join")
+        }
+    };
+    let jwt_bearer = |token: &str| {
+        let body = format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={token}");
+        raw("POST", "/oauth/token", &[form_type], body.as_bytes())
+    };
+    let mapped = workload("system:serviceaccount:ci:builder").await;
+    assert_eq!(send(&addr, &jwt_bearer(&mapped)).0, 200, "the mapped workload gets its client's token");
+    let unmapped = workload("system:serviceaccount:ci:intruder").await;
+    let untrusted = {
+        let mut header = json!({"alg": "ES256", "kid": "k1"});
+        header["typ"] = "JWT".into();
+        jws(
+            &header,
+            &json!({"iss": "https://untrusted.example", "sub": "system:serviceaccount:ci:builder", "aud": "workloads", "exp": now + 600}),
+            Some(&key),
+        )
+    };
+
     vec![
+        row("a workload token from an untrusted issuer", jwt_bearer(&untrusted), 400, Some("invalid_grant")),
+        row("a workload token for an unmapped subject", jwt_bearer(&unmapped), 400, Some("invalid_grant")),
         row(
             "a DPoP proof for another method",
             token_with(&proof(&|_, c| c["htm"] = "GET".into(), Some(&key))),
