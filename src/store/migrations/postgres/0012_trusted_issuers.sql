@@ -19,3 +19,9 @@ CREATE TABLE federated_subjects (
     created_by  TEXT NOT NULL,
     PRIMARY KEY (issuer, subject)
 );
+
+-- Every node holds the trusted issuers and their subjects in memory: a change is announced.
+CREATE TRIGGER trusted_issuers_changed AFTER INSERT OR UPDATE OR DELETE ON trusted_issuers
+    FOR EACH STATEMENT EXECUTE FUNCTION keyturn_changed();
+CREATE TRIGGER federated_subjects_changed AFTER INSERT OR UPDATE OR DELETE ON federated_subjects
+    FOR EACH STATEMENT EXECUTE FUNCTION keyturn_changed();
