@@ -219,6 +219,13 @@ settings! {
         show: |c| c.tls_key_file.as_deref().map(path_text).unwrap_or_else(|| "\"\"".into()),
         help: "PEM private key, with `tls_cert_file`",
     }
+    trusted_ca_file: Option<PathBuf> {
+        parse: |v| readable_file(v).map(Some),
+        default: (None),
+        documented: "unset",
+        show: |c| c.trusted_ca_file.as_deref().map(path_text).unwrap_or_else(|| "\"\"  # the public CAs only".into()),
+        help: "PEM certificates of private certificate authorities to trust, besides the public ones, when fetching the key sets and discovery documents of clients (`jwks_uri`) and trusted issuers: a self-managed Kubernetes cluster's API server, an internal CA",
+    }
     trusted_proxies: Vec<IpAddr> {
         parse: parse_addresses,
         default: (Vec::new()),

@@ -69,14 +69,27 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 impl RemoteKeySets {
-    pub fn new(clock: Clock) -> Result<RemoteKeySets, String> {
-        let http = reqwest::Client::builder()
+    /// `private_cas`: a PEM file of certificate authorities trusted besides the public ones
+    /// (`trusted_ca_file`).
+    pub fn new(clock: Clock, private_cas: Option<&std::path::Path>) -> Result<RemoteKeySets, String> {
+        let mut builder = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("keyturn/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .user_agent(concat!("keyturn/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = private_cas {
+            let shown = path.display();
+            let pem = std::fs::read(path).map_err(|e| format!("trusted_ca_file {shown}: {e}"))?;
+            let cas = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("trusted_ca_file {shown}: not PEM certificates: {e}"))?;
+            if cas.is_empty() {
+                return Err(format!("trusted_ca_file {shown}: holds no certificate"));
+            }
+            for ca in cas {
+                builder = builder.add_root_certificate(ca);
+            }
+        }
+        let http = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(RemoteKeySets { http, clock, sets: Mutex::default() })
     }
 

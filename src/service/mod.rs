@@ -276,7 +276,10 @@ impl Keyturn {
         let keys = Arc::new(Keys::new(config.clone(), clock.clone(), store.clone(), shared.clone(), kek, custodian));
         let tokens = Arc::new(Tokens::new(&config, &clock, &store, &metrics, &shared, &keys));
         let revocations = Arc::new(Revocations::new(&clock, &store, &shared, &keys, &tokens));
-        let remote_keys = Arc::new(crate::remote_keys::RemoteKeySets::new(clock.clone()).map_err(Error::HttpClient)?);
+        let remote_keys = Arc::new(
+            crate::remote_keys::RemoteKeySets::new(clock.clone(), config.trusted_ca_file.as_deref())
+                .map_err(Error::HttpClient)?,
+        );
         let clients = Arc::new(Clients::new(&config, &clock, &store, &metrics, &shared, &revocations, &remote_keys));
         let federation = Arc::new(federation::Federation::new(&clock, &store, &clients, &remote_keys, &keys));
         let admins = Arc::new(Admins::new(store.clone(), clock.clone(), metrics.clone(), config.issuer.clone()));

@@ -288,3 +288,62 @@ fn issuers_are_managed_through_the_admin_api() {
         audit.iter().filter_map(|e| e["action"].as_str()).filter(|a| a.starts_with("issuer.")).collect();
     assert_eq!(actions, ["issuer.trust", "issuer.map", "issuer.forget"], "each change audited");
 }
+
+/// A self-managed cluster's issuer behind a private CA (here a keyturn serving HTTPS with a
+/// certificate made by rcgen): refused while its CA is unknown, trusted with
+/// `trusted_ca_file`, and its workloads' tokens exchanged.
+#[test]
+fn an_issuer_behind_a_private_ca_is_trusted_through_trusted_ca_file() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+    let (ca, key) = (root.path().join("cluster-ca.pem"), root.path().join("cluster.key"));
+    std::fs::write(&ca, certified.cert.pem()).expect("cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key");
+    let (ca_s, key_s) = (ca.display().to_string(), key.display().to_string());
+    let sqlite = [crate::support::SQLITE];
+    let cluster_data = root.path().join("cluster");
+    let tls =
+        [crate::support::SQLITE, ("KEYTURN_TLS_CERT_FILE", ca_s.as_str()), ("KEYTURN_TLS_KEY_FILE", key_s.as_str())];
+    let mut cluster = Daemon::spawn(&cluster_data, &tls, "federation-private-ca");
+    cluster.url = cluster.url.replace("http://", "https://");
+    let https = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).expect("ca"))
+        .build()
+        .expect("client");
+    eventually("the cluster's issuer to serve HTTPS", Duration::from_secs(30), || {
+        https.get(format!("{}/readyz", cluster.url)).send().ok().filter(|r| r.status().is_success()).map(|_| ())
+    });
+    let cluster_issuer = api_key(&cluster_data, "issuer", &sqlite);
+
+    let data = root.path().join("main");
+    let trust = ["issuer", "trust", "--issuer", &cluster.url, "--audience", AUDIENCE];
+    let env = [("KEYTURN_TRUSTED_CA_FILE", ca_s.as_str())];
+    let d = Daemon::start(&data, &env, "federation-main-private-ca");
+    let refused =
+        crate::support::run_keyturn(&trust, &[("KEYTURN_DATA_DIR", &data.display().to_string())], root.path());
+    assert!(!refused.status.success(), "its CA is unknown");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("cannot discover"), "{said}");
+    let created = keyturn_ok(&data, &["client", "create", "--name", "ci", "--audience", "api", "--federated"], &env);
+    let client_id = created.lines().find_map(|l| l.strip_prefix("client_id=")).expect("client_id").to_owned();
+    let trusted = keyturn_ok(&data, &trust, &env);
+    assert!(trusted.contains(&format!("jwks_uri={}/.well-known/jwks.json", cluster.url)), "{trusted}");
+    keyturn_ok(
+        &data,
+        &["issuer", "map", "--issuer", &cluster.url, "--subject", SERVICE_ACCOUNT, "--client", &client_id],
+        &env,
+    );
+    let minted: Value = https
+        .post(format!("{}/api/v1/tokens", cluster.url))
+        .bearer_auth(&cluster_issuer)
+        .json(&json!({"sub": SERVICE_ACCOUNT, "aud": AUDIENCE}))
+        .send()
+        .expect("mint")
+        .json()
+        .expect("json");
+    let own = minted["access_token"].as_str().expect("token").to_owned();
+    eventually("the workload's token to be exchanged", Duration::from_secs(10), || {
+        let (status, body) = grant(&d, &[("grant_type", JWT_BEARER), ("assertion", &own)]);
+        (status == 200).then(|| body["access_token"].as_str().map(str::to_owned)).flatten()
+    });
+}
