@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::clock::{from_unix, to_unix, Instant};
+use crate::keys::generate::PRIVATE_JWK_MEMBERS;
 
 /// The algorithms an assertion may be signed with: asymmetric only (never `none`, never
 /// HMAC, whose key would be a shared secret).
@@ -213,7 +214,7 @@ pub fn check_public_key_set(set: &Value, max_keys: usize) -> Result<JwkSet, Stri
     }
     for key in keys {
         let fields = key.as_object().ok_or("each key is a JSON object")?;
-        if ["d", "p", "q", "dp", "dq", "qi", "k"].iter().any(|f| fields.contains_key(*f)) {
+        if PRIVATE_JWK_MEMBERS.iter().any(|f| fields.contains_key(*f)) {
             return Err("a key holds private or symmetric material: register public keys only".into());
         }
     }

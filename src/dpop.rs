@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::clock::{to_unix, Instant};
+use crate::keys::generate::PRIVATE_JWK_MEMBERS;
 
 /// The `typ` of a DPoP proof's header.
 pub const PROOF_TYP: &str = "dpop+jwt";
@@ -93,7 +94,7 @@ pub fn check(proof: &str, expected: &Expected<'_>, now: Instant, window: Duratio
     }
     let jwk_raw = raw.get("jwk").and_then(Value::as_object).ok_or_else(|| refused("no jwk in its header"))?;
     // A private key in the header (RFC 9449 §4.3: the jwk "MUST NOT contain a private key").
-    if ["d", "p", "q", "dp", "dq", "qi", "k"].iter().any(|k| jwk_raw.contains_key(*k)) {
+    if PRIVATE_JWK_MEMBERS.iter().any(|k| jwk_raw.contains_key(*k)) {
         return Err(refused("its jwk holds private or symmetric key material"));
     }
     let header = jsonwebtoken::decode_header(proof).map_err(|_| refused("not a JWT"))?;

@@ -207,6 +207,10 @@ impl PublicJwk {
     }
 }
 
+/// The JWK members that hold private or symmetric key material (RFC 7518 §6.2.2, §6.3.2,
+/// §6.4.1): a published key, a DPoP proof's `jwk` and a client's registered keys have none.
+pub const PRIVATE_JWK_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
+
 /// A freshly made key: its kid, published JWK and private half.
 #[derive(Debug)]
 pub struct NewKey {
@@ -333,7 +337,7 @@ mod tests {
             assert_eq!(k.public.parts().expect("parts").thumbprint(), k.kid);
             k.private.check_matches(&k.kid, &k.public).expect("matches");
             let json = serde_json::to_value(&k.public).expect("json");
-            for private_member in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+            for private_member in PRIVATE_JWK_MEMBERS {
                 assert!(json.get(private_member).is_none(), "{alg}: {private_member} leaked");
             }
         }

@@ -4,15 +4,15 @@
 //! key the copy lacks, so the client rotates its keys without keyturn's help). Each
 //! assertion's `jti` is accepted once across the installation (the replay cache).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 
 use super::clients::{enabled, AuthenticatedClient, Clients};
-use crate::assertion::{self, AssertionError, Rules, LEEWAY};
+use crate::assertion::{self, AssertionError, Rules, Verified, LEEWAY};
+use crate::clock::Instant;
 use crate::error::Result;
-use crate::remote_keys::Want;
+use crate::remote_keys::{RemoteKeySets, Want};
 use crate::store;
 
 /// The furthest in the future an assertion's `exp` may be. authlib signs them for an hour by
@@ -62,19 +62,13 @@ impl Clients {
                 })?;
                 assertion::verify(assertion, &keys, &rules, now)
             }
-            (None, Some(url)) => {
-                let first = self.published_keys(&issuer, url, Want::Fresh).await;
-                match first.map(|keys| assertion::verify(assertion, &keys, &rules, now)) {
-                    // The client may have rotated its keys since the copy was fetched.
-                    Some(Err(AssertionError::UnknownKey)) => match self.published_keys(&issuer, url, Want::Newer).await
-                    {
-                        Some(keys) => assertion::verify(assertion, &keys, &rules, now),
-                        None => return Ok(None),
-                    },
-                    Some(answer) => answer,
-                    None => return Ok(None),
+            (None, Some(url)) => match verify_published(&self.remote_keys, url, assertion, &rules, now).await {
+                Ok(answer) => answer,
+                Err(why) => {
+                    tracing::warn!(client_id = %issuer, "client assertion refused: {why}");
+                    return Ok(None);
                 }
-            }
+            },
             (None, None) => {
                 tracing::info!(client_id = %issuer, "client assertion refused: the client authenticates with a secret");
                 return Ok(None);
@@ -97,15 +91,24 @@ impl Clients {
         }
         Ok(Some(client))
     }
+}
 
-    /// The key set `client_id` publishes at `url`, or `None` (logged) when it cannot be had.
-    async fn published_keys(&self, client_id: &str, url: &str, want: Want) -> Option<Arc<JwkSet>> {
-        match self.remote_keys.get(url, want).await {
-            Ok(keys) => Some(keys),
-            Err(why) => {
-                tracing::warn!(client_id, "client assertion refused: {why}");
-                None
-            }
+/// Checks `assertion` against the key set published at `url`, fetching the set again once
+/// when the copy lacks the key the assertion names (its publisher may have rotated its keys
+/// since); `Err` when the set cannot be had.
+pub(super) async fn verify_published(
+    remote: &RemoteKeySets,
+    url: &str,
+    assertion: &str,
+    rules: &Rules<'_>,
+    now: Instant,
+) -> std::result::Result<std::result::Result<Verified, AssertionError>, String> {
+    let keys = remote.get(url, Want::Fresh).await?;
+    match assertion::verify(assertion, &keys, rules, now) {
+        Err(AssertionError::UnknownKey) => {
+            let keys = remote.get(url, Want::Newer).await?;
+            Ok(assertion::verify(assertion, &keys, rules, now))
         }
+        answer => Ok(answer),
     }
 }

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::client_keys::verify_published;
 use super::clients::{enabled, AuthenticatedClient, Clients};
 use super::{audited, Actor};
-use crate::assertion::{self, AssertionError, Rules};
+use crate::assertion::{self, Rules};
 use crate::clock::{self, Clock};
 use crate::error::{Error, Result};
-use crate::remote_keys::{check_url, RemoteKeySets, Want};
+use crate::remote_keys::{check_url, RemoteKeySets};
 use crate::store::federation::{IssuerRow, SubjectRow};
 use crate::store::{self, Store};
 
@@ -221,14 +222,7 @@ impl Federation {
     }
 
     pub async fn list_issuers(&self) -> Result<Vec<IssuerView>> {
-        let (issuers, subjects) = self
-            .store
-            .read(|c| {
-                Box::pin(
-                    async move { Ok((store::federation::issuers(c).await?, store::federation::subjects(c).await?)) },
-                )
-            })
-            .await?;
+        let (issuers, subjects) = self.rows().await?;
         Ok(issuers
             .into_iter()
             .map(|i| IssuerView {
@@ -244,6 +238,14 @@ impl Federation {
                 created_by: i.created_by,
             })
             .collect())
+    }
+
+    /// Every trusted issuer and every mapped subject, in one read.
+    async fn rows(&self) -> Result<(Vec<IssuerRow>, Vec<SubjectRow>)> {
+        let read = self.store.read(|c| {
+            Box::pin(async move { Ok((store::federation::issuers(c).await?, store::federation::subjects(c).await?)) })
+        });
+        Ok(read.await?)
     }
 
     async fn view(&self, issuer: &str) -> Result<IssuerView> {
@@ -263,15 +265,7 @@ impl Federation {
     }
 
     pub(super) async fn refresh(&self) {
-        let rows = self
-            .store
-            .read(|c| {
-                Box::pin(
-                    async move { Ok((store::federation::issuers(c).await?, store::federation::subjects(c).await?)) },
-                )
-            })
-            .await
-            .ok();
+        let rows = self.rows().await.ok();
         let mut trusted = HashMap::new();
         if let Some((issuers, subjects)) = rows {
             for i in issuers {
@@ -301,15 +295,7 @@ impl Federation {
             require_jti: false,
         };
         let now = self.clock.now();
-        let keys = |want| async move { self.remote_keys.get(&from.jwks_uri, want).await };
-        let verified = match keys(Want::Fresh).await.map(|k| assertion::verify(token, &k, &rules, now)) {
-            // The issuer may have rotated its keys since the copy was fetched.
-            Ok(Err(AssertionError::UnknownKey)) => {
-                keys(Want::Newer).await.map(|k| assertion::verify(token, &k, &rules, now))
-            }
-            other => other,
-        };
-        let verified = match verified {
+        let verified = match verify_published(&self.remote_keys, &from.jwks_uri, token, &rules, now).await {
             Ok(Ok(v)) => v,
             Ok(Err(why)) => return refuse(&why.to_string()),
             Err(why) => {

@@ -108,7 +108,7 @@ impl Keys {
             .store
             .read_marked(|c| {
                 Box::pin(async move {
-                    let federated = !store::federation::issuers(c).await?.is_empty();
+                    let federated = store::federation::any_issuer(c).await?;
                     Ok(((store::keys::live(c).await?, store::settings::all(c).await?), federated))
                 })
             })

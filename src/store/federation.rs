@@ -79,6 +79,11 @@ pub async fn issuers(conn: &Conn<'_>) -> Result<Vec<IssuerRow>> {
     .collect()
 }
 
+/// Whether any issuer is trusted (the metadata then offers the federation grants).
+pub async fn any_issuer(conn: &Conn<'_>) -> Result<bool> {
+    conn.query_one("SELECT EXISTS (SELECT 1 FROM trusted_issuers)", args![]).await?.get::<bool>(0)
+}
+
 /// Maps a subject of a trusted issuer to a client, or re-maps it.
 pub async fn put_subject(tx: &Tx<'_>, row: &SubjectRow) -> Result<()> {
     tx.execute("DELETE FROM federated_subjects WHERE issuer = ?1 AND subject = ?2", args![row.issuer, row.subject])

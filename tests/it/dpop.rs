@@ -261,7 +261,7 @@ fn a_public_holder_s_refresh_token_is_bound_to_its_key() {
 /// client called through nginx, and not without one.
 #[test]
 fn nginx_with_the_shipped_config_passes_a_bound_token_only_with_its_proof() {
-    use crate::gateways::{backend, deploy, nginx_config, register_client, run_nginx, tool};
+    use crate::gateways::{forward_auth_nginx, register_client, tool};
     let nginx = tool(&["/usr/sbin/nginx", "/usr/bin/nginx"], "Debian's nginx");
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("data");
@@ -270,16 +270,7 @@ fn nginx_with_the_shipped_config_passes_a_bound_token_only_with_its_proof() {
     let admin = keyturn_ok(&data, &["apikey", "create", "--role", "admin", "--name", "ops"], &env);
     let admin = admin.lines().find(|l| l.starts_with("kt_")).expect("key").trim().to_owned();
     let (id, secret) = register_client(&d, &admin, &["orders:read"], &["orders-api"]);
-    let (gateway, api) = (crate::daemon::free_port(), backend());
-    let conf = nginx_config(
-        &deploy("forward-auth/nginx.conf"),
-        d.url.trim_start_matches("http://"),
-        gateway,
-        api,
-        root.path(),
-    );
-    let _nginx = run_nginx(&nginx, &conf);
-    let url = format!("http://127.0.0.1:{gateway}/orders/42");
+    let (_nginx, url) = forward_auth_nginx(&nginx, &d, root.path());
     crate::support::eventually("nginx to answer", std::time::Duration::from_secs(10), || {
         client().get(&url).send().ok()
     });

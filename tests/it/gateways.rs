@@ -161,6 +161,15 @@ pub fn unsigned(token: &str) -> String {
     format!("{}.{}.", URL_SAFE_NO_PAD.encode(header.to_string()), parts[1])
 }
 
+/// nginx with the shipped forward-auth config in front of `d` and a backend: nginx (running
+/// until dropped) and the URL of an API path through it.
+pub fn forward_auth_nginx(nginx: &Path, d: &Daemon, root: &Path) -> (Killed, String) {
+    let (gateway, api) = (free_port(), backend());
+    let conf =
+        nginx_config(&deploy("forward-auth/nginx.conf"), d.url.trim_start_matches("http://"), gateway, api, root);
+    (run_nginx(nginx, &conf), format!("http://127.0.0.1:{gateway}/orders/42"))
+}
+
 pub fn nginx_config(template: &Path, keyturn: &str, gateway: u16, backend: u16, root: &Path) -> PathBuf {
     let conf = std::fs::read_to_string(template)
         .expect("conf")
@@ -181,16 +190,7 @@ fn nginx_auth_request_lets_only_active_tokens_through() {
     keyturn_once(&data, &["init"], &[]);
     let key = keyturn_once(&data, &["apikey", "create", "--role", "admin", "--name", "gateway"], &[]).trim().to_owned();
     let d = Daemon::start(&data, &[], "behind-gateway");
-    let (gateway, api) = (free_port(), backend());
-    let conf = nginx_config(
-        &deploy("forward-auth/nginx.conf"),
-        d.url.trim_start_matches("http://"),
-        gateway,
-        api,
-        root.path(),
-    );
-    let _nginx = run_nginx(&nginx, &conf);
-    let url = format!("http://127.0.0.1:{gateway}/orders/42");
+    let (_nginx, url) = forward_auth_nginx(&nginx, &d, root.path());
     let get = |token: Option<&str>| {
         let res = forged_get(&url, token).send().expect("through nginx");
         let status = res.status().as_u16();
